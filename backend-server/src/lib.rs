@@ -1,0 +1,33 @@
+//! SDK and runtime for backend servers of the `waldur.backend.v1` contract.
+//!
+//! A backend implements [`Backend`] with domain types ([`types`]) and never
+//! sees the wire messages. [`serve`] hosts one or more named instances behind
+//! mutual TLS, with the standard gRPC health service driven by each
+//! instance's probe, gRPC reflection, request validation, error mapping to
+//! canonical codes with `google.rpc.ErrorInfo`, one tracing span per RPC and
+//! graceful shutdown on SIGTERM/SIGINT.
+//!
+//! ```no_run
+//! # use std::sync::Arc;
+//! # async fn run(backend: Arc<dyn waldur_backend_sdk::Backend>, config: waldur_backend_sdk::config::ServerConfig) -> Result<(), Box<dyn std::error::Error>> {
+//! let registry = waldur_backend_sdk::Registry::single("hpc", backend)?;
+//! waldur_backend_sdk::serve(&config, registry, waldur_backend_sdk::shutdown_signal()).await?;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+mod backend;
+pub mod config;
+pub mod convert;
+mod error;
+mod server;
+mod service;
+pub mod types;
+
+pub use backend::Backend;
+pub use error::{BackendError, BackendResult};
+pub use server::{Bound, ServeError, serve, serve_duplex, shutdown_signal, spawn};
+pub use service::{Registry, RegistryBuilder};
+
+/// Re-export of the wire crate, for tests and clients.
+pub use waldur_backend_proto as proto;

@@ -1,0 +1,261 @@
+//! Serving: mutual TLS, the client allowlist, health, reflection, shutdown.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
+use tonic::service::InterceptorLayer;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Channel, Endpoint, Server};
+use tonic::{Request, Status};
+use tonic_health::ServingStatus;
+use waldur_backend_proto::v1::backend_service_server::BackendServiceServer;
+
+use crate::config::ServerConfig;
+use crate::{BackendError, Registry};
+
+/// The gRPC service name the health service reports for all instances.
+pub const HEALTH_SERVICE_NAME: &str = "waldur.backend.v1.BackendService";
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// TLS material could not be loaded.
+    #[error("tls: {0}")]
+    Tls(#[from] waldur_tls::TlsError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The gRPC transport failed.
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The reflection service could not be built.
+    #[error("reflection: {0}")]
+    Reflection(String),
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Bound {
+    /// The address actually bound (useful with port 0).
+    pub local_addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), ServeError>>,
+}
+
+impl Bound {
+    /// Stops accepting connections, lets in-flight RPCs finish and waits.
+    pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(ServeError::Reflection(format!("server task failed: {e}"))),
+        }
+    }
+}
+
+/// Serves until `shutdown` completes, then drains and returns.
+pub async fn serve(
+    config: &ServerConfig,
+    registry: Registry,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let bound = spawn(config, registry).await?;
+    tracing::info!(addr = %bound.local_addr, "backend server listening");
+    shutdown.await;
+    tracing::info!("shutting down: draining in-flight requests");
+    bound.shutdown().await
+}
+
+/// Binds and starts serving in the background.
+pub async fn spawn(config: &ServerConfig, registry: Registry) -> Result<Bound, ServeError> {
+    let tls = config.tls.files().server_config()?;
+    let allowed: Arc<HashSet<String>> =
+        Arc::new(config.tls.allowed_clients.iter().cloned().collect());
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(waldur_backend_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (health_stop_tx, health_stop_rx) = oneshot::channel::<()>();
+    let health_task = tokio::spawn(health_loop(
+        registry.clone(),
+        reporter,
+        config.health.interval(),
+        health_stop_rx,
+    ));
+
+    let router = Server::builder()
+        .tls_config(tls)?
+        .layer(InterceptorLayer::new(move |req: Request<()>| {
+            authorize(&allowed, req)
+        }))
+        .add_service(BackendServiceServer::new(registry))
+        .add_service(health_service)
+        .add_service(reflection);
+    let task = tokio::spawn(async move {
+        let result = router
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stop_rx.await;
+            })
+            .await;
+        let _ = health_stop_tx.send(());
+        let _ = health_task.await;
+        result.map_err(ServeError::from)
+    });
+    Ok(Bound {
+        local_addr,
+        shutdown: Some(stop_tx),
+        task,
+    })
+}
+
+/// Checks the verified client certificate's SAN identities against the
+/// allowlist. The chain was already verified by rustls during the handshake.
+fn authorize(allowed: &HashSet<String>, req: Request<()>) -> Result<Request<()>, Status> {
+    let Some(certs) = req.peer_certs() else {
+        return Err(Status::unauthenticated("a client certificate is required"));
+    };
+    let Some(leaf) = certs.first() else {
+        return Err(Status::unauthenticated("a client certificate is required"));
+    };
+    let identities = waldur_tls::peer_identities(leaf)
+        .map_err(|_| Status::unauthenticated("client certificate cannot be parsed"))?;
+    if identities.iter().any(|id| allowed.contains(id)) {
+        return Ok(req);
+    }
+    tracing::warn!(?identities, "client identity not allowed");
+    let shown = identities.first().map(String::as_str).unwrap_or("<none>");
+    Err(BackendError::new(
+        tonic::Code::PermissionDenied,
+        waldur_backend_proto::reason::IDENTITY_NOT_ALLOWED,
+        format!("client identity {shown} is not in tls.allowed_clients"),
+    )
+    .to_status())
+}
+
+/// Keeps the health service in line with the instances' probes: the empty
+/// service name and [`HEALTH_SERVICE_NAME`] are SERVING when every instance
+/// is ready; each instance name has its own status.
+async fn health_loop(
+    registry: Registry,
+    reporter: tonic_health::server::HealthReporter,
+    interval: std::time::Duration,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut last_all: Option<bool> = None;
+    loop {
+        let probes = registry.probe_all().await;
+        let all_ready = probes.iter().all(|(_, p)| p.ready);
+        for (name, probe) in &probes {
+            let status = if probe.ready {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            reporter.set_service_status(name, status).await;
+        }
+        let status = if all_ready {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        reporter.set_service_status("", status).await;
+        reporter
+            .set_service_status(HEALTH_SERVICE_NAME, status)
+            .await;
+        if last_all != Some(all_ready) {
+            let not_ready: Vec<String> = probes
+                .iter()
+                .filter(|(_, p)| !p.ready)
+                .map(|(n, p)| format!("{n}: {}", p.message))
+                .collect();
+            tracing::info!(ready = all_ready, ?not_ready, "health changed");
+            last_all = Some(all_ready);
+        }
+        tokio::select! {
+            _ = &mut stop => break,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+    for name in registry.names() {
+        reporter
+            .set_service_status(name, ServingStatus::NotServing)
+            .await;
+    }
+    reporter
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+}
+
+/// Serves `registry` in-process over an in-memory duplex transport and
+/// returns a channel to it: the real gRPC adapter (encoding, validation,
+/// error mapping) without sockets, TLS or the allowlist. For tests and
+/// embedding only.
+pub async fn serve_duplex(registry: Registry) -> Result<Channel, ServeError> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<tokio::io::DuplexStream>();
+    let incoming =
+        tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(Ok::<_, std::io::Error>);
+    tokio::spawn(
+        Server::builder()
+            .add_service(BackendServiceServer::new(registry))
+            .serve_with_incoming(incoming),
+    );
+    let channel = Endpoint::from_static("http://in-process.invalid")
+        .connect_with_connector(tower::service_fn(move |_uri| {
+            let tx = tx.clone();
+            async move {
+                let (client, server) = tokio::io::duplex(256 * 1024);
+                tx.send(server)
+                    .map_err(|_| std::io::Error::other("in-process server stopped"))?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(client))
+            }
+        }))
+        .await?;
+    Ok(channel)
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("received SIGTERM"),
+                _ = int.recv() => tracing::info!("received SIGINT"),
+            }
+        }
+        _ => {
+            // Without signal handlers (very unusual) fall back to Ctrl-C.
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
