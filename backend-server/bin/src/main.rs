@@ -1,1 +1,195 @@
-fn main() {}
+//! `waldur-backend-server`: hosts the built-in backends named by `type:` in
+//! its config behind mutual TLS. Thin by design: config, logging, wiring.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod backends;
+
+/// Backend server for the Waldur site agent: performs account, limit,
+/// membership and usage operations on this cluster for the coordinator.
+#[derive(Debug, Parser)]
+#[command(version, propagate_version = true)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the configured backend instances until SIGTERM or SIGINT.
+    ///
+    /// Example: waldur-backend-server serve --config /etc/waldur/backend-server.yaml
+    Serve {
+        /// Config file (YAML, version 1).
+        #[arg(long, short, env = "WALDUR_BACKEND_SERVER_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate the config, load the certificates and probe every instance.
+    ///
+    /// Example: waldur-backend-server check --config /etc/waldur/backend-server.yaml
+    Check {
+        /// Config file (YAML, version 1).
+        #[arg(long, short, env = "WALDUR_BACKEND_SERVER_CONFIG")]
+        config: PathBuf,
+    },
+    /// Site PKI: create a CA, issue server and client certificates.
+    #[command(subcommand)]
+    Pki(waldur_tls::cli::PkiCommand),
+}
+
+/// sysexits EX_USAGE: the config or the command line is wrong.
+const EX_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> ExitCode {
+    match command {
+        Command::Pki(cmd) => match waldur_tls::cli::run(cmd) {
+            Ok(msg) => {
+                println!("{msg}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EX_CONFIG)
+            }
+        },
+        Command::Check { config } => {
+            let Some((config, registry)) = load(&config) else {
+                return ExitCode::from(EX_CONFIG);
+            };
+            let mut ok = true;
+            match config.tls.files().load() {
+                Ok(_) => println!("PASS tls files load ({})", config.tls.cert.display()),
+                Err(e) => {
+                    println!("FAIL tls: {e}");
+                    ok = false;
+                }
+            }
+            for (name, probe) in registry.probe_all().await {
+                if probe.ready {
+                    println!("PASS instance {name} ready");
+                } else {
+                    println!("FAIL instance {name} not ready: {}", probe.message);
+                    ok = false;
+                }
+            }
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Command::Serve { config } => {
+            let Some((config, registry)) = load(&config) else {
+                return ExitCode::from(EX_CONFIG);
+            };
+            let names: Vec<String> = config
+                .instances
+                .iter()
+                .map(|i| format!("{}:{}", i.name, i.kind))
+                .collect();
+            tracing::info!(
+                version = env!("CARGO_PKG_VERSION"),
+                listen = %config.listen,
+                instances = ?names,
+                allowed_clients = ?config.tls.allowed_clients,
+                "starting waldur-backend-server"
+            );
+            match waldur_backend_sdk::serve(
+                &config,
+                registry,
+                waldur_backend_sdk::shutdown_signal(),
+            )
+            .await
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e @ waldur_backend_sdk::ServeError::Tls(_)) => {
+                    tracing::error!(error = %e, "cannot start: fix tls.ca, tls.cert or tls.key");
+                    ExitCode::from(EX_CONFIG)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "server failed");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// Loads the config and builds the instances; prints the problem and
+/// returns `None` when anything is wrong, before any port is bound.
+fn load(
+    path: &std::path::Path,
+) -> Option<(
+    waldur_backend_sdk::config::ServerConfig,
+    waldur_backend_sdk::Registry,
+)> {
+    let config = match waldur_backend_sdk::config::ServerConfig::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return None;
+        }
+    };
+    let mut builder = waldur_backend_sdk::Registry::builder();
+    for inst in &config.instances {
+        let backend = match backends::build(&inst.kind, inst.settings.clone()) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!(
+                    "error: invalid config {}: instances[{}]: {e}",
+                    path.display(),
+                    inst.name
+                );
+                return None;
+            }
+        };
+        builder = match builder.add(&inst.name, backend) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("error: invalid config {}: {e}", path.display());
+                return None;
+            }
+        };
+    }
+    Some((config, builder.build()))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

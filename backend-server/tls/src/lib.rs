@@ -11,6 +11,7 @@
 //! Chain validation itself is rustls' (webpki) job: a certificate from another
 //! CA, an expired one, or none at all fails the handshake.
 
+pub mod cli;
 pub mod pki;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,219 @@
+//! The real binary: config errors exit 64 before anything starts, and the
+//! example backend it hosts passes the conformance suite over mutual TLS.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::{TestPki, client_files};
+use tonic::transport::Endpoint;
+
+const BIN: &str = env!("CARGO_BIN_EXE_waldur-backend-server");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_config_with_an_unknown_key_exits_64_naming_the_key() {
+    let pki = TestPki::new();
+    let path = pki.path("bad.yaml");
+    std::fs::write(
+        &path,
+        pki.server_config(1, "{}")
+            .replace("listen:", "lisen: x\nlisten:"),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("lisen"), "{stderr}");
+}
+
+#[test]
+fn an_unknown_backend_type_exits_64() {
+    let pki = TestPki::new();
+    let path = pki.path("bad.yaml");
+    std::fs::write(
+        &path,
+        pki.server_config(1, "{}")
+            .replace("type: example", "type: nosuch"),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown type \"nosuch\""));
+}
+
+#[test]
+fn bad_backend_settings_exit_64() {
+    let pki = TestPki::new();
+    let path = pki.path("bad.yaml");
+    std::fs::write(&path, pki.server_config(1, "{bogus: 1}")).unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bogus"));
+}
+
+#[test]
+fn a_missing_certificate_exits_64_naming_the_file() {
+    let pki = TestPki::new();
+    let path = pki.path("bad.yaml");
+    let text = pki
+        .server_config(free_port(), "{}")
+        .replace("server.pem", "missing.pem");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.pem"));
+}
+
+#[test]
+fn pki_subcommands_issue_a_usable_ca_and_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    for args in [
+        vec!["pki", "init-ca", "--dir", d],
+        vec![
+            "pki",
+            "issue-server",
+            "--dir",
+            d,
+            "--name",
+            "localhost",
+            "--san",
+            "127.0.0.1",
+            "--out",
+            "server",
+        ],
+        vec![
+            "pki",
+            "issue-client",
+            "--dir",
+            d,
+            "--name",
+            "coordinator.test",
+            "--out",
+            "client",
+        ],
+    ] {
+        let out = Command::new(BIN).args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let again = Command::new(BIN)
+        .args(["pki", "init-ca", "--dir", d])
+        .output()
+        .unwrap();
+    assert!(
+        !again.status.success(),
+        "init-ca must not overwrite an existing CA key"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("ca.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_passes_the_conformance_suite_over_mutual_tls_and_stops_on_sigterm() {
+    let pki = TestPki::new();
+    let port = free_port();
+    let config = pki.write_config(port, "{provisioning_delay_ms: 100}");
+    let mut child = Child(
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let endpoint = Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
+        .unwrap()
+        .tls_config(client_files(&pki).client_config("localhost").unwrap())
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let channel = loop {
+        match endpoint.connect().await {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "server never came up: {e:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let fixtures = waldur_backend_conformance::Fixtures {
+        instance: "hpc".into(),
+        users: vec!["alice".into(), "bob".into()],
+        link_required_email: "x@link.required".into(),
+        validation_required_email: "y@validation.required".into(),
+        slow_timeout_seconds: 10,
+        ..Default::default()
+    };
+    let report = waldur_backend_conformance::run(channel, fixtures, None).await;
+    let text = report.render();
+    assert_eq!(report.failed(), 0, "{text}");
+    assert_eq!(report.skipped(), 0, "{text}");
+    assert!(report.unexercised().is_empty(), "{text}");
+
+    // SIGTERM: graceful shutdown, exit 0.
+    let pid = child.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server ignored SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+}

@@ -1,0 +1,83 @@
+//! Shared test support: a throw-away site PKI and a server config.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use waldur_tls::pki::{self, Issued, Usage, Validity};
+
+/// A site PKI in a temporary directory, created at run time.
+pub struct TestPki {
+    pub dir: tempfile::TempDir,
+    pub ca: Issued,
+}
+
+impl TestPki {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = pki::create_ca("test site ca", Validity::days(1)).expect("ca");
+        pki::write(dir.path(), "ca", &ca).expect("write ca");
+        let server = pki::issue(
+            &ca,
+            Usage::Server,
+            "localhost",
+            &["127.0.0.1".into()],
+            Validity::days(1),
+        )
+        .expect("server cert");
+        pki::write(dir.path(), "server", &server).expect("write server");
+        let client = pki::issue(
+            &ca,
+            Usage::Client,
+            "coordinator.test",
+            &[],
+            Validity::days(1),
+        )
+        .expect("client cert");
+        pki::write(dir.path(), "client", &client).expect("write client");
+        Self { dir, ca }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Issues another client certificate from this CA.
+    pub fn client(&self, stem: &str, identity: &str, validity: Validity) -> (PathBuf, PathBuf) {
+        let issued = pki::issue(&self.ca, Usage::Client, identity, &[], validity).expect("client");
+        pki::write(self.dir.path(), stem, &issued).expect("write");
+        (
+            self.path(&format!("{stem}.pem")),
+            self.path(&format!("{stem}.key")),
+        )
+    }
+
+    /// A server config on 127.0.0.1:port hosting the example backend.
+    pub fn server_config(&self, port: u16, settings: &str) -> String {
+        format!(
+            "version: 1\nlisten: 127.0.0.1:{port}\ntls:\n  ca: {ca}\n  cert: {cert}\n  key: {key}\n  allowed_clients: [coordinator.test]\nhealth:\n  probe_interval_seconds: 1\ninstances:\n  - name: hpc\n    type: example\n    settings: {settings}\n",
+            ca = self.path("ca.pem").display(),
+            cert = self.path("server.pem").display(),
+            key = self.path("server.key").display(),
+        )
+    }
+
+    pub fn write_config(&self, port: u16, settings: &str) -> PathBuf {
+        let path = self.path("server.yaml");
+        std::fs::write(&path, self.server_config(port, settings)).expect("write config");
+        path
+    }
+}
+
+/// TLS files of the default allowed client.
+pub fn client_files(pki: &TestPki) -> waldur_tls::TlsFiles {
+    waldur_tls::TlsFiles {
+        ca: pki.path("ca.pem"),
+        cert: pki.path("client.pem"),
+        key: pki.path("client.key"),
+    }
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}

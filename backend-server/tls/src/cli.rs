@@ -1,0 +1,111 @@
+//! The `pki` subcommand shared by the binaries: create a site CA, issue
+//! server and client certificates. `deploy/PKI.md` explains the workflow.
+
+use std::path::PathBuf;
+
+use crate::pki::{self, Usage, Validity};
+
+/// Site PKI commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum PkiCommand {
+    /// Create the site CA: writes <dir>/ca.pem and <dir>/ca.key (0600).
+    ///
+    /// Example: pki init-ca --dir /etc/waldur/pki --name "Example HPC site CA"
+    InitCa {
+        /// Directory for the files.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Common name of the CA.
+        #[arg(long, default_value = "waldur site CA")]
+        name: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+    },
+    /// Issue a backend server certificate signed by <dir>/ca.*.
+    ///
+    /// Example: pki issue-server --dir /etc/waldur/pki --name hpc-admin.example.org --san 10.0.0.5
+    IssueServer {
+        /// Directory holding the CA; the certificate goes there too.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Host name clients dial (CN and first SAN).
+        #[arg(long)]
+        name: String,
+        /// More SANs: host names or IP addresses.
+        #[arg(long)]
+        san: Vec<String>,
+        /// File stem; default: the name.
+        #[arg(long)]
+        out: Option<String>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+    /// Issue a client (coordinator) certificate signed by <dir>/ca.*.
+    ///
+    /// Example: pki issue-client --dir /etc/waldur/pki --name coordinator.example.org
+    IssueClient {
+        /// Directory holding the CA; the certificate goes there too.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Identity (SAN) backend servers allow in tls.allowed_clients.
+        #[arg(long)]
+        name: String,
+        /// File stem; default: the name.
+        #[arg(long)]
+        out: Option<String>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+}
+
+/// Runs a PKI command; returns what to print.
+pub fn run(cmd: PkiCommand) -> Result<String, String> {
+    match cmd {
+        PkiCommand::InitCa { dir, name, days } => {
+            let ca = pki::create_ca(&name, Validity::days(days)).map_err(|e| e.to_string())?;
+            pki::write(&dir, "ca", &ca)
+                .map_err(|e| format!("cannot write CA into {}: {e}", dir.display()))?;
+            Ok(format!("wrote {0}/ca.pem and {0}/ca.key", dir.display()))
+        }
+        PkiCommand::IssueServer {
+            dir,
+            name,
+            san,
+            out,
+            days,
+        } => issue(&dir, Usage::Server, &name, &san, out, days),
+        PkiCommand::IssueClient {
+            dir,
+            name,
+            out,
+            days,
+        } => issue(&dir, Usage::Client, &name, &[], out, days),
+    }
+}
+
+fn issue(
+    dir: &std::path::Path,
+    usage: Usage,
+    name: &str,
+    sans: &[String],
+    out: Option<String>,
+    days: u32,
+) -> Result<String, String> {
+    let ca = pki::read(dir, "ca").map_err(|e| format!("{e} (run pki init-ca first)"))?;
+    let issued =
+        pki::issue(&ca, usage, name, sans, Validity::days(days)).map_err(|e| e.to_string())?;
+    let stem = out.unwrap_or_else(|| name.to_owned());
+    pki::write(dir, &stem, &issued).map_err(|e| {
+        format!(
+            "cannot write {}/{stem}.key: {e} (remove the old files to re-issue)",
+            dir.display()
+        )
+    })?;
+    Ok(format!(
+        "wrote {0}/{stem}.pem and {0}/{stem}.key",
+        dir.display()
+    ))
+}
