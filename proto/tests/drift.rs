@@ -5,6 +5,8 @@
 //!
 //! To accept a change to the protos: `UPDATE_PROTO=1 cargo test -p waldur-backend-proto --test drift`.
 
+#![allow(clippy::unwrap_used)] // a test's input is its own
+
 use std::path::{Path, PathBuf};
 
 const GENERATED: &[&str] = &["waldur.backend.v1.rs", "descriptor.bin"];

@@ -1,6 +1,8 @@
 //! The real binary: config errors exit 64 before anything starts, and the
 //! example backend it hosts passes the conformance suite over mutual TLS.
 
+#![allow(clippy::unwrap_used)] // a test's input is its own
+
 mod support;
 
 use std::process::{Command, Stdio};

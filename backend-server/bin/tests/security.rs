@@ -1,5 +1,7 @@
 //! Mutual TLS and the client allowlist, against a real server on loopback.
 
+#![allow(clippy::unwrap_used)] // a test's input is its own
+
 mod support;
 
 use std::sync::Arc;

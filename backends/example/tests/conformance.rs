@@ -2,6 +2,8 @@
 //! in-memory duplex transport: once with immediate provisioning and once
 //! with slow provisioning (CSI-style `ready=false` and Watch events).
 
+#![allow(clippy::unwrap_used)] // a test's input is its own
+
 use std::sync::Arc;
 
 use waldur_backend_conformance::{Fixtures, conformance_suite};
