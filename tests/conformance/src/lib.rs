@@ -46,6 +46,17 @@ pub struct CaseResult {
     pub outcome: Outcome,
 }
 
+impl CaseResult {
+    /// One printable line, newline included.
+    pub fn line(&self) -> String {
+        match &self.outcome {
+            Outcome::Passed => format!("PASS {} ({})\n", self.name, self.clause),
+            Outcome::Failed(why) => format!("FAIL {} ({}): {why}\n", self.name, self.clause),
+            Outcome::Skipped(why) => format!("SKIP {}: {why}\n", self.name),
+        }
+    }
+}
+
 /// The whole run.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
@@ -93,16 +104,14 @@ impl Report {
 
     /// The printable report, ending with the line `N passed, N failed, N skipped`.
     pub fn render(&self) -> String {
+        let mut out: String = self.results.iter().map(CaseResult::line).collect();
+        out.push_str(&self.summary());
+        out
+    }
+
+    /// The closing lines: capabilities and `N passed, N failed, N skipped`.
+    pub fn summary(&self) -> String {
         let mut out = String::new();
-        for r in &self.results {
-            match &r.outcome {
-                Outcome::Passed => out.push_str(&format!("PASS {} ({})\n", r.name, r.clause)),
-                Outcome::Failed(why) => {
-                    out.push_str(&format!("FAIL {} ({}): {why}\n", r.name, r.clause))
-                }
-                Outcome::Skipped(why) => out.push_str(&format!("SKIP {}: {why}\n", r.name)),
-            }
-        }
         let names = |caps: &[Capability]| {
             caps.iter()
                 .map(|c| c.as_str_name().trim_start_matches("CAPABILITY_"))
@@ -374,6 +383,19 @@ pub fn ensure(cond: bool, msg: impl Into<String>) -> Result<(), String> {
 
 /// Runs every case (or those whose name contains `filter`) against `channel`.
 pub async fn run(channel: Channel, fx: Fixtures, filter: Option<&str>) -> Report {
+    run_with(channel, fx, filter, |_| {}).await
+}
+
+/// Longest a case may take before it counts as failed (a hung RPC).
+pub const CASE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Like [`run`], calling `on_result` as each case finishes.
+pub async fn run_with(
+    channel: Channel,
+    fx: Fixtures,
+    filter: Option<&str>,
+    mut on_result: impl FnMut(&CaseResult),
+) -> Report {
     let mut client = BackendServiceClient::new(channel);
     let mut report = Report::default();
     let caps = match client
@@ -386,7 +408,7 @@ pub async fn run(channel: Channel, fx: Fixtures, filter: Option<&str>) -> Report
         Err(s) => {
             report.results.push(CaseResult {
                 name: "capabilities_can_be_read",
-                clause: "SPEC 3.2",
+                clause: "SPEC 4.2",
                 outcome: Outcome::Failed(status_text("GetCapabilities", &s)),
             });
             return report;
@@ -439,7 +461,10 @@ pub async fn run(channel: Channel, fx: Fixtures, filter: Option<&str>) -> Report
         let outcome = if !missing.is_empty() {
             Outcome::Skipped(format!("not advertised: {}", missing.join(", ")))
         } else {
-            let result = (case.run)(&mut ctx).await;
+            let result = match tokio::time::timeout(CASE_TIMEOUT, (case.run)(&mut ctx)).await {
+                Ok(r) => r,
+                Err(_) => Err(format!("no answer within {}s", CASE_TIMEOUT.as_secs())),
+            };
             let cleanup = ctx.cleanup().await;
             match (result, cleanup) {
                 (Ok(()), Ok(())) => {
@@ -453,11 +478,13 @@ pub async fn run(channel: Channel, fx: Fixtures, filter: Option<&str>) -> Report
                 (Err(e), Err(c)) => Outcome::Failed(format!("{e}; {c}")),
             }
         };
-        report.results.push(CaseResult {
+        let result = CaseResult {
             name: case.name,
             clause: case.clause,
             outcome,
-        });
+        };
+        on_result(&result);
+        report.results.push(result);
     }
     report
 }

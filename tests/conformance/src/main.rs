@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tonic::transport::Endpoint;
-use waldur_backend_conformance::{Fixtures, run};
+use waldur_backend_conformance::{Fixtures, run_with};
 
 /// Checks that a backend server honours the waldur.backend.v1 contract.
 ///
@@ -84,8 +84,11 @@ async fn run_cli(args: Args) -> anyhow::Result<ExitCode> {
         .connect()
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to {}: {e:?}", args.endpoint))?;
-    let report = run(channel, fixtures, args.filter.as_deref()).await;
-    print!("{}", report.render());
+    let report = run_with(channel, fixtures, args.filter.as_deref(), |r| {
+        print!("{}", r.line())
+    })
+    .await;
+    print!("{}", report.summary());
     Ok(if report.failed() == 0 && report.passed() > 0 {
         ExitCode::SUCCESS
     } else {
