@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Runs the conformance suite over mutual TLS against the real servers:
+# waldur-backend-server hosting the example backend, and the Python example
+# backend. Expects the binaries built and the Python venv ready (test.sh does
+# both). Stops every process it started, whatever happens.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/deploy/lib/common.sh"
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+make_pki "$WORK/pki"
+cat > "$WORK/fixtures.yaml" <<YAML
+users: [alice, bob]
+link_required_email: carol@link.required
+validation_required_email: dave@validation.required
+slow_timeout_seconds: 20
+YAML
+
+run_suite() { # NAME PORT
+    say "conformance suite against $1 (https://127.0.0.1:$2, mutual TLS)"
+    "$BIN_DIR/waldur-backend-conformance" --endpoint "https://127.0.0.1:$2" --server-name localhost \
+        --ca "$WORK/pki/ca.pem" --cert "$WORK/pki/client.pem" --key "$WORK/pki/client.key" \
+        --instance hpc --fixtures "$WORK/fixtures.yaml" | tee "$WORK/$1.out" | grep -v '^PASS' || true
+    local last
+    last=$(tail -n 1 "$WORK/$1.out")
+    case "$last" in
+        *" 0 failed"*) ;;
+        *) die "$1 failed the conformance suite" ;;
+    esac
+    if grep -q '^capabilities not exercised' "$WORK/$1.out"; then
+        die "$1: some advertised capabilities were not exercised"
+    fi
+}
+
+# 1. waldur-backend-server with the example backend (slow provisioning on).
+PORT=$(free_port)
+cat > "$WORK/server.yaml" <<YAML
+version: 1
+listen: 127.0.0.1:$PORT
+tls:
+  ca: $WORK/pki/ca.pem
+  cert: $WORK/pki/server.pem
+  key: $WORK/pki/server.key
+  allowed_clients: [coordinator.local]
+instances:
+  - name: hpc
+    type: example
+    settings:
+      provisioning_delay_ms: 100
+YAML
+"$BIN_DIR/waldur-backend-server" serve --config "$WORK/server.yaml" 2>"$WORK/server.log" &
+PIDS+=($!)
+wait_for_port "$PORT" 30 || { cat "$WORK/server.log"; die "waldur-backend-server did not start"; }
+run_suite waldur-backend-server "$PORT"
+
+# 2. The Python example backend.
+PORT=$(free_port)
+"$PY_VENV/bin/python" "$ROOT/backends/python-example/server.py" --listen "127.0.0.1:$PORT" \
+    --ca "$WORK/pki/ca.pem" --cert "$WORK/pki/server.pem" --key "$WORK/pki/server.key" \
+    --allow coordinator.local --instance hpc --provisioning-delay-ms 100 2>"$WORK/python.log" &
+PIDS+=($!)
+wait_for_port "$PORT" 60 || { cat "$WORK/python.log"; die "python example backend did not start"; }
+run_suite python-example "$PORT"
+say "conformance: both backends passed"

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing (idempotently), then runs the
+# format check, clippy, every cargo test (the proto drift test included), buf
+# lint/breaking, and the conformance suite over mutual TLS against the
+# example backend server and the Python backend.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+. "$ROOT/deploy/lib/common.sh"
+
+ensure_rust
+ensure_apt protobuf-compiler protoc
+ensure_apt python3 python3
+ensure_python_venv
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+say "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+say "cargo build"
+cargo build --workspace --bins --quiet
+say "cargo test"
+cargo test --workspace --quiet 2>&1 | grep -v '^$' | grep -vE '^(running 0 tests|test result: ok. 0 passed)'
+test "${PIPESTATUS[0]}" -eq 0
+
+if ensure_buf; then
+    say "buf lint and buf breaking (against proto/baseline/v1.0.binpb)"
+    (cd proto && buf lint && buf breaking --against baseline/v1.0.binpb)
+else
+    say "buf is not available (no npm or no registry access): buf lint/breaking skipped"
+fi
+
+"$ROOT/deploy/conformance.sh"
+say "all tests passed"
