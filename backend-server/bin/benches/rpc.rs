@@ -38,15 +38,28 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let ca = pki::create_ca("bench ca", Validity::days(1)).unwrap();
     pki::write(dir.path(), "ca", &ca).unwrap();
-    let server = pki::issue(&ca, Usage::Server, "localhost", &["127.0.0.1".into()], Validity::days(1)).unwrap();
+    let server = pki::issue(
+        &ca,
+        Usage::Server,
+        "localhost",
+        &["127.0.0.1".into()],
+        Validity::days(1),
+    )
+    .unwrap();
     pki::write(dir.path(), "server", &server).unwrap();
     let client = pki::issue(&ca, Usage::Client, "bench.client", &[], Validity::days(1)).unwrap();
     pki::write(dir.path(), "client", &client).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let p = |n: &str| dir.path().join(n).display().to_string();
     let config = format!(
         "version: 1\nlisten: 127.0.0.1:{port}\ntls:\n  ca: {}\n  cert: {}\n  key: {}\n  allowed_clients: [bench.client]\ninstances:\n  - name: hpc\n    type: example\n",
-        p("ca.pem"), p("server.pem"), p("server.key")
+        p("ca.pem"),
+        p("server.pem"),
+        p("server.key")
     );
     std::fs::write(dir.path().join("server.yaml"), config).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_waldur-backend-server"))
@@ -56,7 +69,11 @@ async fn main() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let files = waldur_tls::TlsFiles { ca: p("ca.pem").into(), cert: p("client.pem").into(), key: p("client.key").into() };
+    let files = waldur_tls::TlsFiles {
+        ca: p("ca.pem").into(),
+        cert: p("client.pem").into(),
+        key: p("client.key").into(),
+    };
     let endpoint = Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
         .unwrap()
         .tls_config(files.client_config("localhost").unwrap())
@@ -65,22 +82,34 @@ async fn main() {
     let channel = loop {
         match endpoint.connect().await {
             Ok(c) => break c,
-            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
             Err(e) => panic!("server did not start: {e:?}"),
         }
     };
     let mut c = BackendServiceClient::new(channel.clone());
-    let resource = wire::ResourceContext { resource_uuid: "b".repeat(32), project_slug: "p".into(), ..Default::default() };
+    let resource = wire::ResourceContext {
+        resource_uuid: "b".repeat(32),
+        project_slug: "p".into(),
+        ..Default::default()
+    };
     c.create_resource(wire::CreateResourceRequest {
         instance: "hpc".into(),
         backend_id: "bench".into(),
         resource: Some(resource),
-        users: vec![wire::User { username: "alice".into(), ..Default::default() }],
+        users: vec![wire::User {
+            username: "alice".into(),
+            ..Default::default()
+        }],
         ..Default::default()
     })
     .await
     .unwrap();
-    let request = wire::GetResourceRequest { instance: "hpc".into(), backend_id: "bench".into() };
+    let request = wire::GetResourceRequest {
+        instance: "hpc".into(),
+        backend_id: "bench".into(),
+    };
 
     // Warm up, then one request in flight.
     for _ in 0..2_000 {
@@ -120,7 +149,17 @@ async fn main() {
     let _ = child.wait();
 
     println!("unary GetResource over mutual TLS, loopback, example backend");
-    println!("  sequential ({SEQUENTIAL} calls): p50 {:?}  p99 {:?}", percentile(&samples, 0.50), percentile(&samples, 0.99));
-    println!("  {CONCURRENCY} in flight for {LOAD_SECONDS}s: {total} calls, {:.0} RPC/s", total as f64 / elapsed);
-    println!("  waldur-backend-server peak RSS: {:.1} MiB", rss as f64 / 1024.0);
+    println!(
+        "  sequential ({SEQUENTIAL} calls): p50 {:?}  p99 {:?}",
+        percentile(&samples, 0.50),
+        percentile(&samples, 0.99)
+    );
+    println!(
+        "  {CONCURRENCY} in flight for {LOAD_SECONDS}s: {total} calls, {:.0} RPC/s",
+        total as f64 / elapsed
+    );
+    println!(
+        "  waldur-backend-server peak RSS: {:.1} MiB",
+        rss as f64 / 1024.0
+    );
 }
