@@ -45,6 +45,14 @@ pub struct RegistryBuilder {
     instances: BTreeMap<String, Instance>,
 }
 
+impl std::fmt::Debug for RegistryBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryBuilder")
+            .field("instances", &self.instances.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
 impl RegistryBuilder {
     /// Adds an instance. Its capabilities are read once, here.
     ///
