@@ -1,7 +1,22 @@
 //! The coordinator: the marketplace-facing half of the system.
 //!
-//! It reads orders, resources, teams and usage from Waldur (and Helmholtz
-//! Cloud), decides what must happen and calls backend servers through the
-//! `waldur.backend.v1` contract over mutual TLS. This crate grows issue by
-//! issue; today it carries the site PKI tooling shared with the backend
-//! server.
+//! It reads orders, resources, teams and usage from Waldur, decides what must
+//! happen and calls backend servers through the `waldur.backend.v1` contract
+//! over mutual TLS. It keeps no database: everything is re-derived from
+//! Waldur and the backends, so a restart loses nothing.
+//!
+//! * [`config`] — the strict YAML config;
+//! * [`waldur`] — the typed Waldur REST client;
+//! * [`backend`] — the backend client handle (mTLS channel, deadlines, retries);
+//! * [`identity`] — agent identity, service and processor registration;
+//! * [`orders`] — order processing;
+//! * [`runner`] — the per-offering task loops.
+
+pub mod backend;
+pub mod check;
+pub mod config;
+pub mod identity;
+pub mod orders;
+pub mod runner;
+pub mod secret;
+pub mod waldur;

@@ -1,27 +1,74 @@
 //! `waldur-coordinator`: thin binary; the work lives in the library.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use waldur_coordinator::config::Config;
+use waldur_coordinator::runner::Coordinator;
+use waldur_coordinator::secret::ProcessEnv;
 
-/// Coordinator of the Waldur site agent: processes marketplace orders and
-/// reports usage through backend servers over mutual TLS.
+/// Coordinator of the Waldur site agent: processes marketplace orders
+/// through backend servers over mutual TLS.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run every enabled task until SIGTERM or SIGINT.
+    ///
+    /// Example: waldur-coordinator run --config /etc/waldur/coordinator.yaml
+    Run {
+        /// Config file (YAML, version 1).
+        #[arg(long, short, env = "WALDUR_COORDINATOR_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate the config and probe every Waldur endpoint and backend.
+    ///
+    /// Example: waldur-coordinator check --config /etc/waldur/coordinator.yaml
+    Check {
+        /// Config file (YAML, version 1).
+        #[arg(long, short, env = "WALDUR_COORDINATOR_CONFIG")]
+        config: PathBuf,
+    },
     /// Site PKI: create a CA, issue server and client certificates.
     #[command(subcommand)]
     Pki(waldur_tls::cli::PkiCommand),
 }
 
+const EX_CONFIG: u8 = 64;
+
 fn main() -> ExitCode {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> ExitCode {
+    match command {
         Command::Pki(cmd) => match waldur_tls::cli::run(cmd) {
             Ok(msg) => {
                 println!("{msg}");
@@ -29,8 +76,63 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("error: {e}");
-                ExitCode::from(64)
+                ExitCode::from(EX_CONFIG)
             }
         },
+        Command::Check { config } => {
+            let Some((config, coordinator)) = load(&config) else {
+                return ExitCode::from(EX_CONFIG);
+            };
+            let ok = waldur_coordinator::check::run(&config, &coordinator).await;
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Command::Run { config } => {
+            let Some((config, coordinator)) = load(&config) else {
+                return ExitCode::from(EX_CONFIG);
+            };
+            let offerings: Vec<&str> = config.offerings.iter().map(|o| o.name.as_str()).collect();
+            let backends: Vec<&String> = config.backends.keys().collect();
+            tracing::info!(
+                version = env!("CARGO_PKG_VERSION"),
+                ?offerings,
+                ?backends,
+                "starting waldur-coordinator"
+            );
+            coordinator.run(waldur_backend_sdk::shutdown_signal()).await;
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> Option<(Config, Coordinator)> {
+    let config = match Config::load(path, &ProcessEnv) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return None;
+        }
+    };
+    match Coordinator::build(&config, &ProcessEnv) {
+        Ok(c) => Some((config, c)),
+        Err(e) => {
+            eprintln!("error: invalid config {}: {e}", path.display());
+            None
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
     }
 }

@@ -1,0 +1,82 @@
+//! `check`: one PASS/FAIL line per Waldur endpoint and backend.
+
+use crate::config::Config;
+use crate::runner::Coordinator;
+
+/// Prints the checks; true when all passed.
+pub async fn run(config: &Config, coordinator: &Coordinator) -> bool {
+    let mut ok = true;
+    let mut line = |pass: bool, what: String| {
+        println!("{} {what}", if pass { "PASS" } else { "FAIL" });
+        ok &= pass;
+    };
+    line(
+        true,
+        format!(
+            "config parses ({} offerings, {} backends)",
+            config.offerings.len(),
+            config.backends.len()
+        ),
+    );
+    for o in &coordinator.offerings {
+        let name = &o.config.name;
+        match o
+            .waldur
+            .provider_offering(&o.config.offering_uuid, &["uuid", "name"])
+            .await
+        {
+            Ok(off) => line(
+                true,
+                format!(
+                    "offering {name}: waldur reachable, offering {:?} readable",
+                    off.name
+                ),
+            ),
+            Err(e) => {
+                let hint = match e.status() {
+                    Some(401) => " (check the token: waldur.token_file / token_env)",
+                    Some(403) | Some(404) => " (check offering_uuid and the token's permissions)",
+                    None => " (check waldur.api_url and the network)",
+                    _ => "",
+                };
+                line(false, format!("offering {name}: {e}{hint}"));
+            }
+        }
+    }
+    for (name, backend) in &coordinator.backends {
+        match backend.probe().await {
+            Ok(p) if p.ready => line(
+                true,
+                format!(
+                    "backend {name}: mutual TLS ok, instance {} ready",
+                    backend.instance()
+                ),
+            ),
+            Ok(p) => line(false, format!("backend {name}: not ready: {}", p.message)),
+            Err(e) => {
+                line(
+                    false,
+                    format!(
+                        "backend {name}: {e} (check backends.{name}.endpoint, server_name and tls files)"
+                    ),
+                );
+                continue;
+            }
+        }
+        match backend.capabilities().await {
+            Ok(caps) => {
+                let names: Vec<&str> = caps
+                    .iter()
+                    .filter_map(|c| waldur_backend_proto::v1::Capability::try_from(*c).ok())
+                    .map(|c| c.as_str_name().trim_start_matches("CAPABILITY_"))
+                    .collect();
+                line(
+                    true,
+                    format!("backend {name}: capabilities {}", names.join(" ")),
+                );
+            }
+            Err(e) => line(false, format!("backend {name}: capabilities: {e}")),
+        }
+    }
+    ok
+}

@@ -1,0 +1,478 @@
+//! The coordinator's configuration file.
+//!
+//! Strict and versioned (`version: 1`, unknown keys rejected); secrets come
+//! from files or environment variables, never inline. Problems are reported
+//! with the key to fix and make the binary exit 64 before anything starts.
+//! `deploy/config/coordinator.example.yaml` is the commented reference.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::secret::{Env, Secret};
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Format version; only 1 exists.
+    pub version: u32,
+    /// IANA zone for billing periods.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// Show backend error details in Waldur (order and resource errors).
+    #[serde(default = "yes")]
+    pub expose_backend_error_details: bool,
+    /// Retries of transient Waldur failures.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Deadlines.
+    #[serde(default)]
+    pub timeouts: TimeoutConfig,
+    /// Backend servers by name.
+    pub backends: BTreeMap<String, BackendConfig>,
+    /// The offerings this coordinator serves.
+    pub offerings: Vec<OfferingConfig>,
+}
+
+fn default_timezone() -> String {
+    "UTC".into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Retries of transient failures (5xx, 429, network) with exponential backoff
+/// and jitter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Attempts per request, the first included.
+    pub max_attempts: u32,
+    /// First backoff, milliseconds.
+    pub initial_backoff_ms: u64,
+    /// Largest backoff, milliseconds.
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 4,
+            initial_backoff_ms: 200,
+            max_backoff_ms: 5_000,
+        }
+    }
+}
+
+/// Deadlines, in seconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutConfig {
+    /// One Waldur HTTP request.
+    pub waldur_seconds: u64,
+    /// Backend identity and read calls.
+    pub backend_read_seconds: u64,
+    /// Backend mutations and usage reports.
+    pub backend_mutate_seconds: u64,
+    /// Establishing a backend connection.
+    pub backend_connect_seconds: u64,
+}
+
+impl Default for TimeoutConfig {
+    fn default() -> Self {
+        Self {
+            waldur_seconds: 60,
+            backend_read_seconds: 10,
+            backend_mutate_seconds: 120,
+            backend_connect_seconds: 10,
+        }
+    }
+}
+
+impl TimeoutConfig {
+    /// Waldur request timeout.
+    pub fn waldur(&self) -> Duration {
+        Duration::from_secs(self.waldur_seconds.max(1))
+    }
+}
+
+/// How to reach one backend server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// `https://host:port`.
+    pub endpoint: String,
+    /// Name the server certificate must carry; default: the endpoint's host.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// Instance name on that server.
+    pub instance: String,
+    /// Our client certificate, key and the site CA.
+    pub tls: waldur_tls::TlsFiles,
+    /// Most calls in flight to this backend.
+    #[serde(default = "default_backend_concurrency")]
+    pub max_concurrency: usize,
+}
+
+fn default_backend_concurrency() -> usize {
+    32
+}
+
+/// One offering.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfferingConfig {
+    /// Display name, for logs.
+    pub name: String,
+    /// Waldur offering UUID.
+    pub offering_uuid: String,
+    /// How to reach Waldur.
+    pub waldur: WaldurConfig,
+    /// Which tasks run.
+    #[serde(default)]
+    pub tasks: TaskConfig,
+    /// Cycle intervals.
+    #[serde(default)]
+    pub intervals: IntervalConfig,
+    /// Backend (a key of `backends`) per role.
+    pub backends: RoleBackends,
+    /// Backend id generation.
+    #[serde(default)]
+    pub backend_id: BackendIdConfig,
+    /// Orders of different resources processed at once.
+    #[serde(default = "default_order_concurrency")]
+    pub order_concurrency: usize,
+}
+
+fn default_order_concurrency() -> usize {
+    16
+}
+
+/// Waldur connection of an offering.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaldurConfig {
+    /// API URL, for example `https://waldur.example.com/api/`.
+    pub api_url: String,
+    /// File holding the API token.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Environment variable holding the API token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// OIDC client-credentials flow instead of a static token.
+    #[serde(default)]
+    pub oidc: Option<OidcConfig>,
+    /// Verify Waldur's TLS certificate.
+    #[serde(default = "yes")]
+    pub verify_tls: bool,
+}
+
+/// OIDC client credentials.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// Token endpoint.
+    pub token_url: String,
+    /// Client id.
+    pub client_id: String,
+    /// File holding the client secret.
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// Environment variable holding the client secret.
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+}
+
+/// Which tasks run for an offering.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TaskConfig {
+    /// Order processing.
+    pub orders: bool,
+    /// Usage reporting.
+    pub report: bool,
+    /// Membership sync.
+    pub membership: bool,
+    /// Event processing (STOMP).
+    pub events: bool,
+}
+
+impl Default for TaskConfig {
+    fn default() -> Self {
+        Self {
+            orders: true,
+            report: false,
+            membership: false,
+            events: false,
+        }
+    }
+}
+
+/// Cycle intervals, in seconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntervalConfig {
+    /// Order processing.
+    pub orders_seconds: u64,
+    /// Usage reporting.
+    pub report_seconds: u64,
+    /// Membership sync.
+    pub membership_seconds: u64,
+}
+
+impl Default for IntervalConfig {
+    fn default() -> Self {
+        Self {
+            orders_seconds: 300,
+            report_seconds: 1800,
+            membership_seconds: 300,
+        }
+    }
+}
+
+/// Backend per role.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleBackends {
+    /// Order processing.
+    pub orders: Option<String>,
+    /// Usage reporting.
+    #[serde(default)]
+    pub report: Option<String>,
+    /// Membership sync.
+    #[serde(default)]
+    pub membership: Option<String>,
+}
+
+/// Backend id generation (the original agent's backend settings).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackendIdConfig {
+    /// Ask Waldur whether an id is unique before creating.
+    pub check_uniqueness: bool,
+    /// Uniqueness across all offerings.
+    pub check_all_offerings: bool,
+    /// Attempts when ids collide.
+    pub max_retries: u32,
+}
+
+impl Default for BackendIdConfig {
+    fn default() -> Self {
+        Self {
+            check_uniqueness: false,
+            check_all_offerings: false,
+            max_retries: 50,
+        }
+    }
+}
+
+/// A config problem: exit 64.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid config {path}: {message}")]
+pub struct ConfigError {
+    /// The file.
+    pub path: PathBuf,
+    /// What to fix.
+    pub message: String,
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path, env: &dyn Env) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.into(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, path, env)
+    }
+
+    /// Parses and checks config text.
+    pub fn parse(text: &str, path: &Path, env: &dyn Env) -> Result<Self, ConfigError> {
+        let err = |message: String| ConfigError {
+            path: path.into(),
+            message,
+        };
+        let config: Self = serde_norway::from_str(text).map_err(|e| err(e.to_string()))?;
+        if config.version != 1 {
+            return Err(err(format!(
+                "version: {} is not supported, use 1",
+                config.version
+            )));
+        }
+        if jiff::tz::TimeZone::get(&config.timezone).is_err() {
+            return Err(err(format!(
+                "timezone: {:?} is not an IANA time zone",
+                config.timezone
+            )));
+        }
+        if config.offerings.is_empty() {
+            return Err(err("offerings: configure at least one offering".into()));
+        }
+        for (name, b) in &config.backends {
+            if !b.endpoint.starts_with("https://") {
+                return Err(err(format!(
+                    "backends.{name}.endpoint: {:?} must be https:// (mutual TLS is required)",
+                    b.endpoint
+                )));
+            }
+            if b.instance.is_empty() {
+                return Err(err(format!("backends.{name}.instance: must not be empty")));
+            }
+        }
+        for (i, o) in config.offerings.iter().enumerate() {
+            let at = format!("offerings[{i}] ({})", o.name);
+            if !(o.waldur.api_url.starts_with("http://")
+                || o.waldur.api_url.starts_with("https://"))
+            {
+                return Err(err(format!(
+                    "{at}.waldur.api_url: must start with http:// or https://"
+                )));
+            }
+            o.waldur
+                .token(env)
+                .map_err(|m| err(format!("{at}.waldur: {m}")))?;
+            for (role, name, enabled) in [
+                ("orders", &o.backends.orders, o.tasks.orders),
+                ("report", &o.backends.report, o.tasks.report),
+                ("membership", &o.backends.membership, o.tasks.membership),
+            ] {
+                match name {
+                    Some(n) if !config.backends.contains_key(n) => {
+                        return Err(err(format!(
+                            "{at}.backends.{role}: {n:?} is not a key of backends"
+                        )));
+                    }
+                    None if enabled => {
+                        return Err(err(format!(
+                            "{at}.backends.{role}: the {role} task is on but names no backend"
+                        )));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// How an offering authenticates to Waldur.
+#[derive(Clone, Debug)]
+pub enum Credentials {
+    /// `Authorization: Token …`.
+    Token(Secret),
+    /// OIDC client credentials: `Authorization: Bearer …`.
+    Oidc {
+        /// Token endpoint.
+        token_url: String,
+        /// Client id.
+        client_id: String,
+        /// Client secret.
+        client_secret: Secret,
+    },
+}
+
+impl WaldurConfig {
+    /// Resolves the credentials from files or the environment.
+    pub fn token(&self, env: &dyn Env) -> Result<Credentials, String> {
+        if let Some(oidc) = &self.oidc {
+            let secret = Secret::from_file_or_env(
+                "oidc.client_secret",
+                oidc.client_secret_file.as_deref(),
+                oidc.client_secret_env.as_deref(),
+                env,
+            )?;
+            return Ok(Credentials::Oidc {
+                token_url: oidc.token_url.clone(),
+                client_id: oidc.client_id.clone(),
+                client_secret: secret,
+            });
+        }
+        let token = Secret::from_file_or_env(
+            "token",
+            self.token_file.as_deref(),
+            self.token_env.as_deref(),
+            env,
+        )?;
+        Ok(Credentials::Token(token))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::MapEnv;
+
+    fn base() -> String {
+        r#"
+version: 1
+backends:
+  hpc:
+    endpoint: https://127.0.0.1:50051
+    server_name: localhost
+    instance: hpc
+    tls: {ca: /pki/ca.pem, cert: /pki/c.pem, key: /pki/c.key}
+offerings:
+  - name: HPC
+    offering_uuid: 0f0f
+    waldur:
+      api_url: http://127.0.0.1:8000/api/
+      token_env: WALDUR_TOKEN
+    backends: {orders: hpc}
+"#
+        .into()
+    }
+
+    fn env() -> MapEnv {
+        MapEnv::from([("WALDUR_TOKEN", "secret-token")])
+    }
+
+    #[test]
+    fn a_minimal_config_parses_with_defaults() {
+        let c = Config::parse(&base(), Path::new("c.yaml"), &env()).unwrap();
+        assert!(c.offerings[0].tasks.orders);
+        assert_eq!(c.timezone, "UTC");
+        assert_eq!(c.offerings[0].intervals.orders_seconds, 300);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let text = base().replace("offering_uuid:", "offering_uid: x\n    offering_uuid:");
+        let e = Config::parse(&text, Path::new("c.yaml"), &env()).unwrap_err();
+        assert!(e.to_string().contains("offering_uid"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_token_variable_is_reported_without_a_value() {
+        let e = Config::parse(&base(), Path::new("c.yaml"), &MapEnv::default()).unwrap_err();
+        assert!(e.to_string().contains("WALDUR_TOKEN is not set"), "{e}");
+    }
+
+    #[test]
+    fn plaintext_backend_endpoints_are_refused() {
+        let text = base().replace("https://127.0.0.1:50051", "http://127.0.0.1:50051");
+        let e = Config::parse(&text, Path::new("c.yaml"), &env()).unwrap_err();
+        assert!(e.to_string().contains("must be https://"), "{e}");
+    }
+
+    #[test]
+    fn a_role_naming_an_unknown_backend_is_refused() {
+        let text = base().replace("{orders: hpc}", "{orders: nope}");
+        let e = Config::parse(&text, Path::new("c.yaml"), &env()).unwrap_err();
+        assert!(
+            e.to_string().contains("\"nope\" is not a key of backends"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_invalid_timezone_is_refused() {
+        let text = base().replace("version: 1", "version: 1\ntimezone: Mars/Base");
+        let e = Config::parse(&text, Path::new("c.yaml"), &env()).unwrap_err();
+        assert!(e.to_string().contains("Mars/Base"), "{e}");
+    }
+}

@@ -1,0 +1,813 @@
+//! Order processing (core spec §4) through the backend contract.
+//!
+//! One cycle lists the offering's `pending-provider` and `executing` orders,
+//! groups them by resource and processes the groups concurrently (bounded):
+//! orders of one resource run one after another, orders of different
+//! resources in parallel.
+//!
+//! Error rules, as the original agent:
+//! * backend not ready / retryable codes, and transient Waldur failures
+//!   (5xx, 429, network) leave the order untouched; the next cycle retries;
+//! * any other failure before provisioning started is logged and leaves the
+//!   order pending;
+//! * any other failure after provisioning started marks the order erred with
+//!   a message that respects `expose_backend_error_details`.
+//!
+//! Waldur calls per Create order in steady state (the benchmark counts them):
+//! resource, team, set_backend_id, set_limits (only if the backend's limits
+//! differ), set_backend_metadata and set_endpoints (only if non-empty),
+//! set_state_done; the offering, service provider keys, plans and offering
+//! users are read once per cycle.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::sync::{Mutex, OnceCell};
+use tonic::Code;
+use tracing::Instrument;
+use waldur_backend_proto::v1 as wire;
+
+use crate::backend::{BackendCallError, BackendHandle};
+use crate::config::{BackendIdConfig, OfferingConfig};
+use crate::waldur::types::{self, Order, Resource, order_state};
+use crate::waldur::{WaldurClient, WaldurError};
+
+/// The message shown in Waldur when details are hidden.
+pub const HIDDEN_ERROR: &str = "Internal backend error. Please contact the service provider.";
+
+/// What happened to one order in a cycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderOutcome {
+    /// Marked done.
+    Done,
+    /// Rejected by the backend's evaluation.
+    Rejected,
+    /// Still pending the provider (evaluation said wait).
+    KeptPending,
+    /// A slow backend is still working; the order stays executing.
+    InProgress,
+    /// A temporary problem; the order was left untouched.
+    Deferred(String),
+    /// Marked erred with this message.
+    Erred(String),
+    /// Nothing to do (already final, or a state the agent does not handle).
+    Skipped,
+}
+
+/// Counts of a cycle's outcomes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CycleReport {
+    /// Per order UUID.
+    pub outcomes: BTreeMap<String, OrderOutcome>,
+}
+
+impl CycleReport {
+    /// Orders with this outcome kind.
+    pub fn count(&self, pred: impl Fn(&OrderOutcome) -> bool) -> usize {
+        self.outcomes.values().filter(|o| pred(o)).count()
+    }
+}
+
+/// Why an order could not be executed.
+#[derive(Debug, thiserror::Error)]
+enum OrderError {
+    #[error("{0}")]
+    Waldur(#[from] WaldurError),
+    #[error("{0}")]
+    Backend(#[from] BackendCallError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl OrderError {
+    /// Temporary: leave the order alone and retry next cycle.
+    fn is_temporary(&self) -> bool {
+        match self {
+            Self::Waldur(e) => e.is_transient(),
+            Self::Backend(e) => e.is_retryable(),
+            Self::Other(_) => false,
+        }
+    }
+
+    /// The message Waldur shows, honouring `expose_backend_error_details`.
+    fn waldur_message(&self, expose: bool) -> String {
+        match self {
+            _ if expose => self.to_string(),
+            // A backend's own refusal is meant for the user; internal failures are not.
+            Self::Backend(e)
+                if !matches!(e.code, Code::Internal | Code::Unknown | Code::DataLoss) =>
+            {
+                e.message.clone()
+            }
+            _ => HIDDEN_ERROR.to_owned(),
+        }
+    }
+}
+
+enum Executed {
+    Done { post: Option<PostProcess> },
+    InProgress,
+}
+
+/// Users to add after a Create/Restore completed through the idempotent path.
+struct PostProcess {
+    backend_id: String,
+    resource_uuid: String,
+}
+
+/// Processes the orders of one offering.
+pub struct OrderProcessor {
+    offering: Arc<OfferingConfig>,
+    waldur: WaldurClient,
+    backend: BackendHandle,
+    expose_errors: bool,
+}
+
+/// What one cycle reads once and shares between orders.
+#[derive(Default)]
+struct CycleCache {
+    offering: OnceCell<types::ProviderOffering>,
+    ssh_keys: OnceCell<HashMap<String, String>>,
+    offering_users: OnceCell<Vec<types::OfferingUser>>,
+    plans: Mutex<HashMap<String, BTreeMap<String, i64>>>,
+}
+
+impl OrderProcessor {
+    /// A processor for one offering.
+    pub fn new(
+        offering: Arc<OfferingConfig>,
+        waldur: WaldurClient,
+        backend: BackendHandle,
+        expose_errors: bool,
+    ) -> Self {
+        Self {
+            offering,
+            waldur,
+            backend,
+            expose_errors,
+        }
+    }
+
+    /// One cycle over the offering's open orders.
+    pub async fn run_cycle(&self) -> Result<CycleReport, WaldurError> {
+        let offering = &self.offering.offering_uuid;
+        let orders = self
+            .waldur
+            .orders(
+                offering,
+                &[order_state::PENDING_PROVIDER, order_state::EXECUTING],
+            )
+            .await?;
+        // Waldur filters by offering; checking again costs nothing and
+        // guarantees an order of another offering is never touched.
+        let mut groups: BTreeMap<String, Vec<Order>> = BTreeMap::new();
+        for order in orders {
+            if !order.offering_uuid.is_empty() && !same_uuid(&order.offering_uuid, offering) {
+                tracing::warn!(order = %order.uuid, offering = %order.offering_uuid, "ignoring an order of another offering");
+                continue;
+            }
+            groups
+                .entry(order.marketplace_resource_uuid.clone())
+                .or_default()
+                .push(order);
+        }
+        let cache = CycleCache::default();
+        let limit = self.offering.order_concurrency.max(1);
+        let results: Vec<Vec<(String, OrderOutcome)>> = futures::stream::iter(groups.into_values())
+            .map(|group| {
+                let cache = &cache;
+                async move {
+                    let mut out = Vec::with_capacity(group.len());
+                    for order in group {
+                        let outcome = self.process_order(order.clone(), cache).await;
+                        out.push((order.uuid, outcome));
+                    }
+                    out
+                }
+            })
+            .buffer_unordered(limit)
+            .collect()
+            .await;
+        Ok(CycleReport {
+            outcomes: results.into_iter().flatten().collect(),
+        })
+    }
+
+    async fn process_order(&self, order: Order, cache: &CycleCache) -> OrderOutcome {
+        let span = tracing::info_span!("order", order = %order.uuid, r#type = %order.order_type, resource = %order.marketplace_resource_uuid);
+        let outcome = self
+            .process_order_inner(order, cache)
+            .instrument(span.clone())
+            .await;
+        match &outcome {
+            OrderOutcome::Deferred(why) => {
+                tracing::warn!(parent: &span, reason = %why, "order deferred")
+            }
+            OrderOutcome::Erred(why) => tracing::warn!(parent: &span, error = %why, "order erred"),
+            OrderOutcome::Skipped => {}
+            other => tracing::info!(parent: &span, outcome = ?other, "order processed"),
+        }
+        outcome
+    }
+
+    async fn process_order_inner(&self, order: Order, cache: &CycleCache) -> OrderOutcome {
+        match order.state.as_str() {
+            order_state::PENDING_PROVIDER => {
+                let decision = match self.backend.evaluate_order(wire_order(&order)).await {
+                    Ok(d) => d,
+                    Err(e) => return OrderOutcome::Deferred(format!("evaluation failed: {e}")),
+                };
+                match wire::OrderDecision::try_from(decision.decision) {
+                    Ok(wire::OrderDecision::Accept) => {
+                        if let Err(e) = self.waldur.approve_order(&order.uuid).await {
+                            return OrderOutcome::Deferred(format!("approval failed: {e}"));
+                        }
+                    }
+                    Ok(wire::OrderDecision::Reject) => {
+                        return match self
+                            .waldur
+                            .reject_order(&order.uuid, &decision.message)
+                            .await
+                        {
+                            Ok(()) => OrderOutcome::Rejected,
+                            Err(e) => OrderOutcome::Deferred(format!("rejection failed: {e}")),
+                        };
+                    }
+                    _ => return OrderOutcome::KeptPending,
+                }
+            }
+            order_state::EXECUTING => {}
+            order_state::DONE | order_state::ERRED => return OrderOutcome::Skipped,
+            other => {
+                tracing::warn!(order = %order.uuid, state = other, "order in a state the agent does not handle");
+                return OrderOutcome::Skipped;
+            }
+        }
+        match self.execute(&order, cache).await {
+            Ok(Executed::InProgress) => OrderOutcome::InProgress,
+            Ok(Executed::Done { post }) => {
+                if let Err(e) = self.waldur.set_order_done(&order.uuid).await {
+                    // 4xx: Waldur already moved the order on (done by an
+                    // earlier attempt whose answer was lost).
+                    if e.is_transient() {
+                        return OrderOutcome::Deferred(format!("set_state_done failed: {e}"));
+                    }
+                    tracing::warn!(order = %order.uuid, error = %e, "set_state_done refused; order is no longer executing");
+                }
+                if let Some(post) = post {
+                    // Users are also added by membership sync; a failure here
+                    // must not undo a done order.
+                    if let Err(e) = self
+                        .add_team(&post.resource_uuid, &post.backend_id, cache)
+                        .await
+                    {
+                        tracing::warn!(order = %order.uuid, error = %e, "adding the team after creation failed");
+                    }
+                }
+                OrderOutcome::Done
+            }
+            Err(e) if e.is_temporary() => OrderOutcome::Deferred(e.to_string()),
+            Err(e) => {
+                let message = e.waldur_message(self.expose_errors);
+                let traceback = if self.expose_errors {
+                    format!("{e:?}")
+                } else {
+                    String::new()
+                };
+                match self
+                    .waldur
+                    .set_order_erred(&order.uuid, &message, &traceback)
+                    .await
+                {
+                    Ok(()) => OrderOutcome::Erred(message),
+                    Err(w) => OrderOutcome::Deferred(format!("{e}; set_state_erred failed: {w}")),
+                }
+            }
+        }
+    }
+
+    async fn execute(&self, order: &Order, cache: &CycleCache) -> Result<Executed, OrderError> {
+        match order.order_type.as_str() {
+            "Create" | "Restore" => self.create(order, cache).await,
+            "Update" => self.update(order, cache).await,
+            "Terminate" => self.terminate(order).await,
+            other => Err(OrderError::Other(format!(
+                "unsupported order type {other:?}"
+            ))),
+        }
+    }
+
+    async fn create(&self, order: &Order, cache: &CycleCache) -> Result<Executed, OrderError> {
+        let resource = self
+            .waldur
+            .resource(&order.marketplace_resource_uuid)
+            .await?;
+        let ctx = resource_context(&resource, order);
+
+        // Idempotent path: the resource already has a backend id.
+        if !resource.backend_id.is_empty() {
+            let _guard = self.backend.lock(&resource.backend_id).await;
+            if self
+                .backend
+                .get_resource(&resource.backend_id)
+                .await?
+                .is_some()
+            {
+                return Ok(Executed::Done {
+                    post: Some(PostProcess {
+                        backend_id: resource.backend_id.clone(),
+                        resource_uuid: resource.uuid.clone(),
+                    }),
+                });
+            }
+            // Gone from the backend (restore, or deleted by hand): re-create
+            // it under the same name.
+            let request = wire::CreateResourceRequest {
+                backend_id: resource.backend_id.clone(),
+                resource: Some(ctx),
+                limits: resource.limits.clone().into_iter().collect(),
+                ..Default::default()
+            };
+            let resp = self.backend.create_resource(request).await?;
+            if !resp.ready {
+                return Ok(Executed::InProgress);
+            }
+            return Ok(Executed::Done {
+                post: Some(PostProcess {
+                    backend_id: resource.backend_id.clone(),
+                    resource_uuid: resource.uuid,
+                }),
+            });
+        }
+
+        // Fresh path: resolve the context once, then find a free backend id.
+        let team = self.waldur.resource_team(&resource.uuid).await?;
+        let users = self.team_users(&team, cache).await?;
+        let plan_quotas = match &resource.plan_uuid {
+            Some(plan) if !plan.is_empty() => self.plan_quotas(plan, cache).await?,
+            _ => BTreeMap::new(),
+        };
+        let ssh_keys = self.ssh_keys(cache).await;
+        let offering = self.offering(cache).await?;
+        let project_slug_policy =
+            offering.plugin_options[types::plugin_option::ACCOUNT_NAME_GENERATION_POLICY].as_str()
+                == Some("project_slug");
+        let limits: BTreeMap<String, i64> = if order.limits.is_empty() {
+            resource.limits.clone()
+        } else {
+            order.limits.clone()
+        };
+
+        let ids = &self.offering.backend_id;
+        let mut base = if project_slug_policy {
+            resource.project_slug.clone()
+        } else {
+            resource.slug.clone()
+        };
+        if base.is_empty() {
+            return Err(OrderError::Other(
+                "the resource has neither slug nor project slug".into(),
+            ));
+        }
+        let attempts = ids.max_retries.max(1);
+        for attempt in 0..attempts {
+            let backend_id = self.backend.generate_backend_id(&base, &ctx).await?;
+            if ids.check_uniqueness && !self.is_unique(&backend_id, ids).await {
+                base = format!("{}-{attempt}", resource.project_slug);
+                continue;
+            }
+            let request = wire::CreateResourceRequest {
+                backend_id: backend_id.clone(),
+                resource: Some(ctx.clone()),
+                limits: limits.clone().into_iter().collect(),
+                users: users.clone(),
+                plan_quotas: plan_quotas.clone().into_iter().collect(),
+                ssh_keys: ssh_keys.clone(),
+                ..Default::default()
+            };
+            let _guard = self.backend.lock(&backend_id).await;
+            let resp = match self.backend.create_resource(request).await {
+                Ok(r) => r,
+                // Taken by another resource on the backend: the next name.
+                // (The original retried this only with uniqueness checks on;
+                // trying the next name is always the useful answer.)
+                Err(e) if e.code == Code::AlreadyExists => {
+                    tracing::info!(
+                        backend_id,
+                        "backend id taken on the backend, trying the next one"
+                    );
+                    base = format!("{}-{attempt}", resource.project_slug);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            for r in resp
+                .user_results
+                .iter()
+                .filter(|r| r.outcome == wire::UserOutcome::Failed as i32)
+            {
+                tracing::warn!(backend_id, user = %r.username, error = %r.message, "user not added at creation");
+            }
+            if !resp.ready {
+                if !resp.operation_id.is_empty() && order.backend_id != resp.operation_id {
+                    self.waldur
+                        .set_order_backend_id(&order.uuid, &resp.operation_id)
+                        .await?;
+                }
+                return Ok(Executed::InProgress);
+            }
+            self.publish_created(&resource, resp.resource.unwrap_or_default(), &backend_id)
+                .await?;
+            return Ok(Executed::Done { post: None });
+        }
+        Err(OrderError::Other(format!(
+            "all {attempts} generated backend ids are already taken; change the resource or project slug"
+        )))
+    }
+
+    /// Writes what the backend created back to Waldur.
+    async fn publish_created(
+        &self,
+        resource: &Resource,
+        info: wire::ResourceInfo,
+        backend_id: &str,
+    ) -> Result<(), OrderError> {
+        self.waldur
+            .set_resource_backend_id(&resource.uuid, backend_id)
+            .await?;
+        let limits: BTreeMap<String, i64> = info.limits.into_iter().collect();
+        if !limits.is_empty() && limits != resource.limits {
+            self.waldur
+                .set_resource_limits(&resource.uuid, &limits)
+                .await?;
+        }
+        let mut metadata = waldur_backend_sdk::convert::struct_to_json(info.metadata);
+        // Credentials are for the resource owner: they go to Waldur with the
+        // metadata and nowhere else (never into logs).
+        for (k, v) in info.credentials {
+            metadata.insert(k, Value::String(v));
+        }
+        if !metadata.is_empty()
+            && let Err(e) = self
+                .waldur
+                .set_resource_backend_metadata(&resource.uuid, &Value::Object(metadata))
+                .await
+        {
+            tracing::warn!(resource = %resource.uuid, error = %e, "set_backend_metadata failed");
+        }
+        if !info.endpoints.is_empty() {
+            let endpoints: Vec<Value> = info
+                .endpoints
+                .iter()
+                .map(|e| serde_json::json!({"name": e.name, "url": e.url}))
+                .collect();
+            if let Err(e) = self
+                .waldur
+                .set_resource_endpoints(&resource.uuid, &Value::Array(endpoints))
+                .await
+            {
+                tracing::warn!(resource = %resource.uuid, error = %e, "set_endpoints failed");
+            }
+        }
+        Ok(())
+    }
+
+    async fn update(&self, order: &Order, cache: &CycleCache) -> Result<Executed, OrderError> {
+        let resource = self
+            .waldur
+            .resource(&order.marketplace_resource_uuid)
+            .await?;
+        if resource.backend_id.is_empty() {
+            return Err(OrderError::Other("the resource has no backend id".into()));
+        }
+        let mut new = order.limits.clone();
+        if new.is_empty()
+            && let Some(plan) = order.plan_uuid.as_deref().filter(|p| !p.is_empty())
+        {
+            new = self.plan_quotas(plan, cache).await?;
+        }
+        if new.is_empty() {
+            tracing::warn!(order = %order.uuid, "update order without limits or plan quotas");
+            return Ok(Executed::Done { post: None });
+        }
+        if new == resource.limits {
+            return Ok(Executed::Done { post: None });
+        }
+        let ctx = resource_context(&resource, order);
+        let _guard = self.backend.lock(&resource.backend_id).await;
+        let resp = self
+            .backend
+            .set_resource_limits(&resource.backend_id, new, Some(ctx))
+            .await?;
+        Ok(if resp.ready {
+            Executed::Done { post: None }
+        } else {
+            Executed::InProgress
+        })
+    }
+
+    async fn terminate(&self, order: &Order) -> Result<Executed, OrderError> {
+        let resource = self
+            .waldur
+            .resource(&order.marketplace_resource_uuid)
+            .await?;
+        if resource.backend_id.is_empty() {
+            return Ok(Executed::Done { post: None });
+        }
+        let ctx = resource_context(&resource, order);
+        let _guard = self.backend.lock(&resource.backend_id).await;
+        let resp = self
+            .backend
+            .delete_resource(&resource.backend_id, Some(ctx))
+            .await?;
+        Ok(if resp.ready {
+            Executed::Done { post: None }
+        } else {
+            Executed::InProgress
+        })
+    }
+
+    /// Adds the team's OK offering users to a resource (post-processing).
+    async fn add_team(
+        &self,
+        resource_uuid: &str,
+        backend_id: &str,
+        cache: &CycleCache,
+    ) -> Result<(), OrderError> {
+        if !self.backend.has(wire::Capability::Membership).await? {
+            return Ok(());
+        }
+        let team = self.waldur.resource_team(resource_uuid).await?;
+        let users = self.team_users(&team, cache).await?;
+        if users.is_empty() {
+            return Ok(());
+        }
+        let _guard = self.backend.lock(backend_id).await;
+        for r in self.backend.add_users(backend_id, users, "").await? {
+            if r.outcome == wire::UserOutcome::Failed as i32 {
+                tracing::warn!(backend_id, user = %r.username, error = %r.message, "user not added");
+            }
+        }
+        Ok(())
+    }
+
+    /// Team members with an offering user in state OK, as backend users.
+    async fn team_users(
+        &self,
+        team: &[types::TeamMember],
+        cache: &CycleCache,
+    ) -> Result<Vec<wire::User>, OrderError> {
+        let offering_users = cache
+            .offering_users
+            .get_or_try_init(|| self.waldur.offering_users(&self.offering.offering_uuid))
+            .await?;
+        let by_user: HashMap<String, &types::OfferingUser> = offering_users
+            .iter()
+            .filter(|u| u.state == "OK" && u.username.as_deref().is_some_and(|n| !n.is_empty()))
+            .map(|u| (normalise_uuid(&u.user_uuid), u))
+            .collect();
+        let mut users: Vec<wire::User> = team
+            .iter()
+            .filter_map(|m| {
+                let ou = by_user.get(&normalise_uuid(&m.uuid))?;
+                Some(wire::User {
+                    username: ou.username.clone().unwrap_or_default(),
+                    user_uuid: m.uuid.clone(),
+                    waldur_username: m.username.clone(),
+                    email: m.email.clone().unwrap_or_default(),
+                    full_name: m.full_name.clone(),
+                    role: m.role.clone(),
+                    attributes: HashMap::new(),
+                })
+            })
+            .collect();
+        users.sort_by(|a, b| a.username.cmp(&b.username));
+        users.dedup_by(|a, b| a.username == b.username);
+        Ok(users)
+    }
+
+    async fn offering<'c>(
+        &self,
+        cache: &'c CycleCache,
+    ) -> Result<&'c types::ProviderOffering, OrderError> {
+        Ok(cache
+            .offering
+            .get_or_try_init(|| {
+                self.waldur.provider_offering(
+                    &self.offering.offering_uuid,
+                    &["components", "customer_uuid", "plugin_options"],
+                )
+            })
+            .await?)
+    }
+
+    async fn plan_quotas(
+        &self,
+        plan: &str,
+        cache: &CycleCache,
+    ) -> Result<BTreeMap<String, i64>, OrderError> {
+        if let Some(q) = cache.plans.lock().await.get(plan) {
+            return Ok(q.clone());
+        }
+        let quotas: BTreeMap<String, i64> = match self.waldur.plan(plan).await {
+            Ok(p) => p
+                .quotas
+                .into_iter()
+                .filter(|(_, v)| *v != 0.0)
+                .map(|(k, v)| (k, v.round() as i64))
+                .collect(),
+            Err(e) if e.is_transient() => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(plan, error = %e, "plan quotas unavailable");
+                BTreeMap::new()
+            }
+        };
+        cache
+            .plans
+            .lock()
+            .await
+            .insert(plan.to_owned(), quotas.clone());
+        Ok(quotas)
+    }
+
+    /// Service provider SSH keys; failures give no keys (as the original).
+    async fn ssh_keys(&self, cache: &CycleCache) -> HashMap<String, String> {
+        cache
+            .ssh_keys
+            .get_or_init(|| async {
+                let result: Result<HashMap<String, String>, OrderError> = async {
+                    let offering = self.offering(cache).await?;
+                    let Some(sp) = self
+                        .waldur
+                        .service_provider(&offering.customer_uuid)
+                        .await?
+                    else {
+                        return Ok(HashMap::new());
+                    };
+                    let keys = self.waldur.service_provider_keys(&sp.uuid).await?;
+                    Ok(keys.into_iter().map(|k| (k.uuid, k.public_key)).collect())
+                }
+                .await;
+                result.unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "service provider keys unavailable");
+                    HashMap::new()
+                })
+            })
+            .await
+            .clone()
+    }
+
+    async fn is_unique(&self, backend_id: &str, ids: &BackendIdConfig) -> bool {
+        match self
+            .waldur
+            .check_unique_backend_id(
+                &self.offering.offering_uuid,
+                backend_id,
+                ids.check_all_offerings,
+            )
+            .await
+        {
+            Ok(unique) => unique,
+            Err(e) => {
+                // As the original: a failed check counts as unique.
+                tracing::warn!(backend_id, error = %e, "uniqueness check failed; assuming unique");
+                true
+            }
+        }
+    }
+}
+
+/// UUIDs compare equal with or without dashes, in any case.
+pub fn same_uuid(a: &str, b: &str) -> bool {
+    normalise_uuid(a) == normalise_uuid(b)
+}
+
+fn normalise_uuid(u: &str) -> String {
+    u.chars()
+        .filter(|c| *c != '-')
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+fn timestamp(s: Option<&str>) -> Option<prost_types::Timestamp> {
+    let s = s?;
+    let ts: jiff::Timestamp = s.parse().ok().or_else(|| {
+        s.parse::<jiff::civil::Date>()
+            .ok()
+            .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
+            .map(|z| z.timestamp())
+    })?;
+    Some(prost_types::Timestamp {
+        seconds: ts.as_second(),
+        nanos: ts.subsec_nanosecond(),
+    })
+}
+
+fn attributes(v: &Value) -> Option<prost_types::Struct> {
+    match v {
+        Value::Object(o) => Some(waldur_backend_sdk::convert::json_to_struct(o.clone())),
+        _ => None,
+    }
+}
+
+/// The resource as the backend contract describes it.
+pub fn resource_context(resource: &Resource, order: &Order) -> wire::ResourceContext {
+    let pick = |a: &str, b: &str| {
+        if a.is_empty() {
+            b.to_owned()
+        } else {
+            a.to_owned()
+        }
+    };
+    wire::ResourceContext {
+        resource_uuid: pick(&resource.uuid, &order.marketplace_resource_uuid),
+        name: pick(&resource.name, &order.resource_name),
+        slug: resource.slug.clone(),
+        project_uuid: pick(&resource.project_uuid, &order.project_uuid),
+        project_slug: pick(&resource.project_slug, &order.project_slug),
+        project_name: resource.project_name.clone(),
+        customer_uuid: pick(&resource.customer_uuid, &order.customer_uuid),
+        customer_slug: pick(&resource.customer_slug, &order.customer_slug),
+        customer_name: resource.customer_name.clone(),
+        offering_uuid: pick(&resource.offering_uuid, &order.offering_uuid),
+        plan_uuid: resource
+            .plan_uuid
+            .clone()
+            .or_else(|| order.plan_uuid.clone())
+            .unwrap_or_default(),
+        attributes: attributes(&resource.attributes).or_else(|| attributes(&order.attributes)),
+        created: timestamp(resource.created.as_deref()),
+        end_date: timestamp(resource.end_date.as_deref()),
+    }
+}
+
+fn wire_order(order: &Order) -> wire::Order {
+    let order_type = match order.order_type.as_str() {
+        "Create" => wire::OrderType::Create,
+        "Update" => wire::OrderType::Update,
+        "Terminate" => wire::OrderType::Terminate,
+        "Restore" => wire::OrderType::Restore,
+        _ => wire::OrderType::Unspecified,
+    };
+    wire::Order {
+        order_uuid: order.uuid.clone(),
+        r#type: order_type as i32,
+        resource: Some(wire::ResourceContext {
+            resource_uuid: order.marketplace_resource_uuid.clone(),
+            name: order.resource_name.clone(),
+            project_uuid: order.project_uuid.clone(),
+            project_slug: order.project_slug.clone(),
+            customer_uuid: order.customer_uuid.clone(),
+            customer_slug: order.customer_slug.clone(),
+            offering_uuid: order.offering_uuid.clone(),
+            plan_uuid: order.plan_uuid.clone().unwrap_or_default(),
+            attributes: attributes(&order.attributes),
+            ..Default::default()
+        }),
+        limits: order.limits.clone().into_iter().collect(),
+        created_by_username: order.created_by_username.clone(),
+        created_by_full_name: order.created_by_full_name.clone(),
+        consumer_message: order.consumer_message.clone(),
+        provider_message: order.provider_message.clone(),
+        team: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids_compare_with_or_without_dashes() {
+        assert!(same_uuid(
+            "0F0F0000-0000-0000-0000-000000000001",
+            "0f0f0000000000000000000000000001"
+        ));
+        assert!(!same_uuid("a", "b"));
+    }
+
+    #[test]
+    fn hidden_errors_keep_a_backends_refusal_but_not_internals() {
+        let refusal = OrderError::Backend(BackendCallError {
+            backend: "b".into(),
+            rpc: "CreateResource",
+            code: Code::InvalidArgument,
+            reason: "INVALID_FIELD".into(),
+            message: "name too long".into(),
+            metadata: HashMap::new(),
+        });
+        assert_eq!(refusal.waldur_message(false), "name too long");
+        let internal = OrderError::Other("decode failed at /x".into());
+        assert_eq!(internal.waldur_message(false), HIDDEN_ERROR);
+        assert!(internal.waldur_message(true).contains("decode failed"));
+    }
+
+    #[test]
+    fn dates_and_datetimes_become_timestamps() {
+        assert!(timestamp(Some("2026-01-31")).is_some());
+        assert!(timestamp(Some("2026-01-31T10:00:00Z")).is_some());
+        assert!(timestamp(Some("garbage")).is_none());
+    }
+}

@@ -1,0 +1,295 @@
+//! The Waldur endpoints the coordinator uses (core spec §2), one method each.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::types::*;
+use super::{Query, WaldurClient, WaldurResult};
+
+/// Any JSON answer we do not need to read.
+type Ignored = serde::de::IgnoredAny;
+
+impl WaldurClient {
+    // ------------------------------------------------------------- identity
+
+    /// Agent identities named `name` (single page).
+    pub async fn agent_identities(&self, name: &str) -> WaldurResult<Vec<AgentIdentity>> {
+        self.get(
+            "marketplace-site-agent-identities/",
+            vec![("name", name.to_owned())],
+        )
+        .await
+    }
+
+    /// Creates an agent identity.
+    pub async fn create_agent_identity(&self, body: &Value) -> WaldurResult<AgentIdentity> {
+        self.post("marketplace-site-agent-identities/", body).await
+    }
+
+    /// Replaces an agent identity.
+    pub async fn update_agent_identity(
+        &self,
+        uuid: &str,
+        body: &Value,
+    ) -> WaldurResult<AgentIdentity> {
+        self.put(&format!("marketplace-site-agent-identities/{uuid}/"), body)
+            .await
+    }
+
+    /// Registers (get-or-create) a service of an identity.
+    pub async fn register_service(
+        &self,
+        identity: &str,
+        name: &str,
+        mode: &str,
+    ) -> WaldurResult<AgentService> {
+        self.post(
+            &format!("marketplace-site-agent-identities/{identity}/register_service/"),
+            &json!({"name": name, "mode": mode}),
+        )
+        .await
+    }
+
+    /// Registers (get-or-create) a processor of a service.
+    pub async fn register_processor(
+        &self,
+        service: &str,
+        name: &str,
+        backend_type: &str,
+        backend_version: &str,
+    ) -> WaldurResult<()> {
+        let _: Ignored = self
+            .post(
+                &format!("marketplace-site-agent-services/{service}/register_processor/"),
+                &json!({"name": name, "backend_type": backend_type, "backend_version": backend_version}),
+            )
+            .await?;
+        Ok(())
+    }
+
+    // ------------------------------------------------------------- offering
+
+    /// The provider offering with the given sparse fields.
+    pub async fn provider_offering(
+        &self,
+        offering: &str,
+        fields: &[&str],
+    ) -> WaldurResult<ProviderOffering> {
+        let query: Query = fields.iter().map(|f| ("field", (*f).to_owned())).collect();
+        self.get(
+            &format!("marketplace-provider-offerings/{offering}/"),
+            query,
+        )
+        .await
+    }
+
+    /// The service provider of a customer (single page, first entry).
+    pub async fn service_provider(
+        &self,
+        customer_uuid: &str,
+    ) -> WaldurResult<Option<ServiceProvider>> {
+        let list: Vec<ServiceProvider> = self
+            .get(
+                "marketplace-service-providers/",
+                vec![
+                    ("customer_uuid", customer_uuid.to_owned()),
+                    ("field", "uuid".into()),
+                ],
+            )
+            .await?;
+        Ok(list.into_iter().next())
+    }
+
+    /// The service provider's SSH keys (single page).
+    pub async fn service_provider_keys(&self, sp: &str) -> WaldurResult<Vec<SshKey>> {
+        self.get(&format!("marketplace-service-providers/{sp}/keys/"), vec![])
+            .await
+    }
+
+    /// A plan.
+    pub async fn plan(&self, uuid: &str) -> WaldurResult<Plan> {
+        self.get(&format!("marketplace-plans/{uuid}/"), vec![])
+            .await
+    }
+
+    /// Whether a backend id is unused.
+    pub async fn check_unique_backend_id(
+        &self,
+        offering: &str,
+        backend_id: &str,
+        check_all_offerings: bool,
+    ) -> WaldurResult<bool> {
+        let r: UniqueCheck = self
+            .post(
+                &format!("marketplace-provider-offerings/{offering}/check_unique_backend_id/"),
+                &json!({"backend_id": backend_id, "check_all_offerings": check_all_offerings}),
+            )
+            .await?;
+        Ok(r.is_unique)
+    }
+
+    // --------------------------------------------------------------- orders
+
+    /// Orders of an offering in the given states (list-all).
+    pub async fn orders(&self, offering: &str, states: &[&str]) -> WaldurResult<Vec<Order>> {
+        let mut query: Query = vec![("offering_uuid", offering.to_owned())];
+        query.extend(states.iter().map(|s| ("state", (*s).to_owned())));
+        self.list_all("marketplace-orders/", query).await
+    }
+
+    /// One order.
+    pub async fn order(&self, uuid: &str) -> WaldurResult<Order> {
+        self.get(&format!("marketplace-orders/{uuid}/"), vec![])
+            .await
+    }
+
+    /// Approves a pending-provider order.
+    pub async fn approve_order(&self, uuid: &str) -> WaldurResult<()> {
+        let _: Ignored = self
+            .post(
+                &format!("marketplace-orders/{uuid}/approve_by_provider/"),
+                &json!({}),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Rejects a pending-provider order.
+    pub async fn reject_order(&self, uuid: &str, comment: &str) -> WaldurResult<()> {
+        let body = if comment.is_empty() {
+            json!({})
+        } else {
+            json!({"provider_rejection_comment": comment})
+        };
+        let _: Ignored = self
+            .post(
+                &format!("marketplace-orders/{uuid}/reject_by_provider/"),
+                &body,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Marks an executing order done.
+    pub async fn set_order_done(&self, uuid: &str) -> WaldurResult<()> {
+        let _: Ignored = self
+            .post(
+                &format!("marketplace-orders/{uuid}/set_state_done/"),
+                &json!({}),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Marks an executing order erred.
+    pub async fn set_order_erred(
+        &self,
+        uuid: &str,
+        message: &str,
+        traceback: &str,
+    ) -> WaldurResult<()> {
+        let _: Ignored = self
+            .post(
+                &format!("marketplace-orders/{uuid}/set_state_erred/"),
+                &json!({"error_message": message, "error_traceback": traceback}),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Sets the order's backend id (slow operations, for display).
+    pub async fn set_order_backend_id(&self, uuid: &str, backend_id: &str) -> WaldurResult<()> {
+        let _: Ignored = self
+            .post(
+                &format!("marketplace-orders/{uuid}/set_backend_id/"),
+                &json!({"backend_id": backend_id}),
+            )
+            .await?;
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ resources
+
+    /// One provider resource.
+    pub async fn resource(&self, uuid: &str) -> WaldurResult<Resource> {
+        self.get(&format!("marketplace-provider-resources/{uuid}/"), vec![])
+            .await
+    }
+
+    /// The team of a resource's project (single page).
+    pub async fn resource_team(&self, uuid: &str) -> WaldurResult<Vec<TeamMember>> {
+        self.get(
+            &format!("marketplace-provider-resources/{uuid}/team/"),
+            vec![],
+        )
+        .await
+    }
+
+    /// Sets the resource's backend id.
+    pub async fn set_resource_backend_id(&self, uuid: &str, backend_id: &str) -> WaldurResult<()> {
+        let _: Ignored = self
+            .post(
+                &format!("marketplace-provider-resources/{uuid}/set_backend_id/"),
+                &json!({"backend_id": backend_id}),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Sets the resource's limits.
+    pub async fn set_resource_limits(
+        &self,
+        uuid: &str,
+        limits: &BTreeMap<String, i64>,
+    ) -> WaldurResult<()> {
+        let _: Ignored = self
+            .post(
+                &format!("marketplace-provider-resources/{uuid}/set_limits/"),
+                &json!({"limits": limits}),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Sets the resource's backend metadata.
+    pub async fn set_resource_backend_metadata(
+        &self,
+        uuid: &str,
+        metadata: &Value,
+    ) -> WaldurResult<()> {
+        let _: Ignored = self
+            .post(
+                &format!("marketplace-provider-resources/{uuid}/set_backend_metadata/"),
+                &json!({"backend_metadata": metadata}),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Sets the resource's endpoints. Not in Waldur 8.0.5's schema; newer
+    /// Waldur versions have it, and the original agent calls it.
+    pub async fn set_resource_endpoints(&self, uuid: &str, endpoints: &Value) -> WaldurResult<()> {
+        let _: Ignored = self
+            .post(
+                &format!("marketplace-provider-resources/{uuid}/set_endpoints/"),
+                &json!({"endpoints": endpoints}),
+            )
+            .await?;
+        Ok(())
+    }
+
+    // -------------------------------------------------------- offering users
+
+    /// Offering users of an offering that are not restricted (list-all).
+    pub async fn offering_users(&self, offering: &str) -> WaldurResult<Vec<OfferingUser>> {
+        self.list_all(
+            "marketplace-offering-users/",
+            vec![
+                ("offering_uuid", offering.to_owned()),
+                ("is_restricted", "false".into()),
+            ],
+        )
+        .await
+    }
+}

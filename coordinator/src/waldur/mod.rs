@@ -1,0 +1,497 @@
+//! A typed client for the Waldur Mastermind REST API.
+//!
+//! * `Authorization: Token …`, or `Bearer …` from the OIDC client-credentials
+//!   flow (cached until 30 s before expiry);
+//! * `User-Agent: waldur-site-agent-<mode>/<version>`, as the original agent,
+//!   so Waldur shows the agent as it always did;
+//! * list-all pagination: `page_size=100`, then the `page` of each
+//!   `Link: <…>; rel="next"`;
+//! * repeated `field=` and `state=` query parameters;
+//! * per-request timeout, and retries with capped exponential backoff and
+//!   jitter for transient failures (5xx, 429, network), so a flaky Waldur
+//!   never turns into an erred order.
+//!
+//! Tokens never appear in logs or errors: errors carry method, path, status
+//! and at most 300 bytes of the response body.
+
+mod api;
+pub mod types;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::Mutex;
+
+use crate::config::{Credentials, RetryConfig};
+
+/// Query parameters; keys may repeat (`state=a&state=b`).
+pub type Query = Vec<(&'static str, String)>;
+
+/// A failed Waldur call.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("waldur {method} {path}: {kind}")]
+pub struct WaldurError {
+    /// HTTP method.
+    pub method: String,
+    /// Path below the API root (no query, no host).
+    pub path: String,
+    /// What went wrong.
+    pub kind: ErrorKind,
+}
+
+/// What went wrong with a Waldur call.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ErrorKind {
+    /// Waldur answered with an unexpected status.
+    #[error("HTTP {status}: {body}")]
+    Status {
+        /// Status code.
+        status: u16,
+        /// Start of the body.
+        body: String,
+    },
+    /// The request did not complete (connect, timeout, reset).
+    #[error("network: {0}")]
+    Network(String),
+    /// The answer was not what the schema says.
+    #[error("unexpected response: {0}")]
+    Decode(String),
+    /// The OIDC token could not be obtained.
+    #[error("oidc: {0}")]
+    Auth(String),
+}
+
+impl WaldurError {
+    /// 5xx, 429 and network failures: retry later, change nothing.
+    pub fn is_transient(&self) -> bool {
+        match &self.kind {
+            ErrorKind::Status { status, .. } => *status >= 500 || *status == 429,
+            ErrorKind::Network(_) | ErrorKind::Auth(_) => true,
+            ErrorKind::Decode(_) => false,
+        }
+    }
+
+    /// The HTTP status, when Waldur answered.
+    pub fn status(&self) -> Option<u16> {
+        match &self.kind {
+            ErrorKind::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Result of a Waldur call.
+pub type WaldurResult<T> = Result<T, WaldurError>;
+
+/// A Waldur API client for one offering's credentials.
+#[derive(Clone)]
+pub struct WaldurClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base: url::Url,
+    credentials: Credentials,
+    retry: RetryConfig,
+    bearer: Mutex<Option<(String, Instant)>>,
+    calls: AtomicU64,
+}
+
+impl std::fmt::Debug for WaldurClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WaldurClient")
+            .field("base", &self.inner.base.as_str())
+            .finish()
+    }
+}
+
+impl WaldurClient {
+    /// A client for `api_url` (for example `https://waldur.example.com/api/`).
+    pub fn new(
+        api_url: &str,
+        credentials: Credentials,
+        mode: &str,
+        timeout: Duration,
+        retry: RetryConfig,
+        verify_tls: bool,
+    ) -> Result<Self, String> {
+        let mut base = url::Url::parse(api_url).map_err(|e| format!("api_url {api_url:?}: {e}"))?;
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        let http = reqwest::Client::builder()
+            .user_agent(format!(
+                "waldur-site-agent-{mode}/{}",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .danger_accept_invalid_certs(!verify_tls)
+            .pool_max_idle_per_host(32)
+            .build()
+            .map_err(|e| format!("http client: {e}"))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                credentials,
+                retry,
+                bearer: Mutex::new(None),
+                calls: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// HTTP requests sent so far (retries included).
+    pub fn calls(&self) -> u64 {
+        self.inner.calls.load(Ordering::Relaxed)
+    }
+
+    async fn authorization(&self) -> WaldurResult<String> {
+        match &self.inner.credentials {
+            Credentials::Token(t) => Ok(format!("Token {}", t.expose())),
+            Credentials::Oidc {
+                token_url,
+                client_id,
+                client_secret,
+            } => {
+                let mut cached = self.inner.bearer.lock().await;
+                if let Some((token, until)) = cached.as_ref()
+                    && Instant::now() < *until
+                {
+                    return Ok(format!("Bearer {token}"));
+                }
+                let err = |m: String| WaldurError {
+                    method: "POST".into(),
+                    path: "<oidc token endpoint>".into(),
+                    kind: ErrorKind::Auth(m),
+                };
+                let resp = self
+                    .inner
+                    .http
+                    .post(token_url)
+                    .form(&[
+                        ("grant_type", "client_credentials"),
+                        ("client_id", client_id),
+                        ("client_secret", client_secret.expose()),
+                    ])
+                    .send()
+                    .await
+                    .map_err(|e| err(format!("token request failed: {}", without_url(&e))))?;
+                if !resp.status().is_success() {
+                    return Err(err(format!("token endpoint answered {}", resp.status())));
+                }
+                let body: serde_json::Value = resp
+                    .json()
+                    .await
+                    .map_err(|e| err(format!("token response: {e}")))?;
+                let token = body["access_token"]
+                    .as_str()
+                    .ok_or_else(|| err("token response has no access_token".into()))?
+                    .to_owned();
+                let lifetime = body["expires_in"]
+                    .as_u64()
+                    .unwrap_or(300)
+                    .saturating_sub(30);
+                *cached = Some((
+                    token.clone(),
+                    Instant::now() + Duration::from_secs(lifetime),
+                ));
+                Ok(format!("Bearer {token}"))
+            }
+        }
+    }
+
+    /// Sends one request with retries; returns status and body text.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&'static str, String)],
+        body: Option<&serde_json::Value>,
+    ) -> WaldurResult<(StatusCode, reqwest::header::HeaderMap, String)> {
+        let url = self.inner.base.join(path).map_err(|e| WaldurError {
+            method: method.to_string(),
+            path: path.to_owned(),
+            kind: ErrorKind::Decode(format!("bad path: {e}")),
+        })?;
+        let retry = &self.inner.retry;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self
+                .send_once(method.clone(), &url, path, query, body)
+                .await;
+            match result {
+                Err(e) if e.is_transient() && attempt < retry.max_attempts.max(1) => {
+                    let backoff = backoff(retry, attempt);
+                    tracing::warn!(method = %method, path, attempt, error = %e.kind, backoff_ms = backoff.as_millis() as u64, "transient waldur failure, retrying");
+                    tokio::time::sleep(backoff).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn send_once(
+        &self,
+        method: Method,
+        url: &url::Url,
+        path: &str,
+        query: &[(&'static str, String)],
+        body: Option<&serde_json::Value>,
+    ) -> WaldurResult<(StatusCode, reqwest::header::HeaderMap, String)> {
+        let err = |kind| WaldurError {
+            method: method.to_string(),
+            path: path.to_owned(),
+            kind,
+        };
+        let auth = self.authorization().await?;
+        let mut req = self
+            .inner
+            .http
+            .request(method.clone(), url.clone())
+            .query(query)
+            .header(reqwest::header::AUTHORIZATION, auth)
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        self.inner.calls.fetch_add(1, Ordering::Relaxed);
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| err(ErrorKind::Network(without_url(&e))))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| err(ErrorKind::Network(without_url(&e))))?;
+        if !status.is_success() {
+            return Err(err(ErrorKind::Status {
+                status: status.as_u16(),
+                body: truncate(&text, 300),
+            }));
+        }
+        Ok((status, headers, text))
+    }
+
+    /// GET and decode.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str, query: Query) -> WaldurResult<T> {
+        let (_, _, text) = self.send(Method::GET, path, &query, None).await?;
+        decode("GET", path, &text)
+    }
+
+    /// POST a JSON body and decode the answer (`()` for no body).
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> WaldurResult<T> {
+        self.with_body(Method::POST, path, body).await
+    }
+
+    /// PUT a JSON body.
+    pub async fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> WaldurResult<T> {
+        self.with_body(Method::PUT, path, body).await
+    }
+
+    /// PATCH a JSON body.
+    pub async fn patch<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> WaldurResult<T> {
+        self.with_body(Method::PATCH, path, body).await
+    }
+
+    async fn with_body<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> WaldurResult<T> {
+        let value = serde_json::to_value(body).map_err(|e| WaldurError {
+            method: method.to_string(),
+            path: path.to_owned(),
+            kind: ErrorKind::Decode(e.to_string()),
+        })?;
+        let (_, _, text) = self.send(method.clone(), path, &[], Some(&value)).await?;
+        let text = if text.trim().is_empty() {
+            "null".to_owned()
+        } else {
+            text
+        };
+        decode(method.as_str(), path, &text)
+    }
+
+    /// GET every page of a list.
+    pub async fn list_all<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: Query,
+    ) -> WaldurResult<Vec<T>> {
+        let mut out = Vec::new();
+        let mut page: Option<String> = None;
+        loop {
+            let mut q = query.clone();
+            q.push(("page_size", "100".into()));
+            if let Some(p) = &page {
+                q.push(("page", p.clone()));
+            }
+            let (_, headers, text) = self.send(Method::GET, path, &q, None).await?;
+            let items: Vec<T> = decode("GET", path, &text)?;
+            out.extend(items);
+            match next_page(&headers) {
+                Some(p) if Some(&p) != page.as_ref() => page = Some(p),
+                _ => return Ok(out),
+            }
+        }
+    }
+}
+
+fn decode<T: DeserializeOwned>(method: &str, path: &str, text: &str) -> WaldurResult<T> {
+    serde_json::from_str(text).map_err(|e| WaldurError {
+        method: method.to_owned(),
+        path: path.to_owned(),
+        kind: ErrorKind::Decode(format!("{e} in {}", truncate(text, 200))),
+    })
+}
+
+/// The `page` parameter of the `rel="next"` link, if any.
+fn next_page(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    for value in headers.get_all(reqwest::header::LINK) {
+        let value = value.to_str().ok()?;
+        for link in value.split(',') {
+            let mut parts = link.split(';');
+            let target = parts
+                .next()?
+                .trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>');
+            if parts.any(|p| p.trim().replace(' ', "") == "rel=\"next\"") {
+                let url = url::Url::parse(target).ok()?;
+                return url
+                    .query_pairs()
+                    .find(|(k, _)| k == "page")
+                    .map(|(_, v)| v.into_owned());
+            }
+        }
+    }
+    None
+}
+
+fn backoff(retry: &RetryConfig, attempt: u32) -> Duration {
+    let exp = retry
+        .initial_backoff_ms
+        .saturating_mul(1 << (attempt - 1).min(16));
+    let capped = exp.min(retry.max_backoff_ms);
+    // Up to 25 % jitter keeps many coordinators from retrying in step.
+    let jitter = rand::random::<u64>() % (capped / 4 + 1);
+    Duration::from_millis(capped + jitter)
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// A reqwest error without its URL (which could carry a query with secrets).
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "body failed"
+    } else {
+        "request failed"
+    };
+    let mut source = std::error::Error::source(e);
+    let mut detail = String::new();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_page_comes_from_the_link_header() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(
+            reqwest::header::LINK,
+            "<http://w/api/x/?page=1>; rel=\"prev\", <http://w/api/x/?page=3&page_size=100>; rel=\"next\""
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(next_page(&h).as_deref(), Some("3"));
+        assert_eq!(next_page(&reqwest::header::HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let r = RetryConfig {
+            max_attempts: 5,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 400,
+        };
+        assert!(backoff(&r, 1) >= Duration::from_millis(100));
+        assert!(backoff(&r, 10) <= Duration::from_millis(500));
+    }
+
+    #[test]
+    fn only_5xx_429_and_network_failures_are_transient() {
+        let e = |kind| WaldurError {
+            method: "GET".into(),
+            path: "x".into(),
+            kind,
+        };
+        assert!(
+            e(ErrorKind::Status {
+                status: 503,
+                body: String::new()
+            })
+            .is_transient()
+        );
+        assert!(
+            e(ErrorKind::Status {
+                status: 429,
+                body: String::new()
+            })
+            .is_transient()
+        );
+        assert!(
+            !e(ErrorKind::Status {
+                status: 400,
+                body: String::new()
+            })
+            .is_transient()
+        );
+        assert!(e(ErrorKind::Network("reset".into())).is_transient());
+    }
+}

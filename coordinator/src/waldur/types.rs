@@ -1,0 +1,257 @@
+//! Waldur objects as the coordinator reads them. Field names follow the
+//! official OpenAPI schema (8.0.5); every field has a default so a newer or
+//! sparser (`field=`) answer still decodes. Unknown fields are ignored:
+//! Waldur adds fields between versions.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Order states (Waldur `OrderState`).
+pub mod order_state {
+    /// Awaiting the provider's approval.
+    pub const PENDING_PROVIDER: &str = "pending-provider";
+    /// Approved; the provider executes it.
+    pub const EXECUTING: &str = "executing";
+    /// Finished.
+    pub const DONE: &str = "done";
+    /// Failed.
+    pub const ERRED: &str = "erred";
+}
+
+/// A marketplace order (`OrderDetails`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Order {
+    /// Order UUID.
+    pub uuid: String,
+    /// `Create`, `Update`, `Terminate` or `Restore`.
+    #[serde(rename = "type")]
+    pub order_type: String,
+    /// State, see [`order_state`].
+    pub state: String,
+    /// Offering UUID.
+    pub offering_uuid: String,
+    /// The marketplace resource.
+    pub marketplace_resource_uuid: String,
+    /// Resource name.
+    pub resource_name: String,
+    /// Order backend id (async orders).
+    pub backend_id: String,
+    /// Requested limits.
+    pub limits: BTreeMap<String, i64>,
+    /// Plan.
+    pub plan_uuid: Option<String>,
+    /// Order form attributes.
+    pub attributes: Value,
+    /// Project.
+    pub project_uuid: String,
+    /// Project slug.
+    pub project_slug: String,
+    /// Customer.
+    pub customer_uuid: String,
+    /// Customer slug.
+    pub customer_slug: String,
+    /// Orderer's username.
+    pub created_by_username: String,
+    /// Orderer's name.
+    pub created_by_full_name: String,
+    /// Creation time (ISO 8601).
+    pub created: Option<String>,
+    /// Provider message.
+    pub provider_message: String,
+    /// Consumer message (not in 8.0.5's OrderDetails; read when present).
+    pub consumer_message: String,
+}
+
+/// A provider resource (`Resource`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Resource {
+    /// UUID.
+    pub uuid: String,
+    /// Name.
+    pub name: String,
+    /// Slug.
+    pub slug: String,
+    /// State (`Creating`, `OK`, `Erred`, ...).
+    pub state: String,
+    /// Backend id, empty until set.
+    pub backend_id: String,
+    /// Offering.
+    pub offering_uuid: String,
+    /// Plan.
+    pub plan_uuid: Option<String>,
+    /// Project.
+    pub project_uuid: String,
+    /// Project slug.
+    pub project_slug: String,
+    /// Project name.
+    pub project_name: String,
+    /// Customer.
+    pub customer_uuid: String,
+    /// Customer slug.
+    pub customer_slug: String,
+    /// Customer name.
+    pub customer_name: String,
+    /// Limits.
+    pub limits: BTreeMap<String, i64>,
+    /// Attributes.
+    pub attributes: Value,
+    /// Created (ISO 8601).
+    pub created: Option<String>,
+    /// End date (YYYY-MM-DD).
+    pub end_date: Option<String>,
+    /// Members may not be added.
+    pub restrict_member_access: bool,
+    /// Paused.
+    pub paused: bool,
+    /// Downscaled.
+    pub downscaled: bool,
+    /// Backend metadata.
+    pub backend_metadata: Value,
+    /// Offering plugin options.
+    pub offering_plugin_options: Value,
+}
+
+/// A member of a resource's project team (`ProjectUser`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct TeamMember {
+    /// User UUID.
+    pub uuid: String,
+    /// Waldur username.
+    pub username: String,
+    /// Full name.
+    pub full_name: String,
+    /// Project role.
+    pub role: String,
+    /// E-mail.
+    pub email: Option<String>,
+    /// Offering username, if any.
+    pub offering_user_username: Option<String>,
+    /// Offering user state.
+    pub offering_user_state: Option<String>,
+}
+
+/// An offering user (`OfferingUser`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct OfferingUser {
+    /// UUID.
+    pub uuid: String,
+    /// URL.
+    pub url: String,
+    /// Waldur user UUID.
+    pub user_uuid: String,
+    /// Offering username.
+    pub username: Option<String>,
+    /// State (`Requested`, `Creating`, `OK`, ...).
+    pub state: String,
+    /// Waldur username.
+    pub user_username: String,
+    /// E-mail.
+    pub user_email: String,
+    /// Full name.
+    pub user_full_name: String,
+}
+
+/// An offering component (`OfferingComponent`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct OfferingComponent {
+    /// UUID.
+    pub uuid: String,
+    /// Component key.
+    #[serde(rename = "type")]
+    pub component_type: String,
+    /// Display name.
+    pub name: String,
+    /// Billing type.
+    pub billing_type: String,
+    /// Unit.
+    pub measured_unit: String,
+    /// Default limit.
+    pub limit_amount: Option<i64>,
+}
+
+/// The provider offering (`ProviderOfferingDetails`), sparse.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct ProviderOffering {
+    /// UUID.
+    pub uuid: String,
+    /// Name.
+    pub name: String,
+    /// Owning customer.
+    pub customer_uuid: String,
+    /// Components.
+    pub components: Vec<OfferingComponent>,
+    /// Plugin options.
+    pub plugin_options: Value,
+}
+
+/// A service provider, reduced to its UUID.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct ServiceProvider {
+    /// UUID.
+    pub uuid: String,
+}
+
+/// A service provider SSH key (`SshKey`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct SshKey {
+    /// UUID.
+    pub uuid: String,
+    /// Public key.
+    pub public_key: String,
+}
+
+/// A plan (`ProviderPlanDetails`), reduced to its quotas.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Plan {
+    /// UUID.
+    pub uuid: String,
+    /// Name.
+    pub name: String,
+    /// Quotas per component.
+    pub quotas: BTreeMap<String, f64>,
+}
+
+/// An agent identity (`AgentIdentity`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct AgentIdentity {
+    /// UUID.
+    pub uuid: String,
+    /// Name (`agent-<offering>`).
+    pub name: String,
+}
+
+/// An agent service (`AgentService`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct AgentService {
+    /// UUID.
+    pub uuid: String,
+    /// Name.
+    pub name: String,
+}
+
+/// Answer of check_unique_backend_id.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct UniqueCheck {
+    /// Whether the id is unused.
+    pub is_unique: bool,
+}
+
+/// Plugin option names read from the offering.
+pub mod plugin_option {
+    /// `project_slug` makes backend ids come from the project slug.
+    pub const ACCOUNT_NAME_GENERATION_POLICY: &str = "account_name_generation_policy";
+}
