@@ -1,0 +1,206 @@
+//! A world for end-to-end tests: waldur-sim, a real backend server over
+//! mutual TLS hosting the example backend, and a coordinator wired to both.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use waldur_backend_example::{ExampleBackend, ExampleSettings};
+use waldur_backend_sdk::{Bound, Registry};
+use waldur_coordinator::config::Config;
+use waldur_coordinator::orders::CycleReport;
+use waldur_coordinator::runner::Coordinator;
+use waldur_coordinator::secret::MapEnv;
+use waldur_sim::{NewOrder, Scenario, Sim};
+use waldur_tls::pki::{self, Usage, Validity};
+
+pub const TOKEN: &str = "sim-token-0123456789";
+
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub sim: Sim,
+    pub sim_addr: std::net::SocketAddr,
+    pub scenario: Scenario,
+    pub backend: ExampleBackend,
+    pub server: Option<Bound>,
+    pub port: u16,
+    pub coordinator: Coordinator,
+}
+
+pub struct Options {
+    pub settings: ExampleSettings,
+    pub extra_offering_config: &'static str,
+    pub waldur_timeout_seconds: u64,
+    pub expose_errors: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            settings: ExampleSettings {
+                allocation_prefix: "hpc_".into(),
+                ..ExampleSettings::default()
+            },
+            extra_offering_config: "",
+            waldur_timeout_seconds: 5,
+            expose_errors: true,
+        }
+    }
+}
+
+fn write_pki(dir: &Path) {
+    let ca = pki::create_ca("test ca", Validity::days(1)).unwrap();
+    pki::write(dir, "ca", &ca).unwrap();
+    let server = pki::issue(
+        &ca,
+        Usage::Server,
+        "localhost",
+        &["127.0.0.1".into()],
+        Validity::days(1),
+    )
+    .unwrap();
+    pki::write(dir, "server", &server).unwrap();
+    let client = pki::issue(
+        &ca,
+        Usage::Client,
+        "coordinator.test",
+        &[],
+        Validity::days(1),
+    )
+    .unwrap();
+    pki::write(dir, "client", &client).unwrap();
+}
+
+pub async fn start_backend(dir: &Path, port: u16, backend: ExampleBackend) -> Bound {
+    let config = format!(
+        "version: 1\nlisten: 127.0.0.1:{port}\ntls:\n  ca: {0}/ca.pem\n  cert: {0}/server.pem\n  key: {0}/server.key\n  allowed_clients: [coordinator.test]\ninstances:\n  - name: hpc\n    type: example\n",
+        dir.display()
+    );
+    let config = waldur_backend_sdk::config::ServerConfig::parse(&config, Path::new("t")).unwrap();
+    waldur_backend_sdk::spawn(&config, Registry::single("hpc", Arc::new(backend)).unwrap())
+        .await
+        .unwrap()
+}
+
+impl World {
+    pub async fn start(options: Options) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        write_pki(dir.path());
+        let sim = Sim::new(TOKEN);
+        let sim_addr = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let scenario = sim.seed_basic(
+            None,
+            &[
+                ("alice", "PROJECT.MANAGER", Some("alice")),
+                ("bob", "PROJECT.MEMBER", Some("bob")),
+                ("carol", "PROJECT.MEMBER", None),
+            ],
+        );
+        let backend = ExampleBackend::new(options.settings);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = start_backend(dir.path(), port, backend.clone()).await;
+        let config = format!(
+            r#"
+version: 1
+expose_backend_error_details: {expose}
+retry: {{max_attempts: 2, initial_backoff_ms: 10, max_backoff_ms: 20}}
+timeouts: {{waldur_seconds: {wt}, backend_read_seconds: 5, backend_mutate_seconds: 10, backend_connect_seconds: 2}}
+backends:
+  hpc:
+    endpoint: https://127.0.0.1:{port}
+    server_name: localhost
+    instance: hpc
+    tls: {{ca: {d}/ca.pem, cert: {d}/client.pem, key: {d}/client.key}}
+offerings:
+  - name: HPC
+    offering_uuid: {offering}
+    waldur:
+      api_url: http://{sim_addr}/api/
+      token_env: WALDUR_TOKEN
+    backends: {{orders: hpc}}
+{extra}
+"#,
+            expose = options.expose_errors,
+            wt = options.waldur_timeout_seconds,
+            d = dir.path().display(),
+            offering = scenario.offering_uuid,
+            extra = options.extra_offering_config,
+        );
+        let env = MapEnv::from([("WALDUR_TOKEN", TOKEN)]);
+        let config = Config::parse(&config, Path::new("coordinator.yaml"), &env).unwrap();
+        let coordinator = Coordinator::build(&config, &env).unwrap();
+        Self {
+            dir,
+            sim,
+            sim_addr,
+            scenario,
+            backend,
+            server: Some(server),
+            port,
+            coordinator,
+        }
+    }
+
+    pub fn order(
+        &self,
+        order_type: &str,
+        state: &str,
+        resource_uuid: &str,
+        attributes: serde_json::Value,
+    ) -> (String, String) {
+        let created = self
+            .sim
+            .create_order(NewOrder {
+                order_type: order_type.into(),
+                state: state.into(),
+                offering_uuid: self.scenario.offering_uuid.clone(),
+                project_uuid: self.scenario.project_uuid.clone(),
+                resource_uuid: resource_uuid.into(),
+                name: "Weather Run".into(),
+                limits: BTreeMap::from([("cpu".into(), 5), ("storage".into(), 50)]),
+                attributes,
+                ..Default::default()
+            })
+            .unwrap();
+        (created.order_uuid, created.resource_uuid)
+    }
+
+    pub async fn cycle(&self) -> CycleReport {
+        let mut results = self.coordinator.process_orders_once().await;
+        results.pop().unwrap().1.expect("order cycle")
+    }
+
+    /// Runs cycles until the order reaches `state` (deadline 20 s).
+    pub async fn until_state(&self, order: &str, state: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            self.cycle().await;
+            if self.sim.order_state(order).as_deref() == Some(state) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "order never reached {state}: {:?}",
+                self.sim.order(order)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn stop_backend(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await.unwrap();
+        }
+    }
+
+    pub async fn restart_backend(&mut self) {
+        self.server = Some(start_backend(self.dir.path(), self.port, self.backend.clone()).await);
+    }
+}
