@@ -173,13 +173,8 @@ impl WaldurClient {
 
     /// Marks an executing order done.
     pub async fn set_order_done(&self, uuid: &str) -> WaldurResult<()> {
-        let _: Ignored = self
-            .post(
-                &format!("marketplace-orders/{uuid}/set_state_done/"),
-                &json!({}),
-            )
-            .await?;
-        Ok(())
+        self.post_empty(&format!("marketplace-orders/{uuid}/set_state_done/"))
+            .await
     }
 
     /// Marks an executing order erred.

@@ -297,6 +297,12 @@ impl WaldurClient {
         self.with_body(Method::POST, path, body).await
     }
 
+    /// POST without a body (state transitions whose operation takes none).
+    pub async fn post_empty(&self, path: &str) -> WaldurResult<()> {
+        self.send(Method::POST, path, &[], None).await?;
+        Ok(())
+    }
+
     /// PUT a JSON body.
     pub async fn put<B: Serialize, T: DeserializeOwned>(
         &self,

@@ -607,10 +607,13 @@ fn api(
                 let backend_type = str_field(body, "backend_type").ok_or_else(|| {
                     Refusal::Invalid("backend_type: This field is required.".into())
                 })?;
+                let uuid = new_uuid();
+                let now = jiff::Timestamp::now().to_string();
                 let processor = json!({
-                    "uuid": new_uuid(), "name": name, "backend_type": backend_type,
+                    "uuid": uuid, "url": format!("http://sim/api/marketplace-site-agent-processors/{uuid}/"),
+                    "name": name, "backend_type": backend_type,
                     "backend_version": str_field(body, "backend_version"),
-                    "service": s.uuid, "created": jiff::Timestamp::now().to_string(),
+                    "service": s.uuid, "service_name": s.name, "created": now, "modified": now,
                 });
                 if let Some(existing) = s.processors.iter().find(|p| p["name"] == name) {
                     return Ok(ok(existing.clone()));
