@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The demo: issues a throw-away site CA and certificates, starts
-# waldur-backend-server with the example backend over mutual TLS, and walks it
-# through the resource lifecycle with the conformance client, then stops
-# everything it started.
+# The demo: starts waldur-sim seeded with an offering, a project, a team and
+# a few orders; issues a site CA and certificates; starts
+# waldur-backend-server with the example backend and the coordinator over
+# mutual TLS; shows the orders reach `done` with the resources' backend ids
+# and limits; then stops everything it started.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -14,29 +15,104 @@ say "building"
 cargo build --workspace --bins --quiet
 
 WORK=$(mktemp -d)
-PID=""
+PIDS=()
 cleanup() {
-    [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-say "issuing a site CA, a server and a client certificate in $WORK/pki"
+say "issuing a site CA, a backend server and a coordinator certificate"
 make_pki "$WORK/pki"
-PORT=$(free_port)
-sed -e "s|0.0.0.0:50051|127.0.0.1:$PORT|" \
-    -e "s|/etc/waldur/pki/ca.pem|$WORK/pki/ca.pem|" \
-    -e "s|/etc/waldur/pki/backend.pem|$WORK/pki/server.pem|" \
-    -e "s|/etc/waldur/pki/backend.key|$WORK/pki/server.key|" \
-    -e "s|coordinator.example.org|coordinator.local|" \
-    deploy/config/backend-server.example.yaml > "$WORK/server.yaml"
-say "starting waldur-backend-server on 127.0.0.1:$PORT (example backend, mutual TLS)"
-"$BIN_DIR/waldur-backend-server" serve --config "$WORK/server.yaml" &
-PID=$!
-wait_for_port "$PORT" 30 || die "the backend server did not start"
 
-say "driving every RPC of the contract over mutual TLS"
-"$BIN_DIR/waldur-backend-conformance" --endpoint "https://127.0.0.1:$PORT" --server-name localhost \
-    --ca "$WORK/pki/ca.pem" --cert "$WORK/pki/client.pem" --key "$WORK/pki/client.key" \
-    --instance hpc
-say "demo finished; stopping the server"
+say "starting waldur-sim with an offering, a project and a team (alice, bob)"
+SIM_PORT=$(free_port)
+head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$WORK/token"
+"$BIN_DIR/waldur-sim" --listen "127.0.0.1:$SIM_PORT" --token-file "$WORK/token" --seed-demo \
+    > "$WORK/scenario.json" 2> "$WORK/sim.log" &
+PIDS+=($!)
+wait_for_port "$SIM_PORT" 30 || die "waldur-sim did not start"
+SIM="http://127.0.0.1:$SIM_PORT"
+
+sim() { # METHOD PATH [JSON]
+    python3 - "$@" <<'PY'
+import json, sys, urllib.request
+method, url = sys.argv[1], sys.argv[2]
+data = sys.argv[3].encode() if len(sys.argv) > 3 else None
+req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+print(urllib.request.urlopen(req).read().decode())
+PY
+}
+OFFERING=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["offering_uuid"])' "$WORK/scenario.json")
+PROJECT=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["project_uuid"])' "$WORK/scenario.json")
+for spec in "Weather Run:5:100" "Protein Folding:20:500" "Ocean Currents:8:50"; do
+    IFS=: read -r name cpu storage <<< "$spec"
+    sim POST "$SIM/_sim/orders" "{\"type\":\"Create\",\"state\":\"pending-provider\",\"offering_uuid\":\"$OFFERING\",\"project_uuid\":\"$PROJECT\",\"name\":\"$name\",\"limits\":{\"cpu\":$cpu,\"storage\":$storage}}" > /dev/null
+done
+say "three Create orders are waiting for the provider"
+
+BACKEND_PORT=$(free_port)
+cat > "$WORK/backend-server.yaml" <<YAML
+version: 1
+listen: 127.0.0.1:$BACKEND_PORT
+tls:
+  ca: $WORK/pki/ca.pem
+  cert: $WORK/pki/server.pem
+  key: $WORK/pki/server.key
+  allowed_clients: [coordinator.local]
+instances:
+  - name: hpc
+    type: example
+    settings:
+      allocation_prefix: "hpc_"
+YAML
+say "starting waldur-backend-server (example backend) on 127.0.0.1:$BACKEND_PORT, mutual TLS"
+"$BIN_DIR/waldur-backend-server" serve --config "$WORK/backend-server.yaml" 2> "$WORK/backend.log" &
+PIDS+=($!)
+wait_for_port "$BACKEND_PORT" 30 || die "waldur-backend-server did not start"
+
+cat > "$WORK/coordinator.yaml" <<YAML
+version: 1
+backends:
+  hpc:
+    endpoint: https://127.0.0.1:$BACKEND_PORT
+    server_name: localhost
+    instance: hpc
+    tls: {ca: $WORK/pki/ca.pem, cert: $WORK/pki/client.pem, key: $WORK/pki/client.key}
+offerings:
+  - name: HPC cluster (demo)
+    offering_uuid: $OFFERING
+    waldur:
+      api_url: $SIM/api/
+      token_file: $WORK/token
+    intervals: {orders_seconds: 2}
+    backends: {orders: hpc}
+YAML
+say "checking the coordinator config (waldur, mutual TLS, backend)"
+"$BIN_DIR/waldur-coordinator" check --config "$WORK/coordinator.yaml"
+say "starting waldur-coordinator"
+"$BIN_DIR/waldur-coordinator" run --config "$WORK/coordinator.yaml" 2> "$WORK/coordinator.log" &
+PIDS+=($!)
+
+deadline=$((SECONDS + 60))
+while :; do
+    sim GET "$SIM/_sim/state" > "$WORK/state.json"
+    left=$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(sum(o["state"]!="done" for o in s["orders"].values()))' "$WORK/state.json")
+    [ "$left" -eq 0 ] && break
+    [ $SECONDS -lt $deadline ] || { cat "$WORK/coordinator.log"; die "orders did not complete"; }
+    sleep 0.5
+done
+python3 - "$WORK/state.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+print()
+print(f"{'order':<8} {'state':<6} {'resource':<17} {'resource state':<15} {'backend id':<22} limits")
+for o in s["orders"].values():
+    r = s["resources"][o["resource_uuid"]]
+    print(f"{o['type']:<8} {o['state']:<6} {r['name']:<17} {r['state']:<15} {r['backend_id']:<22} {json.dumps(r['limits'])}")
+print()
+PY
+say "the coordinator log (first lines):"
+head -n 12 "$WORK/coordinator.log" | sed 's/\x1b\[[0-9;]*m//g'
+say "demo finished; stopping waldur-sim, the backend server and the coordinator"
