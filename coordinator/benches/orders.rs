@@ -35,13 +35,35 @@ async fn main() {
     let d = dir.path();
     let ca = pki::create_ca("bench ca", Validity::days(1)).unwrap();
     pki::write(d, "ca", &ca).unwrap();
-    pki::write(d, "server", &pki::issue(&ca, Usage::Server, "localhost", &[], Validity::days(1)).unwrap()).unwrap();
-    pki::write(d, "client", &pki::issue(&ca, Usage::Client, "coordinator.bench", &[], Validity::days(1)).unwrap())
-        .unwrap();
+    pki::write(
+        d,
+        "server",
+        &pki::issue(&ca, Usage::Server, "localhost", &[], Validity::days(1)).unwrap(),
+    )
+    .unwrap();
+    pki::write(
+        d,
+        "client",
+        &pki::issue(
+            &ca,
+            Usage::Client,
+            "coordinator.bench",
+            &[],
+            Validity::days(1),
+        )
+        .unwrap(),
+    )
+    .unwrap();
 
     let sim = Sim::with_recording("bench-token", false);
     let sim_addr = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let scenario = sim.seed_basic(None, &[("alice", "PROJECT.MANAGER", Some("alice")), ("bob", "PROJECT.MEMBER", Some("bob"))]);
+    let scenario = sim.seed_basic(
+        None,
+        &[
+            ("alice", "PROJECT.MANAGER", Some("alice")),
+            ("bob", "PROJECT.MEMBER", Some("bob")),
+        ],
+    );
     for i in 0..ORDERS {
         sim.create_order(NewOrder {
             order_type: "Create".into(),
@@ -55,15 +77,25 @@ async fn main() {
         .unwrap();
     }
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let server_config = format!(
         "version: 1\nlisten: 127.0.0.1:{port}\ntls:\n  ca: {0}/ca.pem\n  cert: {0}/server.pem\n  key: {0}/server.key\n  allowed_clients: [coordinator.bench]\ninstances:\n  - name: hpc\n    type: example\n",
         d.display()
     );
-    let server_config = waldur_backend_sdk::config::ServerConfig::parse(&server_config, std::path::Path::new("b")).unwrap();
+    let server_config =
+        waldur_backend_sdk::config::ServerConfig::parse(&server_config, std::path::Path::new("b"))
+            .unwrap();
     let backend = ExampleBackend::default();
-    let server =
-        waldur_backend_sdk::spawn(&server_config, Registry::single("hpc", Arc::new(backend.clone())).unwrap()).await.unwrap();
+    let server = waldur_backend_sdk::spawn(
+        &server_config,
+        Registry::single("hpc", Arc::new(backend.clone())).unwrap(),
+    )
+    .await
+    .unwrap();
 
     std::fs::write(d.join("token"), "bench-token").unwrap();
     let config = format!(
@@ -92,11 +124,19 @@ async fn main() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let done = sim.world().orders.values().filter(|o| o.state == "done").count();
+        let done = sim
+            .world()
+            .orders
+            .values()
+            .filter(|o| o.state == "done")
+            .count();
         if done == ORDERS {
             break;
         }
-        assert!(Instant::now() < deadline, "only {done} of {ORDERS} orders done");
+        assert!(
+            Instant::now() < deadline,
+            "only {done} of {ORDERS} orders done"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed().as_secs_f64();
@@ -108,11 +148,22 @@ async fn main() {
     let calls = sim.calls();
     let mut routes: BTreeMap<String, usize> = BTreeMap::new();
     for c in &calls {
-        *routes.entry(format!("{} {}", c.method, c.route)).or_default() += 1;
+        *routes
+            .entry(format!("{} {}", c.method, c.route))
+            .or_default() += 1;
     }
-    println!("{ORDERS} pending-provider Create orders, example backend over mutual TLS, waldur-sim");
-    println!("  wall time {elapsed:.2} s (coordinator start to last order done), {:.0} orders/s", ORDERS as f64 / elapsed);
-    println!("  waldur calls {} = {:.2} per order", calls.len(), calls.len() as f64 / ORDERS as f64);
+    println!(
+        "{ORDERS} pending-provider Create orders, example backend over mutual TLS, waldur-sim"
+    );
+    println!(
+        "  wall time {elapsed:.2} s (coordinator start to last order done), {:.0} orders/s",
+        ORDERS as f64 / elapsed
+    );
+    println!(
+        "  waldur calls {} = {:.2} per order",
+        calls.len(),
+        calls.len() as f64 / ORDERS as f64
+    );
     for (route, n) in &routes {
         println!("    {n:>6}  {route}");
     }

@@ -104,6 +104,61 @@ async fn requests_and_simulator_answers_follow_the_waldur_openapi_schema() {
     );
     world.until_state(&erred, "erred").await;
 
+    // Endpoints later tasks use (usage, event subscriptions): exercised
+    // directly so the simulator's answers are checked too.
+    let http = reqwest::Client::new();
+    let base = format!("http://{}/api/", world.sim_addr);
+    let call = |method: reqwest::Method, path: String, body: Option<Value>| {
+        let req = http
+            .request(method, format!("{base}{path}"))
+            .header("Authorization", format!("Token {}", support::TOKEN));
+        let req = match body {
+            Some(b) => req.json(&b),
+            None => req,
+        };
+        async move {
+            req.send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap_or(Value::Null)
+        }
+    };
+    call(
+        reqwest::Method::POST,
+        "marketplace-component-usages/set_usage/".into(),
+        Some(json!({"usages": [{"type": "cpu", "amount": "2"}], "resource": resource, "date": "2026-11-05T00:00:00Z"})),
+    )
+    .await;
+    let usages = call(
+        reqwest::Method::GET,
+        format!("marketplace-component-usages/?resource_uuid={resource}&billing_period=2026-11-01&field=uuid&field=type&field=usage"),
+        None,
+    )
+    .await;
+    let usage_uuid = usages[0]["uuid"].as_str().unwrap().to_owned();
+    call(
+        reqwest::Method::POST,
+        format!("marketplace-component-usages/{usage_uuid}/set_user_usages/"),
+        Some(json!({"usages": [{"username": "alice", "usage": "2", "date": "2026-11-05T00:00:00Z"}]})),
+    )
+    .await;
+    let identity = world.sim.world().identities.keys().next().unwrap().clone();
+    let subscription = call(
+        reqwest::Method::POST,
+        format!("marketplace-site-agent-identities/{identity}/register_event_subscription/"),
+        Some(json!({"observable_object_type": "order", "description": "orders of the offering"})),
+    )
+    .await;
+    let subscription = subscription["uuid"].as_str().unwrap().to_owned();
+    call(
+        reqwest::Method::POST,
+        format!("event-subscriptions/{subscription}/create_queue/"),
+        Some(json!({"offering_uuid": world.scenario.offering_uuid, "object_type": "order"})),
+    )
+    .await;
+
     let mut checked: BTreeMap<String, usize> = BTreeMap::new();
     let mut not_in_schema = BTreeSet::new();
     let mut failures = Vec::new();
@@ -166,6 +221,11 @@ async fn requests_and_simulator_answers_follow_the_waldur_openapi_schema() {
         "POST marketplace-site-agent-identities/",
         "POST marketplace-site-agent-identities/{uuid}/register_service/",
         "POST marketplace-site-agent-services/{uuid}/register_processor/",
+        "POST marketplace-component-usages/set_usage/",
+        "GET marketplace-component-usages/",
+        "POST marketplace-component-usages/{uuid}/set_user_usages/",
+        "POST marketplace-site-agent-identities/{uuid}/register_event_subscription/",
+        "POST event-subscriptions/{uuid}/create_queue/",
     ] {
         assert!(checked.contains_key(must), "{must} was not exercised");
     }

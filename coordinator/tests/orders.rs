@@ -358,3 +358,73 @@ async fn a_backend_id_taken_by_another_resource_moves_to_the_next_name() {
     assert_eq!(id, "hpc_climate-modelling-0");
     assert_eq!(world.backend.resource_count(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_orders_than_one_page_are_all_processed() {
+    let world = World::start(Options::default()).await;
+    let orders: Vec<String> = (0..130)
+        .map(|_| {
+            world
+                .order(
+                    "Create",
+                    "pending-provider",
+                    "",
+                    json!({"example_decision": "reject"}),
+                )
+                .0
+        })
+        .collect();
+    let report = world.cycle().await;
+    assert_eq!(report.count(|o| *o == OrderOutcome::Rejected), 130);
+    assert!(
+        orders
+            .iter()
+            .all(|o| world.sim.order_state(o).as_deref() == Some("rejected"))
+    );
+    let pages = world
+        .sim
+        .calls()
+        .iter()
+        .filter(|c| c.route == "marketplace-orders/")
+        .count();
+    assert_eq!(pages, 2, "page_size=100 and the Link header give two pages");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_waldur_hiccup_is_absorbed_by_retries_within_the_cycle() {
+    let world = World::start(Options::default()).await;
+    let (order, _) = world.order("Create", "executing", "", json!({}));
+    world.sim.add_fault(Fault {
+        path_contains: "/team/".into(),
+        status: Some(502),
+        times: Some(1),
+        ..Default::default()
+    });
+    let report = world.cycle().await;
+    assert_eq!(report.outcomes[&order], OrderOutcome::Done);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_are_processed_with_oidc_client_credentials() {
+    let world = World::start(Options {
+        oidc: true,
+        ..Options::default()
+    })
+    .await;
+    let (order, _) = world.order("Create", "pending-provider", "", json!({}));
+    world.until_state(&order, "done").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_user_agent_names_the_mode_and_version() {
+    let world = World::start(Options::default()).await;
+    world.cycle().await;
+    let ua = world.sim.last_user_agent().unwrap();
+    assert_eq!(
+        ua,
+        format!(
+            "waldur-site-agent-order_process/{}",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+}

@@ -35,6 +35,8 @@ pub struct Options {
     pub extra_offering_config: &'static str,
     pub waldur_timeout_seconds: u64,
     pub expose_errors: bool,
+    /// Authenticate with OIDC client credentials instead of a token.
+    pub oidc: bool,
 }
 
 impl Default for Options {
@@ -47,6 +49,7 @@ impl Default for Options {
             extra_offering_config: "",
             waldur_timeout_seconds: 5,
             expose_errors: true,
+            oidc: false,
         }
     }
 }
@@ -123,7 +126,7 @@ offerings:
     offering_uuid: {offering}
     waldur:
       api_url: http://{sim_addr}/api/
-      token_env: WALDUR_TOKEN
+      {auth}
     backends: {{orders: hpc}}
 {extra}
 "#,
@@ -132,8 +135,18 @@ offerings:
             d = dir.path().display(),
             offering = scenario.offering_uuid,
             extra = options.extra_offering_config,
+            auth = if options.oidc {
+                format!(
+                    "oidc: {{token_url: 'http://{sim_addr}/oidc/token', client_id: site-agent, client_secret_env: OIDC_SECRET}}"
+                )
+            } else {
+                "token_env: WALDUR_TOKEN".to_owned()
+            },
         );
-        let env = MapEnv::from([("WALDUR_TOKEN", TOKEN)]);
+        if options.oidc {
+            sim.enable_oidc("site-agent", "oidc-secret");
+        }
+        let env = MapEnv::from([("WALDUR_TOKEN", TOKEN), ("OIDC_SECRET", "oidc-secret")]);
         let config = Config::parse(&config, Path::new("coordinator.yaml"), &env).unwrap();
         let coordinator = Coordinator::build(&config, &env).unwrap();
         Self {

@@ -84,9 +84,22 @@ async fn handle(
         );
         return json_response(status, &value);
     }
+    if path == "/oidc/token" && method == Method::POST {
+        let (status, value) = oidc_token(&sim, &body);
+        return json_response(status, &value);
+    }
     let Some(api_path) = path.strip_prefix("/api/") else {
         return json_response(StatusCode::NOT_FOUND, &json!({"detail": "Not found."}));
     };
+    if let Some(ua) = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    {
+        *sim.shared
+            .user_agent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(ua.to_owned());
+    }
     let segments: Vec<&str> = api_path.split('/').filter(|s| !s.is_empty()).collect();
     let route = route_of(&segments);
 
@@ -281,7 +294,7 @@ fn api(
         Ok(match (m, seg) {
             ("GET", ["version"]) => ok(json!({"version": "8.0.5"})),
             ("GET", ["users", "me"]) => ok(sparse(
-                json!({"uuid": "00000000000000000000000000005e1f", "username": "site-agent", "full_name": "Site Agent", "is_staff": false, "permissions": []}),
+                json!({"uuid": SIM_USER_UUID, "username": "site-agent", "full_name": "Site Agent", "is_staff": false, "permissions": []}),
                 params,
             )),
 
@@ -621,10 +634,187 @@ fn api(
                 s.processors.push(processor.clone());
                 (StatusCode::CREATED, processor, Vec::new())
             }
+            // ------------------------------------------------------- usage
+            ("GET", ["marketplace-component-usages"]) => {
+                let resource = param(params, "resource_uuid").map(norm);
+                let period = param(params, "billing_period");
+                let items = w
+                    .usages
+                    .values()
+                    .filter(|u| {
+                        resource
+                            .as_ref()
+                            .is_none_or(|r| norm(&u.resource_uuid) == *r)
+                    })
+                    .filter(|u| period.is_none_or(|p| u.billing_period == p))
+                    .map(|u| w.usage_json(u))
+                    .collect();
+                page(items, params, "marketplace-component-usages/")
+            }
+            ("POST", ["marketplace-component-usages", "set_usage"]) => {
+                let resource = str_field(body, "resource")
+                    .ok_or_else(|| Refusal::Invalid("resource: This field is required.".into()))?;
+                let resource = norm(resource);
+                if !w.resources.contains_key(&resource) {
+                    return Err(Refusal::Invalid("resource: object does not exist.".into()));
+                }
+                let date = str_field(body, "date")
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| jiff::Timestamp::now().to_string());
+                let period = format!("{}-01", date.get(..7).unwrap_or("1970-01"));
+                let items = body
+                    .and_then(|b| b.get("usages"))
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .ok_or_else(|| Refusal::Invalid("usages: This field is required.".into()))?;
+                for item in items {
+                    let kind = item["type"]
+                        .as_str()
+                        .ok_or_else(|| Refusal::Invalid("usages.type: required".into()))?;
+                    let amount = decimal(&item["amount"]).ok_or_else(|| {
+                        Refusal::Invalid("usages.amount: a decimal is required".into())
+                    })?;
+                    let existing = w.usages.values_mut().find(|u| {
+                        u.resource_uuid == resource
+                            && u.component_type == kind
+                            && u.billing_period == period
+                    });
+                    match existing {
+                        Some(u) => {
+                            u.usage = amount;
+                            u.date = date.clone();
+                        }
+                        None => {
+                            let u = crate::world::ComponentUsage {
+                                uuid: new_uuid(),
+                                resource_uuid: resource.clone(),
+                                component_type: kind.to_owned(),
+                                usage: amount,
+                                date: date.clone(),
+                                billing_period: period.clone(),
+                                description: item["description"].as_str().unwrap_or("").to_owned(),
+                                user_usages: BTreeMap::new(),
+                            };
+                            w.usages.insert(u.uuid.clone(), u);
+                        }
+                    }
+                }
+                (StatusCode::CREATED, Value::Null, Vec::new())
+            }
+            ("POST", ["marketplace-component-usages", id, "set_user_usages"]) => {
+                let u = w
+                    .usages
+                    .get_mut(&norm(id))
+                    .ok_or_else(|| Refusal::NotFound("component usage".into()))?;
+                let items = body
+                    .and_then(|b| b.get("usages"))
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .ok_or_else(|| Refusal::Invalid("usages: This field is required.".into()))?;
+                for item in items {
+                    let username = item["username"]
+                        .as_str()
+                        .ok_or_else(|| Refusal::Invalid("usages.username: required".into()))?;
+                    let amount = decimal(&item["usage"]).unwrap_or_else(|| "0.00".into());
+                    u.user_usages.insert(username.to_owned(), amount);
+                }
+                (StatusCode::CREATED, Value::Null, Vec::new())
+            }
+
+            // ------------------------------------------ event subscriptions
+            (
+                "POST",
+                [
+                    "marketplace-site-agent-identities",
+                    id,
+                    "register_event_subscription",
+                ],
+            ) => {
+                let identity = norm(id);
+                if !w.identities.contains_key(&identity) {
+                    return Err(Refusal::NotFound("identity".into()));
+                }
+                let kind = str_field(body, "observable_object_type").ok_or_else(|| {
+                    Refusal::Invalid("observable_object_type: This field is required.".into())
+                })?;
+                if let Some(s) = w
+                    .event_subscriptions
+                    .values()
+                    .find(|s| s.identity == identity && s.observable_object_type == kind)
+                {
+                    return Ok(ok(subscription_json(s)));
+                }
+                let s = crate::world::EventSubscription {
+                    uuid: new_uuid(),
+                    identity,
+                    observable_object_type: kind.to_owned(),
+                    description: str_field(body, "description").unwrap_or("").to_owned(),
+                    created: jiff::Timestamp::now().to_string(),
+                    queues: Vec::new(),
+                };
+                let v = subscription_json(&s);
+                w.event_subscriptions.insert(s.uuid.clone(), s);
+                (StatusCode::CREATED, v, Vec::new())
+            }
+            ("POST", ["event-subscriptions", id, "create_queue"]) => {
+                let s = w
+                    .event_subscriptions
+                    .get_mut(&norm(id))
+                    .ok_or_else(|| Refusal::NotFound("event subscription".into()))?;
+                let offering = str_field(body, "offering_uuid").ok_or_else(|| {
+                    Refusal::Invalid("offering_uuid: This field is required.".into())
+                })?;
+                let kind = str_field(body, "object_type").ok_or_else(|| {
+                    Refusal::Invalid("object_type: This field is required.".into())
+                })?;
+                if let Some(q) = s
+                    .queues
+                    .iter()
+                    .find(|q| q["object_type"] == kind && q["offering_uuid"] == norm(offering))
+                {
+                    return Ok(ok(q.clone()));
+                }
+                let uuid = new_uuid();
+                let queue = json!({
+                    "uuid": uuid, "url": format!("http://sim/api/event-subscription-queues/{uuid}/"),
+                    "event_subscription": format!("http://sim/api/event-subscriptions/{}/", s.uuid),
+                    "event_subscription_uuid": s.uuid, "offering_uuid": norm(offering), "object_type": kind,
+                    "queue_name": format!("subscription_{}_offering_{}_{}", s.uuid, norm(offering), kind),
+                    "vhost": SIM_USER_UUID, "created": jiff::Timestamp::now().to_string(),
+                });
+                s.queues.push(queue.clone());
+                (StatusCode::CREATED, queue, Vec::new())
+            }
             _ => return Err(Refusal::NotFound("endpoint".into())),
         })
     })();
     result.unwrap_or_else(|r| from(refusal(r)))
+}
+
+/// The agent's Waldur user (the vhost of its event queues).
+pub(crate) const SIM_USER_UUID: &str = "00000000000000000000000000005e1f";
+
+/// A decimal amount from a JSON string or number, normalised to 2 places.
+fn decimal(v: &Value) -> Option<String> {
+    let n = match v {
+        Value::String(s) => s.trim().parse::<f64>().ok()?,
+        Value::Number(n) => n.as_f64()?,
+        _ => return None,
+    };
+    n.is_finite().then(|| format!("{n:.2}"))
+}
+
+fn subscription_json(s: &crate::world::EventSubscription) -> Value {
+    json!({
+        "uuid": s.uuid, "url": format!("http://sim/api/event-subscriptions/{}/", s.uuid),
+        "description": s.description, "user": format!("http://sim/api/users/{SIM_USER_UUID}/"),
+        "user_uuid": SIM_USER_UUID, "user_username": "site-agent", "user_full_name": "Site Agent",
+        "observable_objects": [{"object_type": s.observable_object_type}],
+        "created": s.created, "modified": s.created,
+        // The schema's oneOf of ipv4|ipv6 strings cannot be told apart without format
+        // checks; null is valid and true of a local simulator.
+        "source_ip": Value::Null,
+    })
 }
 
 fn identity_json(i: &crate::world::Identity) -> Value {
@@ -642,6 +832,31 @@ fn service_json(s: &crate::world::AgentService) -> Value {
         "identity": s.identity, "identity_name": "", "name": s.name, "mode": s.mode, "state": "Active",
         "processors": s.processors, "created": s.created, "modified": s.created,
     })
+}
+
+/// The OIDC client-credentials token endpoint (`POST /oidc/token`): answers
+/// the API token as the access token when the client secret matches.
+fn oidc_token(sim: &Sim, body: &Bytes) -> (StatusCode, Value) {
+    let form: BTreeMap<String, String> = url::form_urlencoded::parse(body).into_owned().collect();
+    let expected = sim
+        .shared
+        .oidc
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    match expected {
+        Some((id, secret))
+            if form.get("grant_type").map(String::as_str) == Some("client_credentials")
+                && form.get("client_id") == Some(&id)
+                && form.get("client_secret") == Some(&secret) =>
+        {
+            (
+                StatusCode::OK,
+                json!({"access_token": sim.shared.token, "token_type": "Bearer", "expires_in": 300}),
+            )
+        }
+        _ => (StatusCode::UNAUTHORIZED, json!({"error": "invalid_client"})),
+    }
 }
 
 /// The control API.

@@ -60,6 +60,8 @@ pub(crate) struct Shared {
     pub(crate) faults: Mutex<Vec<Fault>>,
     pub(crate) calls: Mutex<Vec<Call>>,
     pub(crate) record_bodies: bool,
+    pub(crate) oidc: Mutex<Option<(String, String)>>,
+    pub(crate) user_agent: Mutex<Option<String>>,
 }
 
 /// A handle on a simulator: shared by the HTTP server and in-process tests.
@@ -151,6 +153,8 @@ impl Sim {
                 faults: Mutex::new(Vec::new()),
                 calls: Mutex::new(Vec::new()),
                 record_bodies,
+                oidc: Mutex::new(None),
+                user_agent: Mutex::new(None),
             }),
         }
     }
@@ -166,6 +170,21 @@ impl Sim {
             }
         });
         Ok(local)
+    }
+
+    /// Enables `POST /oidc/token` for this client id and secret.
+    pub fn enable_oidc(&self, client_id: &str, client_secret: &str) {
+        *self.shared.oidc.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((client_id.to_owned(), client_secret.to_owned()));
+    }
+
+    /// The `User-Agent` of the last API request.
+    pub fn last_user_agent(&self) -> Option<String> {
+        self.shared
+            .user_agent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The state, locked.

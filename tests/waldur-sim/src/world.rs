@@ -191,6 +191,36 @@ pub struct AgentService {
     pub created: String,
 }
 
+/// A component usage of a resource in a billing period.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ComponentUsage {
+    pub uuid: String,
+    pub resource_uuid: String,
+    #[serde(rename = "type")]
+    pub component_type: String,
+    /// The amount as Waldur stores it (a decimal string, 2 places).
+    pub usage: String,
+    pub date: String,
+    /// First day of the month, `YYYY-MM-01`.
+    pub billing_period: String,
+    pub description: String,
+    /// Per-user usage: username → decimal string.
+    pub user_usages: BTreeMap<String, String>,
+}
+
+/// An event subscription of an agent identity, with its queues.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EventSubscription {
+    pub uuid: String,
+    pub identity: String,
+    pub observable_object_type: String,
+    pub description: String,
+    pub created: String,
+    pub queues: Vec<Value>,
+}
+
 /// Why a state change was refused (HTTP 400/404).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -216,6 +246,8 @@ pub struct World {
     pub orders: BTreeMap<String, Order>,
     pub identities: BTreeMap<String, Identity>,
     pub services: BTreeMap<String, AgentService>,
+    pub usages: BTreeMap<String, ComponentUsage>,
+    pub event_subscriptions: BTreeMap<String, EventSubscription>,
 }
 
 impl World {
@@ -429,6 +461,28 @@ impl World {
                 }))
             })
             .collect()
+    }
+
+    /// The JSON of a component usage, as `ComponentUsage`.
+    pub fn usage_json(&self, u: &ComponentUsage) -> Value {
+        let r = self.resources.get(&norm(&u.resource_uuid));
+        let amount: f64 = u.usage.parse().unwrap_or(0.0);
+        json!({
+            "uuid": u.uuid,
+            "type": u.component_type,
+            "name": u.component_type,
+            "usage": amount,
+            "date": u.date,
+            "billing_period": u.billing_period,
+            "description": u.description,
+            "resource_uuid": u.resource_uuid,
+            "resource_name": r.map(|r| r.name.clone()).unwrap_or_default(),
+            "offering_uuid": r.map(|r| r.offering_uuid.clone()).unwrap_or_default(),
+            "project_uuid": r.map(|r| r.project_uuid.clone()).unwrap_or_default(),
+            "created": u.date,
+            "recurring": false,
+            "modified_by": Value::Null,
+        })
     }
 
     /// The JSON of an offering user.

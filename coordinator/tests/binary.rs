@@ -1,0 +1,53 @@
+//! The coordinator binary refuses bad configs with exit code 64 before
+//! starting anything.
+
+#![allow(clippy::unwrap_used)] // a test's input is its own
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_waldur-coordinator");
+
+fn run_with(config: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .env_remove("WALDUR_TOKEN")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const GOOD: &str = "version: 1\nbackends:\n  hpc:\n    endpoint: https://127.0.0.1:1\n    instance: hpc\n    tls: {ca: /x/ca.pem, cert: /x/c.pem, key: /x/c.key}\nofferings:\n  - name: o\n    offering_uuid: abc\n    waldur: {api_url: 'http://127.0.0.1:1/api/', token_env: WALDUR_TOKEN_FOR_TEST_UNSET}\n    backends: {orders: hpc}\n";
+
+#[test]
+fn a_config_with_an_unknown_key_exits_64_naming_the_key() {
+    let (code, err) = run_with(&GOOD.replace("version: 1", "version: 1\nbogus_key: 1"));
+    assert_eq!(code, Some(64));
+    assert!(err.contains("bogus_key"), "{err}");
+}
+
+#[test]
+fn a_missing_token_exits_64_naming_the_variable() {
+    let (code, err) = run_with(GOOD);
+    assert_eq!(code, Some(64));
+    assert!(err.contains("WALDUR_TOKEN_FOR_TEST_UNSET"), "{err}");
+}
+
+#[test]
+fn missing_tls_files_exit_64_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "t").unwrap();
+    let text = GOOD.replace(
+        "token_env: WALDUR_TOKEN_FOR_TEST_UNSET",
+        &format!("token_file: {}/token", dir.path().display()),
+    );
+    let (code, err) = run_with(&text);
+    assert_eq!(code, Some(64));
+    assert!(err.contains("backends.hpc.tls"), "{err}");
+}
