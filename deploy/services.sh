@@ -1,0 +1,304 @@
+#!/usr/bin/env bash
+# Brings up the real services the tests and the demo use, without systemd, on
+# one Debian 12 host:
+#   * a single-node SLURM cluster "test" (munge, slurmdbd on MariaDB,
+#     slurmctld, slurmd) with AccountingStorageEnforce=associations,limits,qos
+#     and PriorityType=priority/multifactor;
+#   * RabbitMQ with the rabbitmq_stomp, rabbitmq_web_stomp and
+#     rabbitmq_management plugins.
+# MariaDB and RabbitMQ are reused when already running, and installed and
+# started only where none runs. Idempotent: packages present or not, daemons
+# up or not. `services.sh stop` stops only what this script started.
+#
+#   sudo deploy/services.sh [up|stop|status]
+#
+# Runtime files (logs, pid files, state) go under $WALDUR_RUN
+# (default /var/tmp/waldur-services). Facts behind every step:
+# ../shared/design/REAL-SERVICES.md.
+set -euo pipefail
+MODE=${1:-up}
+RUN=${WALDUR_RUN:-/var/tmp/waldur-services}
+STARTED=$RUN/started.list
+CLUSTER=test
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+[ "$(id -u)" -eq 0 ] || die "run as root (it installs packages and starts daemons)"
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# pid_alive PIDFILE NAME: the pid file names a live process called NAME.
+pid_alive() {
+    local pid
+    [ -f "$1" ] || return 1
+    pid=$(cat "$1" 2>/dev/null) || return 1
+    [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ]
+}
+# wait_until SECONDS COMMAND...: polls COMMAND every 0.1 s.
+wait_until() {
+    local deadline=$((SECONDS + $1)); shift
+    until "$@" >/dev/null 2>&1; do
+        [ $SECONDS -lt $deadline ] || return 1
+        sleep 0.1
+    done
+}
+mark_started() { grep -qx "$1" "$STARTED" 2>/dev/null || echo "$1" >> "$STARTED"; }
+
+install_packages() {
+    local missing=()
+    for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    say "installing ${missing[*]}"
+    if ! apt-cache policy "${missing[0]}" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+        apt-get update -qq
+    fi
+    # Keep maintainer scripts from starting daemons with their default config.
+    local own_policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        own_policy=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    [ -n "$own_policy" ] && rm -f /usr/sbin/policy-rc.d
+    return 0
+}
+
+dirs() {
+    install -d -m 0755 "$RUN" "$RUN/log" "$RUN/run"
+    install -d -m 0755 -o munge -g munge "$RUN/log/munge" /run/munge
+    install -d -m 0755 -o slurm -g slurm "$RUN/log/slurm" "$RUN/run/slurm" "$RUN/state/slurmctld"
+    install -d -m 0755 "$RUN/state/slurmd"
+    install -d -m 1777 "$RUN/jobs"
+    touch "$STARTED"
+    for u in alice bob; do id -u "$u" >/dev/null 2>&1 || useradd -m -s /bin/bash "$u"; done
+}
+
+munge_up() {
+    [ -s /etc/munge/munge.key ] || { mungekey --create --keyfile /etc/munge/munge.key; chown munge:munge /etc/munge/munge.key; chmod 0400 /etc/munge/munge.key; }
+    if munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then return 0; fi
+    say "starting munged"
+    runuser -u munge -- /usr/sbin/munged --log-file="$RUN/log/munge/munged.log" --pid-file=/run/munge/munged.pid
+    mark_started munge
+    wait_until 10 sh -c 'munge -n | unmunge' || die "munged did not start ($RUN/log/munge/munged.log)"
+}
+
+mariadb_up() {
+    if ! mariadb-admin ping >/dev/null 2>&1 && ! port_open 3306; then
+        install_packages mariadb-server
+        install -d -m 0755 -o mysql -g mysql "$RUN/log/mariadb" /run/mysqld
+        cat > /etc/mysql/mariadb.conf.d/99-slurm.cnf <<'EOF'
+# written by deploy/services.sh: values slurmdbd checks for
+[mysqld]
+bind-address=127.0.0.1
+innodb_buffer_pool_size=1024M
+innodb_log_file_size=64M
+innodb_lock_wait_timeout=900
+max_allowed_packet=64M
+EOF
+        [ -d /var/lib/mysql/mysql ] || mariadb-install-db --user=mysql --datadir=/var/lib/mysql --skip-test-db >/dev/null
+        say "starting MariaDB"
+        setsid nohup /usr/sbin/mariadbd --user=mysql --pid-file=/run/mysqld/mysqld.pid \
+            --log-error="$RUN/log/mariadb/mariadb.log" >/dev/null 2>&1 </dev/null &
+        mark_started mariadb
+        wait_until 30 mariadb-admin ping || die "MariaDB did not start ($RUN/log/mariadb/mariadb.log)"
+    fi
+    mariadb <<'EOF'
+CREATE DATABASE IF NOT EXISTS slurm_acct_db;
+CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'slurmdbpass';
+GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';
+FLUSH PRIVILEGES;
+EOF
+}
+
+slurm_config() {
+    local host node
+    host=$(hostname -s)
+    node=$(slurmd -C 2>/dev/null | head -n 1 | sed -e 's/^NodeName=[^ ]* //' -e 's/ UpTime=.*//')
+    [ -n "$node" ] || die "slurmd -C gave no node description"
+    install -d -m 0755 /etc/slurm
+    cat > /etc/slurm/slurm.conf.new <<EOF
+# written by deploy/services.sh -- single-node test cluster, no systemd
+ClusterName=$CLUSTER
+SlurmctldHost=$host(127.0.0.1)
+SlurmUser=slurm
+SlurmdUser=root
+SlurmctldPort=6817
+SlurmdPort=6818
+AuthType=auth/munge
+CryptoType=crypto/munge
+MailProg=/bin/true
+CommunicationParameters=NoInAddrAny,NoCtldInAddrAny
+StateSaveLocation=$RUN/state/slurmctld
+SlurmdSpoolDir=$RUN/state/slurmd
+SlurmctldPidFile=$RUN/run/slurm/slurmctld.pid
+SlurmdPidFile=$RUN/run/slurm/slurmd.pid
+SlurmctldLogFile=$RUN/log/slurm/slurmctld.log
+SlurmdLogFile=$RUN/log/slurm/slurmd.log
+SlurmctldDebug=info
+SlurmdDebug=info
+MpiDefault=none
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/affinity
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=10
+ReturnToService=2
+SchedulerType=sched/backfill
+SchedulerParameters=bf_interval=5,sched_interval=5
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=1024
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStoragePort=6819
+AccountingStorageEnforce=associations,limits,qos
+AccountingStorageTRES=cpu,mem,node,billing
+JobCompType=jobcomp/none
+PriorityType=priority/multifactor
+PriorityDecayHalfLife=0
+PriorityUsageResetPeriod=NONE
+PriorityCalcPeriod=1
+PriorityWeightFairshare=1000
+MinJobAge=60
+KillWait=5
+InactiveLimit=0
+SlurmctldTimeout=30
+SlurmdTimeout=60
+NodeName=$host NodeAddr=127.0.0.1 $node State=UNKNOWN
+PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
+EOF
+    mv /etc/slurm/slurm.conf.new /etc/slurm/slurm.conf
+    chmod 0644 /etc/slurm/slurm.conf
+    cat > /etc/slurm/slurmdbd.conf <<EOF
+# written by deploy/services.sh (must be 0600 and owned by SlurmUser)
+AuthType=auth/munge
+DbdHost=localhost
+DbdAddr=127.0.0.1
+DbdPort=6819
+SlurmUser=slurm
+DebugLevel=info
+LogFile=$RUN/log/slurm/slurmdbd.log
+PidFile=$RUN/run/slurm/slurmdbd.pid
+StorageType=accounting_storage/mysql
+StorageHost=localhost
+StoragePort=3306
+StorageUser=slurm
+StoragePass=slurmdbpass
+StorageLoc=slurm_acct_db
+EOF
+    chown slurm:slurm /etc/slurm/slurmdbd.conf
+    chmod 0600 /etc/slurm/slurmdbd.conf
+}
+
+slurm_up() {
+    slurm_config
+    if ! pid_alive "$RUN/run/slurm/slurmdbd.pid" slurmdbd; then
+        say "starting slurmdbd"
+        /usr/sbin/slurmdbd
+        mark_started slurmdbd
+    fi
+    wait_until 60 sacctmgr -n show cluster || die "slurmdbd did not answer ($RUN/log/slurm/slurmdbd.log)"
+    if ! sacctmgr -n -P show cluster format=cluster | grep -qx "$CLUSTER"; then
+        # A new accounting DB with an old controller state aborts slurmctld
+        # (CLUSTER ID MISMATCH): start the controller from scratch.
+        pid_alive "$RUN/run/slurm/slurmctld.pid" slurmctld && kill "$(cat "$RUN/run/slurm/slurmctld.pid")" && sleep 1
+        rm -rf "${RUN:?}/state/slurmctld/"*
+        sacctmgr -i add cluster "$CLUSTER" >/dev/null
+    fi
+    if ! pid_alive "$RUN/run/slurm/slurmctld.pid" slurmctld; then
+        say "starting slurmctld"
+        /usr/sbin/slurmctld
+        mark_started slurmctld
+    fi
+    wait_until 60 sh -c 'scontrol ping | grep -q "is UP"' || die "slurmctld did not start ($RUN/log/slurm/slurmctld.log)"
+    local host; host=$(hostname -s)
+    if ! pid_alive "$RUN/run/slurm/slurmd.pid" slurmd; then
+        say "starting slurmd"
+        local before; before=$(date +%s)
+        /usr/sbin/slurmd
+        mark_started slurmd
+        # Ready when the node is idle and slurmd registered after its start.
+        wait_until 60 sh -c "sinfo -h -n $host -o %T | grep -qE '^(idle|mixed|allocated)' && \
+            [ \$(date -d \"\$(scontrol -o show node $host | sed -n 's/.*SlurmdStartTime=\([^ ]*\).*/\1/p')\" +%s) -ge $before ]" \
+            || die "slurmd did not register ($RUN/log/slurm/slurmd.log)"
+    fi
+    wait_until 60 sh -c "sinfo -h -n $host -o %T | grep -qE '^(idle|mixed|allocated)'" || die "node $host is not idle"
+}
+
+rabbitmq_up() {
+    if ! port_open 5672; then
+        install_packages rabbitmq-server
+        install -d -m 0755 -o rabbitmq -g rabbitmq "$RUN/log/rabbitmq"
+        cat > /etc/rabbitmq/rabbitmq-env.conf <<EOF
+# written by deploy/services.sh
+NODENAME=rabbit@localhost
+NODE_IP_ADDRESS=127.0.0.1
+NODE_PORT=5672
+LOG_BASE=$RUN/log/rabbitmq
+export ERL_EPMD_ADDRESS=127.0.0.1
+SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+EOF
+        cat > /etc/rabbitmq/rabbitmq.conf <<'EOF'
+# written by deploy/services.sh
+listeners.tcp.default = 127.0.0.1:5672
+loopback_users.guest = true
+stomp.listeners.tcp.1 = 127.0.0.1:61613
+web_stomp.tcp.ip = 127.0.0.1
+web_stomp.tcp.port = 15674
+management.tcp.ip = 127.0.0.1
+management.tcp.port = 15672
+log.file.level = info
+log.console = false
+EOF
+        rabbitmq-plugins enable --offline rabbitmq_stomp rabbitmq_web_stomp rabbitmq_management >/dev/null
+        say "starting RabbitMQ"
+        rabbitmq-server -detached
+        mark_started rabbitmq
+        wait_until 90 rabbitmq-diagnostics -q check_running || die "RabbitMQ did not start ($RUN/log/rabbitmq)"
+    fi
+    if ! port_open 61613 || ! port_open 15674 || ! port_open 15672; then
+        say "enabling RabbitMQ's STOMP, Web-STOMP and management plugins"
+        rabbitmq-plugins enable rabbitmq_stomp rabbitmq_web_stomp rabbitmq_management >/dev/null
+        wait_until 60 bash -c "(exec 3<>/dev/tcp/127.0.0.1/61613) && (exec 3<>/dev/tcp/127.0.0.1/15674)" \
+            || die "STOMP listeners did not open"
+    fi
+}
+
+stop_all() {
+    [ -f "$STARTED" ] || { say "nothing was started by this script"; return 0; }
+    local svc
+    for svc in $(tac "$STARTED"); do
+        case "$svc" in
+            slurmd|slurmctld|slurmdbd)
+                if pid_alive "$RUN/run/slurm/$svc.pid" "$svc"; then say "stopping $svc"; kill "$(cat "$RUN/run/slurm/$svc.pid")"; fi ;;
+            munge)
+                if pid_alive /run/munge/munged.pid munged; then say "stopping munged"; kill "$(cat /run/munge/munged.pid)"; fi ;;
+            mariadb)
+                if pid_alive /run/mysqld/mysqld.pid mariadbd; then say "stopping MariaDB"; kill "$(cat /run/mysqld/mysqld.pid)"; fi ;;
+            rabbitmq)
+                say "stopping RabbitMQ"; rabbitmqctl stop >/dev/null 2>&1 || true ;;
+        esac
+    done
+    rm -f "$STARTED"
+}
+
+case "$MODE" in
+    up)
+        started=$SECONDS
+        install_packages munge slurmctld slurmd slurmdbd slurm-client
+        dirs
+        munge_up
+        mariadb_up
+        slurm_up
+        rabbitmq_up
+        say "services up in $((SECONDS - started)) s: SLURM cluster $CLUSTER, RabbitMQ with STOMP (61613) and Web-STOMP (15674)"
+        ;;
+    stop) stop_all ;;
+    status)
+        scontrol ping 2>/dev/null || true
+        sinfo 2>/dev/null || true
+        port_open 5672 && echo "RabbitMQ AMQP up" || echo "RabbitMQ AMQP down"
+        port_open 15674 && echo "Web-STOMP up" || echo "Web-STOMP down"
+        ;;
+    *) die "usage: $0 [up|stop|status]" ;;
+esac
