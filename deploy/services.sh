@@ -222,6 +222,11 @@ slurm_up() {
             || die "slurmd did not register ($RUN/log/slurm/slurmd.log)"
     fi
     wait_until 60 sh -c "sinfo -h -n $host -o %T | grep -qE '^(idle|mixed|allocated)'" || die "node $host is not idle"
+    # QoS the SLURM backend's pause and downscale switch accounts to.
+    sacctmgr -n -P show qos format=name | grep -qx waldur_paused \
+        || sacctmgr -i add qos waldur_paused MaxSubmitJobsPerUser=0 >/dev/null
+    sacctmgr -n -P show qos format=name | grep -qx waldur_downscaled \
+        || sacctmgr -i add qos waldur_downscaled MaxTRESPerJob=cpu=1 >/dev/null
 }
 
 rabbitmq_up() {

@@ -13,6 +13,10 @@ ensure_apt protobuf-compiler protoc
 ensure_apt python3 python3
 ensure_python_venv
 
+say "bringing up SLURM (with accounting) and RabbitMQ"
+as_root "$ROOT/deploy/services.sh" up
+export WALDUR_SLURM_CLUSTER=1
+
 say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy -D warnings"

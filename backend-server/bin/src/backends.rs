@@ -5,13 +5,19 @@ use std::sync::Arc;
 use waldur_backend_sdk::Backend;
 
 /// Types this binary knows.
-pub const KNOWN: &[&str] = &[waldur_backend_example::TYPE_NAME];
+pub const KNOWN: &[&str] = &[
+    waldur_backend_example::TYPE_NAME,
+    waldur_backend_slurm::TYPE_NAME,
+];
 
 /// Builds one backend from its type and settings.
 pub fn build(kind: &str, settings: serde_json::Value) -> Result<Arc<dyn Backend>, String> {
     match kind {
         waldur_backend_example::TYPE_NAME => Ok(Arc::new(
             waldur_backend_example::ExampleBackend::from_settings(settings)?,
+        )),
+        waldur_backend_slurm::TYPE_NAME => Ok(Arc::new(
+            waldur_backend_slurm::SlurmBackend::from_settings(settings)?,
         )),
         other => Err(format!(
             "unknown type {other:?}; this server knows {}",

@@ -1,0 +1,216 @@
+//! Running SLURM commands: no shell, arguments as a vector, exit codes
+//! checked (not output), one tracing span per command, a process counter.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use tracing::Instrument;
+use waldur_backend_sdk::{BackendError, BackendResult};
+
+/// What a command printed and how it ended.
+#[derive(Debug, Clone, Default)]
+pub struct Output {
+    /// Exit code (`None`: killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Runs programs. The real one spawns processes; tests script answers.
+#[async_trait::async_trait]
+pub trait Runner: Send + Sync {
+    /// Runs `program` with `args`.
+    async fn run(&self, program: &str, args: &[String]) -> std::io::Result<Output>;
+}
+
+/// Spawns real processes.
+#[derive(Debug, Default)]
+pub struct ProcessRunner;
+
+#[async_trait::async_trait]
+impl Runner for ProcessRunner {
+    async fn run(&self, program: &str, args: &[String]) -> std::io::Result<Output> {
+        let out = tokio::process::Command::new(program)
+            .args(args)
+            .env("LC_ALL", "C")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await?;
+        Ok(Output {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+}
+
+/// The SLURM command line of one cluster.
+pub struct Slurm {
+    runner: Arc<dyn Runner>,
+    bin: String,
+    cluster: Option<String>,
+    spawned: AtomicU64,
+}
+
+impl std::fmt::Debug for Slurm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slurm")
+            .field("bin", &self.bin)
+            .field("cluster", &self.cluster)
+            .finish()
+    }
+}
+
+/// Messages that mean "SLURM is down or busy", not "the request is wrong".
+const UNAVAILABLE_HINTS: &[&str] = &[
+    "Unable to contact slurm controller",
+    "Connection refused",
+    "slurmdbd: Getting response",
+    "Problem talking to the database",
+    "Socket timed out",
+    "Couldn't connect",
+];
+
+impl Slurm {
+    /// Commands under `bin` (empty: PATH), scoped to `cluster` if given.
+    pub fn new(runner: Arc<dyn Runner>, bin: &str, cluster: Option<String>) -> Self {
+        Self {
+            runner,
+            bin: bin.trim_end_matches('/').to_owned(),
+            cluster,
+            spawned: AtomicU64::new(0),
+        }
+    }
+
+    /// SLURM processes spawned so far.
+    pub fn spawned(&self) -> u64 {
+        self.spawned.load(Ordering::Relaxed)
+    }
+
+    fn program(&self, name: &str) -> String {
+        if self.bin.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}/{name}", self.bin)
+        }
+    }
+
+    /// Runs a program; a non-zero exit is an error carrying its message.
+    pub async fn exec(&self, program: &str, args: Vec<String>) -> BackendResult<Output> {
+        let binary = program.rsplit('/').next().unwrap_or(program).to_owned();
+        let span = tracing::info_span!(
+            "command",
+            otel.kind = "client",
+            command.binary = %binary,
+            command.args = %args.join(" "),
+            command.exit_code = tracing::field::Empty,
+            command.duration_ms = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        if matches!(
+            binary.as_str(),
+            "sacctmgr" | "sacct" | "scancel" | "sinfo" | "sshare"
+        ) {
+            self.spawned.fetch_add(1, Ordering::Relaxed);
+        }
+        let result = self
+            .runner
+            .run(program, &args)
+            .instrument(span.clone())
+            .await;
+        span.record("command.duration_ms", started.elapsed().as_millis() as u64);
+        let out = result.map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                BackendError::not_ready(format!("command not found: {binary}"))
+            }
+            _ => BackendError::command_failed(format!("{binary}: {e}")),
+        })?;
+        span.record("command.exit_code", out.code.unwrap_or(-1));
+        if out.code == Some(0) {
+            return Ok(out);
+        }
+        let text = format!("{}{}", out.stdout, out.stderr);
+        let message = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let message: String = message.chars().take(500).collect();
+        tracing::debug!(parent: &span, binary, code = ?out.code, "command failed");
+        Err(if UNAVAILABLE_HINTS.iter().any(|h| text.contains(h)) {
+            BackendError::not_ready(format!("{binary} cannot reach SLURM: {message}"))
+        } else {
+            BackendError::command_failed(format!("{binary} failed: {message}"))
+        }
+        .with_metadata("binary", binary))
+    }
+
+    /// `sacctmgr --parsable2 --noheader [--immediate] <args>`, with cluster
+    /// scoping. An `add` of what exists ("Nothing new added") and a `modify`
+    /// that changes nothing ("Nothing modified") are success.
+    pub async fn sacctmgr(&self, mut args: Vec<String>, immediate: bool) -> BackendResult<String> {
+        if let Some(cluster) = &self.cluster {
+            let unscoped = args
+                .iter()
+                .take(3)
+                .any(|a| matches!(a.as_str(), "qos" | "tres" | "cluster"));
+            if !unscoped {
+                let token = format!("cluster={cluster}");
+                match args.iter().position(|a| a == "set") {
+                    Some(i) => args.insert(i, token),
+                    None => args.push(token),
+                }
+            }
+        }
+        let mut full = vec!["--parsable2".to_owned(), "--noheader".to_owned()];
+        if immediate {
+            full.push("--immediate".to_owned());
+        }
+        let verb = args.first().cloned().unwrap_or_default();
+        full.extend(args);
+        match self.exec(&self.program("sacctmgr"), full).await {
+            Ok(out) => Ok(out.stdout),
+            Err(e) if verb == "add" && e.message.contains("Nothing new added") => Ok(String::new()),
+            Err(e) if verb == "modify" && e.message.contains("Nothing modified") => {
+                Ok(String::new())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `sacct --parsable2 --noheader [--cluster=C] <args>`.
+    pub async fn sacct(&self, args: Vec<String>) -> BackendResult<String> {
+        let mut full = vec!["--parsable2".to_owned(), "--noheader".to_owned()];
+        if let Some(cluster) = &self.cluster {
+            full.push(format!("--cluster={cluster}"));
+        }
+        full.extend(args);
+        Ok(self.exec(&self.program("sacct"), full).await?.stdout)
+    }
+
+    /// `scancel [--cluster=C] <args>`.
+    pub async fn scancel(&self, args: Vec<String>) -> BackendResult<()> {
+        let mut full = Vec::new();
+        if let Some(cluster) = &self.cluster {
+            full.push(format!("--cluster={cluster}"));
+        }
+        full.extend(args);
+        self.exec(&self.program("scancel"), full).await.map(drop)
+    }
+
+    /// The SLURM version (`sinfo -V`).
+    pub async fn version(&self) -> BackendResult<String> {
+        Ok(self
+            .exec(&self.program("sinfo"), vec!["-V".into()])
+            .await?
+            .stdout
+            .trim()
+            .to_owned())
+    }
+}
+
+/// Builds an argument vector from string slices.
+#[macro_export]
+macro_rules! args {
+    ($($a:expr),* $(,)?) => { vec![$(::std::string::ToString::to_string(&$a)),*] };
+}

@@ -1,0 +1,173 @@
+//! Settings of the SLURM backend (an instance's `settings:` block), named as
+//! the original agent's `backend_settings`. Unknown keys are rejected, so a
+//! setting this backend does not implement yet (REST mode, LDAP, project
+//! directories, per-allocation QoS, quotas) fails loudly instead of being
+//! silently ignored.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// One component: a SLURM TRES (`cpu`, `mem`, `gres/gpu` ...) sold in Waldur.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentSettings {
+    /// Display name in Waldur.
+    pub label: String,
+    /// Display unit in Waldur (`k-Hours`).
+    pub measured_unit: String,
+    /// Waldur value × unit_factor = TRES-minutes (mem: MB-minutes).
+    #[serde(default = "one")]
+    pub unit_factor: f64,
+    /// `usage`, `limit` or `one`.
+    pub accounting_type: String,
+    /// Default limit in Waldur units (usage components: the fixed limit).
+    #[serde(default)]
+    pub limit: Option<f64>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// Policy for users' `DefaultAccount=`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultAccountPolicy {
+    /// `DefaultAccount=<default_account>`.
+    #[default]
+    Common,
+    /// `DefaultAccount=<the allocation account>`.
+    Individual,
+    /// No `DefaultAccount=`.
+    None,
+}
+
+/// The settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmSettings {
+    /// Users' default account (policy `common`).
+    #[serde(default = "root")]
+    pub default_account: String,
+    /// DefaultAccount policy.
+    #[serde(default)]
+    pub default_account_policy: DefaultAccountPolicy,
+    /// Parent of customer accounts (default: `default_account`).
+    #[serde(default)]
+    pub root_account: Option<String>,
+    /// Prefix of customer accounts.
+    #[serde(default)]
+    pub customer_prefix: String,
+    /// Prefix of project accounts.
+    #[serde(default)]
+    pub project_prefix: String,
+    /// Prefix of allocation accounts (the id is lower-cased).
+    #[serde(default)]
+    pub allocation_prefix: String,
+    /// Flat hierarchy: project accounts directly under this account.
+    #[serde(default)]
+    pub parent_account: Option<String>,
+    /// Scope every cluster-bound command (`cluster=`, `--cluster=`).
+    #[serde(default)]
+    pub cluster_name: Option<String>,
+    /// Directory of sacctmgr, sacct, scancel, sinfo (empty: PATH).
+    #[serde(default = "bin_path")]
+    pub slurm_bin_path: String,
+    /// QoS restored by SetResourceAccess FULL.
+    #[serde(default = "normal")]
+    pub qos_default: String,
+    /// QoS of a downscaled resource (DOWNSCALE advertised only when set).
+    #[serde(default)]
+    pub qos_downscaled: Option<String>,
+    /// QoS of a paused resource (PAUSE advertised only when set).
+    #[serde(default)]
+    pub qos_paused: Option<String>,
+    /// Partition of new user associations.
+    #[serde(default)]
+    pub default_partition: Option<String>,
+    /// Terminate keeps the account with zero limits.
+    #[serde(default)]
+    pub soft_delete: bool,
+    /// Create home directories for added users.
+    #[serde(default = "yes")]
+    pub enable_user_homedir_account_creation: bool,
+    /// umask for mkhomedir_helper.
+    #[serde(default = "umask")]
+    pub default_homedir_umask: String,
+    /// Base of home directories (an existing `<base>/<user>` is left alone).
+    #[serde(default)]
+    pub homedir_base_path: Option<String>,
+    /// The components, by TRES name.
+    pub components: BTreeMap<String, ComponentSettings>,
+}
+
+fn root() -> String {
+    "root".into()
+}
+fn bin_path() -> String {
+    "/usr/bin".into()
+}
+fn normal() -> String {
+    "normal".into()
+}
+fn yes() -> bool {
+    true
+}
+fn umask() -> String {
+    "0077".into()
+}
+
+impl SlurmSettings {
+    /// Parses and checks settings.
+    pub fn parse(value: serde_json::Value) -> Result<Self, String> {
+        let s: Self = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        if s.components.is_empty() {
+            return Err("components: configure at least one TRES component".into());
+        }
+        for (name, c) in &s.components {
+            if !matches!(c.accounting_type.as_str(), "usage" | "limit" | "one") {
+                return Err(format!(
+                    "components.{name}.accounting_type: {:?} is not usage, limit or one",
+                    c.accounting_type
+                ));
+            }
+            if c.unit_factor <= 0.0 || !c.unit_factor.is_finite() {
+                return Err(format!("components.{name}.unit_factor: must be positive"));
+            }
+        }
+        match u32::from_str_radix(&s.default_homedir_umask, 8) {
+            Ok(v) if v <= 0o777 => {}
+            _ => {
+                return Err(format!(
+                    "default_homedir_umask: {:?} is not an octal umask",
+                    s.default_homedir_umask
+                ));
+            }
+        }
+        for (key, name) in [
+            ("default_account", Some(&s.default_account)),
+            ("root_account", s.root_account.as_ref()),
+            ("parent_account", s.parent_account.as_ref()),
+            ("qos_default", Some(&s.qos_default)),
+            ("qos_paused", s.qos_paused.as_ref()),
+            ("qos_downscaled", s.qos_downscaled.as_ref()),
+            ("default_partition", s.default_partition.as_ref()),
+            ("cluster_name", s.cluster_name.as_ref()),
+        ] {
+            if let Some(n) = name
+                && !crate::names::valid_account(n)
+            {
+                return Err(format!("{key}: {n:?} is not a valid SLURM name"));
+            }
+        }
+        Ok(s)
+    }
+
+    /// Parent of customer accounts.
+    pub fn root_account(&self) -> &str {
+        self.root_account
+            .as_deref()
+            .unwrap_or(&self.default_account)
+    }
+}
