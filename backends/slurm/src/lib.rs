@@ -42,6 +42,10 @@ pub struct SlurmBackend {
     slurm: Arc<Slurm>,
     components: Vec<Component>,
     cluster_tres: OnceCell<BTreeSet<String>>,
+    /// Customer and project accounts are shared between allocations: their
+    /// creation is serialised so two new allocations of one project do not
+    /// race each other in slurmdbd.
+    hierarchy: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for SlurmBackend {
@@ -86,6 +90,7 @@ impl SlurmBackend {
             slurm: Arc::new(slurm),
             components,
             cluster_tres: OnceCell::new(),
+            hierarchy: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -243,14 +248,31 @@ impl SlurmBackend {
             "add",
             "account",
             name,
-            format!("description={}", names::description(description)),
+            // An empty description makes sacctmgr fail ("Unspecified error").
+            format!(
+                "description={}",
+                Some(names::description(description))
+                    .filter(|d| !d.is_empty())
+                    .unwrap_or_else(|| name.to_owned())
+            ),
             format!("organization={organization}"),
             format!("parent={parent}")
         ];
         if !limits.is_empty() {
             a.push(format!("GrpTRESMins={}", join_tres(limits)));
         }
-        self.slurm.sacctmgr(a, true).await.map(drop)
+        match self.slurm.sacctmgr(a, true).await {
+            Ok(_) => Ok(()),
+            // Another process may have added it in the meantime (slurmdbd
+            // answers a concurrent add with "Unspecified error"): if it
+            // exists now under the wanted parent, that is success.
+            Err(e) => match self.assocs(&[name.to_owned()]).await {
+                Ok(rows) if Self::account_row(&rows, name).is_some_and(|r| r.parent == parent) => {
+                    Ok(())
+                }
+                _ => Err(e),
+            },
+        }
     }
 
     /// Adds the users that are not members yet with one `add user`.
@@ -560,6 +582,7 @@ impl Backend for SlurmBackend {
                 }
             }
             None => {
+                let _hierarchy = self.hierarchy.lock().await;
                 if let Some(c) = &customer
                     && Self::account_row(&existing, c).is_none()
                 {

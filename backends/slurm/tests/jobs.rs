@@ -1,0 +1,357 @@
+//! The SLURM backend with real jobs on the cluster from deploy/services.sh:
+//! accounts and limits as sacctmgr shows them, usage of a real job in the
+//! report, enforcement of limits and of pause/restore.
+
+#![allow(clippy::unwrap_used)] // a test's input is its own
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use waldur_backend_sdk::Backend;
+use waldur_backend_sdk::types::*;
+use waldur_backend_slurm::SlurmBackend;
+
+fn enabled() -> bool {
+    std::env::var_os("WALDUR_SLURM_CLUSTER").is_some()
+}
+
+fn backend() -> SlurmBackend {
+    SlurmBackend::from_settings(serde_json::json!({
+        "customer_prefix": "jc_",
+        "project_prefix": "jp_",
+        "allocation_prefix": "ja_",
+        "qos_paused": "waldur_paused",
+        "qos_downscaled": "waldur_downscaled",
+        "components": {
+            // unit_factor 1: Waldur units are CPU-minutes, so a short job shows.
+            "cpu": {"label": "CPU", "measured_unit": "CPU-minutes", "unit_factor": 1, "accounting_type": "usage"},
+            "mem": {"label": "Memory", "measured_unit": "GB-hours", "unit_factor": 61440, "accounting_type": "limit"}
+        }
+    }))
+    .unwrap()
+}
+
+fn sh(program: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(program).args(args).output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn context(tag: &str) -> ResourceContext {
+    ResourceContext {
+        resource_uuid: format!("{tag:0>32}"),
+        name: format!("job test {tag}"),
+        slug: tag.to_owned(),
+        project_slug: format!("proj{tag}"),
+        customer_slug: "jobs".into(),
+        ..ResourceContext::default()
+    }
+}
+
+async fn create(b: &SlurmBackend, tag: &str, limits: Limits) -> String {
+    let id = b.generate_backend_id(tag, None).unwrap();
+    b.create_resource(CreateResource {
+        backend_id: id.clone(),
+        resource: context(tag),
+        limits,
+        users: vec![User::named("alice")],
+        ..CreateResource::default()
+    })
+    .await
+    .unwrap();
+    id
+}
+
+async fn cleanup(b: &SlurmBackend, id: &str) {
+    let _ = b
+        .delete_resource(DeleteResource {
+            backend_id: id.into(),
+            mode: DeletionMode::Hard,
+            resource: None,
+        })
+        .await;
+}
+
+fn submit(account: &str, minutes: &str, seconds: u32) -> Result<String, String> {
+    let (ok, out) = sh(
+        "runuser",
+        &[
+            "-u",
+            "alice",
+            "--",
+            "sbatch",
+            "--parsable",
+            &format!("--account={account}"),
+            "-n1",
+            "--mem=100M",
+            "-t",
+            minutes,
+            "-o",
+            "/var/tmp/waldur-services/jobs/job-%j.out",
+            "--wrap",
+            &format!("sleep {seconds}"),
+        ],
+    );
+    if ok {
+        Ok(out.trim().to_owned())
+    } else {
+        Err(out)
+    }
+}
+
+fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn job_field(id: &str, field: &str) -> String {
+    sh("squeue", &["-h", "-j", id, "-o", field])
+        .1
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_places_the_account_under_its_parents_with_converted_limits_and_repeating_changes_nothing()
+ {
+    if !enabled() {
+        return;
+    }
+    let b = backend();
+    let limits = Limits::from([("mem".to_owned(), 2)]);
+    let id = create(&b, "jt1", limits.clone()).await;
+    let (_, out) = sh(
+        "sacctmgr",
+        &[
+            "-nP",
+            "show",
+            "assoc",
+            "format=account,parentname,user,grptresmins",
+            &format!("accounts={id},jp_projjt1,jc_jobs"),
+        ],
+    );
+    assert!(out.contains("jp_projjt1|jc_jobs||"), "{out}");
+    assert!(out.contains(&format!("{id}|jp_projjt1||")), "{out}");
+    assert!(
+        out.contains("mem=120G"),
+        "2 GB-hours × 61440 = 122880 MB-minutes: {out}"
+    );
+    assert!(out.contains(&format!("{id}||alice|")), "{out}");
+    let before = b.spawned();
+    create(&b, "jt1", limits).await;
+    assert_eq!(b.spawned() - before, 1, "a repeated create only reads");
+    cleanup(&b, &id).await;
+    let (_, out) = sh(
+        "sacctmgr",
+        &[
+            "-nP",
+            "show",
+            "assoc",
+            "format=account",
+            &format!("accounts={id},jp_projjt1"),
+        ],
+    );
+    assert!(
+        out.trim().is_empty(),
+        "account and emptied project account removed: {out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_jobs_usage_appears_per_user_and_in_the_total_as_sacct_reports_it() {
+    if !enabled() {
+        return;
+    }
+    let b = backend();
+    let id = create(&b, "jt2", Limits::new()).await;
+    let job = submit(&id, "2", 3).unwrap();
+    wait_for("the job in sacct", Duration::from_secs(120), || {
+        sh("sacct", &["-nP", "-X", "-j", &job, "--format=State"])
+            .1
+            .contains("COMPLETED")
+    });
+    let (_, line) = sh(
+        "sacct",
+        &[
+            "-nP",
+            "-X",
+            "-j",
+            &job,
+            "--noconvert",
+            "--format=ReqTRES,ElapsedRaw",
+        ],
+    );
+    let mut parts = line.trim().split('|');
+    let (req, elapsed) = (
+        parts.next().unwrap(),
+        parts.next().unwrap().parse::<f64>().unwrap(),
+    );
+    let cpus: f64 = req
+        .split(',')
+        .find_map(|p| p.strip_prefix("cpu="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let expected = (cpus * elapsed / 60.0 * 100.0).round() / 100.0;
+    let report = b
+        .usage_report(UsageQuery {
+            backend_ids: vec![id.clone()],
+            period: None,
+            timezone: None,
+        })
+        .await
+        .unwrap();
+    let usage = &report[0];
+    assert!(
+        (usage.users["alice"]["cpu"] - expected).abs() < 0.011,
+        "{usage:?} vs {expected}"
+    );
+    assert!((usage.total["cpu"] - usage.users["alice"]["cpu"]).abs() < 1e-9);
+    cleanup(&b, &id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_budget_holds_jobs_until_the_limit_is_raised_and_pause_blocks_submission() {
+    if !enabled() {
+        return;
+    }
+    let b = backend();
+    let id = create(&b, "jt3", Limits::new()).await;
+    b.set_resource_limits(&id, Limits::from([("cpu".to_owned(), 0)]), None)
+        .await
+        .unwrap();
+    let job = submit(&id, "1", 1).unwrap();
+    wait_for(
+        "the job held by AssocGrpCPUMinutesLimit",
+        Duration::from_secs(60),
+        || job_field(&job, "%r").contains("AssocGrpCPUMinutesLimit"),
+    );
+    b.set_resource_limits(&id, Limits::from([("cpu".to_owned(), 100)]), None)
+        .await
+        .unwrap();
+    wait_for(
+        "the job to run after the raise",
+        Duration::from_secs(90),
+        || {
+            let state = job_field(&job, "%T");
+            state.is_empty() || state == "RUNNING" || state == "COMPLETING"
+        },
+    );
+
+    assert!(
+        b.set_resource_access(&id, AccessLevel::Paused)
+            .await
+            .unwrap()
+    );
+    let refused = submit(&id, "1", 1);
+    assert!(
+        refused.is_err(),
+        "a paused account accepted a job: {refused:?}"
+    );
+    assert!(
+        b.set_resource_access(&id, AccessLevel::Downscaled)
+            .await
+            .unwrap()
+    );
+    let (_, qos) = sh(
+        "sacctmgr",
+        &[
+            "-nP",
+            "show",
+            "assoc",
+            "format=account,user,qos",
+            &format!("accounts={id}"),
+        ],
+    );
+    assert!(qos.contains("waldur_downscaled"), "{qos}");
+    assert!(b.set_resource_access(&id, AccessLevel::Full).await.unwrap());
+    let job = submit(&id, "1", 1).expect("a restored account accepts jobs");
+    let _ = sh("scancel", &[&job]);
+    cleanup(&b, &id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_user_removes_the_association_and_soft_delete_keeps_zero_limits() {
+    if !enabled() {
+        return;
+    }
+    let b = backend();
+    let id = create(&b, "jt4", Limits::from([("mem".to_owned(), 1)])).await;
+    b.add_users(&id, vec![User::named("bob")], None)
+        .await
+        .unwrap();
+    b.remove_users(&id, vec!["alice".into()]).await.unwrap();
+    let (_, out) = sh(
+        "sacctmgr",
+        &[
+            "-nP",
+            "show",
+            "assoc",
+            "format=account,user",
+            &format!("accounts={id}"),
+        ],
+    );
+    assert!(!out.contains("|alice") && out.contains("|bob"), "{out}");
+    b.delete_resource(DeleteResource {
+        backend_id: id.clone(),
+        mode: DeletionMode::Soft,
+        resource: None,
+    })
+    .await
+    .unwrap();
+    let limits = b.get_resource_limits(&id).await.unwrap();
+    assert_eq!(
+        limits,
+        BTreeMap::from([("cpu".to_owned(), 0), ("mem".to_owned(), 0)])
+    );
+    cleanup(&b, &id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_slurm_would_reject_and_sacctmgr_failures_are_clear_errors() {
+    if !enabled() {
+        return;
+    }
+    let b = backend();
+    let bad = b.generate_backend_id("Bad Name;rm", None).unwrap_err();
+    assert_eq!(bad.reason, "INVALID_FIELD");
+    let mut ctx = context("jt5");
+    ctx.project_slug = "x y".into();
+    let err = b
+        .create_resource(CreateResource {
+            backend_id: "ja_jt5".into(),
+            resource: ctx,
+            ..CreateResource::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        err.message.contains("resource.project_slug"),
+        "{}",
+        err.message
+    );
+    // A QoS SLURM does not know: sacctmgr's own message comes back.
+    let b2 = SlurmBackend::from_settings(serde_json::json!({
+        "allocation_prefix": "ja_", "customer_prefix": "jc_", "project_prefix": "jp_",
+        "qos_paused": "no_such_qos",
+        "components": {"cpu": {"label": "CPU", "measured_unit": "m", "accounting_type": "usage"}}
+    }))
+    .unwrap();
+    let id = create(&b2, "jt6", Limits::new()).await;
+    let err = b2
+        .set_resource_access(&id, AccessLevel::Paused)
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("sacctmgr failed"), "{}", err.message);
+    cleanup(&b2, &id).await;
+}
