@@ -69,4 +69,52 @@ PORT=$(free_port)
 PIDS+=($!)
 wait_for_port "$PORT" 60 || { cat "$WORK/python.log"; die "python example backend did not start"; }
 run_suite python-example "$PORT"
-say "conformance: both backends passed"
+# 3. waldur-backend-server with the SLURM backend on the real cluster
+#    (deploy/services.sh), when it is up.
+if [ -n "${WALDUR_SLURM_CLUSTER:-}" ]; then
+    PORT=$(free_port)
+    cat > "$WORK/slurm.yaml" <<YAML
+version: 1
+listen: 127.0.0.1:$PORT
+tls:
+  ca: $WORK/pki/ca.pem
+  cert: $WORK/pki/server.pem
+  key: $WORK/pki/server.key
+  allowed_clients: [coordinator.local]
+instances:
+  - name: hpc
+    type: slurm
+    settings:
+      customer_prefix: "cc_"
+      project_prefix: "cp_"
+      allocation_prefix: "ca_"
+      qos_paused: waldur_paused
+      qos_downscaled: waldur_downscaled
+      components:
+        cpu: {label: CPU, measured_unit: k-Hours, unit_factor: 60000, accounting_type: limit}
+        mem: {label: Memory, measured_unit: gb-Hours, unit_factor: 61440, accounting_type: limit}
+YAML
+    cat > "$WORK/slurm-fixtures.yaml" <<YAML
+users: [alice, bob]
+customer_slug: ccust
+project_slug: cproj
+alt_project_slug: cproj2
+resource_prefix: cs
+YAML
+    "$BIN_DIR/waldur-backend-server" serve --config "$WORK/slurm.yaml" 2>"$WORK/slurm.log" &
+    PIDS+=($!)
+    wait_for_port "$PORT" 30 || { cat "$WORK/slurm.log"; die "the SLURM backend server did not start"; }
+    cp "$WORK/slurm-fixtures.yaml" "$WORK/fixtures.yaml"
+    run_suite_allow_skips() {
+        say "conformance suite against the SLURM backend (https://127.0.0.1:$PORT, mutual TLS, real cluster)"
+        "$BIN_DIR/waldur-backend-conformance" --endpoint "https://127.0.0.1:$PORT" --server-name localhost \
+            --ca "$WORK/pki/ca.pem" --cert "$WORK/pki/client.pem" --key "$WORK/pki/client.key" \
+            --instance hpc --fixtures "$WORK/fixtures.yaml" | tee "$WORK/slurm.out" | grep -v '^PASS' || true
+        case "$(tail -n 1 "$WORK/slurm.out")" in
+            *" 0 failed"*) ;;
+            *) die "the SLURM backend failed the conformance suite" ;;
+        esac
+    }
+    run_suite_allow_skips
+fi
+say "conformance: every backend passed"

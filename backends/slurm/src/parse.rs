@@ -70,23 +70,18 @@ pub fn elapsed_minutes(s: &str) -> f64 {
         None => (0, s),
     };
     let rest = rest.split('.').next().unwrap_or("");
-    let parts: Vec<&str> = rest.split(':').collect();
-    if parts.len() != 3 {
+    let mut parts = rest.split(':').map(|p| p.parse::<u64>().ok());
+    let (Some(Some(h)), Some(Some(m)), Some(Some(sec)), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return 0.0;
-    }
-    let nums: Option<Vec<u64>> = parts.iter().map(|p| p.parse::<u64>().ok()).collect();
-    let Some(n) = nums else { return 0.0 };
+    };
     let seconds = days
         .saturating_mul(86_400)
-        .saturating_add(n[0].saturating_mul(3_600))
-        .saturating_add(n[1].saturating_mul(60))
-        .saturating_add(n[2]);
-    (seconds / 60) as f64
-        + if seconds % 60 == 0 {
-            0.0
-        } else {
-            (seconds % 60) as f64 / 60.0
-        }
+        .saturating_add(h.saturating_mul(3_600))
+        .saturating_add(m.saturating_mul(60))
+        .saturating_add(sec);
+    seconds as f64 / 60.0
 }
 
 /// Raw usage: account → user → TRES → TRES-minutes (mem in MB-minutes).
@@ -95,31 +90,68 @@ pub type RawUsage = BTreeMap<String, BTreeMap<String, BTreeMap<String, f64>>>;
 /// Sums `sacct --format=Account,ReqTRES,Elapsed,User` lines, keeping the
 /// TRES in `wanted`. Requested TRES × elapsed minutes; `mem` is requested in
 /// MB (`--noconvert` prints `mem=<n>M`), so it becomes MB-minutes.
+///
+/// This is the hot path of a usage report over many accounts: it borrows
+/// from the input and allocates only for new account, user and TRES keys.
 pub fn sacct_usage(output: &str, wanted: &[&str]) -> RawUsage {
     let mut out = RawUsage::new();
-    for row in rows(output) {
-        if row.len() < 4 {
+    for line in output.lines() {
+        let mut fields = line.split('|');
+        let (Some(account), Some(req), Some(elapsed), Some(user)) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
             continue;
-        }
-        let (account, req, elapsed, user) = (row[0].trim(), row[1], row[2], row[3].trim());
+        };
+        let (account, user) = (account.trim(), user.trim());
         if account.is_empty() || user.is_empty() {
             continue;
         }
         let minutes = elapsed_minutes(elapsed);
-        for (name, raw) in tres(req) {
-            if !wanted.contains(&name.as_str()) {
+        let mut per_tres: Option<&mut BTreeMap<String, f64>> = None;
+        for pair in req.split(',') {
+            let Some((name, raw)) = pair.split_once('=') else {
+                continue;
+            };
+            let name = name.trim();
+            if !wanted.contains(&name) {
                 continue;
             }
-            let value = limit_value(&name, &raw) as f64 * minutes;
-            *out.entry(account.to_lowercase())
-                .or_default()
-                .entry(user.to_owned())
-                .or_default()
-                .entry(name)
-                .or_insert(0.0) += value;
+            let value = limit_value(name, raw.trim()) as f64 * minutes;
+            let map = match per_tres.take() {
+                Some(m) => m,
+                None => user_entry(&mut out, account, user),
+            };
+            match map.get_mut(name) {
+                Some(v) => *v += value,
+                None => {
+                    map.insert(name.to_owned(), value);
+                }
+            }
+            per_tres = Some(map);
         }
     }
     out
+}
+
+fn user_entry<'a>(
+    out: &'a mut RawUsage,
+    account: &str,
+    user: &str,
+) -> &'a mut BTreeMap<String, f64> {
+    // Account names come back as SLURM stores them; compare lower-cased.
+    let account = if account.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(account.to_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(account)
+    };
+    if !out.contains_key(account.as_ref()) {
+        out.insert(account.clone().into_owned(), BTreeMap::new());
+    }
+    let users = out.get_mut(account.as_ref()).expect("inserted above");
+    if !users.contains_key(user) {
+        users.insert(user.to_owned(), BTreeMap::new());
+    }
+    users.get_mut(user).expect("inserted above")
 }
 
 /// Rounds to 2 decimals, ties to even on the binary value (as the original's
