@@ -65,6 +65,11 @@ impl std::fmt::Debug for Slurm {
     }
 }
 
+/// slurmdbd answers concurrent association changes with "Unspecified
+/// error" (seen on 22.05 with parallel `add`s), so every writing `sacctmgr`
+/// of this process waits its turn; reads stay concurrent.
+static WRITES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Messages that mean "SLURM is down or busy", not "the request is wrong".
 const UNAVAILABLE_HINTS: &[&str] = &[
     "Unable to contact slurm controller",
@@ -168,6 +173,11 @@ impl Slurm {
         }
         let verb = args.first().cloned().unwrap_or_default();
         full.extend(args);
+        let _turn = if immediate {
+            Some(WRITES.lock().await)
+        } else {
+            None
+        };
         match self.exec(&self.program("sacctmgr"), full).await {
             Ok(out) => Ok(out.stdout),
             Err(e) if verb == "add" && e.message.contains("Nothing new added") => Ok(String::new()),

@@ -15,7 +15,7 @@ mod settings;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-pub use settings::{ComponentSettings, DefaultAccountPolicy, SlurmSettings};
+pub use settings::{ComponentSettings, DefaultAccountPolicy, SlurmSettings, TargetComponent};
 use tokio::sync::OnceCell;
 use waldur_backend_sdk::types::*;
 use waldur_backend_sdk::{Backend, BackendError, BackendResult};
@@ -141,26 +141,79 @@ impl SlurmBackend {
             .await
     }
 
-    /// Waldur limits → backend `GrpTRESMins` values (× unit_factor), unknown
-    /// TRES dropped. At creation usage-type components take their configured
-    /// fixed limit, as the original agent.
-    async fn backend_limits(&self, waldur: &Limits, creating: bool) -> BTreeMap<String, i64> {
-        let mut out = BTreeMap::new();
+    /// Waldur limits → backend `GrpTRESMins` values, unknown TRES dropped:
+    /// passthrough components × unit_factor, mapped components onto their
+    /// target TRES × factor (summed), prepaid (`one`) components × the
+    /// number of months the resource runs. At creation usage-type components
+    /// take their configured fixed limit, as the original agent.
+    async fn backend_limits(
+        &self,
+        waldur: &Limits,
+        creating: bool,
+        resource: Option<&ResourceContext>,
+    ) -> BTreeMap<String, i64> {
+        let mut sums: BTreeMap<String, f64> = BTreeMap::new();
         for (key, c) in &self.settings.components {
             let value = if creating && c.accounting_type == "usage" {
                 c.limit.or_else(|| waldur.get(key).map(|v| *v as f64))
             } else {
                 waldur.get(key).map(|v| *v as f64)
             };
-            if let Some(v) = value {
-                out.insert(key.clone(), (v * c.unit_factor) as i64);
+            let Some(mut v) = value else { continue };
+            if c.accounting_type == "one" {
+                v *= prepaid_months(resource) as f64;
+            }
+            if c.target_components.is_empty() {
+                *sums.entry(key.clone()).or_insert(0.0) += v * c.unit_factor;
+            } else {
+                for (target, t) in &c.target_components {
+                    *sums.entry(target.clone()).or_insert(0.0) += v * t.factor;
+                }
             }
         }
+        let mut out: BTreeMap<String, i64> = sums.into_iter().map(|(k, v)| (k, v as i64)).collect();
         let known = self.cluster_tres().await;
         if !known.is_empty() {
             out.retain(|k, _| known.contains(k));
         }
         out
+    }
+
+    /// TRES the usage parser keeps: passthrough components and every target.
+    fn usage_tres(&self) -> Vec<&str> {
+        let mut out = Vec::new();
+        for (key, c) in &self.settings.components {
+            if c.target_components.is_empty() {
+                out.push(key.as_str());
+            } else {
+                out.extend(c.target_components.keys().map(String::as_str));
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Raw TRES usage → Waldur amounts per component: passthrough ÷
+    /// unit_factor rounded to 2 decimals; mapped: Σ target ÷ factor rounded
+    /// to an integer (the original's reverse mapping).
+    fn waldur_usage(&self, tres: &BTreeMap<String, f64>) -> Amounts {
+        self.settings
+            .components
+            .iter()
+            .map(|(key, c)| {
+                let v = if c.target_components.is_empty() {
+                    round2(tres.get(key).copied().unwrap_or(0.0) / c.unit_factor)
+                } else {
+                    c.target_components
+                        .iter()
+                        .map(|(t, tc)| tres.get(t).copied().unwrap_or(0.0) / tc.factor)
+                        .sum::<f64>()
+                        .round()
+                };
+                (key.clone(), v)
+            })
+            .collect()
     }
 
     /// `GrpTRESMins` text → Waldur limits of configured components.
@@ -408,6 +461,24 @@ fn checked_account(field: &str, name: String) -> BackendResult<String> {
     }
 }
 
+/// Months a prepaid resource runs: whole calendar months from creation to
+/// end, one more when the end day is later in its month, at least 1; 1 when
+/// either date is unknown (backends spec §2.7).
+pub fn prepaid_months(resource: Option<&ResourceContext>) -> i64 {
+    let date = |t: std::time::SystemTime| {
+        let ts = jiff::Timestamp::try_from(t).ok()?;
+        Some(ts.to_zoned(jiff::tz::TimeZone::UTC).date())
+    };
+    let Some(r) = resource else { return 1 };
+    let (Some(c), Some(e)) = (r.created.and_then(date), r.end_date.and_then(date)) else {
+        return 1;
+    };
+    let months = (i64::from(e.year()) - i64::from(c.year())) * 12 + i64::from(e.month())
+        - i64::from(c.month())
+        + i64::from(e.day() > c.day());
+    months.max(1)
+}
+
 fn join_tres(limits: &BTreeMap<String, i64>) -> String {
     limits
         .iter()
@@ -424,6 +495,9 @@ fn home_of(user: &str) -> Option<String> {
         (f.first() == Some(&user) && f.len() > 5).then(|| f[5].to_owned())
     })
 }
+
+#[cfg(test)]
+mod tests;
 
 #[async_trait::async_trait]
 impl Backend for SlurmBackend {
@@ -551,7 +625,9 @@ impl Backend for SlurmBackend {
         wanted.push(project.clone());
         wanted.push(alloc.clone());
         let existing = self.assocs(&wanted).await?;
-        let limits = self.backend_limits(&req.limits, true).await;
+        let limits = self
+            .backend_limits(&req.limits, true, Some(&req.resource))
+            .await;
 
         match Self::account_row(&existing, &alloc) {
             Some(row) if row.parent != project => {
@@ -741,7 +817,7 @@ impl Backend for SlurmBackend {
         let has_users = rows.iter().any(|a| a.account == id && !a.user.is_empty());
         if soft {
             let zeros: BTreeMap<String, i64> = self
-                .backend_limits(&Limits::new(), false)
+                .backend_limits(&Limits::new(), false, None)
                 .await
                 .into_keys()
                 .chain(self.settings.components.keys().cloned())
@@ -914,7 +990,7 @@ impl Backend for SlurmBackend {
         &self,
         backend_id: &str,
         limits: Limits,
-        _resource: Option<ResourceContext>,
+        resource: Option<ResourceContext>,
     ) -> BackendResult<LimitsApplied> {
         let id = checked_account("backend_id", backend_id.to_owned())
             .map_err(|_| BackendError::resource_not_found(backend_id))?;
@@ -922,12 +998,12 @@ impl Backend for SlurmBackend {
         if Self::account_row(&rows, &id).is_none() {
             return Err(BackendError::resource_not_found(backend_id));
         }
-        let mut backend = self.backend_limits(&limits, false).await;
+        let mut backend = self.backend_limits(&limits, false, resource.as_ref()).await;
         // Full state: configured components left out are cleared (-1).
         let known = self.cluster_tres().await;
-        for key in self.settings.components.keys() {
+        for key in self.usage_tres() {
             if !backend.contains_key(key) && (known.is_empty() || known.contains(key)) {
-                backend.insert(key.clone(), -1);
+                backend.insert(key.to_owned(), -1);
             }
         }
         self.slurm
@@ -981,9 +1057,9 @@ impl Backend for SlurmBackend {
                 format!("{username} is not a member of {id}"),
             ));
         }
-        let mut backend = self.backend_limits(&limits, false).await;
-        for key in self.settings.components.keys() {
-            backend.entry(key.clone()).or_insert(-1);
+        let mut backend = self.backend_limits(&limits, false, None).await;
+        for key in self.usage_tres() {
+            backend.entry(key.to_owned()).or_insert(-1);
         }
         let known = self.cluster_tres().await;
         backend.retain(|k, _| known.is_empty() || known.contains(k));
@@ -1197,8 +1273,8 @@ impl Backend for SlurmBackend {
                 "--format=Account,ReqTRES,Elapsed,User"
             ])
             .await?;
+        let raw = parse::sacct_usage(&out, &self.usage_tres());
         let keys = self.usage_keys();
-        let raw = parse::sacct_usage(&out, &keys);
         Ok(ids
             .iter()
             .map(|id| {
@@ -1207,20 +1283,7 @@ impl Backend for SlurmBackend {
                     .map(|per_user| {
                         per_user
                             .iter()
-                            .map(|(user, tres)| {
-                                let amounts = keys
-                                    .iter()
-                                    .map(|k| {
-                                        let factor =
-                                            self.component(k).map(|c| c.unit_factor).unwrap_or(1.0);
-                                        (
-                                            (*k).to_owned(),
-                                            round2(tres.get(*k).copied().unwrap_or(0.0) / factor),
-                                        )
-                                    })
-                                    .collect();
-                                (user.clone(), amounts)
-                            })
+                            .map(|(user, tres)| (user.clone(), self.waldur_usage(tres)))
                             .collect()
                     })
                     .unwrap_or_default();

@@ -24,6 +24,19 @@ pub struct ComponentSettings {
     /// Default limit in Waldur units (usage components: the fixed limit).
     #[serde(default)]
     pub limit: Option<f64>,
+    /// Map this Waldur component onto other TRES with factors (the
+    /// original's ComponentMapper); the factor includes the unit scaling.
+    #[serde(default)]
+    pub target_components: BTreeMap<String, TargetComponent>,
+}
+
+/// One target TRES of a mapped component.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetComponent {
+    /// Waldur value × factor = TRES-minutes of this TRES.
+    #[serde(default = "one")]
+    pub factor: f64,
 }
 
 fn one() -> f64 {
@@ -134,6 +147,13 @@ impl SlurmSettings {
             }
             if c.unit_factor <= 0.0 || !c.unit_factor.is_finite() {
                 return Err(format!("components.{name}.unit_factor: must be positive"));
+            }
+            for (t, tc) in &c.target_components {
+                if tc.factor <= 0.0 || !tc.factor.is_finite() {
+                    return Err(format!(
+                        "components.{name}.target_components.{t}.factor: must be positive"
+                    ));
+                }
             }
         }
         match u32::from_str_radix(&s.default_homedir_umask, 8) {

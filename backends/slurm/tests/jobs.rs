@@ -55,6 +55,21 @@ fn context(tag: &str) -> ResourceContext {
     }
 }
 
+/// A tag unique to this run: accounts of earlier runs (and their jobs'
+/// usage this month) never mix with this one's.
+fn run_tag(tag: &str) -> String {
+    use std::sync::OnceLock;
+    static RUN: OnceLock<String> = OnceLock::new();
+    let run = RUN.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        format!("{:x}", (nanos / 1_000_000) % 0xfffff)
+    });
+    format!("{tag}{run}")
+}
+
 async fn create(b: &SlurmBackend, tag: &str, limits: Limits) -> String {
     let id = b.generate_backend_id(tag, None).unwrap();
     b.create_resource(CreateResource {
@@ -129,7 +144,9 @@ async fn create_places_the_account_under_its_parents_with_converted_limits_and_r
     }
     let b = backend();
     let limits = Limits::from([("mem".to_owned(), 2)]);
-    let id = create(&b, "jt1", limits.clone()).await;
+    let tag = run_tag("jt1");
+    let project = format!("jp_proj{tag}");
+    let id = create(&b, &tag, limits.clone()).await;
     let (_, out) = sh(
         "sacctmgr",
         &[
@@ -137,18 +154,18 @@ async fn create_places_the_account_under_its_parents_with_converted_limits_and_r
             "show",
             "assoc",
             "format=account,parentname,user,grptresmins",
-            &format!("accounts={id},jp_projjt1,jc_jobs"),
+            &format!("accounts={id},{project},jc_jobs"),
         ],
     );
-    assert!(out.contains("jp_projjt1|jc_jobs||"), "{out}");
-    assert!(out.contains(&format!("{id}|jp_projjt1||")), "{out}");
+    assert!(out.contains(&format!("{project}|jc_jobs||")), "{out}");
+    assert!(out.contains(&format!("{id}|{project}||")), "{out}");
     assert!(
         out.contains("mem=120G"),
         "2 GB-hours × 61440 = 122880 MB-minutes: {out}"
     );
     assert!(out.contains(&format!("{id}||alice|")), "{out}");
     let before = b.spawned();
-    create(&b, "jt1", limits).await;
+    create(&b, &tag, limits).await;
     assert_eq!(b.spawned() - before, 1, "a repeated create only reads");
     cleanup(&b, &id).await;
     let (_, out) = sh(
@@ -158,7 +175,7 @@ async fn create_places_the_account_under_its_parents_with_converted_limits_and_r
             "show",
             "assoc",
             "format=account",
-            &format!("accounts={id},jp_projjt1"),
+            &format!("accounts={id},{project}"),
         ],
     );
     assert!(
@@ -173,12 +190,22 @@ async fn a_real_jobs_usage_appears_per_user_and_in_the_total_as_sacct_reports_it
         return;
     }
     let b = backend();
-    let id = create(&b, "jt2", Limits::new()).await;
+    let id = create(&b, &run_tag("jt2"), Limits::new()).await;
     let job = submit(&id, "2", 3).unwrap();
     wait_for("the job in sacct", Duration::from_secs(120), || {
-        sh("sacct", &["-nP", "-X", "-j", &job, "--format=State"])
-            .1
-            .contains("COMPLETED")
+        sh(
+            "sacct",
+            &[
+                "-nP",
+                "-X",
+                "-j",
+                &job,
+                &format!("--accounts={id}"),
+                "--format=State",
+            ],
+        )
+        .1
+        .contains("COMPLETED")
     });
     let (_, line) = sh(
         "sacct",
@@ -226,7 +253,7 @@ async fn a_zero_budget_holds_jobs_until_the_limit_is_raised_and_pause_blocks_sub
         return;
     }
     let b = backend();
-    let id = create(&b, "jt3", Limits::new()).await;
+    let id = create(&b, &run_tag("jt3"), Limits::new()).await;
     b.set_resource_limits(&id, Limits::from([("cpu".to_owned(), 0)]), None)
         .await
         .unwrap();
@@ -286,7 +313,7 @@ async fn removing_a_user_removes_the_association_and_soft_delete_keeps_zero_limi
         return;
     }
     let b = backend();
-    let id = create(&b, "jt4", Limits::from([("mem".to_owned(), 1)])).await;
+    let id = create(&b, &run_tag("jt4"), Limits::from([("mem".to_owned(), 1)])).await;
     b.add_users(&id, vec![User::named("bob")], None)
         .await
         .unwrap();
@@ -347,7 +374,7 @@ async fn names_slurm_would_reject_and_sacctmgr_failures_are_clear_errors() {
         "components": {"cpu": {"label": "CPU", "measured_unit": "m", "accounting_type": "usage"}}
     }))
     .unwrap();
-    let id = create(&b2, "jt6", Limits::new()).await;
+    let id = create(&b2, &run_tag("jt6"), Limits::new()).await;
     let err = b2
         .set_resource_access(&id, AccessLevel::Paused)
         .await

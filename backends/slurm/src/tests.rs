@@ -1,0 +1,218 @@
+//! Unit tests with a scripted runner: the command lines the backend builds,
+//! and its reading of sacctmgr's answers.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use waldur_backend_sdk::Backend;
+use waldur_backend_sdk::types::*;
+
+use crate::cli::{Output, Runner};
+use crate::{SlurmBackend, SlurmSettings, prepaid_months};
+
+/// Answers by the first matching substring of the joined command line;
+/// records every command.
+#[derive(Default)]
+struct Scripted {
+    answers: Vec<(&'static str, i32, &'static str)>,
+    seen: Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl Runner for Scripted {
+    async fn run(&self, program: &str, args: &[String]) -> std::io::Result<Output> {
+        let line = format!(
+            "{} {}",
+            program.rsplit('/').next().unwrap_or(program),
+            args.join(" ")
+        );
+        self.seen.lock().unwrap().push(line.clone());
+        let (code, out) = self
+            .answers
+            .iter()
+            .find(|(needle, _, _)| line.contains(needle))
+            .map(|(_, c, o)| (*c, *o))
+            .unwrap_or((0, ""));
+        Ok(Output {
+            code: Some(code),
+            stdout: out.to_owned(),
+            stderr: String::new(),
+        })
+    }
+}
+
+fn backend(settings: serde_json::Value, runner: Arc<Scripted>) -> SlurmBackend {
+    SlurmBackend::new(SlurmSettings::parse(settings).unwrap(), runner)
+}
+
+fn base(extra: serde_json::Value) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "customer_prefix": "c_", "project_prefix": "p_", "allocation_prefix": "a_",
+        "components": {"cpu": {"label": "CPU", "measured_unit": "k-Hours", "unit_factor": 60000, "accounting_type": "limit"}}
+    });
+    for (k, x) in extra.as_object().unwrap() {
+        v[k] = x.clone();
+    }
+    v
+}
+
+fn ctx() -> ResourceContext {
+    ResourceContext {
+        resource_uuid: "u".repeat(32),
+        name: "Run".into(),
+        slug: "run".into(),
+        project_slug: "proj".into(),
+        customer_slug: "cust".into(),
+        ..ResourceContext::default()
+    }
+}
+
+#[tokio::test]
+async fn cluster_scoping_goes_before_set_and_sacct_gets_a_cluster_flag() {
+    let runner = Arc::new(Scripted {
+        answers: vec![("list tres", 0, "cpu||1\nmem||2\n")],
+        ..Default::default()
+    });
+    let b = backend(
+        base(serde_json::json!({"cluster_name": "hpc1"})),
+        runner.clone(),
+    );
+    b.set_resource_access("a_run", AccessLevel::Full).await.ok();
+    b.usage_report(UsageQuery {
+        backend_ids: vec!["a_run".into()],
+        period: None,
+        timezone: None,
+    })
+    .await
+    .unwrap();
+    let seen = runner.seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().any(
+            |l| l.starts_with("sacctmgr --parsable2 --noheader show assoc")
+                && l.ends_with("cluster=hpc1")
+        ),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("sacct --parsable2 --noheader --cluster=hpc1 ")),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_add_of_what_exists_and_a_no_op_modify_are_success_but_other_failures_are_errors() {
+    let runner = Arc::new(Scripted {
+        answers: vec![
+            ("show assoc", 0, ""),
+            ("list tres", 0, "cpu||1\n"),
+            ("add account c_cust", 1, " Nothing new added.\n"),
+            ("add account p_proj", 1, " Nothing new added.\n"),
+            ("add account a_run", 0, " Adding Account(s)\n"),
+        ],
+        ..Default::default()
+    });
+    let b = backend(base(serde_json::json!({})), runner.clone());
+    let created = b
+        .create_resource(CreateResource {
+            backend_id: "a_run".into(),
+            resource: ctx(),
+            limits: Limits::from([("cpu".into(), 2)]),
+            ..CreateResource::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(created.resource.limits["cpu"], 2);
+    let seen = runner.seen.lock().unwrap().clone();
+    let add = seen
+        .iter()
+        .find(|l| l.contains("add account a_run"))
+        .unwrap();
+    assert!(
+        add.contains("GrpTRESMins=cpu=120000") && add.contains("parent=p_proj"),
+        "{add}"
+    );
+
+    let failing = Arc::new(Scripted {
+        answers: vec![
+            ("show assoc", 0, "a_run|p_proj|||normal\n"),
+            ("modify account", 1, " Unknown QOS 'x'\n"),
+        ],
+        ..Default::default()
+    });
+    let b = backend(base(serde_json::json!({"qos_paused": "x"})), failing);
+    let err = b
+        .set_resource_access("a_run", AccessLevel::Paused)
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason, "BACKEND_COMMAND_FAILED");
+    assert!(err.message.contains("Unknown QOS"), "{}", err.message);
+}
+
+#[tokio::test]
+async fn a_down_slurmdbd_is_unavailable_not_a_failed_order() {
+    let runner = Arc::new(Scripted {
+        answers: vec![(
+            "show assoc",
+            1,
+            "sacctmgr: error: Problem talking to the database: Connection refused\n",
+        )],
+        ..Default::default()
+    });
+    let b = backend(base(serde_json::json!({})), runner);
+    let err = b.get_resource("a_run").await.unwrap_err();
+    assert_eq!(err.reason, "BACKEND_NOT_READY", "{err:?}");
+}
+
+#[tokio::test]
+async fn mapped_components_convert_limits_forward_and_usage_back() {
+    let settings = base(serde_json::json!({"components": {
+        "node_hours": {"label": "Node hours", "measured_unit": "h", "accounting_type": "limit",
+                       "target_components": {"cpu": {"factor": 5}, "mem": {"factor": 10}}}
+    }}));
+    let runner = Arc::new(Scripted {
+        answers: vec![
+            ("list tres", 0, "cpu||1\nmem||2\n"),
+            ("show assoc", 0, "a_run|p_proj|||normal\n"),
+            ("sacct", 0, "a_run|cpu=1,mem=1M|08:20:00|alice\n"),
+        ],
+        ..Default::default()
+    });
+    let b = backend(settings, runner.clone());
+    b.set_resource_limits("a_run", Limits::from([("node_hours".into(), 100)]), None)
+        .await
+        .unwrap();
+    let seen = runner.seen.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("set GrpTRESMins=cpu=500,mem=1000")),
+        "{seen:?}"
+    );
+    let report = b
+        .usage_report(UsageQuery {
+            backend_ids: vec!["a_run".into()],
+            period: None,
+            timezone: None,
+        })
+        .await
+        .unwrap();
+    // 500 cpu-minutes / 5 + 500 MB-minutes / 10 = 150 node hours.
+    assert_eq!(report[0].users["alice"]["node_hours"], 150.0);
+}
+
+#[test]
+fn prepaid_months_count_calendar_months_and_a_started_one() {
+    let at = |s: &str| -> Option<std::time::SystemTime> {
+        Some(s.parse::<jiff::Timestamp>().unwrap().into())
+    };
+    let mut r = ctx();
+    r.created = at("2026-01-15T00:00:00Z");
+    r.end_date = at("2026-04-20T00:00:00Z");
+    assert_eq!(prepaid_months(Some(&r)), 4);
+    r.end_date = at("2026-04-10T00:00:00Z");
+    assert_eq!(prepaid_months(Some(&r)), 3);
+    r.end_date = at("2026-01-10T00:00:00Z");
+    assert_eq!(prepaid_months(Some(&r)), 1);
+    assert_eq!(prepaid_months(None), 1);
+    let _ = BTreeMap::<String, i64>::new();
+}
