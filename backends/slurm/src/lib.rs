@@ -15,7 +15,9 @@ mod settings;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-pub use settings::{ComponentSettings, DefaultAccountPolicy, SlurmSettings, TargetComponent};
+pub use settings::{
+    ComponentSettings, DefaultAccountPolicy, QosManagement, SlurmSettings, TargetComponent,
+};
 use tokio::sync::OnceCell;
 use waldur_backend_sdk::types::*;
 use waldur_backend_sdk::{Backend, BackendError, BackendResult};
@@ -328,6 +330,83 @@ impl SlurmBackend {
         }
     }
 
+    /// The per-allocation QoS (`qos_management`): created once, made the
+    /// account's default, extra QoS added to its list.
+    async fn ensure_allocation_qos(&self, account: &str) -> BackendResult<()> {
+        let q = &self.settings.qos_management;
+        let shown = self
+            .slurm
+            .sacctmgr(args!["show", "qos", account, "format=name"], false)
+            .await?;
+        if !shown.lines().any(|l| l.trim() == account) {
+            self.slurm
+                .sacctmgr(
+                    args!["add", "qos", account, "set", format!("flags={}", q.flags)],
+                    true,
+                )
+                .await?;
+            let options = [
+                ("GrpTRES", q.grp_tres.clone()),
+                ("MaxJobs", q.max_jobs.map(|v| v.to_string())),
+                ("MaxSubmit", q.max_submit.map(|v| v.to_string())),
+                ("MaxWall", q.max_wall.clone()),
+                ("MinTRESPerJob", q.min_tres_per_job.clone()),
+            ];
+            for (name, value) in options {
+                if let Some(v) = value {
+                    self.slurm
+                        .sacctmgr(
+                            args!["modify", "qos", account, "set", format!("{name}={v}")],
+                            true,
+                        )
+                        .await?;
+                }
+            }
+        }
+        self.slurm
+            .sacctmgr(
+                args![
+                    "modify",
+                    "account",
+                    "set",
+                    format!("qos+={account}"),
+                    "where",
+                    format!("account={account}")
+                ],
+                true,
+            )
+            .await?;
+        self.slurm
+            .sacctmgr(
+                args![
+                    "modify",
+                    "account",
+                    "set",
+                    format!("defaultqos={account}"),
+                    "where",
+                    format!("account={account}")
+                ],
+                true,
+            )
+            .await?;
+        for extra in &q.additional_qos {
+            self.slurm
+                .sacctmgr(
+                    args![
+                        "modify",
+                        "account",
+                        "set",
+                        format!("qos+={extra}"),
+                        "where",
+                        format!("account={account}")
+                    ],
+                    true,
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Adds the users that are not members yet with one `add user`.
     async fn add_members(
         &self,
@@ -335,6 +414,20 @@ impl SlurmBackend {
         users: &[User],
         existing: &BTreeSet<String>,
         umask: Option<&str>,
+    ) -> BackendResult<Vec<UserResult>> {
+        self.add_members_with(account, users, existing, umask, None)
+            .await
+    }
+
+    /// As [`Self::add_members`]; under QoS enforcement `attributes` (the
+    /// resource's order form) may select the QoS and partition to grant.
+    async fn add_members_with(
+        &self,
+        account: &str,
+        users: &[User],
+        existing: &BTreeSet<String>,
+        umask: Option<&str>,
+        attributes: Option<&JsonObject>,
     ) -> BackendResult<Vec<UserResult>> {
         let mut results = Vec::with_capacity(users.len());
         let mut to_add = Vec::new();
@@ -370,8 +463,28 @@ impl SlurmBackend {
             DefaultAccountPolicy::Individual => a.push(format!("DefaultAccount={account}")),
             DefaultAccountPolicy::None => {}
         }
-        if let Some(p) = &self.settings.default_partition {
-            a.push(format!("Partition={p}"));
+        let selected = |key: &str| {
+            attributes
+                .and_then(|a| a.get(key))
+                .and_then(serde_json::Value::as_str)
+                .filter(|v| names::valid_account(v))
+                .map(str::to_owned)
+        };
+        match (self.settings.qos_enforced(), selected("qos")) {
+            (true, Some(qos)) => {
+                if let Some(p) =
+                    selected("partition").or_else(|| self.settings.default_partition.clone())
+                {
+                    a.push(format!("Partitions={p}"));
+                }
+                a.push(format!("QosLevel={qos}"));
+                a.push(format!("DefaultQOS={qos}"));
+            }
+            _ => {
+                if let Some(p) = &self.settings.default_partition {
+                    a.push(format!("Partition={p}"));
+                }
+            }
         }
         if let Err(e) = self.slurm.sacctmgr(a, true).await {
             // One command for all: its failure fails each user it carried.
@@ -525,10 +638,10 @@ impl Backend for SlurmBackend {
             PeriodicSettings,
             ProjectSync,
         ];
-        if self.settings.qos_paused.is_some() {
+        if self.settings.qos_paused.is_some() || self.settings.qos_enforced() {
             caps.push(Pause);
         }
-        if self.settings.qos_downscaled.is_some() {
+        if self.settings.qos_downscaled.is_some() || self.settings.qos_enforced() {
             caps.push(Downscale);
         }
         caps
@@ -694,8 +807,17 @@ impl Backend for SlurmBackend {
             .filter(|a| a.account == alloc && !a.user.is_empty())
             .map(|a| a.user.clone())
             .collect();
+        if self.settings.qos_management.enabled {
+            self.ensure_allocation_qos(&alloc).await?;
+        }
         let user_results = self
-            .add_members(&alloc, &req.users, &members, req.homedir_umask.as_deref())
+            .add_members_with(
+                &alloc,
+                &req.users,
+                &members,
+                req.homedir_umask.as_deref(),
+                Some(&req.resource.attributes),
+            )
             .await?;
         let mut users: BTreeSet<String> = members;
         users.extend(
@@ -863,6 +985,14 @@ impl Backend for SlurmBackend {
                 true,
             )
             .await?;
+        if self.settings.qos_management.enabled
+            && let Err(e) = self
+                .slurm
+                .sacctmgr(args!["remove", "qos", "where", format!("name={id}")], true)
+                .await
+        {
+            tracing::warn!(qos = %id, error = %e.message, "allocation QoS not removed");
+        }
         // Remove the project account once its last allocation is gone.
         let project = row.parent.clone();
         let is_project = self.settings.parent_account.as_deref() != Some(project.as_str())
@@ -1115,6 +1245,57 @@ impl Backend for SlurmBackend {
     ) -> BackendResult<bool> {
         let id = checked_account("backend_id", backend_id.to_owned())
             .map_err(|_| BackendError::resource_not_found(backend_id))?;
+        if self.settings.qos_enforced() {
+            // Enforcement model: never touch QoS lists, block submission.
+            let rows = self.assocs(std::slice::from_ref(&id)).await?;
+            if Self::account_row(&rows, &id).is_none() {
+                return Err(BackendError::resource_not_found(backend_id));
+            }
+            let value = if access == AccessLevel::Full {
+                "-1"
+            } else {
+                "0"
+            };
+            let out = self
+                .slurm
+                .sacctmgr(
+                    args![
+                        "show",
+                        "assoc",
+                        "where",
+                        format!("accounts={id}"),
+                        "format=account,user,grpsubmit"
+                    ],
+                    false,
+                )
+                .await?;
+            let current = parse::rows(&out)
+                .into_iter()
+                .find(|r| r.first() == Some(&id.as_str()) && r.get(1).is_some_and(|u| u.is_empty()))
+                .and_then(|r| r.get(2).map(|v| v.to_string()))
+                .unwrap_or_default();
+            let wanted_now = if value == "-1" {
+                current.is_empty()
+            } else {
+                current == value
+            };
+            if wanted_now {
+                return Ok(false);
+            }
+            self.slurm
+                .sacctmgr(
+                    args![
+                        "modify",
+                        "account",
+                        id,
+                        "set",
+                        format!("GrpSubmitJobs={value}")
+                    ],
+                    true,
+                )
+                .await?;
+            return Ok(true);
+        }
         let target = match access {
             AccessLevel::Paused => self.settings.qos_paused.clone(),
             AccessLevel::Downscaled => self.settings.qos_downscaled.clone(),

@@ -113,6 +113,66 @@ pub struct SlurmSettings {
     pub homedir_base_path: Option<String>,
     /// The components, by TRES name.
     pub components: BTreeMap<String, ComponentSettings>,
+    /// A QoS per allocation, created with it.
+    #[serde(default)]
+    pub qos_management: QosManagement,
+    /// Per-association QoS model (backends spec §2.10.2) instead of the
+    /// QoS swap: pause and downscale set `GrpSubmitJobs=0`, restore `-1`,
+    /// and users added at creation get the QoS the order selected
+    /// (resource attribute `qos`, optional `partition`).
+    #[serde(default)]
+    pub qos_enforcement_enabled: bool,
+    /// Whether enforcement applies to this offering once enabled. The
+    /// offering's `plugin_options.enforce_qos` is not on the wire, so the
+    /// operator states it here; unset means off.
+    #[serde(default)]
+    pub enforce_offering_qos: Option<bool>,
+}
+
+/// A QoS per allocation (`qos_management`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QosManagement {
+    /// Create the QoS.
+    pub enabled: bool,
+    /// QoS flags.
+    pub flags: String,
+    /// `GrpTRES` of the QoS, for example `cpu=64`.
+    pub grp_tres: Option<String>,
+    /// `MaxJobs`.
+    pub max_jobs: Option<i64>,
+    /// `MaxSubmit`.
+    pub max_submit: Option<i64>,
+    /// `MaxWall`, for example `2-00:00:00`.
+    pub max_wall: Option<String>,
+    /// `MinTRESPerJob`.
+    pub min_tres_per_job: Option<String>,
+    /// More QoS names added to the account's QoS list.
+    pub additional_qos: Vec<String>,
+}
+
+impl Default for QosManagement {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            flags: "DenyOnLimit,NoDecay".into(),
+            grp_tres: None,
+            max_jobs: None,
+            max_submit: None,
+            max_wall: None,
+            min_tres_per_job: None,
+            additional_qos: Vec::new(),
+        }
+    }
+}
+
+/// Values that go into `sacctmgr` arguments: only these characters.
+fn valid_value(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 128
+        && v.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '=' | ',' | '/' | ':' | '-' | '_' | '.')
+        })
 }
 
 fn root() -> String {
@@ -181,7 +241,37 @@ impl SlurmSettings {
                 return Err(format!("{key}: {n:?} is not a valid SLURM name"));
             }
         }
+        let q = &s.qos_management;
+        for (key, v) in [
+            ("qos_management.flags", Some(&q.flags)),
+            ("qos_management.grp_tres", q.grp_tres.as_ref()),
+            ("qos_management.max_wall", q.max_wall.as_ref()),
+            (
+                "qos_management.min_tres_per_job",
+                q.min_tres_per_job.as_ref(),
+            ),
+        ] {
+            if let Some(v) = v
+                && !valid_value(v)
+            {
+                return Err(format!(
+                    "{key}: {v:?} has characters sacctmgr values may not have"
+                ));
+            }
+        }
+        for name in &q.additional_qos {
+            if !crate::names::valid_account(name) {
+                return Err(format!(
+                    "qos_management.additional_qos: {name:?} is not a valid QoS name"
+                ));
+            }
+        }
         Ok(s)
+    }
+
+    /// True when the per-association QoS model applies.
+    pub fn qos_enforced(&self) -> bool {
+        self.qos_enforcement_enabled && self.enforce_offering_qos.unwrap_or(false)
     }
 
     /// Parent of customer accounts.

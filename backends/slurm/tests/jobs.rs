@@ -382,3 +382,91 @@ async fn names_slurm_would_reject_and_sacctmgr_failures_are_clear_errors() {
     assert!(err.message.contains("sacctmgr failed"), "{}", err.message);
     cleanup(&b2, &id).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos_management_creates_a_qos_per_allocation_and_removes_it_with_the_account() {
+    if !enabled() {
+        return;
+    }
+    let b = SlurmBackend::from_settings(serde_json::json!({
+        "customer_prefix": "jc_", "project_prefix": "jp_", "allocation_prefix": "ja_",
+        "qos_management": {"enabled": true, "max_jobs": 2, "max_wall": "01:00:00"},
+        "components": {"cpu": {"label": "CPU", "measured_unit": "m", "accounting_type": "limit"}}
+    }))
+    .unwrap();
+    let id = create(&b, &run_tag("jt7"), Limits::new()).await;
+    let (_, qos) = sh(
+        "sacctmgr",
+        &[
+            "-nP",
+            "show",
+            "qos",
+            &id,
+            "format=name,flags,maxjobs,maxwall",
+        ],
+    );
+    assert!(
+        qos.contains(&format!("{id}|DenyOnLimit,NoDecay|2|01:00:00")),
+        "{qos}"
+    );
+    let (_, assoc) = sh(
+        "sacctmgr",
+        &[
+            "-nP",
+            "show",
+            "assoc",
+            "format=account,user,defaultqos",
+            &format!("accounts={id}"),
+        ],
+    );
+    assert!(assoc.lines().any(|l| l == format!("{id}||{id}")), "{assoc}");
+    // A repeated create changes nothing and does not fail on the existing QoS.
+    create(&b, &run_tag("jt7"), Limits::new()).await;
+    cleanup(&b, &id).await;
+    let (_, qos) = sh("sacctmgr", &["-nP", "show", "qos", &id, "format=name"]);
+    assert!(qos.trim().is_empty(), "{qos}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_qos_enforcement_pause_blocks_submission_and_restore_lifts_it_without_touching_qos() {
+    if !enabled() {
+        return;
+    }
+    let b = SlurmBackend::from_settings(serde_json::json!({
+        "customer_prefix": "jc_", "project_prefix": "jp_", "allocation_prefix": "ja_",
+        "qos_enforcement_enabled": true, "enforce_offering_qos": true,
+        "components": {"cpu": {"label": "CPU", "measured_unit": "m", "accounting_type": "limit"}}
+    }))
+    .unwrap();
+    let id = create(&b, &run_tag("jt8"), Limits::new()).await;
+    assert!(
+        b.set_resource_access(&id, AccessLevel::Paused)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !b.set_resource_access(&id, AccessLevel::Paused)
+            .await
+            .unwrap(),
+        "repeating pause changes nothing"
+    );
+    assert!(
+        submit(&id, "1", 1).is_err(),
+        "GrpSubmitJobs=0 refuses submission"
+    );
+    assert!(b.set_resource_access(&id, AccessLevel::Full).await.unwrap());
+    let job = submit(&id, "1", 1).expect("restored account accepts jobs");
+    let _ = sh("scancel", &[&job]);
+    let (_, qos) = sh(
+        "sacctmgr",
+        &[
+            "-nP",
+            "show",
+            "assoc",
+            "format=account,user,qos",
+            &format!("accounts={id}"),
+        ],
+    );
+    assert!(!qos.contains("waldur_"), "{qos}");
+    cleanup(&b, &id).await;
+}
