@@ -480,6 +480,11 @@ impl SlurmBackend {
                 a.push(format!("QosLevel={qos}"));
                 a.push(format!("DefaultQOS={qos}"));
             }
+            _ if !self.settings.partitions.is_empty() => {
+                let mut parts = self.settings.partitions.clone();
+                parts.sort();
+                a.push(format!("Partitions={}", parts.join(",")));
+            }
             _ => {
                 if let Some(p) = &self.settings.default_partition {
                     a.push(format!("Partition={p}"));
@@ -506,6 +511,121 @@ impl SlurmBackend {
         Ok(results)
     }
 
+    /// The allocation's shared directory; problems are logged, never fatal
+    /// (the account matters more than its directory).
+    async fn project_directory(&self, allocation: &str) {
+        let d = &self.settings.project_directory;
+        let path = format!("{}/{allocation}", d.base_path.trim_end_matches('/'));
+        let group = match (&d.group_name, d.group_owner_source.as_str()) {
+            (Some(g), source) if source != "project_id" => g.clone(),
+            _ => allocation.to_owned(),
+        };
+        let mut steps = vec![
+            ("mkdir", args!["-p", path]),
+            ("chmod", args![d.permissions, path]),
+        ];
+        if d.set_gid {
+            steps.push(("chmod", args!["g+s", path]));
+        }
+        for (program, step) in steps {
+            if let Err(e) = self.slurm.exec(program, step).await {
+                tracing::warn!(path, error = %e.message, "project directory not set up");
+                return;
+            }
+        }
+        if let Err(e) = self
+            .slurm
+            .exec("chown", args![format!("{}:{group}", d.owner), path])
+            .await
+        {
+            tracing::warn!(path, error = %e.message, "project directory owner not set");
+        }
+        if d.set_acl {
+            let acl = format!("group:{group}:rwx,d:group:{group}:rwx");
+            if let Err(e) = self
+                .slurm
+                .exec("setfacl", args!["-R", "-m", acl, path])
+                .await
+            {
+                tracing::warn!(path, error = %e.message, "project directory ACL not set");
+            }
+        }
+    }
+
+    /// Applies the home directory quota of a user; problems are logged.
+    async fn homedir_quota(&self, user: &str, home: &str) {
+        let Some(q) = &self.settings.homedir_quota else {
+            return;
+        };
+        let commands: Vec<(&str, Vec<String>)> = match q.provider.as_str() {
+            "ceph_xattr" => [
+                ("ceph.quota.max_bytes", q.max_bytes),
+                ("ceph.quota.max_files", q.max_files),
+            ]
+            .into_iter()
+            .filter_map(|(attr, v)| v.map(|v| ("setfattr", args!["-n", attr, "-v", v, home])))
+            .collect(),
+            "xfs" => {
+                let Some(mount) = &q.mount_point else {
+                    tracing::info!(
+                        user,
+                        "homedir_quota.mount_point is not set: xfs quota skipped"
+                    );
+                    return;
+                };
+                let parts: Vec<String> = [
+                    ("bsoft", &q.block_softlimit),
+                    ("bhard", &q.block_hardlimit),
+                    ("isoft", &q.inode_softlimit),
+                    ("ihard", &q.inode_hardlimit),
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+                .collect();
+                if parts.is_empty() {
+                    return;
+                }
+                vec![(
+                    "xfs_quota",
+                    args![
+                        "-x",
+                        "-c",
+                        format!("limit -u {} {user}", parts.join(" ")),
+                        mount
+                    ],
+                )]
+            }
+            _ => {
+                let Some(mount) = &q.mount_point else {
+                    tracing::info!(
+                        user,
+                        "homedir_quota.mount_point is not set: lustre quota skipped"
+                    );
+                    return;
+                };
+                let mut a = args!["setquota", "-u", user];
+                for (flag, v) in [
+                    ("-b", &q.block_softlimit),
+                    ("-B", &q.block_hardlimit),
+                    ("-i", &q.inode_softlimit),
+                    ("-I", &q.inode_hardlimit),
+                ] {
+                    if let Some(v) = v {
+                        a.push(flag.to_owned());
+                        a.push(v.clone());
+                    }
+                }
+                a.push(mount.clone());
+                vec![("lfs", a)]
+            }
+        };
+        for (program, a) in commands {
+            if let Err(e) = self.slurm.exec(program, a).await {
+                tracing::warn!(user, error = %e.message, "home directory quota not applied");
+            }
+        }
+    }
+
     async fn homedirs(&self, usernames: Vec<String>, umask: &str) -> Vec<UserResult> {
         let mut out = Vec::with_capacity(usernames.len());
         for user in usernames {
@@ -529,7 +649,16 @@ impl SlurmBackend {
                 .exec("/sbin/mkhomedir_helper", args![user, umask])
                 .await
             {
-                Ok(_) => out.push(UserResult::applied(&user)),
+                Ok(_) => {
+                    let home = match &self.settings.homedir_base_path {
+                        Some(base) => Some(format!("{}/{user}", base.trim_end_matches('/'))),
+                        None => home_of(&user),
+                    };
+                    if let Some(home) = home {
+                        self.homedir_quota(&user, &home).await;
+                    }
+                    out.push(UserResult::applied(&user));
+                }
                 Err(e) => out.push(UserResult::failed(&user, e)),
             }
         }
@@ -809,6 +938,9 @@ impl Backend for SlurmBackend {
             .collect();
         if self.settings.qos_management.enabled {
             self.ensure_allocation_qos(&alloc).await?;
+        }
+        if self.settings.project_directory.enabled {
+            self.project_directory(&alloc).await;
         }
         let user_results = self
             .add_members_with(

@@ -127,6 +127,82 @@ pub struct SlurmSettings {
     /// operator states it here; unset means off.
     #[serde(default)]
     pub enforce_offering_qos: Option<bool>,
+    /// Partitions granted to new user associations (`Partitions=`, sorted);
+    /// the original took them from the offering (`enforce_offering_partitions`).
+    #[serde(default)]
+    pub partitions: Vec<String>,
+    /// A shared directory per allocation.
+    #[serde(default)]
+    pub project_directory: ProjectDirectory,
+    /// Quota on created home directories.
+    #[serde(default)]
+    pub homedir_quota: Option<HomedirQuota>,
+}
+
+/// A shared project directory per allocation (backends spec §2.12).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProjectDirectory {
+    /// Create it.
+    pub enabled: bool,
+    /// Parent directory.
+    pub base_path: String,
+    /// Owner user.
+    pub owner: String,
+    /// Octal mode.
+    pub permissions: String,
+    /// `chmod g+s`.
+    pub set_gid: bool,
+    /// Group ACL (`setfacl -R -m group:<g>:rwx,d:group:<g>:rwx`).
+    pub set_acl: bool,
+    /// `project_id` (the allocation id is the group) or anything else to use `group_name`.
+    pub group_owner_source: String,
+    /// Group when not taken from the allocation id.
+    pub group_name: Option<String>,
+}
+
+impl Default for ProjectDirectory {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            base_path: "/valhalla/projects".into(),
+            owner: "nobody".into(),
+            permissions: "770".into(),
+            set_gid: true,
+            set_acl: true,
+            group_owner_source: "project_id".into(),
+            group_name: None,
+        }
+    }
+}
+
+/// Quota on home directories (backends spec §2.12).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HomedirQuota {
+    /// `ceph_xattr`, `xfs` or `lustre`.
+    pub provider: String,
+    /// ceph: `ceph.quota.max_bytes`.
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+    /// ceph: `ceph.quota.max_files`.
+    #[serde(default)]
+    pub max_files: Option<u64>,
+    /// xfs and lustre: the filesystem.
+    #[serde(default)]
+    pub mount_point: Option<String>,
+    /// Block soft limit (xfs `bsoft`, lustre `-b`).
+    #[serde(default)]
+    pub block_softlimit: Option<String>,
+    /// Block hard limit.
+    #[serde(default)]
+    pub block_hardlimit: Option<String>,
+    /// Inode soft limit.
+    #[serde(default)]
+    pub inode_softlimit: Option<String>,
+    /// Inode hard limit.
+    #[serde(default)]
+    pub inode_hardlimit: Option<String>,
 }
 
 /// A QoS per allocation (`qos_management`).
@@ -239,6 +315,67 @@ impl SlurmSettings {
                 && !crate::names::valid_account(n)
             {
                 return Err(format!("{key}: {n:?} is not a valid SLURM name"));
+            }
+        }
+        for p in &s.partitions {
+            if !crate::names::valid_account(p) {
+                return Err(format!("partitions: {p:?} is not a valid partition name"));
+            }
+        }
+        let d = &s.project_directory;
+        if d.enabled {
+            if !d.base_path.starts_with('/') || d.base_path.contains("..") {
+                return Err(
+                    "project_directory.base_path: must be an absolute path without ..".into(),
+                );
+            }
+            match u32::from_str_radix(&d.permissions, 8) {
+                Ok(v) if v <= 0o7777 => {}
+                _ => {
+                    return Err(format!(
+                        "project_directory.permissions: {:?} is not an octal mode",
+                        d.permissions
+                    ));
+                }
+            }
+            for (key, v) in [
+                ("owner", Some(&d.owner)),
+                ("group_name", d.group_name.as_ref()),
+            ] {
+                if let Some(v) = v
+                    && !crate::names::valid_user(v)
+                {
+                    return Err(format!(
+                        "project_directory.{key}: {v:?} is not a valid name"
+                    ));
+                }
+            }
+        }
+        if let Some(q) = &s.homedir_quota {
+            if !matches!(q.provider.as_str(), "ceph_xattr" | "xfs" | "lustre") {
+                return Err(format!(
+                    "homedir_quota.provider: {:?} is not ceph_xattr, xfs or lustre",
+                    q.provider
+                ));
+            }
+            for v in [
+                &q.mount_point,
+                &q.block_softlimit,
+                &q.block_hardlimit,
+                &q.inode_softlimit,
+                &q.inode_hardlimit,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if !v
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '.'))
+                {
+                    return Err(format!(
+                        "homedir_quota: {v:?} has characters that are not allowed"
+                    ));
+                }
             }
         }
         let q = &s.qos_management;

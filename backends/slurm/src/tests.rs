@@ -216,3 +216,79 @@ fn prepaid_months_count_calendar_months_and_a_started_one() {
     assert_eq!(prepaid_months(None), 1);
     let _ = BTreeMap::<String, i64>::new();
 }
+
+#[tokio::test]
+async fn project_directories_and_partitions_shape_the_commands() {
+    let runner = Arc::new(Scripted {
+        answers: vec![("list tres", 0, "cpu||1\n")],
+        ..Default::default()
+    });
+    let b = backend(
+        base(serde_json::json!({
+            "partitions": ["gpu", "cpu"],
+            "project_directory": {"enabled": true, "base_path": "/srv/projects", "owner": "root"}
+        })),
+        runner.clone(),
+    );
+    b.create_resource(CreateResource {
+        backend_id: "a_run".into(),
+        resource: ctx(),
+        users: vec![User::named("alice")],
+        ..CreateResource::default()
+    })
+    .await
+    .unwrap();
+    let seen = runner.seen.lock().unwrap().clone();
+    for want in [
+        "mkdir -p /srv/projects/a_run",
+        "chmod 770 /srv/projects/a_run",
+        "chmod g+s /srv/projects/a_run",
+        "chown root:a_run /srv/projects/a_run",
+        "setfacl -R -m group:a_run:rwx,d:group:a_run:rwx /srv/projects/a_run",
+    ] {
+        assert!(seen.iter().any(|l| l == want), "{want} not in {seen:?}");
+    }
+    assert!(
+        seen.iter().any(|l| l.contains("add user alice account=a_run") && l.contains("Partitions=cpu,gpu")),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn home_directory_quotas_follow_the_provider() {
+    let runner = Arc::new(Scripted::default());
+    let b = backend(
+        base(serde_json::json!({
+            "homedir_base_path": "/nonexistent-homes",
+            "homedir_quota": {"provider": "xfs", "mount_point": "/home", "block_softlimit": "9g", "block_hardlimit": "10g"}
+        })),
+        runner.clone(),
+    );
+    b.create_home_directories(vec!["alice".into()], None)
+        .await
+        .unwrap();
+    let seen = runner.seen.lock().unwrap().clone();
+    assert!(
+        seen.contains(&"mkhomedir_helper alice 0077".to_owned()),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&"xfs_quota -x -c limit -u bsoft=9g bhard=10g alice /home".to_owned()),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn unsafe_or_unsupported_settings_are_refused() {
+    let bad = base(
+        serde_json::json!({"project_directory": {"enabled": true, "base_path": "relative/path"}}),
+    );
+    assert!(SlurmSettings::parse(bad).unwrap_err().contains("base_path"));
+    let bad = base(
+        serde_json::json!({"homedir_quota": {"provider": "xfs", "mount_point": "/home; rm -rf /"}}),
+    );
+    assert!(SlurmSettings::parse(bad).is_err());
+    // LDAP (an optional plugin of the original) is not supported: refused, not ignored.
+    let bad = base(serde_json::json!({"ldap": {"uri": "ldap://x"}}));
+    assert!(SlurmSettings::parse(bad).unwrap_err().contains("ldap"));
+}
