@@ -90,6 +90,7 @@ instances:
       allocation_prefix: "ca_"
       qos_paused: waldur_paused
       qos_downscaled: waldur_downscaled
+      periodic_limits: {enabled: true}
       components:
         cpu: {label: CPU, measured_unit: k-Hours, unit_factor: 60000, accounting_type: limit}
         mem: {label: Memory, measured_unit: gb-Hours, unit_factor: 61440, accounting_type: limit}

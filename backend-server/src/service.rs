@@ -535,6 +535,8 @@ impl BackendService for Registry {
     ) -> RpcResult<wire::SetResourceAccessResponse> {
         rpc("SetResourceAccess", request, async |r| {
             let instance = r.instance.clone();
+            // Unknown instance first (SPEC 7.2), then the field, then capabilities.
+            self.instance(r.instance.clone(), &[])?;
             let access = match AccessLevel::try_from(r.access) {
                 Ok(a) if a != AccessLevel::Unspecified => a,
                 _ => return Err(BackendError::invalid_field("access", "is required")),

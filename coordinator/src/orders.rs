@@ -374,7 +374,15 @@ impl OrderProcessor {
         let attempts = ids.max_retries.max(1);
         for attempt in 0..attempts {
             let backend_id = self.backend.generate_backend_id(&base, &ctx).await?;
-            if ids.check_uniqueness && !self.is_unique(&backend_id, ids).await {
+            // The lock is held from the uniqueness check to set_backend_id,
+            // so two resources processed at once cannot both take the id.
+            let _guard = self.backend.lock(&backend_id).await;
+            // Under the project_slug policy every resource of a project
+            // starts from the same name: Waldur must be asked (the backend
+            // cannot tell two resources of one project apart).
+            if (ids.check_uniqueness || project_slug_policy)
+                && !self.is_unique(&backend_id, ids).await
+            {
                 base = format!("{}-{attempt}", resource.project_slug);
                 continue;
             }
@@ -387,7 +395,6 @@ impl OrderProcessor {
                 ssh_keys: ssh_keys.clone(),
                 ..Default::default()
             };
-            let _guard = self.backend.lock(&backend_id).await;
             let resp = match self.backend.create_resource(request).await {
                 Ok(r) => r,
                 // Taken by another resource on the backend: the next name.

@@ -261,29 +261,30 @@ impl SlurmBackend {
 
     /// Associations of the given accounts (account rows and user rows).
     async fn assocs(&self, accounts: &[String]) -> BackendResult<Vec<Assoc>> {
-        let out = self
-            .slurm
-            .sacctmgr(
-                args![
-                    "show",
-                    "assoc",
-                    "format=account,parentname,user,grptresmins,qos",
-                    "where",
-                    format!("accounts={}", accounts.join(","))
-                ],
-                false,
-            )
-            .await?;
-        Ok(rows(&out)
-            .into_iter()
-            .map(|r| Assoc {
+        let mut all = Vec::new();
+        for chunk in chunks(accounts) {
+            let out = self
+                .slurm
+                .sacctmgr(
+                    args![
+                        "show",
+                        "assoc",
+                        "format=account,parentname,user,grptresmins,qos",
+                        "where",
+                        format!("accounts={chunk}")
+                    ],
+                    false,
+                )
+                .await?;
+            all.extend(rows(&out).into_iter().map(|r| Assoc {
                 account: r.first().map(|s| s.to_lowercase()).unwrap_or_default(),
                 parent: r.get(1).map(|s| s.to_lowercase()).unwrap_or_default(),
                 user: r.get(2).map(|s| (*s).to_owned()).unwrap_or_default(),
                 grp_tres_mins: r.get(3).map(|s| (*s).to_owned()).unwrap_or_default(),
                 qos: r.get(4).map(|s| (*s).to_owned()).unwrap_or_default(),
-            })
-            .collect())
+            }));
+        }
+        Ok(all)
     }
 
     fn account_row<'a>(rows: &'a [Assoc], account: &str) -> Option<&'a Assoc> {
@@ -479,15 +480,20 @@ impl SlurmBackend {
                 }
                 a.push(format!("QosLevel={qos}"));
                 a.push(format!("DefaultQOS={qos}"));
+                a.push("Share=parent".into());
             }
             _ if !self.settings.partitions.is_empty() => {
                 let mut parts = self.settings.partitions.clone();
                 parts.sort();
                 a.push(format!("Partitions={}", parts.join(",")));
+                a.push("Share=parent".into());
             }
             _ => {
-                if let Some(p) = &self.settings.default_partition {
-                    a.push(format!("Partition={p}"));
+                // A single default partition goes without Share=parent,
+                // as the original.
+                match &self.settings.default_partition {
+                    Some(p) => a.push(format!("Partition={p}")),
+                    None => a.push("Share=parent".into()),
                 }
             }
         }
@@ -721,6 +727,27 @@ pub fn prepaid_months(resource: Option<&ResourceContext>) -> i64 {
     months.max(1)
 }
 
+/// Splits ids into comma-joined chunks of at most ~100 KB: one argument may
+/// not exceed Linux's 128 KiB (MAX_ARG_STRLEN), and SPEC allows 10,000 ids.
+fn chunks(ids: &[String]) -> Vec<String> {
+    const MAX: usize = 100_000;
+    let mut out: Vec<String> = Vec::new();
+    let mut current = String::new();
+    for id in ids {
+        if !current.is_empty() && current.len() + id.len() + 1 > MAX {
+            out.push(std::mem::take(&mut current));
+        }
+        if !current.is_empty() {
+            current.push(',');
+        }
+        current.push_str(id);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
 fn join_tres(limits: &BTreeMap<String, i64>) -> String {
     limits
         .iter()
@@ -764,9 +791,11 @@ impl Backend for SlurmBackend {
             UsageReport,
             HistoricalUsage,
             Diagnostics,
-            PeriodicSettings,
             ProjectSync,
         ];
+        if self.settings.periodic_limits.enabled {
+            caps.push(PeriodicSettings);
+        }
         if self.settings.qos_paused.is_some() || self.settings.qos_enforced() {
             caps.push(Pause);
         }
@@ -861,6 +890,9 @@ impl Backend for SlurmBackend {
 
     async fn create_resource(&self, req: CreateResource) -> BackendResult<Created> {
         let alloc = checked_account("backend_id", req.backend_id.clone())?;
+        // Customer and project accounts are shared: a create and a delete of
+        // the same project must not interleave (see `hierarchy`).
+        let _hierarchy = self.hierarchy.lock().await;
         let customer = self.customer_account(&req.resource)?;
         let project = self.project_account(&req.resource)?;
         let mut wanted: Vec<String> = customer.iter().cloned().collect();
@@ -900,7 +932,6 @@ impl Backend for SlurmBackend {
                 }
             }
             None => {
-                let _hierarchy = self.hierarchy.lock().await;
                 if let Some(c) = &customer
                     && Self::account_row(&existing, c).is_none()
                 {
@@ -958,15 +989,16 @@ impl Backend for SlurmBackend {
                 .filter(|r| r.outcome == Outcome::Applied)
                 .map(|r| r.username.clone()),
         );
-        let waldur_limits = limits
-            .iter()
-            .filter_map(|(k, v)| {
-                Some((
-                    k.clone(),
-                    (*v as f64 / self.component(k)?.unit_factor) as i64,
-                ))
-            })
-            .collect();
+        // Waldur-unit limits as requested, plus the fixed limits of
+        // usage-type components (the original's `_collect_resource_limits`).
+        let mut waldur_limits = req.limits.clone();
+        for (key, c) in &self.settings.components {
+            if c.accounting_type == "usage"
+                && let Some(l) = c.limit
+            {
+                waldur_limits.insert(key.clone(), l as i64);
+            }
+        }
         Ok(Created {
             resource: ResourceInfo {
                 backend_id: alloc,
@@ -1069,18 +1101,25 @@ impl Backend for SlurmBackend {
             DeletionMode::Unspecified => self.settings.soft_delete,
         };
         let has_users = rows.iter().any(|a| a.account == id && !a.user.is_empty());
+        // Both modes stop the work first: cancel jobs, drop the members.
+        if has_users {
+            if let Err(e) = self.slurm.scancel(args!["-A", id, "-f"]).await {
+                tracing::warn!(account = %id, error = %e.message, "cancelling jobs before deletion failed");
+            }
+            self.slurm
+                .sacctmgr(
+                    args!["remove", "user", "where", format!("account={id}")],
+                    true,
+                )
+                .await?;
+        }
         if soft {
-            let zeros: BTreeMap<String, i64> = self
-                .backend_limits(&Limits::new(), false, None)
-                .await
-                .into_keys()
-                .chain(self.settings.components.keys().cloned())
-                .map(|k| (k, 0))
-                .collect();
             let known = self.cluster_tres().await;
-            let zeros: BTreeMap<String, i64> = zeros
+            let zeros: BTreeMap<String, i64> = self
+                .usage_tres()
                 .into_iter()
-                .filter(|(k, _)| known.is_empty() || known.contains(k))
+                .filter(|k| known.is_empty() || known.contains(*k))
+                .map(|k| (k.to_owned(), 0))
                 .collect();
             self.slurm
                 .sacctmgr(
@@ -1100,17 +1139,6 @@ impl Backend for SlurmBackend {
                 existed: true,
             });
         }
-        if has_users {
-            if let Err(e) = self.slurm.scancel(args!["-A", id, "-f"]).await {
-                tracing::warn!(account = %id, error = %e.message, "cancelling jobs before deletion failed");
-            }
-            self.slurm
-                .sacctmgr(
-                    args!["remove", "user", "where", format!("account={id}")],
-                    true,
-                )
-                .await?;
-        }
         self.slurm
             .sacctmgr(
                 args!["remove", "account", "where", format!("name={id}")],
@@ -1125,6 +1153,7 @@ impl Backend for SlurmBackend {
         {
             tracing::warn!(qos = %id, error = %e.message, "allocation QoS not removed");
         }
+        let _hierarchy = self.hierarchy.lock().await;
         // Remove the project account once its last allocation is gone.
         let project = row.parent.clone();
         let is_project = self.settings.parent_account.as_deref() != Some(project.as_str())
@@ -1262,6 +1291,20 @@ impl Backend for SlurmBackend {
         }
         let mut backend = self.backend_limits(&limits, false, resource.as_ref()).await;
         // Full state: configured components left out are cleared (-1).
+        // Full state: usage-type components keep their configured fixed
+        // limit; other TRES left out are cleared (-1).
+        let mut fixed = Limits::new();
+        for (key, c) in &self.settings.components {
+            if c.accounting_type == "usage"
+                && !limits.contains_key(key)
+                && let Some(l) = c.limit
+            {
+                fixed.insert(key.clone(), l as i64);
+            }
+        }
+        for (k, v) in self.backend_limits(&fixed, false, resource.as_ref()).await {
+            backend.entry(k).or_insert(v);
+        }
         let known = self.cluster_tres().await;
         for key in self.usage_tres() {
             if !backend.contains_key(key) && (known.is_empty() || known.contains(key)) {
@@ -1495,13 +1538,15 @@ impl Backend for SlurmBackend {
             .filter(|u| members.contains(u.as_str()))
             .cloned()
             .collect();
+        let mut failure = None;
         if !present.is_empty() {
             for u in &present {
                 if let Err(e) = self.slurm.scancel(args!["-u", u, "-A", id, "-f"]).await {
                     tracing::debug!(user = %u, error = %e.message, "no jobs cancelled");
                 }
             }
-            self.slurm
+            if let Err(e) = self
+                .slurm
                 .sacctmgr(
                     args![
                         "remove",
@@ -1512,16 +1557,17 @@ impl Backend for SlurmBackend {
                     ],
                     true,
                 )
-                .await?;
+                .await
+            {
+                failure = Some(e);
+            }
         }
         Ok(usernames
             .into_iter()
-            .map(|u| {
-                if present.contains(&u) {
-                    UserResult::applied(u)
-                } else {
-                    UserResult::unchanged(u)
-                }
+            .map(|u| match (&failure, present.contains(&u)) {
+                (Some(e), true) => UserResult::failed(u, e.clone()),
+                (None, true) => UserResult::applied(u),
+                _ => UserResult::unchanged(u),
             })
             .collect())
     }
@@ -1573,19 +1619,24 @@ impl Backend for SlurmBackend {
             return Ok(Vec::new());
         }
         let (start, end) = self.month_window(&query)?;
-        let out = self
-            .slurm
-            .sacct(args![
-                "--noconvert",
-                "--truncate",
-                "--allocations",
-                "--allusers",
-                format!("--starttime={start}"),
-                format!("--endtime={end}"),
-                format!("--accounts={}", ids.join(",")),
-                "--format=Account,ReqTRES,Elapsed,User"
-            ])
-            .await?;
+        let mut out = String::new();
+        for chunk in chunks(&ids) {
+            out.push_str(
+                &self
+                    .slurm
+                    .sacct(args![
+                        "--noconvert",
+                        "--truncate",
+                        "--allocations",
+                        "--allusers",
+                        format!("--starttime={start}"),
+                        format!("--endtime={end}"),
+                        format!("--accounts={chunk}"),
+                        "--format=Account,ReqTRES,Elapsed,User"
+                    ])
+                    .await?,
+            );
+        }
         let raw = parse::sacct_usage(&out, &self.usage_tres());
         let keys = self.usage_keys();
         Ok(ids
@@ -1616,6 +1667,9 @@ impl Backend for SlurmBackend {
         backend_id: &str,
         settings: JsonObject,
     ) -> BackendResult<Vec<String>> {
+        if !self.settings.periodic_limits.enabled {
+            return Err(BackendError::unimplemented("ApplyPeriodicSettings"));
+        }
         let id = checked_account("backend_id", backend_id.to_owned())
             .map_err(|_| BackendError::resource_not_found(backend_id))?;
         let out = self
@@ -1626,7 +1680,7 @@ impl Backend for SlurmBackend {
                     "assoc",
                     "where",
                     format!("accounts={id}"),
-                    "format=account,user,fairshare,grptresmins"
+                    "format=account,user,fairshare,grptresmins,maxtresmins,grptres"
                 ],
                 false,
             )
@@ -1637,9 +1691,11 @@ impl Backend for SlurmBackend {
             .find(|r| r.first() == Some(&id.as_str()) && r.get(1).is_some_and(|u| u.is_empty()))
             .ok_or_else(|| BackendError::resource_not_found(backend_id))?;
         let mut actions = Vec::new();
+        // 1. fairshare, when given and not zero.
         if let Some(fs) = settings
             .get("fairshare")
             .and_then(serde_json::Value::as_f64)
+            .filter(|f| *f != 0.0)
         {
             let current: i64 = row.get(2).and_then(|v| v.parse().ok()).unwrap_or(-1);
             if current != fs as i64 {
@@ -1658,18 +1714,40 @@ impl Backend for SlurmBackend {
                 actions.push(format!("set fairshare={} on {id}", fs as i64));
             }
         }
-        if let Some(grp) = settings
-            .get("grp_tres_mins")
-            .and_then(serde_json::Value::as_object)
-        {
-            let current = tres(row.get(3).copied().unwrap_or(""));
-            for (k, v) in grp {
+        // 2. limits: grp_tres_mins, or max_tres_mins when that is empty, of
+        //    the payload's limit type (or the configured one); one modify per
+        //    TRES whose value differs.
+        let pick = |key: &str| {
+            settings
+                .get(key)
+                .and_then(serde_json::Value::as_object)
+                .filter(|m| !m.is_empty())
+        };
+        if let Some(limits) = pick("grp_tres_mins").or_else(|| pick("max_tres_mins")) {
+            let limit_type = settings
+                .get("limit_type")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or(&self.settings.periodic_limits.limit_type)
+                .to_owned();
+            let column = match limit_type.as_str() {
+                "GrpTRESMins" => 3,
+                "MaxTRESMins" => 4,
+                "GrpTRES" => 5,
+                other => {
+                    return Err(BackendError::invalid_field(
+                        "settings.limit_type",
+                        format!("{other:?} is not GrpTRESMins, MaxTRESMins or GrpTRES"),
+                    ));
+                }
+            };
+            let current = tres(row.get(column).copied().unwrap_or(""));
+            for (k, v) in limits {
                 let Some(target) = v.as_f64().map(|v| v as i64) else {
                     continue;
                 };
                 if !names::valid_account(&k.replace('/', "")) {
                     return Err(BackendError::invalid_field(
-                        "settings.grp_tres_mins",
+                        "settings",
                         format!("{k:?} is not a TRES name"),
                     ));
                 }
@@ -1681,15 +1759,16 @@ impl Backend for SlurmBackend {
                                 "account",
                                 id,
                                 "set",
-                                format!("GrpTRESMins={k}={target}")
+                                format!("{limit_type}={k}={target}")
                             ],
                             true,
                         )
                         .await?;
-                    actions.push(format!("set GrpTRESMins={k}={target} on {id}"));
+                    actions.push(format!("set {limit_type}={k}={target} on {id}"));
                 }
             }
         }
+        // 3. RawUsage reset: always, when asked.
         if settings
             .get("reset_raw_usage")
             .and_then(serde_json::Value::as_bool)

@@ -137,6 +137,28 @@ pub struct SlurmSettings {
     /// Quota on created home directories.
     #[serde(default)]
     pub homedir_quota: Option<HomedirQuota>,
+    /// Periodic settings from Waldur's SLURM usage policies.
+    #[serde(default)]
+    pub periodic_limits: PeriodicLimits,
+}
+
+/// Periodic settings (`periodic_limits`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeriodicLimits {
+    /// Accept ApplyPeriodicSettings (the capability is advertised only then).
+    pub enabled: bool,
+    /// Limit type when the payload names none: `GrpTRESMins`, `MaxTRESMins` or `GrpTRES`.
+    pub limit_type: String,
+}
+
+impl Default for PeriodicLimits {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            limit_type: "GrpTRESMins".into(),
+        }
+    }
 }
 
 /// A shared project directory per allocation (backends spec §2.12).
@@ -377,6 +399,15 @@ impl SlurmSettings {
                     ));
                 }
             }
+        }
+        if !matches!(
+            s.periodic_limits.limit_type.as_str(),
+            "GrpTRESMins" | "MaxTRESMins" | "GrpTRES"
+        ) {
+            return Err(format!(
+                "periodic_limits.limit_type: {:?} is not GrpTRESMins, MaxTRESMins or GrpTRES",
+                s.periodic_limits.limit_type
+            ));
         }
         let q = &s.qos_management;
         for (key, v) in [
