@@ -219,3 +219,32 @@ async fn the_binary_passes_the_conformance_suite_over_mutual_tls_and_stops_on_si
     };
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn the_reference_config_is_valid_and_every_instance_builds() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/config/backend-server.example.yaml"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let config =
+        waldur_backend_sdk::config::ServerConfig::parse(&text, std::path::Path::new(path)).unwrap();
+    let kinds: Vec<&str> = config.instances.iter().map(|i| i.kind.as_str()).collect();
+    assert_eq!(kinds, ["example", "slurm"]);
+    for inst in &config.instances {
+        let out = Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(path)
+            .output()
+            .unwrap();
+        // `check` loads every instance before touching TLS files: a settings
+        // problem would exit 64; the missing certificates give a FAIL line.
+        assert_ne!(
+            out.status.code(),
+            Some(64),
+            "{}: {}",
+            inst.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
