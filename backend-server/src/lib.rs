@@ -22,6 +22,7 @@ pub mod convert;
 mod error;
 mod server;
 mod service;
+pub mod telemetry;
 pub mod types;
 
 pub use backend::Backend;

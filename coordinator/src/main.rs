@@ -69,16 +69,7 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> ExitCode {
     match command {
-        Command::Pki(cmd) => match waldur_tls::cli::run(cmd) {
-            Ok(msg) => {
-                println!("{msg}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(EX_CONFIG)
-            }
-        },
+        Command::Pki(cmd) => waldur_tls::cli::main(cmd),
         Command::Check { config } => {
             let Some((config, coordinator)) = load(&config) else {
                 return ExitCode::from(EX_CONFIG);
@@ -126,13 +117,5 @@ fn load(path: &std::path::Path) -> Option<(Config, Coordinator)> {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    waldur_backend_sdk::telemetry::init_logging(matches!(format, LogFormat::Json));
 }

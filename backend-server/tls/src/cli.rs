@@ -109,3 +109,18 @@ fn issue(
         dir.display()
     ))
 }
+
+/// Runs a PKI command as a binary's subcommand: prints the result, exit 0,
+/// or the error and exit 64 (EX_USAGE).
+pub fn main(cmd: PkiCommand) -> std::process::ExitCode {
+    match run(cmd) {
+        Ok(msg) => {
+            println!("{msg}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::from(64)
+        }
+    }
+}
