@@ -53,15 +53,7 @@ done
 say "three Create orders are waiting for the provider"
 
 BACKEND_PORT=$(free_port)
-cat > "$WORK/backend-server.yaml" <<YAML
-version: 1
-listen: 127.0.0.1:$BACKEND_PORT
-tls:
-  ca: $WORK/pki/ca.pem
-  cert: $WORK/pki/server.pem
-  key: $WORK/pki/server.key
-  allowed_clients: [coordinator.local]
-instances:
+{ server_config_head "$BACKEND_PORT" "$WORK/pki"; cat <<YAML; } > "$WORK/backend-server.yaml"
   - name: hpc
     type: example
     settings:

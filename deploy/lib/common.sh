@@ -87,3 +87,18 @@ make_pki() {
     [ -f "$dir/server.pem" ] || "$bin" pki issue-server --dir "$dir" --name localhost --san 127.0.0.1 --out server >/dev/null
     [ -f "$dir/client.pem" ] || "$bin" pki issue-client --dir "$dir" --name coordinator.local --out client >/dev/null
 }
+
+# server_config_head PORT PKI_DIR: the start of a waldur-backend-server config
+# on 127.0.0.1:PORT with the make_pki certificates; callers append instances.
+server_config_head() {
+    cat <<YAML
+version: 1
+listen: 127.0.0.1:$1
+tls:
+  ca: $2/ca.pem
+  cert: $2/server.pem
+  key: $2/server.key
+  allowed_clients: [coordinator.local]
+instances:
+YAML
+}

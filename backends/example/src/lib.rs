@@ -260,6 +260,20 @@ impl ExampleBackend {
     }
 }
 
+/// The resource, or RESOURCE_NOT_FOUND.
+fn resource<'a>(st: &'a State, backend_id: &str) -> BackendResult<&'a Resource> {
+    st.resources
+        .get(backend_id)
+        .ok_or_else(|| BackendError::resource_not_found(backend_id))
+}
+
+/// The resource for a change, or RESOURCE_NOT_FOUND.
+fn resource_mut<'a>(st: &'a mut State, backend_id: &str) -> BackendResult<&'a mut Resource> {
+    st.resources
+        .get_mut(backend_id)
+        .ok_or_else(|| BackendError::resource_not_found(backend_id))
+}
+
 fn operation_id(kind: OpKind, backend_id: &str) -> String {
     format!("{kind:?}-{backend_id}").to_lowercase()
 }
@@ -453,10 +467,7 @@ impl Backend for ExampleBackend {
 
     async fn get_resource(&self, backend_id: &str) -> BackendResult<ResourceInfo> {
         let st = self.lock();
-        let r = st
-            .resources
-            .get(backend_id)
-            .ok_or_else(|| BackendError::resource_not_found(backend_id))?;
+        let r = resource(&st, backend_id)?;
         Ok(self.info_of(backend_id, r))
     }
 
@@ -533,10 +544,7 @@ impl Backend for ExampleBackend {
         resource: ResourceContext,
     ) -> BackendResult<bool> {
         let mut st = self.lock();
-        let r = st
-            .resources
-            .get_mut(backend_id)
-            .ok_or_else(|| BackendError::resource_not_found(backend_id))?;
+        let r = resource_mut(&mut st, backend_id)?;
         if resource.project_slug.is_empty() || r.parent_id == resource.project_slug {
             return Ok(false);
         }
@@ -555,10 +563,7 @@ impl Backend for ExampleBackend {
         }
         let ready = self.operation_ready(OpKind::SetLimits, backend_id);
         let mut st = self.lock();
-        let r = st
-            .resources
-            .get_mut(backend_id)
-            .ok_or_else(|| BackendError::resource_not_found(backend_id))?;
+        let r = resource_mut(&mut st, backend_id)?;
         if ready {
             r.limits = limits;
             r.soft_deleted = false;
@@ -572,10 +577,7 @@ impl Backend for ExampleBackend {
 
     async fn get_resource_limits(&self, backend_id: &str) -> BackendResult<Limits> {
         let st = self.lock();
-        let r = st
-            .resources
-            .get(backend_id)
-            .ok_or_else(|| BackendError::resource_not_found(backend_id))?;
+        let r = resource(&st, backend_id)?;
         Ok(r.limits.clone())
     }
 
@@ -586,10 +588,7 @@ impl Backend for ExampleBackend {
         limits: Limits,
     ) -> BackendResult<()> {
         let mut st = self.lock();
-        let r = st
-            .resources
-            .get_mut(backend_id)
-            .ok_or_else(|| BackendError::resource_not_found(backend_id))?;
+        let r = resource_mut(&mut st, backend_id)?;
         if !r.users.contains_key(username) {
             return Err(BackendError::invalid_field(
                 "username",
@@ -606,10 +605,7 @@ impl Backend for ExampleBackend {
 
     async fn get_user_limits(&self, backend_id: &str) -> BackendResult<BTreeMap<String, Limits>> {
         let st = self.lock();
-        let r = st
-            .resources
-            .get(backend_id)
-            .ok_or_else(|| BackendError::resource_not_found(backend_id))?;
+        let r = resource(&st, backend_id)?;
         Ok(r.user_limits.clone())
     }
 
@@ -619,10 +615,7 @@ impl Backend for ExampleBackend {
         access: AccessLevel,
     ) -> BackendResult<bool> {
         let mut st = self.lock();
-        let r = st
-            .resources
-            .get_mut(backend_id)
-            .ok_or_else(|| BackendError::resource_not_found(backend_id))?;
+        let r = resource_mut(&mut st, backend_id)?;
         let changed = r.access != Some(access);
         r.access = Some(access);
         Ok(changed)
@@ -630,10 +623,7 @@ impl Backend for ExampleBackend {
 
     async fn get_resource_metadata(&self, backend_id: &str) -> BackendResult<JsonObject> {
         let st = self.lock();
-        let r = st
-            .resources
-            .get(backend_id)
-            .ok_or_else(|| BackendError::resource_not_found(backend_id))?;
+        let r = resource(&st, backend_id)?;
         Ok(metadata_of(backend_id, r))
     }
 
@@ -644,10 +634,7 @@ impl Backend for ExampleBackend {
         _homedir_umask: Option<String>,
     ) -> BackendResult<Vec<UserResult>> {
         let mut st = self.lock();
-        let r = st
-            .resources
-            .get_mut(backend_id)
-            .ok_or_else(|| BackendError::resource_not_found(backend_id))?;
+        let r = resource_mut(&mut st, backend_id)?;
         Ok(self.add_members(r, &users))
     }
 
@@ -657,10 +644,7 @@ impl Backend for ExampleBackend {
         usernames: Vec<String>,
     ) -> BackendResult<Vec<UserResult>> {
         let mut st = self.lock();
-        let r = st
-            .resources
-            .get_mut(backend_id)
-            .ok_or_else(|| BackendError::resource_not_found(backend_id))?;
+        let r = resource_mut(&mut st, backend_id)?;
         Ok(usernames
             .into_iter()
             .map(|u| {
@@ -716,10 +700,7 @@ impl Backend for ExampleBackend {
         users: Vec<User>,
     ) -> BackendResult<Vec<UserResult>> {
         let mut st = self.lock();
-        let r = st
-            .resources
-            .get_mut(backend_id)
-            .ok_or_else(|| BackendError::resource_not_found(backend_id))?;
+        let r = resource_mut(&mut st, backend_id)?;
         Ok(users
             .into_iter()
             .map(|u| match r.users.get_mut(&u.username) {
@@ -853,10 +834,7 @@ impl Backend for ExampleBackend {
         settings: JsonObject,
     ) -> BackendResult<Vec<String>> {
         let mut st = self.lock();
-        let r = st
-            .resources
-            .get_mut(backend_id)
-            .ok_or_else(|| BackendError::resource_not_found(backend_id))?;
+        let r = resource_mut(&mut st, backend_id)?;
         let mut actions = Vec::new();
         for (k, v) in settings {
             if r.periodic.get(&k) != Some(&v) {

@@ -287,6 +287,16 @@ impl SlurmBackend {
         Ok(all)
     }
 
+    /// Associations of one allocation account, or RESOURCE_NOT_FOUND when the
+    /// account does not exist.
+    async fn existing(&self, id: &str) -> BackendResult<Vec<Assoc>> {
+        let rows = self.assocs(&[id.to_owned()]).await?;
+        if Self::account_row(&rows, id).is_none() {
+            return Err(BackendError::resource_not_found(id));
+        }
+        Ok(rows)
+    }
+
     fn account_row<'a>(rows: &'a [Assoc], account: &str) -> Option<&'a Assoc> {
         rows.iter()
             .find(|a| a.account == account && a.user.is_empty())
@@ -331,6 +341,24 @@ impl SlurmBackend {
         }
     }
 
+    /// `modify account set <setting> where account=<account>`.
+    async fn set_account(&self, account: &str, setting: String) -> BackendResult<()> {
+        self.slurm
+            .sacctmgr(
+                args![
+                    "modify",
+                    "account",
+                    "set",
+                    setting,
+                    "where",
+                    format!("account={account}")
+                ],
+                true,
+            )
+            .await
+            .map(drop)
+    }
+
     /// The per-allocation QoS (`qos_management`): created once, made the
     /// account's default, extra QoS added to its list.
     async fn ensure_allocation_qos(&self, account: &str) -> BackendResult<()> {
@@ -364,46 +392,11 @@ impl SlurmBackend {
                 }
             }
         }
-        self.slurm
-            .sacctmgr(
-                args![
-                    "modify",
-                    "account",
-                    "set",
-                    format!("qos+={account}"),
-                    "where",
-                    format!("account={account}")
-                ],
-                true,
-            )
-            .await?;
-        self.slurm
-            .sacctmgr(
-                args![
-                    "modify",
-                    "account",
-                    "set",
-                    format!("defaultqos={account}"),
-                    "where",
-                    format!("account={account}")
-                ],
-                true,
-            )
+        self.set_account(account, format!("qos+={account}")).await?;
+        self.set_account(account, format!("defaultqos={account}"))
             .await?;
         for extra in &q.additional_qos {
-            self.slurm
-                .sacctmgr(
-                    args![
-                        "modify",
-                        "account",
-                        "set",
-                        format!("qos+={extra}"),
-                        "where",
-                        format!("account={account}")
-                    ],
-                    true,
-                )
-                .await?;
+            self.set_account(account, format!("qos+={extra}")).await?;
         }
         Ok(())
     }
@@ -695,6 +688,13 @@ impl SlurmBackend {
             format!("{}T23:59:59", first.last_of_month()),
         ))
     }
+}
+
+/// A backend id from a request about an existing resource: a name SLURM
+/// could not hold cannot exist, so it is RESOURCE_NOT_FOUND.
+fn account_id(backend_id: &str) -> BackendResult<String> {
+    checked_account("backend_id", backend_id.to_owned())
+        .map_err(|_| BackendError::resource_not_found(backend_id))
 }
 
 fn checked_account(field: &str, name: String) -> BackendResult<String> {
@@ -1015,8 +1015,7 @@ impl Backend for SlurmBackend {
     }
 
     async fn get_resource(&self, backend_id: &str) -> BackendResult<ResourceInfo> {
-        let id = checked_account("backend_id", backend_id.to_owned())
-            .map_err(|_| BackendError::resource_not_found(backend_id))?;
+        let id = account_id(backend_id)?;
         let rows = self.assocs(std::slice::from_ref(&id)).await?;
         let row = Self::account_row(&rows, &id)
             .ok_or_else(|| BackendError::resource_not_found(backend_id))?;
@@ -1283,12 +1282,8 @@ impl Backend for SlurmBackend {
         limits: Limits,
         resource: Option<ResourceContext>,
     ) -> BackendResult<LimitsApplied> {
-        let id = checked_account("backend_id", backend_id.to_owned())
-            .map_err(|_| BackendError::resource_not_found(backend_id))?;
-        let rows = self.assocs(std::slice::from_ref(&id)).await?;
-        if Self::account_row(&rows, &id).is_none() {
-            return Err(BackendError::resource_not_found(backend_id));
-        }
+        let id = account_id(backend_id)?;
+        self.existing(&id).await?;
         let mut backend = self.backend_limits(&limits, false, resource.as_ref()).await;
         // Full state: configured components left out are cleared (-1).
         // Full state: usage-type components keep their configured fixed
@@ -1344,18 +1339,14 @@ impl Backend for SlurmBackend {
         username: &str,
         limits: Limits,
     ) -> BackendResult<()> {
-        let id = checked_account("backend_id", backend_id.to_owned())
-            .map_err(|_| BackendError::resource_not_found(backend_id))?;
+        let id = account_id(backend_id)?;
         if !names::valid_user(username) {
             return Err(BackendError::invalid_field(
                 "username",
                 "is not a valid local username",
             ));
         }
-        let rows = self.assocs(std::slice::from_ref(&id)).await?;
-        if Self::account_row(&rows, &id).is_none() {
-            return Err(BackendError::resource_not_found(backend_id));
-        }
+        let rows = self.existing(&id).await?;
         if !rows.iter().any(|a| a.account == id && a.user == username) {
             return Err(BackendError::invalid_field(
                 "username",
@@ -1386,8 +1377,7 @@ impl Backend for SlurmBackend {
     }
 
     async fn get_user_limits(&self, backend_id: &str) -> BackendResult<BTreeMap<String, Limits>> {
-        let id = checked_account("backend_id", backend_id.to_owned())
-            .map_err(|_| BackendError::resource_not_found(backend_id))?;
+        let id = account_id(backend_id)?;
         let out = self
             .slurm
             .sacctmgr(
@@ -1418,14 +1408,10 @@ impl Backend for SlurmBackend {
         backend_id: &str,
         access: AccessLevel,
     ) -> BackendResult<bool> {
-        let id = checked_account("backend_id", backend_id.to_owned())
-            .map_err(|_| BackendError::resource_not_found(backend_id))?;
+        let id = account_id(backend_id)?;
         if self.settings.qos_enforced() {
             // Enforcement model: never touch QoS lists, block submission.
-            let rows = self.assocs(std::slice::from_ref(&id)).await?;
-            if Self::account_row(&rows, &id).is_none() {
-                return Err(BackendError::resource_not_found(backend_id));
-            }
+            self.existing(&id).await?;
             let value = if access == AccessLevel::Full {
                 "-1"
             } else {
@@ -1502,12 +1488,8 @@ impl Backend for SlurmBackend {
         users: Vec<User>,
         homedir_umask: Option<String>,
     ) -> BackendResult<Vec<UserResult>> {
-        let id = checked_account("backend_id", backend_id.to_owned())
-            .map_err(|_| BackendError::resource_not_found(backend_id))?;
-        let rows = self.assocs(std::slice::from_ref(&id)).await?;
-        if Self::account_row(&rows, &id).is_none() {
-            return Err(BackendError::resource_not_found(backend_id));
-        }
+        let id = account_id(backend_id)?;
+        let rows = self.existing(&id).await?;
         let members = rows
             .iter()
             .filter(|a| a.account == id && !a.user.is_empty())
@@ -1522,12 +1504,8 @@ impl Backend for SlurmBackend {
         backend_id: &str,
         usernames: Vec<String>,
     ) -> BackendResult<Vec<UserResult>> {
-        let id = checked_account("backend_id", backend_id.to_owned())
-            .map_err(|_| BackendError::resource_not_found(backend_id))?;
-        let rows = self.assocs(std::slice::from_ref(&id)).await?;
-        if Self::account_row(&rows, &id).is_none() {
-            return Err(BackendError::resource_not_found(backend_id));
-        }
+        let id = account_id(backend_id)?;
+        let rows = self.existing(&id).await?;
         let members: BTreeSet<&str> = rows
             .iter()
             .filter(|a| a.account == id && !a.user.is_empty())
@@ -1670,8 +1648,7 @@ impl Backend for SlurmBackend {
         if !self.settings.periodic_limits.enabled {
             return Err(BackendError::unimplemented("ApplyPeriodicSettings"));
         }
-        let id = checked_account("backend_id", backend_id.to_owned())
-            .map_err(|_| BackendError::resource_not_found(backend_id))?;
+        let id = account_id(backend_id)?;
         let out = self
             .slurm
             .sacctmgr(
