@@ -463,4 +463,264 @@ impl BackendHandle {
         )
         .await
     }
+
+    /// Usage of many resources for the current month (`period` None) or a
+    /// past one; resources the backend lacks are left out.
+    pub async fn usage_report(
+        &self,
+        backend_ids: Vec<String>,
+        period: Option<crate::clock::Month>,
+        timezone: &str,
+    ) -> Result<Vec<wire::ResourceUsage>, BackendCallError> {
+        self.require(Capability::UsageReport, "GetUsageReport")
+            .await?;
+        if period.is_some() {
+            self.require(Capability::HistoricalUsage, "GetUsageReport")
+                .await?;
+        }
+        let r = self
+            .call(
+                "GetUsageReport",
+                CallClass::Mutate,
+                wire::GetUsageReportRequest {
+                    instance: self.inner.instance.clone(),
+                    backend_ids,
+                    period: period.map(|m| wire::BillingPeriod {
+                        year: i32::from(m.year),
+                        month: i32::from(m.month),
+                    }),
+                    timezone: timezone.to_owned(),
+                },
+                |mut c, r| async move { c.get_usage_report(r).await },
+            )
+            .await?;
+        Ok(r.resources)
+    }
+
+    /// Removes users from a resource.
+    pub async fn remove_users(
+        &self,
+        backend_id: &str,
+        usernames: Vec<String>,
+    ) -> Result<Vec<wire::UserResult>, BackendCallError> {
+        self.require(Capability::Membership, "RemoveUsers").await?;
+        let r = self
+            .call(
+                "RemoveUsers",
+                CallClass::Mutate,
+                wire::RemoveUsersRequest {
+                    instance: self.inner.instance.clone(),
+                    backend_id: backend_id.to_owned(),
+                    usernames,
+                },
+                |mut c, r| async move { c.remove_users(r).await },
+            )
+            .await?;
+        Ok(r.results)
+    }
+
+    /// Brings existing members' roles in line with Waldur.
+    pub async fn reconcile_user_roles(
+        &self,
+        backend_id: &str,
+        users: Vec<wire::User>,
+    ) -> Result<Vec<wire::UserResult>, BackendCallError> {
+        self.require(Capability::RoleReconciliation, "ReconcileUserRoles")
+            .await?;
+        let r = self
+            .call(
+                "ReconcileUserRoles",
+                CallClass::Mutate,
+                wire::ReconcileUserRolesRequest {
+                    instance: self.inner.instance.clone(),
+                    backend_id: backend_id.to_owned(),
+                    users,
+                },
+                |mut c, r| async move { c.reconcile_user_roles(r).await },
+            )
+            .await?;
+        Ok(r.results)
+    }
+
+    /// Sets the access level; true when it changed.
+    pub async fn set_resource_access(
+        &self,
+        backend_id: &str,
+        access: wire::AccessLevel,
+    ) -> Result<bool, BackendCallError> {
+        let cap = match access {
+            wire::AccessLevel::Paused => Capability::Pause,
+            wire::AccessLevel::Downscaled => Capability::Downscale,
+            _ if self.has(Capability::Pause).await? => Capability::Pause,
+            _ => Capability::Downscale,
+        };
+        self.require(cap, "SetResourceAccess").await?;
+        let r = self
+            .call(
+                "SetResourceAccess",
+                CallClass::Mutate,
+                wire::SetResourceAccessRequest {
+                    instance: self.inner.instance.clone(),
+                    backend_id: backend_id.to_owned(),
+                    access: access as i32,
+                },
+                |mut c, r| async move { c.set_resource_access(r).await },
+            )
+            .await?;
+        Ok(r.changed)
+    }
+
+    /// Backend metadata of a resource.
+    pub async fn get_resource_metadata(
+        &self,
+        backend_id: &str,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, BackendCallError> {
+        self.require(Capability::Metadata, "GetResourceMetadata")
+            .await?;
+        let r = self
+            .call(
+                "GetResourceMetadata",
+                CallClass::Read,
+                wire::GetResourceMetadataRequest {
+                    instance: self.inner.instance.clone(),
+                    backend_id: backend_id.to_owned(),
+                },
+                |mut c, r| async move { c.get_resource_metadata(r).await },
+            )
+            .await?;
+        Ok(waldur_backend_sdk::convert::struct_to_json(r.metadata))
+    }
+
+    /// Limits as the backend enforces them.
+    pub async fn get_resource_limits(
+        &self,
+        backend_id: &str,
+    ) -> Result<std::collections::BTreeMap<String, i64>, BackendCallError> {
+        self.require(Capability::ResourceLimits, "GetResourceLimits")
+            .await?;
+        let r = self
+            .call(
+                "GetResourceLimits",
+                CallClass::Read,
+                wire::GetResourceLimitsRequest {
+                    instance: self.inner.instance.clone(),
+                    backend_id: backend_id.to_owned(),
+                },
+                |mut c, r| async move { c.get_resource_limits(r).await },
+            )
+            .await?;
+        Ok(r.limits.into_iter().collect())
+    }
+
+    /// Per-user limits of a resource.
+    pub async fn get_user_limits(
+        &self,
+        backend_id: &str,
+    ) -> Result<
+        std::collections::BTreeMap<String, std::collections::BTreeMap<String, i64>>,
+        BackendCallError,
+    > {
+        self.require(Capability::UserLimits, "GetUserLimits")
+            .await?;
+        let r = self
+            .call(
+                "GetUserLimits",
+                CallClass::Read,
+                wire::GetUserLimitsRequest {
+                    instance: self.inner.instance.clone(),
+                    backend_id: backend_id.to_owned(),
+                },
+                |mut c, r| async move { c.get_user_limits(r).await },
+            )
+            .await?;
+        Ok(r.users
+            .into_iter()
+            .map(|u| (u.username, u.limits.into_iter().collect()))
+            .collect())
+    }
+
+    /// Sets (or, with an empty map, removes) one user's limits.
+    pub async fn set_user_limits(
+        &self,
+        backend_id: &str,
+        username: &str,
+        limits: std::collections::BTreeMap<String, i64>,
+    ) -> Result<(), BackendCallError> {
+        self.require(Capability::UserLimits, "SetUserLimits")
+            .await?;
+        self.call(
+            "SetUserLimits",
+            CallClass::Mutate,
+            wire::SetUserLimitsRequest {
+                instance: self.inner.instance.clone(),
+                backend_id: backend_id.to_owned(),
+                username: username.to_owned(),
+                limits: limits.into_iter().collect(),
+            },
+            |mut c, r| async move { c.set_user_limits(r).await },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Creates home directories.
+    pub async fn create_home_directories(
+        &self,
+        usernames: Vec<String>,
+        umask: &str,
+    ) -> Result<Vec<wire::UserResult>, BackendCallError> {
+        self.require(Capability::HomeDirectories, "CreateHomeDirectories")
+            .await?;
+        let r = self
+            .call(
+                "CreateHomeDirectories",
+                CallClass::Mutate,
+                wire::CreateHomeDirectoriesRequest {
+                    instance: self.inner.instance.clone(),
+                    usernames,
+                    umask: umask.to_owned(),
+                },
+                |mut c, r| async move { c.create_home_directories(r).await },
+            )
+            .await?;
+        Ok(r.results)
+    }
+
+    /// The username the backend knows for an offering user ("" if none).
+    pub async fn get_username(&self, user: wire::OfferingUser) -> Result<String, BackendCallError> {
+        self.require(Capability::Usernames, "GetUsername").await?;
+        let r = self
+            .call(
+                "GetUsername",
+                CallClass::Read,
+                wire::GetUsernameRequest {
+                    instance: self.inner.instance.clone(),
+                    user: Some(user),
+                },
+                |mut c, r| async move { c.get_username(r).await },
+            )
+            .await?;
+        Ok(r.username)
+    }
+
+    /// Generates (idempotently) the username of an offering user.
+    pub async fn generate_username(
+        &self,
+        user: wire::OfferingUser,
+    ) -> Result<String, BackendCallError> {
+        self.require(Capability::Usernames, "GenerateUsername")
+            .await?;
+        let r = self
+            .call(
+                "GenerateUsername",
+                CallClass::Mutate,
+                wire::GenerateUsernameRequest {
+                    instance: self.inner.instance.clone(),
+                    user: Some(user),
+                },
+                |mut c, r| async move { c.generate_username(r).await },
+            )
+            .await?;
+        Ok(r.username)
+    }
 }

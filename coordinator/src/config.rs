@@ -146,6 +146,94 @@ pub struct OfferingConfig {
     /// Orders of different resources processed at once.
     #[serde(default = "default_order_concurrency")]
     pub order_concurrency: usize,
+    /// Usage reporting.
+    #[serde(default)]
+    pub reporting: ReportingConfig,
+    /// Membership sync.
+    #[serde(default)]
+    pub membership: MembershipConfig,
+    /// Offering-user usernames.
+    #[serde(default)]
+    pub usernames: UsernameConfig,
+}
+
+/// Usage reporting settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportingConfig {
+    /// Months reported each cycle: the current one and `periods - 1` before
+    /// it, oldest first (1 to 12; the original's `reporting_periods`).
+    pub periods: u32,
+    /// Resources written to Waldur at once.
+    pub concurrency: usize,
+}
+
+impl Default for ReportingConfig {
+    fn default() -> Self {
+        Self {
+            periods: 2,
+            concurrency: 16,
+        }
+    }
+}
+
+/// Membership sync settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MembershipConfig {
+    /// Resources synced at once.
+    pub concurrency: usize,
+    /// Octal umask for home directories the backend creates for new members.
+    pub homedir_umask: String,
+    /// `create-homedirs` creates directories for this offering's users.
+    pub create_homedirs: bool,
+}
+
+impl Default for MembershipConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            homedir_umask: "0077".into(),
+            create_homedirs: true,
+        }
+    }
+}
+
+/// Who chooses the local username of a new offering user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsernameSource {
+    /// The membership backend (GetUsername, then GenerateUsername); needs
+    /// the USERNAMES capability, else nothing is generated.
+    Backend,
+    /// Built in: the Waldur username, cleaned to a portable POSIX name, with
+    /// `prefix` and a numeric suffix on collision.
+    WaldurUsername,
+    /// Nothing is generated (the original's `base` username backend); users
+    /// wait in Requested until someone sets their username in Waldur.
+    None,
+}
+
+/// Username generation for offering users (core spec §6).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsernameConfig {
+    /// The generator.
+    pub source: UsernameSource,
+    /// Prepended by the built-in generator, for example `hpc_`.
+    pub prefix: String,
+    /// Longest name the built-in generator makes (POSIX tools cope with 32).
+    pub max_length: usize,
+}
+
+impl Default for UsernameConfig {
+    fn default() -> Self {
+        Self {
+            source: UsernameSource::Backend,
+            prefix: String::new(),
+            max_length: 32,
+        }
+    }
 }
 
 fn default_order_concurrency() -> usize {
@@ -326,6 +414,27 @@ impl Config {
         }
         for (i, o) in config.offerings.iter().enumerate() {
             let at = format!("offerings[{i}] ({})", o.name);
+            if !(1..=12).contains(&o.reporting.periods) {
+                return Err(err(format!(
+                    "{at}.reporting.periods: {} is out of range, use 1 to 12",
+                    o.reporting.periods
+                )));
+            }
+            let umask = &o.membership.homedir_umask;
+            if umask.is_empty()
+                || umask.len() > 4
+                || !umask.bytes().all(|b| (b'0'..=b'7').contains(&b))
+            {
+                return Err(err(format!(
+                    "{at}.membership.homedir_umask: {umask:?} is not an octal umask such as \"0077\""
+                )));
+            }
+            if o.usernames.max_length < 3 + o.usernames.prefix.len() {
+                return Err(err(format!(
+                    "{at}.usernames.max_length: {} leaves no room after the prefix",
+                    o.usernames.max_length
+                )));
+            }
             if !(o.waldur.api_url.starts_with("http://")
                 || o.waldur.api_url.starts_with("https://"))
             {
@@ -467,6 +576,31 @@ offerings:
             e.to_string().contains("\"nope\" is not a key of backends"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn reporting_periods_out_of_range_are_refused() {
+        let text = base() + "    reporting: {periods: 13}\n";
+        let e = Config::parse(&text, Path::new("c.yaml"), &env()).unwrap_err();
+        assert!(e.to_string().contains("reporting.periods"), "{e}");
+    }
+
+    #[test]
+    fn a_non_octal_umask_is_refused() {
+        let text = base() + "    membership: {homedir_umask: \"0999\"}\n";
+        let e = Config::parse(&text, Path::new("c.yaml"), &env()).unwrap_err();
+        assert!(e.to_string().contains("homedir_umask"), "{e}");
+    }
+
+    #[test]
+    fn username_settings_parse() {
+        let text = base() + "    usernames: {source: waldur_username, prefix: hpc_}\n";
+        let c = Config::parse(&text, Path::new("c.yaml"), &env()).unwrap();
+        assert_eq!(
+            c.offerings[0].usernames.source,
+            UsernameSource::WaldurUsername
+        );
+        assert_eq!(c.offerings[0].usernames.prefix, "hpc_");
     }
 
     #[test]

@@ -10,13 +10,23 @@
 //! * [`backend`] — the backend client handle (mTLS channel, deadlines, retries);
 //! * [`identity`] — agent identity, service and processor registration;
 //! * [`orders`] — order processing;
+//! * [`report`] — usage reporting;
+//! * [`membership`] — membership sync;
+//! * [`usernames`] — offering users and their usernames;
+//! * [`ops`] — operator commands (load-components, diagnostics, ...);
 //! * [`runner`] — the per-offering task loops.
 
 pub mod backend;
 pub mod check;
+pub mod clock;
 pub mod config;
 pub mod identity;
+pub mod membership;
+pub mod ops;
 pub mod orders;
+pub mod report;
 pub mod runner;
 pub mod secret;
+pub mod team;
+pub mod usernames;
 pub mod waldur;

@@ -35,7 +35,33 @@ enum Command {
         /// Config file (YAML, version 1).
         #[arg(long, short, env = "WALDUR_COORDINATOR_CONFIG")]
         config: PathBuf,
+        /// Run one cycle of every enabled task, print a summary and exit
+        /// (1 if a cycle failed).
+        #[arg(long)]
+        once: bool,
     },
+    /// Publish the backend's components to the Waldur offering (create or
+    /// update each one).
+    ///
+    /// Example: waldur-coordinator load-components -c coordinator.yaml --offering HPC
+    LoadComponents(Ops),
+    /// Check one offering end to end: token and permissions, offering,
+    /// resources, offering users, open orders, each backend and its components.
+    ///
+    /// Example: waldur-coordinator diagnostics -c coordinator.yaml
+    Diagnostics(Ops),
+    /// Create home directories for every offering user in state OK.
+    ///
+    /// Example: waldur-coordinator create-homedirs -c coordinator.yaml
+    CreateHomedirs(Ops),
+    /// Run username generation for the offering users once.
+    ///
+    /// Example: waldur-coordinator sync-offering-users -c coordinator.yaml
+    SyncOfferingUsers(Ops),
+    /// Write the backend's resource limits to Waldur where they differ.
+    ///
+    /// Example: waldur-coordinator sync-resource-limits -c coordinator.yaml
+    SyncResourceLimits(Ops),
     /// Validate the config and probe every Waldur endpoint and backend.
     ///
     /// Example: waldur-coordinator check --config /etc/waldur/coordinator.yaml
@@ -47,6 +73,17 @@ enum Command {
     /// Site PKI: create a CA, issue server and client certificates.
     #[command(subcommand)]
     Pki(waldur_tls::cli::PkiCommand),
+}
+
+/// Arguments of the operator commands.
+#[derive(Debug, clap::Args)]
+struct Ops {
+    /// Config file (YAML, version 1).
+    #[arg(long, short, env = "WALDUR_COORDINATOR_CONFIG")]
+    config: PathBuf,
+    /// Only this offering (name or UUID); repeatable; default all.
+    #[arg(long)]
+    offering: Vec<String>,
 }
 
 const EX_CONFIG: u8 = 64;
@@ -81,10 +118,22 @@ async fn run(command: Command) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-        Command::Run { config } => {
+        Command::LoadComponents(ops) => operate(ops, Op::LoadComponents).await,
+        Command::Diagnostics(ops) => operate(ops, Op::Diagnostics).await,
+        Command::CreateHomedirs(ops) => operate(ops, Op::CreateHomedirs).await,
+        Command::SyncOfferingUsers(ops) => operate(ops, Op::SyncOfferingUsers).await,
+        Command::SyncResourceLimits(ops) => operate(ops, Op::SyncResourceLimits).await,
+        Command::Run { config, once } => {
             let Some((config, coordinator)) = load(&config) else {
                 return ExitCode::from(EX_CONFIG);
             };
+            if once {
+                return if coordinator.run_once().await {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                };
+            }
             let offerings: Vec<&str> = config.offerings.iter().map(|o| o.name.as_str()).collect();
             let backends: Vec<&String> = config.backends.keys().collect();
             tracing::info!(
@@ -98,6 +147,42 @@ async fn run(command: Command) -> ExitCode {
         }
     }
 }
+
+enum Op {
+    LoadComponents,
+    Diagnostics,
+    CreateHomedirs,
+    SyncOfferingUsers,
+    SyncResourceLimits,
+}
+
+async fn operate(ops: Ops, op: Op) -> ExitCode {
+    use waldur_coordinator::ops;
+    let Some((_, coordinator)) = load(&ops.config) else {
+        return ExitCode::from(EX_CONFIG);
+    };
+    let selected = match ops::select(&coordinator, &ops.offering) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let ok = match op {
+        Op::LoadComponents => ops::load_components(&coordinator, &selected).await,
+        Op::Diagnostics => ops::diagnostics(&coordinator, &selected).await,
+        Op::CreateHomedirs => ops::create_homedirs(&coordinator, &selected).await,
+        Op::SyncOfferingUsers => ops::sync_offering_users(&coordinator, &selected).await,
+        Op::SyncResourceLimits => ops::sync_resource_limits(&coordinator, &selected).await,
+    };
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+const EX_USAGE: u8 = 2;
 
 fn load(path: &std::path::Path) -> Option<(Config, Coordinator)> {
     let config = match Config::load(path, &ProcessEnv) {

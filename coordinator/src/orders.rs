@@ -31,6 +31,7 @@ use waldur_backend_proto::v1 as wire;
 
 use crate::backend::{BackendCallError, BackendHandle};
 use crate::config::{BackendIdConfig, OfferingConfig};
+use crate::team::normalise_uuid;
 use crate::waldur::types::{self, Order, Resource, order_state};
 use crate::waldur::{WaldurClient, WaldurError};
 
@@ -570,28 +571,9 @@ impl OrderProcessor {
             .offering_users
             .get_or_try_init(|| self.waldur.offering_users(&self.offering.offering_uuid))
             .await?;
-        let by_user: HashMap<String, &types::OfferingUser> = offering_users
-            .iter()
-            .filter(|u| u.state == "OK" && u.username.as_deref().is_some_and(|n| !n.is_empty()))
-            .map(|u| (normalise_uuid(&u.user_uuid), u))
-            .collect();
-        let mut users: Vec<wire::User> = team
-            .iter()
-            .filter_map(|m| {
-                let ou = by_user.get(&normalise_uuid(&m.uuid))?;
-                Some(wire::User {
-                    username: ou.username.clone().unwrap_or_default(),
-                    user_uuid: m.uuid.clone(),
-                    waldur_username: m.username.clone(),
-                    email: m.email.clone().unwrap_or_default(),
-                    full_name: m.full_name.clone(),
-                    role: m.role.clone(),
-                    attributes: HashMap::new(),
-                })
-            })
-            .collect();
-        users.sort_by(|a, b| a.username.cmp(&b.username));
-        users.dedup_by(|a, b| a.username == b.username);
+        let usable = crate::team::usable_offering_users(offering_users);
+        let exposed = types::AttributeConfig::default().exposed_fields;
+        let users = crate::team::team_users(team, &usable, &exposed);
         Ok(users)
     }
 
@@ -689,13 +671,6 @@ impl OrderProcessor {
 /// UUIDs compare equal with or without dashes, in any case.
 pub fn same_uuid(a: &str, b: &str) -> bool {
     normalise_uuid(a) == normalise_uuid(b)
-}
-
-fn normalise_uuid(u: &str) -> String {
-    u.chars()
-        .filter(|c| *c != '-')
-        .flat_map(char::to_lowercase)
-        .collect()
 }
 
 fn timestamp(s: Option<&str>) -> Option<prost_types::Timestamp> {

@@ -1,5 +1,7 @@
-//! The task loops: per offering, each enabled task runs a cycle, then waits
-//! its interval (measured from the end of the cycle, as the original agent).
+//! The task loops: per offering, each enabled task (orders, usage report,
+//! membership sync) runs a cycle, then waits its interval, measured from the
+//! end of the cycle as the original agent. Tasks and offerings run
+//! independently: a slow report never delays orders.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -7,19 +9,39 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::BackendHandle;
+use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, OfferingConfig};
 use crate::identity::Registration;
+use crate::membership::{MembershipProcessor, MembershipSummary};
 use crate::orders::{CycleReport, OrderProcessor};
+use crate::report::{ReportError, ReportProcessor, ReportSummary};
 use crate::secret::Env;
 use crate::waldur::{WaldurClient, WaldurError};
+
+/// One task of one offering: its processor, backend, Waldur client (with the
+/// task's User-Agent) and registration.
+pub struct Task<P> {
+    /// The processor.
+    pub processor: P,
+    /// Its backend.
+    pub backend: BackendHandle,
+    /// Its Waldur client.
+    pub waldur: WaldurClient,
+    registration: Registration,
+}
 
 /// Everything one offering runs.
 pub struct OfferingRuntime {
     /// Its config.
     pub config: Arc<OfferingConfig>,
-    /// Waldur client of the order task.
+    /// Waldur client for operator commands (`order_process` User-Agent).
     pub waldur: WaldurClient,
-    orders: Option<(OrderProcessor, BackendHandle, Registration)>,
+    /// Order processing, if enabled.
+    pub orders: Option<Task<OrderProcessor>>,
+    /// Usage reporting, if enabled.
+    pub report: Option<Task<ReportProcessor>>,
+    /// Membership sync, if enabled.
+    pub membership: Option<Task<MembershipProcessor>>,
 }
 
 /// The coordinator: every offering and backend of one config.
@@ -40,52 +62,109 @@ impl Coordinator {
                 BackendHandle::remote(name, b, &config.timeouts)?,
             );
         }
-        Self::with_backends(config, env, backends)
+        Self::with_backends(config, env, backends, Arc::new(SystemClock))
     }
 
-    /// Builds with the given backend handles (in-process backends in tests).
+    /// Builds with the given backend handles (in-process backends in tests)
+    /// and clock.
     pub fn with_backends(
         config: &Config,
         env: &dyn Env,
         backends: BTreeMap<String, BackendHandle>,
+        clock: Arc<dyn Clock>,
     ) -> Result<Self, String> {
         let mut offerings = Vec::new();
         for o in &config.offerings {
             let creds = o.waldur.token(env)?;
-            let waldur = WaldurClient::new(
-                &o.waldur.api_url,
-                creds,
-                "order_process",
-                config.timeouts.waldur(),
-                config.retry.clone(),
-                o.waldur.verify_tls,
-            )?;
-            let config_arc = Arc::new(o.clone());
-            let orders = match (&o.backends.orders, o.tasks.orders) {
-                (Some(name), true) => {
-                    let backend = backends
-                        .get(name)
-                        .cloned()
-                        .ok_or_else(|| format!("offering {}: unknown backend {name}", o.name))?;
-                    let processor = OrderProcessor::new(
-                        config_arc.clone(),
+            let client = |mode: &str| {
+                WaldurClient::new(
+                    &o.waldur.api_url,
+                    creds.clone(),
+                    mode,
+                    config.timeouts.waldur(),
+                    config.retry.clone(),
+                    o.waldur.verify_tls,
+                )
+            };
+            let backend = |role: &Option<String>| -> Result<Option<BackendHandle>, String> {
+                role.as_ref()
+                    .map(|name| {
+                        backends
+                            .get(name)
+                            .cloned()
+                            .ok_or_else(|| format!("offering {}: unknown backend {name}", o.name))
+                    })
+                    .transpose()
+            };
+            let shared = Arc::new(o.clone());
+            let waldur = client("order_process")?;
+            let orders = match (backend(&o.backends.orders)?, o.tasks.orders) {
+                (Some(b), true) => Some(Task {
+                    processor: OrderProcessor::new(
+                        shared.clone(),
                         waldur.clone(),
-                        backend.clone(),
+                        b.clone(),
                         config.expose_backend_error_details,
-                    );
-                    let registration = Registration::new(
+                    ),
+                    backend: b,
+                    waldur: waldur.clone(),
+                    registration: Registration::new(
                         &o.offering_uuid,
                         "order_process",
                         "OfferingOrderProcessor",
-                    );
-                    Some((processor, backend, registration))
+                    ),
+                }),
+                _ => None,
+            };
+            let report = match (backend(&o.backends.report)?, o.tasks.report) {
+                (Some(b), true) => {
+                    let w = client("report")?;
+                    Some(Task {
+                        processor: ReportProcessor::new(
+                            shared.clone(),
+                            w.clone(),
+                            b.clone(),
+                            clock.clone(),
+                            &config.timezone,
+                        ),
+                        backend: b,
+                        waldur: w,
+                        registration: Registration::new(
+                            &o.offering_uuid,
+                            "report",
+                            "OfferingReportProcessor",
+                        ),
+                    })
+                }
+                _ => None,
+            };
+            let membership = match (backend(&o.backends.membership)?, o.tasks.membership) {
+                (Some(b), true) => {
+                    let w = client("membership_sync")?;
+                    Some(Task {
+                        processor: MembershipProcessor::new(
+                            shared.clone(),
+                            w.clone(),
+                            b.clone(),
+                            config.expose_backend_error_details,
+                        ),
+                        backend: b,
+                        waldur: w,
+                        registration: Registration::new(
+                            &o.offering_uuid,
+                            "membership_sync",
+                            "OfferingMembershipProcessor",
+                        ),
+                    })
                 }
                 _ => None,
             };
             offerings.push(OfferingRuntime {
-                config: config_arc,
+                config: shared,
                 waldur,
                 orders,
+                report,
+                membership,
             });
         }
         Ok(Self {
@@ -98,12 +177,89 @@ impl Coordinator {
     pub async fn process_orders_once(&self) -> Vec<(String, Result<CycleReport, WaldurError>)> {
         let mut out = Vec::new();
         for o in &self.offerings {
-            if let Some((processor, backend, registration)) = &o.orders {
-                register(&o.waldur, backend, registration).await;
-                out.push((o.config.name.clone(), processor.run_cycle().await));
+            if let Some(t) = &o.orders {
+                t.register().await;
+                out.push((o.config.name.clone(), t.processor.run_cycle().await));
             }
         }
         out
+    }
+
+    /// One report cycle for every offering with reporting on.
+    pub async fn report_once(&self) -> Vec<(String, Result<ReportSummary, ReportError>)> {
+        let mut out = Vec::new();
+        for o in &self.offerings {
+            if let Some(t) = &o.report {
+                t.register().await;
+                out.push((o.config.name.clone(), t.processor.run_cycle().await));
+            }
+        }
+        out
+    }
+
+    /// One membership cycle for every offering with membership sync on.
+    pub async fn sync_membership_once(
+        &self,
+    ) -> Vec<(String, Result<MembershipSummary, WaldurError>)> {
+        let mut out = Vec::new();
+        for o in &self.offerings {
+            if let Some(t) = &o.membership {
+                t.register().await;
+                out.push((o.config.name.clone(), t.processor.run_cycle().await));
+            }
+        }
+        out
+    }
+
+    /// One cycle of every enabled task, in order: orders, membership, report
+    /// (`run --once`). True when no cycle failed as a whole.
+    pub async fn run_once(&self) -> bool {
+        let mut ok = true;
+        for (name, r) in self.process_orders_once().await {
+            match r {
+                Ok(r) => println!("{name}: orders: {} processed", r.outcomes.len()),
+                Err(e) => {
+                    ok = false;
+                    println!("{name}: orders: failed: {e}");
+                }
+            }
+        }
+        for (name, r) in self.sync_membership_once().await {
+            match r {
+                Ok(s) => println!(
+                    "{name}: membership: {} resources, {} users added, {} removed, {} access changes, {} erred, {} missing on the backend",
+                    s.resources,
+                    s.users_added,
+                    s.users_removed,
+                    s.access_changed,
+                    s.erred.len(),
+                    s.missing_on_backend.len()
+                ),
+                Err(e) => {
+                    ok = false;
+                    println!("{name}: membership: failed: {e}");
+                }
+            }
+        }
+        for (name, r) in self.report_once().await {
+            match r {
+                Ok(s) => println!(
+                    "{name}: report: {} resources, periods {:?}, {} totals written, {} unchanged, {} per-user batches, {} decreases refused, unknown components {:?}",
+                    s.resources,
+                    s.periods,
+                    s.totals_written,
+                    s.totals_unchanged,
+                    s.user_usages_written,
+                    s.decreases_refused.len(),
+                    s.unknown_components
+                ),
+                Err(e) => {
+                    ok = false;
+                    println!("{name}: report: failed: {e}");
+                }
+            }
+        }
+        ok
     }
 
     /// Runs every task loop until `shutdown` completes.
@@ -111,9 +267,39 @@ impl Coordinator {
         let this = Arc::new(self);
         let mut tasks = tokio::task::JoinSet::new();
         for index in 0..this.offerings.len() {
-            let c = this.clone();
-            if c.offerings[index].orders.is_some() {
-                tasks.spawn(async move { c.order_loop(index).await });
+            let o = &this.offerings[index];
+            if o.orders.is_some() {
+                let c = this.clone();
+                tasks.spawn(async move {
+                    let o = &c.offerings[index];
+                    if let Some(t) = &o.orders {
+                        looped(&o.config, "orders", o.config.intervals.orders_seconds, t).await
+                    }
+                });
+            }
+            if o.membership.is_some() {
+                let c = this.clone();
+                tasks.spawn(async move {
+                    let o = &c.offerings[index];
+                    if let Some(t) = &o.membership {
+                        looped(
+                            &o.config,
+                            "membership",
+                            o.config.intervals.membership_seconds,
+                            t,
+                        )
+                        .await
+                    }
+                });
+            }
+            if o.report.is_some() {
+                let c = this.clone();
+                tasks.spawn(async move {
+                    let o = &c.offerings[index];
+                    if let Some(t) = &o.report {
+                        looped(&o.config, "report", o.config.intervals.report_seconds, t).await
+                    }
+                });
             }
         }
         if tasks.is_empty() {
@@ -123,39 +309,82 @@ impl Coordinator {
         tracing::info!("shutting down: stopping task loops");
         tasks.shutdown().await;
     }
+}
 
-    async fn order_loop(&self, index: usize) {
-        let o = &self.offerings[index];
-        let Some((processor, backend, registration)) = &o.orders else {
-            return;
+/// A processor the task loop can drive: one cycle, summarised for the log
+/// (`None` when there is nothing worth a line).
+pub trait Cycle: Send + Sync {
+    /// Runs one cycle.
+    fn cycle(&self) -> impl Future<Output = Result<Option<String>, String>> + Send;
+}
+
+impl Cycle for OrderProcessor {
+    async fn cycle(&self) -> Result<Option<String>, String> {
+        let r = self.run_cycle().await.map_err(|e| e.to_string())?;
+        Ok((!r.outcomes.is_empty()).then(|| format!("{} orders", r.outcomes.len())))
+    }
+}
+
+impl Cycle for MembershipProcessor {
+    async fn cycle(&self) -> Result<Option<String>, String> {
+        let s = self.run_cycle().await.map_err(|e| e.to_string())?;
+        Ok(Some(format!(
+            "{} resources, {} backend changes, {} erred, {} missing on the backend",
+            s.resources,
+            s.backend_changes(),
+            s.erred.len(),
+            s.missing_on_backend.len()
+        )))
+    }
+}
+
+impl Cycle for ReportProcessor {
+    async fn cycle(&self) -> Result<Option<String>, String> {
+        let s = self.run_cycle().await.map_err(|e| e.to_string())?;
+        Ok(Some(format!(
+            "{} resources, {} totals written, {} unchanged, {} decreases refused, {} errors",
+            s.resources,
+            s.totals_written,
+            s.totals_unchanged,
+            s.decreases_refused.len(),
+            s.errors.len()
+        )))
+    }
+}
+
+impl<P> Task<P> {
+    /// Registers the agent identity, service and processor (once per start,
+    /// again after Waldur forgot them).
+    pub async fn register(&self) {
+        let (kind, version) = match self.backend.info().await {
+            Ok(i) => (i.name.clone(), i.version.clone()),
+            Err(_) => ("unknown".to_owned(), "unknown".to_owned()),
         };
-        let interval = Duration::from_secs(o.config.intervals.orders_seconds.max(1));
-        loop {
-            register(&o.waldur, backend, registration).await;
-            match processor.run_cycle().await {
-                Ok(report) => {
-                    if !report.outcomes.is_empty() {
-                        tracing::info!(offering = %o.config.name, orders = report.outcomes.len(), "order cycle finished");
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(offering = %o.config.name, error = %e, "order cycle failed")
-                }
+        if let Err(e) = self
+            .registration
+            .ensure(&self.waldur, &kind, &version)
+            .await
+        {
+            if e.status() == Some(404) {
+                self.registration.invalidate().await;
             }
-            tokio::time::sleep(interval).await;
+            tracing::warn!(error = %e, "agent registration failed; retrying next cycle");
         }
     }
 }
 
-async fn register(waldur: &WaldurClient, backend: &BackendHandle, registration: &Registration) {
-    let (kind, version) = match backend.info().await {
-        Ok(i) => (i.name.clone(), i.version.clone()),
-        Err(_) => ("unknown".to_owned(), "unknown".to_owned()),
-    };
-    if let Err(e) = registration.ensure(waldur, &kind, &version).await {
-        if e.status() == Some(404) {
-            registration.invalidate().await;
+/// Runs a task's cycle for ever, `every` seconds after the previous one ended.
+async fn looped<P: Cycle>(offering: &OfferingConfig, task: &str, every: u64, t: &Task<P>) {
+    let interval = Duration::from_secs(every.max(1));
+    loop {
+        t.register().await;
+        match t.processor.cycle().await {
+            Ok(Some(what)) => {
+                tracing::info!(offering = %offering.name, task, result = %what, "cycle finished")
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(offering = %offering.name, task, error = %e, "cycle failed"),
         }
-        tracing::warn!(error = %e, "agent registration failed; retrying next cycle");
+        tokio::time::sleep(interval).await;
     }
 }

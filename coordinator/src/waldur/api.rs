@@ -287,4 +287,295 @@ impl WaldurClient {
         )
         .await
     }
+
+    /// Offering users of an offering in the given states (list-all).
+    pub async fn offering_users_in(
+        &self,
+        offering: &str,
+        states: &[&str],
+    ) -> WaldurResult<Vec<OfferingUser>> {
+        let mut query: Query = vec![
+            ("offering_uuid", offering.to_owned()),
+            ("is_restricted", "false".into()),
+        ];
+        query.extend(states.iter().map(|s| ("state", (*s).to_owned())));
+        self.list_all("marketplace-offering-users/", query).await
+    }
+
+    /// Requested / Error creating → Creating.
+    pub async fn offering_user_begin_creating(&self, uuid: &str) -> WaldurResult<()> {
+        self.post_empty(&format!(
+            "marketplace-offering-users/{uuid}/begin_creating/"
+        ))
+        .await
+    }
+
+    /// → Pending account linking, with what the user must do.
+    pub async fn offering_user_pending_linking(
+        &self,
+        uuid: &str,
+        comment: &str,
+        comment_url: &str,
+    ) -> WaldurResult<()> {
+        let _: Ignored = self
+            .post(
+                &format!("marketplace-offering-users/{uuid}/set_pending_account_linking/"),
+                &json!({"comment": comment, "comment_url": comment_url}),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// → Pending additional validation, with what the user must do.
+    pub async fn offering_user_pending_validation(
+        &self,
+        uuid: &str,
+        comment: &str,
+        comment_url: &str,
+    ) -> WaldurResult<()> {
+        let _: Ignored = self
+            .post(
+                &format!("marketplace-offering-users/{uuid}/set_pending_additional_validation/"),
+                &json!({"comment": comment, "comment_url": comment_url}),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Pending * → OK.
+    pub async fn offering_user_validation_complete(&self, uuid: &str) -> WaldurResult<()> {
+        self.post_empty(&format!(
+            "marketplace-offering-users/{uuid}/set_validation_complete/"
+        ))
+        .await
+    }
+
+    /// Creating → Error creating.
+    pub async fn offering_user_error_creating(&self, uuid: &str) -> WaldurResult<()> {
+        self.post_empty(&format!(
+            "marketplace-offering-users/{uuid}/set_error_creating/"
+        ))
+        .await
+    }
+
+    /// Sets the offering username (Waldur moves Creating users to OK).
+    pub async fn set_offering_username(&self, uuid: &str, username: &str) -> WaldurResult<()> {
+        let _: Ignored = self
+            .patch(
+                &format!("marketplace-offering-users/{uuid}/"),
+                &json!({"username": username}),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Which user attributes the offering exposes.
+    pub async fn attribute_config(&self, offering: &str) -> WaldurResult<AttributeConfig> {
+        self.get(
+            &format!("marketplace-provider-offerings/{offering}/user-attribute-config/"),
+            vec![],
+        )
+        .await
+    }
+
+    // -------------------------------------------------------- resources (bulk)
+
+    /// Provider resources of an offering in the given states (list-all).
+    pub async fn resources(
+        &self,
+        offering: &str,
+        states: &[&str],
+        fields: &[&str],
+    ) -> WaldurResult<Vec<Resource>> {
+        let mut query: Query = vec![("offering_uuid", offering.to_owned())];
+        query.extend(states.iter().map(|s| ("state", (*s).to_owned())));
+        query.extend(fields.iter().map(|f| ("field", (*f).to_owned())));
+        self.list_all("marketplace-provider-resources/", query)
+            .await
+    }
+
+    /// Marks the resource as synced now.
+    pub async fn refresh_last_sync(&self, uuid: &str) -> WaldurResult<()> {
+        self.post_empty(&format!(
+            "marketplace-provider-resources/{uuid}/refresh_last_sync/"
+        ))
+        .await
+    }
+
+    /// Erred → OK.
+    pub async fn set_resource_ok(&self, uuid: &str) -> WaldurResult<()> {
+        self.post_empty(&format!("marketplace-provider-resources/{uuid}/set_as_ok/"))
+            .await
+    }
+
+    /// → Erred with a message.
+    pub async fn set_resource_erred(
+        &self,
+        uuid: &str,
+        message: &str,
+        traceback: &str,
+    ) -> WaldurResult<()> {
+        let _: Ignored = self
+            .post(
+                &format!("marketplace-provider-resources/{uuid}/set_as_erred/"),
+                &json!({"error_message": message, "error_traceback": traceback}),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Full-replace report of how each member's access was synced. Newer
+    /// than Waldur 8.0.5; only sent when the offering enables it.
+    pub async fn set_membership_sync_statuses(
+        &self,
+        uuid: &str,
+        statuses: &[Value],
+    ) -> WaldurResult<()> {
+        let _: Ignored = self
+            .post(
+                &format!("marketplace-provider-resources/{uuid}/set_membership_sync_statuses/"),
+                &json!({"statuses": statuses}),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Project service accounts of the offering's projects (list-all).
+    pub async fn service_accounts(&self, offering: &str) -> WaldurResult<Vec<Account>> {
+        self.list_all(
+            &format!("marketplace-provider-offerings/{offering}/list_project_service_accounts/"),
+            vec![],
+        )
+        .await
+    }
+
+    /// Course accounts of the offering's projects (list-all).
+    pub async fn course_accounts(&self, offering: &str) -> WaldurResult<Vec<Account>> {
+        self.list_all(
+            &format!("marketplace-provider-offerings/{offering}/list_course_accounts/"),
+            vec![],
+        )
+        .await
+    }
+
+    // ----------------------------------------------------------------- usage
+
+    /// Every component usage of an offering in a billing period (list-all):
+    /// one read per offering and period instead of one per resource.
+    pub async fn component_usages(
+        &self,
+        offering: &str,
+        billing_period: &str,
+    ) -> WaldurResult<Vec<ComponentUsage>> {
+        self.list_all(
+            "marketplace-component-usages/",
+            vec![
+                ("offering_uuid", offering.to_owned()),
+                ("billing_period", billing_period.to_owned()),
+                ("field", "uuid".into()),
+                ("field", "type".into()),
+                ("field", "usage".into()),
+                ("field", "resource_uuid".into()),
+                ("field", "billing_period".into()),
+            ],
+        )
+        .await
+    }
+
+    /// Every per-user usage of an offering in a billing period (list-all).
+    pub async fn component_user_usages(
+        &self,
+        offering: &str,
+        billing_period: &str,
+    ) -> WaldurResult<Vec<ComponentUserUsage>> {
+        self.list_all(
+            "marketplace-component-user-usages/",
+            vec![
+                ("offering_uuid", offering.to_owned()),
+                ("component_usage__billing_period", billing_period.to_owned()),
+                ("field", "uuid".into()),
+                ("field", "component_usage".into()),
+                ("field", "username".into()),
+                ("field", "usage".into()),
+            ],
+        )
+        .await
+    }
+
+    /// Sets a resource's usage totals for the period `date` falls in.
+    pub async fn set_usage(
+        &self,
+        resource: &str,
+        usages: &[(String, String)],
+        date: &str,
+    ) -> WaldurResult<()> {
+        let usages: Vec<Value> = usages
+            .iter()
+            .map(|(k, amount)| json!({"type": k, "amount": amount}))
+            .collect();
+        let _: Ignored = self
+            .post(
+                "marketplace-component-usages/set_usage/",
+                &json!({"usages": usages, "resource": resource, "date": date}),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Sets the per-user amounts of one component usage record.
+    pub async fn set_user_usages(&self, usage: &str, items: &[Value]) -> WaldurResult<()> {
+        let _: Ignored = self
+            .post(
+                &format!("marketplace-component-usages/{usage}/set_user_usages/"),
+                &json!({"usages": items}),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Per-user usage limits of every resource of an offering (list-all).
+    pub async fn user_usage_limits(&self, offering: &str) -> WaldurResult<Vec<UserUsageLimit>> {
+        self.list_all(
+            "component-user-usage-limits/",
+            vec![("offering_uuid", offering.to_owned())],
+        )
+        .await
+    }
+
+    // ------------------------------------------------------------ operations
+
+    /// The token's user.
+    pub async fn me(&self) -> WaldurResult<Me> {
+        self.get("users/me/", vec![]).await
+    }
+
+    /// Creates an offering component.
+    pub async fn create_offering_component(
+        &self,
+        offering: &str,
+        body: &Value,
+    ) -> WaldurResult<()> {
+        let _: Ignored = self
+            .post(
+                &format!("marketplace-provider-offerings/{offering}/create_offering_component/"),
+                body,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Updates an offering component (`body` carries its `uuid`).
+    pub async fn update_offering_component(
+        &self,
+        offering: &str,
+        body: &Value,
+    ) -> WaldurResult<()> {
+        let _: Ignored = self
+            .post(
+                &format!("marketplace-provider-offerings/{offering}/update_offering_component/"),
+                body,
+            )
+            .await?;
+        Ok(())
+    }
 }

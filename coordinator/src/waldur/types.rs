@@ -155,6 +155,149 @@ pub struct OfferingUser {
     pub user_email: String,
     /// Full name.
     pub user_full_name: String,
+    /// First name.
+    pub user_first_name: String,
+    /// Last name.
+    pub user_last_name: String,
+    /// Hidden from the provider (never synced).
+    pub is_restricted: bool,
+    /// Every other field: the `user_<attribute>` values the offering exposes.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
+}
+
+/// Offering-user states (Waldur `OfferingUserState`).
+pub mod offering_user_state {
+    /// Waiting for a username.
+    pub const REQUESTED: &str = "Requested";
+    /// The agent is creating the account.
+    pub const CREATING: &str = "Creating";
+    /// Has a username.
+    pub const OK: &str = "OK";
+    /// The user must link an existing account first.
+    pub const PENDING_ACCOUNT_LINKING: &str = "Pending account linking";
+    /// The user must pass additional validation first.
+    pub const PENDING_ADDITIONAL_VALIDATION: &str = "Pending additional validation";
+    /// Account creation failed; retried next cycle.
+    pub const ERROR_CREATING: &str = "Error creating";
+}
+
+/// A component usage record (`ComponentUsage`), sparse.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct ComponentUsage {
+    /// UUID.
+    pub uuid: String,
+    /// Component type.
+    #[serde(rename = "type")]
+    pub component_type: String,
+    /// Amount: a decimal string or a number, depending on the Waldur version.
+    pub usage: Value,
+    /// Resource.
+    pub resource_uuid: String,
+    /// `YYYY-MM-01`.
+    pub billing_period: String,
+}
+
+/// A per-user component usage record (`ComponentUserUsage`), sparse.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct ComponentUserUsage {
+    /// UUID.
+    pub uuid: String,
+    /// URL of the parent component usage.
+    pub component_usage: String,
+    /// Offering username.
+    pub username: String,
+    /// Amount.
+    pub usage: Value,
+}
+
+impl ComponentUserUsage {
+    /// The parent usage's UUID: the last path segment of its URL.
+    pub fn parent_uuid(&self) -> String {
+        self.component_usage
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| *c != '-')
+            .flat_map(char::to_lowercase)
+            .collect()
+    }
+}
+
+/// A per-user usage limit (`ComponentUserUsageLimit`), sparse.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct UserUsageLimit {
+    /// Resource.
+    pub resource_uuid: String,
+    /// Offering username (newer Waldur versions).
+    pub username: Option<String>,
+    /// The user: a username in the versions the original agent reads.
+    pub user: Value,
+    /// Component type.
+    pub component_type: String,
+    /// The limit: a decimal string or a number.
+    pub limit: Value,
+}
+
+/// A decimal amount Waldur sends as a string or a number.
+pub fn amount(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .filter(|f: &f64| f.is_finite())
+}
+
+/// The offering's user attribute exposure (`user-attribute-config`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct AttributeConfig {
+    /// Exposed attribute names (`username`, `full_name`, `email`, ...).
+    pub exposed_fields: Vec<String>,
+}
+
+impl Default for AttributeConfig {
+    fn default() -> Self {
+        Self {
+            exposed_fields: vec!["username".into(), "full_name".into(), "email".into()],
+        }
+    }
+}
+
+/// A project service account or a course account, sparse.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Account {
+    /// UUID.
+    pub uuid: String,
+    /// Username on the cluster.
+    pub username: String,
+    /// `OK`, `Closed` or `Erred`.
+    pub state: String,
+    /// Project.
+    pub project_uuid: String,
+}
+
+/// The token's own user (`users/me`), sparse.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Me {
+    /// UUID.
+    pub uuid: String,
+    /// Username.
+    pub username: String,
+    /// Full name.
+    pub full_name: String,
+    /// Staff flag.
+    pub is_staff: bool,
+    /// Role grants.
+    pub permissions: Vec<Value>,
 }
 
 /// An offering component (`OfferingComponent`).

@@ -1,0 +1,542 @@
+//! Usage reporting (core spec §8), batched.
+//!
+//! One cycle, per billing period (the current month and `periods - 1` before
+//! it, oldest first, so a month that just ended is closed before the new
+//! one is written):
+//!
+//! 1. one `GetUsageReport` per 500 resources (the backend runs one `sacct`
+//!    for all of them, not one per resource);
+//! 2. one offering-wide read of the period's component usages and per-user
+//!    usages (the original read them per resource);
+//! 3. per resource, concurrently and bounded: `set_usage` only when a total
+//!    changed, refused when it went down and the backend does not advertise
+//!    DECREASING_USAGE (accumulated compute cannot shrink: a smaller number
+//!    is a backend fault and must not overwrite billing data);
+//! 4. per component record, `set_user_usages` only when a user's amount
+//!    changed.
+//!
+//! Amounts are rounded to two decimals (Waldur refuses more). Components the
+//! offering does not define are reported in the summary and the log, never
+//! sent. If the month changes between reading usage and writing it, the
+//! current period is skipped this cycle: the usage would land in the wrong
+//! month (the original's guard, per cycle instead of per resource).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use waldur_backend_proto::v1 as wire;
+
+use crate::backend::{BackendCallError, BackendHandle};
+use crate::clock::{Clock, Month};
+use crate::config::OfferingConfig;
+use crate::team::normalise_uuid;
+use crate::waldur::types::{Resource, amount};
+use crate::waldur::{WaldurClient, WaldurError};
+
+/// Resources per GetUsageReport call.
+const CHUNK: usize = 500;
+
+/// Fields of the resource listing the report needs.
+const RESOURCE_FIELDS: [&str; 5] = ["uuid", "name", "backend_id", "state", "project_uuid"];
+
+/// What one cycle did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReportSummary {
+    /// Resources considered (OK or Erred, with a backend id).
+    pub resources: usize,
+    /// Periods processed, oldest first.
+    pub periods: Vec<String>,
+    /// `set_usage` calls made.
+    pub totals_written: usize,
+    /// Resource-periods whose totals were already in Waldur.
+    pub totals_unchanged: usize,
+    /// `set_user_usages` calls made.
+    pub user_usages_written: usize,
+    /// Refused decreases: (resource uuid, component, old, new).
+    pub decreases_refused: Vec<(String, String, f64, f64)>,
+    /// Component keys the backend reported that the offering does not have.
+    pub unknown_components: BTreeSet<String>,
+    /// The current period was skipped because the month changed mid-cycle.
+    pub month_changed: bool,
+    /// Failures per resource or period, for the log.
+    pub errors: Vec<String>,
+}
+
+/// Reports usage of one offering.
+pub struct ReportProcessor {
+    offering: Arc<OfferingConfig>,
+    waldur: WaldurClient,
+    backend: BackendHandle,
+    clock: Arc<dyn Clock>,
+    tz: jiff::tz::TimeZone,
+    tz_name: String,
+}
+
+/// Existing Waldur records of one resource in one period.
+#[derive(Default)]
+struct Existing {
+    /// component type → (record uuid, amount); a type seen twice is marked.
+    totals: HashMap<String, Vec<(String, Option<f64>)>>,
+}
+
+/// Per-user amounts already in Waldur: usage record uuid → username → amount.
+type ExistingUsers = HashMap<String, HashMap<String, Option<f64>>>;
+
+struct PeriodContext<'a> {
+    month: Month,
+    past: bool,
+    date: String,
+    components: &'a BTreeSet<String>,
+    decreasing_ok: bool,
+    user_urls: &'a HashMap<String, String>,
+}
+
+enum TotalOutcome {
+    Written { new_types: bool },
+    Unchanged,
+    Refused(Vec<(String, f64, f64)>),
+    Skipped,
+}
+
+impl ReportProcessor {
+    /// A processor; `tz` is the configured IANA zone (validated at load).
+    pub fn new(
+        offering: Arc<OfferingConfig>,
+        waldur: WaldurClient,
+        backend: BackendHandle,
+        clock: Arc<dyn Clock>,
+        tz: &str,
+    ) -> Self {
+        Self {
+            offering,
+            waldur,
+            backend,
+            clock,
+            tz: jiff::tz::TimeZone::get(tz).unwrap_or(jiff::tz::TimeZone::UTC),
+            tz_name: tz.to_owned(),
+        }
+    }
+
+    /// One report cycle. Errors are Waldur or backend failures that stop the
+    /// whole cycle (listing, usage); per-resource failures are in the summary.
+    pub async fn run_cycle(&self) -> Result<ReportSummary, ReportError> {
+        let offering_uuid = &self.offering.offering_uuid;
+        let offering = self
+            .waldur
+            .provider_offering(offering_uuid, &["components"])
+            .await?;
+        let components: BTreeSet<String> = offering
+            .components
+            .iter()
+            .map(|c| c.component_type.clone())
+            .collect();
+        let resources: Vec<Resource> = self
+            .waldur
+            .resources(offering_uuid, &["OK", "Erred"], &RESOURCE_FIELDS)
+            .await?
+            .into_iter()
+            .filter(|r| !r.backend_id.is_empty())
+            .collect();
+        let mut summary = ReportSummary {
+            resources: resources.len(),
+            ..Default::default()
+        };
+        if resources.is_empty() {
+            return Ok(summary);
+        }
+        let decreasing_ok = self.backend.has(wire::Capability::DecreasingUsage).await?;
+        let historical = self.backend.has(wire::Capability::HistoricalUsage).await?;
+        let ids: Vec<String> = resources.iter().map(|r| r.backend_id.clone()).collect();
+        let user_urls = self.user_urls().await;
+
+        let start = Month::of(self.clock.now(), &self.tz);
+        for back in (0..self.offering.reporting.periods).rev() {
+            let month = start.minus(back);
+            let past = back > 0;
+            if past && !historical {
+                tracing::debug!(period = %month, "backend has no historical usage; past period skipped");
+                continue;
+            }
+            let usage = self.usage(&ids, past.then_some(month)).await?;
+            if !past && Month::of(self.clock.now(), &self.tz) != month {
+                tracing::warn!(period = %month, "the month changed while reading usage; the current period is reported next cycle");
+                summary.month_changed = true;
+                continue;
+            }
+            summary.periods.push(month.to_string());
+            let ctx = PeriodContext {
+                month,
+                past,
+                date: month.report_date(&self.tz),
+                components: &components,
+                decreasing_ok,
+                user_urls: &user_urls,
+            };
+            self.report_period(&ctx, &resources, usage, &mut summary)
+                .await?;
+        }
+        for key in &summary.unknown_components {
+            tracing::warn!(offering = %self.offering.name, component = %key, "the backend reports a component the offering does not define; add it with load-components");
+        }
+        Ok(summary)
+    }
+
+    /// Offering username → offering user URL, for `set_user_usages`.
+    async fn user_urls(&self) -> HashMap<String, String> {
+        match self
+            .waldur
+            .offering_users(&self.offering.offering_uuid)
+            .await
+        {
+            Ok(users) => users
+                .into_iter()
+                .filter_map(|u| Some((u.username.filter(|n| !n.is_empty())?, u.url)))
+                .filter(|(_, url)| !url.is_empty())
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "offering users unavailable; per-user usage is sent without user links");
+                HashMap::new()
+            }
+        }
+    }
+
+    async fn usage(
+        &self,
+        ids: &[String],
+        period: Option<Month>,
+    ) -> Result<HashMap<String, wire::ResourceUsage>, ReportError> {
+        let mut out = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(CHUNK) {
+            for r in self
+                .backend
+                .usage_report(chunk.to_vec(), period, &self.tz_name)
+                .await?
+            {
+                out.insert(r.backend_id.clone(), r);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn existing(
+        &self,
+        period: &str,
+    ) -> Result<(HashMap<String, Existing>, ExistingUsers), WaldurError> {
+        let offering = &self.offering.offering_uuid;
+        let records = self.waldur.component_usages(offering, period).await?;
+        let mut by_resource: HashMap<String, Existing> = HashMap::new();
+        for r in records {
+            by_resource
+                .entry(normalise_uuid(&r.resource_uuid))
+                .or_default()
+                .totals
+                .entry(r.component_type)
+                .or_default()
+                .push((normalise_uuid(&r.uuid), amount(&r.usage)));
+        }
+        let mut users: ExistingUsers = HashMap::new();
+        for u in self.waldur.component_user_usages(offering, period).await? {
+            users
+                .entry(u.parent_uuid())
+                .or_default()
+                .insert(u.username.clone(), amount(&u.usage));
+        }
+        Ok((by_resource, users))
+    }
+
+    async fn report_period(
+        &self,
+        ctx: &PeriodContext<'_>,
+        resources: &[Resource],
+        mut usage: HashMap<String, wire::ResourceUsage>,
+        summary: &mut ReportSummary,
+    ) -> Result<(), WaldurError> {
+        let period = ctx.month.billing_period();
+        let (mut existing, existing_users) = self.existing(&period).await?;
+        let limit = self.offering.reporting.concurrency.max(1);
+
+        // Totals.
+        let mut work: Vec<(&Resource, wire::ResourceUsage)> = Vec::with_capacity(resources.len());
+        for r in resources {
+            match usage.remove(&r.backend_id) {
+                Some(u) => work.push((r, u)),
+                // The backend has no such resource: the current month is
+                // reported as zero (as the original), a past one is skipped.
+                None if !ctx.past => {
+                    let zero = wire::ResourceUsage {
+                        backend_id: r.backend_id.clone(),
+                        total: ctx.components.iter().map(|c| (c.clone(), 0.0)).collect(),
+                        users: Vec::new(),
+                    };
+                    work.push((r, zero));
+                }
+                None => {}
+            }
+        }
+        for (_, u) in &work {
+            summary.unknown_components.extend(
+                u.total
+                    .keys()
+                    .filter(|k| !ctx.components.contains(*k))
+                    .cloned(),
+            );
+        }
+        let empty = Existing::default();
+        let outcomes: Vec<(usize, Result<TotalOutcome, WaldurError>)> =
+            futures::stream::iter(0..work.len())
+                .map(|i| {
+                    let (r, u) = &work[i];
+                    let ex = existing.get(&normalise_uuid(&r.uuid)).unwrap_or(&empty);
+                    async move { (i, self.write_total(ctx, r, u, ex).await) }
+                })
+                .buffer_unordered(limit)
+                .collect()
+                .await;
+        let mut refetch = false;
+        let mut refused: HashSet<usize> = HashSet::new();
+        for (i, outcome) in outcomes {
+            let r = work[i].0;
+            match outcome {
+                Ok(TotalOutcome::Written { new_types }) => {
+                    summary.totals_written += 1;
+                    refetch |= new_types;
+                }
+                Ok(TotalOutcome::Unchanged) => summary.totals_unchanged += 1,
+                Ok(TotalOutcome::Refused(list)) => {
+                    refused.insert(i);
+                    for (k, old, new) in list {
+                        tracing::error!(resource = %r.uuid, backend_id = %r.backend_id, component = %k, old, new, period = %period, "usage went down; refusing to overwrite billing data (advertise DECREASING_USAGE if this component may shrink)");
+                        summary
+                            .decreases_refused
+                            .push((r.uuid.clone(), k, old, new));
+                    }
+                }
+                Ok(TotalOutcome::Skipped) => {}
+                Err(e) => {
+                    refused.insert(i);
+                    summary
+                        .errors
+                        .push(format!("resource {} period {period}: {e}", r.uuid));
+                }
+            }
+        }
+
+        // Records created just now have UUIDs only Waldur knows.
+        if refetch {
+            existing = self.existing(&period).await?.0;
+        }
+
+        // Per-user amounts.
+        let user_work: Vec<(String, Vec<Value>)> = work
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !refused.contains(i))
+            .flat_map(|(_, (r, u))| {
+                let ex = existing.get(&normalise_uuid(&r.uuid));
+                user_batches(ctx, u, ex, &existing_users)
+            })
+            .collect();
+        let results: Vec<(String, Result<(), WaldurError>)> = futures::stream::iter(user_work)
+            .map(|(record, items)| async move {
+                let r = self.waldur.set_user_usages(&record, &items).await;
+                (record, r)
+            })
+            .buffer_unordered(limit)
+            .collect()
+            .await;
+        for (record, r) in results {
+            match r {
+                Ok(()) => summary.user_usages_written += 1,
+                Err(e) => summary
+                    .errors
+                    .push(format!("user usages of record {record}: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_total(
+        &self,
+        ctx: &PeriodContext<'_>,
+        r: &Resource,
+        u: &wire::ResourceUsage,
+        ex: &Existing,
+    ) -> Result<TotalOutcome, WaldurError> {
+        let totals: BTreeMap<&String, f64> = u
+            .total
+            .iter()
+            .filter(|(k, _)| ctx.components.contains(*k))
+            .filter_map(|(k, v)| {
+                if v.is_finite() && *v >= 0.0 {
+                    Some((k, round2(*v)))
+                } else {
+                    tracing::warn!(resource = %r.uuid, component = %k, value = v, "ignoring an invalid usage amount");
+                    None
+                }
+            })
+            .collect();
+        if totals.is_empty() {
+            return Ok(TotalOutcome::Skipped);
+        }
+        if unchanged(&totals, ex) {
+            return Ok(TotalOutcome::Unchanged);
+        }
+        if !ctx.decreasing_ok {
+            let mut refused = Vec::new();
+            for (k, new) in &totals {
+                let Some(records) = ex.totals.get(*k) else {
+                    continue;
+                };
+                let old = records.iter().filter_map(|(_, a)| *a).fold(0.0, f64::max);
+                if records.len() > 1 || *new < old - 1e-9 {
+                    refused.push(((*k).clone(), old, *new));
+                }
+            }
+            if !refused.is_empty() {
+                return Ok(TotalOutcome::Refused(refused));
+            }
+        }
+        let usages: Vec<(String, String)> = totals
+            .iter()
+            .map(|(k, v)| ((*k).clone(), format!("{v:.2}")))
+            .collect();
+        match self.waldur.set_usage(&r.uuid, &usages, &ctx.date).await {
+            Ok(()) => Ok(TotalOutcome::Written {
+                new_types: totals.keys().any(|k| !ex.totals.contains_key(*k)),
+            }),
+            Err(e) if ctx.past && e.status() == Some(400) => {
+                if e.to_string().contains("backfilling past billing periods") {
+                    tracing::info!(resource = %r.uuid, period = %ctx.month, "waldur refuses usage for past periods from this token; skipped");
+                } else {
+                    tracing::warn!(resource = %r.uuid, period = %ctx.month, error = %e, "past period refused; skipped");
+                }
+                Ok(TotalOutcome::Skipped)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Whether Waldur already holds exactly these totals: same component set,
+/// one record each, equal amounts.
+fn unchanged(totals: &BTreeMap<&String, f64>, ex: &Existing) -> bool {
+    if totals.len() != ex.totals.len() {
+        return false;
+    }
+    totals.iter().all(|(k, new)| match ex.totals.get(*k) {
+        Some(records) if records.len() == 1 => records[0].1.is_some_and(|old| close(old, *new)),
+        _ => false,
+    })
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-6_f64.max(1e-9 * a.abs().max(b.abs()))
+}
+
+/// Rounds to cents, as Waldur stores usage.
+pub fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+/// The `set_user_usages` calls one resource needs: per component record,
+/// every user's amount, sent only when one differs from Waldur's.
+fn user_batches(
+    ctx: &PeriodContext<'_>,
+    u: &wire::ResourceUsage,
+    ex: Option<&Existing>,
+    existing_users: &ExistingUsers,
+) -> Vec<(String, Vec<Value>)> {
+    let Some(ex) = ex else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (component, records) in &ex.totals {
+        if !ctx.components.contains(component) || records.len() != 1 {
+            continue;
+        }
+        let record = &records[0].0;
+        let known = existing_users.get(record);
+        let mut changed = false;
+        let items: Vec<Value> = u
+            .users
+            .iter()
+            .filter_map(|user| {
+                let v = *user.usage.get(component)?;
+                if !v.is_finite() || v < 0.0 {
+                    return None;
+                }
+                let v = round2(v);
+                let same = known
+                    .and_then(|k| k.get(&user.username))
+                    .and_then(|a| *a)
+                    .is_some_and(|old| close(old, v));
+                changed |= !same;
+                let mut item = json!({"username": user.username, "usage": format!("{v:.2}"), "date": ctx.date});
+                if let Some(url) = ctx.user_urls.get(&user.username) {
+                    item["user"] = Value::String(url.clone());
+                }
+                Some(item)
+            })
+            .collect();
+        if changed && !items.is_empty() {
+            out.push((record.clone(), items));
+        }
+    }
+    out
+}
+
+/// Why a report cycle stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// Waldur failed.
+    #[error("{0}")]
+    Waldur(#[from] WaldurError),
+    /// The backend failed.
+    #[error("{0}")]
+    Backend(#[from] BackendCallError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn existing(entries: &[(&str, &[f64])]) -> Existing {
+        let mut ex = Existing::default();
+        for (k, amounts) in entries {
+            ex.totals.insert(
+                (*k).to_owned(),
+                amounts.iter().map(|a| ("u".to_owned(), Some(*a))).collect(),
+            );
+        }
+        ex
+    }
+
+    #[test]
+    fn equal_totals_are_unchanged_and_any_difference_is_not() {
+        let cpu = "cpu".to_owned();
+        let mem = "mem".to_owned();
+        let totals = BTreeMap::from([(&cpu, 1.5), (&mem, 2.0)]);
+        assert!(unchanged(
+            &totals,
+            &existing(&[("cpu", &[1.5]), ("mem", &[2.0])])
+        ));
+        assert!(!unchanged(
+            &totals,
+            &existing(&[("cpu", &[1.5]), ("mem", &[2.01])])
+        ));
+        assert!(!unchanged(&totals, &existing(&[("cpu", &[1.5])])));
+        assert!(!unchanged(
+            &totals,
+            &existing(&[("cpu", &[1.5, 1.5]), ("mem", &[2.0])])
+        ));
+    }
+
+    #[test]
+    fn amounts_round_to_cents() {
+        assert_eq!(round2(1.005_1), 1.01);
+        assert_eq!(round2(2.0 / 3.0), 0.67);
+        assert_eq!(format!("{:.2}", round2(3.0)), "3.00");
+    }
+}

@@ -1,0 +1,166 @@
+//! Who should be on a resource: Waldur's project team joined with the
+//! offering's users, as backend `User`s. Shared by order post-processing and
+//! membership sync so both add exactly the same people.
+
+use std::collections::HashMap;
+
+use waldur_backend_proto::v1 as wire;
+
+use crate::waldur::types::{OfferingUser, TeamMember, offering_user_state};
+
+/// UUIDs compare equal with or without dashes, in any case.
+pub fn normalise_uuid(u: &str) -> String {
+    u.chars()
+        .filter(|c| *c != '-')
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// Offering users that have an account: state OK with a username, by
+/// normalised Waldur user UUID.
+pub fn usable_offering_users(users: &[OfferingUser]) -> HashMap<String, &OfferingUser> {
+    users
+        .iter()
+        .filter(|u| {
+            u.state == offering_user_state::OK
+                && !u.is_restricted
+                && u.username.as_deref().is_some_and(|n| !n.is_empty())
+        })
+        .map(|u| (normalise_uuid(&u.user_uuid), u))
+        .collect()
+}
+
+/// The exposed attributes of an offering user, as the backend receives them
+/// (core spec §6.2): `full_name` expands to full, first and last name;
+/// `username` is the key itself and is left out; unset values are omitted.
+pub fn user_attributes(ou: &OfferingUser, exposed: &[String]) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let mut put = |key: &str, value: Option<String>| {
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            out.insert(key.to_owned(), v);
+        }
+    };
+    for field in exposed {
+        match field.as_str() {
+            "username" => {}
+            "full_name" => {
+                put("full_name", Some(ou.user_full_name.clone()));
+                put("first_name", Some(ou.user_first_name.clone()));
+                put("last_name", Some(ou.user_last_name.clone()));
+            }
+            "email" => put("email", Some(ou.user_email.clone())),
+            other => {
+                let value = ou
+                    .extra
+                    .get(&format!("user_{other}"))
+                    .and_then(|v| match v {
+                        serde_json::Value::Null => None,
+                        serde_json::Value::String(s) => Some(s.clone()),
+                        serde_json::Value::Array(a) => Some(
+                            a.iter()
+                                .map(|x| x.as_str().map(str::to_owned).unwrap_or(x.to_string()))
+                                .collect::<Vec<_>>()
+                                .join(","),
+                        ),
+                        v => Some(v.to_string()),
+                    });
+                put(other, value);
+            }
+        }
+    }
+    out
+}
+
+/// Team members that have a usable offering user, as backend users, sorted
+/// and unique by username.
+pub fn team_users(
+    team: &[TeamMember],
+    offering_users: &HashMap<String, &OfferingUser>,
+    exposed: &[String],
+) -> Vec<wire::User> {
+    let mut users: Vec<wire::User> = team
+        .iter()
+        .filter_map(|m| {
+            let ou = offering_users.get(&normalise_uuid(&m.uuid))?;
+            Some(wire::User {
+                username: ou.username.clone().unwrap_or_default(),
+                user_uuid: m.uuid.clone(),
+                waldur_username: m.username.clone(),
+                email: m.email.clone().unwrap_or_default(),
+                full_name: m.full_name.clone(),
+                role: m.role.clone(),
+                attributes: user_attributes(ou, exposed),
+            })
+        })
+        .collect();
+    users.sort_by(|a, b| a.username.cmp(&b.username));
+    users.dedup_by(|a, b| a.username == b.username);
+    users
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ou(user: &str, username: Option<&str>, state: &str) -> OfferingUser {
+        OfferingUser {
+            uuid: format!("ou-{user}"),
+            user_uuid: user.into(),
+            username: username.map(str::to_owned),
+            state: state.into(),
+            user_full_name: "Ada Lovelace".into(),
+            user_first_name: "Ada".into(),
+            user_email: "ada@example.org".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_ok_offering_users_with_a_username_are_usable() {
+        let list = vec![
+            ou("a", Some("ada"), "OK"),
+            ou("b", None, "OK"),
+            ou("c", Some("cy"), "Creating"),
+        ];
+        let usable = usable_offering_users(&list);
+        assert_eq!(usable.len(), 1);
+        assert!(usable.contains_key("a"));
+    }
+
+    #[test]
+    fn team_members_without_an_account_are_left_out_and_names_are_unique() {
+        let list = vec![ou("A-1", Some("ada"), "OK")];
+        let usable = usable_offering_users(&list);
+        let member = |uuid: &str, role: &str| TeamMember {
+            uuid: uuid.into(),
+            username: "ada@uni".into(),
+            role: role.into(),
+            ..Default::default()
+        };
+        let users = team_users(
+            &[
+                member("a1", "PROJECT.MEMBER"),
+                member("A-1", "PROJECT.MANAGER"),
+                member("b", "PROJECT.MEMBER"),
+            ],
+            &usable,
+            &["email".into()],
+        );
+        assert_eq!(users.len(), 1);
+        assert_eq!(users[0].username, "ada");
+        assert_eq!(users[0].attributes["email"], "ada@example.org");
+    }
+
+    #[test]
+    fn full_name_expands_and_empty_values_are_omitted() {
+        let a = user_attributes(
+            &ou("a", Some("ada"), "OK"),
+            &["username".into(), "full_name".into(), "organization".into()],
+        );
+        assert_eq!(a["full_name"], "Ada Lovelace");
+        assert_eq!(a["first_name"], "Ada");
+        assert!(!a.contains_key("last_name"));
+        assert!(!a.contains_key("username"));
+        assert!(!a.contains_key("organization"));
+    }
+}
