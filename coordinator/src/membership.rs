@@ -226,11 +226,13 @@ impl MembershipProcessor {
             resources: resources.len(),
             ..Default::default()
         };
+        // Usernames first, even without resources: users waiting for an
+        // account must not wait for the first allocation.
+        let (cycle, usernames) = self.load_cycle().await?;
+        summary.usernames = usernames;
         if resources.is_empty() {
             return Ok(summary);
         }
-        let (cycle, usernames) = self.load_cycle().await?;
-        summary.usernames = usernames;
         let limit = self.offering.membership.concurrency.max(1);
         let results: Vec<(Resource, Result<ResourceOutcome, SyncError>)> =
             futures::stream::iter(resources)

@@ -289,6 +289,25 @@ impl SlurmBackend {
 
     /// Associations of one allocation account, or RESOURCE_NOT_FOUND when the
     /// account does not exist.
+    /// The access level the account's QoS stands for, in the swap model;
+    /// unknown (so the coordinator asks SetResourceAccess, which checks for
+    /// itself) in the enforcement model or for a QoS set by hand.
+    fn access_of(&self, qos: &str) -> Option<AccessLevel> {
+        if self.settings.qos_enforced() {
+            return None;
+        }
+        let s = &self.settings;
+        if s.qos_paused.as_deref() == Some(qos) {
+            Some(AccessLevel::Paused)
+        } else if s.qos_downscaled.as_deref() == Some(qos) {
+            Some(AccessLevel::Downscaled)
+        } else if s.qos_default == qos {
+            Some(AccessLevel::Full)
+        } else {
+            None
+        }
+    }
+
     async fn existing(&self, id: &str) -> BackendResult<Vec<Assoc>> {
         let rows = self.assocs(&[id.to_owned()]).await?;
         if Self::account_row(&rows, id).is_none() {
@@ -1026,6 +1045,7 @@ impl Backend for SlurmBackend {
             parent_id: row.parent.clone(),
             limits: self.waldur_limits(&row.grp_tres_mins),
             metadata,
+            access: self.access_of(&row.qos),
             users: rows
                 .iter()
                 .filter(|a| a.account == id && !a.user.is_empty())

@@ -9,9 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use waldur_backend_example::{ExampleBackend, ExampleSettings};
-use waldur_backend_sdk::{Bound, Registry};
+use waldur_backend_sdk::{Backend, Bound, Registry};
+use waldur_coordinator::backend::BackendHandle;
+use waldur_coordinator::clock::{Clock, ManualClock, SystemClock};
 use waldur_coordinator::config::Config;
+use waldur_coordinator::membership::MembershipSummary;
 use waldur_coordinator::orders::CycleReport;
+use waldur_coordinator::report::ReportSummary;
 use waldur_coordinator::runner::Coordinator;
 use waldur_coordinator::secret::MapEnv;
 use waldur_sim::{NewOrder, Scenario, Sim};
@@ -25,6 +29,9 @@ pub struct World {
     pub sim_addr: std::net::SocketAddr,
     pub scenario: Scenario,
     pub backend: ExampleBackend,
+    /// What the backend server hosts (the example backend unless started
+    /// with [`World::start_with`]).
+    pub served: Arc<dyn Backend>,
     pub server: Option<Bound>,
     pub port: u16,
     pub coordinator: Coordinator,
@@ -37,6 +44,10 @@ pub struct Options {
     pub expose_errors: bool,
     /// Authenticate with OIDC client credentials instead of a token.
     pub oidc: bool,
+    /// The coordinator's clock (default: the system clock).
+    pub clock: Option<ManualClock>,
+    /// The `tasks:` map of the offering.
+    pub tasks: &'static str,
 }
 
 impl Default for Options {
@@ -50,6 +61,8 @@ impl Default for Options {
             waldur_timeout_seconds: 5,
             expose_errors: true,
             oidc: false,
+            clock: None,
+            tasks: "{orders: true, report: true, membership: true}",
         }
     }
 }
@@ -77,19 +90,44 @@ fn write_pki(dir: &Path) {
     pki::write(dir, "client", &client).unwrap();
 }
 
-pub async fn start_backend(dir: &Path, port: u16, backend: ExampleBackend) -> Bound {
+pub async fn start_backend(dir: &Path, port: u16, backend: Arc<dyn Backend>) -> Bound {
     let config = format!(
         "version: 1\nlisten: 127.0.0.1:{port}\ntls:\n  ca: {0}/ca.pem\n  cert: {0}/server.pem\n  key: {0}/server.key\n  allowed_clients: [coordinator.test]\ninstances:\n  - name: hpc\n    type: example\n",
         dir.display()
     );
     let config = waldur_backend_sdk::config::ServerConfig::parse(&config, Path::new("t")).unwrap();
-    waldur_backend_sdk::spawn(&config, Registry::single("hpc", Arc::new(backend)).unwrap())
+    waldur_backend_sdk::spawn(&config, Registry::single("hpc", backend).unwrap())
         .await
         .unwrap()
 }
 
+pub fn build_coordinator(config: &Config, env: &MapEnv, clock: Option<ManualClock>) -> Coordinator {
+    let mut backends = BTreeMap::new();
+    for (name, b) in &config.backends {
+        backends.insert(
+            name.clone(),
+            BackendHandle::remote(name, b, &config.timeouts).unwrap(),
+        );
+    }
+    let clock: Arc<dyn Clock> = match clock {
+        Some(c) => Arc::new(c),
+        None => Arc::new(SystemClock),
+    };
+    Coordinator::with_backends(config, env, backends, clock).unwrap()
+}
+
 impl World {
     pub async fn start(options: Options) -> Self {
+        let backend = ExampleBackend::new(options.settings.clone());
+        Self::start_with(options, backend.clone(), Arc::new(backend)).await
+    }
+
+    /// A world whose backend server hosts `served`.
+    pub async fn start_with(
+        options: Options,
+        backend: ExampleBackend,
+        served: Arc<dyn Backend>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         write_pki(dir.path());
         let sim = Sim::new(TOKEN);
@@ -102,13 +140,12 @@ impl World {
                 ("carol", "PROJECT.MEMBER", None),
             ],
         );
-        let backend = ExampleBackend::new(options.settings);
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let server = start_backend(dir.path(), port, backend.clone()).await;
+        let server = start_backend(dir.path(), port, served.clone()).await;
         let config = format!(
             r#"
 version: 1
@@ -127,7 +164,8 @@ offerings:
     waldur:
       api_url: http://{sim_addr}/api/
       {auth}
-    backends: {{orders: hpc}}
+    backends: {{orders: hpc, report: hpc, membership: hpc}}
+    tasks: {tasks}
 {extra}
 "#,
             expose = options.expose_errors,
@@ -135,6 +173,7 @@ offerings:
             d = dir.path().display(),
             offering = scenario.offering_uuid,
             extra = options.extra_offering_config,
+            tasks = options.tasks,
             auth = if options.oidc {
                 format!(
                     "oidc: {{token_url: 'http://{sim_addr}/oidc/token', client_id: site-agent, client_secret_env: OIDC_SECRET}}"
@@ -148,13 +187,14 @@ offerings:
         }
         let env = MapEnv::from([("WALDUR_TOKEN", TOKEN), ("OIDC_SECRET", "oidc-secret")]);
         let config = Config::parse(&config, Path::new("coordinator.yaml"), &env).unwrap();
-        let coordinator = Coordinator::build(&config, &env).unwrap();
+        let coordinator = build_coordinator(&config, &env, options.clock.clone());
         Self {
             dir,
             sim,
             sim_addr,
             scenario,
             backend,
+            served,
             server: Some(server),
             port,
             coordinator,
@@ -207,6 +247,53 @@ offerings:
         }
     }
 
+    pub async fn report(&self) -> ReportSummary {
+        let mut results = self.coordinator.report_once().await;
+        results.pop().unwrap().1.expect("report cycle")
+    }
+
+    pub async fn membership(&self) -> MembershipSummary {
+        let mut results = self.coordinator.sync_membership_once().await;
+        results.pop().unwrap().1.expect("membership cycle")
+    }
+
+    /// Creates a resource through a Create order and returns (resource
+    /// uuid, backend id).
+    pub async fn provisioned(&self, name: &str) -> (String, String) {
+        self.provisioned_with(
+            name,
+            BTreeMap::from([("cpu".into(), 5), ("storage".into(), 50)]),
+        )
+        .await
+    }
+
+    /// As [`World::provisioned`], with these limits.
+    pub async fn provisioned_with(
+        &self,
+        name: &str,
+        limits: BTreeMap<String, i64>,
+    ) -> (String, String) {
+        let created = self
+            .sim
+            .create_order(NewOrder {
+                order_type: "Create".into(),
+                state: "executing".into(),
+                offering_uuid: self.scenario.offering_uuid.clone(),
+                project_uuid: self.scenario.project_uuid.clone(),
+                name: name.into(),
+                limits,
+                ..Default::default()
+            })
+            .unwrap();
+        self.until_state(&created.order_uuid, "done").await;
+        let backend_id = self
+            .sim
+            .resource(&created.resource_uuid)
+            .unwrap()
+            .backend_id;
+        (created.resource_uuid, backend_id)
+    }
+
     pub async fn stop_backend(&mut self) {
         if let Some(s) = self.server.take() {
             s.shutdown().await.unwrap();
@@ -214,6 +301,6 @@ offerings:
     }
 
     pub async fn restart_backend(&mut self) {
-        self.server = Some(start_backend(self.dir.path(), self.port, self.backend.clone()).await);
+        self.server = Some(start_backend(self.dir.path(), self.port, self.served.clone()).await);
     }
 }

@@ -1,6 +1,7 @@
 //! HTTP: the Waldur API under `/api/` and the control API under `/_sim/`.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use axum::Router;
@@ -10,7 +11,10 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use crate::world::{Refusal, World, new_uuid, norm};
+use crate::world::{
+    ComponentUsage, Listed, Refusal, UsageItem, UserUsage, World, by_uuid, new_uuid, norm, uuid_eq,
+    uuid_in, uuids,
+};
 use crate::{Call, Fault, NewOrder, Sim};
 
 pub(crate) fn router(sim: Sim) -> Router {
@@ -40,6 +44,7 @@ fn refusal(r: Refusal) -> (StatusCode, Value) {
             &format!("No {what} matches the given query."),
         ),
         Refusal::Invalid(why) => detail(StatusCode::BAD_REQUEST, &why),
+        Refusal::InvalidBody(body) => (StatusCode::BAD_REQUEST, body),
     }
 }
 
@@ -145,7 +150,7 @@ async fn handle(
         let (s, v) = detail(StatusCode::UNAUTHORIZED, "Invalid token.");
         (s, v, Vec::new())
     } else {
-        let mut world = sim.world();
+        let mut world = sim.world_untouched();
         api(&mut world, &method, &segments, &params, body_json.as_ref())
     };
     record(
@@ -234,8 +239,8 @@ fn sparse(value: Value, params: &Params) -> Value {
 
 type ApiAnswer = (StatusCode, Value, Vec<(&'static str, String)>);
 
-/// A paginated list answer with `Link` and `x-result-count`.
-fn page(items: Vec<Value>, params: &Params, path: &str) -> ApiAnswer {
+/// The page number (from 1) and size of a list request.
+fn window(params: &Params) -> (usize, usize) {
     let size: usize = param(params, "page_size")
         .and_then(|s| s.parse().ok())
         .unwrap_or(10)
@@ -244,15 +249,23 @@ fn page(items: Vec<Value>, params: &Params, path: &str) -> ApiAnswer {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1)
         .max(1);
-    let total = items.len();
-    let chunk: Vec<Value> = items
-        .into_iter()
-        .skip((page - 1) * size)
-        .take(size)
-        .map(|v| sparse(v, params))
-        .collect();
+    (page, size)
+}
+
+/// The slice of `items` on the requested page.
+fn on_page<'a, T>(items: &'a [T], params: &Params) -> &'a [T] {
+    let (page, size) = window(params);
+    let start = (page - 1).saturating_mul(size).min(items.len());
+    let end = start.saturating_add(size).min(items.len());
+    items.get(start..end).unwrap_or(&[])
+}
+
+/// A list answer: one page of values with `Link` and `x-result-count`.
+fn list_answer(values: Vec<Value>, total: usize, params: &Params, path: &str) -> ApiAnswer {
+    let (page, size) = window(params);
+    let chunk: Vec<Value> = values.into_iter().map(|v| sparse(v, params)).collect();
     let mut headers = vec![("x-result-count", total.to_string())];
-    if page * size < total {
+    if page.saturating_mul(size) < total {
         let mut q = url::form_urlencoded::Serializer::new(String::new());
         for (k, v) in params.iter().filter(|(k, _)| k != "page") {
             q.append_pair(k, v);
@@ -264,6 +277,83 @@ fn page(items: Vec<Value>, params: &Params, path: &str) -> ApiAnswer {
         ));
     }
     (StatusCode::OK, Value::Array(chunk), headers)
+}
+
+/// A paginated list answer: `items` are the filtered records; JSON is built
+/// for the returned page only.
+fn page<T>(items: Vec<T>, params: &Params, path: &str, to_json: impl Fn(&T) -> Value) -> ApiAnswer {
+    let values = on_page(&items, params).iter().map(to_json).collect();
+    list_answer(values, items.len(), params, path)
+}
+
+/// A list answer from cached positions of a map's matching records.
+fn page_at<T>(
+    map: &BTreeMap<String, T>,
+    positions: &[(u32, u32)],
+    params: &Params,
+    path: &str,
+    to_json: impl Fn(&T) -> Value,
+) -> ApiAnswer {
+    let values = at_positions(map, on_page(positions, params))
+        .into_iter()
+        .map(|(_, v)| to_json(v))
+        .collect();
+    list_answer(values, positions.len(), params, path)
+}
+
+/// The records of a map at ascending positions, with their second
+/// position (walking the map, which touches no record's strings).
+fn at_positions<'a, T>(
+    map: &'a BTreeMap<String, T>,
+    positions: &[(u32, u32)],
+) -> Vec<(u32, &'a T)> {
+    let mut out = Vec::with_capacity(positions.len());
+    let mut it = map.values();
+    let mut next = 0usize;
+    let mut last: Option<(usize, &T)> = None;
+    for &(p, sub) in positions {
+        let p = p as usize;
+        let record = match last {
+            Some((at, v)) if at == p => Some(v),
+            _ if p >= next => {
+                let v = it.nth(p - next);
+                next = p + 1;
+                v
+            }
+            _ => map.values().nth(p),
+        };
+        if let Some(v) = record {
+            last = Some((p, v));
+            out.push((sub, v));
+        }
+    }
+    out
+}
+
+/// Positions of an iterator's items passing `keep`.
+fn positions_of<T>(items: impl Iterator<Item = T>, keep: impl Fn(&T) -> bool) -> Vec<(u32, u32)> {
+    items
+        .enumerate()
+        .filter(|(_, t)| keep(t))
+        .map(|(i, _)| (u32::try_from(i).unwrap_or(u32::MAX), 0))
+        .collect()
+}
+
+/// The cache key of a list query: its collection and filters.
+fn query_key(path: &str, params: &Params) -> String {
+    let mut filters: Vec<&(String, String)> = params
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "page" | "page_size" | "field"))
+        .collect();
+    filters.sort();
+    let mut key = path.to_owned();
+    for (k, v) in filters {
+        key.push('&');
+        key.push_str(k);
+        key.push('=');
+        key.push_str(v);
+    }
+    key
 }
 
 fn ok(v: Value) -> ApiAnswer {
@@ -282,7 +372,7 @@ fn str_field<'a>(body: Option<&'a Value>, name: &str) -> Option<&'a str> {
     body.and_then(|b| b.get(name)).and_then(Value::as_str)
 }
 
-fn api(
+pub(crate) fn api(
     w: &mut World,
     method: &Method,
     seg: &[&str],
@@ -290,13 +380,32 @@ fn api(
     body: Option<&Value>,
 ) -> ApiAnswer {
     let m = method.as_str();
+    if m != "GET" {
+        // What the call may change, for the list cache.
+        let touched: &[Listed] = match seg.first().copied().unwrap_or("") {
+            "marketplace-offering-users" => &[Listed::OfferingUsers],
+            "marketplace-component-usages" => &[Listed::Usages, Listed::UserUsages],
+            "marketplace-provider-resources" | "marketplace-orders" => &[Listed::Resources],
+            "marketplace-provider-offerings"
+            | "marketplace-site-agent-identities"
+            | "marketplace-site-agent-services"
+            | "event-subscriptions" => &[],
+            _ => &[
+                Listed::OfferingUsers,
+                Listed::Resources,
+                Listed::Usages,
+                Listed::UserUsages,
+            ],
+        };
+        for which in touched {
+            w.touch_listed(*which);
+        }
+    }
+    w.reindex();
     let result: Result<ApiAnswer, Refusal> = (|| {
         Ok(match (m, seg) {
             ("GET", ["version"]) => ok(json!({"version": "8.0.5"})),
-            ("GET", ["users", "me"]) => ok(sparse(
-                json!({"uuid": SIM_USER_UUID, "username": "site-agent", "full_name": "Site Agent", "is_staff": false, "permissions": []}),
-                params,
-            )),
+            ("GET", ["users", "me"]) => ok(sparse(me_json(w), params)),
 
             // ------------------------------------------------------ orders
             ("GET", ["marketplace-orders"]) => {
@@ -308,12 +417,11 @@ fn api(
                     .filter(|o| {
                         offering
                             .as_ref()
-                            .is_none_or(|f| norm(&o.offering_uuid) == *f)
+                            .is_none_or(|f| uuid_eq(&o.offering_uuid, f))
                     })
                     .filter(|o| states.is_empty() || states.contains(&o.state.as_str()))
-                    .map(|o| w.order_json(o))
                     .collect();
-                page(items, params, "marketplace-orders/")
+                page(items, params, "marketplace-orders/", |o| w.order_json(o))
             }
             ("GET", ["marketplace-orders", id]) => {
                 let o = w
@@ -358,24 +466,20 @@ fn api(
 
             // --------------------------------------------------- resources
             ("GET", ["marketplace-provider-resources"]) => {
-                let offerings: Vec<String> = params_all(params, "offering_uuid")
-                    .into_iter()
-                    .map(norm)
-                    .collect();
-                let projects: Vec<String> = params_all(params, "project_uuid")
-                    .into_iter()
-                    .map(norm)
-                    .collect();
+                let path = "marketplace-provider-resources/";
+                let offerings = uuids(&params_all(params, "offering_uuid"));
+                let projects = uuids(&params_all(params, "project_uuid"));
                 let states = params_all(params, "state");
-                let items = w
-                    .resources
-                    .values()
-                    .filter(|r| offerings.is_empty() || offerings.contains(&norm(&r.offering_uuid)))
-                    .filter(|r| projects.is_empty() || projects.contains(&norm(&r.project_uuid)))
-                    .filter(|r| states.is_empty() || states.contains(&r.state.as_str()))
-                    .map(|r| w.resource_json(r))
-                    .collect();
-                page(items, params, "marketplace-provider-resources/")
+                let positions = w.list_positions(Listed::Resources, query_key(path, params), |w| {
+                    positions_of(w.resources.values(), |r| {
+                        (states.is_empty() || states.contains(&r.state.as_str()))
+                            && uuid_in(&offerings, &r.offering_uuid)
+                            && uuid_in(&projects, &r.project_uuid)
+                    })
+                });
+                page_at(&w.resources, &positions, params, path, |r| {
+                    w.resource_json(r)
+                })
             }
             ("GET", ["marketplace-provider-resources", id]) => {
                 let r = w
@@ -390,6 +494,33 @@ fn api(
                     .get(&norm(id))
                     .ok_or_else(|| Refusal::NotFound("resource".into()))?;
                 ok(Value::Array(w.team_json(r)))
+            }
+            (
+                "POST",
+                [
+                    "marketplace-provider-resources",
+                    id,
+                    "set_membership_sync_statuses",
+                ],
+            ) => {
+                let key = w.resource_mut(id)?.uuid.clone();
+                let statuses = body
+                    .and_then(|b| b.get("statuses"))
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .ok_or_else(|| Refusal::Invalid("statuses: This field is required.".into()))?;
+                for s in &statuses {
+                    for field in ["username", "scope_type", "role_name", "state"] {
+                        if s.get(field).and_then(Value::as_str).is_none() {
+                            return Err(Refusal::Invalid(format!(
+                                "statuses.{field}: This field is required."
+                            )));
+                        }
+                    }
+                }
+                let stored = statuses.len();
+                w.membership_statuses.insert(key, statuses);
+                ok(json!({"stored": stored, "skipped": []}))
             }
             ("POST", ["marketplace-provider-resources", id, action]) => {
                 let r = w.resource_mut(id)?;
@@ -489,6 +620,115 @@ fn api(
                 });
                 ok(json!({"is_unique": !taken}))
             }
+            (
+                "GET",
+                [
+                    "marketplace-provider-offerings",
+                    id,
+                    "user-attribute-config",
+                ],
+            ) => {
+                let o = by_uuid(&w.offerings, id)
+                    .ok_or_else(|| Refusal::NotFound("offering".into()))?;
+                ok(attribute_config_json(o))
+            }
+            (
+                "POST",
+                [
+                    "marketplace-provider-offerings",
+                    id,
+                    "create_offering_component",
+                ],
+            ) => {
+                let component = component_request(body, false)?;
+                let o = w
+                    .offerings
+                    .get_mut(&norm(id))
+                    .ok_or_else(|| Refusal::NotFound("offering".into()))?;
+                if o.components.iter().any(|c| c["type"] == component["type"]) {
+                    return Err(Refusal::Invalid(format!(
+                        "Offering component with type {} already exists.",
+                        component["type"]
+                    )));
+                }
+                let mut component = component;
+                if let Value::Object(c) = &mut component {
+                    c.insert("uuid".into(), new_uuid().into());
+                }
+                o.components.push(component);
+                (StatusCode::CREATED, Value::Null, Vec::new())
+            }
+            (
+                "POST",
+                [
+                    "marketplace-provider-offerings",
+                    id,
+                    "update_offering_component",
+                ],
+            ) => {
+                let update = component_request(body, true)?;
+                let wanted = norm(update["uuid"].as_str().unwrap_or(""));
+                let o = w
+                    .offerings
+                    .get_mut(&norm(id))
+                    .ok_or_else(|| Refusal::NotFound("offering".into()))?;
+                let index = o
+                    .components
+                    .iter()
+                    .position(|c| c["uuid"].as_str().is_some_and(|u| uuid_eq(u, &wanted)))
+                    .ok_or_else(|| Refusal::NotFound("offering component".into()))?;
+                if o.components
+                    .iter()
+                    .enumerate()
+                    .any(|(i, c)| i != index && c["type"] == update["type"])
+                {
+                    return Err(Refusal::Invalid(format!(
+                        "Offering component with type {} already exists.",
+                        update["type"]
+                    )));
+                }
+                if let (Some(Value::Object(c)), Value::Object(u)) =
+                    (o.components.get_mut(index), update)
+                {
+                    for (k, v) in u {
+                        if k != "uuid" {
+                            c.insert(k, v);
+                        }
+                    }
+                }
+                ok(Value::Null)
+            }
+            (
+                "GET",
+                [
+                    "marketplace-provider-offerings",
+                    id,
+                    kind @ ("list_project_service_accounts" | "list_course_accounts"),
+                ],
+            ) => {
+                if by_uuid(&w.offerings, id).is_none() {
+                    return Err(Refusal::NotFound("offering".into()));
+                }
+                let course = *kind == "list_course_accounts";
+                let projects = w.offering_projects(id);
+                let project = param(params, "project_uuid").map(norm);
+                let accounts = if course {
+                    &w.course_accounts
+                } else {
+                    &w.service_accounts
+                };
+                let items = accounts
+                    .values()
+                    .filter(|a| projects.contains(&norm(&a.project_uuid)))
+                    .filter(|a| project.as_ref().is_none_or(|p| uuid_eq(&a.project_uuid, p)))
+                    .collect();
+                page(
+                    items,
+                    params,
+                    &format!("marketplace-provider-offerings/{id}/{kind}/"),
+                    |a| w.account_json(a, course),
+                )
+            }
             ("GET", ["marketplace-service-providers"]) => {
                 let customer = param(params, "customer_uuid").map(norm);
                 let items = w
@@ -497,11 +737,15 @@ fn api(
                     .filter(|s| {
                         customer
                             .as_ref()
-                            .is_none_or(|c| norm(&s.customer_uuid) == *c)
+                            .is_none_or(|c| uuid_eq(&s.customer_uuid, c))
                     })
-                    .map(|s| json!({"uuid": s.uuid, "customer_uuid": s.customer_uuid}))
                     .collect();
-                page(items, params, "marketplace-service-providers/")
+                page(
+                    items,
+                    params,
+                    "marketplace-service-providers/",
+                    |s| json!({"uuid": s.uuid, "customer_uuid": s.customer_uuid}),
+                )
             }
             ("GET", ["marketplace-service-providers", id, "keys"]) => {
                 let sp = w
@@ -530,14 +774,69 @@ fn api(
                     .map(norm)
                     .collect();
                 let states = params_all(params, "state");
-                let items = w
-                    .offering_users
-                    .values()
-                    .filter(|u| offerings.is_empty() || offerings.contains(&norm(&u.offering_uuid)))
-                    .filter(|u| states.is_empty() || states.contains(&u.state.as_str()))
-                    .map(|u| w.offering_user_json(u))
-                    .collect();
-                page(items, params, "marketplace-offering-users/")
+                let user = param(params, "user_uuid").map(norm);
+                let restricted = match param(params, "is_restricted") {
+                    None => None,
+                    Some(v) => Some(parse_bool(v).ok_or_else(|| {
+                        Refusal::Invalid("is_restricted: Enter a valid boolean.".into())
+                    })?),
+                };
+                if let (Some(user), [offering]) = (&user, offerings.as_slice()) {
+                    // One user of one offering: the index.
+                    let items: Vec<_> = w
+                        .offering_user_of(offering, user)
+                        .into_iter()
+                        .filter(|u| states.is_empty() || states.contains(&u.state.as_str()))
+                        .filter(|u| restricted.is_none_or(|r| u.is_restricted == r))
+                        .collect();
+                    return Ok(page(items, params, "marketplace-offering-users/", |u| {
+                        w.offering_user_json(u)
+                    }));
+                }
+                let path = "marketplace-offering-users/";
+                let offerings = uuids(&params_all(params, "offering_uuid"));
+                let users = uuids(&params_all(params, "user_uuid"));
+                let positions =
+                    w.list_positions(Listed::OfferingUsers, query_key(path, params), |w| {
+                        positions_of(w.offering_users.values(), |u| {
+                            restricted.is_none_or(|x| u.is_restricted == x)
+                                && uuid_in(&offerings, &u.offering_uuid)
+                                && uuid_in(&users, &u.user_uuid)
+                                && (states.is_empty() || states.contains(&u.state.as_str()))
+                        })
+                    });
+                page_at(&w.offering_users, &positions, params, path, |u| {
+                    w.offering_user_json(u)
+                })
+            }
+            ("GET", ["marketplace-offering-users", id]) => {
+                let ou = by_uuid(&w.offering_users, id)
+                    .ok_or_else(|| Refusal::NotFound("offering user".into()))?;
+                ok(sparse(w.offering_user_json(ou), params))
+            }
+            ("PATCH", ["marketplace-offering-users", id]) => {
+                if let Some(v) = body.and_then(|b| b.get("username")) {
+                    let username = match v {
+                        Value::Null => None,
+                        Value::String(s) => Some(s.as_str()),
+                        _ => {
+                            return Err(Refusal::Invalid("username: Not a valid string.".into()));
+                        }
+                    };
+                    w.set_offering_username(id, username)?;
+                }
+                let ou = by_uuid(&w.offering_users, id)
+                    .ok_or_else(|| Refusal::NotFound("offering user".into()))?;
+                ok(w.offering_user_json(ou))
+            }
+            ("POST", ["marketplace-offering-users", id, action]) => {
+                w.offering_user_action(
+                    id,
+                    action,
+                    str_field(body, "comment").unwrap_or(""),
+                    str_field(body, "comment_url").unwrap_or(""),
+                )?;
+                ok(Value::Null)
             }
 
             // ------------------------------------------- agent identities
@@ -547,9 +846,10 @@ fn api(
                     .identities
                     .values()
                     .filter(|i| name.is_none_or(|n| i.name == n))
-                    .map(identity_json)
                     .collect();
-                page(items, params, "marketplace-site-agent-identities/")
+                page(items, params, "marketplace-site-agent-identities/", |i| {
+                    identity_json(i)
+                })
             }
             ("POST", ["marketplace-site-agent-identities"]) => {
                 let name = str_field(body, "name")
@@ -636,89 +936,147 @@ fn api(
             }
             // ------------------------------------------------------- usage
             ("GET", ["marketplace-component-usages"]) => {
-                let resource = param(params, "resource_uuid").map(norm);
-                let period = param(params, "billing_period");
-                let items = w
-                    .usages
-                    .values()
-                    .filter(|u| {
-                        resource
-                            .as_ref()
-                            .is_none_or(|r| norm(&u.resource_uuid) == *r)
-                    })
-                    .filter(|u| period.is_none_or(|p| u.billing_period == p))
-                    .map(|u| w.usage_json(u))
-                    .collect();
-                page(items, params, "marketplace-component-usages/")
+                let kind = param(params, "type");
+                if let Some(resource) = param(params, "resource_uuid") {
+                    let offering = offering_resources(w, param(params, "offering_uuid"));
+                    let items = w
+                        .resource_usages(resource, param(params, "billing_period"))
+                        .into_iter()
+                        .filter(|u| kind.is_none_or(|k| u.component_type == k))
+                        .filter(|u| in_set(&offering, &u.resource_uuid))
+                        .collect();
+                    return Ok(page(items, params, "marketplace-component-usages/", |u| {
+                        w.usage_json(u)
+                    }));
+                }
+                let path = "marketplace-component-usages/";
+                let positions = w.list_positions(Listed::Usages, query_key(path, params), |w| {
+                    let filter = UsageFilter::new(w, params, "billing_period");
+                    positions_of(w.usages.values(), |u| filter.keeps(u))
+                });
+                page_at(&w.usages, &positions, params, path, |u| w.usage_json(u))
+            }
+            ("GET", ["marketplace-component-usages", id]) => {
+                let u = by_uuid(&w.usages, id)
+                    .ok_or_else(|| Refusal::NotFound("component usage".into()))?;
+                ok(sparse(w.usage_json(u), params))
             }
             ("POST", ["marketplace-component-usages", "set_usage"]) => {
                 let resource = str_field(body, "resource")
                     .ok_or_else(|| Refusal::Invalid("resource: This field is required.".into()))?;
-                let resource = norm(resource);
-                if !w.resources.contains_key(&resource) {
-                    return Err(Refusal::Invalid("resource: object does not exist.".into()));
-                }
                 let date = str_field(body, "date")
                     .map(str::to_owned)
                     .unwrap_or_else(|| jiff::Timestamp::now().to_string());
-                let period = format!("{}-01", date.get(..7).unwrap_or("1970-01"));
-                let items = body
+                let raw = body
                     .and_then(|b| b.get("usages"))
                     .and_then(Value::as_array)
-                    .cloned()
                     .ok_or_else(|| Refusal::Invalid("usages: This field is required.".into()))?;
-                for item in items {
+                let mut items = Vec::with_capacity(raw.len());
+                for item in raw {
                     let kind = item["type"]
                         .as_str()
+                        .filter(|k| !k.is_empty())
                         .ok_or_else(|| Refusal::Invalid("usages.type: required".into()))?;
                     let amount = decimal(&item["amount"]).ok_or_else(|| {
                         Refusal::Invalid("usages.amount: a decimal is required".into())
                     })?;
-                    let existing = w.usages.values_mut().find(|u| {
-                        u.resource_uuid == resource
-                            && u.component_type == kind
-                            && u.billing_period == period
+                    items.push(UsageItem {
+                        component_type: kind.to_owned(),
+                        amount,
+                        description: item["description"].as_str().unwrap_or("").to_owned(),
                     });
-                    match existing {
-                        Some(u) => {
-                            u.usage = amount;
-                            u.date = date.clone();
-                        }
-                        None => {
-                            let u = crate::world::ComponentUsage {
-                                uuid: new_uuid(),
-                                resource_uuid: resource.clone(),
-                                component_type: kind.to_owned(),
-                                usage: amount,
-                                date: date.clone(),
-                                billing_period: period.clone(),
-                                description: item["description"].as_str().unwrap_or("").to_owned(),
-                                user_usages: BTreeMap::new(),
-                            };
-                            w.usages.insert(u.uuid.clone(), u);
-                        }
-                    }
                 }
+                w.set_usage(resource, &date, &items)?;
                 (StatusCode::CREATED, Value::Null, Vec::new())
             }
             ("POST", ["marketplace-component-usages", id, "set_user_usages"]) => {
-                let u = w
-                    .usages
-                    .get_mut(&norm(id))
-                    .ok_or_else(|| Refusal::NotFound("component usage".into()))?;
-                let items = body
+                let raw = body
                     .and_then(|b| b.get("usages"))
                     .and_then(Value::as_array)
-                    .cloned()
                     .ok_or_else(|| Refusal::Invalid("usages: This field is required.".into()))?;
-                for item in items {
-                    let username = item["username"]
-                        .as_str()
-                        .ok_or_else(|| Refusal::Invalid("usages.username: required".into()))?;
-                    let amount = decimal(&item["usage"]).unwrap_or_else(|| "0.00".into());
-                    u.user_usages.insert(username.to_owned(), amount);
-                }
+                let items = raw
+                    .iter()
+                    .map(user_usage_item)
+                    .collect::<Result<Vec<_>, _>>()?;
+                w.set_user_usages(id, items)?;
                 (StatusCode::CREATED, Value::Null, Vec::new())
+            }
+            ("POST", ["marketplace-component-usages", id, "set_user_usage"]) => {
+                let item = user_usage_item(body.unwrap_or(&Value::Null))?;
+                w.set_user_usages(id, vec![item])?;
+                (StatusCode::CREATED, Value::Null, Vec::new())
+            }
+            ("GET", ["marketplace-component-user-usages"]) => {
+                let kind = param(params, "type").or_else(|| param(params, "component_type"));
+                let username = param(params, "username");
+                let period_param = if param(params, "component_usage__billing_period").is_some() {
+                    "component_usage__billing_period"
+                } else {
+                    "component_usage_billing_period"
+                };
+                let path = "marketplace-component-user-usages/";
+                if let Some(resource) = param(params, "resource_uuid") {
+                    let offering = offering_resources(w, param(params, "offering_uuid"));
+                    let items: Vec<(&ComponentUsage, &String, &UserUsage)> = w
+                        .resource_usages(resource, param(params, period_param))
+                        .into_iter()
+                        .filter(|u| kind.is_none_or(|k| u.component_type == k))
+                        .filter(|u| in_set(&offering, &u.resource_uuid))
+                        .flat_map(|u| {
+                            u.user_usages
+                                .iter()
+                                .filter(|(name, _)| username.is_none_or(|n| n == name.as_str()))
+                                .map(move |(name, uu)| (u, name, uu))
+                        })
+                        .collect();
+                    return Ok(page(items, params, path, |(u, name, uu)| {
+                        w.user_usage_json(u, name, uu)
+                    }));
+                }
+                let positions =
+                    w.list_positions(Listed::UserUsages, query_key(path, params), |w| {
+                        let filter = UsageFilter::new(w, params, period_param);
+                        let mut out = Vec::new();
+                        for (i, u) in w.usages.values().enumerate() {
+                            if u.user_usages.is_empty() || !filter.keeps(u) {
+                                continue;
+                            }
+                            let i = u32::try_from(i).unwrap_or(u32::MAX);
+                            for (j, name) in u.user_usages.keys().enumerate() {
+                                if username.is_none_or(|n| n == name.as_str()) {
+                                    out.push((i, u32::try_from(j).unwrap_or(u32::MAX)));
+                                }
+                            }
+                        }
+                        out
+                    });
+                let values = at_positions(&w.usages, on_page(&positions, params))
+                    .into_iter()
+                    .filter_map(|(j, u)| {
+                        let (name, uu) = u.user_usages.iter().nth(j as usize)?;
+                        Some(w.user_usage_json(u, name, uu))
+                    })
+                    .collect();
+                list_answer(values, positions.len(), params, path)
+            }
+            ("GET", ["component-user-usage-limits"]) => {
+                let resource = param(params, "resource_uuid").map(norm);
+                let offering = offering_resources(w, param(params, "offering_uuid"));
+                let username = param(params, "username");
+                let kind = param(params, "component_type");
+                let candidates: Vec<&crate::world::UserLimit> = match &resource {
+                    Some(r) => w.resource_user_limits(r),
+                    None => w.user_limits.values().collect(),
+                };
+                let items = candidates
+                    .into_iter()
+                    .filter(|l| username.is_none_or(|n| l.username == n))
+                    .filter(|l| kind.is_none_or(|k| l.component_type == k))
+                    .filter(|l| in_set(&offering, &l.resource_uuid))
+                    .collect();
+                page(items, params, "component-user-usage-limits/", |l| {
+                    w.user_limit_json(l)
+                })
             }
 
             // ------------------------------------------ event subscriptions
@@ -791,6 +1149,274 @@ fn api(
     result.unwrap_or_else(|r| from(refusal(r)))
 }
 
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Some(true),
+        "false" | "0" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+/// The uuids of an offering's resources, in normal form (for filtering
+/// records by `offering_uuid` without a lookup per record).
+fn offering_resources<'a>(w: &'a World, offering: Option<&str>) -> Option<HashSet<Cow<'a, str>>> {
+    let offering = norm(offering?);
+    Some(
+        w.resources
+            .values()
+            .filter(|r| uuid_eq(&r.offering_uuid, &offering))
+            .map(|r| normal(&r.uuid))
+            .collect(),
+    )
+}
+
+/// A UUID in normal form, borrowed when it already is.
+fn normal(uuid: &str) -> Cow<'_, str> {
+    if uuid
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Cow::Borrowed(uuid)
+    } else {
+        Cow::Owned(norm(uuid))
+    }
+}
+
+/// Whether a record's resource is in the `offering_resources` set (no
+/// set: no filter).
+fn in_set(set: &Option<HashSet<Cow<'_, str>>>, resource: &str) -> bool {
+    set.as_ref().is_none_or(|s| s.contains(&normal(resource)))
+}
+
+/// The `offering_uuid`, `type` (or `component_type`) and billing-period
+/// filters of usage lists.
+struct UsageFilter<'a> {
+    /// The offering's resources (normal form).
+    resources: Option<HashSet<String>>,
+    kind: Option<&'a str>,
+    period: Option<&'a str>,
+}
+
+impl<'a> UsageFilter<'a> {
+    fn new(w: &World, params: &'a Params, period_param: &str) -> Self {
+        let resources = uuids(&params_all(params, "offering_uuid")).and_then(|offerings| {
+            let of_offering = |r: &&crate::world::Resource| {
+                offerings.iter().any(|o| uuid_eq(&r.offering_uuid, o))
+            };
+            // Every resource is of the offering: no need to look.
+            if w.resources.values().filter(of_offering).count() == w.resources.len() {
+                return None;
+            }
+            Some(
+                w.resources
+                    .values()
+                    .filter(of_offering)
+                    .map(|r| norm(&r.uuid))
+                    .collect::<HashSet<String>>(),
+            )
+        });
+        Self {
+            resources,
+            kind: param(params, "type").or_else(|| param(params, "component_type")),
+            period: param(params, period_param),
+        }
+    }
+
+    fn keeps(&self, u: &ComponentUsage) -> bool {
+        self.period.is_none_or(|p| u.billing_period == p)
+            && self.kind.is_none_or(|k| u.component_type == k)
+            && self
+                .resources
+                .as_ref()
+                .is_none_or(|rs| rs.contains(normal(&u.resource_uuid).as_ref()))
+    }
+}
+
+/// One `{username, usage, date, user?}` item of `set_user_usage(s)`.
+fn user_usage_item(item: &Value) -> Result<(String, UserUsage), Refusal> {
+    let username = item["username"]
+        .as_str()
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| Refusal::Invalid("usages.username: This field is required.".into()))?;
+    let usage = match item.get("usage") {
+        None | Some(Value::Null) => "0.00".to_owned(),
+        Some(v) => decimal(v)
+            .ok_or_else(|| Refusal::Invalid("usages.usage: A valid number is required.".into()))?,
+    };
+    Ok((
+        username.to_owned(),
+        UserUsage {
+            uuid: String::new(),
+            usage,
+            date: item["date"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| jiff::Timestamp::now().to_string()),
+            user: item["user"].as_str().map(str::to_owned),
+        },
+    ))
+}
+
+/// Fields of `OfferingComponentRequest` (and `uuid` for updates).
+const COMPONENT_FIELDS: &[&str] = &[
+    "billing_type",
+    "type",
+    "name",
+    "description",
+    "measured_unit",
+    "unit_factor",
+    "limit_period",
+    "limit_amount",
+    "article_code",
+    "max_value",
+    "min_value",
+    "max_available_limit",
+    "is_boolean",
+    "default_limit",
+    "is_prepaid",
+    "overage_component",
+    "min_prepaid_duration",
+    "max_prepaid_duration",
+];
+
+/// A validated component body of `create_offering_component` or
+/// `update_offering_component` (which needs `uuid`).
+fn component_request(body: Option<&Value>, update: bool) -> Result<Value, Refusal> {
+    let b = body
+        .and_then(Value::as_object)
+        .ok_or_else(|| Refusal::Invalid("a JSON object is required".into()))?;
+    let kind = b
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Refusal::Invalid("type: This field is required.".into()))?;
+    if kind.is_empty()
+        || kind.len() > 50
+        || !kind
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-/:".contains(c))
+    {
+        return Err(Refusal::Invalid(format!(
+            "type: {kind:?} is not a valid component type."
+        )));
+    }
+    if b.get("name")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        return Err(Refusal::Invalid("name: This field is required.".into()));
+    }
+    let billing = b.get("billing_type").and_then(Value::as_str).unwrap_or("");
+    if !["fixed", "usage", "limit", "one", "few"].contains(&billing) {
+        return Err(Refusal::Invalid(format!(
+            "billing_type: \"{billing}\" is not a valid choice."
+        )));
+    }
+    if let Some(period) = b.get("limit_period")
+        && !period.is_null()
+        && !["", "month", "quarterly", "annual", "total"].contains(&period.as_str().unwrap_or("?"))
+    {
+        return Err(Refusal::Invalid(format!(
+            "limit_period: {period} is not a valid choice."
+        )));
+    }
+    let mut out = serde_json::Map::new();
+    for (k, v) in b {
+        if COMPONENT_FIELDS.contains(&k.as_str()) {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    if update {
+        let uuid = b
+            .get("uuid")
+            .and_then(Value::as_str)
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| Refusal::Invalid("uuid: This field is required.".into()))?;
+        out.insert("uuid".into(), uuid.into());
+    }
+    Ok(Value::Object(out))
+}
+
+/// The user attribute names an `OfferingUserAttributeConfig` can expose.
+const USER_ATTRIBUTES: &[&str] = &[
+    "username",
+    "full_name",
+    "email",
+    "phone_number",
+    "organization",
+    "job_title",
+    "affiliations",
+    "gender",
+    "personal_title",
+    "place_of_birth",
+    "country_of_residence",
+    "nationality",
+    "nationalities",
+    "organization_country",
+    "organization_type",
+    "organization_registry_code",
+    "eduperson_assurance",
+    "civil_number",
+    "birth_date",
+    "identity_source",
+    "active_isds",
+];
+
+fn attribute_config_json(o: &crate::world::Offering) -> Value {
+    let mut v = serde_json::Map::new();
+    v.insert("uuid".into(), o.uuid.clone().into());
+    v.insert("offering_uuid".into(), o.uuid.clone().into());
+    v.insert("offering_name".into(), o.name.clone().into());
+    v.insert("created".into(), SIM_EPOCH.into());
+    v.insert("modified".into(), SIM_EPOCH.into());
+    for a in USER_ATTRIBUTES {
+        v.insert(
+            format!("expose_{a}"),
+            o.exposed_fields.iter().any(|f| f == a).into(),
+        );
+    }
+    v.insert("exposed_fields".into(), json!(o.exposed_fields));
+    v.insert(
+        "is_default".into(),
+        (o.exposed_fields == crate::world::DEFAULT_EXPOSED_FIELDS).into(),
+    );
+    Value::Object(v)
+}
+
+/// `GET users/me/`: the agent's user, offering manager of every offering.
+fn me_json(w: &World) -> Value {
+    let permissions: Vec<Value> = w
+        .offerings
+        .values()
+        .map(|o| {
+            let c = by_uuid(&w.customers, &o.customer_uuid);
+            json!({
+                "user_uuid": SIM_USER_UUID, "user_name": "Site Agent", "user_slug": "site-agent",
+                "created": SIM_EPOCH, "expiration_time": Value::Null,
+                "created_by_full_name": "", "created_by_username": "",
+                "role_name": "OFFERING.MANAGER", "role_description": "Offering manager",
+                "scope_type": "offering", "scope_uuid": o.uuid, "scope_name": o.name,
+                "customer_uuid": c.map(|c| c.uuid.clone()).unwrap_or_default(),
+                "customer_name": c.map(|c| c.name.clone()).unwrap_or_default(),
+            })
+        })
+        .collect();
+    json!({
+        "uuid": SIM_USER_UUID,
+        "url": format!("http://sim/api/users/{SIM_USER_UUID}/"),
+        "username": "site-agent",
+        "full_name": "Site Agent",
+        "email": "site-agent@example.org",
+        "is_staff": false,
+        "is_support": false,
+        "is_active": true,
+        "date_joined": SIM_EPOCH,
+        "permissions": permissions,
+    })
+}
+
+/// Creation time of things the simulator has no history for.
+const SIM_EPOCH: &str = "2024-01-01T00:00:00Z";
+
 /// The agent's Waldur user (the vhost of its event queues).
 pub(crate) const SIM_USER_UUID: &str = "00000000000000000000000000005e1f";
 
@@ -860,7 +1486,7 @@ fn oidc_token(sim: &Sim, body: &Bytes) -> (StatusCode, Value) {
 }
 
 /// The control API.
-fn control(
+pub(crate) fn control(
     sim: &Sim,
     method: &Method,
     path: &str,
@@ -948,6 +1574,100 @@ fn control(
             sim.reset_calls();
             (StatusCode::OK, json!({"status": "cleared"}))
         }
+        ("POST", "users") => {
+            let Some(username) = body_str(&body, "username").filter(|u| !u.is_empty()) else {
+                return detail(StatusCode::BAD_REQUEST, "username is required");
+            };
+            let email = body_str(&body, "email")
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("{username}@example.org"));
+            let uuid = sim.add_user(username, &email);
+            (StatusCode::CREATED, json!({"uuid": uuid}))
+        }
+        ("POST", "roles") => {
+            let (Some(project), Some(user)) = (
+                body_str(&body, "project_uuid"),
+                body_str(&body, "user_uuid"),
+            ) else {
+                return detail(
+                    StatusCode::BAD_REQUEST,
+                    "project_uuid and user_uuid are required",
+                );
+            };
+            let role = body_str(&body, "role").unwrap_or("PROJECT.MEMBER");
+            match sim.world().grant_role(project, user, role) {
+                Ok(()) => (StatusCode::CREATED, json!({"status": "granted"})),
+                Err(r) => refusal(r),
+            }
+        }
+        ("DELETE", "roles") => {
+            let (Some(project), Some(user)) = (
+                body_str(&body, "project_uuid"),
+                body_str(&body, "user_uuid"),
+            ) else {
+                return detail(
+                    StatusCode::BAD_REQUEST,
+                    "project_uuid and user_uuid are required",
+                );
+            };
+            sim.revoke_role(project, user);
+            (StatusCode::OK, json!({"status": "revoked"}))
+        }
+        ("POST", "offering-users") => {
+            let (Some(offering), Some(user)) = (
+                body_str(&body, "offering_uuid"),
+                body_str(&body, "user_uuid"),
+            ) else {
+                return detail(
+                    StatusCode::BAD_REQUEST,
+                    "offering_uuid and user_uuid are required",
+                );
+            };
+            let state = body_str(&body, "state").unwrap_or("Requested");
+            let uuid = sim.add_offering_user(offering, user, state, body_str(&body, "username"));
+            (StatusCode::CREATED, json!({"uuid": uuid}))
+        }
+        ("GET", "usages") => {
+            let Some(resource) = param(params, "resource_uuid") else {
+                return detail(StatusCode::BAD_REQUEST, "resource_uuid is required");
+            };
+            (
+                StatusCode::OK,
+                serde_json::to_value(sim.component_usages(resource)).unwrap_or(Value::Null),
+            )
+        }
+        ("POST", p) if p.starts_with("resources/") && p.ends_with("/flags") => {
+            let uuid = p
+                .trim_start_matches("resources/")
+                .trim_end_matches("/flags");
+            let flag = |name: &str| {
+                body.as_ref()
+                    .and_then(|b| b.get(name))
+                    .and_then(Value::as_bool)
+            };
+            let mut w = sim.world();
+            match w.resource_mut(uuid) {
+                Ok(r) => {
+                    if let Some(v) = flag("paused") {
+                        r.paused = v;
+                    }
+                    if let Some(v) = flag("downscaled") {
+                        r.downscaled = v;
+                    }
+                    (
+                        StatusCode::OK,
+                        json!({"paused": r.paused, "downscaled": r.downscaled}),
+                    )
+                }
+                Err(r) => refusal(r),
+            }
+        }
         _ => detail(StatusCode::NOT_FOUND, "unknown control endpoint"),
     }
+}
+
+fn body_str<'a>(body: &'a Option<Value>, name: &str) -> Option<&'a str> {
+    body.as_ref()
+        .and_then(|b| b.get(name))
+        .and_then(Value::as_str)
 }

@@ -1,0 +1,192 @@
+//! Report and membership cycles over many resources: waldur-sim, the example
+//! backend behind a mutual-TLS backend server, the coordinator library.
+//! Prints wall time, Waldur calls per resource and backend changes per
+//! cycle; asserts nothing (see BENCHMARKS.md).
+//!
+//! cargo bench -p waldur-coordinator --bench cycles [-- 1000 10000]
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark's input is its own
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use waldur_backend_example::{ExampleBackend, ExampleSettings};
+use waldur_backend_sdk::types::{CreateResource, ResourceContext, User};
+use waldur_backend_sdk::{Backend, Registry};
+use waldur_coordinator::config::Config;
+use waldur_coordinator::runner::Coordinator;
+use waldur_coordinator::secret::MapEnv;
+use waldur_sim::Sim;
+use waldur_tls::pki::{self, Usage, Validity};
+
+const USERS: usize = 5;
+
+fn calls_by_route(sim: &Sim) -> BTreeMap<String, usize> {
+    let mut routes = BTreeMap::new();
+    for c in sim.calls() {
+        *routes
+            .entry(format!("{} {}", c.method, c.route))
+            .or_default() += 1;
+    }
+    routes
+}
+
+async fn run(resources: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = pki::create_ca("bench ca", Validity::days(1)).unwrap();
+    pki::write(d, "ca", &ca).unwrap();
+    let server = pki::issue(&ca, Usage::Server, "localhost", &[], Validity::days(1)).unwrap();
+    pki::write(d, "server", &server).unwrap();
+    let client = pki::issue(
+        &ca,
+        Usage::Client,
+        "coordinator.bench",
+        &[],
+        Validity::days(1),
+    );
+    pki::write(d, "client", &client.unwrap()).unwrap();
+
+    let sim = Sim::with_recording("bench-token", false);
+    let sim_addr = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let scenario = sim.seed_basic(None, &[]);
+    let uuids = sim.seed_bulk(&scenario.offering_uuid, resources, USERS);
+
+    // The same allocations on the backend, with their members.
+    let backend = ExampleBackend::new(ExampleSettings {
+        synthetic_usage: true,
+        ..ExampleSettings::default()
+    });
+    for (i, uuid) in uuids.iter().enumerate() {
+        backend
+            .create_resource(CreateResource {
+                backend_id: format!("bulk_{i}"),
+                resource: ResourceContext {
+                    resource_uuid: uuid.clone(),
+                    name: format!("bulk-{i}"),
+                    ..Default::default()
+                },
+                users: (0..USERS)
+                    .map(|j| User {
+                        role: "PROJECT.MEMBER".into(),
+                        ..User::named(format!("u{i}x{j}"))
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server_config = format!(
+        "version: 1\nlisten: 127.0.0.1:{port}\ntls:\n  ca: {0}/ca.pem\n  cert: {0}/server.pem\n  key: {0}/server.key\n  allowed_clients: [coordinator.bench]\ninstances:\n  - name: hpc\n    type: example\n",
+        d.display()
+    );
+    let server_config =
+        waldur_backend_sdk::config::ServerConfig::parse(&server_config, Path::new("b")).unwrap();
+    let bound = waldur_backend_sdk::spawn(
+        &server_config,
+        Registry::single("hpc", Arc::new(backend.clone())).unwrap(),
+    )
+    .await
+    .unwrap();
+
+    let config = format!(
+        r#"
+version: 1
+backends:
+  hpc:
+    endpoint: https://127.0.0.1:{port}
+    server_name: localhost
+    instance: hpc
+    tls: {{ca: {d}/ca.pem, cert: {d}/client.pem, key: {d}/client.key}}
+offerings:
+  - name: bench
+    offering_uuid: {offering}
+    waldur: {{api_url: "http://{sim_addr}/api/", token_env: T}}
+    tasks: {{orders: false, report: true, membership: true}}
+    backends: {{report: hpc, membership: hpc}}
+    reporting: {{periods: 1, concurrency: 32}}
+    membership: {{concurrency: 32}}
+"#,
+        d = d.display(),
+        offering = scenario.offering_uuid,
+    );
+    let env = MapEnv::from([("T", "bench-token")]);
+    let config = Config::parse(&config, Path::new("bench.yaml"), &env).unwrap();
+    let coordinator = Coordinator::build(&config, &env).unwrap();
+    // Registration and capability discovery happen once per process; keep
+    // them out of the figures.
+    coordinator.sync_membership_once().await;
+    coordinator.report_once().await;
+    // ...but that already reported: start the report from an empty Waldur.
+    sim.world().usages.clear();
+    sim.reset_calls();
+
+    println!("== {resources} resources × {USERS} users");
+    for (label, expect_writes) in [
+        ("report, usage changed", true),
+        ("report, unchanged", false),
+    ] {
+        sim.reset_calls();
+        let t = Instant::now();
+        let (_, r) = coordinator.report_once().await.pop().unwrap();
+        let elapsed = t.elapsed().as_secs_f64();
+        let s = r.unwrap();
+        let calls = sim.call_count();
+        println!(
+            "{label}: {elapsed:.2} s, {:.2} Waldur calls per resource ({calls} calls), {} totals written, {} unchanged, {} per-user batches, errors {}",
+            calls as f64 / resources as f64,
+            s.totals_written,
+            s.totals_unchanged,
+            s.user_usages_written,
+            s.errors.len()
+        );
+        if expect_writes {
+            for (route, n) in calls_by_route(&sim) {
+                println!("    {n:>7} {route}");
+            }
+        }
+    }
+    for label in [
+        "membership, steady state",
+        "membership, steady state (again)",
+    ] {
+        sim.reset_calls();
+        let t = Instant::now();
+        let (_, r) = coordinator.sync_membership_once().await.pop().unwrap();
+        let elapsed = t.elapsed().as_secs_f64();
+        let s = r.unwrap();
+        let calls = sim.call_count();
+        println!(
+            "{label}: {elapsed:.2} s, {:.2} Waldur calls per resource, backend changes {}, erred {}, missing {}",
+            calls as f64 / resources as f64,
+            s.backend_changes(),
+            s.erred.len(),
+            s.missing_on_backend.len()
+        );
+    }
+    bound.shutdown().await.unwrap();
+}
+
+#[tokio::main]
+async fn main() {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![1_000, 10_000]
+    } else {
+        sizes
+    };
+    for n in sizes {
+        run(n).await;
+    }
+}

@@ -1,0 +1,264 @@
+//! The coordinator against waldur-sim and the real SLURM backend server over
+//! mutual TLS, on the cluster `deploy/services.sh` brings up (run when
+//! `WALDUR_SLURM_CLUSTER` is set, as `deploy/test.sh` does): team changes in
+//! Waldur become associations, a pause blocks job submission, usage of a
+//! real job reaches Waldur.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::{Options, World};
+use waldur_backend_example::ExampleBackend;
+use waldur_backend_slurm::SlurmBackend;
+
+fn enabled() -> bool {
+    std::env::var_os("WALDUR_SLURM_CLUSTER").is_some()
+}
+
+/// A prefix unique to this run, so accounts and their usage from earlier
+/// runs never mix with this one's.
+fn run_prefix() -> String {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    format!("e{:x}_", millis % 0xfffff)
+}
+
+async fn world() -> World {
+    let prefix = run_prefix();
+    let slurm = SlurmBackend::from_settings(serde_json::json!({
+        "customer_prefix": format!("{prefix}c_"),
+        "project_prefix": format!("{prefix}p_"),
+        "allocation_prefix": prefix,
+        "qos_paused": "waldur_paused",
+        "qos_downscaled": "waldur_downscaled",
+        "components": {
+            // Waldur units are CPU-minutes so a few seconds of job show.
+            "cpu": {"label": "CPU", "measured_unit": "CPU-minutes", "unit_factor": 1, "accounting_type": "usage"},
+            "mem": {"label": "Memory", "measured_unit": "GB-hours", "unit_factor": 61440, "accounting_type": "limit"}
+        }
+    }))
+    .unwrap();
+    World::start_with(
+        Options {
+            waldur_timeout_seconds: 30,
+            ..Options::default()
+        },
+        ExampleBackend::default(),
+        Arc::new(slurm),
+    )
+    .await
+}
+
+/// 600 CPU-minutes: plenty for the tests' few seconds of jobs.
+fn budget() -> std::collections::BTreeMap<String, i64> {
+    std::collections::BTreeMap::from([("cpu".to_owned(), 600)])
+}
+
+fn sh(program: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(program).args(args).output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn users_of(account: &str) -> Vec<String> {
+    let (_, out) = sh(
+        "sacctmgr",
+        &[
+            "-nP",
+            "show",
+            "assoc",
+            "format=user",
+            &format!("accounts={account}"),
+        ],
+    );
+    let mut users: Vec<String> = out
+        .lines()
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect();
+    users.sort();
+    users
+}
+
+fn qos_of(account: &str) -> String {
+    let (_, out) = sh(
+        "sacctmgr",
+        &[
+            "-nP",
+            "show",
+            "assoc",
+            "format=user,qos",
+            &format!("accounts={account}"),
+        ],
+    );
+    out.lines()
+        .find_map(|l| l.strip_prefix('|'))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+fn submit(account: &str, seconds: u32) -> Result<String, String> {
+    let (ok, out) = sh(
+        "runuser",
+        &[
+            "-u",
+            "alice",
+            "--",
+            "sbatch",
+            "--parsable",
+            &format!("--account={account}"),
+            "-n1",
+            "--mem=100M",
+            "-t",
+            "2",
+            "-o",
+            "/var/tmp/waldur-services/jobs/job-%j.out",
+            "--wrap",
+            &format!("sleep {seconds}"),
+        ],
+    );
+    if ok {
+        Ok(out.trim().to_owned())
+    } else {
+        Err(out)
+    }
+}
+
+async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Terminates the resource through Waldur: the backend removes the account
+/// and its emptied parents.
+async fn terminate(w: &World, resource: &str) {
+    let (order, _) = w.order("Terminate", "executing", resource, serde_json::json!({}));
+    w.until_state(&order, "done").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_team_member_added_in_waldur_becomes_an_association_and_a_removed_one_goes() {
+    if !enabled() {
+        return;
+    }
+    let w = world().await;
+    let (resource, account) = w.provisioned_with("team sync", budget()).await;
+    assert_eq!(users_of(&account), vec!["alice", "bob"]);
+
+    let bob = w.scenario.users["bob"].clone();
+    w.sim.revoke_role(&w.scenario.project_uuid, &bob);
+    let s = w.membership().await;
+    assert_eq!(s.users_removed, 1, "{s:?}");
+    assert_eq!(users_of(&account), vec!["alice"]);
+
+    w.sim
+        .grant_role(&w.scenario.project_uuid, &bob, "PROJECT.MEMBER");
+    let s = w.membership().await;
+    assert_eq!(s.users_added, 1, "{s:?}");
+    assert_eq!(users_of(&account), vec!["alice", "bob"]);
+
+    let s = w.membership().await;
+    assert_eq!(
+        s.backend_changes(),
+        0,
+        "a second sync changes nothing: {s:?}"
+    );
+    terminate(&w, &resource).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_resource_cannot_start_jobs_and_restored_it_can() {
+    if !enabled() {
+        return;
+    }
+    let w = world().await;
+    let (resource, account) = w.provisioned_with("pause sync", budget()).await;
+    w.sim.set_resource_flags(&resource, true, false);
+    let s = w.membership().await;
+    assert_eq!(s.access_changed, 1, "{s:?}");
+    assert_eq!(qos_of(&account), "waldur_paused");
+    assert!(
+        submit(&account, 1).is_err(),
+        "a paused account refuses submission"
+    );
+
+    w.sim.set_resource_flags(&resource, false, false);
+    let s = w.membership().await;
+    assert_eq!(s.access_changed, 1, "{s:?}");
+    let job = submit(&account, 1).expect("restored: jobs start again");
+    sh("scancel", &[&job]);
+    terminate(&w, &resource).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_of_a_real_job_reaches_waldur_under_cpu_for_this_month_and_user() {
+    if !enabled() {
+        return;
+    }
+    let w = world().await;
+    let (resource, account) = w.provisioned_with("usage sync", budget()).await;
+    let job = submit(&account, 3).unwrap();
+    wait_for("the job in sacct", Duration::from_secs(120), || {
+        sh("sacct", &["-nP", "-X", "-j", &job, "--format=State"])
+            .1
+            .contains("COMPLETED")
+    })
+    .await;
+    let (_, line) = sh(
+        "sacct",
+        &[
+            "-nP",
+            "-X",
+            "-j",
+            &job,
+            "--noconvert",
+            "--format=ReqTRES,ElapsedRaw",
+        ],
+    );
+    let mut parts = line.trim().split('|');
+    let req = parts.next().unwrap().to_owned();
+    let elapsed: f64 = parts.next().unwrap().parse().unwrap();
+    let cpus: f64 = req
+        .split(',')
+        .find_map(|p| p.strip_prefix("cpu="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let expected = format!("{:.2}", (cpus * elapsed / 60.0 * 100.0).round() / 100.0);
+
+    let s = w.report().await;
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    let now = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC);
+    let period = format!("{:04}-{:02}-01", now.year(), now.month());
+    let cpu = w
+        .sim
+        .component_usages(&resource)
+        .into_iter()
+        .find(|u| u.billing_period == period && u.component_type == "cpu")
+        .expect("a cpu usage record this month");
+    assert_eq!(cpu.usage, expected);
+    assert_eq!(cpu.user_usages["alice"].usage, expected);
+
+    w.sim.reset_calls();
+    let s = w.report().await;
+    assert_eq!(s.totals_written, 0, "unchanged usage is not written again");
+    terminate(&w, &resource).await;
+}
