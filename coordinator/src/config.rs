@@ -579,6 +579,17 @@ offerings:
     }
 
     #[test]
+    fn the_reference_config_parses() {
+        let text = include_str!("../../deploy/config/coordinator.example.yaml").replace(
+            "token_file: /etc/waldur/waldur-token",
+            "token_env: WALDUR_TOKEN",
+        );
+        let c = Config::parse(&text, Path::new("coordinator.example.yaml"), &env()).unwrap();
+        assert!(c.offerings[0].tasks.report && c.offerings[0].tasks.membership);
+        assert_eq!(c.offerings[0].usernames.source, UsernameSource::Backend);
+    }
+
+    #[test]
     fn reporting_periods_out_of_range_are_refused() {
         let text = base() + "    reporting: {periods: 13}\n";
         let e = Config::parse(&text, Path::new("c.yaml"), &env()).unwrap_err();

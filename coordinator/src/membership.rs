@@ -36,7 +36,7 @@ use crate::orders::HIDDEN_ERROR;
 use crate::team::{normalise_uuid, team_users, usable_offering_users};
 use crate::usernames::{UsernameSummary, Usernames};
 use crate::waldur::types::{
-    Account, AttributeConfig, OfferingUser, Resource, TeamMember, UserUsageLimit, amount,
+    Account, AttributeConfig, Resource, TeamMember, UserUsageLimit, amount,
 };
 use crate::waldur::{WaldurClient, WaldurError};
 
@@ -151,7 +151,7 @@ type UserLimitMap = HashMap<String, HashMap<String, BTreeMap<String, i64>>>;
 
 /// What a cycle reads once and shares between resources.
 struct Cycle {
-    offering_users: Vec<OfferingUser>,
+    usable: crate::team::Usable,
     exposed: Vec<String>,
     plugin_options: Value,
     accounts: Vec<Account>,
@@ -345,7 +345,7 @@ impl MembershipProcessor {
         };
         Ok((
             Cycle {
-                offering_users,
+                usable: usable_offering_users(&offering_users),
                 exposed,
                 plugin_options: offering.plugin_options,
                 accounts,
@@ -420,8 +420,7 @@ impl MembershipProcessor {
             return Ok(Vec::new());
         }
         let team = self.team(r, cycle).await?;
-        let usable = usable_offering_users(&cycle.offering_users);
-        let mut wanted = team_users(&team, &usable, &cycle.exposed);
+        let mut wanted = team_users(&team, &cycle.usable, &cycle.exposed);
         let project = normalise_uuid(&r.project_uuid);
         for a in cycle
             .accounts

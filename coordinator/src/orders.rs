@@ -131,7 +131,7 @@ pub struct OrderProcessor {
 struct CycleCache {
     offering: OnceCell<types::ProviderOffering>,
     ssh_keys: OnceCell<HashMap<String, String>>,
-    offering_users: OnceCell<Vec<types::OfferingUser>>,
+    offering_users: OnceCell<crate::team::Usable>,
     plans: Mutex<HashMap<String, BTreeMap<String, i64>>>,
 }
 
@@ -567,13 +567,18 @@ impl OrderProcessor {
         team: &[types::TeamMember],
         cache: &CycleCache,
     ) -> Result<Vec<wire::User>, OrderError> {
-        let offering_users = cache
+        let usable = cache
             .offering_users
-            .get_or_try_init(|| self.waldur.offering_users(&self.offering.offering_uuid))
+            .get_or_try_init(|| async {
+                let list = self
+                    .waldur
+                    .offering_users(&self.offering.offering_uuid)
+                    .await?;
+                Ok::<_, WaldurError>(crate::team::usable_offering_users(&list))
+            })
             .await?;
-        let usable = crate::team::usable_offering_users(offering_users);
         let exposed = types::AttributeConfig::default().exposed_fields;
-        let users = crate::team::team_users(team, &usable, &exposed);
+        let users = crate::team::team_users(team, usable, &exposed);
         Ok(users)
     }
 

@@ -16,9 +16,13 @@ pub fn normalise_uuid(u: &str) -> String {
         .collect()
 }
 
+/// Offering users that have an account, by normalised Waldur user UUID.
+pub type Usable = HashMap<String, OfferingUser>;
+
 /// Offering users that have an account: state OK with a username, by
-/// normalised Waldur user UUID.
-pub fn usable_offering_users(users: &[OfferingUser]) -> HashMap<String, &OfferingUser> {
+/// normalised Waldur user UUID. Built once per cycle: it indexes the whole
+/// offering.
+pub fn usable_offering_users(users: &[OfferingUser]) -> Usable {
     users
         .iter()
         .filter(|u| {
@@ -26,7 +30,7 @@ pub fn usable_offering_users(users: &[OfferingUser]) -> HashMap<String, &Offerin
                 && !u.is_restricted
                 && u.username.as_deref().is_some_and(|n| !n.is_empty())
         })
-        .map(|u| (normalise_uuid(&u.user_uuid), u))
+        .map(|u| (normalise_uuid(&u.user_uuid), u.clone()))
         .collect()
 }
 
@@ -75,7 +79,7 @@ pub fn user_attributes(ou: &OfferingUser, exposed: &[String]) -> HashMap<String,
 /// and unique by username.
 pub fn team_users(
     team: &[TeamMember],
-    offering_users: &HashMap<String, &OfferingUser>,
+    offering_users: &Usable,
     exposed: &[String],
 ) -> Vec<wire::User> {
     let mut users: Vec<wire::User> = team
