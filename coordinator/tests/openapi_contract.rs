@@ -68,6 +68,14 @@ async fn requests_and_simulator_answers_follow_the_waldur_openapi_schema() {
     });
     let mut doc: Value = serde_norway::from_str(&text).unwrap();
     nullable_to_json_schema(&mut doc);
+    // 8.0.5 types usage amounts as integers, but Waldur stores and serves
+    // them as decimals (the agent reports cents); accept numbers there.
+    for name in ["ComponentUsage", "ComponentUserUsage"] {
+        let usage = &mut doc["components"]["schemas"][name]["properties"]["usage"];
+        if usage.is_object() {
+            *usage = json!({"type": "number"});
+        }
+    }
     let components = doc["components"].clone();
     let paths = doc["paths"].as_object().unwrap().clone();
 
@@ -104,8 +112,51 @@ async fn requests_and_simulator_answers_follow_the_waldur_openapi_schema() {
     );
     world.until_state(&erred, "erred").await;
 
-    // Endpoints later tasks use (usage, event subscriptions): exercised
-    // directly so the simulator's answers are checked too.
+    // Reporting, membership, usernames and the operator commands, as the
+    // coordinator drives them.
+    world.sim.set_plugin_options(
+        &world.scenario.offering_uuid,
+        json!({"service_provider_can_create_offering_user": true}),
+    );
+    let (synced, backend_id) = world.provisioned("contract sync").await;
+    world.backend.record_usage(&backend_id, "alice", "cpu", 1.5);
+    world.sim.set_user_limit(&synced, "alice", "cpu", 2.0);
+    world
+        .sim
+        .add_service_account(&world.scenario.project_uuid, "svc_contract", "OK");
+    for (name, email) in [
+        ("erin", "erin@example.org"),
+        ("frank", "frank@link.required"),
+        ("grace", "grace@validation.required"),
+    ] {
+        let user = world.sim.add_user(name, email);
+        world
+            .sim
+            .grant_role(&world.scenario.project_uuid, &user, "PROJECT.MEMBER");
+        world
+            .sim
+            .add_offering_user(&world.scenario.offering_uuid, &user, "Requested", None);
+    }
+    world.sim.set_resource_flags(&synced, true, false);
+    world.sim.set_resource_state(&synced, "Erred");
+    world.membership().await;
+    world.report().await;
+    world.report().await;
+    // One component missing in Waldur, so load-components creates one.
+    if let Some(o) = world
+        .sim
+        .world()
+        .offerings
+        .get_mut(&world.scenario.offering_uuid)
+    {
+        o.components.retain(|c| c["type"] != "mem");
+    }
+    let selected = waldur_coordinator::ops::select(&world.coordinator, &[]).unwrap();
+    assert!(waldur_coordinator::ops::load_components(&world.coordinator, &selected).await);
+    assert!(waldur_coordinator::ops::diagnostics(&world.coordinator, &selected).await);
+
+    // Endpoints later tasks use (event subscriptions): exercised directly so
+    // the simulator's answers are checked too.
     let http = reqwest::Client::new();
     let base = format!("http://{}/api/", world.sim_addr);
     let call = |method: reqwest::Method, path: String, body: Option<Value>| {
@@ -226,6 +277,21 @@ async fn requests_and_simulator_answers_follow_the_waldur_openapi_schema() {
         "POST marketplace-component-usages/{uuid}/set_user_usages/",
         "POST marketplace-site-agent-identities/{uuid}/register_event_subscription/",
         "POST event-subscriptions/{uuid}/create_queue/",
+        "GET marketplace-provider-resources/",
+        "POST marketplace-provider-resources/{uuid}/refresh_last_sync/",
+        "POST marketplace-provider-resources/{uuid}/set_as_ok/",
+        "GET marketplace-component-user-usages/",
+        "GET component-user-usage-limits/",
+        "GET marketplace-provider-offerings/{uuid}/user-attribute-config/",
+        "GET marketplace-provider-offerings/{uuid}/list_project_service_accounts/",
+        "GET marketplace-provider-offerings/{uuid}/list_course_accounts/",
+        "POST marketplace-provider-offerings/{uuid}/create_offering_component/",
+        "POST marketplace-provider-offerings/{uuid}/update_offering_component/",
+        "POST marketplace-offering-users/{uuid}/begin_creating/",
+        "POST marketplace-offering-users/{uuid}/set_pending_account_linking/",
+        "POST marketplace-offering-users/{uuid}/set_pending_additional_validation/",
+        "PATCH marketplace-offering-users/{uuid}/",
+        "GET users/me/",
     ] {
         assert!(checked.contains_key(must), "{must} was not exercised");
     }
