@@ -3,7 +3,9 @@
 # a few orders; issues a site CA and certificates; starts
 # waldur-backend-server with the example backend and the coordinator over
 # mutual TLS; shows the orders reach `done` with the resources' backend ids
-# and limits; then stops everything it started.
+# and limits, usage reported to Waldur per component and user, and a
+# resource paused in Waldur paused on the backend by membership sync; then
+# stops everything it started.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -78,8 +80,9 @@ offerings:
     waldur:
       api_url: $SIM/api/
       token_file: $WORK/token
-    intervals: {orders_seconds: 2}
-    backends: {orders: hpc}
+    tasks: {orders: true, report: true, membership: true}
+    intervals: {orders_seconds: 2, report_seconds: 2, membership_seconds: 2}
+    backends: {orders: hpc, report: hpc, membership: hpc}
 YAML
 say "checking the coordinator config (waldur, mutual TLS, backend)"
 "$BIN_DIR/waldur-coordinator" check --config "$WORK/coordinator.yaml"
@@ -103,6 +106,37 @@ print(f"{'order':<8} {'state':<6} {'resource':<17} {'resource state':<15} {'back
 for o in s["orders"].values():
     r = s["resources"][o["resource_uuid"]]
     print(f"{o['type']:<8} {o['state']:<6} {r['name']:<17} {r['state']:<15} {r['backend_id']:<22} {json.dumps(r['limits'])}")
+print()
+PY
+PAUSE=$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(next(r["uuid"] for r in s["resources"].values() if r["name"]=="Ocean Currents"))' "$WORK/state.json")
+say "pausing \"Ocean Currents\" in Waldur; waiting for membership sync and the usage report"
+sim POST "$SIM/_sim/resources/$PAUSE/flags" '{"paused": true, "downscaled": false}' > /dev/null
+deadline=$((SECONDS + 60))
+while :; do
+    sim GET "$SIM/_sim/state" > "$WORK/state.json"
+    ready=$(python3 - "$WORK/state.json" "$PAUSE" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+paused = s["resources"][sys.argv[2]]["backend_metadata"].get("access") == "ACCESS_LEVEL_PAUSED"
+reported = {u["resource_uuid"] for u in s["usages"].values() if u["user_usages"]}
+print(int(paused and len(reported) == len(s["resources"])))
+PY
+)
+    [ "$ready" -eq 1 ] && break
+    [ $SECONDS -lt $deadline ] || { cat "$WORK/coordinator.log"; die "membership sync or usage report did not happen"; }
+    sleep 0.5
+done
+python3 - "$WORK/state.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+print()
+print(f"{'resource':<17} {'access on the backend':<22} {'period':<11} {'component':<10} {'total':>7}  per user")
+for r in s["resources"].values():
+    access = r["backend_metadata"].get("access", "?").replace("ACCESS_LEVEL_", "").lower()
+    for u in sorted((u for u in s["usages"].values() if u["resource_uuid"] == r["uuid"]),
+                    key=lambda u: (u["billing_period"], u["type"])):
+        users = ", ".join(f"{k} {v['usage']}" for k, v in sorted(u["user_usages"].items()))
+        print(f"{r['name']:<17} {access:<22} {u['billing_period']:<11} {u['type']:<10} {u['usage']:>7}  {users}")
 print()
 PY
 say "the coordinator log (first lines):"

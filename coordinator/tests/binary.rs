@@ -51,3 +51,24 @@ fn missing_tls_files_exit_64_naming_the_setting() {
     assert_eq!(code, Some(64));
     assert!(err.contains("backends.hpc.tls"), "{err}");
 }
+
+#[test]
+fn every_subcommand_has_help_with_an_example() {
+    for sub in [
+        "run",
+        "check",
+        "load-components",
+        "diagnostics",
+        "create-homedirs",
+        "sync-offering-users",
+        "sync-resource-limits",
+    ] {
+        let out = Command::new(BIN).args([sub, "--help"]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{sub} --help failed");
+        assert!(
+            text.contains("Example: waldur-coordinator"),
+            "{sub} --help lacks an example:\n{text}"
+        );
+    }
+}

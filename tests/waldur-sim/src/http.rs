@@ -153,6 +153,36 @@ async fn handle(
         let mut world = sim.world_untouched();
         api(&mut world, &method, &segments, &params, body_json.as_ref())
     };
+    // A new queue must exist on the broker before the agent subscribes.
+    let (status, value, extra_headers) = match (method.as_str(), segments.as_slice()) {
+        ("POST", ["event-subscriptions", sub, "create_queue"]) if status.is_success() => {
+            let broker = sim
+                .shared
+                .broker
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let queue = value["queue_name"].as_str().unwrap_or_default().to_owned();
+            match broker {
+                Some(b) => match b
+                    .set_up_queue(SIM_USER_UUID, &norm(sub), &sim.shared.token, &queue)
+                    .await
+                {
+                    Ok(()) => (status, value, extra_headers),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "queue not set up on the broker");
+                        let (s, v) = detail(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "message broker unavailable",
+                        );
+                        (s, v, Vec::new())
+                    }
+                },
+                None => (status, value, extra_headers),
+            }
+        }
+        _ => (status, value, extra_headers),
+    };
     record(
         &sim,
         &method,

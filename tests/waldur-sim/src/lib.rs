@@ -17,6 +17,7 @@
 //! them once. Usage records, offering users, users, roles and per-user
 //! limits have lookup indexes.
 
+pub mod events;
 mod http;
 pub mod world;
 
@@ -70,6 +71,10 @@ pub(crate) struct Shared {
     pub(crate) record_bodies: bool,
     pub(crate) oidc: Mutex<Option<(String, String)>>,
     pub(crate) user_agent: Mutex<Option<String>>,
+    /// RabbitMQ management client while publishing is on.
+    pub(crate) broker: Mutex<Option<events::Management>>,
+    /// Events published so far.
+    pub(crate) published: std::sync::atomic::AtomicU64,
 }
 
 /// A handle on a simulator: shared by the HTTP server and in-process tests.
@@ -163,6 +168,8 @@ impl Sim {
                 record_bodies,
                 oidc: Mutex::new(None),
                 user_agent: Mutex::new(None),
+                broker: Mutex::new(None),
+                published: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -184,6 +191,111 @@ impl Sim {
     pub fn enable_oidc(&self, client_id: &str, client_secret: &str) {
         *self.shared.oidc.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((client_id.to_owned(), client_secret.to_owned()));
+    }
+
+    /// Publishes events to RabbitMQ from now on: queues created through
+    /// `create_queue` are declared on the broker, and state changes are
+    /// published to the queues of matching subscriptions (core spec §7.5
+    /// bodies). Needs a Tokio runtime.
+    pub fn enable_events(&self, broker: events::Broker) {
+        *self.shared.broker.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(events::Management::new(broker));
+        self.world().events_on = true;
+        let sim = self.clone();
+        tokio::spawn(async move { sim.publish_loop().await });
+    }
+
+    /// Events published so far.
+    pub fn events_published(&self) -> u64 {
+        self.shared
+            .published
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Asks the agent for a forced offering sync (the provider's "sync
+    /// resources" button).
+    pub fn request_offering_sync(&self, offering_uuid: &str) {
+        let body = json!({"requested_by_user_uuid": http::SIM_USER_UUID});
+        self.world()
+            .emit("offering_resources_sync", offering_uuid, body);
+    }
+
+    /// Queues an arbitrary body for the subscribers of `object_type` (tests
+    /// of malformed messages).
+    pub fn emit_raw(&self, object_type: &str, offering_uuid: &str, body: Value) {
+        let mut w = self.world();
+        if w.events_on {
+            w.outbox.push(events::Event {
+                object_type: object_type.to_owned(),
+                offering_uuid: norm(offering_uuid),
+                body,
+            });
+        }
+    }
+
+    async fn publish_loop(self) {
+        loop {
+            let (batch, queues) = {
+                let mut w = self.world();
+                if w.outbox.is_empty() {
+                    (Vec::new(), Vec::new())
+                } else {
+                    let batch = std::mem::take(&mut w.outbox);
+                    let queues: Vec<(String, String, String)> = w
+                        .event_subscriptions
+                        .values()
+                        .flat_map(|s| {
+                            s.queues.iter().map(|q| {
+                                (
+                                    s.observable_object_type.clone(),
+                                    q["offering_uuid"].as_str().unwrap_or_default().to_owned(),
+                                    q["queue_name"].as_str().unwrap_or_default().to_owned(),
+                                )
+                            })
+                        })
+                        .collect();
+                    (batch, queues)
+                }
+            };
+            if batch.is_empty() {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                continue;
+            }
+            let Some(broker) = self
+                .shared
+                .broker
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+            else {
+                return;
+            };
+            for event in batch {
+                for (_, _, queue) in queues.iter().filter(|(kind, offering, _)| {
+                    *kind == event.object_type && *offering == event.offering_uuid
+                }) {
+                    let mut wait = std::time::Duration::from_millis(50);
+                    // In order and until the broker takes it: a broker
+                    // restart delays events, it does not lose them.
+                    loop {
+                        match broker
+                            .publish(http::SIM_USER_UUID, queue, &event.body)
+                            .await
+                        {
+                            Ok(_) => break,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "event not published; retrying");
+                                tokio::time::sleep(wait).await;
+                                wait = (wait * 2).min(std::time::Duration::from_secs(2));
+                            }
+                        }
+                    }
+                    self.shared
+                        .published
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
     }
 
     /// The `User-Agent` of the last API request.
@@ -423,6 +535,7 @@ impl Sim {
         };
         let order_uuid = order.uuid.clone();
         w.orders.insert(order_uuid.clone(), order);
+        w.emit_order(&order_uuid);
         Ok(CreatedOrder {
             order_uuid,
             resource_uuid,
@@ -570,6 +683,7 @@ impl Sim {
             r.paused = paused;
             r.downscaled = downscaled;
         });
+        self.world().emit_resource(resource_uuid);
     }
 
     /// Sets a resource's `restrict_member_access`.
@@ -577,6 +691,7 @@ impl Sim {
         self.with_resource(resource_uuid, "set_restrict_member_access", |r| {
             r.restrict_member_access = restrict;
         });
+        self.world().emit_resource(resource_uuid);
     }
 
     /// Sets a resource's state.
@@ -621,6 +736,7 @@ impl Sim {
             &mut w.service_accounts
         };
         map.insert(uuid.clone(), a);
+        w.emit_account(&uuid, "create");
         uuid
     }
 
@@ -636,8 +752,13 @@ impl Sim {
 
     /// Sets the state of a service or course account.
     pub fn set_account_state(&self, uuid: &str, state: &str) {
-        if let Err(e) = self.world().set_account_state(uuid, state) {
-            tracing::warn!(?e, uuid, "set_account_state");
+        let mut w = self.world();
+        match w.set_account_state(uuid, state) {
+            Ok(()) => {
+                let action = if state == "OK" { "create" } else { "delete" };
+                w.emit_account(uuid, action);
+            }
+            Err(e) => tracing::warn!(?e, uuid, "set_account_state"),
         }
     }
 

@@ -400,6 +400,12 @@ pub struct World {
     pub membership_statuses: BTreeMap<String, Vec<Value>>,
     /// Refuse usage for billing periods before the current month.
     pub refuse_backfill: bool,
+    /// Events waiting to be published (only while publishing is on).
+    #[serde(skip)]
+    pub outbox: Vec<crate::events::Event>,
+    /// Whether state changes queue events.
+    #[serde(skip)]
+    pub events_on: bool,
     #[serde(skip)]
     idx: Indexes,
     /// Moves on every possible change of anything.
@@ -435,6 +441,92 @@ struct CachedList {
 const LIST_CACHE_SIZE: usize = 64;
 
 impl World {
+    /// Queues an event for the subscribers of `offering` to `object_type`.
+    pub fn emit(&mut self, object_type: &str, offering: &str, mut body: Value) {
+        if !self.events_on {
+            return;
+        }
+        if let Value::Object(o) = &mut body {
+            o.entry("offering_uuid")
+                .or_insert_with(|| Value::String(norm(offering)));
+        }
+        self.outbox.push(crate::events::Event {
+            object_type: object_type.to_owned(),
+            offering_uuid: norm(offering),
+            body,
+        });
+    }
+
+    /// Queues the order event Waldur sends on every order state change.
+    pub fn emit_order(&mut self, uuid: &str) {
+        if let Some(o) = self.orders.get(&norm(uuid)) {
+            let body =
+                json!({"order_uuid": o.uuid, "order_state": o.state, "order_type": o.order_type});
+            let offering = o.offering_uuid.clone();
+            self.emit("order", &offering, body);
+        }
+    }
+
+    /// Offerings with resources in a project.
+    pub fn project_offerings(&self, project: &str) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .resources
+            .values()
+            .filter(|r| uuid_eq(&r.project_uuid, project))
+            .map(|r| norm(&r.offering_uuid))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Queues a user-role event for every offering used in the project.
+    pub fn emit_role(&mut self, project: &str, user: &str, role: &str, granted: bool) {
+        let (project_name, username) = (
+            self.projects
+                .get(&norm(project))
+                .map(|p| p.name.clone())
+                .unwrap_or_default(),
+            self.users
+                .get(&norm(user))
+                .map(|u| u.username.clone())
+                .unwrap_or_default(),
+        );
+        for offering in self.project_offerings(project) {
+            let body = json!({"user_uuid": norm(user), "user_username": username, "project_uuid": norm(project), "project_name": project_name, "role_name": role, "granted": granted});
+            self.emit("user_role", &offering, body);
+        }
+    }
+
+    /// Queues a service or course account event (`create` or `delete`).
+    pub fn emit_account(&mut self, uuid: &str, action: &str) {
+        let (a, course) = match (
+            self.service_accounts.get(&norm(uuid)),
+            self.course_accounts.get(&norm(uuid)),
+        ) {
+            (Some(a), _) => (a.clone(), false),
+            (None, Some(a)) => (a.clone(), true),
+            _ => return,
+        };
+        let kind = if course {
+            "course_account"
+        } else {
+            "service_account"
+        };
+        let body = json!({"account_uuid": a.uuid, "account_username": a.username, "project_uuid": a.project_uuid, "action": action});
+        for offering in self.project_offerings(&a.project_uuid) {
+            self.emit(kind, &offering, body.clone());
+        }
+    }
+
+    /// Queues a resource event.
+    pub fn emit_resource(&mut self, resource: &str) {
+        if let Some(r) = self.resources.get(&norm(resource)) {
+            let offering = r.offering_uuid.clone();
+            self.emit("resource", &offering, json!({"resource_uuid": r.uuid}));
+        }
+    }
+
     fn key<T>(map: &BTreeMap<String, T>, uuid: &str) -> Option<String> {
         let n = norm(uuid);
         map.contains_key(&n).then_some(n)
@@ -468,6 +560,7 @@ impl World {
         }
         o.state = "executing".into();
         o.modified = now();
+        self.emit_order(uuid);
         Ok(())
     }
 
@@ -489,6 +582,7 @@ impl World {
         {
             r.state = "Terminated".into();
         }
+        self.emit_order(uuid);
         Ok(())
     }
 
@@ -525,6 +619,7 @@ impl World {
             "Terminate" => r.state = "Terminated".into(),
             _ => {}
         }
+        self.emit_order(uuid);
         Ok(())
     }
 
@@ -549,6 +644,7 @@ impl World {
             "OK".into()
         };
         r.error_message = message.to_owned();
+        self.emit_order(uuid);
         Ok(())
     }
 
@@ -891,30 +987,40 @@ impl World {
         }) && let Some(r) = self.roles.get_mut(i)
         {
             r.role = role.to_owned();
+            self.emit_role(&project, &user, role, true);
             return Ok(());
         }
         self.roles.push(Role {
             project_uuid: project.clone(),
-            user_uuid: user,
+            user_uuid: user.clone(),
             role: role.to_owned(),
         });
         self.idx
             .roles_by_project
-            .entry(project)
+            .entry(project.clone())
             .or_default()
             .push(self.roles.len() - 1);
         self.idx.roles_seen = self.roles.len();
+        self.emit_role(&project, &user, role, true);
         Ok(())
     }
 
     /// Removes a user's roles in a project (nothing to remove is fine).
     pub fn revoke_role(&mut self, project: &str, user: &str) {
         let (project, user) = (norm(project), norm(user));
-        let before = self.roles.len();
+        let revoked: Vec<String> = self
+            .roles
+            .iter()
+            .filter(|r| uuid_eq(&r.project_uuid, &project) && uuid_eq(&r.user_uuid, &user))
+            .map(|r| r.role.clone())
+            .collect();
         self.roles
             .retain(|r| !(uuid_eq(&r.project_uuid, &project) && uuid_eq(&r.user_uuid, &user)));
-        if self.roles.len() != before {
+        if !revoked.is_empty() {
             self.rebuild_roles();
+        }
+        for role in revoked {
+            self.emit_role(&project, &user, &role, false);
         }
     }
 
@@ -977,6 +1083,8 @@ impl World {
             ..Default::default()
         };
         let uuid = ou.uuid.clone();
+        let body = json!({"offering_user_uuid": uuid, "user_uuid": user, "username": username, "action": "create", "attributes": {}, "changed_attributes": [], "resource_backend_ids": []});
+        self.emit("offering_user", &offering, body);
         self.offering_users.insert(uuid.clone(), ou);
         self.idx
             .offering_user_of
@@ -1055,6 +1163,28 @@ impl World {
             && (ou.state == "Requested" || ou.state == "Creating")
         {
             ou.state = "OK".into();
+        }
+        let (offering, user, ou_uuid) = (
+            ou.offering_uuid.clone(),
+            ou.user_uuid.clone(),
+            ou.uuid.clone(),
+        );
+        if let Some(name) = username.filter(|u| !u.is_empty()) {
+            let projects: Vec<String> = self
+                .roles
+                .iter()
+                .filter(|r| uuid_eq(&r.user_uuid, &user))
+                .map(|r| norm(&r.project_uuid))
+                .collect();
+            let ids: Vec<String> = self
+                .resources
+                .values()
+                .filter(|r| uuid_eq(&r.offering_uuid, &offering))
+                .filter(|r| projects.contains(&norm(&r.project_uuid)) && !r.backend_id.is_empty())
+                .map(|r| r.backend_id.clone())
+                .collect();
+            let body = json!({"offering_user_uuid": ou_uuid, "user_uuid": user, "username": name, "action": "username_set", "attributes": {}, "changed_attributes": [], "resource_backend_ids": ids});
+            self.emit("offering_user", &offering, body);
         }
         Ok(())
     }
