@@ -10,6 +10,7 @@ cd "$ROOT"
 
 ensure_rust
 ensure_apt protobuf-compiler protoc
+ensure_apt_force libprotobuf-dev   # google/protobuf/*.proto for the drift test
 ensure_apt python3 python3
 ensure_python_venv
 
