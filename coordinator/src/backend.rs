@@ -723,4 +723,27 @@ impl BackendHandle {
             .await?;
         Ok(r.username)
     }
+
+    /// Applies periodic settings; returns what was done.
+    pub async fn apply_periodic_settings(
+        &self,
+        backend_id: &str,
+        settings: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Vec<String>, BackendCallError> {
+        self.require(Capability::PeriodicSettings, "ApplyPeriodicSettings")
+            .await?;
+        let r = self
+            .call(
+                "ApplyPeriodicSettings",
+                CallClass::Mutate,
+                wire::ApplyPeriodicSettingsRequest {
+                    instance: self.inner.instance.clone(),
+                    backend_id: backend_id.to_owned(),
+                    settings: Some(waldur_backend_sdk::convert::json_to_struct(settings)),
+                },
+                |mut c, r| async move { c.apply_periodic_settings(r).await },
+            )
+            .await?;
+        Ok(r.actions)
+    }
 }

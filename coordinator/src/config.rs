@@ -155,6 +155,54 @@ pub struct OfferingConfig {
     /// Offering-user usernames.
     #[serde(default)]
     pub usernames: UsernameConfig,
+    /// Event processing (STOMP over WebSocket on Waldur's RabbitMQ).
+    #[serde(default)]
+    pub events: EventsConfig,
+}
+
+/// Event processing settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// STOMP-over-WebSocket URL; default `wss://<Waldur host>/rmqws-stomp`.
+    pub stomp_url: Option<String>,
+    /// Heart-beat interval both ways, seconds.
+    pub heartbeat_seconds: u64,
+    /// Messages RabbitMQ may send ahead of acknowledgement, per queue.
+    pub prefetch: u32,
+    /// Largest reconnect backoff, seconds.
+    pub max_backoff_seconds: u64,
+    /// Reconciliation sweep (stuck orders, offering users), seconds.
+    pub reconcile_seconds: u64,
+    /// Orders untouched this long are "stuck" for the sweep, seconds.
+    pub stuck_after_seconds: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            stomp_url: None,
+            heartbeat_seconds: 10,
+            prefetch: 16,
+            max_backoff_seconds: 120,
+            reconcile_seconds: 3600,
+            stuck_after_seconds: 1800,
+        }
+    }
+}
+
+impl EventsConfig {
+    /// The STOMP URL for an offering whose API is at `api_url`.
+    pub fn url(&self, api_url: &str) -> String {
+        if let Some(u) = &self.stomp_url {
+            return u.clone();
+        }
+        let host = url::Url::parse(api_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_else(|| "localhost".into());
+        format!("wss://{host}/rmqws-stomp")
+    }
 }
 
 /// Usage reporting settings.
@@ -428,6 +476,20 @@ impl Config {
                 return Err(err(format!(
                     "{at}.membership.homedir_umask: {umask:?} is not an octal umask such as \"0077\""
                 )));
+            }
+            if o.tasks.events {
+                if o.waldur.oidc.is_some() {
+                    return Err(err(format!(
+                        "{at}.tasks.events: event processing logs in to RabbitMQ with the API token; configure token_file or token_env"
+                    )));
+                }
+                if let Some(u) = &o.events.stomp_url
+                    && !(u.starts_with("ws://") || u.starts_with("wss://"))
+                {
+                    return Err(err(format!(
+                        "{at}.events.stomp_url: {u:?} must start with ws:// or wss://"
+                    )));
+                }
             }
             if o.usernames.max_length < 3 + o.usernames.prefix.len() {
                 return Err(err(format!(

@@ -14,7 +14,8 @@ pub struct Registration {
     offering_uuid: String,
     mode: &'static str,
     processor: &'static str,
-    service: Mutex<Option<String>>,
+    /// (identity uuid, service uuid) once registered.
+    service: Mutex<Option<(String, String)>>,
 }
 
 impl Registration {
@@ -37,7 +38,7 @@ impl Registration {
         backend_version: &str,
     ) -> WaldurResult<String> {
         let mut service = self.service.lock().await;
-        if let Some(uuid) = service.as_ref() {
+        if let Some((_, uuid)) = service.as_ref() {
             return Ok(uuid.clone());
         }
         let name = format!("agent-{}", self.offering_uuid);
@@ -62,8 +63,13 @@ impl Registration {
             .register_processor(&svc.uuid, self.processor, backend_type, backend_version)
             .await?;
         tracing::info!(offering = %self.offering_uuid, mode = self.mode, identity = %identity.uuid, "agent identity registered");
-        *service = Some(svc.uuid.clone());
+        *service = Some((identity.uuid.clone(), svc.uuid.clone()));
         Ok(svc.uuid)
+    }
+
+    /// The agent identity's UUID, once registered.
+    pub async fn identity(&self) -> Option<String> {
+        self.service.lock().await.as_ref().map(|(i, _)| i.clone())
     }
 
     /// Forgets the registration so the next [`Registration::ensure`] redoes it.

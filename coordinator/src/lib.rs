@@ -20,6 +20,7 @@ pub mod backend;
 pub mod check;
 pub mod clock;
 pub mod config;
+pub mod events;
 pub mod identity;
 pub mod membership;
 pub mod ops;

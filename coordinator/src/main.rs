@@ -142,7 +142,9 @@ async fn run(command: Command) -> ExitCode {
                 ?backends,
                 "starting waldur-coordinator"
             );
-            coordinator.run(waldur_backend_sdk::shutdown_signal()).await;
+            std::sync::Arc::new(coordinator)
+                .run(waldur_backend_sdk::shutdown_signal())
+                .await;
             ExitCode::SUCCESS
         }
     }

@@ -213,6 +213,69 @@ impl MembershipProcessor {
         self.sync_resources(resources).await
     }
 
+    /// Syncs the offering's resources in one project (events: a role granted
+    /// or revoked, an account created or closed).
+    pub async fn sync_project(&self, project_uuid: &str) -> Result<MembershipSummary, WaldurError> {
+        let resources = self
+            .waldur
+            .project_resources(
+                &self.offering.offering_uuid,
+                project_uuid,
+                &["OK", "Erred"],
+                &RESOURCE_FIELDS,
+            )
+            .await?;
+        self.sync_resources(resources).await
+    }
+
+    /// Syncs one resource by UUID if it is OK or Erred (events: the resource
+    /// changed, for example paused).
+    pub async fn sync_resource(&self, uuid: &str) -> Result<MembershipSummary, WaldurError> {
+        let r = self.waldur.resource(uuid).await?;
+        let same_offering = r.offering_uuid.is_empty()
+            || crate::orders::same_uuid(&r.offering_uuid, &self.offering.offering_uuid);
+        if !same_offering || !(r.state == "OK" || r.state == "Erred") {
+            return Ok(MembershipSummary::default());
+        }
+        self.sync_resources(vec![r]).await
+    }
+
+    /// Syncs the offering's resources with these backend ids (events: a
+    /// username was set).
+    pub async fn sync_backend_ids(
+        &self,
+        backend_ids: &[String],
+    ) -> Result<MembershipSummary, WaldurError> {
+        let resources = self
+            .waldur
+            .resources(
+                &self.offering.offering_uuid,
+                &["OK", "Erred"],
+                &RESOURCE_FIELDS,
+            )
+            .await?
+            .into_iter()
+            .filter(|r| backend_ids.contains(&r.backend_id))
+            .collect();
+        self.sync_resources(resources).await
+    }
+
+    /// One username-generation pass over the offering's users.
+    pub async fn usernames_pass(&self) -> Result<UsernameSummary, WaldurError> {
+        let offering = self
+            .waldur
+            .provider_offering(&self.offering.offering_uuid, &["plugin_options"])
+            .await?;
+        let users = self
+            .waldur
+            .offering_users(&self.offering.offering_uuid)
+            .await?;
+        Ok(self
+            .usernames
+            .process(&users, &offering.plugin_options)
+            .await)
+    }
+
     /// Syncs the given resources (those without a backend id are skipped).
     pub async fn sync_resources(
         &self,

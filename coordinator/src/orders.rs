@@ -161,6 +161,36 @@ impl OrderProcessor {
                 &[order_state::PENDING_PROVIDER, order_state::EXECUTING],
             )
             .await?;
+        self.run_orders(orders).await
+    }
+
+    /// One cycle over the open orders untouched for `seconds` (the event
+    /// mode's sweep: fresher orders are the event path's).
+    pub async fn run_stuck_cycle(&self, seconds: u64) -> Result<CycleReport, WaldurError> {
+        let cutoff = jiff::Timestamp::now()
+            .checked_sub(jiff::SignedDuration::from_secs(seconds as i64))
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        let orders = self
+            .waldur
+            .orders(
+                &self.offering.offering_uuid,
+                &[order_state::PENDING_PROVIDER, order_state::EXECUTING],
+            )
+            .await?
+            .into_iter()
+            .filter(|o| {
+                o.modified
+                    .as_deref()
+                    .or(o.created.as_deref())
+                    .and_then(|m| m.parse::<jiff::Timestamp>().ok())
+                    .is_none_or(|m| m < cutoff)
+            })
+            .collect();
+        self.run_orders(orders).await
+    }
+
+    async fn run_orders(&self, orders: Vec<Order>) -> Result<CycleReport, WaldurError> {
+        let offering = &self.offering.offering_uuid;
         // Waldur filters by offering; checking again costs nothing and
         // guarantees an order of another offering is never touched.
         let mut groups: BTreeMap<String, Vec<Order>> = BTreeMap::new();
@@ -194,6 +224,19 @@ impl OrderProcessor {
         Ok(CycleReport {
             outcomes: results.into_iter().flatten().collect(),
         })
+    }
+
+    /// Processes one order by UUID (the event path): reads it fresh from
+    /// Waldur, then exactly as a cycle would.
+    pub async fn process_by_uuid(&self, uuid: &str) -> Result<OrderOutcome, WaldurError> {
+        let order = self.waldur.order(uuid).await?;
+        if !order.offering_uuid.is_empty()
+            && !same_uuid(&order.offering_uuid, &self.offering.offering_uuid)
+        {
+            tracing::warn!(order = %order.uuid, offering = %order.offering_uuid, "ignoring an order of another offering");
+            return Ok(OrderOutcome::Skipped);
+        }
+        Ok(self.process_order(order, &CycleCache::default()).await)
     }
 
     async fn process_order(&self, order: Order, cache: &CycleCache) -> OrderOutcome {

@@ -42,6 +42,10 @@ pub struct OfferingRuntime {
     pub report: Option<Task<ReportProcessor>>,
     /// Membership sync, if enabled.
     pub membership: Option<Task<MembershipProcessor>>,
+    /// The API token, which is also the STOMP passcode (event mode).
+    pub stomp_passcode: Option<crate::secret::Secret>,
+    /// Event consumers by object type, once subscribed (readiness, tests).
+    pub consumers: std::sync::Mutex<Vec<(&'static str, crate::events::client::ConsumerState)>>,
 }
 
 /// The coordinator: every offering and backend of one config.
@@ -159,12 +163,18 @@ impl Coordinator {
                 }
                 _ => None,
             };
+            let stomp_passcode = match &creds {
+                crate::config::Credentials::Token(t) => Some(t.clone()),
+                crate::config::Credentials::Oidc { .. } => None,
+            };
             offerings.push(OfferingRuntime {
                 config: shared,
                 waldur,
                 orders,
                 report,
                 membership,
+                stomp_passcode,
+                consumers: std::sync::Mutex::new(Vec::new()),
             });
         }
         Ok(Self {
@@ -263,8 +273,8 @@ impl Coordinator {
     }
 
     /// Runs every task loop until `shutdown` completes.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let this = Arc::new(self);
+    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
+        let this = self;
         let mut tasks = tokio::task::JoinSet::new();
         for index in 0..this.offerings.len() {
             let o = &this.offerings[index];
@@ -291,6 +301,10 @@ impl Coordinator {
                         .await
                     }
                 });
+            }
+            if o.config.tasks.events {
+                let c = this.clone();
+                tasks.spawn(async move { crate::events::consumers::run(c, index).await });
             }
             if o.report.is_some() {
                 let c = this.clone();
@@ -353,6 +367,11 @@ impl Cycle for ReportProcessor {
 }
 
 impl<P> Task<P> {
+    /// The agent identity's UUID, once registered.
+    pub async fn identity(&self) -> Option<String> {
+        self.registration.identity().await
+    }
+
     /// Registers the agent identity, service and processor (once per start,
     /// again after Waldur forgot them).
     pub async fn register(&self) {

@@ -578,4 +578,69 @@ impl WaldurClient {
             .await?;
         Ok(())
     }
+
+    // ----------------------------------------------------------------- events
+
+    /// Registers (get-or-create) an event subscription of the identity.
+    pub async fn register_event_subscription(
+        &self,
+        identity: &str,
+        object_type: &str,
+    ) -> WaldurResult<EventSubscription> {
+        self.post(
+            &format!("marketplace-site-agent-identities/{identity}/register_event_subscription/"),
+            &json!({"observable_object_type": object_type, "description": format!("{object_type} events for the site agent")}),
+        )
+        .await
+    }
+
+    /// Creates (get-or-create) the subscription's queue for an offering.
+    pub async fn create_queue(
+        &self,
+        subscription: &str,
+        offering: &str,
+        object_type: &str,
+    ) -> WaldurResult<EventQueue> {
+        self.post(
+            &format!("event-subscriptions/{subscription}/create_queue/"),
+            &json!({"offering_uuid": offering, "object_type": object_type}),
+        )
+        .await
+    }
+
+    /// Resources of an offering in one project, in the given states.
+    pub async fn project_resources(
+        &self,
+        offering: &str,
+        project: &str,
+        states: &[&str],
+        fields: &[&str],
+    ) -> WaldurResult<Vec<Resource>> {
+        let mut query: Query = vec![
+            ("offering_uuid", offering.to_owned()),
+            ("project_uuid", project.to_owned()),
+        ];
+        query.extend(states.iter().map(|s| ("state", (*s).to_owned())));
+        query.extend(fields.iter().map(|f| ("field", (*f).to_owned())));
+        self.list_all("marketplace-provider-resources/", query)
+            .await
+    }
+
+    /// Reports the outcome of periodic settings to Waldur's policy.
+    pub async fn report_periodic_result(
+        &self,
+        policy: &str,
+        resource: &str,
+        success: bool,
+        error_message: &str,
+        commands: &[String],
+    ) -> WaldurResult<()> {
+        let _: Ignored = self
+            .post(
+                &format!("marketplace-slurm-periodic-usage-policies/{policy}/report-command-result/"),
+                &json!({"resource_uuid": resource, "success": success, "error_message": error_message, "commands_executed": commands}),
+            )
+            .await?;
+        Ok(())
+    }
 }

@@ -59,6 +59,8 @@ pub struct Order {
     pub created_by_full_name: String,
     /// Creation time (ISO 8601).
     pub created: Option<String>,
+    /// Last change (ISO 8601).
+    pub modified: Option<String>,
     /// Provider message.
     pub provider_message: String,
     /// Consumer message (not in 8.0.5's OrderDetails; read when present).
@@ -397,4 +399,26 @@ pub struct UniqueCheck {
 pub mod plugin_option {
     /// `project_slug` makes backend ids come from the project slug.
     pub const ACCOUNT_NAME_GENERATION_POLICY: &str = "account_name_generation_policy";
+}
+
+/// An event subscription (`EventSubscription`), sparse.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct EventSubscription {
+    /// UUID: the STOMP login.
+    pub uuid: String,
+    /// The subscribing user: the RabbitMQ vhost.
+    pub user_uuid: String,
+}
+
+/// A subscription queue (`SubscriptionQueue`), sparse.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct EventQueue {
+    /// UUID.
+    pub uuid: String,
+    /// The RabbitMQ queue.
+    pub queue_name: String,
+    /// The RabbitMQ vhost, when Waldur says.
+    pub vhost: String,
 }

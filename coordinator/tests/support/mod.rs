@@ -35,6 +35,8 @@ pub struct World {
     pub server: Option<Bound>,
     pub port: u16,
     pub coordinator: Coordinator,
+    pub config: Config,
+    pub env: MapEnv,
 }
 
 pub struct Options {
@@ -188,6 +190,7 @@ offerings:
         let env = MapEnv::from([("WALDUR_TOKEN", TOKEN), ("OIDC_SECRET", "oidc-secret")]);
         let config = Config::parse(&config, Path::new("coordinator.yaml"), &env).unwrap();
         let coordinator = build_coordinator(&config, &env, options.clock.clone());
+        let config_copy = config.clone();
         Self {
             dir,
             sim,
@@ -198,6 +201,8 @@ offerings:
             server: Some(server),
             port,
             coordinator,
+            config: config_copy,
+            env,
         }
     }
 
@@ -245,6 +250,15 @@ offerings:
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// A fresh coordinator from the same config, running every task loop
+    /// (events included) until the returned handle is aborted.
+    pub fn spawn_running(&self) -> (Arc<Coordinator>, tokio::task::JoinHandle<()>) {
+        let c = Arc::new(build_coordinator(&self.config, &self.env, None));
+        let run = c.clone();
+        let handle = tokio::spawn(async move { run.run(std::future::pending()).await });
+        (c, handle)
     }
 
     pub async fn report(&self) -> ReportSummary {

@@ -1,0 +1,722 @@
+//! A resilient STOMP 1.2 over WebSocket consumer of one RabbitMQ queue
+//! (core spec §7.4), for RabbitMQ's Web-STOMP plugin.
+//!
+//! One session: WebSocket handshake offering the `v12.stomp` subprotocol,
+//! `CONNECT` (the `host` header is the RabbitMQ vhost), `CONNECTED`,
+//! `SUBSCRIBE` to the pre-existing queue `/amq/queue/<queue>` with
+//! `ack:client-individual` and a receipt, `RECEIPT`; then messages are
+//! handed to the handler one at a time and each is acknowledged only after
+//! its handler returned, so a crash or a lost connection in the middle of a
+//! handler makes RabbitMQ redeliver it. Heart-beats are negotiated, sent and
+//! monitored. Any failure ends the session and a new one starts after a
+//! capped exponential backoff with jitter, for ever, until shutdown.
+//!
+//! The passcode is a [`Secret`] and is never logged.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::{FutureExt as _, SinkExt as _, StreamExt as _};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+
+use super::stomp::{self, Decoded, Frame};
+use crate::secret::Secret;
+
+/// The WebSocket subprotocol for STOMP 1.2.
+const SUBPROTOCOL: &str = "v12.stomp";
+/// How long opening a session (TCP, TLS, WebSocket, CONNECT, SUBSCRIBE) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a graceful DISCONNECT waits for its receipt.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The receipt id of the DISCONNECT frame.
+const DISCONNECT_RECEIPT: &str = "disconnect";
+/// Longest excerpt of an ERROR frame's body that is logged.
+const ERROR_BODY_LOGGED: usize = 200;
+
+/// How to reach and consume one queue.
+#[derive(Debug, Clone)]
+pub struct StompConfig {
+    /// `ws://host:port/path` or `wss://…`.
+    pub url: String,
+    /// The STOMP `host` header: the RabbitMQ vhost.
+    pub vhost: String,
+    /// The STOMP login.
+    pub login: String,
+    /// The STOMP passcode; never logged.
+    pub passcode: Secret,
+    /// The queue, subscribed as `/amq/queue/<queue>`; it must exist.
+    pub queue: String,
+    /// Heart-beat interval offered in both directions (0 disables them).
+    pub heartbeat: Duration,
+    /// RabbitMQ's `prefetch-count`: unacknowledged messages in flight.
+    pub prefetch: u32,
+    /// The first reconnect delay.
+    pub initial_backoff: Duration,
+    /// The longest reconnect delay (before jitter).
+    pub max_backoff: Duration,
+    /// The largest WebSocket message (one frame) accepted.
+    pub max_frame_bytes: usize,
+}
+
+impl StompConfig {
+    /// Settings with the defaults: heart-beats 10 s both ways, prefetch 16,
+    /// backoff from 1 s to 120 s, frames up to 4 MiB.
+    pub fn new(
+        url: impl Into<String>,
+        vhost: impl Into<String>,
+        login: impl Into<String>,
+        passcode: Secret,
+        queue: impl Into<String>,
+    ) -> Self {
+        Self {
+            url: url.into(),
+            vhost: vhost.into(),
+            login: login.into(),
+            passcode,
+            queue: queue.into(),
+            heartbeat: Duration::from_secs(10),
+            prefetch: 16,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(120),
+            max_frame_bytes: 4 << 20,
+        }
+    }
+}
+
+/// One received MESSAGE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The frame's headers in wire order.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+    /// RabbitMQ delivered it before (`redelivered:true`).
+    pub redelivered: bool,
+}
+
+impl Message {
+    /// The value of header `name` (first occurrence).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The `destination` header.
+    pub fn destination(&self) -> Option<&str> {
+        self.header("destination")
+    }
+
+    fn from_frame(frame: Frame) -> Self {
+        let redelivered = frame.get("redelivered") == Some("true");
+        Self {
+            headers: frame.headers,
+            body: frame.body,
+            redelivered,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    connected: AtomicBool,
+    attempts: AtomicU64,
+    connects: AtomicU64,
+    received: AtomicU64,
+    acked: AtomicU64,
+}
+
+/// Observable state of a consumer (readiness probes, tests); clones share it.
+#[derive(Debug, Clone, Default)]
+pub struct ConsumerState(Arc<Counters>);
+
+impl ConsumerState {
+    /// Subscribed right now.
+    pub fn connected(&self) -> bool {
+        self.0.connected.load(Ordering::SeqCst)
+    }
+
+    /// Sessions that reached the subscribed state.
+    pub fn connects(&self) -> u64 {
+        self.0.connects.load(Ordering::SeqCst)
+    }
+
+    /// Sessions started, successful or not.
+    pub fn attempts(&self) -> u64 {
+        self.0.attempts.load(Ordering::SeqCst)
+    }
+
+    /// Messages handed to the handler.
+    pub fn received(&self) -> u64 {
+        self.0.received.load(Ordering::SeqCst)
+    }
+
+    /// Messages acknowledged after their handler returned.
+    pub fn acked(&self) -> u64 {
+        self.0.acked.load(Ordering::SeqCst)
+    }
+
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Consumes until `shutdown` resolves. Handler calls are strictly sequential
+/// (one message at a time); a message is ACKed (client-individual) only after
+/// its handler returned, so a crash or disconnect mid-handler means RabbitMQ
+/// redelivers it. Reconnects forever with capped exponential backoff and jitter.
+///
+/// A handler that is running when `shutdown` resolves is not cancelled: it
+/// finishes, its message is acknowledged, then DISCONNECT is sent.
+pub async fn consume<H, Fut>(
+    config: StompConfig,
+    state: ConsumerState,
+    mut handler: H,
+    shutdown: impl Future<Output = ()>,
+) where
+    H: FnMut(Message) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut shutdown = pin!(shutdown);
+    let mut tls = None;
+    let mut failures: u32 = 0;
+    loop {
+        ConsumerState::bump(&state.0.attempts);
+        let end = session(&config, &state, &mut handler, shutdown.as_mut(), &mut tls).await;
+        state.0.connected.store(false, Ordering::SeqCst);
+        let (error, subscribed) = match end {
+            End::Shutdown => {
+                tracing::info!(queue = %config.queue, "stomp consumer stopped");
+                return;
+            }
+            End::Failed { error, subscribed } => (error, subscribed),
+        };
+        if subscribed {
+            failures = 0;
+        }
+        let delay = backoff(config.initial_backoff, config.max_backoff, failures);
+        failures = failures.saturating_add(1);
+        if subscribed {
+            tracing::warn!(queue = %config.queue, error = %error, retry_in = ?delay, "stomp connection lost; reconnecting");
+        } else {
+            tracing::warn!(queue = %config.queue, attempt = failures, error = %error, retry_in = ?delay, "stomp connection failed; retrying");
+        }
+        tokio::select! {
+            biased;
+            () = shutdown.as_mut() => {
+                tracing::info!(queue = %config.queue, "stomp consumer stopped");
+                return;
+            }
+            () = sleep(delay) => {}
+        }
+    }
+}
+
+/// `min(initial · 2^failures, max)` plus 0–25 % jitter.
+fn backoff(initial: Duration, max: Duration, failures: u32) -> Duration {
+    let base = initial
+        .saturating_mul(1u32 << failures.min(31))
+        .min(max.max(initial));
+    let jitter = 1.0 + rand::random_range(0.0..=0.25);
+    Duration::try_from_secs_f64(base.as_secs_f64() * jitter).unwrap_or(base)
+}
+
+/// How a session ended.
+enum End {
+    Shutdown,
+    Failed {
+        error: String,
+        /// The session had subscribed (so the backoff starts over).
+        subscribed: bool,
+    },
+}
+
+fn failed(error: impl Into<String>, subscribed: bool) -> End {
+    End::Failed {
+        error: error.into(),
+        subscribed,
+    }
+}
+
+/// One connection: open, subscribe, consume until it fails or shutdown.
+async fn session<H, Fut, S>(
+    config: &StompConfig,
+    state: &ConsumerState,
+    handler: &mut H,
+    mut shutdown: Pin<&mut S>,
+    tls: &mut Option<Arc<rustls::ClientConfig>>,
+) -> End
+where
+    H: FnMut(Message) -> Fut,
+    Fut: Future<Output = ()>,
+    S: Future<Output = ()>,
+{
+    let opened = tokio::select! {
+        biased;
+        () = shutdown.as_mut() => return End::Shutdown,
+        r = timeout(CONNECT_TIMEOUT, open(config, tls)) => r,
+    };
+    let (mut conn, mut pending) = match opened {
+        Ok(Ok(opened)) => opened,
+        Ok(Err(e)) => return failed(e, false),
+        Err(_) => return failed(format!("no subscription within {CONNECT_TIMEOUT:?}"), false),
+    };
+    ConsumerState::bump(&state.0.connects);
+    state.0.connected.store(true, Ordering::SeqCst);
+    tracing::info!(
+        queue = %config.queue,
+        vhost = %config.vhost,
+        send_heartbeat = ?conn.send_every,
+        expect_heartbeat = ?conn.recv_every,
+        "stomp consumer subscribed"
+    );
+    loop {
+        if shutdown.as_mut().now_or_never().is_some() {
+            conn.disconnect().await;
+            return End::Shutdown;
+        }
+        if let Some(frame) = pending.pop_front() {
+            if let Err(e) = deliver(&mut conn, state, handler, &mut pending, frame).await {
+                return failed(e, true);
+            }
+            continue;
+        }
+        tokio::select! {
+            biased;
+            () = shutdown.as_mut() => {
+                conn.disconnect().await;
+                return End::Shutdown;
+            }
+            r = conn.step(&mut pending) => {
+                if let Err(e) = r {
+                    return failed(e, true);
+                }
+            }
+        }
+    }
+}
+
+/// Runs the handler on one MESSAGE, keeping the connection alive meanwhile,
+/// then acknowledges it. The handler always runs to completion.
+async fn deliver<H, Fut>(
+    conn: &mut Conn,
+    state: &ConsumerState,
+    handler: &mut H,
+    pending: &mut VecDeque<Frame>,
+    frame: Frame,
+) -> Result<(), String>
+where
+    H: FnMut(Message) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let ack = frame.get("ack").map(str::to_owned);
+    let message = Message::from_frame(frame);
+    tracing::debug!(
+        queue = %conn.queue,
+        message_id = message.header("message-id").unwrap_or_default(),
+        redelivered = message.redelivered,
+        bytes = message.body.len(),
+        "stomp message received"
+    );
+    ConsumerState::bump(&state.0.received);
+    let mut running = pin!(handler(message));
+    let mut broken = None;
+    loop {
+        if broken.is_some() {
+            running.as_mut().await;
+            break;
+        }
+        tokio::select! {
+            biased;
+            () = running.as_mut() => break,
+            r = conn.step(pending) => {
+                if let Err(e) = r {
+                    broken = Some(e);
+                }
+            }
+        }
+    }
+    if let Some(e) = broken {
+        return Err(format!(
+            "{e} (while a handler ran; its message is redelivered)"
+        ));
+    }
+    match ack {
+        Some(id) => {
+            conn.send(&Frame::new("ACK").header("id", id)).await?;
+            ConsumerState::bump(&state.0.acked);
+        }
+        None => {
+            tracing::warn!(queue = %conn.queue, "stomp message without an ack header; not acknowledged")
+        }
+    }
+    Ok(())
+}
+
+/// An open, subscribed connection.
+struct Conn {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    queue: String,
+    /// Only to scrub it from broker errors.
+    passcode: Secret,
+    max_frame: usize,
+    /// Send an EOL when nothing was sent for this long.
+    send_every: Option<Duration>,
+    /// The broker's negotiated heart-beat; twice this without traffic is death.
+    recv_every: Option<Duration>,
+    last_tx: Instant,
+    last_rx: Instant,
+}
+
+impl Conn {
+    async fn send(&mut self, frame: &Frame) -> Result<(), String> {
+        let message = match String::from_utf8(frame.encode()) {
+            Ok(text) => WsMessage::text(text),
+            Err(e) => WsMessage::binary(e.into_bytes()),
+        };
+        self.ws
+            .send(message)
+            .await
+            .map_err(|e| format!("sending {}: {e}", frame.command))?;
+        self.last_tx = Instant::now();
+        Ok(())
+    }
+
+    /// The next frame (skipping heart-beats and control messages).
+    async fn recv(&mut self) -> Result<Frame, String> {
+        loop {
+            if let Some(frame) = self.read().await? {
+                return Ok(frame);
+            }
+        }
+    }
+
+    /// Reads one WebSocket message: a frame, or `None` for a heart-beat.
+    async fn read(&mut self) -> Result<Option<Frame>, String> {
+        let message = match self.ws.next().await {
+            None => return Err("connection closed".into()),
+            Some(Err(e)) => return Err(format!("websocket: {e}")),
+            Some(Ok(m)) => m,
+        };
+        self.last_rx = Instant::now();
+        let data = match &message {
+            WsMessage::Text(text) => text.as_bytes(),
+            WsMessage::Binary(bytes) => bytes.as_ref(),
+            WsMessage::Close(close) => {
+                return Err(match close {
+                    Some(c) => format!("closed by the broker ({}: {})", c.code, c.reason),
+                    None => "closed by the broker".into(),
+                });
+            }
+            WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => return Ok(None),
+        };
+        match stomp::decode(data, self.max_frame) {
+            Ok(Decoded::Heartbeat) => Ok(None),
+            Ok(Decoded::Frame(frame)) => Ok(Some(frame)),
+            Err(e) => Err(format!("malformed frame: {e}")),
+        }
+    }
+
+    /// One round of the connection's own work: a heart-beat due, the broker
+    /// silent for too long, or one message read (a MESSAGE is queued in
+    /// `pending`). An error means the connection is unusable.
+    async fn step(&mut self, pending: &mut VecDeque<Frame>) -> Result<(), String> {
+        let send_at = self.send_every.map(|d| self.last_tx + d);
+        let dead_at = self.recv_every.map(|d| self.last_rx + 2 * d);
+        tokio::select! {
+            biased;
+            () = sleep_until(send_at.unwrap_or_else(Instant::now)), if send_at.is_some() => {
+                self.ws
+                    .send(WsMessage::text("\n"))
+                    .await
+                    .map_err(|e| format!("sending a heart-beat: {e}"))?;
+                self.last_tx = Instant::now();
+                Ok(())
+            }
+            r = self.read() => match r? {
+                None => Ok(()),
+                Some(frame) => match frame.command.as_str() {
+                    "MESSAGE" => {
+                        pending.push_back(frame);
+                        Ok(())
+                    }
+                    "ERROR" => Err(broker_error(&frame, Some(&self.passcode))),
+                    "RECEIPT" => Ok(()),
+                    other => {
+                        tracing::debug!(queue = %self.queue, command = other, "unexpected stomp frame ignored");
+                        Ok(())
+                    }
+                },
+            },
+            () = sleep_until(dead_at.unwrap_or_else(Instant::now)), if dead_at.is_some() => {
+                Err(format!(
+                    "nothing received from the broker for {:?}",
+                    2 * self.recv_every.unwrap_or_default()
+                ))
+            }
+        }
+    }
+
+    /// Best-effort graceful DISCONNECT: waits briefly for its receipt (so the
+    /// ACKs sent before it were processed), then closes the WebSocket.
+    async fn disconnect(mut self) {
+        let graceful = async {
+            self.send(&Frame::new("DISCONNECT").header("receipt", DISCONNECT_RECEIPT))
+                .await?;
+            loop {
+                let frame = self.recv().await?;
+                if frame.command == "RECEIPT" && frame.get("receipt-id") == Some(DISCONNECT_RECEIPT)
+                {
+                    return Ok::<_, String>(());
+                }
+            }
+        };
+        match timeout(DISCONNECT_TIMEOUT, graceful).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(queue = %self.queue, error = %e, "stomp disconnect failed")
+            }
+            Err(_) => tracing::debug!(queue = %self.queue, "no receipt for stomp disconnect"),
+        }
+        let _ = timeout(DISCONNECT_TIMEOUT, self.ws.close(None)).await;
+    }
+}
+
+/// "broker error: <message header>: <body excerpt>", with the passcode
+/// scrubbed in case the broker echoes it.
+fn broker_error(frame: &Frame, passcode: Option<&Secret>) -> String {
+    let mut text = format!(
+        "broker error: {}",
+        frame.get("message").unwrap_or("(no message)")
+    );
+    let body = String::from_utf8_lossy(&frame.body);
+    let body = body.trim();
+    if !body.is_empty() {
+        text.push_str(": ");
+        text.extend(body.chars().take(ERROR_BODY_LOGGED));
+    }
+    match passcode.map(Secret::expose) {
+        Some(p) if !p.is_empty() => text.replace(p, "<redacted>"),
+        _ => text,
+    }
+}
+
+/// Heart-beat intervals (send, expect) negotiated per STOMP 1.2 from ours
+/// (`ms` both ways) and the server's `heart-beat: sx,sy`.
+fn negotiate(ms: u64, server: Option<&str>) -> (Option<Duration>, Option<Duration>) {
+    let (sx, sy) = server
+        .and_then(|h| h.split_once(','))
+        .and_then(|(x, y)| Some((x.trim().parse::<u64>().ok()?, y.trim().parse::<u64>().ok()?)))
+        .unwrap_or((0, 0));
+    let pick = |ours: u64, theirs: u64| {
+        (ours != 0 && theirs != 0).then(|| Duration::from_millis(ours.max(theirs)))
+    };
+    (pick(ms, sy), pick(ms, sx))
+}
+
+fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
+    let native = rustls_native_certs::load_native_certs();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(native.certs);
+    if roots.is_empty() {
+        return Err(format!(
+            "no trusted root certificates found ({} errors loading them)",
+            native.errors.len()
+        ));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Opens a connection and subscribes; returns it with any MESSAGE frames
+/// that arrived before the subscription's receipt.
+async fn open(
+    config: &StompConfig,
+    tls: &mut Option<Arc<rustls::ClientConfig>>,
+) -> Result<(Conn, VecDeque<Frame>), String> {
+    let mut request = config
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| format!("stomp url {:?}: {e}", config.url))?;
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static(SUBPROTOCOL),
+    );
+    let connector = if request.uri().scheme_str() == Some("wss") {
+        let config = match tls {
+            Some(c) => c.clone(),
+            None => tls.insert(tls_config()?).clone(),
+        };
+        Connector::Rustls(config)
+    } else {
+        Connector::Plain
+    };
+    let limit = config.max_frame_bytes.max(1024);
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(limit))
+        .max_frame_size(Some(limit));
+    let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(
+        request,
+        Some(ws_config),
+        true,
+        Some(connector),
+    )
+    .await
+    .map_err(|e| match e {
+        tungstenite::Error::Http(r) => format!("websocket handshake: http status {}", r.status()),
+        e => format!("websocket connect: {e}"),
+    })?;
+    let now = Instant::now();
+    let mut conn = Conn {
+        ws,
+        queue: config.queue.clone(),
+        passcode: config.passcode.clone(),
+        max_frame: config.max_frame_bytes,
+        send_every: None,
+        recv_every: None,
+        last_tx: now,
+        last_rx: now,
+    };
+    let ms = u64::try_from(config.heartbeat.as_millis()).unwrap_or(u64::MAX);
+    conn.send(
+        &Frame::new("CONNECT")
+            .header("accept-version", "1.2")
+            .header("host", &config.vhost)
+            .header("login", &config.login)
+            .header("passcode", config.passcode.expose())
+            .header("heart-beat", format!("{ms},{ms}")),
+    )
+    .await?;
+    let connected = conn.recv().await?;
+    match connected.command.as_str() {
+        "CONNECTED" => {}
+        "ERROR" => return Err(broker_error(&connected, Some(&config.passcode))),
+        other => return Err(format!("expected CONNECTED, got {other}")),
+    }
+    (conn.send_every, conn.recv_every) = negotiate(ms, connected.get("heart-beat"));
+    let receipt = format!("subscribe-{}", config.queue);
+    conn.send(
+        &Frame::new("SUBSCRIBE")
+            .header("id", &config.queue)
+            .header("destination", format!("/amq/queue/{}", config.queue))
+            .header("ack", "client-individual")
+            .header("prefetch-count", config.prefetch.max(1).to_string())
+            .header("receipt", &receipt),
+    )
+    .await?;
+    let mut early = VecDeque::new();
+    loop {
+        let frame = conn.recv().await?;
+        match frame.command.as_str() {
+            "RECEIPT" if frame.get("receipt-id") == Some(receipt.as_str()) => break,
+            "MESSAGE" => early.push_back(frame),
+            "ERROR" => return Err(broker_error(&frame, Some(&config.passcode))),
+            other => {
+                tracing::debug!(queue = %config.queue, command = other, "unexpected stomp frame ignored");
+            }
+        }
+    }
+    Ok((conn, early))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_are_negotiated_per_stomp_1_2() {
+        let s = Duration::from_millis;
+        assert_eq!(
+            negotiate(10_000, Some("10000,10000")),
+            (Some(s(10_000)), Some(s(10_000)))
+        );
+        // We send at max(cx, sy) and expect at max(cy, sx).
+        assert_eq!(
+            negotiate(1_000, Some("5000,2000")),
+            (Some(s(2_000)), Some(s(5_000)))
+        );
+        assert_eq!(negotiate(1_000, Some("0,2000")), (Some(s(2_000)), None));
+        assert_eq!(negotiate(1_000, Some("2000,0")), (None, Some(s(2_000))));
+        assert_eq!(negotiate(0, Some("2000,2000")), (None, None));
+        assert_eq!(negotiate(1_000, None), (None, None));
+        assert_eq!(negotiate(1_000, Some("garbage")), (None, None));
+        assert_eq!(
+            negotiate(1_000, Some(" 3000 , 4000 ")),
+            (Some(s(4_000)), Some(s(3_000)))
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_at_most_a_quarter_of_jitter() {
+        let s = Duration::from_secs;
+        for (failures, base) in [(0, 1), (1, 2), (2, 4), (6, 64), (7, 120), (40, 120)] {
+            for _ in 0..50 {
+                let d = backoff(s(1), s(120), failures);
+                assert!(
+                    d >= s(base) && d <= s(base).mul_f64(1.25),
+                    "{failures}: {d:?}"
+                );
+            }
+        }
+        let d = backoff(Duration::from_millis(50), Duration::from_millis(200), 10);
+        assert!(d <= Duration::from_millis(250));
+    }
+
+    #[test]
+    fn defaults_match_the_original_agent() {
+        let c = StompConfig::new("ws://h/ws", "v", "l", Secret::new("p"), "q");
+        assert_eq!(c.heartbeat, Duration::from_secs(10));
+        assert_eq!(c.prefetch, 16);
+        assert_eq!(c.initial_backoff, Duration::from_secs(1));
+        assert_eq!(c.max_backoff, Duration::from_secs(120));
+        assert_eq!(c.max_frame_bytes, 4 << 20);
+        assert!(!format!("{c:?}").contains("\"p\""));
+    }
+
+    #[test]
+    fn broker_errors_name_the_message_and_never_the_passcode() {
+        let f = Frame::new("ERROR")
+            .header("message", "Bad CONNECT")
+            .body(&b"Access refused for user 'u' with passcode hunter2\n"[..]);
+        let text = broker_error(&f, Some(&Secret::new("hunter2")));
+        assert_eq!(
+            text,
+            "broker error: Bad CONNECT: Access refused for user 'u' with passcode <redacted>"
+        );
+    }
+
+    #[test]
+    fn messages_expose_headers_and_the_redelivered_flag() {
+        let m = Message::from_frame(
+            Frame::new("MESSAGE")
+                .header("destination", "/queue/q")
+                .header("redelivered", "true")
+                .body(&b"{}"[..]),
+        );
+        assert!(m.redelivered);
+        assert_eq!(m.destination(), Some("/queue/q"));
+        assert_eq!(m.header("missing"), None);
+    }
+
+    #[test]
+    fn a_tls_config_with_the_native_roots_is_built() {
+        assert!(tls_config().is_ok());
+    }
+}

@@ -1,0 +1,202 @@
+//! Event mode for one offering (core spec §7.1–7.4, §7.8): register the
+//! subscriptions and queues, consume each queue over STOMP, and run the
+//! reconciliation sweep that catches whatever events missed.
+//!
+//! Subscriptions, per role the offering has:
+//! * order processing: `order` (and `resource_periodic_limits` when the
+//!   backend applies periodic settings);
+//! * membership sync: `user_role`, `resource`, `service_account`,
+//!   `course_account`, `offering_user`, `offering_resources_sync`.
+//!
+//! (`resource_api_key_rotation` and `importable_resources` need backend
+//! capabilities the contract does not define yet, so they are never
+//! subscribed.) Registration retries until Waldur answers; each queue has
+//! its own consumer, which reconnects for ever.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::Instrument;
+use waldur_backend_proto::v1 as wire;
+
+use super::client::{self, ConsumerState, StompConfig};
+use super::handlers::{self, Handled};
+use crate::runner::{Coordinator, OfferingRuntime};
+use crate::team::normalise_uuid;
+use crate::waldur::WaldurError;
+
+/// The object types an offering subscribes to.
+pub async fn object_types(o: &OfferingRuntime) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if let Some(t) = &o.orders {
+        out.push("order");
+        if t.backend
+            .has(wire::Capability::PeriodicSettings)
+            .await
+            .unwrap_or(false)
+        {
+            out.push("resource_periodic_limits");
+        }
+    }
+    if o.membership.is_some() {
+        out.extend([
+            "user_role",
+            "resource",
+            "service_account",
+            "course_account",
+            "offering_user",
+            "offering_resources_sync",
+        ]);
+    }
+    out
+}
+
+async fn identity(o: &OfferingRuntime) -> Option<String> {
+    if let Some(t) = &o.orders {
+        t.register().await;
+        return t.identity().await;
+    }
+    if let Some(t) = &o.membership {
+        t.register().await;
+        return t.identity().await;
+    }
+    None
+}
+
+/// A queue to consume: (object type, STOMP settings).
+async fn subscribe(
+    o: &OfferingRuntime,
+    identity: &str,
+    object_type: &str,
+) -> Result<StompConfig, WaldurError> {
+    let offering = normalise_uuid(&o.config.offering_uuid);
+    let sub = o
+        .waldur
+        .register_event_subscription(identity, object_type)
+        .await?;
+    let queue = o
+        .waldur
+        .create_queue(&sub.uuid, &offering, object_type)
+        .await?;
+    let sub_uuid = normalise_uuid(&sub.uuid);
+    let name = if queue.queue_name.is_empty() {
+        format!("subscription_{sub_uuid}_offering_{offering}_{object_type}")
+    } else {
+        queue.queue_name
+    };
+    let settings = &o.config.events;
+    let mut config = StompConfig::new(
+        settings.url(&o.config.waldur.api_url),
+        normalise_uuid(&sub.user_uuid),
+        sub_uuid,
+        o.stomp_passcode
+            .clone()
+            .unwrap_or_else(|| crate::secret::Secret::new("")),
+        name,
+    );
+    config.heartbeat = Duration::from_secs(settings.heartbeat_seconds.max(1));
+    config.prefetch = settings.prefetch.max(1);
+    config.max_backoff = Duration::from_secs(settings.max_backoff_seconds.max(1));
+    Ok(config)
+}
+
+/// Runs event mode for offering `index` until the task is aborted.
+pub async fn run(c: Arc<Coordinator>, index: usize) {
+    let o = &c.offerings[index];
+    let name = o.config.name.clone();
+    let mut wait = Duration::from_secs(1);
+    let identity = loop {
+        match identity(o).await {
+            Some(i) => break i,
+            None => {
+                tracing::warn!(offering = %name, retry_in = ?wait, "agent identity not registered; event processing waits");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(120));
+            }
+        }
+    };
+    let mut consumers = tokio::task::JoinSet::new();
+    for object_type in object_types(o).await {
+        let mut wait = Duration::from_secs(1);
+        let config = loop {
+            match subscribe(o, &identity, object_type).await {
+                Ok(cfg) => break cfg,
+                Err(e) => {
+                    tracing::warn!(offering = %name, object_type, error = %e, retry_in = ?wait, "event subscription failed");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(120));
+                }
+            }
+        };
+        tracing::info!(offering = %name, object_type, queue = %config.queue, "consuming events");
+        let state = ConsumerState::default();
+        o.consumers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((object_type, state.clone()));
+        let c = c.clone();
+        consumers.spawn(async move {
+            let offering = &c.offerings[index];
+            client::consume(
+                config,
+                state,
+                |message| {
+                    let span =
+                        tracing::info_span!("event", offering = %offering.config.name, object_type);
+                    async move {
+                        let outcome = handlers::handle(offering, object_type, &message.body).await;
+                        log(object_type, message.redelivered, &outcome);
+                    }
+                    .instrument(span)
+                },
+                std::future::pending::<()>(),
+            )
+            .await;
+        });
+    }
+    reconcile(o).await;
+}
+
+fn log(object_type: &str, redelivered: bool, outcome: &Handled) {
+    match outcome {
+        Handled::Done(what) => {
+            tracing::info!(object_type, redelivered, result = %what, "event handled")
+        }
+        Handled::Dropped(why) => tracing::debug!(object_type, reason = %why, "event needs no work"),
+        Handled::Invalid(why) => {
+            tracing::warn!(object_type, reason = %why, "malformed event acknowledged and dropped")
+        }
+        Handled::Failed(why) => {
+            tracing::warn!(object_type, error = %why, "event handling failed; the reconciliation sweep retries")
+        }
+    }
+}
+
+/// The reconciliation sweep, for ever: open orders and offering users that
+/// events did not settle.
+async fn reconcile(o: &OfferingRuntime) {
+    let every = Duration::from_secs(o.config.events.reconcile_seconds.max(1));
+    loop {
+        tokio::time::sleep(every).await;
+        if let Some(t) = &o.orders {
+            match t
+                .processor
+                .run_stuck_cycle(o.config.events.stuck_after_seconds)
+                .await
+            {
+                Ok(r) if !r.outcomes.is_empty() => {
+                    tracing::info!(offering = %o.config.name, orders = r.outcomes.len(), "stuck orders reconciled")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(offering = %o.config.name, error = %e, "stuck order sweep failed")
+                }
+            }
+        }
+        if let Some(t) = &o.membership
+            && let Err(e) = t.processor.usernames_pass().await
+        {
+            tracing::warn!(offering = %o.config.name, error = %e, "offering user sweep failed");
+        }
+    }
+}

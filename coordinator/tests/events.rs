@@ -1,0 +1,242 @@
+//! Event processing end to end on the real RabbitMQ (Web-STOMP on
+//! 127.0.0.1:15674, started by `deploy/services.sh`): waldur-sim publishes
+//! events as Waldur does, the coordinator consumes them over STOMP with
+//! polling set to an hour, the example backend runs behind mutual TLS.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::{Options, World};
+use waldur_backend_proto::v1::AccessLevel;
+use waldur_backend_sdk::Backend;
+use waldur_coordinator::events::client::ConsumerState;
+use waldur_coordinator::runner::Coordinator;
+use waldur_sim::events::Broker;
+
+pub const EVENT_CONFIG: &str = "    intervals: {orders_seconds: 3600, membership_seconds: 3600, report_seconds: 3600}\n    events: {stomp_url: 'ws://127.0.0.1:15674/ws', heartbeat_seconds: 2, max_backoff_seconds: 2}";
+
+async fn world() -> World {
+    let w = World::start(Options {
+        tasks: "{orders: true, report: false, membership: true, events: true}",
+        extra_offering_config: EVENT_CONFIG,
+        ..Options::default()
+    })
+    .await;
+    w.sim.enable_events(Broker::default());
+    w
+}
+
+async fn until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The consumer state of one object type.
+fn consumer(c: &Arc<Coordinator>, object_type: &str) -> ConsumerState {
+    c.offerings[0]
+        .consumers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .find(|(t, _)| *t == object_type)
+        .map(|(_, s)| s.clone())
+        .unwrap()
+}
+
+/// Waits until every consumer is connected and the initial polling pass
+/// has listed the orders, so later work can only come through events.
+async fn ready(w: &World, c: &Arc<Coordinator>) {
+    until("consumers connected", Duration::from_secs(30), || {
+        let consumers = c.offerings[0]
+            .consumers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        consumers.len() == 7 && consumers.iter().all(|(_, s)| s.connected())
+    })
+    .await;
+    until("the initial pass", Duration::from_secs(30), || {
+        w.sim
+            .calls()
+            .iter()
+            .any(|c| c.route == "marketplace-orders/")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_created_in_waldur_reaches_done_through_the_event_path() {
+    let w = world().await;
+    let (c, run) = w.spawn_running();
+    ready(&w, &c).await;
+    let started = Instant::now();
+    let (order, resource) = w.order("Create", "pending-provider", "", json!({}));
+    until("the order done", Duration::from_secs(20), || {
+        w.sim.order_state(&order).as_deref() == Some("done")
+    })
+    .await;
+    println!("event to done: {:?}", started.elapsed());
+    assert!(!w.sim.resource(&resource).unwrap().backend_id.is_empty());
+    run.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_and_pauses_in_waldur_reach_the_backend_through_events() {
+    let w = world().await;
+    let (resource, id) = w.provisioned("event team").await;
+    let (c, run) = w.spawn_running();
+    ready(&w, &c).await;
+
+    let dave = w.sim.add_user("dave", "dave@example.org");
+    w.sim
+        .add_offering_user(&w.scenario.offering_uuid, &dave, "OK", Some("dave"));
+    w.sim
+        .grant_role(&w.scenario.project_uuid, &dave, "PROJECT.MEMBER");
+    let members = || async { w.backend.get_resource(&id).await.unwrap().users };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !members().await.contains(&"dave".to_owned()) {
+        assert!(Instant::now() < deadline, "dave never added");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    w.sim.revoke_role(&w.scenario.project_uuid, &dave);
+    while members().await.contains(&"dave".to_owned()) {
+        assert!(Instant::now() < deadline, "dave never removed");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
+    w.sim.set_resource_flags(&resource, true, false);
+    while w.backend.get_resource(&id).await.unwrap().access != Some(AccessLevel::Paused) {
+        assert!(Instant::now() < deadline, "never paused");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    run.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_messages_are_acknowledged_and_the_next_good_one_is_processed() {
+    let w = world().await;
+    let (c, run) = w.spawn_running();
+    ready(&w, &c).await;
+    let offering = w.scenario.offering_uuid.clone();
+    w.sim.emit_raw("order", &offering, json!("{not json"));
+    w.sim.emit_raw("order", &offering, json!("[1, 2, 3]"));
+    w.sim
+        .emit_raw("order", &offering, json!({"order_state": "executing"}));
+    w.sim
+        .emit_raw("order", &offering, json!({"order_uuid": 42}));
+    w.sim
+        .emit_raw("order", &offering, json!("x".repeat(1 << 20)));
+    w.sim.emit_raw(
+        "resource",
+        &offering,
+        json!({"resource_uuid": "00000000000000000000000000000bad"}),
+    );
+    let (order, _) = w.order("Create", "pending-provider", "", json!({}));
+    until("the good order done", Duration::from_secs(30), || {
+        w.sim.order_state(&order).as_deref() == Some("done")
+    })
+    .await;
+    run.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicated_message_changes_nothing() {
+    let w = world().await;
+    let (c, run) = w.spawn_running();
+    ready(&w, &c).await;
+    let (order, _) = w.order("Create", "pending-provider", "", json!({}));
+    until("the order done", Duration::from_secs(20), || {
+        w.sim.order_state(&order).as_deref() == Some("done")
+    })
+    .await;
+    let resources = w.backend.resource_count();
+    w.sim.reset_calls();
+    let offering = w.scenario.offering_uuid.clone();
+    for _ in 0..2 {
+        w.sim.emit_raw(
+            "order",
+            &offering,
+            json!({"order_uuid": order, "order_state": "executing"}),
+        );
+    }
+    until("both duplicates read", Duration::from_secs(20), || {
+        w.sim
+            .calls()
+            .iter()
+            .filter(|c| c.route == "marketplace-orders/{uuid}/")
+            .count()
+            == 2
+    })
+    .await;
+    assert_eq!(w.backend.resource_count(), resources);
+    assert_eq!(w.sim.order_state(&order).as_deref(), Some("done"));
+    assert!(
+        !w.sim
+            .calls()
+            .iter()
+            .any(|c| c.method == "POST" && c.route.starts_with("marketplace-orders/"))
+    );
+    run.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_being_handled_when_the_coordinator_dies_is_processed_after_restart() {
+    let w = world().await;
+    let (c, run) = w.spawn_running();
+    ready(&w, &c).await;
+    // Waldur answers the order read slowly: the handler is mid-way when the
+    // coordinator is killed.
+    w.sim.add_fault(waldur_sim::Fault {
+        method: "GET".into(),
+        path_contains: "/marketplace-orders/".into(),
+        latency_ms: 4_000,
+        ..Default::default()
+    });
+    let (order, _) = w.order("Create", "pending-provider", "", json!({}));
+    let orders = consumer(&c, "order");
+    until(
+        "the handler reading the order",
+        Duration::from_secs(20),
+        || orders.received() >= 1 && orders.acked() == 0,
+    )
+    .await;
+    run.abort();
+    let _ = run.await;
+    w.sim.clear_faults();
+    assert_eq!(
+        w.sim.order_state(&order).as_deref(),
+        Some("pending-provider")
+    );
+
+    let (c, run) = w.spawn_running();
+    until("consumers after restart", Duration::from_secs(30), || {
+        c.offerings[0]
+            .consumers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+            == 7
+    })
+    .await;
+    let orders = consumer(&c, "order");
+    until(
+        "the unacknowledged message redelivered",
+        Duration::from_secs(30),
+        || orders.received() >= 1,
+    )
+    .await;
+    until(
+        "the order done after restart",
+        Duration::from_secs(30),
+        || w.sim.order_state(&order).as_deref() == Some("done"),
+    )
+    .await;
+    run.abort();
+}
