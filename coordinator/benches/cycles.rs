@@ -7,19 +7,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark's input is its own
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use common::Bench;
 use waldur_backend_example::{ExampleBackend, ExampleSettings};
+use waldur_backend_sdk::Backend;
 use waldur_backend_sdk::types::{CreateResource, ResourceContext, User};
-use waldur_backend_sdk::{Backend, Registry};
 use waldur_coordinator::config::Config;
 use waldur_coordinator::runner::Coordinator;
 use waldur_coordinator::secret::MapEnv;
 use waldur_sim::Sim;
-use waldur_tls::pki::{self, Usage, Validity};
 
 const USERS: usize = 5;
 
@@ -34,31 +36,14 @@ fn calls_by_route(sim: &Sim) -> BTreeMap<String, usize> {
 }
 
 async fn run(resources: usize) {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let ca = pki::create_ca("bench ca", Validity::days(1)).unwrap();
-    pki::write(d, "ca", &ca).unwrap();
-    let server = pki::issue(&ca, Usage::Server, "localhost", &[], Validity::days(1)).unwrap();
-    pki::write(d, "server", &server).unwrap();
-    let client = pki::issue(
-        &ca,
-        Usage::Client,
-        "coordinator.bench",
-        &[],
-        Validity::days(1),
-    );
-    pki::write(d, "client", &client.unwrap()).unwrap();
-
-    let sim = Sim::with_recording("bench-token", false);
-    let sim_addr = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let scenario = sim.seed_basic(None, &[]);
-    let uuids = sim.seed_bulk(&scenario.offering_uuid, resources, USERS);
-
-    // The same allocations on the backend, with their members.
+    // The backend gets the same allocations with the same members.
     let backend = ExampleBackend::new(ExampleSettings {
         synthetic_usage: true,
         ..ExampleSettings::default()
     });
+    let bench = Bench::start(Arc::new(backend.clone()), &[]).await;
+    let sim = &bench.sim;
+    let uuids = sim.seed_bulk(&bench.scenario.offering_uuid, resources, USERS);
     for (i, uuid) in uuids.iter().enumerate() {
         backend
             .create_resource(CreateResource {
@@ -79,44 +64,8 @@ async fn run(resources: usize) {
             .await
             .unwrap();
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let server_config = format!(
-        "version: 1\nlisten: 127.0.0.1:{port}\ntls:\n  ca: {0}/ca.pem\n  cert: {0}/server.pem\n  key: {0}/server.key\n  allowed_clients: [coordinator.bench]\ninstances:\n  - name: hpc\n    type: example\n",
-        d.display()
-    );
-    let server_config =
-        waldur_backend_sdk::config::ServerConfig::parse(&server_config, Path::new("b")).unwrap();
-    let bound = waldur_backend_sdk::spawn(
-        &server_config,
-        Registry::single("hpc", Arc::new(backend.clone())).unwrap(),
-    )
-    .await
-    .unwrap();
-
-    let config = format!(
-        r#"
-version: 1
-backends:
-  hpc:
-    endpoint: https://127.0.0.1:{port}
-    server_name: localhost
-    instance: hpc
-    tls: {{ca: {d}/ca.pem, cert: {d}/client.pem, key: {d}/client.key}}
-offerings:
-  - name: bench
-    offering_uuid: {offering}
-    waldur: {{api_url: "http://{sim_addr}/api/", token_env: T}}
-    tasks: {{orders: false, report: true, membership: true}}
-    backends: {{report: hpc, membership: hpc}}
-    reporting: {{periods: 1, concurrency: 32}}
-    membership: {{concurrency: 32}}
-"#,
-        d = d.display(),
-        offering = scenario.offering_uuid,
+    let config = bench.config(
+        "    tasks: {orders: false, report: true, membership: true}\n    backends: {report: hpc, membership: hpc}\n    reporting: {periods: 1, concurrency: 32}\n    membership: {concurrency: 32}",
     );
     let env = MapEnv::from([("T", "bench-token")]);
     let config = Config::parse(&config, Path::new("bench.yaml"), &env).unwrap();
@@ -149,7 +98,7 @@ offerings:
             s.errors.len()
         );
         if expect_writes {
-            for (route, n) in calls_by_route(&sim) {
+            for (route, n) in calls_by_route(sim) {
                 println!("    {n:>7} {route}");
             }
         }
@@ -172,7 +121,7 @@ offerings:
             s.missing_on_backend.len()
         );
     }
-    bound.shutdown().await.unwrap();
+    bench.server.shutdown().await.unwrap();
 }
 
 #[tokio::main]

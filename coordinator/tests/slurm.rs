@@ -31,6 +31,14 @@ fn run_prefix() -> String {
 }
 
 async fn world() -> World {
+    world_with(Options {
+        waldur_timeout_seconds: 30,
+        ..Options::default()
+    })
+    .await
+}
+
+async fn world_with(options: Options) -> World {
     let prefix = run_prefix();
     let slurm = SlurmBackend::from_settings(serde_json::json!({
         "customer_prefix": format!("{prefix}c_"),
@@ -45,15 +53,7 @@ async fn world() -> World {
         }
     }))
     .unwrap();
-    World::start_with(
-        Options {
-            waldur_timeout_seconds: 30,
-            ..Options::default()
-        },
-        ExampleBackend::default(),
-        Arc::new(slurm),
-    )
-    .await
+    World::start_with(options, ExampleBackend::default(), Arc::new(slurm)).await
 }
 
 /// 600 CPU-minutes: plenty for the tests' few seconds of jobs.
@@ -260,5 +260,55 @@ async fn usage_of_a_real_job_reaches_waldur_under_cpu_for_this_month_and_user() 
     w.sim.reset_calls();
     let s = w.report().await;
     assert_eq!(s.totals_written, 0, "unchanged usage is not written again");
+    terminate(&w, &resource).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_from_waldur_change_slurm_associations_and_qos_without_polling() {
+    if !enabled() {
+        return;
+    }
+    let w = world_with(Options {
+        waldur_timeout_seconds: 30,
+        tasks: "{orders: true, report: false, membership: true, events: true}",
+        extra_offering_config: "    intervals: {orders_seconds: 3600, membership_seconds: 3600, report_seconds: 3600}\n    events: {stomp_url: 'ws://127.0.0.1:15674/ws', heartbeat_seconds: 2, max_backoff_seconds: 2}",
+        ..Options::default()
+    })
+    .await;
+    w.sim.enable_events(waldur_sim::events::Broker::default());
+    let (resource, account) = w.provisioned_with("event sync", budget()).await;
+    let (c, run) = w.spawn_running();
+    wait_for("consumers connected", Duration::from_secs(60), || {
+        let consumers = c.offerings[0]
+            .consumers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        consumers.len() == 7 && consumers.iter().all(|(_, s)| s.connected())
+    })
+    .await;
+
+    let bob = w.scenario.users["bob"].clone();
+    w.sim.revoke_role(&w.scenario.project_uuid, &bob);
+    wait_for("bob's association removed", Duration::from_secs(60), || {
+        users_of(&account) == vec!["alice"]
+    })
+    .await;
+    w.sim
+        .grant_role(&w.scenario.project_uuid, &bob, "PROJECT.MEMBER");
+    wait_for("bob's association back", Duration::from_secs(60), || {
+        users_of(&account) == vec!["alice", "bob"]
+    })
+    .await;
+    w.sim.set_resource_flags(&resource, true, false);
+    wait_for("the pause QoS", Duration::from_secs(60), || {
+        qos_of(&account) == "waldur_paused"
+    })
+    .await;
+    w.sim.set_resource_flags(&resource, false, false);
+    wait_for("the default QoS", Duration::from_secs(60), || {
+        qos_of(&account) != "waldur_paused"
+    })
+    .await;
+    run.abort();
     terminate(&w, &resource).await;
 }

@@ -54,6 +54,8 @@ pub struct Slurm {
     bin: String,
     cluster: Option<String>,
     spawned: AtomicU64,
+    /// Microseconds spent waiting for SLURM commands (benchmarks).
+    busy_micros: AtomicU64,
 }
 
 impl std::fmt::Debug for Slurm {
@@ -88,12 +90,19 @@ impl Slurm {
             bin: bin.trim_end_matches('/').to_owned(),
             cluster,
             spawned: AtomicU64::new(0),
+            busy_micros: AtomicU64::new(0),
         }
     }
 
     /// SLURM processes spawned so far.
     pub fn spawned(&self) -> u64 {
         self.spawned.load(Ordering::Relaxed)
+    }
+
+    /// Total time spent in SLURM commands so far (overlapping commands
+    /// count twice).
+    pub fn busy(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(self.busy_micros.load(Ordering::Relaxed))
     }
 
     fn program(&self, name: &str) -> String {
@@ -127,7 +136,10 @@ impl Slurm {
             .run(program, &args)
             .instrument(span.clone())
             .await;
-        span.record("command.duration_ms", started.elapsed().as_millis() as u64);
+        let elapsed = started.elapsed();
+        self.busy_micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        span.record("command.duration_ms", elapsed.as_millis() as u64);
         let out = result.map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => {
                 BackendError::not_ready(format!("command not found: {binary}"))

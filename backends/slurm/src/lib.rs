@@ -109,6 +109,11 @@ impl SlurmBackend {
         self.slurm.spawned()
     }
 
+    /// Total time spent in SLURM commands so far.
+    pub fn busy(&self) -> std::time::Duration {
+        self.slurm.busy()
+    }
+
     fn component(&self, key: &str) -> Option<&ComponentSettings> {
         self.settings.components.get(key)
     }

@@ -58,7 +58,8 @@ pub struct StompConfig {
     pub queue: String,
     /// Heart-beat interval offered in both directions (0 disables them).
     pub heartbeat: Duration,
-    /// RabbitMQ's `prefetch-count`: unacknowledged messages in flight.
+    /// RabbitMQ's `prefetch-count`: unacknowledged messages in flight (at
+    /// least 1; RabbitMQ would read 0 as unlimited).
     pub prefetch: u32,
     /// The first reconnect delay.
     pub initial_backoff: Duration,

@@ -1399,7 +1399,8 @@ mod tests {
     }
 
     #[test]
-    fn bulk_seeding_and_listing_are_fast() {
+    fn bulk_seeding_and_large_listings_answer_correctly() {
+        // Figures are printed, not asserted: speed lives in the benchmarks.
         let sim = Sim::with_recording("t", false);
         let s = sim.seed_basic(None, &[]);
         let started = Instant::now();
@@ -1465,19 +1466,12 @@ mod tests {
             ),
             format!("marketplace-provider-resources/{r}/team/"),
         ];
-        let limit = if cfg!(debug_assertions) {
-            Duration::from_millis(200)
-        } else {
-            Duration::from_millis(10)
-        };
-        let cold_limit = limit * 10;
         for p in &paths {
             // After a change the filter table is rebuilt once.
             sim.world().touch();
             let started = Instant::now();
             get(&sim, p);
             let cold = started.elapsed();
-            assert!(cold < cold_limit, "{p} took {cold:?} after a change");
             // The best of 3: a page is fast unless the machine is busy.
             let mut took = Duration::MAX;
             let (mut status, mut body) = (StatusCode::OK, Value::Null);
@@ -1489,7 +1483,6 @@ mod tests {
             println!("{took:?} (after a change: {cold:?}) {p}");
             assert_eq!(status, StatusCode::OK, "{p}: {body}");
             assert!(body.as_array().is_some_and(|a| !a.is_empty()), "{p}");
-            assert!(took < limit, "{p} took {took:?}");
         }
         let started = Instant::now();
         let (status, _) = post(
@@ -1499,14 +1492,7 @@ mod tests {
         );
         println!("{:?} set_usage", started.elapsed());
         assert_eq!(status, StatusCode::CREATED);
-        assert!(started.elapsed() < limit);
         println!("seed_bulk 10000 x 5: {seeding:?}");
-        let seed_limit = if cfg!(debug_assertions) {
-            Duration::from_secs(10)
-        } else {
-            Duration::from_secs(1)
-        };
-        assert!(seeding < seed_limit, "seed_bulk took {seeding:?}");
         let first = sim.resource(&resources[0]).unwrap_or_default();
         assert_eq!(
             (

@@ -459,6 +459,9 @@ impl World {
 
     /// Queues the order event Waldur sends on every order state change.
     pub fn emit_order(&mut self, uuid: &str) {
+        if !self.events_on {
+            return;
+        }
         if let Some(o) = self.orders.get(&norm(uuid)) {
             let body =
                 json!({"order_uuid": o.uuid, "order_state": o.state, "order_type": o.order_type});
@@ -482,6 +485,9 @@ impl World {
 
     /// Queues a user-role event for every offering used in the project.
     pub fn emit_role(&mut self, project: &str, user: &str, role: &str, granted: bool) {
+        if !self.events_on {
+            return;
+        }
         let (project_name, username) = (
             self.projects
                 .get(&norm(project))
@@ -500,6 +506,9 @@ impl World {
 
     /// Queues a service or course account event (`create` or `delete`).
     pub fn emit_account(&mut self, uuid: &str, action: &str) {
+        if !self.events_on {
+            return;
+        }
         let (a, course) = match (
             self.service_accounts.get(&norm(uuid)),
             self.course_accounts.get(&norm(uuid)),
@@ -521,6 +530,9 @@ impl World {
 
     /// Queues a resource event.
     pub fn emit_resource(&mut self, resource: &str) {
+        if !self.events_on {
+            return;
+        }
         if let Some(r) = self.resources.get(&norm(resource)) {
             let offering = r.offering_uuid.clone();
             self.emit("resource", &offering, json!({"resource_uuid": r.uuid}));
@@ -1169,7 +1181,7 @@ impl World {
             ou.user_uuid.clone(),
             ou.uuid.clone(),
         );
-        if let Some(name) = username.filter(|u| !u.is_empty()) {
+        if let Some(name) = username.filter(|u| self.events_on && !u.is_empty()) {
             let projects: Vec<String> = self
                 .roles
                 .iter()

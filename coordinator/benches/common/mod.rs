@@ -1,0 +1,81 @@
+//! Shared set-up of the coordinator benchmarks: a site CA, waldur-sim and a
+//! backend server over mutual TLS on loopback.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use waldur_backend_sdk::{Backend, Bound, Registry};
+use waldur_sim::{Scenario, Sim};
+use waldur_tls::pki::{self, Usage, Validity};
+
+pub struct Bench {
+    pub dir: tempfile::TempDir,
+    pub sim: Sim,
+    pub sim_addr: std::net::SocketAddr,
+    pub scenario: Scenario,
+    pub port: u16,
+    pub server: Bound,
+}
+
+impl Bench {
+    /// waldur-sim seeded with `team` and a backend server hosting `backend`
+    /// as instance `hpc`.
+    pub async fn start(backend: Arc<dyn Backend>, team: &[(&str, &str, Option<&str>)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let ca = pki::create_ca("bench ca", Validity::days(1)).unwrap();
+        pki::write(d, "ca", &ca).unwrap();
+        let server = pki::issue(&ca, Usage::Server, "localhost", &[], Validity::days(1)).unwrap();
+        pki::write(d, "server", &server).unwrap();
+        let client = pki::issue(
+            &ca,
+            Usage::Client,
+            "coordinator.bench",
+            &[],
+            Validity::days(1),
+        );
+        pki::write(d, "client", &client.unwrap()).unwrap();
+
+        let sim = Sim::with_recording("bench-token", false);
+        let sim_addr = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let scenario = sim.seed_basic(None, team);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server_config = format!(
+            "version: 1\nlisten: 127.0.0.1:{port}\ntls:\n  ca: {0}/ca.pem\n  cert: {0}/server.pem\n  key: {0}/server.key\n  allowed_clients: [coordinator.bench]\ninstances:\n  - name: hpc\n    type: example\n",
+            d.display()
+        );
+        let server_config =
+            waldur_backend_sdk::config::ServerConfig::parse(&server_config, Path::new("b"))
+                .unwrap();
+        let server =
+            waldur_backend_sdk::spawn(&server_config, Registry::single("hpc", backend).unwrap())
+                .await
+                .unwrap();
+        Self {
+            dir,
+            sim,
+            sim_addr,
+            scenario,
+            port,
+            server,
+        }
+    }
+
+    /// The coordinator config head (one backend `hpc`), then `offering`
+    /// lines for the seeded offering.
+    pub fn config(&self, offering: &str) -> String {
+        format!(
+            "version: 1\nbackends:\n  hpc:\n    endpoint: https://127.0.0.1:{port}\n    server_name: localhost\n    instance: hpc\n    tls: {{ca: {d}/ca.pem, cert: {d}/client.pem, key: {d}/client.key}}\nofferings:\n  - name: bench\n    offering_uuid: {uuid}\n    waldur: {{api_url: \"http://{addr}/api/\", token_env: T}}\n{offering}\n",
+            port = self.port,
+            d = self.dir.path().display(),
+            uuid = self.scenario.offering_uuid,
+            addr = self.sim_addr,
+        )
+    }
+}
