@@ -176,6 +176,8 @@ pub struct EventsConfig {
     pub reconcile_seconds: u64,
     /// Orders untouched this long are "stuck" for the sweep, seconds.
     pub stuck_after_seconds: u64,
+    /// Health check of Waldur and the backends, seconds.
+    pub health_seconds: u64,
 }
 
 impl Default for EventsConfig {
@@ -187,6 +189,7 @@ impl Default for EventsConfig {
             max_backoff_seconds: 120,
             reconcile_seconds: 3600,
             stuck_after_seconds: 1800,
+            health_seconds: 1800,
         }
     }
 }

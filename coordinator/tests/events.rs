@@ -15,6 +15,7 @@ use support::{Options, World};
 use waldur_backend_proto::v1::AccessLevel;
 use waldur_backend_sdk::Backend;
 use waldur_coordinator::events::client::ConsumerState;
+use waldur_coordinator::events::consumers::object_types;
 use waldur_coordinator::runner::Coordinator;
 use waldur_sim::events::Broker;
 
@@ -54,12 +55,13 @@ fn consumer(c: &Arc<Coordinator>, object_type: &str) -> ConsumerState {
 /// Waits until every consumer is connected and the initial polling pass
 /// has listed the orders, so later work can only come through events.
 async fn ready(w: &World, c: &Arc<Coordinator>) {
+    let expected = object_types(&c.offerings[0]).await.len();
     until("consumers connected", Duration::from_secs(30), || {
         let consumers = c.offerings[0]
             .consumers
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        consumers.len() == 7 && consumers.iter().all(|(_, s)| s.connected())
+        consumers.len() == expected && consumers.iter().all(|(_, s)| s.connected())
     })
     .await;
     until("the initial pass", Duration::from_secs(30), || {
@@ -216,13 +218,14 @@ async fn a_message_being_handled_when_the_coordinator_dies_is_processed_after_re
     );
 
     let (c, run) = w.spawn_running();
+    let expected = object_types(&c.offerings[0]).await.len();
     until("consumers after restart", Duration::from_secs(30), || {
         c.offerings[0]
             .consumers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .len()
-            == 7
+            == expected
     })
     .await;
     let orders = consumer(&c, "order");
@@ -238,5 +241,29 @@ async fn a_message_being_handled_when_the_coordinator_dies_is_processed_after_re
         || w.sim.order_state(&order).as_deref() == Some("done"),
     )
     .await;
+    run.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_whose_event_was_lost_is_settled_by_the_reconciliation_sweep() {
+    let w = World::start(Options {
+        tasks: "{orders: true, report: false, membership: true, events: true}",
+        extra_offering_config: "    intervals: {orders_seconds: 3600, membership_seconds: 3600, report_seconds: 3600}\n    events: {stomp_url: 'ws://127.0.0.1:15674/ws', heartbeat_seconds: 2, max_backoff_seconds: 2, reconcile_seconds: 1, stuck_after_seconds: 0}",
+        ..Options::default()
+    })
+    .await;
+    w.sim.enable_events(Broker::default());
+    let (c, run) = w.spawn_running();
+    ready(&w, &c).await;
+    // Waldur publishes nothing from now on: only the sweep can settle it.
+    w.sim.world().events_on = false;
+    let (order, _) = w.order("Create", "pending-provider", "", json!({}));
+    until(
+        "the sweep settling the order",
+        Duration::from_secs(30),
+        || w.sim.order_state(&order).as_deref() == Some("done"),
+    )
+    .await;
+    assert_eq!(consumer(&c, "order").received(), 0, "no event carried it");
     run.abort();
 }

@@ -172,31 +172,71 @@ fn log(object_type: &str, redelivered: bool, outcome: &Handled) {
     }
 }
 
-/// The reconciliation sweep, for ever: open orders and offering users that
-/// events did not settle.
+/// The timers of event mode, for ever: the health check (Waldur answers,
+/// backends ready) and the reconciliation sweep (open orders and offering
+/// users that events did not settle).
 async fn reconcile(o: &OfferingRuntime) {
-    let every = Duration::from_secs(o.config.events.reconcile_seconds.max(1));
+    let settings = &o.config.events;
+    let mut sweep = tokio::time::interval(Duration::from_secs(settings.reconcile_seconds.max(1)));
+    let mut health = tokio::time::interval(Duration::from_secs(settings.health_seconds.max(1)));
+    // The first tick of an interval is immediate; the initial pass is the
+    // polling loops' first cycle, so skip it here.
+    sweep.tick().await;
+    health.tick().await;
     loop {
-        tokio::time::sleep(every).await;
-        if let Some(t) = &o.orders {
-            match t
-                .processor
-                .run_stuck_cycle(o.config.events.stuck_after_seconds)
-                .await
-            {
-                Ok(r) if !r.outcomes.is_empty() => {
-                    tracing::info!(offering = %o.config.name, orders = r.outcomes.len(), "stuck orders reconciled")
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(offering = %o.config.name, error = %e, "stuck order sweep failed")
-                }
+        tokio::select! {
+            _ = health.tick() => health_check(o).await,
+            _ = sweep.tick() => sweep_once(o).await,
+        }
+    }
+}
+
+async fn health_check(o: &OfferingRuntime) {
+    let name = &o.config.name;
+    match o
+        .waldur
+        .orders(&o.config.offering_uuid, &["pending-provider"])
+        .await
+    {
+        Ok(_) => tracing::debug!(offering = %name, "health check: waldur answers"),
+        Err(e) => tracing::warn!(offering = %name, error = %e, "health check: waldur unreachable"),
+    }
+    let backends = [
+        o.orders.as_ref().map(|t| &t.backend),
+        o.membership.as_ref().map(|t| &t.backend),
+    ];
+    for b in backends.into_iter().flatten() {
+        match b.probe().await {
+            Ok(p) if p.ready => {}
+            Ok(p) => {
+                tracing::warn!(offering = %name, backend = b.name(), reason = %p.message, "health check: backend not ready")
+            }
+            Err(e) => {
+                tracing::warn!(offering = %name, backend = b.name(), error = %e, "health check: backend unreachable")
             }
         }
-        if let Some(t) = &o.membership
-            && let Err(e) = t.processor.usernames_pass().await
+    }
+}
+
+async fn sweep_once(o: &OfferingRuntime) {
+    if let Some(t) = &o.orders {
+        match t
+            .processor
+            .run_stuck_cycle(o.config.events.stuck_after_seconds)
+            .await
         {
-            tracing::warn!(offering = %o.config.name, error = %e, "offering user sweep failed");
+            Ok(r) if !r.outcomes.is_empty() => {
+                tracing::info!(offering = %o.config.name, orders = r.outcomes.len(), "stuck orders reconciled")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(offering = %o.config.name, error = %e, "stuck order sweep failed")
+            }
         }
+    }
+    if let Some(t) = &o.membership
+        && let Err(e) = t.processor.usernames_pass().await
+    {
+        tracing::warn!(offering = %o.config.name, error = %e, "offering user sweep failed");
     }
 }
