@@ -746,4 +746,32 @@ impl BackendHandle {
             .await?;
         Ok(r.actions)
     }
+
+    /// Every resource the backend has (all pages).
+    pub async fn list_resources(&self) -> Result<Vec<wire::ResourceInfo>, BackendCallError> {
+        self.require(Capability::ListResources, "ListResources")
+            .await?;
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let r = self
+                .call(
+                    "ListResources",
+                    CallClass::Read,
+                    wire::ListResourcesRequest {
+                        instance: self.inner.instance.clone(),
+                        parent_id: String::new(),
+                        page_size: 500,
+                        page_token: token.clone(),
+                    },
+                    |mut c, r| async move { c.list_resources(r).await },
+                )
+                .await?;
+            out.extend(r.resources);
+            if r.next_page_token.is_empty() || r.next_page_token == token {
+                return Ok(out);
+            }
+            token = r.next_page_token;
+        }
+    }
 }

@@ -158,6 +158,20 @@ pub struct OfferingConfig {
     /// Event processing (STOMP over WebSocket on Waldur's RabbitMQ).
     #[serde(default)]
     pub events: EventsConfig,
+    /// Import of resources that exist on the backend but not in Waldur.
+    #[serde(default)]
+    pub resource_import: ImportConfig,
+}
+
+/// Resource import (Waldur's "importable resources" requests).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImportConfig {
+    /// Subscribe to import requests (needs a backend with LIST_RESOURCES).
+    pub enabled: bool,
+    /// Prefix of the backend's project accounts: a candidate's parent minus
+    /// this prefix must be a Waldur project slug.
+    pub project_prefix: String,
 }
 
 /// Event processing settings.

@@ -267,3 +267,77 @@ async fn an_order_whose_event_was_lost_is_settled_by_the_reconciliation_sweep() 
     assert_eq!(consumer(&c, "order").received(), 0, "no event carried it");
     run.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_request_offers_backend_resources_waldur_lacks() {
+    let w = World::start(Options {
+        tasks: "{orders: true, report: false, membership: true, events: true}",
+        extra_offering_config: "    intervals: {orders_seconds: 3600, membership_seconds: 3600, report_seconds: 3600}\n    events: {stomp_url: 'ws://127.0.0.1:15674/ws', heartbeat_seconds: 2, max_backoff_seconds: 2}\n    resource_import: {enabled: true}",
+        ..Options::default()
+    })
+    .await;
+    w.sim.enable_events(Broker::default());
+    let (known, _) = w.provisioned("already known").await;
+    // An allocation made on the cluster by hand, under the project's account.
+    w.backend
+        .create_resource(waldur_backend_sdk::types::CreateResource {
+            backend_id: "hpc_legacy".into(),
+            resource: waldur_backend_sdk::types::ResourceContext {
+                resource_uuid: "00000000000000000000000000001e9a".into(),
+                name: "legacy".into(),
+                project_slug: "climate-modelling".into(),
+                ..Default::default()
+            },
+            limits: [("cpu".to_owned(), 3)].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (c, run) = w.spawn_running();
+    ready(&w, &c).await;
+    let request = w.sim.request_import(&w.scenario.offering_uuid);
+    until("the import request done", Duration::from_secs(20), || {
+        w.sim.world().import_requests[&request]["state"] == "Done"
+    })
+    .await;
+    let offered: Vec<serde_json::Value> =
+        w.sim.world().backend_resources.values().cloned().collect();
+    assert_eq!(offered.len(), 1, "{offered:?}");
+    assert_eq!(offered[0]["backend_id"], "hpc_legacy");
+    assert_eq!(offered[0]["project_uuid"], w.scenario.project_uuid);
+    assert_eq!(offered[0]["backend_metadata"]["limits"]["cpu"], 3);
+    assert!(w.sim.resource(&known).is_some());
+    run.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_settings_are_applied_and_the_result_reported_to_the_policy() {
+    let w = world().await;
+    let (resource, id) = w.provisioned("periodic").await;
+    let (c, run) = w.spawn_running();
+    ready(&w, &c).await;
+    let offering = w.scenario.offering_uuid.clone();
+    w.sim.emit_raw(
+        "resource_periodic_limits",
+        &offering,
+        json!({"resource_uuid": resource, "backend_id": id, "policy_uuid": "0000000000000000000000000000901c",
+               "action": "apply_periodic_settings", "settings": {"fairshare": 500}, "qos_threshold": 1}),
+    );
+    w.sim.emit_raw(
+        "resource_periodic_limits",
+        &offering,
+        json!({"resource_uuid": resource, "policy_uuid": "0000000000000000000000000000901c", "action": "apply_periodic_settings"}),
+    );
+    until("both results reported", Duration::from_secs(20), || {
+        w.sim.world().periodic_reports.len() == 2
+    })
+    .await;
+    let reports = w.sim.world().periodic_reports.clone();
+    assert_eq!(reports[0]["success"], true, "{reports:?}");
+    assert_eq!(reports[0]["commands_executed"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        reports[1]["success"], false,
+        "a message without backend_id fails"
+    );
+    run.abort();
+}

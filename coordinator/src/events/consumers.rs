@@ -8,9 +8,9 @@
 //! * membership sync: `user_role`, `resource`, `service_account`,
 //!   `course_account`, `offering_user`, `offering_resources_sync`.
 //!
-//! (`resource_api_key_rotation` and `importable_resources` need backend
-//! capabilities the contract does not define yet, so they are never
-//! subscribed.) Registration retries until Waldur answers; each queue has
+//! plus `importable_resources` with `resource_import.enabled` and a backend
+//! that lists its resources. (`resource_api_key_rotation` needs API-key RPCs
+//! the contract does not define, so it is never subscribed.) Registration retries until Waldur answers; each queue has
 //! its own consumer, which reconnects for ever.
 
 use std::sync::Arc;
@@ -30,6 +30,14 @@ pub async fn object_types(o: &OfferingRuntime) -> Vec<&'static str> {
     let mut out = Vec::new();
     if let Some(t) = &o.orders {
         out.push("order");
+        if o.config.resource_import.enabled
+            && t.backend
+                .has(wire::Capability::ListResources)
+                .await
+                .unwrap_or(false)
+        {
+            out.push("importable_resources");
+        }
         if t.backend
             .has(wire::Capability::PeriodicSettings)
             .await

@@ -182,6 +182,10 @@ async fn dispatch(
             Ok(Handled::Done(done.join(", ")))
         }
         "resource_periodic_limits" => periodic_limits(o, body).await,
+        "importable_resources" => {
+            let request = required(body, "backend_resource_request_uuid")?;
+            import(o, request).await
+        }
         other => Err(Handled::Invalid(format!("unknown object type {other:?}"))),
     }
 }
@@ -229,5 +233,80 @@ async fn periodic_limits(
         )))
     } else {
         Ok(Handled::Failed(error))
+    }
+}
+
+/// A resource import request (core spec §7.5 IMPORTABLE_RESOURCES): offer
+/// every backend resource Waldur does not know, under the project its
+/// parent account names, then close the request.
+async fn import(o: &OfferingRuntime, request: &str) -> Result<Handled, Handled> {
+    let Some(t) = &o.orders else {
+        return Ok(Handled::Dropped("order processing is off".into()));
+    };
+    let w = &o.waldur;
+    let failed = |e: &dyn std::fmt::Display| Handled::Failed(e.to_string());
+    w.import_request(request).await.map_err(|e| failed(&e))?;
+    w.import_request_step(request, "start_processing")
+        .await
+        .map_err(|e| failed(&e))?;
+    let result: Result<usize, String> = async {
+        let offering = &o.config.offering_uuid;
+        let known: std::collections::HashSet<String> = w
+            .resources(offering, &["OK", "Erred", "Creating"], &["backend_id"])
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|r| r.backend_id)
+            .collect();
+        let prefix = &o.config.resource_import.project_prefix;
+        let mut offered = 0;
+        for r in t.backend.list_resources().await.map_err(|e| e.to_string())? {
+            if known.contains(&r.backend_id) {
+                continue;
+            }
+            let Some(slug) = r.parent_id.strip_prefix(prefix.as_str()).filter(|s| !s.is_empty())
+            else {
+                continue;
+            };
+            let step = async {
+                let Some(project) = w.project_by_slug(slug).await? else {
+                    return Ok::<bool, crate::waldur::WaldurError>(false);
+                };
+                if w.backend_resource_exists(&r.backend_id, &project, offering).await? {
+                    return Ok(false);
+                }
+                let mut limits: std::collections::BTreeMap<String, i64> =
+                    r.limits.clone().into_iter().collect();
+                if limits.is_empty()
+                    && let Ok(l) = t.backend.get_resource_limits(&r.backend_id).await
+                {
+                    limits = l;
+                }
+                w.create_backend_resource(&r.backend_id, &project, offering, &limits)
+                    .await?;
+                Ok(true)
+            };
+            match step.await {
+                Ok(true) => offered += 1,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(backend_id = %r.backend_id, error = %e, "importable resource not offered"),
+            }
+        }
+        Ok(offered)
+    }
+    .await;
+    match result {
+        Ok(n) => {
+            w.import_request_step(request, "set_done")
+                .await
+                .map_err(|e| failed(&e))?;
+            Ok(Handled::Done(format!("{n} importable resources offered")))
+        }
+        Err(e) => {
+            if let Err(w_err) = w.import_request_erred(request, &e).await {
+                tracing::warn!(error = %w_err, "import request not marked erred");
+            }
+            Ok(Handled::Failed(e))
+        }
     }
 }

@@ -643,4 +643,80 @@ impl WaldurClient {
             .await?;
         Ok(())
     }
+
+    // ---------------------------------------------------------- resource import
+
+    /// A resource import request.
+    pub async fn import_request(&self, uuid: &str) -> WaldurResult<Value> {
+        self.get(&format!("backend-resource-requests/{uuid}/"), vec![])
+            .await
+    }
+
+    /// Moves an import request on: `start_processing` or `set_done`.
+    pub async fn import_request_step(&self, uuid: &str, step: &str) -> WaldurResult<()> {
+        self.post_empty(&format!("backend-resource-requests/{uuid}/{step}/"))
+            .await
+    }
+
+    /// Marks an import request erred.
+    pub async fn import_request_erred(&self, uuid: &str, message: &str) -> WaldurResult<()> {
+        let _: Ignored = self
+            .post(
+                &format!("backend-resource-requests/{uuid}/set_erred/"),
+                &json!({"error_message": message, "error_traceback": ""}),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The project with this slug, if any.
+    pub async fn project_by_slug(&self, slug: &str) -> WaldurResult<Option<String>> {
+        let list: Vec<Value> = self
+            .get(
+                "projects/",
+                vec![("slug", slug.to_owned()), ("field", "uuid".into())],
+            )
+            .await?;
+        Ok(list
+            .first()
+            .and_then(|p| p["uuid"].as_str())
+            .map(str::to_owned))
+    }
+
+    /// Whether an importable backend resource is already offered.
+    pub async fn backend_resource_exists(
+        &self,
+        backend_id: &str,
+        project: &str,
+        offering: &str,
+    ) -> WaldurResult<bool> {
+        let list: Vec<Value> = self
+            .list_all(
+                "backend-resources/",
+                vec![
+                    ("backend_id", backend_id.to_owned()),
+                    ("project_uuid", project.to_owned()),
+                    ("offering_uuid", offering.to_owned()),
+                ],
+            )
+            .await?;
+        Ok(!list.is_empty())
+    }
+
+    /// Offers a backend resource for import into a project.
+    pub async fn create_backend_resource(
+        &self,
+        backend_id: &str,
+        project: &str,
+        offering: &str,
+        limits: &BTreeMap<String, i64>,
+    ) -> WaldurResult<()> {
+        let _: Ignored = self
+            .post(
+                "backend-resources/",
+                &json!({"name": backend_id, "project": project, "offering": offering, "backend_id": backend_id, "backend_metadata": {"limits": limits}}),
+            )
+            .await?;
+        Ok(())
+    }
 }

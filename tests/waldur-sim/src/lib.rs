@@ -220,6 +220,23 @@ impl Sim {
             .emit("offering_resources_sync", offering_uuid, body);
     }
 
+    /// Creates a resource import request for an offering and publishes the
+    /// `importable_resources` event; returns the request uuid.
+    pub fn request_import(&self, offering_uuid: &str) -> String {
+        let uuid = new_uuid();
+        let mut w = self.world();
+        w.import_requests.insert(
+            uuid.clone(),
+            json!({"uuid": uuid, "offering_uuid": norm(offering_uuid), "state": "Created"}),
+        );
+        w.emit(
+            "importable_resources",
+            offering_uuid,
+            json!({"backend_resource_request_uuid": uuid}),
+        );
+        uuid
+    }
+
     /// Queues an arbitrary body for the subscribers of `object_type` (tests
     /// of malformed messages).
     pub fn emit_raw(&self, object_type: &str, offering_uuid: &str, body: Value) {

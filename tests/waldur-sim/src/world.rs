@@ -400,6 +400,12 @@ pub struct World {
     pub membership_statuses: BTreeMap<String, Vec<Value>>,
     /// Refuse usage for billing periods before the current month.
     pub refuse_backfill: bool,
+    /// Resource import requests by uuid (`state`: new, processing, done, erred).
+    pub import_requests: BTreeMap<String, Value>,
+    /// Importable backend resources by uuid.
+    pub backend_resources: BTreeMap<String, Value>,
+    /// Periodic-settings command results reported by the agent.
+    pub periodic_reports: Vec<Value>,
     /// Events waiting to be published (only while publishing is on).
     #[serde(skip)]
     pub outbox: Vec<crate::events::Event>,
