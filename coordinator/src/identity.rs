@@ -41,6 +41,10 @@ impl Registration {
         if let Some((_, uuid)) = service.as_ref() {
             return Ok(uuid.clone());
         }
+        // Every task of an offering shares one identity; serialising the
+        // get-or-create keeps tasks starting together from creating several.
+        static IDENTITY: Mutex<()> = Mutex::const_new(());
+        let _identity = IDENTITY.lock().await;
         let name = format!("agent-{}", self.offering_uuid);
         let body = json!({
             "offering": self.offering_uuid,

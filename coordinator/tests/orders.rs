@@ -428,3 +428,21 @@ async fn the_user_agent_names_the_mode_and_version() {
         )
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_starting_together_share_one_agent_identity() {
+    let w = World::start(Options::default()).await;
+    let (_, run) = w.spawn_running();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while w.sim.world().services.len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "services never registered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    run.abort();
+    let world = w.sim.world();
+    assert_eq!(world.identities.len(), 1, "{:?}", world.identities);
+    assert_eq!(world.services.len(), 3);
+}
