@@ -59,13 +59,7 @@ impl WaldurClient {
         backend_type: &str,
         backend_version: &str,
     ) -> WaldurResult<()> {
-        let _: Ignored = self
-            .post(
-                &format!("marketplace-site-agent-services/{service}/register_processor/"),
-                &json!({"name": name, "backend_type": backend_type, "backend_version": backend_version}),
-            )
-            .await?;
-        Ok(())
+        self.post_ignored(&format!("marketplace-site-agent-services/{service}/register_processor/"), &json!({"name": name, "backend_type": backend_type, "backend_version": backend_version})).await
     }
 
     // ------------------------------------------------------------- offering
@@ -146,13 +140,11 @@ impl WaldurClient {
 
     /// Approves a pending-provider order.
     pub async fn approve_order(&self, uuid: &str) -> WaldurResult<()> {
-        let _: Ignored = self
-            .post(
-                &format!("marketplace-orders/{uuid}/approve_by_provider/"),
-                &json!({}),
-            )
-            .await?;
-        Ok(())
+        self.post_ignored(
+            &format!("marketplace-orders/{uuid}/approve_by_provider/"),
+            &json!({}),
+        )
+        .await
     }
 
     /// Rejects a pending-provider order.
@@ -162,13 +154,11 @@ impl WaldurClient {
         } else {
             json!({"provider_rejection_comment": comment})
         };
-        let _: Ignored = self
-            .post(
-                &format!("marketplace-orders/{uuid}/reject_by_provider/"),
-                &body,
-            )
-            .await?;
-        Ok(())
+        self.post_ignored(
+            &format!("marketplace-orders/{uuid}/reject_by_provider/"),
+            &body,
+        )
+        .await
     }
 
     /// Marks an executing order done.
@@ -184,24 +174,20 @@ impl WaldurClient {
         message: &str,
         traceback: &str,
     ) -> WaldurResult<()> {
-        let _: Ignored = self
-            .post(
-                &format!("marketplace-orders/{uuid}/set_state_erred/"),
-                &json!({"error_message": message, "error_traceback": traceback}),
-            )
-            .await?;
-        Ok(())
+        self.post_ignored(
+            &format!("marketplace-orders/{uuid}/set_state_erred/"),
+            &json!({"error_message": message, "error_traceback": traceback}),
+        )
+        .await
     }
 
     /// Sets the order's backend id (slow operations, for display).
     pub async fn set_order_backend_id(&self, uuid: &str, backend_id: &str) -> WaldurResult<()> {
-        let _: Ignored = self
-            .post(
-                &format!("marketplace-orders/{uuid}/set_backend_id/"),
-                &json!({"backend_id": backend_id}),
-            )
-            .await?;
-        Ok(())
+        self.post_ignored(
+            &format!("marketplace-orders/{uuid}/set_backend_id/"),
+            &json!({"backend_id": backend_id}),
+        )
+        .await
     }
 
     // ------------------------------------------------------------ resources
@@ -223,13 +209,11 @@ impl WaldurClient {
 
     /// Sets the resource's backend id.
     pub async fn set_resource_backend_id(&self, uuid: &str, backend_id: &str) -> WaldurResult<()> {
-        let _: Ignored = self
-            .post(
-                &format!("marketplace-provider-resources/{uuid}/set_backend_id/"),
-                &json!({"backend_id": backend_id}),
-            )
-            .await?;
-        Ok(())
+        self.post_ignored(
+            &format!("marketplace-provider-resources/{uuid}/set_backend_id/"),
+            &json!({"backend_id": backend_id}),
+        )
+        .await
     }
 
     /// Sets the resource's limits.
@@ -238,13 +222,11 @@ impl WaldurClient {
         uuid: &str,
         limits: &BTreeMap<String, i64>,
     ) -> WaldurResult<()> {
-        let _: Ignored = self
-            .post(
-                &format!("marketplace-provider-resources/{uuid}/set_limits/"),
-                &json!({"limits": limits}),
-            )
-            .await?;
-        Ok(())
+        self.post_ignored(
+            &format!("marketplace-provider-resources/{uuid}/set_limits/"),
+            &json!({"limits": limits}),
+        )
+        .await
     }
 
     /// Sets the resource's backend metadata.
@@ -253,25 +235,21 @@ impl WaldurClient {
         uuid: &str,
         metadata: &Value,
     ) -> WaldurResult<()> {
-        let _: Ignored = self
-            .post(
-                &format!("marketplace-provider-resources/{uuid}/set_backend_metadata/"),
-                &json!({"backend_metadata": metadata}),
-            )
-            .await?;
-        Ok(())
+        self.post_ignored(
+            &format!("marketplace-provider-resources/{uuid}/set_backend_metadata/"),
+            &json!({"backend_metadata": metadata}),
+        )
+        .await
     }
 
     /// Sets the resource's endpoints. Not in Waldur 8.0.5's schema; newer
     /// Waldur versions have it, and the original agent calls it.
     pub async fn set_resource_endpoints(&self, uuid: &str, endpoints: &Value) -> WaldurResult<()> {
-        let _: Ignored = self
-            .post(
-                &format!("marketplace-provider-resources/{uuid}/set_endpoints/"),
-                &json!({"endpoints": endpoints}),
-            )
-            .await?;
-        Ok(())
+        self.post_ignored(
+            &format!("marketplace-provider-resources/{uuid}/set_endpoints/"),
+            &json!({"endpoints": endpoints}),
+        )
+        .await
     }
 
     // -------------------------------------------------------- offering users
@@ -317,13 +295,11 @@ impl WaldurClient {
         comment: &str,
         comment_url: &str,
     ) -> WaldurResult<()> {
-        let _: Ignored = self
-            .post(
-                &format!("marketplace-offering-users/{uuid}/set_pending_account_linking/"),
-                &json!({"comment": comment, "comment_url": comment_url}),
-            )
-            .await?;
-        Ok(())
+        self.post_ignored(
+            &format!("marketplace-offering-users/{uuid}/set_pending_account_linking/"),
+            &json!({"comment": comment, "comment_url": comment_url}),
+        )
+        .await
     }
 
     /// → Pending additional validation, with what the user must do.
@@ -333,13 +309,11 @@ impl WaldurClient {
         comment: &str,
         comment_url: &str,
     ) -> WaldurResult<()> {
-        let _: Ignored = self
-            .post(
-                &format!("marketplace-offering-users/{uuid}/set_pending_additional_validation/"),
-                &json!({"comment": comment, "comment_url": comment_url}),
-            )
-            .await?;
-        Ok(())
+        self.post_ignored(
+            &format!("marketplace-offering-users/{uuid}/set_pending_additional_validation/"),
+            &json!({"comment": comment, "comment_url": comment_url}),
+        )
+        .await
     }
 
     /// Pending * → OK.
@@ -415,13 +389,11 @@ impl WaldurClient {
         message: &str,
         traceback: &str,
     ) -> WaldurResult<()> {
-        let _: Ignored = self
-            .post(
-                &format!("marketplace-provider-resources/{uuid}/set_as_erred/"),
-                &json!({"error_message": message, "error_traceback": traceback}),
-            )
-            .await?;
-        Ok(())
+        self.post_ignored(
+            &format!("marketplace-provider-resources/{uuid}/set_as_erred/"),
+            &json!({"error_message": message, "error_traceback": traceback}),
+        )
+        .await
     }
 
     /// Full-replace report of how each member's access was synced. Newer
@@ -431,13 +403,11 @@ impl WaldurClient {
         uuid: &str,
         statuses: &[Value],
     ) -> WaldurResult<()> {
-        let _: Ignored = self
-            .post(
-                &format!("marketplace-provider-resources/{uuid}/set_membership_sync_statuses/"),
-                &json!({"statuses": statuses}),
-            )
-            .await?;
-        Ok(())
+        self.post_ignored(
+            &format!("marketplace-provider-resources/{uuid}/set_membership_sync_statuses/"),
+            &json!({"statuses": statuses}),
+        )
+        .await
     }
 
     /// Project service accounts of the offering's projects (list-all).
@@ -513,24 +483,20 @@ impl WaldurClient {
             .iter()
             .map(|(k, amount)| json!({"type": k, "amount": amount}))
             .collect();
-        let _: Ignored = self
-            .post(
-                "marketplace-component-usages/set_usage/",
-                &json!({"usages": usages, "resource": resource, "date": date}),
-            )
-            .await?;
-        Ok(())
+        self.post_ignored(
+            "marketplace-component-usages/set_usage/",
+            &json!({"usages": usages, "resource": resource, "date": date}),
+        )
+        .await
     }
 
     /// Sets the per-user amounts of one component usage record.
     pub async fn set_user_usages(&self, usage: &str, items: &[Value]) -> WaldurResult<()> {
-        let _: Ignored = self
-            .post(
-                &format!("marketplace-component-usages/{usage}/set_user_usages/"),
-                &json!({"usages": items}),
-            )
-            .await?;
-        Ok(())
+        self.post_ignored(
+            &format!("marketplace-component-usages/{usage}/set_user_usages/"),
+            &json!({"usages": items}),
+        )
+        .await
     }
 
     /// Per-user usage limits of every resource of an offering (list-all).
@@ -555,13 +521,11 @@ impl WaldurClient {
         offering: &str,
         body: &Value,
     ) -> WaldurResult<()> {
-        let _: Ignored = self
-            .post(
-                &format!("marketplace-provider-offerings/{offering}/create_offering_component/"),
-                body,
-            )
-            .await?;
-        Ok(())
+        self.post_ignored(
+            &format!("marketplace-provider-offerings/{offering}/create_offering_component/"),
+            body,
+        )
+        .await
     }
 
     /// Updates an offering component (`body` carries its `uuid`).
@@ -570,13 +534,11 @@ impl WaldurClient {
         offering: &str,
         body: &Value,
     ) -> WaldurResult<()> {
-        let _: Ignored = self
-            .post(
-                &format!("marketplace-provider-offerings/{offering}/update_offering_component/"),
-                body,
-            )
-            .await?;
-        Ok(())
+        self.post_ignored(
+            &format!("marketplace-provider-offerings/{offering}/update_offering_component/"),
+            body,
+        )
+        .await
     }
 
     // ----------------------------------------------------------------- events
@@ -635,13 +597,7 @@ impl WaldurClient {
         error_message: &str,
         commands: &[String],
     ) -> WaldurResult<()> {
-        let _: Ignored = self
-            .post(
-                &format!("marketplace-slurm-periodic-usage-policies/{policy}/report-command-result/"),
-                &json!({"resource_uuid": resource, "success": success, "error_message": error_message, "commands_executed": commands}),
-            )
-            .await?;
-        Ok(())
+        self.post_ignored(&format!("marketplace-slurm-periodic-usage-policies/{policy}/report-command-result/"), &json!({"resource_uuid": resource, "success": success, "error_message": error_message, "commands_executed": commands})).await
     }
 
     // ---------------------------------------------------------- resource import
@@ -660,13 +616,11 @@ impl WaldurClient {
 
     /// Marks an import request erred.
     pub async fn import_request_erred(&self, uuid: &str, message: &str) -> WaldurResult<()> {
-        let _: Ignored = self
-            .post(
-                &format!("backend-resource-requests/{uuid}/set_erred/"),
-                &json!({"error_message": message, "error_traceback": ""}),
-            )
-            .await?;
-        Ok(())
+        self.post_ignored(
+            &format!("backend-resource-requests/{uuid}/set_erred/"),
+            &json!({"error_message": message, "error_traceback": ""}),
+        )
+        .await
     }
 
     /// The project with this slug, if any.
@@ -711,12 +665,6 @@ impl WaldurClient {
         offering: &str,
         limits: &BTreeMap<String, i64>,
     ) -> WaldurResult<()> {
-        let _: Ignored = self
-            .post(
-                "backend-resources/",
-                &json!({"name": backend_id, "project": project, "offering": offering, "backend_id": backend_id, "backend_metadata": {"limits": limits}}),
-            )
-            .await?;
-        Ok(())
+        self.post_ignored("backend-resources/", &json!({"name": backend_id, "project": project, "offering": offering, "backend_id": backend_id, "backend_metadata": {"limits": limits}})).await
     }
 }

@@ -297,6 +297,12 @@ impl WaldurClient {
         self.with_body(Method::POST, path, body).await
     }
 
+    /// POST a JSON body whose answer is not needed (actions).
+    pub async fn post_ignored<B: Serialize>(&self, path: &str, body: &B) -> WaldurResult<()> {
+        let _: serde::de::IgnoredAny = self.post(path, body).await?;
+        Ok(())
+    }
+
     /// POST without a body (state transitions whose operation takes none).
     pub async fn post_empty(&self, path: &str) -> WaldurResult<()> {
         self.send(Method::POST, path, &[], None).await?;
