@@ -402,6 +402,12 @@ fn str_field<'a>(body: Option<&'a Value>, name: &str) -> Option<&'a str> {
     body.and_then(|b| b.get(name)).and_then(Value::as_str)
 }
 
+/// A string field the request must carry, or DRF's 400.
+fn required<'a>(body: Option<&'a Value>, name: &str) -> Result<&'a str, Refusal> {
+    str_field(body, name)
+        .ok_or_else(|| Refusal::Invalid(format!("{name}: This field is required.")))
+}
+
 pub(crate) fn api(
     w: &mut World,
     method: &Method,
@@ -638,9 +644,7 @@ pub(crate) fn api(
                 ],
             ) => {
                 let offering = norm(id);
-                let backend_id = str_field(body, "backend_id").ok_or_else(|| {
-                    Refusal::Invalid("backend_id: This field is required.".into())
-                })?;
+                let backend_id = required(body, "backend_id")?;
                 let all = body
                     .and_then(|b| b.get("check_all_offerings"))
                     .and_then(Value::as_bool)
@@ -882,10 +886,8 @@ pub(crate) fn api(
                 })
             }
             ("POST", ["marketplace-site-agent-identities"]) => {
-                let name = str_field(body, "name")
-                    .ok_or_else(|| Refusal::Invalid("name: This field is required.".into()))?;
-                let offering = str_field(body, "offering")
-                    .ok_or_else(|| Refusal::Invalid("offering: This field is required.".into()))?;
+                let name = required(body, "name")?;
+                let offering = required(body, "offering")?;
                 let now = jiff::Timestamp::now().to_string();
                 let i = crate::world::Identity {
                     uuid: new_uuid(),
@@ -919,8 +921,7 @@ pub(crate) fn api(
                 if !w.identities.contains_key(&identity) {
                     return Err(Refusal::NotFound("identity".into()));
                 }
-                let name = str_field(body, "name")
-                    .ok_or_else(|| Refusal::Invalid("name: This field is required.".into()))?;
+                let name = required(body, "name")?;
                 if let Some(s) = w
                     .services
                     .values()
@@ -945,11 +946,8 @@ pub(crate) fn api(
                     .services
                     .get_mut(&norm(id))
                     .ok_or_else(|| Refusal::NotFound("service".into()))?;
-                let name = str_field(body, "name")
-                    .ok_or_else(|| Refusal::Invalid("name: This field is required.".into()))?;
-                let backend_type = str_field(body, "backend_type").ok_or_else(|| {
-                    Refusal::Invalid("backend_type: This field is required.".into())
-                })?;
+                let name = required(body, "name")?;
+                let backend_type = required(body, "backend_type")?;
                 let uuid = new_uuid();
                 let now = jiff::Timestamp::now().to_string();
                 let processor = json!({
@@ -992,8 +990,7 @@ pub(crate) fn api(
                 ok(sparse(w.usage_json(u), params))
             }
             ("POST", ["marketplace-component-usages", "set_usage"]) => {
-                let resource = str_field(body, "resource")
-                    .ok_or_else(|| Refusal::Invalid("resource: This field is required.".into()))?;
+                let resource = required(body, "resource")?;
                 let date = str_field(body, "date")
                     .map(str::to_owned)
                     .unwrap_or_else(|| jiff::Timestamp::now().to_string());
@@ -1122,9 +1119,7 @@ pub(crate) fn api(
                 if !w.identities.contains_key(&identity) {
                     return Err(Refusal::NotFound("identity".into()));
                 }
-                let kind = str_field(body, "observable_object_type").ok_or_else(|| {
-                    Refusal::Invalid("observable_object_type: This field is required.".into())
-                })?;
+                let kind = required(body, "observable_object_type")?;
                 if let Some(s) = w
                     .event_subscriptions
                     .values()
@@ -1149,12 +1144,8 @@ pub(crate) fn api(
                     .event_subscriptions
                     .get_mut(&norm(id))
                     .ok_or_else(|| Refusal::NotFound("event subscription".into()))?;
-                let offering = str_field(body, "offering_uuid").ok_or_else(|| {
-                    Refusal::Invalid("offering_uuid: This field is required.".into())
-                })?;
-                let kind = str_field(body, "object_type").ok_or_else(|| {
-                    Refusal::Invalid("object_type: This field is required.".into())
-                })?;
+                let offering = required(body, "offering_uuid")?;
+                let kind = required(body, "object_type")?;
                 if let Some(q) = s
                     .queues
                     .iter()
@@ -1229,13 +1220,11 @@ pub(crate) fn api(
             }
             ("POST", ["backend-resources"]) => {
                 let id_of = |k: &str| {
-                    str_field(body, k)
+                    required(body, k)
                         .map(|v| norm(v.trim_end_matches('/').rsplit('/').next().unwrap_or(v)))
-                        .ok_or_else(|| Refusal::Invalid(format!("{k}: This field is required.")))
                 };
                 let (project, offering) = (id_of("project")?, id_of("offering")?);
-                let name = str_field(body, "name")
-                    .ok_or_else(|| Refusal::Invalid("name: This field is required.".into()))?;
+                let name = required(body, "name")?;
                 let p = w
                     .projects
                     .get(&project)
