@@ -6,78 +6,12 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use serde_json::{Value, json};
 use support::{Options, World};
 
-const SCHEMA: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/waldur-openapi-8.0.5.yaml"
-);
-
-/// OpenAPI 3.0 `nullable: true` → JSON Schema `null` allowed.
-fn nullable_to_json_schema(v: &mut Value) {
-    match v {
-        Value::Object(o) => {
-            for child in o.values_mut() {
-                nullable_to_json_schema(child);
-            }
-            if o.remove("nullable") == Some(Value::Bool(true)) {
-                let inner = Value::Object(std::mem::take(o));
-                o.insert("anyOf".into(), json!([inner, {"type": "null"}]));
-            }
-        }
-        Value::Array(a) => a.iter_mut().for_each(nullable_to_json_schema),
-        _ => {}
-    }
-}
-
-/// The OpenAPI path template matching a recorded route.
-fn template_matches(template: &str, route: &str) -> bool {
-    let t: Vec<&str> = template.trim_start_matches("/api/").split('/').collect();
-    let r: Vec<&str> = route.split('/').collect();
-    t.len() == r.len()
-        && t.iter()
-            .zip(&r)
-            .all(|(a, b)| a == b || (a.starts_with('{') && *b == "{uuid}"))
-}
-
-fn validate(components: &Value, schema: &Value, instance: &Value) -> Result<(), String> {
-    let root = json!({"components": components, "allOf": [schema]});
-    let validator = jsonschema::options()
-        .should_validate_formats(false)
-        .build(&root)
-        .map_err(|e| format!("schema does not compile: {e}"))?;
-    let errors: Vec<String> = validator
-        .iter_errors(instance)
-        .take(3)
-        .map(|e| format!("{} at {}", e, e.instance_path()))
-        .collect();
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.join("; "))
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_and_simulator_answers_follow_the_waldur_openapi_schema() {
-    let text = std::fs::read_to_string(SCHEMA).unwrap_or_else(|e| {
-        panic!("cannot read {SCHEMA} (the shared/ directory beside the repository): {e}")
-    });
-    let mut doc: Value = serde_norway::from_str(&text).unwrap();
-    nullable_to_json_schema(&mut doc);
-    // 8.0.5 types usage amounts as integers, but Waldur stores and serves
-    // them as decimals (the agent reports cents); accept numbers there.
-    for name in ["ComponentUsage", "ComponentUserUsage"] {
-        let usage = &mut doc["components"]["schemas"][name]["properties"]["usage"];
-        if usage.is_object() {
-            *usage = json!({"type": "number"});
-        }
-    }
-    let components = doc["components"].clone();
-    let paths = doc["paths"].as_object().unwrap().clone();
+    let schema = waldur_sim::contract::OpenApi::load().unwrap();
 
     // A scenario touching every order path: create (approve), update,
     // terminate, reject, erred.
@@ -210,41 +144,11 @@ async fn requests_and_simulator_answers_follow_the_waldur_openapi_schema() {
     )
     .await;
 
-    let mut checked: BTreeMap<String, usize> = BTreeMap::new();
-    let mut not_in_schema = BTreeSet::new();
-    let mut failures = Vec::new();
-    for call in world.sim.calls() {
-        let key = format!("{} {}", call.method, call.route);
-        let method = call.method.to_lowercase();
-        let Some(op) = paths
-            .iter()
-            .find(|(t, item)| template_matches(t, &call.route) && item.get(&method).is_some())
-            .map(|(_, item)| &item[&method])
-        else {
-            not_in_schema.insert(key);
-            continue;
-        };
-        if let Some(body) = &call.body {
-            let schema = &op["requestBody"]["content"]["application/json"]["schema"];
-            if schema.is_null() {
-                failures.push(format!("{key}: sent a body but the operation takes none"));
-            } else if let Err(e) = validate(&components, schema, body) {
-                failures.push(format!("{key} request: {e}"));
-            }
-        }
-        if let Some(response) = &call.response
-            && (call.status == 200 || call.status == 201)
-        {
-            let schema =
-                &op["responses"][call.status.to_string()]["content"]["application/json"]["schema"];
-            if !schema.is_null()
-                && let Err(e) = validate(&components, schema, response)
-            {
-                failures.push(format!("{key} response: {e}"));
-            }
-        }
-        *checked.entry(key).or_default() += 1;
-    }
+    let waldur_sim::contract::Report {
+        checked,
+        not_in_schema,
+        failures,
+    } = schema.check(&world.sim.calls());
     println!("validated operations: {checked:#?}");
     println!("not in the 8.0.5 schema: {not_in_schema:?}");
     assert!(

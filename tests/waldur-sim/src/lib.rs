@@ -17,6 +17,7 @@
 //! them once. Usage records, offering users, users, roles and per-user
 //! limits have lookup indexes.
 
+pub mod contract;
 pub mod events;
 mod http;
 pub mod world;

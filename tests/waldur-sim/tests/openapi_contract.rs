@@ -6,77 +6,14 @@
 
 #![allow(clippy::unwrap_used)] // a test's input is its own
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use serde_json::{Value, json};
 use waldur_sim::{NewOrder, Sim};
 
-const SCHEMA: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/waldur-openapi-8.0.5.yaml"
-);
-
 const TOKEN: &str = "contract-token";
-
-/// OpenAPI 3.0 `nullable: true` → JSON Schema `null` allowed.
-fn nullable_to_json_schema(v: &mut Value) {
-    match v {
-        Value::Object(o) => {
-            for child in o.values_mut() {
-                nullable_to_json_schema(child);
-            }
-            if o.remove("nullable") == Some(Value::Bool(true)) {
-                let inner = Value::Object(std::mem::take(o));
-                o.insert("anyOf".into(), json!([inner, {"type": "null"}]));
-            }
-        }
-        Value::Array(a) => a.iter_mut().for_each(nullable_to_json_schema),
-        _ => {}
-    }
-}
-
-fn template_matches(template: &str, route: &str) -> bool {
-    let t: Vec<&str> = template.trim_start_matches("/api/").split('/').collect();
-    let r: Vec<&str> = route.split('/').collect();
-    t.len() == r.len()
-        && t.iter()
-            .zip(&r)
-            .all(|(a, b)| a == b || (a.starts_with('{') && *b == "{uuid}"))
-}
-
-fn validate(components: &Value, schema: &Value, instance: &Value) -> Result<(), String> {
-    let root = json!({"components": components, "allOf": [schema]});
-    let validator = jsonschema::options()
-        .should_validate_formats(false)
-        .build(&root)
-        .map_err(|e| format!("schema does not compile: {e}"))?;
-    let errors: Vec<String> = validator
-        .iter_errors(instance)
-        .take(3)
-        .map(|e| format!("{} at {}", e, e.instance_path()))
-        .collect();
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.join("; "))
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulator_answers_follow_the_waldur_openapi_schema() {
-    let text = std::fs::read_to_string(SCHEMA).unwrap_or_else(|e| {
-        panic!("cannot read {SCHEMA} (the shared/ directory beside the repository): {e}")
-    });
-    let mut doc: Value = serde_norway::from_str(&text).unwrap();
-    nullable_to_json_schema(&mut doc);
-    // The one known deviation: 8.0.5 types the read-only `usage` of usage
-    // records as an integer, but amounts have 2 decimal places (Waldur
-    // sends the stored decimal as a JSON number); fractions must survive.
-    for schema in ["ComponentUsage", "ComponentUserUsage"] {
-        doc["components"]["schemas"][schema]["properties"]["usage"]["type"] = json!("number");
-    }
-    let components = doc["components"].clone();
-    let paths = doc["paths"].as_object().unwrap().clone();
+    let schema = waldur_sim::contract::OpenApi::load().unwrap();
 
     let sim = Sim::new(TOKEN);
     let addr = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
@@ -288,41 +225,11 @@ async fn simulator_answers_follow_the_waldur_openapi_schema() {
     .await;
     assert_eq!((st, body), (200, json!({"stored": 1, "skipped": []})));
 
-    let mut checked: BTreeMap<String, usize> = BTreeMap::new();
-    let mut not_in_schema = BTreeSet::new();
-    let mut failures = Vec::new();
-    for call in sim.calls() {
-        let key = format!("{} {}", call.method, call.route);
-        let method = call.method.to_lowercase();
-        let Some(op) = paths
-            .iter()
-            .find(|(t, item)| template_matches(t, &call.route) && item.get(&method).is_some())
-            .map(|(_, item)| &item[&method])
-        else {
-            not_in_schema.insert(key);
-            continue;
-        };
-        if let Some(body) = &call.body {
-            let schema = &op["requestBody"]["content"]["application/json"]["schema"];
-            if schema.is_null() {
-                failures.push(format!("{key}: sent a body but the operation takes none"));
-            } else if let Err(e) = validate(&components, schema, body) {
-                failures.push(format!("{key} request: {e}"));
-            }
-        }
-        if let Some(response) = &call.response
-            && (call.status == 200 || call.status == 201)
-        {
-            let schema =
-                &op["responses"][call.status.to_string()]["content"]["application/json"]["schema"];
-            if !schema.is_null()
-                && let Err(e) = validate(&components, schema, response)
-            {
-                failures.push(format!("{key} response: {e}"));
-            }
-        }
-        *checked.entry(key).or_default() += 1;
-    }
+    let waldur_sim::contract::Report {
+        checked,
+        not_in_schema,
+        failures,
+    } = schema.check(&sim.calls());
     println!("validated operations: {checked:#?}");
     assert!(
         failures.is_empty(),
