@@ -512,8 +512,13 @@ async fn shutdown_waits_for_the_running_handler_and_acks_its_message() {
         .unwrap();
     stop.send(()).unwrap();
     // The handler is still running: the consumer must not stop yet.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!task.is_finished());
+    let mut task = task;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut task)
+            .await
+            .is_err(),
+        "the consumer stopped while its handler was running"
+    );
     assert_eq!(state.acked(), 0);
     release.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(10), task)
