@@ -34,7 +34,14 @@ pub struct Config {
     /// Backend servers by name.
     pub backends: BTreeMap<String, BackendConfig>,
     /// The offerings this coordinator serves.
+    #[serde(default)]
     pub offerings: Vec<OfferingConfig>,
+    /// Helmholtz Cloud services answered over AMQP.
+    #[serde(default)]
+    pub helmholtz: crate::hca::HelmholtzConfig,
+    /// Where relative paths in the file (schemas) start: the file's folder.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
 }
 
 fn default_timezone() -> String {
@@ -450,7 +457,12 @@ impl Config {
             path: path.into(),
             message,
         };
-        let config: Self = serde_norway::from_str(text).map_err(|e| err(e.to_string()))?;
+        let mut config: Self = serde_norway::from_str(text).map_err(|e| err(e.to_string()))?;
+        config.base_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
         if config.version != 1 {
             return Err(err(format!(
                 "version: {} is not supported, use 1",
@@ -463,14 +475,39 @@ impl Config {
                 config.timezone
             )));
         }
-        if config.offerings.is_empty() {
-            return Err(err("offerings: configure at least one offering".into()));
+        if config.offerings.is_empty() && config.helmholtz.services.is_empty() {
+            return Err(err(
+                "offerings: configure at least one offering (or a helmholtz service)".into(),
+            ));
+        }
+        for (i, s) in config.helmholtz.services.iter().enumerate() {
+            let at = format!("helmholtz.services[{i}] ({})", s.name);
+            s.resolved_service_id(env)
+                .map_err(|m| err(format!("{at}.{m}")))?;
+            s.resolved_broker(env)
+                .map_err(|m| err(format!("{at}.broker: {m}")))?;
+            if s.resource_types.is_empty() {
+                return Err(err(format!("{at}.resource_types: configure at least one")));
+            }
+            for (name, t) in &s.resource_types {
+                if !config.backends.contains_key(&t.backend) {
+                    return Err(err(format!(
+                        "{at}.resource_types.{name}.backend: {:?} is not a key of backends",
+                        t.backend
+                    )));
+                }
+            }
         }
         for (name, b) in &config.backends {
             if !b.endpoint.starts_with("https://") {
                 return Err(err(format!(
                     "backends.{name}.endpoint: {:?} must be https:// (mutual TLS is required)",
                     b.endpoint
+                )));
+            }
+            if name.contains(':') {
+                return Err(err(format!(
+                    "backends.{name}: a backend name must not contain ':'"
                 )));
             }
             if b.instance.is_empty() {
@@ -616,7 +653,7 @@ offerings:
     }
 
     fn env() -> MapEnv {
-        MapEnv::from([("WALDUR_TOKEN", "secret-token")])
+        MapEnv::from([("WALDUR_TOKEN", "secret-token"), ("HCA_USERNAME", "svc")])
     }
 
     #[test]
@@ -659,13 +696,64 @@ offerings:
 
     #[test]
     fn the_reference_config_parses() {
-        let text = include_str!("../../deploy/config/coordinator.example.yaml").replace(
-            "token_file: /etc/waldur/waldur-token",
-            "token_env: WALDUR_TOKEN",
-        );
+        let text = include_str!("../../deploy/config/coordinator.example.yaml")
+            .replace(
+                "token_file: /etc/waldur/waldur-token",
+                "token_env: WALDUR_TOKEN",
+            )
+            .replace(
+                "password_file: /etc/waldur/hca-password",
+                "password_env: WALDUR_TOKEN",
+            )
+            .replace("# service_id: 1a2b3c...", "service_id: svc-1");
         let c = Config::parse(&text, Path::new("coordinator.example.yaml"), &env()).unwrap();
         assert!(c.offerings[0].tasks.report && c.offerings[0].tasks.membership);
         assert_eq!(c.offerings[0].usernames.source, UsernameSource::Backend);
+        let hca = &c.helmholtz.services[0];
+        assert_eq!(hca.queues.inbound, "to_hca");
+        assert!(hca.resource_types.contains_key("ComputeResourceSpecV1"));
+    }
+
+    #[test]
+    fn a_config_with_only_a_helmholtz_service_is_complete() {
+        let text = r#"
+version: 1
+backends:
+  hpc:
+    endpoint: https://127.0.0.1:50051
+    instance: hpc
+    tls: {ca: /pki/ca.pem, cert: /pki/c.pem, key: /pki/c.key}
+helmholtz:
+  services:
+    - name: s
+      resource_types:
+        T: {schema: t.json, backend: hpc, backend_id: "x_{/specification/n}"}
+"#;
+        let env = MapEnv::from([
+            ("HCA_USERNAME", "u"),
+            ("HCA_PASSWORD", "p"),
+            ("HCA_SERVICE", "svc"),
+        ]);
+        let c = Config::parse(text, Path::new("/etc/waldur/c.yaml"), &env).unwrap();
+        assert!(c.offerings.is_empty());
+        assert_eq!(c.base_dir, Path::new("/etc/waldur"));
+        let e = Config::parse(
+            &text.replace("backend: hpc", "backend: nope"),
+            Path::new("c.yaml"),
+            &env,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("\"nope\" is not a key of backends"),
+            "{e}"
+        );
+        let e = Config::parse(
+            text,
+            Path::new("c.yaml"),
+            &MapEnv::from([("HCA_SERVICE", "svc")]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("HCA_USERNAME"), "{e}");
     }
 
     #[test]

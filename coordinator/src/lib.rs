@@ -13,6 +13,8 @@
 //! * [`report`] — usage reporting;
 //! * [`membership`] — membership sync;
 //! * [`usernames`] — offering users and their usernames;
+//! * [`hca`] — Helmholtz Cloud requests over AMQP;
+//! * [`metrics`] — Prometheus series;
 //! * [`ops`] — operator commands (load-components, diagnostics, ...);
 //! * [`runner`] — the per-offering task loops.
 
@@ -21,8 +23,10 @@ pub mod check;
 pub mod clock;
 pub mod config;
 pub mod events;
+pub mod hca;
 pub mod identity;
 pub mod membership;
+pub mod metrics;
 pub mod ops;
 pub mod orders;
 pub mod report;

@@ -70,9 +70,43 @@ enum Command {
         #[arg(long, short, env = "WALDUR_COORDINATOR_CONFIG")]
         config: PathBuf,
     },
+    /// Play Helmholtz Cloud: publish a request to the service's inbound queue
+    /// (`to_hca`) with the right properties and print the reply from
+    /// `to_portal`. Broker settings come from `--config` or, like the
+    /// original template's mock_portal.py, from the HCA_* variables.
+    ///
+    /// Examples:
+    ///   waldur-coordinator mock-portal ping
+    ///   waldur-coordinator mock-portal deploy/hca/payloads/ComputeResourceSpecV1.json
+    ///   waldur-coordinator mock-portal -c coordinator.yaml --service desy payload.json
+    MockPortal(MockPortal),
     /// Site PKI: create a CA, issue server and client certificates.
     #[command(subcommand)]
     Pki(waldur_tls::cli::PkiCommand),
+}
+
+/// Arguments of `mock-portal`.
+#[derive(Debug, clap::Args)]
+struct MockPortal {
+    /// A JSON payload file, or `ping`.
+    payload: String,
+    /// Coordinator config whose `helmholtz` service to use (default: the
+    /// HCA_* environment).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Service name in that config (default: the only one).
+    #[arg(long)]
+    service: Option<String>,
+    /// Message type (default: PingV1 for `ping`, the deallocation type for a
+    /// body holding only `id`, else the allocation type).
+    #[arg(long = "type")]
+    message_type: Option<String>,
+    /// Correlation id (default: a random UUID).
+    #[arg(long)]
+    correlation_id: Option<String>,
+    /// Seconds to wait for the reply.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
 }
 
 /// Arguments of the operator commands.
@@ -107,6 +141,7 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> ExitCode {
     match command {
         Command::Pki(cmd) => waldur_tls::cli::main(cmd),
+        Command::MockPortal(args) => mock_portal(args).await,
         Command::Check { config } => {
             let Some((config, coordinator)) = load(&config) else {
                 return ExitCode::from(EX_CONFIG);
@@ -185,6 +220,139 @@ async fn operate(ops: Ops, op: Op) -> ExitCode {
 }
 
 const EX_USAGE: u8 = 2;
+
+async fn mock_portal(args: MockPortal) -> ExitCode {
+    use waldur_coordinator::hca::config::ServiceConfig;
+    let service: ServiceConfig = match &args.config {
+        Some(path) => {
+            let config = match Config::load(path, &ProcessEnv) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EX_CONFIG);
+                }
+            };
+            let services = config.helmholtz.services;
+            let found = match &args.service {
+                Some(name) => services.into_iter().find(|s| &s.name == name),
+                None if services.len() == 1 => services.into_iter().next(),
+                None => None,
+            };
+            match found {
+                Some(s) => s,
+                None => {
+                    eprintln!(
+                        "error: name the helmholtz service with --service (the config has none or several)"
+                    );
+                    return ExitCode::from(EX_USAGE);
+                }
+            }
+        }
+        None => match serde_norway::from_str("name: mock-portal\nresource_types: {}\n") {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let (body, default_type) = if args.payload == "ping" {
+        (b"{}".to_vec(), service.message_types.ping.clone())
+    } else {
+        let body = match std::fs::read(&args.payload) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("error: {}: {e}", args.payload);
+                return ExitCode::from(EX_USAGE);
+            }
+        };
+        let only_id = matches!(
+            serde_json::from_slice::<serde_json::Value>(&body),
+            Ok(serde_json::Value::Object(o)) if o.len() == 1 && o.contains_key("id")
+        );
+        let t = if only_id {
+            service.message_types.deallocate.clone()
+        } else {
+            service.message_types.allocate.clone()
+        };
+        (body, t)
+    };
+    let message_type = args.message_type.unwrap_or(default_type);
+    let correlation_id = args.correlation_id.unwrap_or_else(random_uuid);
+    let (broker, service_id) = match (
+        service.resolved_broker(&ProcessEnv),
+        service.resolved_service_id(&ProcessEnv),
+    ) {
+        (Ok(b), Ok(id)) => (b, id),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let q = &service.queues;
+    let mut portal = match waldur_coordinator::hca::Portal::connect(
+        &broker,
+        &service_id,
+        &q.inbound,
+        &q.outbound,
+    )
+    .await
+    {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = portal.send(&message_type, &correlation_id, &body).await {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "sent {message_type} to {} (correlation id {correlation_id})",
+        q.inbound
+    );
+    match portal
+        .reply_to(
+            &correlation_id,
+            std::time::Duration::from_secs(args.timeout),
+        )
+        .await
+    {
+        Ok(Some(reply)) => {
+            if reply.message_type == service.message_types.ping {
+                println!("{}: still alive", reply.message_type);
+            } else {
+                println!("{} {}", reply.message_type, reply.body);
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            eprintln!(
+                "error: no reply on {} within {} s: is the coordinator running with this service?",
+                q.outbound, args.timeout
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn random_uuid() -> String {
+    let b: [u8; 16] = rand::random();
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
 
 fn load(path: &std::path::Path) -> Option<(Config, Coordinator)> {
     let config = match Config::load(path, &ProcessEnv) {

@@ -54,6 +54,8 @@ pub struct Coordinator {
     pub offerings: Vec<OfferingRuntime>,
     /// Backends by config key.
     pub backends: BTreeMap<String, BackendHandle>,
+    /// Helmholtz Cloud services with their broker link state.
+    pub hca: Vec<(Arc<crate::hca::HcaService>, Arc<crate::hca::LinkState>)>,
 }
 
 impl Coordinator {
@@ -177,9 +179,19 @@ impl Coordinator {
                 consumers: std::sync::Mutex::new(Vec::new()),
             });
         }
+        let mut hca = Vec::new();
+        for (i, s) in config.helmholtz.services.iter().enumerate() {
+            let service = crate::hca::HcaService::build(s, env, &config.base_dir, &backends)
+                .map_err(|e| format!("helmholtz.services[{i}] ({}): {e}", s.name))?;
+            hca.push((
+                Arc::new(service),
+                Arc::new(crate::hca::LinkState::default()),
+            ));
+        }
         Ok(Self {
             offerings,
             backends,
+            hca,
         })
     }
 
@@ -315,6 +327,9 @@ impl Coordinator {
                     }
                 });
             }
+        }
+        for (service, state) in &this.hca {
+            tasks.spawn(crate::hca::amqp::run(service.clone(), state.clone()));
         }
         if tasks.is_empty() {
             tracing::warn!("no task is enabled: nothing to do");

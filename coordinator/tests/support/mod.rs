@@ -21,6 +21,8 @@ use waldur_coordinator::secret::MapEnv;
 use waldur_sim::{NewOrder, Scenario, Sim};
 use waldur_tls::pki::{self, Usage, Validity};
 
+pub mod hca;
+
 pub const TOKEN: &str = "sim-token-0123456789";
 
 pub struct World {
@@ -69,7 +71,7 @@ impl Default for Options {
     }
 }
 
-fn write_pki(dir: &Path) {
+pub fn write_pki(dir: &Path) {
     let ca = pki::create_ca("test ca", Validity::days(1)).unwrap();
     pki::write(dir, "ca", &ca).unwrap();
     let server = pki::issue(

@@ -1,0 +1,452 @@
+//! The AMQP 0-9-1 side (lapin): one consumer per service on `to_hca`,
+//! replies on `to_portal` with publisher confirms, reconnect with capped
+//! backoff and jitter, and a [`Portal`] that plays Helmholtz Cloud for the
+//! `mock-portal` subcommand and the tests.
+//!
+//! Delivery is at least once: a request is acknowledged only after the
+//! broker confirmed its reply, so a crash or a lost connection before that
+//! redelivers it, and provisioning by correlation id makes the second
+//! handling answer with the same resource. A crash between the confirm and
+//! the acknowledgement answers twice, with the same answer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use tracing::Instrument;
+
+use super::config::ResolvedBroker;
+use super::service::{HcaService, Outcome, Reply};
+
+/// Connection state of one service's consumer (readiness, tests).
+#[derive(Debug, Default)]
+pub struct LinkState {
+    connected: AtomicBool,
+}
+
+impl LinkState {
+    /// True while consuming.
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+}
+
+/// Opens a connection to the broker (TLS with the system roots or the
+/// configured CA bundle). Errors name the host and user, never the password.
+pub async fn connect(broker: &ResolvedBroker, name: &str) -> Result<Connection, String> {
+    let uri = AMQPUri {
+        scheme: if broker.tls {
+            AMQPScheme::AMQPS
+        } else {
+            AMQPScheme::AMQP
+        },
+        authority: AMQPAuthority {
+            userinfo: AMQPUserInfo {
+                username: broker.username.clone(),
+                password: broker.password.expose().to_owned(),
+            },
+            host: broker.host.clone(),
+            port: broker.port,
+        },
+        vhost: broker.vhost.clone(),
+        query: AMQPQueryString {
+            heartbeat: Some(30),
+            connection_timeout: Some(10_000),
+            ..Default::default()
+        },
+    };
+    let tls = match &broker.ca_file {
+        Some(path) => lapin::tcp::OwnedTLSConfig {
+            identity: None,
+            cert_chain: Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("broker.ca_file {}: {e}", path.display()))?,
+            ),
+        },
+        None => lapin::tcp::OwnedTLSConfig::default(),
+    };
+    let runtime = lapin::runtime::default_runtime().map_err(|e| e.to_string())?;
+    let props = ConnectionProperties::default().with_connection_name(name.into());
+    let at = format!(
+        "{}://{}@{}:{}/{}",
+        if broker.tls { "amqps" } else { "amqp" },
+        broker.username,
+        broker.host,
+        broker.port,
+        broker.vhost
+    );
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        Connection::connect_uri_with_config(uri, props, tls, runtime),
+    )
+    .await
+    .map_err(|_| format!("broker {at}: no answer within 15 s"))?
+    .map_err(|e| format!("broker {at}: {}", scrub(&e.to_string(), broker)))
+}
+
+/// Removes the password from a broker error, whatever the library put in it.
+fn scrub(text: &str, broker: &ResolvedBroker) -> String {
+    let p = broker.password.expose();
+    if p.is_empty() {
+        text.to_owned()
+    } else {
+        text.replace(p, "<redacted>")
+    }
+}
+
+fn durable() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    }
+}
+
+/// Consumes the service's inbound queue for ever, reconnecting after any
+/// failure with capped exponential backoff and jitter.
+pub async fn run(service: Arc<HcaService>, state: Arc<LinkState>) {
+    let max = Duration::from_secs(service.config.max_backoff_seconds.max(1));
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match consume(&service, &state).await {
+            Ok(()) => {
+                tracing::warn!(service = %service.config.name, "broker closed the consumer; reconnecting");
+                backoff = Duration::from_millis(500);
+            }
+            Err(e) => {
+                tracing::warn!(service = %service.config.name, error = %e, retry_in_ms = backoff.as_millis() as u64, "helmholtz cloud broker unavailable");
+            }
+        }
+        state.connected.store(false, Ordering::Relaxed);
+        let jitter = rand::random_range(0..=backoff.as_millis() as u64 / 4);
+        tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
+        backoff = (backoff * 2).min(max);
+    }
+}
+
+async fn consume(service: &Arc<HcaService>, state: &LinkState) -> Result<(), String> {
+    let cfg = &service.config;
+    let conn = connect(&service.broker, &format!("waldur-coordinator {}", cfg.name)).await?;
+    let channel = conn.create_channel().await.map_err(|e| e.to_string())?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    channel
+        .basic_qos(cfg.prefetch.max(1), BasicQosOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    if cfg.declare_queues {
+        for q in [&cfg.queues.inbound, &cfg.queues.outbound] {
+            channel
+                .queue_declare(q.as_str().into(), durable(), FieldTable::default())
+                .await
+                .map_err(|e| format!("declaring queue {q}: {e}"))?;
+        }
+    }
+    let mut consumer = channel
+        .basic_consume(
+            cfg.queues.inbound.as_str().into(),
+            format!("waldur-coordinator-{}", cfg.name).as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| format!("consuming {}: {e}", cfg.queues.inbound))?;
+    state.connected.store(true, Ordering::Relaxed);
+    tracing::info!(service = %cfg.name, queue = %cfg.queues.inbound, vhost = %service.broker.vhost, "consuming helmholtz cloud requests");
+    // Requests run concurrently (at most `prefetch` are delivered unacked);
+    // a request's handler owns its acknowledgement.
+    let mut running = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => {
+                    let service = service.clone();
+                    let channel = channel.clone();
+                    running.spawn(async move { handle(&service, &channel, delivery).await });
+                }
+                Some(Err(e)) => return Err(format!("consumer: {e}")),
+                None => return Ok(()),
+            },
+            Some(_) = running.join_next(), if !running.is_empty() => {}
+        }
+    }
+}
+
+async fn handle(service: &HcaService, channel: &Channel, delivery: lapin::message::Delivery) {
+    let props = &delivery.properties;
+    let message_type = props.kind().as_ref().map(|s| s.as_str().to_owned());
+    let correlation_id = props
+        .correlation_id()
+        .as_ref()
+        .map(|s| s.as_str().to_owned());
+    let span = tracing::info_span!(
+        "hca_request",
+        service = %service.config.name,
+        message_type = message_type.as_deref().unwrap_or(""),
+        correlation_id = correlation_id.as_deref().unwrap_or(""),
+        redelivered = delivery.redelivered,
+        outcome = tracing::field::Empty,
+    );
+    async {
+        let outcome = service
+            .handle(message_type.as_deref(), correlation_id.as_deref(), &delivery.data)
+            .await;
+        match outcome {
+            Outcome::Reply { reply, outcome } => {
+                tracing::Span::current().record("outcome", outcome);
+                crate::metrics::hca_request(&service.config.name, message_type.as_deref(), outcome);
+                match publish(service, channel, &reply, correlation_id.as_deref()).await {
+                    Ok(()) => {
+                        if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+                            tracing::warn!(error = %e, "acknowledging the request failed; it will be redelivered and answered again");
+                        } else if outcome == "pong" {
+                            tracing::debug!("ping answered");
+                        } else {
+                            tracing::info!(outcome, "request answered");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reply not confirmed; the request stays queued");
+                        let _ = delivery
+                            .nack(BasicNackOptions {
+                                requeue: true,
+                                ..Default::default()
+                            })
+                            .await;
+                    }
+                }
+            }
+            Outcome::Retry(why) => {
+                tracing::Span::current().record("outcome", "retry");
+                crate::metrics::hca_request(&service.config.name, message_type.as_deref(), "retry");
+                tracing::info!(reason = %why, "request postponed");
+                // Requeue after a pause, not at once: the backend needs time.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let _ = delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await;
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Publishes a reply with the request's correlation id and the service id
+/// header, and waits for the broker's confirm. An unroutable reply (no
+/// outbound queue) is a failure, not a silent drop.
+async fn publish(
+    service: &HcaService,
+    channel: &Channel,
+    reply: &Reply,
+    correlation_id: Option<&str>,
+) -> Result<(), String> {
+    let body = serde_json::to_vec(&reply.body).map_err(|e| e.to_string())?;
+    let props = properties(&reply.message_type, correlation_id, &service.service_id);
+    let confirm = channel
+        .basic_publish(
+            "".into(),
+            service.config.queues.outbound.as_str().into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            &body,
+            props,
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| e.to_string())?;
+    match confirm {
+        Confirmation::Ack(None) => Ok(()),
+        Confirmation::Ack(Some(_)) => Err(format!(
+            "queue {} does not exist: the reply was returned",
+            service.config.queues.outbound
+        )),
+        Confirmation::Nack(_) => Err("the broker refused the reply".into()),
+        Confirmation::NotRequested => Ok(()),
+    }
+}
+
+fn properties(
+    message_type: &str,
+    correlation_id: Option<&str>,
+    service_id: &str,
+) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "service_id".into(),
+        AMQPValue::LongString(service_id.as_bytes().to_vec().into()),
+    );
+    let mut p = BasicProperties::default()
+        .with_type(message_type.into())
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+        .with_headers(headers);
+    if let Some(c) = correlation_id {
+        p = p.with_correlation_id(c.into());
+    }
+    p
+}
+
+/// A message as the portal sees it.
+#[derive(Debug, Clone)]
+pub struct PortalMessage {
+    /// The `type` property.
+    pub message_type: String,
+    /// The `correlation_id` property.
+    pub correlation_id: String,
+    /// The `service_id` header.
+    pub service_id: String,
+    /// The body.
+    pub body: serde_json::Value,
+}
+
+/// Helmholtz Cloud's side of the protocol, for development and tests:
+/// publishes requests to the inbound queue and reads replies from the
+/// outbound one.
+pub struct Portal {
+    _conn: Connection,
+    channel: Channel,
+    consumer: lapin::Consumer,
+    inbound: String,
+    service_id: String,
+}
+
+impl Portal {
+    /// Connects, declares both queues (durable) and starts reading replies.
+    pub async fn connect(
+        broker: &ResolvedBroker,
+        service_id: &str,
+        inbound: &str,
+        outbound: &str,
+    ) -> Result<Self, String> {
+        let conn = connect(broker, "waldur-coordinator mock-portal").await?;
+        let channel = conn.create_channel().await.map_err(|e| e.to_string())?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        for q in [inbound, outbound] {
+            channel
+                .queue_declare(q.into(), durable(), FieldTable::default())
+                .await
+                .map_err(|e| format!("declaring queue {q}: {e}"))?;
+        }
+        let consumer = channel
+            .basic_consume(
+                outbound.into(),
+                "mock-portal".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| format!("consuming {outbound}: {e}"))?;
+        Ok(Self {
+            _conn: conn,
+            channel,
+            consumer,
+            inbound: inbound.to_owned(),
+            service_id: service_id.to_owned(),
+        })
+    }
+
+    /// Publishes a request (persistent, confirmed).
+    pub async fn send(
+        &self,
+        message_type: &str,
+        correlation_id: &str,
+        body: &[u8],
+    ) -> Result<(), String> {
+        let props = properties(message_type, Some(correlation_id), &self.service_id);
+        let confirm = self
+            .channel
+            .basic_publish(
+                "".into(),
+                self.inbound.as_str().into(),
+                BasicPublishOptions::default(),
+                body,
+                props,
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())?;
+        if confirm.is_ack() {
+            Ok(())
+        } else {
+            Err("the broker refused the request".into())
+        }
+    }
+
+    /// The next reply (acknowledged), or `None` after `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> Result<Option<PortalMessage>, String> {
+        let delivery = match tokio::time::timeout(timeout, self.consumer.next()).await {
+            Err(_) => return Ok(None),
+            Ok(None) => return Err("the broker closed the reply consumer".into()),
+            Ok(Some(Err(e))) => return Err(e.to_string()),
+            Ok(Some(Ok(d))) => d,
+        };
+        let p = &delivery.properties;
+        let text = |v: &Option<ShortString>| {
+            v.as_ref()
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_default()
+        };
+        let service_id = p
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get("service_id").cloned())
+            .map(|v| match v {
+                AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                AMQPValue::ShortString(s) => s.as_str().to_owned(),
+                other => format!("{other:?}"),
+            })
+            .unwrap_or_default();
+        let message = PortalMessage {
+            message_type: text(p.kind()),
+            correlation_id: text(p.correlation_id()),
+            service_id,
+            body: serde_json::from_slice(&delivery.data).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&delivery.data).into_owned())
+            }),
+        };
+        delivery
+            .ack(BasicAckOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Some(message))
+    }
+
+    /// Waits for the reply to `correlation_id`, skipping others.
+    pub async fn reply_to(
+        &mut self,
+        correlation_id: &str,
+        timeout: Duration,
+    ) -> Result<Option<PortalMessage>, String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await? {
+                None => return Ok(None),
+                Some(m) if m.correlation_id == correlation_id => return Ok(Some(m)),
+                Some(m) => {
+                    tracing::debug!(correlation_id = %m.correlation_id, "skipping another reply")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,503 @@
+//! The resource-type table: a request's `type` (its schema's title) selects
+//! the schema that checks `specification`, the backend instance, and the
+//! templates that turn the request into a backend `CreateResource`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::Value;
+use waldur_backend_proto::v1 as wire;
+
+use super::config::{LimitSource, ResourceTypeConfig, TargetPolicy};
+
+/// A refusal shown to the portal user as `ErrorV1 {type, message}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Error kind (`SpecificationInvalid`, `UnknownResourceType`, ...).
+    pub kind: &'static str,
+    /// User-readable text: never secrets, internals or host names.
+    pub message: String,
+}
+
+impl Refusal {
+    pub(crate) fn new(kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    fn invalid(message: impl Into<String>) -> Self {
+        Self::new("SpecificationInvalid", message)
+    }
+}
+
+/// One resource type, its schema compiled.
+pub struct ResourceType {
+    /// The settings.
+    pub config: ResourceTypeConfig,
+    validator: jsonschema::Validator,
+}
+
+impl std::fmt::Debug for ResourceType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResourceType")
+            .field("backend", &self.config.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an allocation request turns into.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Derived {
+    /// Base name for GenerateBackendId.
+    pub base: String,
+    /// The resource context (its UUID derived from the correlation id).
+    pub context: wire::ResourceContext,
+    /// Limits in Waldur units.
+    pub limits: BTreeMap<String, i64>,
+}
+
+impl ResourceType {
+    /// Loads and compiles the schema (Draft 2020-12, formats checked);
+    /// `base_dir` resolves a relative schema path.
+    pub fn load(config: &ResourceTypeConfig, base_dir: &Path) -> Result<Self, String> {
+        let path = if config.schema.is_absolute() {
+            config.schema.clone()
+        } else {
+            base_dir.join(&config.schema)
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("schema {}: {e}", path.display()))?;
+        let schema: Value = serde_json::from_str(&text)
+            .map_err(|e| format!("schema {}: not JSON: {e}", path.display()))?;
+        Self::compile(config, &schema).map_err(|e| format!("schema {}: {e}", path.display()))
+    }
+
+    /// Compiles a schema given as JSON.
+    pub fn compile(config: &ResourceTypeConfig, schema: &Value) -> Result<Self, String> {
+        let validator = jsonschema::draft202012::options()
+            .should_validate_formats(true)
+            .build(schema)
+            .map_err(|e| format!("not a valid Draft 2020-12 schema: {e}"))?;
+        for t in std::iter::once(&config.backend_id)
+            .chain(&config.name)
+            .chain(&config.project)
+            .chain(&config.customer)
+        {
+            Template::parse(t)?;
+        }
+        for (key, l) in &config.limits {
+            if let LimitSource::From { from, .. } = l
+                && !from.starts_with('/')
+            {
+                return Err(format!("limits.{key}.from: {from:?} is not a JSON pointer"));
+            }
+        }
+        Ok(Self {
+            config: config.clone(),
+            validator,
+        })
+    }
+
+    /// Checks a request body and derives the backend request.
+    /// `request_key` identifies the request (service id and correlation id):
+    /// the same key always gives the same resource UUID, so a redelivered
+    /// request names the resource it already created.
+    pub fn derive(
+        &self,
+        body: &Value,
+        correlation_id: &str,
+        request_key: &str,
+    ) -> Result<Derived, Refusal> {
+        let target = body
+            .get("target_entity")
+            .ok_or_else(|| Refusal::invalid("target_entity is missing"))?;
+        let user = non_null_string(target, "user_id_target")?;
+        let group = non_null_string(target, "group_urn_target")?;
+        let owner = match (user, group, self.config.target) {
+            (Some(_), Some(_), _) => {
+                return Err(Refusal::invalid(
+                    "target_entity names both a user and a group; it must name one",
+                ));
+            }
+            (None, None, _) => {
+                return Err(Refusal::invalid(
+                    "target_entity names neither a user nor a group",
+                ));
+            }
+            (Some(_), None, TargetPolicy::Group) => {
+                return Err(Refusal::invalid(
+                    "this resource type is for groups: set group_urn_target",
+                ));
+            }
+            (None, Some(_), TargetPolicy::User) => {
+                return Err(Refusal::invalid(
+                    "this resource type is personal: set user_id_target",
+                ));
+            }
+            (Some(u), None, _) => u,
+            (None, Some(g), _) => g,
+        };
+        let spec = body
+            .get("specification")
+            .ok_or_else(|| Refusal::invalid("specification is missing"))?;
+        let problems: Vec<String> = self
+            .validator
+            .iter_errors(spec)
+            .take(5)
+            .map(|e| {
+                let at = e.instance_path().to_string();
+                let at = if at.is_empty() { "/".to_owned() } else { at };
+                clip(&format!("{at}: {e}"), 200)
+            })
+            .collect();
+        if !problems.is_empty() {
+            return Err(Refusal::invalid(format!(
+                "specification is invalid: {}",
+                problems.join("; ")
+            )));
+        }
+
+        let hash = request_hash(request_key);
+        let vars = Vars {
+            body,
+            owner: &owner,
+            correlation_id,
+            request_hash: &hash[..8],
+        };
+        let render = |t: &str| Template::parse(t).map_err(Refusal::invalid)?.render(&vars);
+        let base = slug(&render(&self.config.backend_id)?);
+        if base.is_empty() {
+            return Err(Refusal::invalid("the fields naming the resource are empty"));
+        }
+        let name = match &self.config.name {
+            Some(t) => render(t)?,
+            None => base.clone(),
+        };
+        let project = self.config.project.as_deref().map(render).transpose()?;
+        let customer = self.config.customer.as_deref().map(render).transpose()?;
+        let mut limits = BTreeMap::new();
+        for (key, source) in &self.config.limits {
+            limits.insert(key.clone(), limit(key, source, body)?);
+        }
+        let mut attributes = serde_json::Map::new();
+        attributes.insert("hca_owner".into(), Value::String(owner.clone()));
+        attributes.insert(
+            "hca_correlation_id".into(),
+            Value::String(correlation_id.into()),
+        );
+        if let Some(s) = spec.as_object() {
+            for (k, v) in s {
+                attributes.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        let context = wire::ResourceContext {
+            resource_uuid: hash[..32].to_owned(),
+            name,
+            slug: base.clone(),
+            project_slug: project.as_deref().map(slug).unwrap_or_default(),
+            project_name: project.unwrap_or_default(),
+            customer_slug: customer.as_deref().map(slug).unwrap_or_default(),
+            customer_name: customer.unwrap_or_default(),
+            attributes: Some(waldur_backend_sdk::convert::json_to_struct(attributes)),
+            ..Default::default()
+        };
+        Ok(Derived {
+            base,
+            context,
+            limits,
+        })
+    }
+}
+
+fn non_null_string(target: &Value, key: &str) -> Result<Option<String>, Refusal> {
+    match target.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(Refusal::invalid(format!(
+            "target_entity.{key} must be a string or null"
+        ))),
+    }
+}
+
+fn limit(key: &str, source: &LimitSource, body: &Value) -> Result<i64, Refusal> {
+    match source {
+        LimitSource::Constant(v) => Ok(*v),
+        LimitSource::From {
+            from,
+            factor,
+            default,
+        } => {
+            let value = match body.pointer(from) {
+                Some(Value::Number(n)) => n.as_f64(),
+                Some(Value::Null) | None => *default,
+                Some(_) => {
+                    return Err(Refusal::invalid(format!("{from} must be a number")));
+                }
+            };
+            let Some(v) = value else {
+                return Err(Refusal::invalid(format!(
+                    "{from} is missing (it sets the {key} limit)"
+                )));
+            };
+            let scaled = (v * factor).round();
+            if !scaled.is_finite() || scaled < 0.0 || scaled > i64::MAX as f64 {
+                return Err(Refusal::invalid(format!(
+                    "{from}: {v} is out of range for the {key} limit"
+                )));
+            }
+            Ok(scaled as i64)
+        }
+    }
+}
+
+/// Hex SHA-256 of the request key: the resource UUID (32 digits) and the
+/// `{request_hash}` placeholder (8 digits).
+fn request_hash(key: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A lower-case name backends accept: letters, digits, `_` and `-`; runs of
+/// anything else become one `_`.
+pub fn slug(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+            out.push(c);
+        } else if !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    out.trim_matches('_').to_owned()
+}
+
+fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let cut: String = s.chars().take(max).collect();
+    format!("{cut}…")
+}
+
+struct Vars<'a> {
+    body: &'a Value,
+    owner: &'a str,
+    correlation_id: &'a str,
+    request_hash: &'a str,
+}
+
+/// A parsed template: literal text and placeholders.
+#[derive(Debug, PartialEq)]
+enum Part {
+    Text(String),
+    Pointer(String),
+    Owner,
+    CorrelationId,
+    RequestHash,
+}
+
+struct Template(Vec<Part>);
+
+impl Template {
+    fn parse(t: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut rest = t;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(Part::Text(rest[..open].to_owned()));
+            }
+            let after = &rest[open + 1..];
+            let close = after
+                .find('}')
+                .ok_or_else(|| format!("template {t:?}: '{{' without '}}'"))?;
+            let name = &after[..close];
+            parts.push(match name {
+                "owner" => Part::Owner,
+                "correlation_id" => Part::CorrelationId,
+                "request_hash" => Part::RequestHash,
+                p if p.starts_with('/') => Part::Pointer(p.to_owned()),
+                other => {
+                    return Err(format!(
+                        "template {t:?}: unknown placeholder {{{other}}} (use a JSON pointer such as {{/specification/name}}, {{owner}}, {{correlation_id}} or {{request_hash}})"
+                    ));
+                }
+            });
+            rest = &after[close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Text(rest.to_owned()));
+        }
+        Ok(Self(parts))
+    }
+
+    fn render(&self, vars: &Vars<'_>) -> Result<String, Refusal> {
+        let mut out = String::new();
+        for p in &self.0 {
+            match p {
+                Part::Text(t) => out.push_str(t),
+                Part::Owner => out.push_str(vars.owner),
+                Part::CorrelationId => out.push_str(vars.correlation_id),
+                Part::RequestHash => out.push_str(vars.request_hash),
+                Part::Pointer(ptr) => match vars.body.pointer(ptr) {
+                    Some(Value::String(s)) => out.push_str(s),
+                    Some(Value::Number(n)) => out.push_str(&n.to_string()),
+                    Some(Value::Bool(b)) => out.push_str(if *b { "true" } else { "false" }),
+                    Some(Value::Null) | None => {
+                        return Err(Refusal::invalid(format!("{ptr} is missing")));
+                    }
+                    Some(_) => {
+                        return Err(Refusal::invalid(format!(
+                            "{ptr} must be a string or number"
+                        )));
+                    }
+                },
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rt(extra: &str) -> ResourceType {
+        let config: ResourceTypeConfig = serde_norway::from_str(&format!(
+            "schema: x.json\nbackend: hpc\nbackend_id: \"hca_{{/specification/project}}\"\nproject: \"{{/specification/project}}\"\ncustomer: helmholtz\nlimits:\n  cpu: {{from: /specification/cpu_hours, factor: 60}}\n  storage: 5\n{extra}"
+        ))
+        .unwrap();
+        let schema = json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": "ComputeResourceSpecV1",
+            "type": "object",
+            "required": ["project", "cpu_hours"],
+            "properties": {
+                "project": {"type": "string", "minLength": 1},
+                "cpu_hours": {"type": "integer", "minimum": 1},
+                "contact": {"type": "string", "format": "email"}
+            }
+        });
+        ResourceType::compile(&config, &schema).unwrap()
+    }
+
+    fn body(spec: Value) -> Value {
+        json!({
+            "type": "ComputeResourceSpecV1",
+            "target_entity": {"user_id_target": null, "group_urn_target": "urn:geant:helmholtz.de:group:Team A"},
+            "specification": spec
+        })
+    }
+
+    #[test]
+    fn a_valid_request_derives_names_limits_and_a_stable_uuid() {
+        let t = rt("");
+        let d = t
+            .derive(
+                &body(json!({"project": "Climate Run", "cpu_hours": 10})),
+                "c-1",
+                "svc/c-1",
+            )
+            .unwrap();
+        assert_eq!(d.base, "hca_climate_run");
+        assert_eq!(d.context.project_slug, "climate_run");
+        assert_eq!(d.context.customer_slug, "helmholtz");
+        assert_eq!(
+            d.limits,
+            BTreeMap::from([("cpu".into(), 600), ("storage".into(), 5)])
+        );
+        let again = t
+            .derive(
+                &body(json!({"project": "Climate Run", "cpu_hours": 10})),
+                "c-1",
+                "svc/c-1",
+            )
+            .unwrap();
+        assert_eq!(d.context.resource_uuid, again.context.resource_uuid);
+        let other = t
+            .derive(
+                &body(json!({"project": "Climate Run", "cpu_hours": 10})),
+                "c-2",
+                "svc/c-2",
+            )
+            .unwrap();
+        assert_ne!(d.context.resource_uuid, other.context.resource_uuid);
+    }
+
+    #[test]
+    fn schema_failures_name_the_failing_fields() {
+        let r = rt("")
+            .derive(
+                &body(json!({"project": "", "cpu_hours": 0, "contact": "nope"})),
+                "c",
+                "k",
+            )
+            .unwrap_err();
+        assert_eq!(r.kind, "SpecificationInvalid");
+        for field in ["/project", "/cpu_hours", "/contact"] {
+            assert!(r.message.contains(field), "{}", r.message);
+        }
+    }
+
+    #[test]
+    fn target_entity_rules_are_enforced() {
+        let t = rt("target: user\n");
+        let e = t
+            .derive(&body(json!({"project": "p", "cpu_hours": 1})), "c", "k")
+            .unwrap_err();
+        assert!(e.message.contains("personal"), "{}", e.message);
+        let both = json!({"target_entity": {"user_id_target": "u", "group_urn_target": "g"}, "specification": {"project": "p", "cpu_hours": 1}});
+        assert!(
+            rt("")
+                .derive(&both, "c", "k")
+                .unwrap_err()
+                .message
+                .contains("both")
+        );
+        let neither = json!({"target_entity": {"user_id_target": null, "group_urn_target": null}, "specification": {"project": "p", "cpu_hours": 1}});
+        assert!(
+            rt("")
+                .derive(&neither, "c", "k")
+                .unwrap_err()
+                .message
+                .contains("neither")
+        );
+    }
+
+    #[test]
+    fn templates_take_the_owner_and_a_request_hash() {
+        let t = rt("name: \"{owner}\"\n");
+        let mut c = t.config.clone();
+        c.backend_id = "hca_{request_hash}".into();
+        let t2 = ResourceType::compile(&c, &json!({"type": "object"})).unwrap();
+        let d = t2
+            .derive(&body(json!({"project": "p", "cpu_hours": 1})), "c", "svc/c")
+            .unwrap();
+        assert_eq!(d.base.len(), "hca_".len() + 8);
+        let d = t
+            .derive(&body(json!({"project": "p", "cpu_hours": 1})), "c", "svc/c")
+            .unwrap();
+        assert_eq!(d.context.name, "urn:geant:helmholtz.de:group:Team A");
+    }
+
+    #[test]
+    fn bad_templates_are_config_errors() {
+        let mut c = rt("").config.clone();
+        c.backend_id = "hca_{project}".into();
+        let e = ResourceType::compile(&c, &json!({})).unwrap_err();
+        assert!(e.contains("unknown placeholder"), "{e}");
+        c.backend_id = "hca_{/x".into();
+        assert!(ResourceType::compile(&c, &json!({})).is_err());
+    }
+
+    #[test]
+    fn slugs_are_what_backends_accept() {
+        assert_eq!(slug("Team A / Ünïcode!"), "team_a_n_code");
+        assert_eq!(slug("__x__"), "x");
+        assert_eq!(slug("a-b_c"), "a-b_c");
+    }
+}

@@ -1,0 +1,339 @@
+//! What one Helmholtz Cloud request turns into: the transport-free half of
+//! the adapter. [`HcaService::handle`] takes a message's type, correlation id
+//! and body and answers with the reply to publish, or with "try again later"
+//! when the backend is temporarily unavailable (the message is then requeued
+//! unanswered, so the user never sees a transient failure).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::{Value, json};
+use tonic::Code;
+use waldur_backend_proto::v1 as wire;
+
+use super::config::{ResolvedBroker, ServiceConfig};
+use super::mapping::{Refusal, ResourceType};
+use crate::backend::{BackendCallError, BackendHandle};
+use crate::secret::Env;
+
+/// A reply to publish on the outbound queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// The AMQP `type` property.
+    pub message_type: String,
+    /// The JSON body.
+    pub body: Value,
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Answer, then acknowledge. `outcome` labels metrics and logs
+    /// (`pong`, `created`, `deallocated`, or the error kind).
+    Reply {
+        /// The answer.
+        reply: Reply,
+        /// Short outcome label.
+        outcome: &'static str,
+    },
+    /// Nothing to answer yet (backend unavailable, still provisioning):
+    /// requeue and handle the request again later.
+    Retry(String),
+}
+
+/// One configured service with its resource types resolved.
+pub struct HcaService {
+    /// The settings.
+    pub config: ServiceConfig,
+    /// Helmholtz Cloud's id of this service.
+    pub service_id: String,
+    /// Broker settings with the environment applied.
+    pub broker: ResolvedBroker,
+    types: BTreeMap<String, (ResourceType, BackendHandle)>,
+    backends: BTreeMap<String, BackendHandle>,
+}
+
+impl std::fmt::Debug for HcaService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HcaService")
+            .field("name", &self.config.name)
+            .field("service_id", &self.service_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HcaService {
+    /// Resolves a service's settings: environment, schemas, backends.
+    pub fn build(
+        config: &ServiceConfig,
+        env: &dyn Env,
+        base_dir: &Path,
+        backends: &BTreeMap<String, BackendHandle>,
+    ) -> Result<Self, String> {
+        let service_id = config.resolved_service_id(env)?;
+        let broker = config
+            .resolved_broker(env)
+            .map_err(|e| format!("broker: {e}"))?;
+        let mut types = BTreeMap::new();
+        let mut used = BTreeMap::new();
+        for (name, t) in &config.resource_types {
+            let handle = backends.get(&t.backend).cloned().ok_or_else(|| {
+                format!(
+                    "resource_types.{name}.backend: {:?} is not a key of backends",
+                    t.backend
+                )
+            })?;
+            let compiled = ResourceType::load(t, base_dir)
+                .map_err(|e| format!("resource_types.{name}: {e}"))?;
+            used.insert(t.backend.clone(), handle.clone());
+            types.insert(name.clone(), (compiled, handle));
+        }
+        Ok(Self {
+            config: config.clone(),
+            service_id,
+            broker,
+            types,
+            backends: used,
+        })
+    }
+
+    /// Handles one request. Never fails: every problem is a reply or a retry.
+    pub async fn handle(
+        &self,
+        message_type: Option<&str>,
+        correlation_id: Option<&str>,
+        body: &[u8],
+    ) -> Outcome {
+        let names = &self.config.message_types;
+        let result = match message_type {
+            Some(t) if t == names.ping => {
+                return Outcome::Reply {
+                    reply: Reply {
+                        message_type: names.ping.clone(),
+                        body: json!({}),
+                    },
+                    outcome: "pong",
+                };
+            }
+            Some(t) if t == names.allocate => self.allocate(correlation_id, body).await,
+            Some(t) if t == names.deallocate => self.deallocate(body).await,
+            other => Err(Refusal::new(
+                "UnknownMessageType",
+                format!(
+                    "this service does not handle {} messages",
+                    match other {
+                        Some(t) => format!("{:?}", clip_name(t)),
+                        None => "untyped".into(),
+                    }
+                ),
+            )
+            .into()),
+        };
+        match result {
+            Ok((reply, outcome)) => Outcome::Reply { reply, outcome },
+            Err(Failure::Refused(r)) => Outcome::Reply {
+                outcome: r.kind,
+                reply: Reply {
+                    message_type: names.error.clone(),
+                    body: json!({"type": r.kind, "message": r.message}),
+                },
+            },
+            Err(Failure::Later(why)) => Outcome::Retry(why),
+        }
+    }
+
+    async fn allocate(
+        &self,
+        correlation_id: Option<&str>,
+        body: &[u8],
+    ) -> Result<(Reply, &'static str), Failure> {
+        let body = Value::Object(parse_object(body)?);
+        let Some(correlation_id) = correlation_id.filter(|c| !c.is_empty()) else {
+            return Err(Refusal::new(
+                "MissingCorrelationId",
+                "the request has no correlation_id, so its answer could not be matched",
+            )
+            .into());
+        };
+        let type_name = match body.get("type") {
+            Some(Value::String(t)) => t.as_str(),
+            _ => {
+                return Err(Refusal::new(
+                    "SpecificationInvalid",
+                    "the request has no resource type (field \"type\")",
+                )
+                .into());
+            }
+        };
+        let Some((rt, backend)) = self.types.get(type_name) else {
+            return Err(Refusal::new(
+                "UnknownResourceType",
+                format!(
+                    "this service does not offer resources of type {:?}",
+                    clip_name(type_name)
+                ),
+            )
+            .into());
+        };
+        let key = format!("{}/{correlation_id}", self.service_id);
+        let derived = rt.derive(&body, correlation_id, &key)?;
+        let backend_id = backend
+            .generate_backend_id(&derived.base, &derived.context)
+            .await
+            .map_err(|e| self.backend_failure(&e, &derived.base))?;
+        // A redelivered request carries the same correlation id, hence the
+        // same resource UUID and backend id: CreateResource finds the
+        // resource it made before and answers OK (contract §5.2).
+        let _guard = backend.lock(&backend_id).await;
+        let resp = backend
+            .create_resource(wire::CreateResourceRequest {
+                backend_id: backend_id.clone(),
+                resource: Some(derived.context),
+                limits: derived.limits.into_iter().collect(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| self.backend_failure(&e, &derived.base))?;
+        if !resp.ready {
+            return Err(Failure::Later(format!(
+                "{backend_id} is still being provisioned"
+            )));
+        }
+        let id = format!("{}:{backend_id}", backend.name());
+        tracing::info!(service = %self.config.name, correlation_id, id, "resource allocated");
+        Ok((
+            Reply {
+                message_type: self.config.message_types.created.clone(),
+                body: json!({"id": id}),
+            },
+            "created",
+        ))
+    }
+
+    async fn deallocate(&self, body: &[u8]) -> Result<(Reply, &'static str), Failure> {
+        let body = parse_object(body)?;
+        let Some(Value::String(id)) = body.get("id") else {
+            return Err(
+                Refusal::new("SpecificationInvalid", "the request has no resource id").into(),
+            );
+        };
+        let unknown = || {
+            Refusal::new(
+                "UnknownResource",
+                format!("no resource {:?} at this service", clip_name(id)),
+            )
+        };
+        let (backend_name, backend_id) = id.split_once(':').ok_or_else(unknown)?;
+        let backend = self.backends.get(backend_name).ok_or_else(unknown)?;
+        if backend_id.is_empty() {
+            return Err(unknown().into());
+        }
+        let _guard = backend.lock(backend_id).await;
+        let resp = backend
+            .delete_resource(backend_id, None)
+            .await
+            .map_err(|e| self.backend_failure(&e, backend_id))?;
+        if !resp.ready {
+            return Err(Failure::Later(format!(
+                "{backend_id} is still being removed"
+            )));
+        }
+        tracing::info!(service = %self.config.name, id, existed = resp.existed, "resource deallocated");
+        Ok((
+            Reply {
+                message_type: self.config.message_types.deallocated.clone(),
+                body: json!({"id": id}),
+            },
+            "deallocated",
+        ))
+    }
+
+    /// What the user may see of a backend failure. Details go to the log
+    /// only: backend messages can name hosts and commands.
+    fn backend_failure(&self, e: &BackendCallError, name: &str) -> Failure {
+        if e.is_retryable() {
+            tracing::warn!(service = %self.config.name, error = %e, "backend unavailable; the request will be retried");
+            return Failure::Later(e.to_string());
+        }
+        tracing::warn!(service = %self.config.name, error = %e, "backend refused the request");
+        match e.code {
+            Code::AlreadyExists => Refusal::new(
+                "ResourceAlreadyExists",
+                format!(
+                    "a resource named {name:?} already exists at this service; choose another name"
+                ),
+            ),
+            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => Refusal::new(
+                "RequestRefused",
+                format!("the service refused the request: {}", user_text(&e.message)),
+            ),
+            _ => Refusal::new(
+                "ProvisioningFailed",
+                "the service could not provision the resource; its operators have been notified",
+            ),
+        }
+        .into()
+    }
+}
+
+enum Failure {
+    Refused(Refusal),
+    Later(String),
+}
+
+impl From<Refusal> for Failure {
+    fn from(r: Refusal) -> Self {
+        Self::Refused(r)
+    }
+}
+
+fn parse_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, Refusal> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(o)) => Ok(o),
+        Ok(_) => Err(Refusal::new(
+            "SpecificationInvalid",
+            "the message body is not a JSON object",
+        )),
+        Err(e) => Err(Refusal::new(
+            "SpecificationInvalid",
+            format!("the message body is not valid JSON: {e}"),
+        )),
+    }
+}
+
+/// A backend's refusal as shown to users: one line, no paths, bounded.
+fn user_text(message: &str) -> String {
+    let line = message.lines().next().unwrap_or_default();
+    let cleaned: Vec<&str> = line
+        .split_whitespace()
+        .filter(|w| !w.contains('/') || w.starts_with("http"))
+        .collect();
+    let text = cleaned.join(" ");
+    if text.chars().count() > 300 {
+        let cut: String = text.chars().take(300).collect();
+        format!("{cut}…")
+    } else if text.is_empty() {
+        "no reason given".into()
+    } else {
+        text
+    }
+}
+
+fn clip_name(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_text_drops_paths_and_extra_lines() {
+        assert_eq!(
+            user_text("limit for unknown component gpu in /etc/slurm/x.conf\ntrace"),
+            "limit for unknown component gpu in"
+        );
+        assert_eq!(user_text(""), "no reason given");
+        assert!(user_text(&"x ".repeat(400)).ends_with('…'));
+    }
+}

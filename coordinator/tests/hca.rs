@@ -1,0 +1,422 @@
+//! The coordinator as a Helmholtz Cloud Agent on the real RabbitMQ
+//! (127.0.0.1:5672, management API on 15672, both started by
+//! `deploy/services.sh`): every test gets its own virtual host and user, a
+//! backend server over mutual TLS, and plays the portal. The SLURM case
+//! runs when `WALDUR_SLURM_CLUSTER` is set.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::hca::{Setup, ask, compute, example};
+use waldur_backend_example::ExampleBackend;
+use waldur_backend_sdk::types::*;
+use waldur_backend_sdk::{Backend, BackendResult};
+
+#[tokio::test]
+async fn a_ping_is_answered_with_a_ping_carrying_the_service_id() {
+    let s = Setup::new(Arc::new(example())).await;
+    let (_c, run) = s.start().await;
+    let mut portal = s.portal().await;
+    let reply = ask(&mut portal, "PingV1", "ping-1", b"{}").await;
+    assert_eq!(reply.message_type, "PingV1");
+    assert_eq!(reply.correlation_id, "ping-1");
+    assert_eq!(reply.service_id, s.service_id);
+    s.inbound_drained().await;
+    run.abort();
+}
+
+#[tokio::test]
+async fn an_allocation_creates_the_resource_with_derived_limits_and_answers_its_id() {
+    let backend = example();
+    let s = Setup::new(Arc::new(backend.clone())).await;
+    let (_c, run) = s.start().await;
+    let mut portal = s.portal().await;
+    let reply = ask(
+        &mut portal,
+        "ResourceAllocateV1",
+        "alloc-1",
+        &compute("climate-sim", 500),
+    )
+    .await;
+    assert_eq!(reply.message_type, "ResourceCreatedV1", "{:?}", reply.body);
+    assert_eq!(reply.correlation_id, "alloc-1");
+    assert_eq!(reply.service_id, s.service_id);
+    assert_eq!(reply.body, json!({"id": "hpc:hca_climate-sim"}));
+    let r = backend.get_resource("hca_climate-sim").await.unwrap();
+    assert_eq!(r.limits.get("cpu"), Some(&500));
+    assert_eq!(r.limits.get("mem"), Some(&3));
+
+    // Deallocation by that id removes it.
+    let reply = ask(
+        &mut portal,
+        "ResourceDeallocateV1",
+        "dealloc-1",
+        br#"{"id": "hpc:hca_climate-sim"}"#,
+    )
+    .await;
+    assert_eq!(
+        reply.message_type, "ResourceDeallocatedV1",
+        "{:?}",
+        reply.body
+    );
+    assert_eq!(reply.body, json!({"id": "hpc:hca_climate-sim"}));
+    assert!(backend.get_resource("hca_climate-sim").await.is_err());
+    assert_eq!(backend.resource_count(), 0);
+    run.abort();
+}
+
+#[tokio::test]
+async fn a_backend_refusal_is_answered_with_a_user_readable_error() {
+    let s = Setup::new(Arc::new(example())).await;
+    let (_c, run) = s.start().await;
+    let mut portal = s.portal().await;
+    // The chat type asks for a `gpu` limit the backend does not know.
+    let body = json!({
+        "type": "ChatTeamSpecV1",
+        "target_entity": {"user_id_target": "someone@login.helmholtz.de", "group_urn_target": null},
+        "specification": {"team_name": "Climate Team", "invite_only": true}
+    });
+    let reply = ask(
+        &mut portal,
+        "ResourceAllocateV1",
+        "refused-1",
+        &serde_json::to_vec(&body).unwrap(),
+    )
+    .await;
+    assert_eq!(reply.message_type, "ErrorV1");
+    assert_eq!(reply.body["type"], "RequestRefused");
+    let message = reply.body["message"].as_str().unwrap();
+    assert!(message.contains("gpu"), "{message}");
+    for internal in ["127.0.0.1", "localhost", "hpc", "Status", "code:"] {
+        assert!(!message.contains(internal), "{message} shows {internal}");
+    }
+    s.inbound_drained().await;
+    run.abort();
+}
+
+#[tokio::test]
+async fn bad_requests_get_errors_are_acknowledged_and_the_next_good_one_is_served() {
+    let backend = example();
+    let s = Setup::new(Arc::new(backend.clone())).await;
+    let (_c, run) = s.start().await;
+    let mut portal = s.portal().await;
+    let cases: [(&str, &str, Vec<u8>, &str); 7] = [
+        ("ResourceAllocateV1", "bad-json", b"{not json".to_vec(), "SpecificationInvalid"),
+        ("ResourceAllocateV1", "not-object", b"[1,2]".to_vec(), "SpecificationInvalid"),
+        ("ResourceAllocateV1", "schema", compute("X", 0), "SpecificationInvalid"),
+        (
+            "ResourceAllocateV1",
+            "unknown-type",
+            br#"{"type": "QuantumComputerSpecV9", "target_entity": {"user_id_target": "u", "group_urn_target": null}, "specification": {}}"#.to_vec(),
+            "UnknownResourceType",
+        ),
+        (
+            "ResourceAllocateV1",
+            "wrong-target",
+            br#"{"type": "ComputeResourceSpecV1", "target_entity": {"user_id_target": "u", "group_urn_target": null}, "specification": {"project_name": "abc", "cpu_hours": 1}}"#.to_vec(),
+            "SpecificationInvalid",
+        ),
+        ("SomethingElseV1", "unknown-message", b"{}".to_vec(), "UnknownMessageType"),
+        ("ResourceDeallocateV1", "unknown-id", br#"{"id": "nowhere:x"}"#.to_vec(), "UnknownResource"),
+    ];
+    for (message_type, correlation_id, body, kind) in &cases {
+        let reply = ask(&mut portal, message_type, correlation_id, body).await;
+        assert_eq!(
+            reply.message_type, "ErrorV1",
+            "{correlation_id}: {:?}",
+            reply.body
+        );
+        assert_eq!(
+            reply.body["type"], *kind,
+            "{correlation_id}: {:?}",
+            reply.body
+        );
+        assert!(!reply.body["message"].as_str().unwrap().is_empty());
+    }
+    // The schema failure names the failing fields.
+    let reply = ask(
+        &mut portal,
+        "ResourceAllocateV1",
+        "schema-2",
+        &compute("X", 0),
+    )
+    .await;
+    let message = reply.body["message"].as_str().unwrap();
+    assert!(
+        message.contains("/project_name") && message.contains("/cpu_hours"),
+        "{message}"
+    );
+    s.inbound_drained().await;
+    let reply = ask(
+        &mut portal,
+        "ResourceAllocateV1",
+        "good",
+        &compute("after-garbage", 10),
+    )
+    .await;
+    assert_eq!(reply.message_type, "ResourceCreatedV1");
+    assert_eq!(backend.resource_count(), 1);
+    run.abort();
+}
+
+#[tokio::test]
+async fn a_redelivered_request_is_answered_with_the_same_id_and_creates_nothing_more() {
+    let backend = example();
+    let s = Setup::new(Arc::new(backend.clone())).await;
+    let (_c, run) = s.start().await;
+    let mut portal = s.portal().await;
+    let first = ask(
+        &mut portal,
+        "ResourceAllocateV1",
+        "dup-1",
+        &compute("dup-proj", 10),
+    )
+    .await;
+    // The portal (or the broker) delivers the same request again.
+    let second = ask(
+        &mut portal,
+        "ResourceAllocateV1",
+        "dup-1",
+        &compute("dup-proj", 10),
+    )
+    .await;
+    assert_eq!(first.body, second.body);
+    assert_eq!(second.message_type, "ResourceCreatedV1");
+    assert_eq!(backend.resource_count(), 1);
+    // Another request for the same name is another resource: refused.
+    let third = ask(
+        &mut portal,
+        "ResourceAllocateV1",
+        "dup-2",
+        &compute("dup-proj", 10),
+    )
+    .await;
+    assert_eq!(
+        third.body["type"], "ResourceAlreadyExists",
+        "{:?}",
+        third.body
+    );
+    assert_eq!(backend.resource_count(), 1);
+    run.abort();
+}
+
+/// The example backend, but the first CreateResource never answers after
+/// creating: the coordinator is "killed" while it waits.
+struct StallFirstCreate {
+    inner: ExampleBackend,
+    stalled: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Backend for StallFirstCreate {
+    fn info(&self) -> BackendInfo {
+        self.inner.info()
+    }
+    fn capabilities(&self) -> Vec<Capability> {
+        self.inner.capabilities()
+    }
+    async fn probe(&self) -> BackendResult<Probe> {
+        self.inner.probe().await
+    }
+    async fn components(&self) -> BackendResult<Vec<Component>> {
+        self.inner.components().await
+    }
+    fn generate_backend_id(
+        &self,
+        base_name: &str,
+        resource: Option<&ResourceContext>,
+    ) -> BackendResult<String> {
+        self.inner.generate_backend_id(base_name, resource)
+    }
+    async fn create_resource(&self, request: CreateResource) -> BackendResult<Created> {
+        let created = self.inner.create_resource(request).await?;
+        if !self.stalled.swap(true, Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        Ok(created)
+    }
+    async fn get_resource(&self, backend_id: &str) -> BackendResult<ResourceInfo> {
+        self.inner.get_resource(backend_id).await
+    }
+    async fn delete_resource(&self, request: DeleteResource) -> BackendResult<Deleted> {
+        self.inner.delete_resource(request).await
+    }
+}
+
+#[tokio::test]
+async fn a_coordinator_killed_after_creating_answers_after_restart_with_one_account() {
+    let inner = example();
+    let s = Setup::new(Arc::new(StallFirstCreate {
+        inner: inner.clone(),
+        stalled: AtomicBool::new(false),
+    }))
+    .await;
+    let mut portal = s.portal().await;
+    portal
+        .send("ResourceAllocateV1", "crash-1", &compute("crash-proj", 42))
+        .await
+        .unwrap();
+
+    // The real binary, killed with SIGKILL once the backend holds the account.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_waldur-coordinator"))
+        .args(["run", "--config"])
+        .arg(s.dir.path().join("coordinator.yaml"))
+        .env("HCA_USERNAME", &s.vhost.user)
+        .env("HCA_PASSWORD", &s.vhost.password)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while inner.resource_count() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the backend never saw the create"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        portal
+            .next(Duration::from_millis(300))
+            .await
+            .unwrap()
+            .is_none(),
+        "answered before the kill"
+    );
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_waldur-coordinator"))
+        .args(["run", "--config"])
+        .arg(s.dir.path().join("coordinator.yaml"))
+        .env("HCA_USERNAME", &s.vhost.user)
+        .env("HCA_PASSWORD", &s.vhost.password)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let reply = portal
+        .reply_to("crash-1", Duration::from_secs(30))
+        .await
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let reply = reply.expect("no answer after the restart");
+    assert_eq!(reply.message_type, "ResourceCreatedV1", "{:?}", reply.body);
+    assert_eq!(reply.body, json!({"id": "hpc:hca_crash-proj"}));
+    assert_eq!(inner.resource_count(), 1);
+}
+
+#[tokio::test]
+async fn an_allocation_on_slurm_creates_the_account_with_the_derived_limits() {
+    if std::env::var_os("WALDUR_SLURM_CLUSTER").is_none() {
+        eprintln!("skipped: WALDUR_SLURM_CLUSTER is not set");
+        return;
+    }
+    let tag = format!("{:x}", rand::random::<u32>() & 0xfffff);
+    let slurm = waldur_backend_slurm::SlurmBackend::from_settings(json!({
+        "customer_prefix": format!("h{tag}c_"),
+        "project_prefix": format!("h{tag}p_"),
+        "allocation_prefix": "",
+        "components": {
+            "cpu": {"label": "CPU", "measured_unit": "CPU-minutes", "unit_factor": 1, "accounting_type": "usage"},
+            "mem": {"label": "Memory", "measured_unit": "GB-hours", "unit_factor": 61440, "accounting_type": "limit"}
+        }
+    }))
+    .unwrap();
+    let s = Setup::new(Arc::new(slurm)).await;
+    let (_c, run) = s.start().await;
+    let mut portal = s.portal().await;
+    let project = format!("p{tag}");
+    let reply = ask(
+        &mut portal,
+        "ResourceAllocateV1",
+        "slurm-1",
+        &compute(&project, 700),
+    )
+    .await;
+    assert_eq!(reply.message_type, "ResourceCreatedV1", "{:?}", reply.body);
+    let account = format!("hca_{project}");
+    assert_eq!(reply.body, json!({"id": format!("hpc:{account}")}));
+    let out = std::process::Command::new("sacctmgr")
+        .args(["-nP", "show", "assoc", "where"])
+        .arg(format!("account={account}"))
+        .args(["format=account,parentname,grptresmins"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{account}|")))
+        .unwrap_or_else(|| panic!("no account {account}: {text}"));
+    assert!(row.contains(&format!("h{tag}p_{project}")), "{row}");
+    assert!(row.contains("cpu=700"), "{row}");
+    // A redelivery changes nothing; deallocation removes the account.
+    let again = ask(
+        &mut portal,
+        "ResourceAllocateV1",
+        "slurm-1",
+        &compute(&project, 700),
+    )
+    .await;
+    assert_eq!(again.body, reply.body);
+    let gone = ask(
+        &mut portal,
+        "ResourceDeallocateV1",
+        "slurm-2",
+        &serde_json::to_vec(&reply.body).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        gone.message_type, "ResourceDeallocatedV1",
+        "{:?}",
+        gone.body
+    );
+    let out = std::process::Command::new("sacctmgr")
+        .args(["-nP", "show", "account", &account])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty());
+    run.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mock_portal_subcommand_pings_and_allocates_with_the_shipped_payloads() {
+    let backend = example();
+    let s = Setup::new(Arc::new(backend.clone())).await;
+    let (_c, run) = s.start().await;
+    let portal = |payload: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_waldur-coordinator"))
+            .args(["mock-portal", "--config"])
+            .arg(s.dir.path().join("coordinator.yaml"))
+            .arg(payload)
+            .env("HCA_USERNAME", &s.vhost.user)
+            .env("HCA_PASSWORD", &s.vhost.password)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let payloads = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/hca/payloads");
+    let (ok, out) = tokio::task::block_in_place(|| portal("ping"));
+    assert!(ok && out.contains("PingV1: still alive"), "{out}");
+    let file = payloads.join("ComputeResourceSpecV1.json");
+    let (ok, out) = tokio::task::block_in_place(|| portal(file.to_str().unwrap()));
+    assert!(
+        ok && out.contains(r#"ResourceCreatedV1 {"id":"hpc:hca_climate-sim"}"#),
+        "{out}"
+    );
+    assert_eq!(backend.resource_count(), 1);
+    let file = payloads.join("ResourceDeallocateV1.json");
+    let (ok, out) = tokio::task::block_in_place(|| portal(file.to_str().unwrap()));
+    assert!(ok && out.contains("ResourceDeallocatedV1"), "{out}");
+    assert_eq!(backend.resource_count(), 0);
+    run.abort();
+}

@@ -1,0 +1,91 @@
+//! The broker restarts in the middle of a stream of Helmholtz Cloud
+//! requests: every request sent before and after the restart is answered
+//! and provisioned once. Its own test binary, so the restart disturbs no
+//! other test.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::hca::{Setup, compute, example};
+use waldur_coordinator::hca::Portal;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_in_the_middle_of_a_stream_loses_no_request() {
+    let backend = example();
+    let s = Setup::new(Arc::new(backend.clone())).await;
+    let (_c, run) = s.start().await;
+    let mut portal = s.portal().await;
+    const N: usize = 12;
+    for i in 0..N / 2 {
+        portal
+            .send(
+                "ResourceAllocateV1",
+                &format!("stream-{i}"),
+                &compute(&format!("stream-{i}"), 5),
+            )
+            .await
+            .unwrap();
+    }
+    let mut answered = std::collections::BTreeMap::new();
+    while answered.len() < 2 {
+        if let Some(m) = portal.next(Duration::from_secs(30)).await.unwrap() {
+            answered.insert(m.correlation_id.clone(), m);
+        }
+    }
+    drop(portal);
+    let ctl = |what: &str| {
+        let out = std::process::Command::new("rabbitmqctl")
+            .arg(what)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "rabbitmqctl {what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ctl("stop_app");
+    ctl("start_app");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut portal = loop {
+        match Portal::connect(&s.vhost.broker(), &s.service_id, "to_hca", "to_portal").await {
+            Ok(p) => break p,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "broker did not come back: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    for i in N / 2..N {
+        portal
+            .send(
+                "ResourceAllocateV1",
+                &format!("stream-{i}"),
+                &compute(&format!("stream-{i}"), 5),
+            )
+            .await
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (0..N).any(|i| !answered.contains_key(&format!("stream-{i}"))) {
+        assert!(
+            Instant::now() < deadline,
+            "unanswered: {:?}",
+            (0..N)
+                .filter(|i| !answered.contains_key(&format!("stream-{i}")))
+                .collect::<Vec<_>>()
+        );
+        if let Some(m) = portal.next(Duration::from_secs(5)).await.unwrap() {
+            answered.insert(m.correlation_id.clone(), m);
+        }
+    }
+    for (id, m) in &answered {
+        assert_eq!(m.message_type, "ResourceCreatedV1", "{id}: {:?}", m.body);
+    }
+    assert_eq!(backend.resource_count(), N);
+    run.abort();
+}

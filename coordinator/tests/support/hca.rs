@@ -1,0 +1,253 @@
+//! Helmholtz Cloud tests: a virtual host and user of their own on the real
+//! broker, a backend server over mutual TLS, and the portal's side.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use waldur_backend_example::{ExampleBackend, ExampleSettings};
+use waldur_backend_sdk::{Backend, Bound};
+use waldur_coordinator::config::Config;
+use waldur_coordinator::hca::config::ResolvedBroker;
+use waldur_coordinator::hca::{Portal, PortalMessage};
+use waldur_coordinator::runner::Coordinator;
+use waldur_coordinator::secret::{MapEnv, Secret};
+
+const MGMT: &str = "http://127.0.0.1:15672/api";
+
+pub fn unique(prefix: &str) -> String {
+    let n: u64 = rand::random();
+    format!("{prefix}-{:x}", n & 0xffff_ffff)
+}
+
+/// A virtual host and a user of its own on the real broker.
+pub struct Vhost {
+    pub name: String,
+    pub user: String,
+    pub password: String,
+    http: reqwest::Client,
+}
+
+impl Vhost {
+    pub async fn create() -> Self {
+        let v = Self {
+            name: unique("hca-test"),
+            user: unique("hca-user"),
+            password: unique("pw"),
+            http: reqwest::Client::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ok = v.put(&format!("vhosts/{}", v.name), json!({})).await
+                && v.put(
+                    &format!("users/{}", v.user),
+                    json!({"password": v.password, "tags": ""}),
+                )
+                .await
+                && v.put(
+                    &format!("permissions/{}/{}", v.name, v.user),
+                    json!({"configure": ".*", "write": ".*", "read": ".*"}),
+                )
+                .await;
+            if ok {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rabbitmq management api not reachable"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> bool {
+        self.http
+            .put(format!("{MGMT}/{path}"))
+            .basic_auth("guest", Some("guest"))
+            .json(&body)
+            .send()
+            .await
+            .map(|r| r.status().is_success())
+            .unwrap_or(false)
+    }
+
+    /// Messages in a queue, ready or unacknowledged.
+    pub async fn depth(&self, queue: &str) -> Option<u64> {
+        let r = self
+            .http
+            .get(format!("{MGMT}/queues/{}/{queue}", self.name))
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await
+            .ok()?;
+        let v: Value = r.json().await.ok()?;
+        v["messages"].as_u64()
+    }
+
+    pub fn broker(&self) -> ResolvedBroker {
+        ResolvedBroker {
+            host: "127.0.0.1".into(),
+            port: 5672,
+            tls: false,
+            ca_file: None,
+            vhost: self.name.clone(),
+            username: self.user.clone(),
+            password: Secret::new(self.password.clone()),
+        }
+    }
+}
+
+pub fn schemas() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/hca/schemas")
+}
+
+/// Coordinator config with one Helmholtz service on `vhost` and the backend
+/// `hpc` on `port`.
+pub fn config_text(dir: &Path, port: u16, vhost: &str, service_id: &str) -> String {
+    format!(
+        r#"
+version: 1
+timeouts: {{backend_read_seconds: 5, backend_mutate_seconds: 5, backend_connect_seconds: 2}}
+backends:
+  hpc:
+    endpoint: https://127.0.0.1:{port}
+    server_name: localhost
+    instance: hpc
+    tls: {{ca: {d}/ca.pem, cert: {d}/client.pem, key: {d}/client.key}}
+helmholtz:
+  services:
+    - name: test
+      service_id: {service_id}
+      broker: {{host: 127.0.0.1, port: 5672, vhost: {vhost}}}
+      declare_queues: true
+      max_backoff_seconds: 1
+      resource_types:
+        ComputeResourceSpecV1:
+          schema: {s}/ComputeResourceSpecV1.json
+          backend: hpc
+          target: group
+          backend_id: "hca_{{/specification/project_name}}"
+          project: "{{/specification/project_name}}"
+          customer: helmholtz
+          limits:
+            cpu: {{from: /specification/cpu_hours}}
+            mem: {{from: /specification/gpu_hours, default: 0}}
+        ChatTeamSpecV1:
+          schema: {s}/ChatTeamSpecV1.json
+          backend: hpc
+          target: user
+          backend_id: "chat_{{/specification/team_name}}"
+          limits: {{gpu: 1}}
+"#,
+        d = dir.display(),
+        s = schemas().display(),
+    )
+}
+
+/// The broker, a backend server and the coordinator's config, not yet
+/// running.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub vhost: Vhost,
+    pub service_id: String,
+    pub config: Config,
+    pub env: MapEnv,
+    _server: Bound,
+}
+
+impl Setup {
+    pub async fn new(served: Arc<dyn Backend>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        super::write_pki(dir.path());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = super::start_backend(dir.path(), port, served).await;
+        let vhost = Vhost::create().await;
+        let service_id = unique("svc");
+        let text = config_text(dir.path(), port, &vhost.name, &service_id);
+        std::fs::write(dir.path().join("coordinator.yaml"), &text).unwrap();
+        let env = MapEnv::from([
+            ("HCA_USERNAME", vhost.user.as_str()),
+            ("HCA_PASSWORD", vhost.password.as_str()),
+        ]);
+        let config = Config::parse(&text, &dir.path().join("coordinator.yaml"), &env).unwrap();
+        Self {
+            dir,
+            vhost,
+            service_id,
+            config,
+            env,
+            _server: server,
+        }
+    }
+
+    /// Starts the coordinator in this process; abort the handle to stop it.
+    pub async fn start(&self) -> (Arc<Coordinator>, tokio::task::JoinHandle<()>) {
+        let c = Arc::new(super::build_coordinator(&self.config, &self.env, None));
+        let run = tokio::spawn(c.clone().run(std::future::pending()));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !c.hca[0].1.connected() {
+            assert!(
+                Instant::now() < deadline,
+                "coordinator did not connect to the broker"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (c, run)
+    }
+
+    pub async fn portal(&self) -> Portal {
+        Portal::connect(
+            &self.vhost.broker(),
+            &self.service_id,
+            "to_hca",
+            "to_portal",
+        )
+        .await
+        .unwrap()
+    }
+
+    pub async fn inbound_drained(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.vhost.depth("to_hca").await != Some(0) {
+            assert!(Instant::now() < deadline, "to_hca still holds messages");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+pub fn example() -> ExampleBackend {
+    ExampleBackend::new(ExampleSettings::default())
+}
+
+pub fn compute(project: &str, cpu_hours: i64) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "type": "ComputeResourceSpecV1",
+        "target_entity": {"user_id_target": null, "group_urn_target": "urn:geant:helmholtz.de:group:climate#login.helmholtz.de"},
+        "specification": {"project_name": project, "cpu_hours": cpu_hours, "gpu_hours": 3}
+    }))
+    .unwrap()
+}
+
+pub async fn ask(
+    portal: &mut Portal,
+    message_type: &str,
+    correlation_id: &str,
+    body: &[u8],
+) -> PortalMessage {
+    portal
+        .send(message_type, correlation_id, body)
+        .await
+        .unwrap();
+    portal
+        .reply_to(correlation_id, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no reply to {correlation_id}"))
+}
