@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing (idempotently), then runs the
 # format check, clippy, every cargo test (the proto drift test included), buf
-# lint/breaking, and the conformance suite over mutual TLS against the
-# example backend server and the Python backend.
+# lint/breaking, the conformance suite over mutual TLS against the
+# example backend server and the Python backend, and the deployment checks.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -36,4 +36,7 @@ else
 fi
 
 "$ROOT/deploy/conformance.sh"
+
+say "deployment files (systemd units, containers, helm chart, dashboard)"
+"$ROOT/deploy/check-deploy.sh"
 say "all tests passed"

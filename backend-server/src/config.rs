@@ -24,6 +24,9 @@ pub struct ServerConfig {
     /// Health probing.
     #[serde(default)]
     pub health: HealthConfig,
+    /// Prometheus metrics (`/metrics` over plain HTTP); off when absent.
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
     /// Hosted backend instances.
     pub instances: Vec<InstanceConfig>,
 }
@@ -52,6 +55,14 @@ impl TlsConfig {
             key: self.key.clone(),
         }
     }
+}
+
+/// The metrics endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the HTTP listener, for example `0.0.0.0:9181`.
+    pub listen: SocketAddr,
 }
 
 /// How the gRPC health service is kept current.

@@ -20,6 +20,7 @@ mod backend;
 pub mod config;
 pub mod convert;
 mod error;
+pub mod metrics;
 mod server;
 mod service;
 pub mod telemetry;

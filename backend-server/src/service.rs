@@ -222,9 +222,19 @@ where
         trace_id = trace.as_deref().unwrap_or(""),
         rpc.code = tracing::field::Empty,
     );
+    crate::telemetry::set_remote_parent(&span, request.metadata());
     let started = Instant::now();
     let result = handler(request.into_inner()).instrument(span.clone()).await;
-    let elapsed_us = started.elapsed().as_micros();
+    let elapsed = started.elapsed();
+    let elapsed_us = elapsed.as_micros();
+    crate::metrics::rpc(
+        method,
+        match &result {
+            Ok(_) => tonic::Code::Ok,
+            Err(e) => e.code,
+        },
+        elapsed,
+    );
     match result {
         Ok(resp) => {
             span.record("rpc.code", "OK");

@@ -19,6 +19,7 @@ use tokio::sync::OnceCell;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
+use tracing::Instrument;
 use waldur_backend_proto::v1::backend_service_client::BackendServiceClient;
 use waldur_backend_proto::v1::{self as wire, Capability};
 
@@ -185,28 +186,49 @@ impl BackendHandle {
             CallClass::Mutate => self.inner.mutate_timeout,
         };
         const ATTEMPTS: u32 = 3;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut req = Request::new(request.clone());
-            req.set_timeout(deadline);
-            let result =
-                match tokio::time::timeout(deadline, send(self.inner.client.clone(), req)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(Status::deadline_exceeded(format!(
-                        "no answer within {deadline:?}"
-                    ))),
-                };
-            match result {
-                Ok(resp) => return Ok(resp.into_inner()),
-                Err(s) if retryable(s.code()) && attempt < ATTEMPTS => {
-                    let wait = Duration::from_millis(100 * (1 << attempt));
-                    tracing::debug!(backend = %self.inner.name, rpc, code = ?s.code(), attempt, "retrying backend call");
-                    tokio::time::sleep(wait).await;
+        let span = tracing::info_span!(
+            "backend_rpc",
+            otel.kind = "client",
+            rpc.method = rpc,
+            backend = %self.inner.name,
+            rpc.code = tracing::field::Empty,
+        );
+        let started = std::time::Instant::now();
+        let result = async {
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let mut req = Request::new(request.clone());
+                req.set_timeout(deadline);
+                // The backend server continues this span's trace.
+                waldur_backend_sdk::telemetry::inject_grpc(req.metadata_mut());
+                let result =
+                    match tokio::time::timeout(deadline, send(self.inner.client.clone(), req)).await {
+                        Ok(r) => r,
+                        Err(_) => Err(Status::deadline_exceeded(format!(
+                            "no answer within {deadline:?}"
+                        ))),
+                    };
+                match result {
+                    Ok(resp) => return Ok(resp.into_inner()),
+                    Err(s) if retryable(s.code()) && attempt < ATTEMPTS => {
+                        let wait = Duration::from_millis(100 * (1 << attempt));
+                        tracing::debug!(backend = %self.inner.name, rpc, code = ?s.code(), attempt, "retrying backend call");
+                        tokio::time::sleep(wait).await;
+                    }
+                    Err(s) => return Err(s),
                 }
-                Err(s) => return Err(self.error(rpc, &s)),
             }
         }
+        .instrument(span.clone())
+        .await;
+        let code = match &result {
+            Ok(_) => Code::Ok,
+            Err(s) => s.code(),
+        };
+        span.record("rpc.code", format!("{code:?}"));
+        crate::metrics::backend_rpc(&self.inner.name, rpc, code, started.elapsed());
+        result.map_err(|s| self.error(rpc, &s))
     }
 
     /// Capabilities, fetched once per process (they must not change).

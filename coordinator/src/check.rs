@@ -13,9 +13,10 @@ pub async fn run(config: &Config, coordinator: &Coordinator) -> bool {
     line(
         true,
         format!(
-            "config parses ({} offerings, {} backends)",
+            "config parses ({} offerings, {} backends, {} helmholtz services)",
             config.offerings.len(),
-            config.backends.len()
+            config.backends.len(),
+            config.helmholtz.services.len()
         ),
     );
     for o in &coordinator.offerings {
@@ -40,6 +41,36 @@ pub async fn run(config: &Config, coordinator: &Coordinator) -> bool {
                     _ => "",
                 };
                 line(false, format!("offering {name}: {e}{hint}"));
+            }
+        }
+    }
+    for (i, (service, _)) in coordinator.hca.iter().enumerate() {
+        let name = &service.config.name;
+        let b = &service.broker;
+        match crate::hca::amqp::connect(b, "waldur-coordinator check").await {
+            Ok(conn) => {
+                let _ = conn.close(200, "check done".into()).await;
+                line(
+                    true,
+                    format!(
+                        "helmholtz {name}: broker {}:{} vhost {} accepts {}",
+                        b.host, b.port, b.vhost, b.username
+                    ),
+                );
+            }
+            Err(e) => {
+                let hint = if e.contains("ACCESS_REFUSED") || e.contains("403") {
+                    format!(
+                        " (check the broker user and password: helmholtz.services[{i}].broker username/password, or HCA_USERNAME/HCA_PASSWORD)"
+                    )
+                } else if e.contains("NOT_ALLOWED") || e.contains("vhost") {
+                    format!(" (check helmholtz.services[{i}].broker.vhost, default the service id)")
+                } else {
+                    format!(
+                        " (check helmholtz.services[{i}].broker host, port and tls, or HCA_RABBITMQ_HOSTNAME/PORT/USE_SSL)"
+                    )
+                };
+                line(false, format!("helmholtz {name}: {e}{hint}"));
             }
         }
     }

@@ -36,12 +36,23 @@ pub struct Config {
     /// The offerings this coordinator serves.
     #[serde(default)]
     pub offerings: Vec<OfferingConfig>,
+    /// The admin HTTP port (metrics, health, readiness); off when absent.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
     /// Helmholtz Cloud services answered over AMQP.
     #[serde(default)]
     pub helmholtz: crate::hca::HelmholtzConfig,
     /// Where relative paths in the file (schemas) start: the file's folder.
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// The admin HTTP port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address, for example `0.0.0.0:9180`.
+    pub listen: std::net::SocketAddr,
 }
 
 fn default_timezone() -> String {

@@ -5,6 +5,7 @@
 //! over mutual TLS. It keeps no database: everything is re-derived from
 //! Waldur and the backends, so a restart loses nothing.
 //!
+//! * [`admin`] — `/metrics`, `/healthz`, `/readyz`;
 //! * [`config`] — the strict YAML config;
 //! * [`waldur`] — the typed Waldur REST client;
 //! * [`backend`] — the backend client handle (mTLS channel, deadlines, retries);
@@ -18,6 +19,7 @@
 //! * [`ops`] — operator commands (load-components, diagnostics, ...);
 //! * [`runner`] — the per-offering task loops.
 
+pub mod admin;
 pub mod backend;
 pub mod check;
 pub mod clock;
@@ -27,6 +29,7 @@ pub mod hca;
 pub mod identity;
 pub mod membership;
 pub mod metrics;
+pub mod migrate;
 pub mod ops;
 pub mod orders;
 pub mod report;

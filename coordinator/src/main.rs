@@ -80,9 +80,39 @@ enum Command {
     ///   waldur-coordinator mock-portal deploy/hca/payloads/ComputeResourceSpecV1.json
     ///   waldur-coordinator mock-portal -c coordinator.yaml --service desy payload.json
     MockPortal(MockPortal),
+    /// Migrate from the Python agent: read a waldur-site-agent configuration
+    /// and write the coordinator config, the backend-server config and the
+    /// token files for it, reporting everything that could not be carried
+    /// over. Writes nothing if any target exists (unless --force).
+    ///
+    /// Example: waldur-coordinator import-config --from /etc/waldur-site-agent/config.yaml --out-dir /etc/waldur
+    ImportConfig(ImportConfig),
     /// Site PKI: create a CA, issue server and client certificates.
     #[command(subcommand)]
     Pki(waldur_tls::cli::PkiCommand),
+}
+
+/// Arguments of `import-config`.
+#[derive(Debug, clap::Args)]
+struct ImportConfig {
+    /// The waldur-site-agent YAML configuration.
+    #[arg(long)]
+    from: PathBuf,
+    /// Where to write coordinator.yaml, backend-server.yaml and secrets/.
+    #[arg(long)]
+    out_dir: PathBuf,
+    /// The backend server's address as the coordinator will dial it.
+    #[arg(long, default_value = "https://127.0.0.1:50051")]
+    backend_endpoint: String,
+    /// Folder of the certificates (ca.pem, backend.*, coordinator.*).
+    #[arg(long, default_value = "/etc/waldur/pki")]
+    pki_dir: PathBuf,
+    /// SAN of the coordinator's client certificate (allowed by the server).
+    #[arg(long, default_value = "coordinator.local")]
+    coordinator_identity: String,
+    /// Overwrite existing files.
+    #[arg(long)]
+    force: bool,
 }
 
 /// Arguments of `mock-portal`.
@@ -124,7 +154,12 @@ const EX_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let json = matches!(cli.log_format, LogFormat::Json);
+    // Traces are exported by the long-running command only.
+    let service = match cli.command {
+        Command::Run { once: false, .. } => "waldur-coordinator",
+        _ => "",
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -135,13 +170,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(cli.command))
+    runtime.block_on(async move {
+        // Inside the runtime: the OTLP exporter's channel lives on it, and
+        // the final flush (dropping the guard) needs it running.
+        let telemetry =
+            waldur_backend_sdk::telemetry::init(json, service, &|k| std::env::var(k).ok());
+        let code = run(cli.command).await;
+        tokio::task::block_in_place(|| drop(telemetry));
+        code
+    })
 }
 
 async fn run(command: Command) -> ExitCode {
     match command {
         Command::Pki(cmd) => waldur_tls::cli::main(cmd),
         Command::MockPortal(args) => mock_portal(args).await,
+        Command::ImportConfig(args) => import_config(args),
         Command::Check { config } => {
             let Some((config, coordinator)) = load(&config) else {
                 return ExitCode::from(EX_CONFIG);
@@ -169,17 +213,32 @@ async fn run(command: Command) -> ExitCode {
                     ExitCode::FAILURE
                 };
             }
-            let offerings: Vec<&str> = config.offerings.iter().map(|o| o.name.as_str()).collect();
-            let backends: Vec<&String> = config.backends.keys().collect();
+            let coordinator = std::sync::Arc::new(coordinator);
+            if let Some(admin) = &config.admin {
+                let listener = match tokio::net::TcpListener::bind(admin.listen).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        eprintln!("error: admin.listen {}: {e}", admin.listen);
+                        return ExitCode::from(EX_CONFIG);
+                    }
+                };
+                let c = coordinator.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = waldur_coordinator::admin::serve(listener, c).await {
+                        tracing::error!(error = %e, "admin endpoint stopped");
+                    }
+                });
+            }
             tracing::info!(
                 version = env!("CARGO_PKG_VERSION"),
-                ?offerings,
-                ?backends,
+                offerings = %summary(&config),
+                backends = ?config.backends.keys().collect::<Vec<_>>(),
+                helmholtz = ?config.helmholtz.services.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+                admin = ?config.admin.as_ref().map(|a| a.listen),
+                tracing = trace_export_on(),
                 "starting waldur-coordinator"
             );
-            std::sync::Arc::new(coordinator)
-                .run(waldur_backend_sdk::shutdown_signal())
-                .await;
+            coordinator.run(waldur_backend_sdk::shutdown_signal()).await;
             ExitCode::SUCCESS
         }
     }
@@ -220,6 +279,52 @@ async fn operate(ops: Ops, op: Op) -> ExitCode {
 }
 
 const EX_USAGE: u8 = 2;
+
+fn import_config(args: ImportConfig) -> ExitCode {
+    let text = match std::fs::read_to_string(&args.from) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {}: {e}", args.from.display());
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let out_dir = std::path::absolute(&args.out_dir).unwrap_or(args.out_dir.clone());
+    let options = waldur_config_import::Options {
+        source: args.from.clone(),
+        out_dir: out_dir.clone(),
+        backend_endpoint: args.backend_endpoint,
+        pki_dir: args.pki_dir,
+        coordinator_identity: args.coordinator_identity,
+    };
+    let migration = match waldur_config_import::migrate(&text, &options) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {}: {e}", args.from.display());
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    match waldur_coordinator::migrate::write(&migration, &out_dir, args.force) {
+        Ok(files) => {
+            for f in files {
+                println!("wrote {}", f.display());
+            }
+            for n in &migration.notes {
+                println!("note: {n}");
+            }
+            println!(
+                "next: issue the certificates (deploy/PKI.md), then run `waldur-coordinator check --config {}`",
+                out_dir
+                    .join(waldur_config_import::COORDINATOR_FILE_NAME)
+                    .display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 async fn mock_portal(args: MockPortal) -> ExitCode {
     use waldur_coordinator::hca::config::ServiceConfig;
@@ -341,6 +446,34 @@ async fn mock_portal(args: MockPortal) -> ExitCode {
     }
 }
 
+/// `HPC[orders,membership,events] Cloud[report]`: offerings with their tasks.
+fn summary(config: &Config) -> String {
+    config
+        .offerings
+        .iter()
+        .map(|o| {
+            let t = &o.tasks;
+            let on: Vec<&str> = [
+                (t.orders, "orders"),
+                (t.report, "report"),
+                (t.membership, "membership"),
+                (t.events, "events"),
+            ]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, n)| *n)
+            .collect();
+            format!("{}[{}]", o.name, on.join(","))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn trace_export_on() -> bool {
+    std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
+        || std::env::var_os("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
+}
+
 fn random_uuid() -> String {
     let b: [u8; 16] = rand::random();
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
@@ -369,8 +502,4 @@ fn load(path: &std::path::Path) -> Option<(Config, Coordinator)> {
             None
         }
     }
-}
-
-fn init_logging(format: LogFormat) {
-    waldur_backend_sdk::telemetry::init_logging(matches!(format, LogFormat::Json));
 }

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use serde_json::{Map, Value, json};
 use tokio::sync::{Mutex, OnceCell};
+use tracing::Instrument;
 use waldur_backend_proto::v1 as wire;
 
 use crate::backend::{BackendCallError, BackendHandle};
@@ -202,6 +203,21 @@ impl MembershipProcessor {
 
     /// One full cycle over the offering's OK and Erred resources.
     pub async fn run_cycle(&self) -> Result<MembershipSummary, WaldurError> {
+        let span =
+            tracing::info_span!(parent: None, "membership_cycle", offering = %self.offering.name);
+        let result = self.cycle().instrument(span).await;
+        if let Ok(s) = &result {
+            crate::metrics::membership_changes(
+                &self.offering.name,
+                s.users_added,
+                s.users_removed,
+                s.access_changed,
+            );
+        }
+        result
+    }
+
+    async fn cycle(&self) -> Result<MembershipSummary, WaldurError> {
         let resources = self
             .waldur
             .resources(

@@ -338,7 +338,7 @@ pub fn encode() -> String {
 }
 
 /// A Waldur path with ids replaced, so each endpoint is one label value:
-/// `/api/marketplace-orders/8f.../approve/` → `/api/marketplace-orders/{id}/approve/`.
+/// `marketplace-orders/8f.../approve/` → `marketplace-orders/{id}/approve/`.
 pub fn endpoint_template(path: &str) -> String {
     let path = path.split('?').next().unwrap_or_default();
     path.split('/')

@@ -240,11 +240,39 @@ impl OrderProcessor {
     }
 
     async fn process_order(&self, order: Order, cache: &CycleCache) -> OrderOutcome {
-        let span = tracing::info_span!("order", order = %order.uuid, r#type = %order.order_type, resource = %order.marketplace_resource_uuid);
+        // Each order is the root of its own trace, whatever cycle or event
+        // brought it: one order, one trace across coordinator and backend.
+        let span = tracing::info_span!(
+            parent: None,
+            "order",
+            order = %order.uuid,
+            r#type = %order.order_type,
+            resource = %order.marketplace_resource_uuid,
+            offering = %self.offering.name,
+            outcome = tracing::field::Empty,
+        );
+        let order_type = order.order_type.clone();
+        let created = order.created.clone();
         let outcome = self
             .process_order_inner(order, cache)
             .instrument(span.clone())
             .await;
+        let label = match &outcome {
+            OrderOutcome::Done => "done",
+            OrderOutcome::Rejected => "rejected",
+            OrderOutcome::KeptPending => "pending",
+            OrderOutcome::InProgress => "in_progress",
+            OrderOutcome::Deferred(_) => "deferred",
+            OrderOutcome::Erred(_) => "erred",
+            OrderOutcome::Skipped => "skipped",
+        };
+        span.record("outcome", label);
+        if !matches!(outcome, OrderOutcome::Skipped) {
+            let latency = matches!(outcome, OrderOutcome::Done)
+                .then(|| age(created.as_deref()))
+                .flatten();
+            crate::metrics::order(&self.offering.name, &order_type, label, latency);
+        }
         match &outcome {
             OrderOutcome::Deferred(why) => {
                 tracing::warn!(parent: &span, reason = %why, "order deferred")
@@ -495,6 +523,11 @@ impl OrderProcessor {
                 .await?;
         }
         let mut metadata = waldur_backend_sdk::convert::struct_to_json(info.metadata);
+        // The order's trace, so an operator can go from the resource in
+        // Waldur to everything that happened to create it.
+        if let Some(trace_id) = waldur_backend_sdk::telemetry::current_trace_id() {
+            metadata.insert("trace_id".into(), Value::String(trace_id));
+        }
         // Credentials are for the resource owner: they go to Waldur with the
         // metadata and nowhere else (never into logs).
         for (k, v) in info.credentials {
@@ -740,6 +773,13 @@ fn attributes(v: &Value) -> Option<prost_types::Struct> {
         Value::Object(o) => Some(waldur_backend_sdk::convert::json_to_struct(o.clone())),
         _ => None,
     }
+}
+
+/// Time since an ISO 8601 instant (an order's creation), if it parses.
+fn age(created: Option<&str>) -> Option<std::time::Duration> {
+    let at: jiff::Timestamp = created?.parse().ok()?;
+    let d = jiff::Timestamp::now().duration_since(at);
+    std::time::Duration::try_from(d).ok()
 }
 
 /// The resource as the backend contract describes it.

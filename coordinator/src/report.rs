@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use serde_json::{Value, json};
+use tracing::Instrument;
 use waldur_backend_proto::v1 as wire;
 
 use crate::backend::{BackendCallError, BackendHandle};
@@ -122,6 +123,15 @@ impl ReportProcessor {
     /// One report cycle. Errors are Waldur or backend failures that stop the
     /// whole cycle (listing, usage); per-resource failures are in the summary.
     pub async fn run_cycle(&self) -> Result<ReportSummary, ReportError> {
+        let span = tracing::info_span!(parent: None, "usage_cycle", offering = %self.offering.name);
+        let result = self.cycle().instrument(span).await;
+        if result.is_ok() {
+            crate::metrics::usage_reported(&self.offering.name);
+        }
+        result
+    }
+
+    async fn cycle(&self) -> Result<ReportSummary, ReportError> {
         let offering_uuid = &self.offering.offering_uuid;
         let offering = self
             .waldur

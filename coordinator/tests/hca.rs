@@ -420,3 +420,24 @@ async fn the_mock_portal_subcommand_pings_and_allocates_with_the_shipped_payload
     assert_eq!(backend.resource_count(), 0);
     run.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_the_broker_setting_to_fix_when_the_login_is_refused() {
+    let s = Setup::new(Arc::new(example())).await;
+    let check = |password: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_waldur-coordinator"))
+            .args(["check", "--config"])
+            .arg(s.dir.path().join("coordinator.yaml"))
+            .env("HCA_USERNAME", &s.vhost.user)
+            .env("HCA_PASSWORD", password)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let good = tokio::task::block_in_place(|| check(&s.vhost.password));
+    assert!(good.contains("PASS helmholtz test"), "{good}");
+    let bad = tokio::task::block_in_place(|| check("wrong-password"));
+    assert!(bad.contains("FAIL helmholtz test"), "{bad}");
+    assert!(bad.contains("HCA_PASSWORD"), "{bad}");
+    assert!(!bad.contains("wrong-password"), "{bad}");
+}

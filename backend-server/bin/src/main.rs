@@ -54,7 +54,12 @@ const EX_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let json = matches!(cli.log_format, LogFormat::Json);
+    // Traces are exported by the long-running command only.
+    let service = match cli.command {
+        Command::Serve { .. } => "waldur-backend-server",
+        _ => "",
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -65,7 +70,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(cli.command))
+    runtime.block_on(async move {
+        // Inside the runtime: the OTLP exporter's channel lives on it, and
+        // the final flush (dropping the guard) needs it running.
+        let telemetry =
+            waldur_backend_sdk::telemetry::init(json, service, &|k| std::env::var(k).ok());
+        let code = run(cli.command).await;
+        tokio::task::block_in_place(|| drop(telemetry));
+        code
+    })
 }
 
 async fn run(command: Command) -> ExitCode {
@@ -106,11 +119,29 @@ async fn run(command: Command) -> ExitCode {
                 .iter()
                 .map(|i| format!("{}:{}", i.name, i.kind))
                 .collect();
+            let metrics = config.metrics.as_ref().map(|m| m.listen);
+            if let Some(addr) = metrics {
+                match waldur_backend_sdk::metrics::bind(addr).await {
+                    Ok(l) => {
+                        tokio::spawn(async move {
+                            if let Err(e) = waldur_backend_sdk::metrics::serve(l).await {
+                                tracing::error!(error = %e, "metrics endpoint stopped");
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        eprintln!("error: metrics.listen {addr}: {e}");
+                        return ExitCode::from(EX_CONFIG);
+                    }
+                }
+            }
             tracing::info!(
                 version = env!("CARGO_PKG_VERSION"),
                 listen = %config.listen,
+                metrics = ?metrics,
                 instances = ?names,
                 allowed_clients = ?config.tls.allowed_clients,
+                tracing = std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some(),
                 "starting waldur-backend-server"
             );
             match waldur_backend_sdk::serve(
@@ -171,8 +202,4 @@ fn load(
         };
     }
     Some((config, builder.build()))
-}
-
-fn init_logging(format: LogFormat) {
-    waldur_backend_sdk::telemetry::init_logging(matches!(format, LogFormat::Json));
 }

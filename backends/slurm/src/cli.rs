@@ -140,6 +140,12 @@ impl Slurm {
         self.busy_micros
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
         span.record("command.duration_ms", elapsed.as_millis() as u64);
+        let outcome = match &result {
+            Ok(o) if o.code == Some(0) => "ok",
+            Ok(_) => "failed",
+            Err(_) => "error",
+        };
+        waldur_backend_sdk::metrics::command(&binary, outcome, elapsed);
         let out = result.map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => {
                 BackendError::not_ready(format!("command not found: {binary}"))

@@ -149,10 +149,16 @@ pub async fn run(c: Arc<Coordinator>, index: usize) {
                 config,
                 state,
                 |message| {
-                    let span =
-                        tracing::info_span!("event", offering = %offering.config.name, object_type);
+                    // Each event is the root of its own trace (an order it
+                    // carries gets its own root span too).
+                    let span = tracing::info_span!(parent: None, "event", offering = %offering.config.name, object_type);
                     async move {
                         let outcome = handlers::handle(offering, object_type, &message.body).await;
+                        crate::metrics::event(
+                            &offering.config.name,
+                            object_type,
+                            matches!(outcome, Handled::Invalid(_) | Handled::Failed(_)),
+                        );
                         log(object_type, message.redelivered, &outcome);
                     }
                     .instrument(span)

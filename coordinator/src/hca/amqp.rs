@@ -189,6 +189,7 @@ async fn handle(service: &HcaService, channel: &Channel, delivery: lapin::messag
         .as_ref()
         .map(|s| s.as_str().to_owned());
     let span = tracing::info_span!(
+        parent: None,
         "hca_request",
         service = %service.config.name,
         message_type = message_type.as_deref().unwrap_or(""),

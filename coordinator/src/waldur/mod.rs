@@ -262,12 +262,19 @@ impl WaldurClient {
         if let Some(b) = body {
             req = req.json(b);
         }
+        let mut trace = reqwest::header::HeaderMap::new();
+        waldur_backend_sdk::telemetry::inject_http(&mut trace);
+        req = req.headers(trace);
         self.inner.calls.fetch_add(1, Ordering::Relaxed);
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| err(ErrorKind::Network(without_url(&e))))?;
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                crate::metrics::waldur_request(path, method.as_str(), "error");
+                return Err(err(ErrorKind::Network(without_url(&e))));
+            }
+        };
         let status = resp.status();
+        crate::metrics::waldur_request(path, method.as_str(), status.as_str());
         let headers = resp.headers().clone();
         let text = resp
             .text()

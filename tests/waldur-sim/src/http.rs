@@ -105,6 +105,13 @@ async fn handle(
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(ua.to_owned());
     }
+    if let Some(tp) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+        sim.shared
+            .traceparents
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(tp.to_owned());
+    }
     let segments: Vec<&str> = api_path.split('/').filter(|s| !s.is_empty()).collect();
     let route = route_of(&segments);
 

@@ -72,6 +72,7 @@ pub(crate) struct Shared {
     pub(crate) record_bodies: bool,
     pub(crate) oidc: Mutex<Option<(String, String)>>,
     pub(crate) user_agent: Mutex<Option<String>>,
+    pub(crate) traceparents: Mutex<Vec<String>>,
     /// RabbitMQ management client while publishing is on.
     pub(crate) broker: Mutex<Option<events::Management>>,
     /// Events published so far.
@@ -169,6 +170,7 @@ impl Sim {
                 record_bodies,
                 oidc: Mutex::new(None),
                 user_agent: Mutex::new(None),
+                traceparents: Mutex::new(Vec::new()),
                 broker: Mutex::new(None),
                 published: std::sync::atomic::AtomicU64::new(0),
             }),
@@ -314,6 +316,15 @@ impl Sim {
                 }
             }
         }
+    }
+
+    /// Every W3C `traceparent` header received, in order.
+    pub fn traceparents(&self) -> Vec<String> {
+        self.shared
+            .traceparents
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The `User-Agent` of the last API request.

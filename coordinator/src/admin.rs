@@ -1,0 +1,114 @@
+//! The admin HTTP port (`admin.listen`): `/metrics` (Prometheus),
+//! `/healthz` (the process is alive: always 200, so a restart never fixes a
+//! Waldur outage) and `/readyz` (Waldur answers for every offering, every
+//! backend is ready, every enabled broker link is connected; 503 listing
+//! what is not).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{StatusCode, header};
+use axum::routing::get;
+
+use crate::runner::Coordinator;
+
+/// OpenMetrics content type.
+const METRICS_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Serves the admin endpoints on `listener` until the task is dropped.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    coordinator: Arc<Coordinator>,
+) -> std::io::Result<()> {
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, METRICS_TYPE)],
+                    crate::metrics::encode(),
+                )
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let c = coordinator.clone();
+                async move {
+                    let (ready, text) = readiness(&c).await;
+                    let status = if ready {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    (status, text)
+                }
+            }),
+        );
+    axum::serve(listener, app).await
+}
+
+/// Every readiness check, one line each (`ok ...` or `fail ...`).
+pub async fn readiness(c: &Coordinator) -> (bool, String) {
+    const LIMIT: Duration = Duration::from_secs(3);
+    let mut lines = Vec::new();
+    let waldur = futures::future::join_all(c.offerings.iter().map(|o| async move {
+        let r = tokio::time::timeout(
+            LIMIT,
+            o.waldur
+                .provider_offering(&o.config.offering_uuid, &["uuid"]),
+        )
+        .await;
+        let problem = match r {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some("no answer within 3 s".to_owned()),
+        };
+        (format!("waldur {}", o.config.name), problem)
+    }));
+    let backends = futures::future::join_all(c.backends.iter().map(|(name, b)| async move {
+        let problem = match tokio::time::timeout(LIMIT, b.probe()).await {
+            Ok(Ok(p)) if p.ready => None,
+            Ok(Ok(p)) => Some(format!("not ready: {}", p.message)),
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some("no answer within 3 s".to_owned()),
+        };
+        (format!("backend {name}"), problem)
+    }));
+    let (waldur, backends) = futures::join!(waldur, backends);
+    lines.extend(waldur);
+    lines.extend(backends);
+    for o in &c.offerings {
+        if !o.config.tasks.events {
+            continue;
+        }
+        let consumers = o.consumers.lock().unwrap_or_else(|p| p.into_inner());
+        let down: Vec<&str> = consumers
+            .iter()
+            .filter(|(_, s)| !s.connected())
+            .map(|(t, _)| *t)
+            .collect();
+        let problem = if consumers.is_empty() {
+            Some("event subscriptions not registered yet".to_owned())
+        } else if !down.is_empty() {
+            Some(format!("not connected: {}", down.join(", ")))
+        } else {
+            None
+        };
+        lines.push((format!("events {}", o.config.name), problem));
+    }
+    for (service, link) in &c.hca {
+        let problem = (!link.connected()).then(|| "not connected to the broker".to_owned());
+        lines.push((format!("helmholtz {}", service.config.name), problem));
+    }
+    let ready = lines.iter().all(|(_, p)| p.is_none());
+    let text: String = lines
+        .iter()
+        .map(|(what, p)| match p {
+            None => format!("ok {what}\n"),
+            Some(p) => format!("fail {what}: {p}\n"),
+        })
+        .collect();
+    (ready, text)
+}

@@ -1,0 +1,61 @@
+//! `import-config`: writes what [`waldur_config_import::migrate`] made of a
+//! `waldur-site-agent` configuration. Nothing is written unless every file
+//! can be: existing files are refused without `force`, secrets are written
+//! 0600 in a 0700 folder, configs 0640.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use waldur_config_import::{COORDINATOR_FILE_NAME, Migration};
+
+/// Writes the migration below `out_dir`; returns the files written.
+pub fn write(migration: &Migration, out_dir: &Path, force: bool) -> Result<Vec<PathBuf>, String> {
+    let mut files: Vec<(PathBuf, &str, u32)> = vec![(
+        out_dir.join(COORDINATOR_FILE_NAME),
+        migration.coordinator_yaml.as_str(),
+        0o640,
+    )];
+    for b in &migration.backend_servers {
+        files.push((out_dir.join(&b.file_name), b.yaml.as_str(), 0o640));
+    }
+    for s in &migration.secrets {
+        files.push((out_dir.join(&s.file_name), s.value.as_str(), 0o600));
+    }
+    let existing: Vec<String> = files
+        .iter()
+        .filter(|(p, _, _)| p.exists())
+        .map(|(p, _, _)| p.display().to_string())
+        .collect();
+    if !existing.is_empty() && !force {
+        return Err(format!(
+            "refusing to overwrite {} (use --force)",
+            existing.join(", ")
+        ));
+    }
+    std::fs::create_dir_all(out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
+    for (path, text, mode) in &files {
+        if let Some(parent) = path.parent()
+            && !parent.exists()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+            if *mode == 0o600 {
+                std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700))
+                    .map_err(|e| format!("{}: {e}", parent.display()))?;
+            }
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(*mode)
+            .open(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        // The mode applies only on creation: enforce it on overwrite too.
+        f.set_permissions(std::fs::Permissions::from_mode(*mode))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        f.write_all(text.as_bytes())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(files.into_iter().map(|(p, _, _)| p).collect())
+}

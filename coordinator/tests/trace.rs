@@ -1,0 +1,384 @@
+//! One order is one trace across hops: an in-test OTLP/gRPC receiver takes
+//! the spans of this process (the coordinator) and of a real
+//! `waldur-backend-server` process it spawns; after one Create order the
+//! receiver holds the coordinator's `order` span, the backend server's
+//! `rpc` span for CreateResource below it, and — on the real SLURM cluster
+//! (`WALDUR_SLURM_CLUSTER`) — the `command` spans of sacctmgr below that.
+//! The order's trace id is in the resource's backend metadata and in the
+//! `traceparent` headers Waldur received. Metrics of the same order are
+//! scraped from the coordinator's admin port and the server's metrics port. Its own test binary: it installs the
+//! process-wide subscriber.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use serde_json::json;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use waldur_coordinator::config::Config;
+use waldur_coordinator::secret::MapEnv;
+use waldur_sim::{NewOrder, Sim};
+
+/// A received span: its service, name, ids and attributes.
+#[derive(Debug, Clone)]
+struct Span {
+    service: String,
+    name: String,
+    trace: String,
+    id: String,
+    parent: String,
+    attributes: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Default)]
+struct Receiver(Arc<Mutex<Vec<Span>>>);
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn text(v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    match v.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => s.clone(),
+        Some(Value::IntValue(i)) => i.to_string(),
+        Some(Value::BoolValue(b)) => b.to_string(),
+        Some(Value::DoubleValue(d)) => d.to_string(),
+        _ => String::new(),
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.0.lock().unwrap();
+        for rs in request.into_inner().resource_spans {
+            let service = rs
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|a| a.key == "service.name")
+                .map(|a| text(&a.value))
+                .unwrap_or_default();
+            for ss in rs.scope_spans {
+                for s in ss.spans {
+                    spans.push(Span {
+                        service: service.clone(),
+                        name: s.name.clone(),
+                        trace: hex(&s.trace_id),
+                        id: hex(&s.span_id),
+                        parent: hex(&s.parent_span_id),
+                        attributes: s
+                            .attributes
+                            .iter()
+                            .map(|a| (a.key.clone(), text(&a.value)))
+                            .collect(),
+                    });
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The workspace's `waldur-backend-server` binary (built by the test
+/// command before `cargo test`).
+fn backend_server_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let bin = dir.join("waldur-backend-server");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (deploy/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Is `span` below `ancestor` in `spans`?
+fn descends(spans: &[Span], span: &Span, ancestor: &Span) -> bool {
+    let mut at = span.clone();
+    for _ in 0..64 {
+        if at.parent == ancestor.id {
+            return true;
+        }
+        match spans.iter().find(|s| s.id == at.parent) {
+            Some(p) => at = p.clone(),
+            None => return false,
+        }
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_order_is_one_trace_from_the_coordinator_down_to_backend_commands() {
+    let slurm = std::env::var_os("WALDUR_SLURM_CLUSTER").is_some();
+
+    // The OTLP receiver.
+    let receiver = Receiver::default();
+    let otlp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let otlp_addr = otlp.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(receiver.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(otlp)),
+    );
+    let endpoint = format!("http://{otlp_addr}");
+
+    // This process is the coordinator.
+    let provider =
+        waldur_backend_sdk::telemetry::provider(&endpoint, "waldur-coordinator").unwrap();
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::new("info"))
+        .with(waldur_backend_sdk::telemetry::layer(&provider))
+        .try_init()
+        .unwrap();
+
+    // A real backend server process exporting to the same receiver.
+    let dir = tempfile::tempdir().unwrap();
+    support::write_pki(dir.path());
+    let port = free_port();
+    let server_metrics = free_port();
+    let tag = format!("t{:x}", rand::random::<u32>() & 0xfffff);
+    let instance = if slurm {
+        format!(
+            "  - name: hpc\n    type: slurm\n    settings:\n      customer_prefix: {tag}c_\n      project_prefix: {tag}p_\n      allocation_prefix: {tag}_\n      components:\n        cpu: {{label: CPU, measured_unit: CPU-minutes, unit_factor: 1, accounting_type: usage}}\n"
+        )
+    } else {
+        "  - name: hpc\n    type: example\n    settings: {allocation_prefix: hpc_}\n".to_owned()
+    };
+    let server_config = format!(
+        "version: 1\nlisten: 127.0.0.1:{port}\nmetrics: {{listen: '127.0.0.1:{server_metrics}'}}\ntls:\n  ca: {d}/ca.pem\n  cert: {d}/server.pem\n  key: {d}/server.key\n  allowed_clients: [coordinator.test]\ninstances:\n{instance}",
+        d = dir.path().display()
+    );
+    std::fs::write(dir.path().join("server.yaml"), server_config).unwrap();
+    let mut server = std::process::Command::new(backend_server_binary())
+        .args(["serve", "--config"])
+        .arg(dir.path().join("server.yaml"))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_SERVICE_NAME", "waldur-backend-server")
+        .env("RUST_LOG", "info")
+        .spawn()
+        .unwrap();
+
+    // Waldur and the coordinator, with an admin port for the metrics.
+    let sim = Sim::new(support::TOKEN);
+    let sim_addr = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let scenario = sim.seed_basic(None, &[("alice", "PROJECT.MANAGER", Some("alice"))]);
+    let admin = free_port();
+    let config = format!(
+        r#"
+version: 1
+admin: {{listen: "127.0.0.1:{admin}"}}
+timeouts: {{backend_read_seconds: 10, backend_mutate_seconds: 60, backend_connect_seconds: 2}}
+backends:
+  hpc:
+    endpoint: https://127.0.0.1:{port}
+    server_name: localhost
+    instance: hpc
+    tls: {{ca: {d}/ca.pem, cert: {d}/client.pem, key: {d}/client.key}}
+offerings:
+  - name: HPC
+    offering_uuid: {offering}
+    waldur: {{api_url: "http://{sim_addr}/api/", token_env: WALDUR_TOKEN}}
+    backends: {{orders: hpc}}
+    tasks: {{orders: true}}
+"#,
+        d = dir.path().display(),
+        offering = scenario.offering_uuid,
+    );
+    let env = MapEnv::from([("WALDUR_TOKEN", support::TOKEN)]);
+    let config = Config::parse(&config, std::path::Path::new("c.yaml"), &env).unwrap();
+    let coordinator = Arc::new(support::build_coordinator(&config, &env, None));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", admin))
+        .await
+        .unwrap();
+    tokio::spawn(waldur_coordinator::admin::serve(
+        listener,
+        coordinator.clone(),
+    ));
+
+    let created = sim
+        .create_order(NewOrder {
+            order_type: "Create".into(),
+            state: "executing".into(),
+            offering_uuid: scenario.offering_uuid.clone(),
+            project_uuid: scenario.project_uuid.clone(),
+            name: "Traced Run".into(),
+            limits: BTreeMap::from([("cpu".into(), 5)]),
+            attributes: json!({}),
+            ..Default::default()
+        })
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sim.order_state(&created.order_uuid).as_deref() != Some("done") {
+        assert!(
+            Instant::now() < deadline,
+            "order not done: {:?}",
+            sim.order(&created.order_uuid)
+        );
+        coordinator.process_orders_once().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The backend server's own metrics for the same order.
+    let text = reqwest::get(format!("http://127.0.0.1:{server_metrics}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#"waldur_backend_rpcs_total{method="CreateResource",code="Ok"}"#),
+        "{text}"
+    );
+    if slurm {
+        assert!(
+            text.contains(r#"waldur_backend_commands_total{binary="sacctmgr",outcome="ok"}"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("waldur_backend_command_duration_seconds_count{binary=\"sacctmgr\"}"),
+            "{text}"
+        );
+    }
+
+    // Flush both sides: this process's provider, and the server's on SIGTERM.
+    tokio::task::block_in_place(|| provider.force_flush()).unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::block_in_place(|| server.wait()).unwrap();
+    assert!(exit.success(), "backend server exited with {exit}");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (order, rpc, spans) = loop {
+        let spans = receiver.0.lock().unwrap().clone();
+        let order = spans.iter().find(|s| {
+            s.name == "order"
+                && s.service == "waldur-coordinator"
+                && s.attributes.get("order").map(String::as_str)
+                    == Some(created.order_uuid.as_str())
+        });
+        let rpc = order.and_then(|o| {
+            spans.iter().find(|s| {
+                s.service == "waldur-backend-server"
+                    && s.name == "rpc"
+                    && s.trace == o.trace
+                    && s.attributes.get("rpc.method").map(String::as_str) == Some("CreateResource")
+            })
+        });
+        if let (Some(o), Some(r)) = (order, rpc) {
+            break (o.clone(), r.clone(), spans);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no order span with a CreateResource rpc span of the backend server in its trace: {:#?}",
+            spans
+                .iter()
+                .map(|s| (&s.service, &s.name, &s.trace))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // The order span is a root; the server's span descends from it through
+    // the coordinator's client span.
+    assert!(
+        order.parent.is_empty(),
+        "the order span has a parent: {order:?}"
+    );
+    assert!(
+        descends(&spans, &rpc, &order),
+        "rpc span is not below the order span"
+    );
+    let client = spans
+        .iter()
+        .find(|s| s.id == rpc.parent)
+        .expect("the rpc span's parent was exported");
+    assert_eq!(client.name, "backend_rpc");
+    assert_eq!(client.service, "waldur-coordinator");
+    if slurm {
+        let commands: Vec<&Span> = spans
+            .iter()
+            .filter(|s| s.name == "command" && s.trace == order.trace)
+            .collect();
+        assert!(
+            commands
+                .iter()
+                .any(|c| c.attributes.get("command.binary").map(String::as_str)
+                    == Some("sacctmgr")
+                    && descends(&spans, c, &rpc)),
+            "no sacctmgr command span below the CreateResource span: {commands:#?}"
+        );
+        assert!(
+            commands
+                .iter()
+                .all(|c| c.attributes.contains_key("command.exit_code"))
+        );
+    }
+
+    // The trace id reached Waldur twice: in the resource's metadata and in
+    // the traceparent of the calls made for the order.
+    let resource = sim.resource(&created.resource_uuid).unwrap();
+    assert_eq!(resource.backend_metadata["trace_id"], json!(order.trace));
+    assert!(
+        sim.traceparents().iter().any(|t| t.contains(&order.trace)),
+        "no Waldur request carried the order's trace"
+    );
+
+    // Metrics of the same order, scraped like Prometheus does.
+    let text = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        r#"waldur_coordinator_orders_total{offering="HPC",type="Create",outcome="done"} 1"#,
+        r#"waldur_coordinator_backend_rpcs_total{backend="hpc",method="CreateResource",code="Ok"}"#,
+        r#"waldur_coordinator_order_latency_seconds_count{offering="HPC",type="Create"} 1"#,
+        r#"waldur_coordinator_waldur_requests_total{endpoint="marketplace-orders/{id}/set_state_done/",method="POST",status="200"} 1"#,
+    ] {
+        assert!(text.contains(series), "missing {series} in:\n{text}");
+    }
+    let health = reqwest::get(format!("http://127.0.0.1:{admin}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    // The backend server is gone now: not ready, and it says which.
+    let ready = reqwest::get(format!("http://127.0.0.1:{admin}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let body = ready.text().await.unwrap();
+    assert!(
+        body.contains("ok waldur HPC") && body.contains("fail backend hpc"),
+        "{body}"
+    );
+}
