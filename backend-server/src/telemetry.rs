@@ -121,6 +121,31 @@ pub fn init(json: bool, service: &str, var: &dyn Fn(&str) -> Option<String>) -> 
     TelemetryGuard { provider }
 }
 
+/// Runs a binary's main future on a multi-threaded runtime with logging and
+/// (for `service` non-empty) trace export set up inside it: the OTLP
+/// exporter's channel lives on the runtime, and the final flush needs it.
+pub fn run_main<F>(json: bool, service: &str, main: F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = std::process::ExitCode>,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let telemetry = init(json, service, &|k| std::env::var(k).ok());
+        let code = main.await;
+        tokio::task::block_in_place(|| drop(telemetry));
+        code
+    })
+}
+
 /// A tracer provider exporting in batches to `endpoint` over OTLP/gRPC.
 pub fn provider(endpoint: &str, service: &str) -> Result<SdkTracerProvider, String> {
     let exporter = opentelemetry_otlp::SpanExporter::builder()

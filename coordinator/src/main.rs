@@ -75,10 +75,10 @@ enum Command {
     /// `to_portal`. Broker settings come from `--config` or, like the
     /// original template's mock_portal.py, from the HCA_* variables.
     ///
-    /// Examples:
-    ///   waldur-coordinator mock-portal ping
-    ///   waldur-coordinator mock-portal deploy/hca/payloads/ComputeResourceSpecV1.json
-    ///   waldur-coordinator mock-portal -c coordinator.yaml --service desy payload.json
+    /// Example: waldur-coordinator mock-portal ping
+    ///
+    /// More: waldur-coordinator mock-portal deploy/hca/payloads/ComputeResourceSpecV1.json;
+    /// waldur-coordinator mock-portal -c coordinator.yaml --service desy payload.json
     MockPortal(MockPortal),
     /// Migrate from the Python agent: read a waldur-site-agent configuration
     /// and write the coordinator config, the backend-server config and the
@@ -160,25 +160,7 @@ fn main() -> ExitCode {
         Command::Run { once: false, .. } => "waldur-coordinator",
         _ => "",
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async move {
-        // Inside the runtime: the OTLP exporter's channel lives on it, and
-        // the final flush (dropping the guard) needs it running.
-        let telemetry =
-            waldur_backend_sdk::telemetry::init(json, service, &|k| std::env::var(k).ok());
-        let code = run(cli.command).await;
-        tokio::task::block_in_place(|| drop(telemetry));
-        code
-    })
+    waldur_backend_sdk::telemetry::run_main(json, service, run(cli.command))
 }
 
 async fn run(command: Command) -> ExitCode {

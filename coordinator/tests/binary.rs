@@ -62,6 +62,8 @@ fn every_subcommand_has_help_with_an_example() {
         "create-homedirs",
         "sync-offering-users",
         "sync-resource-limits",
+        "mock-portal",
+        "import-config",
     ] {
         let out = Command::new(BIN).args([sub, "--help"]).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);

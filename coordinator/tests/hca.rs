@@ -264,14 +264,17 @@ async fn a_coordinator_killed_after_creating_answers_after_restart_with_one_acco
         .unwrap();
 
     // The real binary, killed with SIGKILL once the backend holds the account.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_waldur-coordinator"))
-        .args(["run", "--config"])
-        .arg(s.dir.path().join("coordinator.yaml"))
-        .env("HCA_USERNAME", &s.vhost.user)
-        .env("HCA_PASSWORD", &s.vhost.password)
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .unwrap();
+    let start = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_waldur-coordinator"))
+            .args(["run", "--config"])
+            .arg(s.dir.path().join("coordinator.yaml"))
+            .env("HCA_USERNAME", &s.vhost.user)
+            .env("HCA_PASSWORD", &s.vhost.password)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap()
+    };
+    let mut child = start();
     let deadline = Instant::now() + Duration::from_secs(30);
     while inner.resource_count() == 0 {
         assert!(
@@ -291,14 +294,7 @@ async fn a_coordinator_killed_after_creating_answers_after_restart_with_one_acco
         "answered before the kill"
     );
 
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_waldur-coordinator"))
-        .args(["run", "--config"])
-        .arg(s.dir.path().join("coordinator.yaml"))
-        .env("HCA_USERNAME", &s.vhost.user)
-        .env("HCA_PASSWORD", &s.vhost.password)
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .unwrap();
+    let mut child = start();
     let reply = portal
         .reply_to("crash-1", Duration::from_secs(30))
         .await

@@ -13,6 +13,16 @@ use std::time::{Duration, Instant};
 use support::hca::{Setup, compute, example};
 use waldur_coordinator::hca::Portal;
 
+async fn send(portal: &Portal, range: std::ops::Range<usize>) {
+    for i in range {
+        let id = format!("stream-{i}");
+        portal
+            .send("ResourceAllocateV1", &id, &compute(&id, 5))
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restart_in_the_middle_of_a_stream_loses_no_request() {
     let backend = example();
@@ -20,16 +30,7 @@ async fn a_broker_restart_in_the_middle_of_a_stream_loses_no_request() {
     let (_c, run) = s.start().await;
     let mut portal = s.portal().await;
     const N: usize = 12;
-    for i in 0..N / 2 {
-        portal
-            .send(
-                "ResourceAllocateV1",
-                &format!("stream-{i}"),
-                &compute(&format!("stream-{i}"), 5),
-            )
-            .await
-            .unwrap();
-    }
+    send(&portal, 0..N / 2).await;
     let mut answered = std::collections::BTreeMap::new();
     while answered.len() < 2 {
         if let Some(m) = portal.next(Duration::from_secs(30)).await.unwrap() {
@@ -60,16 +61,7 @@ async fn a_broker_restart_in_the_middle_of_a_stream_loses_no_request() {
             }
         }
     };
-    for i in N / 2..N {
-        portal
-            .send(
-                "ResourceAllocateV1",
-                &format!("stream-{i}"),
-                &compute(&format!("stream-{i}"), 5),
-            )
-            .await
-            .unwrap();
-    }
+    send(&portal, N / 2..N).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while (0..N).any(|i| !answered.contains_key(&format!("stream-{i}"))) {
         assert!(

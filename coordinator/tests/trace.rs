@@ -96,14 +96,6 @@ impl TraceService for Receiver {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The workspace's `waldur-backend-server` binary (built by the test
 /// command before `cargo test`).
 fn backend_server_binary() -> PathBuf {
@@ -160,8 +152,8 @@ async fn one_order_is_one_trace_from_the_coordinator_down_to_backend_commands() 
     // A real backend server process exporting to the same receiver.
     let dir = tempfile::tempdir().unwrap();
     support::write_pki(dir.path());
-    let port = free_port();
-    let server_metrics = free_port();
+    let port = support::free_port();
+    let server_metrics = support::free_port();
     let tag = format!("t{:x}", rand::random::<u32>() & 0xfffff);
     let instance = if slurm {
         format!(
@@ -188,26 +180,20 @@ async fn one_order_is_one_trace_from_the_coordinator_down_to_backend_commands() 
     let sim = Sim::new(support::TOKEN);
     let sim_addr = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let scenario = sim.seed_basic(None, &[("alice", "PROJECT.MANAGER", Some("alice"))]);
-    let admin = free_port();
+    let admin = support::free_port();
     let config = format!(
         r#"
 version: 1
 admin: {{listen: "127.0.0.1:{admin}"}}
 timeouts: {{backend_read_seconds: 10, backend_mutate_seconds: 60, backend_connect_seconds: 2}}
-backends:
-  hpc:
-    endpoint: https://127.0.0.1:{port}
-    server_name: localhost
-    instance: hpc
-    tls: {{ca: {d}/ca.pem, cert: {d}/client.pem, key: {d}/client.key}}
-offerings:
+{backends}offerings:
   - name: HPC
     offering_uuid: {offering}
     waldur: {{api_url: "http://{sim_addr}/api/", token_env: WALDUR_TOKEN}}
     backends: {{orders: hpc}}
     tasks: {{orders: true}}
 "#,
-        d = dir.path().display(),
+        backends = support::backends_yaml(dir.path(), port),
         offering = scenario.offering_uuid,
     );
     let env = MapEnv::from([("WALDUR_TOKEN", support::TOKEN)]);

@@ -60,25 +60,7 @@ fn main() -> ExitCode {
         Command::Serve { .. } => "waldur-backend-server",
         _ => "",
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async move {
-        // Inside the runtime: the OTLP exporter's channel lives on it, and
-        // the final flush (dropping the guard) needs it running.
-        let telemetry =
-            waldur_backend_sdk::telemetry::init(json, service, &|k| std::env::var(k).ok());
-        let code = run(cli.command).await;
-        tokio::task::block_in_place(|| drop(telemetry));
-        code
-    })
+    waldur_backend_sdk::telemetry::run_main(json, service, run(cli.command))
 }
 
 async fn run(command: Command) -> ExitCode {

@@ -111,13 +111,7 @@ pub fn config_text(dir: &Path, port: u16, vhost: &str, service_id: &str) -> Stri
         r#"
 version: 1
 timeouts: {{backend_read_seconds: 5, backend_mutate_seconds: 5, backend_connect_seconds: 2}}
-backends:
-  hpc:
-    endpoint: https://127.0.0.1:{port}
-    server_name: localhost
-    instance: hpc
-    tls: {{ca: {d}/ca.pem, cert: {d}/client.pem, key: {d}/client.key}}
-helmholtz:
+{backends}helmholtz:
   services:
     - name: test
       service_id: {service_id}
@@ -142,7 +136,7 @@ helmholtz:
           backend_id: "chat_{{/specification/team_name}}"
           limits: {{gpu: 1}}
 "#,
-        d = dir.display(),
+        backends = super::backends_yaml(dir, port),
         s = schemas().display(),
     )
 }
@@ -162,11 +156,7 @@ impl Setup {
     pub async fn new(served: Arc<dyn Backend>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         super::write_pki(dir.path());
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = super::free_port();
         let server = super::start_backend(dir.path(), port, served).await;
         let vhost = Vhost::create().await;
         let service_id = unique("svc");

@@ -71,6 +71,24 @@ impl Default for Options {
     }
 }
 
+/// A loopback port nobody listens on (yet).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The coordinator config's `backends:` section: backend `hpc` on `port`
+/// with the [`write_pki`] client certificate.
+pub fn backends_yaml(dir: &Path, port: u16) -> String {
+    format!(
+        "backends:\n  hpc:\n    endpoint: https://127.0.0.1:{port}\n    server_name: localhost\n    instance: hpc\n    tls: {{ca: {d}/ca.pem, cert: {d}/client.pem, key: {d}/client.key}}\n",
+        d = dir.display()
+    )
+}
+
 pub fn write_pki(dir: &Path) {
     let ca = pki::create_ca("test ca", Validity::days(1)).unwrap();
     pki::write(dir, "ca", &ca).unwrap();
@@ -144,11 +162,7 @@ impl World {
                 ("carol", "PROJECT.MEMBER", None),
             ],
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let server = start_backend(dir.path(), port, served.clone()).await;
         let config = format!(
             r#"
@@ -156,13 +170,7 @@ version: 1
 expose_backend_error_details: {expose}
 retry: {{max_attempts: 2, initial_backoff_ms: 10, max_backoff_ms: 20}}
 timeouts: {{waldur_seconds: {wt}, backend_read_seconds: 5, backend_mutate_seconds: 10, backend_connect_seconds: 2}}
-backends:
-  hpc:
-    endpoint: https://127.0.0.1:{port}
-    server_name: localhost
-    instance: hpc
-    tls: {{ca: {d}/ca.pem, cert: {d}/client.pem, key: {d}/client.key}}
-offerings:
+{backends}offerings:
   - name: HPC
     offering_uuid: {offering}
     waldur:
@@ -172,9 +180,9 @@ offerings:
     tasks: {tasks}
 {extra}
 "#,
+            backends = backends_yaml(dir.path(), port),
             expose = options.expose_errors,
             wt = options.waldur_timeout_seconds,
-            d = dir.path().display(),
             offering = scenario.offering_uuid,
             extra = options.extra_offering_config,
             tasks = options.tasks,
