@@ -21,8 +21,10 @@ use waldur_backend_sdk::{Backend, BackendResult};
 #[tokio::test]
 async fn a_ping_is_answered_with_a_ping_carrying_the_service_id() {
     let s = Setup::new(Arc::new(example())).await;
-    let (_c, run) = s.start().await;
+    let (c, run) = s.start().await;
     let mut portal = s.portal().await;
+    let (ready, text) = waldur_coordinator::admin::readiness(&c).await;
+    assert!(ready && text.contains("ok helmholtz test"), "{text}");
     let reply = ask(&mut portal, "PingV1", "ping-1", b"{}").await;
     assert_eq!(reply.message_type, "PingV1");
     assert_eq!(reply.correlation_id, "ping-1");

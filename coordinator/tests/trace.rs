@@ -252,6 +252,17 @@ timeouts: {{backend_read_seconds: 10, backend_mutate_seconds: 60, backend_connec
         );
     }
 
+    // Everything answers: ready.
+    let ready = reqwest::get(format!("http://127.0.0.1:{admin}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let body = ready.text().await.unwrap();
+    assert!(
+        body.contains("ok waldur HPC") && body.contains("ok backend hpc"),
+        "{body}"
+    );
+
     // Flush both sides: this process's provider, and the server's on SIGTERM.
     tokio::task::block_in_place(|| provider.force_flush()).unwrap();
     let status = std::process::Command::new("kill")
