@@ -4,8 +4,9 @@
 # waldur-backend-server with the example backend and the coordinator over
 # mutual TLS; shows the orders reach `done` with the resources' backend ids
 # and limits, usage reported to Waldur per component and user, and a
-# resource paused in Waldur paused on the backend by membership sync; then
-# stops everything it started.
+# resource paused in Waldur paused on the backend by membership sync, the
+# readiness and metrics of the coordinator's admin port; then stops
+# everything it started.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -66,8 +67,10 @@ say "starting waldur-backend-server (example backend) on 127.0.0.1:$BACKEND_PORT
 PIDS+=($!)
 wait_for_port "$BACKEND_PORT" 30 || die "waldur-backend-server did not start"
 
+ADMIN_PORT=$(free_port)
 cat > "$WORK/coordinator.yaml" <<YAML
 version: 1
+admin: {listen: "127.0.0.1:$ADMIN_PORT"}
 backends:
   hpc:
     endpoint: https://127.0.0.1:$BACKEND_PORT
@@ -138,6 +141,21 @@ for r in s["resources"].values():
         users = ", ".join(f"{k} {v['usage']}" for k, v in sorted(u["user_usages"].items()))
         print(f"{r['name']:<17} {access:<22} {u['billing_period']:<11} {u['type']:<10} {u['usage']:>7}  {users}")
 print()
+PY
+say "the coordinator's admin port: readiness and a few metrics (http://127.0.0.1:$ADMIN_PORT)"
+python3 - "http://127.0.0.1:$ADMIN_PORT" <<'PY'
+import sys, urllib.request, urllib.error
+base = sys.argv[1]
+try:
+    print(urllib.request.urlopen(base + "/readyz").read().decode().rstrip())
+except urllib.error.HTTPError as e:
+    print(e.read().decode().rstrip())
+wanted = ("waldur_coordinator_orders_total", "waldur_coordinator_order_latency_seconds_count",
+          "waldur_coordinator_backend_rpcs_total{backend=\"hpc\",method=\"CreateResource\"",
+          "waldur_coordinator_usage_report_age_seconds", "waldur_coordinator_membership_changes_total")
+for line in urllib.request.urlopen(base + "/metrics").read().decode().splitlines():
+    if line.startswith(wanted):
+        print(line)
 PY
 say "the coordinator log (first lines):"
 head -n 12 "$WORK/coordinator.log" | sed 's/\x1b\[[0-9;]*m//g'

@@ -216,7 +216,10 @@ async fn run(command: Command) -> ExitCode {
                 offerings = %summary(&config),
                 backends = ?config.backends.keys().collect::<Vec<_>>(),
                 helmholtz = ?config.helmholtz.services.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
-                admin = ?config.admin.as_ref().map(|a| a.listen),
+                admin = %config
+                    .admin
+                    .as_ref()
+                    .map_or_else(|| "off".to_owned(), |a| a.listen.to_string()),
                 tracing = trace_export_on(),
                 "starting waldur-coordinator"
             );
