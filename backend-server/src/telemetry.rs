@@ -48,29 +48,50 @@ impl Drop for TelemetryGuard {
     }
 }
 
-fn filter() -> tracing_subscriber::EnvFilter {
-    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // tungstenite traces frame payloads, the STOMP passcode included; the
-    // exporter's own crates would trace their exports: never below info,
-    // whatever RUST_LOG says.
-    for quiet in [
-        "tungstenite=info",
-        "tokio_tungstenite=info",
-        "opentelemetry=warn",
-        "opentelemetry_sdk=warn",
-        "opentelemetry_otlp=warn",
-        "h2=info",
-        "tower=info",
-        "hyper=info",
-        "lapin=info",
-        "amq_protocol=info",
+/// Crates that trace protocol frames (the STOMP passcode, the AMQP login)
+/// or their own exports: never more than info from them, whatever
+/// `RUST_LOG` says, for every output.
+const NOISY: &[&str] = &[
+    "tungstenite",
+    "tokio_tungstenite",
+    "lapin",
+    "amq_protocol",
+    "opentelemetry",
+    "opentelemetry_sdk",
+    "opentelemetry_otlp",
+    "h2",
+    "hyper",
+    "tower",
+];
+
+fn capped(meta: &tracing::Metadata<'_>) -> bool {
+    allowed(*meta.level(), meta.target())
+}
+
+fn allowed(level: tracing::Level, target: &str) -> bool {
+    level <= tracing::Level::INFO || !NOISY.iter().any(|t| target.starts_with(t))
+}
+
+/// The log filter: `RUST_LOG`, default `info`.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+}
+
+/// What is exported as spans: this project's info spans, whatever the log
+/// level (`RUST_LOG=warn` must not switch tracing off); others at warn.
+fn trace_filter() -> tracing_subscriber::filter::Targets {
+    use tracing::Level;
+    let mut t = tracing_subscriber::filter::Targets::new().with_default(Level::WARN);
+    for ours in [
+        "waldur_coordinator",
+        "waldur_backend_sdk",
+        "waldur_backend_slurm",
+        "waldur_backend_example",
     ] {
-        if let Ok(d) = quiet.parse() {
-            filter = filter.add_directive(d);
-        }
+        t = t.with_target(ours, Level::INFO);
     }
-    filter
+    t
 }
 
 /// Installs logging only (no trace export).
@@ -83,6 +104,7 @@ pub fn init_logging(json: bool) {
 /// default `service.name`. An exporter that cannot be built is reported and
 /// left off: tracing is never a reason not to start.
 pub fn init(json: bool, service: &str, var: &dyn Fn(&str) -> Option<String>) -> TelemetryGuard {
+    use tracing_subscriber::Layer;
     let endpoint = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         .or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"))
         .filter(|e| !e.trim().is_empty());
@@ -93,7 +115,10 @@ pub fn init(json: bool, service: &str, var: &dyn Fn(&str) -> Option<String>) -> 
             match provider(&e, &name) {
                 Ok(p) => Some(p),
                 Err(err) => {
-                    problem = Some(format!("trace export to {e} is off: {err}"));
+                    problem = Some(format!(
+                        "trace export to {} is off: {err}",
+                        without_userinfo(&e)
+                    ));
                     None
                 }
             }
@@ -101,16 +126,22 @@ pub fn init(json: bool, service: &str, var: &dyn Fn(&str) -> Option<String>) -> 
         _ => None,
     };
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let otel = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("waldur")));
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("waldur"))
+            .with_filter(trace_filter())
+    });
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let registry = tracing_subscriber::registry().with(filter()).with(otel);
-    let installed = if json {
-        registry.with(fmt.json()).try_init()
+    let fmt = if json {
+        fmt.json().with_filter(log_filter()).boxed()
     } else {
-        registry.with(fmt).try_init()
+        fmt.with_filter(log_filter()).boxed()
     };
+    let installed = tracing_subscriber::registry()
+        .with(tracing_subscriber::filter::filter_fn(capped))
+        .with(fmt)
+        .with(otel)
+        .try_init();
     if installed.is_err() {
         // A subscriber is already installed (tests): keep it.
         return TelemetryGuard { provider };
@@ -119,6 +150,16 @@ pub fn init(json: bool, service: &str, var: &dyn Fn(&str) -> Option<String>) -> 
         tracing::warn!("{p}");
     }
     TelemetryGuard { provider }
+}
+
+/// An endpoint without `user:password@` in its authority.
+fn without_userinfo(endpoint: &str) -> String {
+    let Some((scheme, rest)) = endpoint.split_once("://") else {
+        return endpoint.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    format!("{scheme}://{host}{path}")
 }
 
 /// Runs a binary's main future on a multi-threaded runtime with logging and
@@ -160,16 +201,6 @@ pub fn provider(endpoint: &str, service: &str) -> Result<SdkTracerProvider, Stri
         .with_batch_exporter(exporter)
         .with_resource(resource)
         .build())
-}
-
-/// The subscriber layer for a provider (tests that install their own
-/// subscriber).
-pub fn layer<S>(provider: &SdkTracerProvider) -> impl tracing_subscriber::Layer<S>
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-{
-    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    tracing_opentelemetry::layer().with_tracer(provider.tracer("waldur"))
 }
 
 struct GrpcInjector<'a>(&'a mut tonic::metadata::MetadataMap);
@@ -245,5 +276,34 @@ pub fn current_trace_id() -> Option<String> {
     use opentelemetry::trace::TraceContextExt;
     let cx = tracing::Span::current().context();
     let sc = cx.span().span_context().clone();
-    sc.is_valid().then(|| sc.trace_id().to_string())
+    // An unsampled trace is never exported: naming it would send an
+    // operator looking for nothing.
+    (sc.is_valid() && sc.is_sampled()).then(|| sc.trace_id().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_shown_without_credentials() {
+        assert_eq!(
+            without_userinfo("https://user:secret@otel.example.org:4317/v1"),
+            "https://otel.example.org:4317/v1"
+        );
+        assert_eq!(
+            without_userinfo("http://127.0.0.1:4317"),
+            "http://127.0.0.1:4317"
+        );
+        assert_eq!(without_userinfo("otel:4317"), "otel:4317");
+    }
+
+    #[test]
+    fn noisy_crates_are_capped_at_info() {
+        use tracing::Level;
+        assert!(!allowed(Level::TRACE, "lapin::io_loop"));
+        assert!(!allowed(Level::DEBUG, "tungstenite::protocol"));
+        assert!(allowed(Level::INFO, "lapin::io_loop"));
+        assert!(allowed(Level::TRACE, "waldur_coordinator::hca"));
+    }
 }

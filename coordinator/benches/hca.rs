@@ -82,7 +82,7 @@ async fn main() {
     let bench = Bench::start(Arc::new(backend.clone()), &[]).await;
     let schemas = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/hca/schemas");
     let text = format!(
-        "version: 1\nbackends:\n  hpc:\n    endpoint: https://127.0.0.1:{port}\n    server_name: localhost\n    instance: hpc\n    tls: {{ca: {d}/ca.pem, cert: {d}/client.pem, key: {d}/client.key}}\nhelmholtz:\n  services:\n    - name: bench\n      service_id: bench\n      broker: {{host: 127.0.0.1, port: 5672, vhost: {vhost}}}\n      declare_queues: true\n      prefetch: 16\n      resource_types:\n        ComputeResourceSpecV1:\n          schema: {s}/ComputeResourceSpecV1.json\n          backend: hpc\n          backend_id: \"hca_{{/specification/project_name}}\"\n          limits: {{cpu: {{from: /specification/cpu_hours}}}}\n",
+        "version: 1\nbackends:\n  hpc:\n    endpoint: https://127.0.0.1:{port}\n    server_name: localhost\n    instance: hpc\n    tls: {{ca: {d}/ca.pem, cert: {d}/client.pem, key: {d}/client.key}}\nhelmholtz:\n  services:\n    - name: bench\n      service_id: bench\n      broker: {{host: 127.0.0.1, port: 5672, vhost: {vhost}}}\n      declare_queues: true\n      prefetch: 16\n      resource_types:\n        ComputeResourceSpecV1:\n          schema: {s}/ComputeResourceSpecV1.json\n          backend: hpc\n          backend_id: \"hca_{{/specification/project_name}}_{{request_hash}}\"\n          limits: {{cpu: {{from: /specification/cpu_hours}}}}\n",
         port = bench.port,
         d = bench.dir.path().display(),
         s = schemas.display(),

@@ -83,18 +83,20 @@ pub async fn readiness(c: &Coordinator) -> (bool, String) {
         if !o.config.tasks.events {
             continue;
         }
-        let consumers = o.consumers.lock().unwrap_or_else(|p| p.into_inner());
-        let down: Vec<&str> = consumers
-            .iter()
-            .filter(|(_, s)| !s.connected())
-            .map(|(t, _)| *t)
-            .collect();
-        let problem = if consumers.is_empty() {
-            Some("event subscriptions not registered yet".to_owned())
-        } else if !down.is_empty() {
-            Some(format!("not connected: {}", down.join(", ")))
-        } else {
-            None
+        // Every object type the offering subscribes to must be consuming,
+        // not just the ones registered so far.
+        let expected = tokio::time::timeout(LIMIT, crate::events::consumers::object_types(o)).await;
+        let problem = {
+            let consumers = o.consumers.lock().unwrap_or_else(|p| p.into_inner());
+            let missing: Vec<&str> = match &expected {
+                Ok(types) => types
+                    .iter()
+                    .copied()
+                    .filter(|t| !consumers.iter().any(|(c, s)| c == t && s.connected()))
+                    .collect(),
+                Err(_) => vec!["(backend capabilities unknown)"],
+            };
+            (!missing.is_empty()).then(|| format!("not consuming: {}", missing.join(", ")))
         };
         lines.push((format!("events {}", o.config.name), problem));
     }

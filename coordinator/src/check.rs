@@ -49,7 +49,6 @@ pub async fn run(config: &Config, coordinator: &Coordinator) -> bool {
         let b = &service.broker;
         match crate::hca::amqp::connect(b, "waldur-coordinator check").await {
             Ok(conn) => {
-                let _ = conn.close(200, "check done".into()).await;
                 line(
                     true,
                     format!(
@@ -57,6 +56,39 @@ pub async fn run(config: &Config, coordinator: &Coordinator) -> bool {
                         b.host, b.port, b.vhost, b.username
                     ),
                 );
+                let q = &service.config.queues;
+                if !service.config.declare_queues {
+                    for (key, queue) in [("inbound", &q.inbound), ("outbound", &q.outbound)] {
+                        // A passive declare on a channel of its own: a
+                        // missing queue closes the channel it was asked on.
+                        let exists = match conn.create_channel().await {
+                            Ok(ch) => ch
+                                .queue_declare(
+                                    queue.as_str().into(),
+                                    lapin::options::QueueDeclareOptions {
+                                        passive: true,
+                                        ..Default::default()
+                                    },
+                                    lapin::types::FieldTable::default(),
+                                )
+                                .await
+                                .is_ok(),
+                            Err(_) => false,
+                        };
+                        line(
+                            exists,
+                            if exists {
+                                format!("helmholtz {name}: queue {queue} exists")
+                            } else {
+                                format!(
+                                    "helmholtz {name}: queue {queue} does not exist in vhost {} (check helmholtz.services[{i}].queues.{key}, or set declare_queues: true for a broker of your own)",
+                                    b.vhost
+                                )
+                            },
+                        );
+                    }
+                }
+                let _ = conn.close(200, "check done".into()).await;
             }
             Err(e) => {
                 let hint = if e.contains("ACCESS_REFUSED") || e.contains("403") {

@@ -738,7 +738,7 @@ helmholtz:
   services:
     - name: s
       resource_types:
-        T: {schema: t.json, backend: hpc, backend_id: "x_{/specification/n}"}
+        T: {schema: t.json, backend: hpc, backend_id: "x_{/specification/n}_{request_hash}"}
 "#;
         let env = MapEnv::from([
             ("HCA_USERNAME", "u"),

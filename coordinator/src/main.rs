@@ -127,8 +127,9 @@ struct MockPortal {
     /// Service name in that config (default: the only one).
     #[arg(long)]
     service: Option<String>,
-    /// Message type (default: PingV1 for `ping`, the deallocation type for a
-    /// body holding only `id`, else the allocation type).
+    /// Message type (default: PingV1 for `ping` or an empty object, the
+    /// deallocation type for a body holding only `id`, else the allocation
+    /// type).
     #[arg(long = "type")]
     message_type: Option<String>,
     /// Correlation id (default: a random UUID).
@@ -356,14 +357,13 @@ async fn mock_portal(args: MockPortal) -> ExitCode {
                 return ExitCode::from(EX_USAGE);
             }
         };
-        let only_id = matches!(
-            serde_json::from_slice::<serde_json::Value>(&body),
-            Ok(serde_json::Value::Object(o)) if o.len() == 1 && o.contains_key("id")
-        );
-        let t = if only_id {
-            service.message_types.deallocate.clone()
-        } else {
-            service.message_types.allocate.clone()
+        let parsed = serde_json::from_slice::<serde_json::Value>(&body);
+        let t = match &parsed {
+            Ok(serde_json::Value::Object(o)) if o.is_empty() => service.message_types.ping.clone(),
+            Ok(serde_json::Value::Object(o)) if o.len() == 1 && o.contains_key("id") => {
+                service.message_types.deallocate.clone()
+            }
+            _ => service.message_types.allocate.clone(),
         };
         (body, t)
     };

@@ -1,7 +1,9 @@
 //! `import-config`: writes what [`waldur_config_import::migrate`] made of a
-//! `waldur-site-agent` configuration. Nothing is written unless every file
-//! can be: existing files are refused without `force`, secrets are written
-//! 0600 in a 0700 folder, configs 0640.
+//! `waldur-site-agent` configuration. Every target is checked before the
+//! first is written: an existing file is refused without `force`, a
+//! symbolic link always (a planted link must not receive a token). Files
+//! are created exclusively unless forced; secrets are written 0600 in a
+//! 0700 folder, configs 0640.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -22,6 +24,17 @@ pub fn write(migration: &Migration, out_dir: &Path, force: bool) -> Result<Vec<P
     for s in &migration.secrets {
         files.push((out_dir.join(&s.file_name), s.value.as_str(), 0o600));
     }
+    let links: Vec<String> = files
+        .iter()
+        .filter(|(p, _, _)| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink()))
+        .map(|(p, _, _)| p.display().to_string())
+        .collect();
+    if !links.is_empty() {
+        return Err(format!(
+            "refusing to write through symbolic links: {}",
+            links.join(", ")
+        ));
+    }
     let existing: Vec<String> = files
         .iter()
         .filter(|(p, _, _)| p.exists())
@@ -35,20 +48,22 @@ pub fn write(migration: &Migration, out_dir: &Path, force: bool) -> Result<Vec<P
     }
     std::fs::create_dir_all(out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
     for (path, text, mode) in &files {
-        if let Some(parent) = path.parent()
-            && !parent.exists()
-        {
+        if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
             if *mode == 0o600 {
+                // Also an existing folder: secrets are nobody else's.
                 std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700))
                     .map_err(|e| format!("{}: {e}", parent.display()))?;
             }
         }
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(*mode)
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).mode(*mode);
+        if force {
+            options.create(true).truncate(true);
+        } else {
+            options.create_new(true);
+        }
+        let mut f = options
             .open(path)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         // The mode applies only on creation: enforce it on overwrite too.

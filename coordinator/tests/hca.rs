@@ -9,14 +9,20 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::hca::{Setup, ask, compute, example};
-use waldur_backend_example::ExampleBackend;
+use support::hca::{Gated, Setup, ask, compute, example};
+
+/// The backend id in a `ResourceCreatedV1` answer (`hpc:<backend id>`).
+fn backend_id_of(body: &serde_json::Value) -> String {
+    let id = body["id"].as_str().unwrap_or_default();
+    id.strip_prefix("hpc:")
+        .unwrap_or_else(|| panic!("not an hpc id: {body}"))
+        .to_owned()
+}
+use waldur_backend_sdk::Backend;
 use waldur_backend_sdk::types::*;
-use waldur_backend_sdk::{Backend, BackendResult};
 
 #[tokio::test]
 async fn a_ping_is_answered_with_a_ping_carrying_the_service_id() {
@@ -29,8 +35,7 @@ async fn a_ping_is_answered_with_a_ping_carrying_the_service_id() {
     assert_eq!(reply.message_type, "PingV1");
     assert_eq!(reply.correlation_id, "ping-1");
     assert_eq!(reply.service_id, s.service_id);
-    s.inbound_drained().await;
-    run.abort();
+    s.stop_and_check_all_acknowledged(run).await;
 }
 
 #[tokio::test]
@@ -49,26 +54,25 @@ async fn an_allocation_creates_the_resource_with_derived_limits_and_answers_its_
     assert_eq!(reply.message_type, "ResourceCreatedV1", "{:?}", reply.body);
     assert_eq!(reply.correlation_id, "alloc-1");
     assert_eq!(reply.service_id, s.service_id);
-    assert_eq!(reply.body, json!({"id": "hpc:hca_climate-sim"}));
-    let r = backend.get_resource("hca_climate-sim").await.unwrap();
+    let id = backend_id_of(&reply.body);
+    assert!(
+        id.starts_with("hca_climate-sim_") && id.len() == "hca_climate-sim_".len() + 12,
+        "{id}"
+    );
+    let r = backend.get_resource(&id).await.unwrap();
     assert_eq!(r.limits.get("cpu"), Some(&500));
     assert_eq!(r.limits.get("mem"), Some(&3));
 
     // Deallocation by that id removes it.
-    let reply = ask(
-        &mut portal,
-        "ResourceDeallocateV1",
-        "dealloc-1",
-        br#"{"id": "hpc:hca_climate-sim"}"#,
-    )
-    .await;
+    let body = serde_json::to_vec(&reply.body).unwrap();
+    let gone = ask(&mut portal, "ResourceDeallocateV1", "dealloc-1", &body).await;
     assert_eq!(
-        reply.message_type, "ResourceDeallocatedV1",
+        gone.message_type, "ResourceDeallocatedV1",
         "{:?}",
-        reply.body
+        gone.body
     );
-    assert_eq!(reply.body, json!({"id": "hpc:hca_climate-sim"}));
-    assert!(backend.get_resource("hca_climate-sim").await.is_err());
+    assert_eq!(gone.body, reply.body);
+    assert!(backend.get_resource(&id).await.is_err());
     assert_eq!(backend.resource_count(), 0);
     run.abort();
 }
@@ -98,8 +102,7 @@ async fn a_backend_refusal_is_answered_with_a_user_readable_error() {
     for internal in ["127.0.0.1", "localhost", "hpc", "Status", "code:"] {
         assert!(!message.contains(internal), "{message} shows {internal}");
     }
-    s.inbound_drained().await;
-    run.abort();
+    s.stop_and_check_all_acknowledged(run).await;
 }
 
 #[tokio::test]
@@ -154,7 +157,6 @@ async fn bad_requests_get_errors_are_acknowledged_and_the_next_good_one_is_serve
         message.contains("/project_name") && message.contains("/cpu_hours"),
         "{message}"
     );
-    s.inbound_drained().await;
     let reply = ask(
         &mut portal,
         "ResourceAllocateV1",
@@ -164,7 +166,7 @@ async fn bad_requests_get_errors_are_acknowledged_and_the_next_good_one_is_serve
     .await;
     assert_eq!(reply.message_type, "ResourceCreatedV1");
     assert_eq!(backend.resource_count(), 1);
-    run.abort();
+    s.stop_and_check_all_acknowledged(run).await;
 }
 
 #[tokio::test]
@@ -191,7 +193,7 @@ async fn a_redelivered_request_is_answered_with_the_same_id_and_creates_nothing_
     assert_eq!(first.body, second.body);
     assert_eq!(second.message_type, "ResourceCreatedV1");
     assert_eq!(backend.resource_count(), 1);
-    // Another request for the same name is another resource: refused.
+    // Another request with the same specification is another resource.
     let third = ask(
         &mut portal,
         "ResourceAllocateV1",
@@ -199,66 +201,91 @@ async fn a_redelivered_request_is_answered_with_the_same_id_and_creates_nothing_
         &compute("dup-proj", 10),
     )
     .await;
-    assert_eq!(
-        third.body["type"], "ResourceAlreadyExists",
-        "{:?}",
-        third.body
-    );
-    assert_eq!(backend.resource_count(), 1);
+    assert_eq!(third.message_type, "ResourceCreatedV1", "{:?}", third.body);
+    assert_ne!(third.body, first.body);
+    assert_eq!(backend.resource_count(), 2);
     run.abort();
 }
 
-/// The example backend, but the first CreateResource never answers after
-/// creating: the coordinator is "killed" while it waits.
-struct StallFirstCreate {
-    inner: ExampleBackend,
-    stalled: AtomicBool,
+#[tokio::test]
+async fn deallocation_refuses_resources_helmholtz_did_not_create() {
+    let backend = example();
+    let s = Setup::new(Arc::new(backend.clone())).await;
+    // A Waldur-managed account on the same backend.
+    backend
+        .create_resource(CreateResource {
+            backend_id: "hpc_weather-run".into(),
+            resource: ResourceContext {
+                resource_uuid: "0f".repeat(16),
+                ..Default::default()
+            },
+            limits: Default::default(),
+            users: vec![],
+            plan_quotas: Default::default(),
+            ssh_keys: Default::default(),
+            homedir_umask: None,
+        })
+        .await
+        .unwrap();
+    let (_c, run) = s.start().await;
+    let mut portal = s.portal().await;
+    for id in [
+        "hpc:hpc_weather-run",
+        "hpc:hca_climate-sim",
+        "hpc:hca_x_0123456789",
+    ] {
+        let body = serde_json::to_vec(&json!({"id": id})).unwrap();
+        let reply = ask(&mut portal, "ResourceDeallocateV1", id, &body).await;
+        assert_eq!(
+            reply.body["type"], "UnknownResource",
+            "{id}: {:?}",
+            reply.body
+        );
+    }
+    assert!(backend.get_resource("hpc_weather-run").await.is_ok());
+    run.abort();
 }
 
-#[async_trait::async_trait]
-impl Backend for StallFirstCreate {
-    fn info(&self) -> BackendInfo {
-        self.inner.info()
-    }
-    fn capabilities(&self) -> Vec<Capability> {
-        self.inner.capabilities()
-    }
-    async fn probe(&self) -> BackendResult<Probe> {
-        self.inner.probe().await
-    }
-    async fn components(&self) -> BackendResult<Vec<Component>> {
-        self.inner.components().await
-    }
-    fn generate_backend_id(
-        &self,
-        base_name: &str,
-        resource: Option<&ResourceContext>,
-    ) -> BackendResult<String> {
-        self.inner.generate_backend_id(base_name, resource)
-    }
-    async fn create_resource(&self, request: CreateResource) -> BackendResult<Created> {
-        let created = self.inner.create_resource(request).await?;
-        if !self.stalled.swap(true, Ordering::SeqCst) {
-            std::future::pending::<()>().await;
-        }
-        Ok(created)
-    }
-    async fn get_resource(&self, backend_id: &str) -> BackendResult<ResourceInfo> {
-        self.inner.get_resource(backend_id).await
-    }
-    async fn delete_resource(&self, request: DeleteResource) -> BackendResult<Deleted> {
-        self.inner.delete_resource(request).await
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_while_the_backend_is_down_is_answered_once_it_is_back_and_pings_still_are() {
+    let backend = example();
+    let mut s = Setup::new(Arc::new(backend.clone())).await;
+    let (_c, run) = s.start().await;
+    let mut portal = s.portal().await;
+    s.stop_backend().await;
+    portal
+        .send("ResourceAllocateV1", "down-1", &compute("down-proj", 10))
+        .await
+        .unwrap();
+    // Postponed, not refused: no answer while the backend is away, and the
+    // requests behind it are served meanwhile.
+    let ping = ask(&mut portal, "PingV1", "ping-while-down", b"{}").await;
+    assert_eq!(ping.message_type, "PingV1");
+    assert!(
+        portal
+            .reply_to("down-1", Duration::from_secs(3))
+            .await
+            .unwrap()
+            .is_none(),
+        "answered while the backend was down"
+    );
+    s.restart_backend().await;
+    let reply = portal
+        .reply_to("down-1", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .expect("no answer after the backend came back");
+    assert_eq!(reply.message_type, "ResourceCreatedV1", "{:?}", reply.body);
+    assert_eq!(backend.resource_count(), 1);
+    run.abort();
 }
 
 #[tokio::test]
 async fn a_coordinator_killed_after_creating_answers_after_restart_with_one_account() {
     let inner = example();
-    let s = Setup::new(Arc::new(StallFirstCreate {
-        inner: inner.clone(),
-        stalled: AtomicBool::new(false),
-    }))
-    .await;
+    // The first CreateResource never answers after creating: the
+    // coordinator is "killed" while it waits.
+    let s = Setup::new(Arc::new(Gated::new(inner.clone(), Duration::ZERO, true))).await;
     let mut portal = s.portal().await;
     portal
         .send("ResourceAllocateV1", "crash-1", &compute("crash-proj", 42))
@@ -305,7 +332,11 @@ async fn a_coordinator_killed_after_creating_answers_after_restart_with_one_acco
     child.wait().unwrap();
     let reply = reply.expect("no answer after the restart");
     assert_eq!(reply.message_type, "ResourceCreatedV1", "{:?}", reply.body);
-    assert_eq!(reply.body, json!({"id": "hpc:hca_crash-proj"}));
+    assert!(
+        backend_id_of(&reply.body).starts_with("hca_crash-proj_"),
+        "{:?}",
+        reply.body
+    );
     assert_eq!(inner.resource_count(), 1);
 }
 
@@ -338,8 +369,8 @@ async fn an_allocation_on_slurm_creates_the_account_with_the_derived_limits() {
     )
     .await;
     assert_eq!(reply.message_type, "ResourceCreatedV1", "{:?}", reply.body);
-    let account = format!("hca_{project}");
-    assert_eq!(reply.body, json!({"id": format!("hpc:{account}")}));
+    let account = backend_id_of(&reply.body);
+    assert!(account.starts_with(&format!("hca_{project}_")), "{account}");
     let out = std::process::Command::new("sacctmgr")
         .args(["-nP", "show", "assoc", "where"])
         .arg(format!("account={account}"))
@@ -405,14 +436,23 @@ async fn the_mock_portal_subcommand_pings_and_allocates_with_the_shipped_payload
     let payloads = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/hca/payloads");
     let (ok, out) = tokio::task::block_in_place(|| portal("ping"));
     assert!(ok && out.contains("PingV1: still alive"), "{out}");
+    let file = payloads.join("PingV1.json");
+    let (ok, out) = tokio::task::block_in_place(|| portal(file.to_str().unwrap()));
+    assert!(ok && out.contains("PingV1: still alive"), "{out}");
     let file = payloads.join("ComputeResourceSpecV1.json");
     let (ok, out) = tokio::task::block_in_place(|| portal(file.to_str().unwrap()));
     assert!(
-        ok && out.contains(r#"ResourceCreatedV1 {"id":"hpc:hca_climate-sim"}"#),
+        ok && out.contains(r#"ResourceCreatedV1 {"id":"hpc:hca_climate-sim_"#),
         "{out}"
     );
     assert_eq!(backend.resource_count(), 1);
-    let file = payloads.join("ResourceDeallocateV1.json");
+    // Deallocate with the id just answered, as the portal would.
+    let answer = out
+        .lines()
+        .find_map(|l| l.strip_prefix("ResourceCreatedV1 "))
+        .unwrap();
+    let file = s.dir.path().join("dealloc.json");
+    std::fs::write(&file, answer).unwrap();
     let (ok, out) = tokio::task::block_in_place(|| portal(file.to_str().unwrap()));
     assert!(ok && out.contains("ResourceDeallocatedV1"), "{out}");
     assert_eq!(backend.resource_count(), 0);
@@ -422,16 +462,38 @@ async fn the_mock_portal_subcommand_pings_and_allocates_with_the_shipped_payload
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_names_the_broker_setting_to_fix_when_the_login_is_refused() {
     let s = Setup::new(Arc::new(example())).await;
-    let check = |password: &str| {
+    let strict = s.dir.path().join("strict.yaml");
+    std::fs::write(
+        &strict,
+        std::fs::read_to_string(s.dir.path().join("coordinator.yaml"))
+            .unwrap()
+            .replace("declare_queues: true", "declare_queues: false"),
+    )
+    .unwrap();
+    let check_with = |config: &std::path::Path, password: &str| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_waldur-coordinator"))
             .args(["check", "--config"])
-            .arg(s.dir.path().join("coordinator.yaml"))
+            .arg(config)
             .env("HCA_USERNAME", &s.vhost.user)
             .env("HCA_PASSWORD", password)
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
+    let check = |password: &str| check_with(&s.dir.path().join("coordinator.yaml"), password);
+    // Queues the portal has not created yet are named with the setting.
+    let missing = tokio::task::block_in_place(|| check_with(&strict, &s.vhost.password));
+    assert!(
+        missing.contains("FAIL helmholtz test: queue to_hca does not exist")
+            && missing.contains("queues.inbound"),
+        "{missing}"
+    );
+    let _portal = s.portal().await; // declares both queues, as the portal's broker has them
+    let present = tokio::task::block_in_place(|| check_with(&strict, &s.vhost.password));
+    assert!(
+        present.contains("PASS helmholtz test: queue to_portal exists"),
+        "{present}"
+    );
     let good = tokio::task::block_in_place(|| check(&s.vhost.password));
     assert!(good.contains("PASS helmholtz test"), "{good}");
     let bad = tokio::task::block_in_place(|| check("wrong-password"));

@@ -106,13 +106,49 @@ fn existing_files_are_kept_unless_forced_and_notes_are_printed() {
         std::fs::read_to_string(out.path().join("coordinator.yaml")).unwrap(),
         "mine"
     );
+    let secret = std::fs::read_dir(out.path().join("secrets"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(
+        out.path().join("secrets"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     let (ok, text) = import(&from, out.path(), &["--force"]);
     assert!(ok, "{text}");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&secret), 0o600, "--force tightens an existing secret");
+    assert_eq!(mode(&out.path().join("secrets")), 0o700);
     assert!(
         std::fs::read_to_string(out.path().join("coordinator.yaml"))
             .unwrap()
             .contains("version: 1")
     );
+}
+
+#[test]
+fn a_planted_symbolic_link_never_receives_a_token() {
+    let out = tempfile::tempdir().unwrap();
+    let elsewhere = out.path().join("elsewhere");
+    std::fs::write(&elsewhere, "").unwrap();
+    std::fs::create_dir_all(out.path().join("secrets")).unwrap();
+    // The first offering's token file name, from a dry run.
+    let dry = tempfile::tempdir().unwrap();
+    assert!(import(&fixture("slurm-full.yaml"), dry.path(), &[]).0);
+    let name = std::fs::read_dir(dry.path().join("secrets"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name();
+    std::os::unix::fs::symlink(&elsewhere, out.path().join("secrets").join(name)).unwrap();
+    let (ok, text) = import(&fixture("slurm-full.yaml"), out.path(), &["--force"]);
+    assert!(!ok && text.contains("symbolic link"), "{text}");
+    assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "");
 }
 
 #[test]

@@ -25,8 +25,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use serde_json::json;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
 use waldur_coordinator::config::Config;
 use waldur_coordinator::secret::MapEnv;
 use waldur_sim::{NewOrder, Sim};
@@ -140,14 +138,11 @@ async fn one_order_is_one_trace_from_the_coordinator_down_to_backend_commands() 
     );
     let endpoint = format!("http://{otlp_addr}");
 
-    // This process is the coordinator.
-    let provider =
-        waldur_backend_sdk::telemetry::provider(&endpoint, "waldur-coordinator").unwrap();
-    tracing_subscriber::registry()
-        .with(tracing_subscriber::EnvFilter::new("info"))
-        .with(waldur_backend_sdk::telemetry::layer(&provider))
-        .try_init()
-        .unwrap();
+    // This process is the coordinator, set up as its binary does.
+    let telemetry = waldur_backend_sdk::telemetry::init(false, "waldur-coordinator", &|k| {
+        (k == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| endpoint.clone())
+    });
+    assert!(telemetry.exporting());
 
     // A real backend server process exporting to the same receiver.
     let dir = tempfile::tempdir().unwrap();
@@ -172,7 +167,8 @@ async fn one_order_is_one_trace_from_the_coordinator_down_to_backend_commands() 
         .arg(dir.path().join("server.yaml"))
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
         .env("OTEL_SERVICE_NAME", "waldur-backend-server")
-        .env("RUST_LOG", "info")
+        // Logs at warn must not switch span export off.
+        .env("RUST_LOG", "warn")
         .spawn()
         .unwrap();
 
@@ -264,7 +260,7 @@ timeouts: {{backend_read_seconds: 10, backend_mutate_seconds: 60, backend_connec
     );
 
     // Flush both sides: this process's provider, and the server's on SIGTERM.
-    tokio::task::block_in_place(|| provider.force_flush()).unwrap();
+    tokio::task::block_in_place(|| telemetry.flush());
     let status = std::process::Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
         .status()

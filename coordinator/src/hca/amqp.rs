@@ -115,13 +115,18 @@ pub async fn run(service: Arc<HcaService>, state: Arc<LinkState>) {
     let max = Duration::from_secs(service.config.max_backoff_seconds.max(1));
     let mut backoff = Duration::from_millis(500);
     loop {
-        match consume(&service, &state).await {
+        let result = consume(&service, &state).await;
+        // A session that got as far as consuming was a good one: the next
+        // reconnect starts from the shortest backoff again.
+        if state.connected() {
+            backoff = Duration::from_millis(500);
+        }
+        match result {
             Ok(()) => {
-                tracing::warn!(service = %service.config.name, "broker closed the consumer; reconnecting");
-                backoff = Duration::from_millis(500);
+                tracing::warn!(service = %service.config.name, "broker closed the consumer; reconnecting")
             }
             Err(e) => {
-                tracing::warn!(service = %service.config.name, error = %e, retry_in_ms = backoff.as_millis() as u64, "helmholtz cloud broker unavailable");
+                tracing::warn!(service = %service.config.name, error = %e, retry_in_ms = backoff.as_millis() as u64, "helmholtz cloud broker unavailable")
             }
         }
         state.connected.store(false, Ordering::Relaxed);
@@ -216,7 +221,11 @@ async fn handle(service: &HcaService, channel: &Channel, delivery: lapin::messag
                         }
                     }
                     Err(e) => {
+                        // The outbound side is broken (queue missing, broker
+                        // refusing): pause before the request comes back, or
+                        // it would loop at full speed.
                         tracing::warn!(error = %e, "reply not confirmed; the request stays queued");
+                        tokio::time::sleep(Duration::from_secs(5)).await;
                         let _ = delivery
                             .nack(BasicNackOptions {
                                 requeue: true,
@@ -229,20 +238,86 @@ async fn handle(service: &HcaService, channel: &Channel, delivery: lapin::messag
             Outcome::Retry(why) => {
                 tracing::Span::current().record("outcome", "retry");
                 crate::metrics::hca_request(&service.config.name, message_type.as_deref(), "retry");
-                tracing::info!(reason = %why, "request postponed");
-                // Requeue after a pause, not at once: the backend needs time.
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                let _ = delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await;
+                let attempt = attempts(&delivery.properties) + 1;
+                let wait = retry_delay(attempt);
+                tracing::info!(reason = %why, attempt, retry_in_s = wait.as_secs(), "request postponed");
+                postpone(service, channel, delivery, attempt, wait).await;
             }
         }
     }
     .instrument(span)
     .await
+}
+
+/// Header counting how often a request was postponed.
+const ATTEMPTS_HEADER: &str = "x-waldur-attempts";
+
+fn attempts(props: &BasicProperties) -> u32 {
+    props
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(ATTEMPTS_HEADER).cloned())
+        .and_then(|v| match v {
+            AMQPValue::LongUInt(n) => Some(n),
+            AMQPValue::LongLongInt(n) => u32::try_from(n).ok(),
+            AMQPValue::LongInt(n) => u32::try_from(n).ok(),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+/// 2, 4, 8, ... seconds, at most 60.
+fn retry_delay(attempt: u32) -> Duration {
+    Duration::from_secs(2u64.saturating_pow(attempt.min(6)).min(60))
+}
+
+/// Puts a request the backend cannot serve yet at the tail of the inbound
+/// queue: after `wait`, a copy (with the attempt count) is published and
+/// confirmed, then the original is acknowledged. Requests behind it (pings,
+/// other backends) are served meanwhile instead of queueing behind it, the
+/// copy is a fresh message for quorum queues' delivery limits, and a crash
+/// before the confirm leaves the original queued: nothing is lost.
+async fn postpone(
+    service: &HcaService,
+    channel: &Channel,
+    delivery: lapin::message::Delivery,
+    attempt: u32,
+    wait: Duration,
+) {
+    tokio::time::sleep(wait).await;
+    let mut props = delivery.properties.clone();
+    let mut headers = props.headers().clone().unwrap_or_default();
+    headers.insert(ATTEMPTS_HEADER.into(), AMQPValue::LongUInt(attempt));
+    props = props.with_headers(headers);
+    let confirm = async {
+        channel
+            .basic_publish(
+                "".into(),
+                service.config.queues.inbound.as_str().into(),
+                BasicPublishOptions::default(),
+                &delivery.data,
+                props,
+            )
+            .await?
+            .await
+    }
+    .await;
+    match confirm {
+        Ok(c) if c.is_ack() => {
+            if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+                tracing::warn!(error = %e, "acknowledging a postponed request failed; it may be handled twice");
+            }
+        }
+        other => {
+            tracing::warn!(result = ?other.map(|c| c.is_ack()), "postponing failed; the request goes back to the queue");
+            let _ = delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await;
+        }
+    }
 }
 
 /// Publishes a reply with the request's correlation id and the service id
@@ -363,6 +438,24 @@ impl Portal {
             inbound: inbound.to_owned(),
             service_id: service_id.to_owned(),
         })
+    }
+
+    /// Messages ready in `queue` and consumers on it (a passive declare:
+    /// exact, unlike the management API's sampled statistics).
+    pub async fn queue_state(&self, queue: &str) -> Result<(u32, u32), String> {
+        let q = self
+            .channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| format!("queue {queue}: {e}"))?;
+        Ok((q.message_count(), q.consumer_count()))
     }
 
     /// Publishes a request (persistent, confirmed).

@@ -158,8 +158,8 @@ pub enum TargetPolicy {
 /// Templates are strings with placeholders: `{/json/pointer}` into the
 /// request body (`/specification/...`, `/target_entity/...`), `{owner}` (the
 /// group URN, else the user id), `{correlation_id}` and `{request_hash}`
-/// (eight hex digits of the correlation id, to make names unique per
-/// request). A template without placeholders is a constant.
+/// (twelve hex digits of the service and correlation id: the part
+/// that makes every request's name its own, required in `backend_id`). A template without placeholders is a constant.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceTypeConfig {

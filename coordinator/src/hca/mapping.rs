@@ -36,6 +36,8 @@ impl Refusal {
 pub struct ResourceType {
     /// The settings.
     pub config: ResourceTypeConfig,
+    /// The schema's `title`, which requests name in `type`.
+    pub title: Option<String>,
     validator: jsonschema::Validator,
 }
 
@@ -74,30 +76,77 @@ impl ResourceType {
         Self::compile(config, &schema).map_err(|e| format!("schema {}: {e}", path.display()))
     }
 
-    /// Compiles a schema given as JSON.
+    /// Compiles a schema given as JSON and checks the templates against it:
+    /// a template naming a field the schema does not define would refuse
+    /// every request with an error that blames the user.
     pub fn compile(config: &ResourceTypeConfig, schema: &Value) -> Result<Self, String> {
         let validator = jsonschema::draft202012::options()
             .should_validate_formats(true)
             .build(schema)
             .map_err(|e| format!("not a valid Draft 2020-12 schema: {e}"))?;
+        let id = Template::parse(&config.backend_id)?;
+        // Two requests must never name one backend resource: backends that
+        // cannot record the requester (SLURM) would treat the second as the
+        // first and share the account.
+        if !id
+            .0
+            .iter()
+            .any(|p| matches!(p, Part::RequestHash | Part::CorrelationId))
+        {
+            return Err(format!(
+                "backend_id: {:?} must contain {{request_hash}} (or {{correlation_id}}) so that every request gets its own resource",
+                config.backend_id
+            ));
+        }
+        let mut pointers = Vec::new();
         for t in std::iter::once(&config.backend_id)
             .chain(&config.name)
             .chain(&config.project)
             .chain(&config.customer)
         {
-            Template::parse(t)?;
+            pointers.extend(Template::parse(t)?.pointers());
         }
         for (key, l) in &config.limits {
-            if let LimitSource::From { from, .. } = l
-                && !from.starts_with('/')
+            if let LimitSource::From { from, factor, .. } = l {
+                if !from.starts_with('/') {
+                    return Err(format!("limits.{key}.from: {from:?} is not a JSON pointer"));
+                }
+                if !factor.is_finite() || *factor < 0.0 {
+                    return Err(format!(
+                        "limits.{key}.factor: {factor} must be a finite number >= 0"
+                    ));
+                }
+                pointers.push(from.clone());
+            }
+        }
+        for p in pointers {
+            if let Some(field) = p.strip_prefix("/specification/")
+                && !schema_defines(schema, field)
             {
-                return Err(format!("limits.{key}.from: {from:?} is not a JSON pointer"));
+                return Err(format!(
+                    "{p}: the schema defines no such field under properties"
+                ));
             }
         }
         Ok(Self {
             config: config.clone(),
+            title: schema
+                .get("title")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             validator,
         })
+    }
+
+    /// Could `backend_id` (as the backend made it from this type's
+    /// template, perhaps with a backend prefix) have come from this type?
+    /// Deallocation refuses ids that could not, so the portal can only
+    /// remove what Helmholtz requests created.
+    pub fn could_have_made(&self, backend_id: &str) -> bool {
+        match Template::parse(&self.config.backend_id) {
+            Ok(t) => t.matches_suffix_of(backend_id),
+            Err(_) => false,
+        }
     }
 
     /// Checks a request body and derives the backend request.
@@ -164,7 +213,7 @@ impl ResourceType {
             body,
             owner: &owner,
             correlation_id,
-            request_hash: &hash[..8],
+            request_hash: &hash[..HASH_DIGITS],
         };
         let render = |t: &str| Template::parse(t).map_err(Refusal::invalid)?.render(&vars);
         let base = slug(&render(&self.config.backend_id)?);
@@ -253,8 +302,12 @@ fn limit(key: &str, source: &LimitSource, body: &Value) -> Result<i64, Refusal> 
     }
 }
 
+/// Digits of `{request_hash}`: 48 bits, so collisions stay out of reach
+/// (about one in 10^5 after 75,000 requests).
+const HASH_DIGITS: usize = 12;
+
 /// Hex SHA-256 of the request key: the resource UUID (32 digits) and the
-/// `{request_hash}` placeholder (8 digits).
+/// `{request_hash}` placeholder ([`HASH_DIGITS`] digits).
 fn request_hash(key: &str) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
@@ -283,6 +336,23 @@ fn clip(s: &str, max: usize) -> String {
     format!("{cut}…")
 }
 
+/// Does the schema define `field` (a `/`-separated path below
+/// `specification`) through `properties`? A schema without `properties` at
+/// some level (free-form objects) accepts anything below it.
+fn schema_defines(schema: &Value, field: &str) -> bool {
+    let mut at = schema;
+    for seg in field.split('/') {
+        match at.get("properties") {
+            Some(props) => match props.get(seg) {
+                Some(next) => at = next,
+                None => return false,
+            },
+            None => return true,
+        }
+    }
+    true
+}
+
 struct Vars<'a> {
     body: &'a Value,
     owner: &'a str,
@@ -290,8 +360,39 @@ struct Vars<'a> {
     request_hash: &'a str,
 }
 
+/// A literal template fragment as [`slug`] leaves it inside a name
+/// (lower-cased, other characters as `_`, not trimmed).
+fn slug_fragment(t: &str) -> String {
+    t.chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Matches `parts` against all of `id` (bytes of an ASCII backend id).
+fn match_here(parts: &[Part], id: &[u8]) -> bool {
+    match parts.split_first() {
+        None => id.is_empty(),
+        Some((Part::Text(t), rest)) => {
+            id.starts_with(t.as_bytes()) && match_here(rest, &id[t.len()..])
+        }
+        Some((Part::RequestHash, rest)) => {
+            id.len() >= HASH_DIGITS
+                && id[..HASH_DIGITS].iter().all(u8::is_ascii_hexdigit)
+                && match_here(rest, &id[HASH_DIGITS..])
+        }
+        Some((_, rest)) => (1..=id.len()).any(|n| match_here(rest, &id[n..])),
+    }
+}
+
 /// A parsed template: literal text and placeholders.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Part {
     Text(String),
     Pointer(String),
@@ -334,6 +435,33 @@ impl Template {
         Ok(Self(parts))
     }
 
+    fn pointers(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .filter_map(|p| match p {
+                Part::Pointer(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether `id` ends with something this template renders to (after
+    /// [`slug`]): literal text must match, a request hash is exactly
+    /// [`HASH_DIGITS`] hex digits, any other placeholder is one or more
+    /// characters.
+    fn matches_suffix_of(&self, id: &str) -> bool {
+        let parts: Vec<Part> = self
+            .0
+            .iter()
+            .map(|p| match p {
+                Part::Text(t) => Part::Text(slug_fragment(t)),
+                other => other.clone(),
+            })
+            .collect();
+        let id = id.as_bytes();
+        (0..=id.len()).any(|start| match_here(&parts, &id[start..]))
+    }
+
     fn render(&self, vars: &Vars<'_>) -> Result<String, Refusal> {
         let mut out = String::new();
         for p in &self.0 {
@@ -368,7 +496,7 @@ mod tests {
 
     fn rt(extra: &str) -> ResourceType {
         let config: ResourceTypeConfig = serde_norway::from_str(&format!(
-            "schema: x.json\nbackend: hpc\nbackend_id: \"hca_{{/specification/project}}\"\nproject: \"{{/specification/project}}\"\ncustomer: helmholtz\nlimits:\n  cpu: {{from: /specification/cpu_hours, factor: 60}}\n  storage: 5\n{extra}"
+            "schema: x.json\nbackend: hpc\nbackend_id: \"hca_{{/specification/project}}_{{request_hash}}\"\nproject: \"{{/specification/project}}\"\ncustomer: helmholtz\nlimits:\n  cpu: {{from: /specification/cpu_hours, factor: 60}}\n  storage: 5\n{extra}"
         ))
         .unwrap();
         let schema = json!({
@@ -403,7 +531,8 @@ mod tests {
                 "svc/c-1",
             )
             .unwrap();
-        assert_eq!(d.base, "hca_climate_run");
+        assert!(d.base.starts_with("hca_climate_run_"), "{}", d.base);
+        assert_eq!(d.base.len(), "hca_climate_run_".len() + HASH_DIGITS);
         assert_eq!(d.context.project_slug, "climate_run");
         assert_eq!(d.context.customer_slug, "helmholtz");
         assert_eq!(
@@ -426,6 +555,57 @@ mod tests {
             )
             .unwrap();
         assert_ne!(d.context.resource_uuid, other.context.resource_uuid);
+        assert_ne!(
+            d.base, other.base,
+            "two requests must not share a backend id"
+        );
+    }
+
+    #[test]
+    fn a_backend_id_without_a_per_request_part_is_a_config_error() {
+        let mut c = rt("").config.clone();
+        c.backend_id = "hca_{/specification/project}".into();
+        let e = ResourceType::compile(&c, &json!({"type": "object"})).unwrap_err();
+        assert!(e.contains("{request_hash}"), "{e}");
+    }
+
+    #[test]
+    fn templates_naming_fields_the_schema_lacks_are_config_errors() {
+        let mut c = rt("").config.clone();
+        c.project = Some("{/specification/projct}".into());
+        let schema = json!({"type": "object", "properties": {"project": {"type": "string"}}});
+        let e = ResourceType::compile(&c, &schema).unwrap_err();
+        assert!(e.contains("/specification/projct"), "{e}");
+        let mut c = rt("").config.clone();
+        c.limits.insert(
+            "gpu".into(),
+            LimitSource::From {
+                from: "/specification/gpus".into(),
+                factor: 1.0,
+                default: None,
+            },
+        );
+        assert!(ResourceType::compile(&c, &schema).is_err());
+    }
+
+    #[test]
+    fn deallocation_ids_must_fit_a_template() {
+        let t = rt("");
+        let d = t
+            .derive(
+                &body(json!({"project": "Climate Run", "cpu_hours": 10})),
+                "c-1",
+                "svc/c-1",
+            )
+            .unwrap();
+        assert!(t.could_have_made(&d.base));
+        assert!(
+            t.could_have_made(&format!("site_{}", d.base)),
+            "a backend prefix is fine"
+        );
+        assert!(!t.could_have_made("hpc_weather-run"));
+        assert!(!t.could_have_made("hca_climate_run"));
+        assert!(!t.could_have_made("hca_climate_run_12345"));
     }
 
     #[test]
@@ -477,7 +657,7 @@ mod tests {
         let d = t2
             .derive(&body(json!({"project": "p", "cpu_hours": 1})), "c", "svc/c")
             .unwrap();
-        assert_eq!(d.base.len(), "hca_".len() + 8);
+        assert_eq!(d.base.len(), "hca_".len() + HASH_DIGITS);
         let d = t
             .derive(&body(json!({"project": "p", "cpu_hours": 1})), "c", "svc/c")
             .unwrap();

@@ -85,6 +85,13 @@ impl HcaService {
             })?;
             let compiled = ResourceType::load(t, base_dir)
                 .map_err(|e| format!("resource_types.{name}: {e}"))?;
+            if let Some(title) = compiled.title.as_deref()
+                && title != name
+            {
+                return Err(format!(
+                    "resource_types.{name}: the schema's title is {title:?}; requests name the type by that title, so the key must be the same"
+                ));
+            }
             used.insert(t.backend.clone(), handle.clone());
             types.insert(name.clone(), (compiled, handle));
         }
@@ -225,7 +232,13 @@ impl HcaService {
         };
         let (backend_name, backend_id) = id.split_once(':').ok_or_else(unknown)?;
         let backend = self.backends.get(backend_name).ok_or_else(unknown)?;
-        if backend_id.is_empty() {
+        // Only what a Helmholtz request could have created may be removed:
+        // the same backend usually serves Waldur offerings too.
+        let ours = self
+            .types
+            .values()
+            .any(|(t, b)| b.name() == backend_name && t.could_have_made(backend_id));
+        if backend_id.is_empty() || !ours {
             return Err(unknown().into());
         }
         let _guard = backend.lock(backend_id).await;
@@ -301,13 +314,16 @@ fn parse_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, Refusal> 
     }
 }
 
-/// A backend's refusal as shown to users: one line, no paths, bounded.
+/// A backend's refusal as shown to users: one line, bounded, without
+/// paths, URLs, host names or addresses (words with `/`, or with `.` or
+/// `:` inside them).
 fn user_text(message: &str) -> String {
     let line = message.lines().next().unwrap_or_default();
-    let cleaned: Vec<&str> = line
-        .split_whitespace()
-        .filter(|w| !w.contains('/') || w.starts_with("http"))
-        .collect();
+    let internal = |w: &str| {
+        let inner = w.trim_end_matches(['.', ',', ':', ';', ')', '"', '\'']);
+        w.contains('/') || inner.contains('.') || inner.contains(':')
+    };
+    let cleaned: Vec<&str> = line.split_whitespace().filter(|w| !internal(w)).collect();
     let text = cleaned.join(" ");
     if text.chars().count() > 300 {
         let cut: String = text.chars().take(300).collect();
@@ -333,6 +349,13 @@ mod tests {
             user_text("limit for unknown component gpu in /etc/slurm/x.conf\ntrace"),
             "limit for unknown component gpu in"
         );
+        assert_eq!(
+            user_text(
+                "cannot reach slurmctld01.cluster.local at 10.0.0.5:6817 (see https://x.org/a)."
+            ),
+            "cannot reach at (see"
+        );
+        assert_eq!(user_text("quota exceeded."), "quota exceeded.");
         assert_eq!(user_text(""), "no reason given");
         assert!(user_text(&"x ".repeat(400)).ends_with('…'));
     }

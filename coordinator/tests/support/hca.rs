@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use waldur_backend_example::{ExampleBackend, ExampleSettings};
-use waldur_backend_sdk::{Backend, Bound};
+use waldur_backend_sdk::types::*;
+use waldur_backend_sdk::{Backend, BackendResult, Bound};
 use waldur_coordinator::config::Config;
 use waldur_coordinator::hca::config::ResolvedBroker;
 use waldur_coordinator::hca::{Portal, PortalMessage};
@@ -123,7 +124,7 @@ timeouts: {{backend_read_seconds: 5, backend_mutate_seconds: 5, backend_connect_
           schema: {s}/ComputeResourceSpecV1.json
           backend: hpc
           target: group
-          backend_id: "hca_{{/specification/project_name}}"
+          backend_id: "hca_{{/specification/project_name}}_{{request_hash}}"
           project: "{{/specification/project_name}}"
           customer: helmholtz
           limits:
@@ -133,7 +134,7 @@ timeouts: {{backend_read_seconds: 5, backend_mutate_seconds: 5, backend_connect_
           schema: {s}/ChatTeamSpecV1.json
           backend: hpc
           target: user
-          backend_id: "chat_{{/specification/team_name}}"
+          backend_id: "chat_{{/specification/team_name}}_{{request_hash}}"
           limits: {{gpu: 1}}
 "#,
         backends = super::backends_yaml(dir, port),
@@ -149,7 +150,9 @@ pub struct Setup {
     pub service_id: String,
     pub config: Config,
     pub env: MapEnv,
-    _server: Bound,
+    pub port: u16,
+    served: Arc<dyn Backend>,
+    server: Option<Bound>,
 }
 
 impl Setup {
@@ -157,7 +160,7 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         super::write_pki(dir.path());
         let port = super::free_port();
-        let server = super::start_backend(dir.path(), port, served).await;
+        let server = super::start_backend(dir.path(), port, served.clone()).await;
         let vhost = Vhost::create().await;
         let service_id = unique("svc");
         let text = config_text(dir.path(), port, &vhost.name, &service_id);
@@ -173,7 +176,9 @@ impl Setup {
             service_id,
             config,
             env,
-            _server: server,
+            port,
+            served,
+            server: Some(server),
         }
     }
 
@@ -192,6 +197,17 @@ impl Setup {
         (c, run)
     }
 
+    pub async fn stop_backend(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await.unwrap();
+        }
+    }
+
+    pub async fn restart_backend(&mut self) {
+        self.server =
+            Some(super::start_backend(self.dir.path(), self.port, self.served.clone()).await);
+    }
+
     pub async fn portal(&self) -> Portal {
         Portal::connect(
             &self.vhost.broker(),
@@ -203,10 +219,24 @@ impl Setup {
         .unwrap()
     }
 
-    pub async fn inbound_drained(&self) {
+    /// Stops the coordinator and proves every request was acknowledged:
+    /// once its consumer is gone, anything unacknowledged would be back in
+    /// `to_hca`, and the queue is empty.
+    pub async fn stop_and_check_all_acknowledged(&self, run: tokio::task::JoinHandle<()>) {
+        run.abort();
+        let _ = run.await;
+        let portal = self.portal().await;
         let deadline = Instant::now() + Duration::from_secs(20);
-        while self.vhost.depth("to_hca").await != Some(0) {
-            assert!(Instant::now() < deadline, "to_hca still holds messages");
+        loop {
+            let (ready, consumers) = portal.queue_state("to_hca").await.unwrap();
+            if consumers == 0 {
+                assert_eq!(ready, 0, "requests left unacknowledged in to_hca");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the coordinator's consumer did not go away"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -240,4 +270,63 @@ pub async fn ask(
         .await
         .unwrap()
         .unwrap_or_else(|| panic!("no reply to {correlation_id}"))
+}
+
+/// The example backend with slow creates, and optionally a first create
+/// that never answers after doing its work (a coordinator "killed" while it
+/// waits).
+pub struct Gated {
+    inner: ExampleBackend,
+    delay: Duration,
+    stall_first: std::sync::atomic::AtomicBool,
+}
+
+impl Gated {
+    pub fn new(inner: ExampleBackend, delay: Duration, stall_first: bool) -> Self {
+        Self {
+            inner,
+            delay,
+            stall_first: std::sync::atomic::AtomicBool::new(stall_first),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for Gated {
+    fn info(&self) -> BackendInfo {
+        self.inner.info()
+    }
+    fn capabilities(&self) -> Vec<Capability> {
+        self.inner.capabilities()
+    }
+    async fn probe(&self) -> BackendResult<Probe> {
+        self.inner.probe().await
+    }
+    async fn components(&self) -> BackendResult<Vec<Component>> {
+        self.inner.components().await
+    }
+    fn generate_backend_id(
+        &self,
+        base_name: &str,
+        resource: Option<&ResourceContext>,
+    ) -> BackendResult<String> {
+        self.inner.generate_backend_id(base_name, resource)
+    }
+    async fn create_resource(&self, request: CreateResource) -> BackendResult<Created> {
+        tokio::time::sleep(self.delay).await;
+        let created = self.inner.create_resource(request).await?;
+        if self
+            .stall_first
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            std::future::pending::<()>().await;
+        }
+        Ok(created)
+    }
+    async fn get_resource(&self, backend_id: &str) -> BackendResult<ResourceInfo> {
+        self.inner.get_resource(backend_id).await
+    }
+    async fn delete_resource(&self, request: DeleteResource) -> BackendResult<Deleted> {
+        self.inner.delete_resource(request).await
+    }
 }
