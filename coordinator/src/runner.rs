@@ -328,14 +328,24 @@ impl Coordinator {
                 });
             }
         }
+        // Helmholtz consumers stop gracefully: running requests answer and
+        // acknowledge before the process exits.
+        let (stop_hca, stop) = tokio::sync::watch::channel(false);
+        let mut hca = tokio::task::JoinSet::new();
         for (service, state) in &this.hca {
-            tasks.spawn(crate::hca::amqp::run(service.clone(), state.clone()));
+            hca.spawn(crate::hca::amqp::run(
+                service.clone(),
+                state.clone(),
+                stop.clone(),
+            ));
         }
-        if tasks.is_empty() {
+        if tasks.is_empty() && hca.is_empty() {
             tracing::warn!("no task is enabled: nothing to do");
         }
         shutdown.await;
         tracing::info!("shutting down: stopping task loops");
+        let _ = stop_hca.send(true);
+        while hca.join_next().await.is_some() {}
         tasks.shutdown().await;
     }
 }

@@ -109,34 +109,68 @@ fn durable() -> QueueDeclareOptions {
     }
 }
 
-/// Consumes the service's inbound queue for ever, reconnecting after any
-/// failure with capped exponential backoff and jitter.
-pub async fn run(service: Arc<HcaService>, state: Arc<LinkState>) {
+/// Consumes the service's inbound queue until `stop` turns true,
+/// reconnecting after any failure with capped exponential backoff and
+/// jitter. On stop no new request is taken, the running ones finish (30 s
+/// at most) and acknowledge, then the connection is closed.
+pub async fn run(
+    service: Arc<HcaService>,
+    state: Arc<LinkState>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let max = Duration::from_secs(service.config.max_backoff_seconds.max(1));
     let mut backoff = Duration::from_millis(500);
     loop {
-        let result = consume(&service, &state).await;
+        let result = consume(&service, &state, &mut stop).await;
         // A session that got as far as consuming was a good one: the next
         // reconnect starts from the shortest backoff again.
         if state.connected() {
             backoff = Duration::from_millis(500);
         }
+        state.connected.store(false, Ordering::Relaxed);
         match result {
-            Ok(()) => {
+            Ok(Ended::Stopped) => return,
+            Ok(Ended::Closed) => {
                 tracing::warn!(service = %service.config.name, "broker closed the consumer; reconnecting")
             }
             Err(e) => {
                 tracing::warn!(service = %service.config.name, error = %e, retry_in_ms = backoff.as_millis() as u64, "helmholtz cloud broker unavailable")
             }
         }
-        state.connected.store(false, Ordering::Relaxed);
         let jitter = rand::random_range(0..=backoff.as_millis() as u64 / 4);
-        tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(backoff + Duration::from_millis(jitter)) => {}
+            _ = stopped(&mut stop) => return,
+        }
         backoff = (backoff * 2).min(max);
     }
 }
 
-async fn consume(service: &Arc<HcaService>, state: &LinkState) -> Result<(), String> {
+/// Resolves once `stop` is true (never, if its sender is gone).
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow_and_update() {
+            return;
+        }
+        if stop.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// How a consuming session ended without an error.
+enum Ended {
+    /// Asked to stop; in-flight requests finished.
+    Stopped,
+    /// The broker ended the consumer.
+    Closed,
+}
+
+async fn consume(
+    service: &Arc<HcaService>,
+    state: &LinkState,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<Ended, String> {
     let cfg = &service.config;
     let conn = connect(&service.broker, &format!("waldur-coordinator {}", cfg.name)).await?;
     let channel = conn.create_channel().await.map_err(|e| e.to_string())?;
@@ -179,9 +213,27 @@ async fn consume(service: &Arc<HcaService>, state: &LinkState) -> Result<(), Str
                     running.spawn(async move { handle(&service, &channel, delivery).await });
                 }
                 Some(Err(e)) => return Err(format!("consumer: {e}")),
-                None => return Ok(()),
+                None => return Ok(Ended::Closed),
             },
             Some(_) = running.join_next(), if !running.is_empty() => {}
+            _ = stopped(stop) => {
+                // Take nothing new (unacknowledged prefetched requests go
+                // back to the queue when the channel closes), let the
+                // running ones answer and acknowledge.
+                let _ = channel
+                    .basic_cancel(consumer.tag(), lapin::options::BasicCancelOptions::default())
+                    .await;
+                let drained = tokio::time::timeout(Duration::from_secs(30), async {
+                    while running.join_next().await.is_some() {}
+                })
+                .await;
+                if drained.is_err() {
+                    tracing::warn!(service = %cfg.name, "requests still running at shutdown; they will be redelivered");
+                }
+                let _ = conn.close(200, "shutting down".into()).await;
+                tracing::info!(service = %cfg.name, "helmholtz cloud consumer stopped");
+                return Ok(Ended::Stopped);
+            }
         }
     }
 }

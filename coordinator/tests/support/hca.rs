@@ -151,6 +151,7 @@ pub struct Setup {
     pub config: Config,
     pub env: MapEnv,
     pub port: u16,
+    stop: tokio::sync::watch::Sender<bool>,
     served: Arc<dyn Backend>,
     server: Option<Bound>,
 }
@@ -177,15 +178,21 @@ impl Setup {
             config,
             env,
             port,
+            stop: tokio::sync::watch::channel(false).0,
             served,
             server: Some(server),
         }
     }
 
-    /// Starts the coordinator in this process; abort the handle to stop it.
+    /// Starts the coordinator in this process; abort the handle to kill it,
+    /// or [`Setup::stop_and_check_all_acknowledged`] to stop it gracefully.
     pub async fn start(&self) -> (Arc<Coordinator>, tokio::task::JoinHandle<()>) {
         let c = Arc::new(super::build_coordinator(&self.config, &self.env, None));
-        let run = tokio::spawn(c.clone().run(std::future::pending()));
+        let stop = self.stop.subscribe();
+        let run = tokio::spawn(c.clone().run(async move {
+            let mut stop = stop;
+            let _ = stop.wait_for(|s| *s).await;
+        }));
         let deadline = Instant::now() + Duration::from_secs(30);
         while !c.hca[0].1.connected() {
             assert!(
@@ -219,12 +226,15 @@ impl Setup {
         .unwrap()
     }
 
-    /// Stops the coordinator and proves every request was acknowledged:
-    /// once its consumer is gone, anything unacknowledged would be back in
-    /// `to_hca`, and the queue is empty.
+    /// Stops the coordinator as SIGTERM does and proves every request was
+    /// acknowledged: once its consumer is gone, anything unacknowledged would
+    /// be back in `to_hca`, and the queue is empty.
     pub async fn stop_and_check_all_acknowledged(&self, run: tokio::task::JoinHandle<()>) {
-        run.abort();
-        let _ = run.await;
+        let _ = self.stop.send(true);
+        tokio::time::timeout(Duration::from_secs(40), run)
+            .await
+            .expect("the coordinator did not stop")
+            .unwrap();
         let portal = self.portal().await;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
