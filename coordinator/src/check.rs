@@ -106,6 +106,43 @@ pub async fn run(config: &Config, coordinator: &Coordinator) -> bool {
             }
         }
     }
+    // Limits a resource type derives must be components of its backend, or
+    // every request would be refused with an error the user cannot fix.
+    for (i, (service, _)) in coordinator.hca.iter().enumerate() {
+        for (type_name, t, backend) in service.resource_types() {
+            let Ok(components) = backend.components().await else {
+                continue; // the backend's own line below says why
+            };
+            let keys: Vec<&str> = components.iter().map(|c| c.key.as_str()).collect();
+            let unknown: Vec<&String> = t
+                .config
+                .limits
+                .keys()
+                .filter(|k| !keys.contains(&k.as_str()))
+                .collect();
+            let at = format!("helmholtz.services[{i}].resource_types.{type_name}");
+            if unknown.is_empty() {
+                line(
+                    true,
+                    format!(
+                        "helmholtz {}: {type_name} limits are components of backend {}",
+                        service.config.name,
+                        backend.name()
+                    ),
+                );
+            } else {
+                line(
+                    false,
+                    format!(
+                        "helmholtz {}: {at}.limits: {unknown:?} are not components of backend {} (it has {})",
+                        service.config.name,
+                        backend.name(),
+                        keys.join(", ")
+                    ),
+                );
+            }
+        }
+    }
     for (name, backend) in &coordinator.backends {
         match backend.probe().await {
             Ok(p) if p.ready => line(

@@ -127,7 +127,7 @@ fn metrics() -> &'static Metrics {
         let orders = Family::default();
         registry.register(
             "orders",
-            "Orders handled, by type and outcome (done, erred, rejected, pending, deferred, in_progress)",
+            "Order handlings by type and outcome (done, erred, rejected, pending, deferred, in_progress); an order waiting on the provider or a slow backend counts once per cycle",
             orders.clone(),
         );
         let order_latency = Family::new_with_constructor(latency_buckets as fn() -> Histogram);
@@ -181,7 +181,7 @@ fn metrics() -> &'static Metrics {
         let hca = Family::default();
         registry.register(
             "hca_requests",
-            "Helmholtz Cloud requests by message type and outcome",
+            "Helmholtz Cloud request handlings by message type and outcome (a postponed request counts as retry each time)",
             hca.clone(),
         );
         let build = Family::<BuildLabels, Gauge>::default();

@@ -495,7 +495,18 @@ async fn check_names_the_broker_setting_to_fix_when_the_login_is_refused() {
         "{present}"
     );
     let good = tokio::task::block_in_place(|| check(&s.vhost.password));
-    assert!(good.contains("PASS helmholtz test"), "{good}");
+    assert!(good.contains("PASS helmholtz test: broker"), "{good}");
+    assert!(
+        good.contains("PASS helmholtz test: ComputeResourceSpecV1 limits are components"),
+        "{good}"
+    );
+    // The chat type's `gpu` limit is a mistake of the config, named as such.
+    assert!(
+        good.contains(
+            "resource_types.ChatTeamSpecV1.limits: [\"gpu\"] are not components of backend hpc"
+        ),
+        "{good}"
+    );
     let bad = tokio::task::block_in_place(|| check("wrong-password"));
     assert!(bad.contains("FAIL helmholtz test"), "{bad}");
     assert!(bad.contains("HCA_PASSWORD"), "{bad}");

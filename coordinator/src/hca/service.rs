@@ -104,6 +104,11 @@ impl HcaService {
         })
     }
 
+    /// The resource types with their backends, by name.
+    pub fn resource_types(&self) -> impl Iterator<Item = (&str, &ResourceType, &BackendHandle)> {
+        self.types.iter().map(|(n, (t, b))| (n.as_str(), t, b))
+    }
+
     /// Handles one request. Never fails: every problem is a reply or a retry.
     pub async fn handle(
         &self,
