@@ -90,20 +90,10 @@ pub async fn run(config: &Config, coordinator: &Coordinator) -> bool {
                 }
                 let _ = conn.close(200, "check done".into()).await;
             }
-            Err(e) => {
-                let hint = if e.contains("ACCESS_REFUSED") || e.contains("403") {
-                    format!(
-                        " (check the broker user and password: helmholtz.services[{i}].broker username/password, or HCA_USERNAME/HCA_PASSWORD)"
-                    )
-                } else if e.contains("NOT_ALLOWED") || e.contains("vhost") {
-                    format!(" (check helmholtz.services[{i}].broker.vhost, default the service id)")
-                } else {
-                    format!(
-                        " (check helmholtz.services[{i}].broker host, port and tls, or HCA_RABBITMQ_HOSTNAME/PORT/USE_SSL)"
-                    )
-                };
-                line(false, format!("helmholtz {name}: {e}{hint}"));
-            }
+            Err(e) => line(
+                false,
+                format!("helmholtz {name} (helmholtz.services[{i}].broker): {e}"),
+            ),
         }
     }
     // Limits a resource type derives must be components of its backend, or

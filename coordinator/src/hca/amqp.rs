@@ -88,8 +88,22 @@ pub async fn connect(broker: &ResolvedBroker, name: &str) -> Result<Connection, 
         Connection::connect_uri_with_config(uri, props, tls, runtime),
     )
     .await
-    .map_err(|_| format!("broker {at}: no answer within 15 s"))?
-    .map_err(|e| format!("broker {at}: {}", scrub(&e.to_string(), broker)))
+    .map_err(|_| format!("broker {at}: no answer within 15 s (check broker host, port and tls, or HCA_RABBITMQ_HOSTNAME, HCA_RABBITMQ_PORT, HCA_RABBITMQ_USE_SSL)"))?
+    .map_err(|e| {
+        let text = scrub(&e.to_string(), broker);
+        format!("broker {at}: {text}{}", hint(&text))
+    })
+}
+
+/// The setting behind the usual broker refusals.
+fn hint(error: &str) -> &'static str {
+    if error.contains("ACCESS_REFUSED") || error.contains("ACCESS-REFUSED") {
+        " (check the broker user and password: broker username_*/password_* settings, or HCA_USERNAME and HCA_PASSWORD)"
+    } else if error.contains("NOT_ALLOWED") || error.contains("NOT-ALLOWED") {
+        " (check broker.vhost, which defaults to the service id, HCA_SERVICE_ID, and the user's permissions on it)"
+    } else {
+        " (check broker host, port and tls, or HCA_RABBITMQ_HOSTNAME, HCA_RABBITMQ_PORT, HCA_RABBITMQ_USE_SSL)"
+    }
 }
 
 /// Removes the password from a broker error, whatever the library put in it.
