@@ -217,22 +217,33 @@ async fn usage_of_a_real_job_reaches_waldur_under_cpu_for_this_month_and_user() 
     let (resource, account) = w.provisioned_with("usage sync", budget()).await;
     let job = submit(&account, 3).unwrap();
     wait_for("the job in sacct", Duration::from_secs(120), || {
-        sh("sacct", &["-nP", "-X", "-j", &job, "--format=State"])
-            .1
-            .contains("COMPLETED")
+        sh(
+            "sacct",
+            &["-nP", "-X", "-A", &account, "-j", &job, "--format=State"],
+        )
+        .1
+        .contains("COMPLETED")
     })
     .await;
-    let (_, line) = sh(
+    // Scoped to this run's account: job ids restart with slurmctld, so a
+    // bare `-j` can also match a job of an earlier run.
+    let (_, out) = sh(
         "sacct",
         &[
             "-nP",
             "-X",
+            "-A",
+            &account,
             "-j",
             &job,
             "--noconvert",
             "--format=ReqTRES,ElapsedRaw",
         ],
     );
+    let line = out
+        .lines()
+        .find(|l| l.contains("cpu="))
+        .unwrap_or_else(|| panic!("no sacct record of job {job} in {account}: {out:?}"));
     let mut parts = line.trim().split('|');
     let req = parts.next().unwrap().to_owned();
     let elapsed: f64 = parts.next().unwrap().parse().unwrap();

@@ -207,17 +207,24 @@ async fn a_real_jobs_usage_appears_per_user_and_in_the_total_as_sacct_reports_it
         .1
         .contains("COMPLETED")
     });
-    let (_, line) = sh(
+    // Scoped to the account: job ids restart with slurmctld, so a bare
+    // `-j` can also match a job of an earlier run.
+    let (_, out) = sh(
         "sacct",
         &[
             "-nP",
             "-X",
             "-j",
             &job,
+            &format!("--accounts={id}"),
             "--noconvert",
             "--format=ReqTRES,ElapsedRaw",
         ],
     );
+    let line = out
+        .lines()
+        .find(|l| l.contains("cpu="))
+        .unwrap_or_else(|| panic!("no sacct record of job {job} in {id}: {out:?}"));
     let mut parts = line.trim().split('|');
     let (req, elapsed) = (
         parts.next().unwrap(),
