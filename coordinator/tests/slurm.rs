@@ -216,34 +216,35 @@ async fn usage_of_a_real_job_reaches_waldur_under_cpu_for_this_month_and_user() 
     let w = world().await;
     let (resource, account) = w.provisioned_with("usage sync", budget()).await;
     let job = submit(&account, 3).unwrap();
-    wait_for("the job in sacct", Duration::from_secs(120), || {
+    // Scoped to this run's account (job ids restart with slurmctld), and
+    // waited for until the record is complete: state, requested TRES and
+    // elapsed time are written by slurmdbd at different moments.
+    let query = || {
         sh(
             "sacct",
-            &["-nP", "-X", "-A", &account, "-j", &job, "--format=State"],
+            &[
+                "-nP",
+                "-X",
+                "-A",
+                &account,
+                "-j",
+                &job,
+                "--noconvert",
+                "--format=State,ReqTRES,ElapsedRaw",
+            ],
         )
         .1
-        .contains("COMPLETED")
-    })
-    .await;
-    // Scoped to this run's account: job ids restart with slurmctld, so a
-    // bare `-j` can also match a job of an earlier run.
-    let (_, out) = sh(
-        "sacct",
-        &[
-            "-nP",
-            "-X",
-            "-A",
-            &account,
-            "-j",
-            &job,
-            "--noconvert",
-            "--format=ReqTRES,ElapsedRaw",
-        ],
-    );
-    let line = out
         .lines()
-        .find(|l| l.contains("cpu="))
-        .unwrap_or_else(|| panic!("no sacct record of job {job} in {account}: {out:?}"));
+        .find(|l| l.starts_with("COMPLETED|") && l.contains("cpu="))
+        .map(|l| l.trim_start_matches("COMPLETED|").to_owned())
+    };
+    wait_for(
+        "the job's complete record in sacct",
+        Duration::from_secs(120),
+        || query().is_some(),
+    )
+    .await;
+    let line = query().unwrap();
     let mut parts = line.trim().split('|');
     let req = parts.next().unwrap().to_owned();
     let elapsed: f64 = parts.next().unwrap().parse().unwrap();

@@ -201,11 +201,15 @@ async fn a_real_jobs_usage_appears_per_user_and_in_the_total_as_sacct_reports_it
                 "-j",
                 &job,
                 &format!("--accounts={id}"),
-                "--format=State",
+                "--noconvert",
+                "--format=State,ReqTRES",
             ],
         )
         .1
-        .contains("COMPLETED")
+        // slurmdbd writes the state and the requested TRES at different
+        // moments: wait for both.
+        .lines()
+        .any(|l| l.starts_with("COMPLETED|") && l.contains("cpu="))
     });
     // Scoped to the account: job ids restart with slurmctld, so a bare
     // `-j` can also match a job of an earlier run.
