@@ -126,8 +126,14 @@ pub fn command(binary: &str, outcome: &str, took: Duration) {
 
 /// The OpenMetrics text of every series.
 pub fn encode() -> String {
+    encode_registry(&metrics().registry)
+}
+
+/// The OpenMetrics text of a registry (the coordinator's too); empty if
+/// encoding fails, which writing to a `String` cannot.
+pub fn encode_registry(registry: &Registry) -> String {
     let mut out = String::new();
-    if prometheus_client::encoding::text::encode(&mut out, &metrics().registry).is_err() {
+    if prometheus_client::encoding::text::encode(&mut out, registry).is_err() {
         out.clear();
     }
     out

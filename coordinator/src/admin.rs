@@ -12,9 +12,6 @@ use axum::routing::get;
 
 use crate::runner::Coordinator;
 
-/// OpenMetrics content type.
-const METRICS_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
 /// Serves the admin endpoints on `listener` until the task is dropped.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -25,7 +22,10 @@ pub async fn serve(
             "/metrics",
             get(|| async {
                 (
-                    [(header::CONTENT_TYPE, METRICS_TYPE)],
+                    [(
+                        header::CONTENT_TYPE,
+                        waldur_backend_sdk::metrics::CONTENT_TYPE,
+                    )],
                     crate::metrics::encode(),
                 )
             }),

@@ -330,11 +330,7 @@ pub fn encode() -> String {
                 .set(age);
         }
     }
-    let mut out = String::new();
-    if prometheus_client::encoding::text::encode(&mut out, &m.registry).is_err() {
-        out.clear();
-    }
-    out
+    waldur_backend_sdk::metrics::encode_registry(&m.registry)
 }
 
 /// A Waldur path with ids replaced, so each endpoint is one label value:

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{Options, World};
+use support::{Options, World, until};
 use waldur_backend_proto::v1::AccessLevel;
 use waldur_backend_sdk::Backend;
 use waldur_coordinator::events::client::ConsumerState;
@@ -30,14 +30,6 @@ async fn world() -> World {
     .await;
     w.sim.enable_events(Broker::default());
     w
-}
-
-async fn until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 /// The consumer state of one object type.

@@ -6,23 +6,13 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{Options, World};
+use support::{Options, World, rabbitmqctl};
 use waldur_sim::events::Broker;
 
 const EVENT_CONFIG: &str = "    intervals: {orders_seconds: 3600, membership_seconds: 3600, report_seconds: 3600}\n    events: {stomp_url: 'ws://127.0.0.1:15674/ws', heartbeat_seconds: 2, max_backoff_seconds: 1}";
-
-fn rabbitmqctl(args: &[&str]) {
-    let out = Command::new("rabbitmqctl").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "rabbitmqctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_published_across_a_broker_restart_are_all_processed() {

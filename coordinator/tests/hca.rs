@@ -9,7 +9,7 @@
 mod support;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use support::hca::{Gated, Setup, ask, compute, example};
@@ -304,14 +304,12 @@ async fn a_coordinator_killed_after_creating_answers_after_restart_with_one_acco
             .unwrap()
     };
     let mut child = start();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while inner.resource_count() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the backend never saw the create"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::until(
+        "the backend to see the create",
+        Duration::from_secs(30),
+        || inner.resource_count() > 0,
+    )
+    .await;
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(

@@ -56,19 +56,8 @@ async fn a_broker_restart_in_the_middle_of_a_stream_loses_no_request() {
         }
     }
     drop(portal);
-    let ctl = |what: &str| {
-        let out = std::process::Command::new("rabbitmqctl")
-            .arg(what)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "rabbitmqctl {what}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    ctl("stop_app");
-    ctl("start_app");
+    support::rabbitmqctl(&["stop_app"]);
+    support::rabbitmqctl(&["start_app"]);
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut portal = loop {
         match Portal::connect(&s.vhost.broker(), &s.service_id, "to_hca", "to_portal").await {

@@ -10,7 +10,7 @@ mod support;
 
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::{Options, World};
 use waldur_backend_example::ExampleBackend;
@@ -139,12 +139,9 @@ fn submit(account: &str, seconds: u32) -> Result<String, String> {
     }
 }
 
-async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+/// Waits for a condition that runs SLURM commands: checked every 250 ms.
+async fn wait_for(what: &str, limit: Duration, cond: impl FnMut() -> bool) {
+    support::until_every(what, limit, Duration::from_millis(250), cond).await
 }
 
 /// Terminates the resource through Waldur: the backend removes the account

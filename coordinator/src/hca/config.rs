@@ -269,20 +269,22 @@ impl ServiceConfig {
             .clone()
             .or_else(|| env.var("HCA_RABBITMQ_HOSTNAME"))
             .unwrap_or_else(|| "localhost".into());
-        let username = match (&b.username_file, &b.username_env) {
-            (None, None) => {
-                Secret::from_file_or_env("broker.username", None, Some("HCA_USERNAME"), env)
-            }
-            (f, v) => Secret::from_file_or_env("broker.username", f.as_deref(), v.as_deref(), env),
-        }?
+        let username = broker_secret(
+            "username",
+            &b.username_file,
+            &b.username_env,
+            "HCA_USERNAME",
+            env,
+        )?
         .expose()
         .to_owned();
-        let password = match (&b.password_file, &b.password_env) {
-            (None, None) => {
-                Secret::from_file_or_env("broker.password", None, Some("HCA_PASSWORD"), env)
-            }
-            (f, v) => Secret::from_file_or_env("broker.password", f.as_deref(), v.as_deref(), env),
-        }?;
+        let password = broker_secret(
+            "password",
+            &b.password_file,
+            &b.password_env,
+            "HCA_PASSWORD",
+            env,
+        )?;
         let vhost = match &b.vhost {
             Some(v) => v.clone(),
             None => self.resolved_service_id(env)?,
@@ -296,6 +298,22 @@ impl ServiceConfig {
             username,
             password,
         })
+    }
+}
+
+/// A broker credential from its file or variable, else from the original
+/// agent's variable (`HCA_USERNAME`, `HCA_PASSWORD`).
+fn broker_secret(
+    what: &str,
+    file: &Option<PathBuf>,
+    var: &Option<String>,
+    default_var: &str,
+    env: &dyn Env,
+) -> Result<Secret, String> {
+    let what = format!("broker.{what}");
+    match (file, var) {
+        (None, None) => Secret::from_file_or_env(&what, None, Some(default_var), env),
+        (f, v) => Secret::from_file_or_env(&what, f.as_deref(), v.as_deref(), env),
     }
 }
 

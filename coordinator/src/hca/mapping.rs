@@ -39,6 +39,15 @@ pub struct ResourceType {
     /// The schema's `title`, which requests name in `type`.
     pub title: Option<String>,
     validator: jsonschema::Validator,
+    /// The templates, parsed once at load.
+    templates: Templates,
+}
+
+struct Templates {
+    backend_id: Template,
+    name: Option<Template>,
+    project: Option<Template>,
+    customer: Option<Template>,
 }
 
 impl std::fmt::Debug for ResourceType {
@@ -84,11 +93,18 @@ impl ResourceType {
             .should_validate_formats(true)
             .build(schema)
             .map_err(|e| format!("not a valid Draft 2020-12 schema: {e}"))?;
-        let id = Template::parse(&config.backend_id)?;
+        let parse = |t: &Option<String>| t.as_deref().map(Template::parse).transpose();
+        let templates = Templates {
+            backend_id: Template::parse(&config.backend_id)?,
+            name: parse(&config.name)?,
+            project: parse(&config.project)?,
+            customer: parse(&config.customer)?,
+        };
         // Two requests must never name one backend resource: backends that
         // cannot record the requester (SLURM) would treat the second as the
         // first and share the account.
-        if !id
+        if !templates
+            .backend_id
             .0
             .iter()
             .any(|p| matches!(p, Part::RequestHash | Part::CorrelationId))
@@ -98,14 +114,12 @@ impl ResourceType {
                 config.backend_id
             ));
         }
-        let mut pointers = Vec::new();
-        for t in std::iter::once(&config.backend_id)
-            .chain(&config.name)
-            .chain(&config.project)
-            .chain(&config.customer)
-        {
-            pointers.extend(Template::parse(t)?.pointers());
-        }
+        let mut pointers: Vec<String> = std::iter::once(&templates.backend_id)
+            .chain(&templates.name)
+            .chain(&templates.project)
+            .chain(&templates.customer)
+            .flat_map(Template::pointers)
+            .collect();
         for (key, l) in &config.limits {
             if let LimitSource::From { from, factor, .. } = l {
                 if !from.starts_with('/') {
@@ -135,6 +149,7 @@ impl ResourceType {
                 .and_then(Value::as_str)
                 .map(str::to_owned),
             validator,
+            templates,
         })
     }
 
@@ -143,10 +158,7 @@ impl ResourceType {
     /// Deallocation refuses ids that could not, so the portal can only
     /// remove what Helmholtz requests created.
     pub fn could_have_made(&self, backend_id: &str) -> bool {
-        match Template::parse(&self.config.backend_id) {
-            Ok(t) => t.matches_suffix_of(backend_id),
-            Err(_) => false,
-        }
+        self.templates.backend_id.matches_suffix_of(backend_id)
     }
 
     /// Checks a request body and derives the backend request.
@@ -215,17 +227,15 @@ impl ResourceType {
             correlation_id,
             request_hash: &hash[..HASH_DIGITS],
         };
-        let render = |t: &str| Template::parse(t).map_err(Refusal::invalid)?.render(&vars);
-        let base = slug(&render(&self.config.backend_id)?);
+        let t = &self.templates;
+        let render = |t: &Option<Template>| t.as_ref().map(|t| t.render(&vars)).transpose();
+        let base = slug(&t.backend_id.render(&vars)?);
         if base.is_empty() {
             return Err(Refusal::invalid("the fields naming the resource are empty"));
         }
-        let name = match &self.config.name {
-            Some(t) => render(t)?,
-            None => base.clone(),
-        };
-        let project = self.config.project.as_deref().map(render).transpose()?;
-        let customer = self.config.customer.as_deref().map(render).transpose()?;
+        let name = render(&t.name)?.unwrap_or_else(|| base.clone());
+        let project = render(&t.project)?;
+        let customer = render(&t.customer)?;
         let mut limits = BTreeMap::new();
         for (key, source) in &self.config.limits {
             limits.insert(key.clone(), limit(key, source, body)?);
@@ -513,6 +523,11 @@ mod tests {
         ResourceType::compile(&config, &schema).unwrap()
     }
 
+    /// A valid request for the "Climate Run" project.
+    fn climate() -> Value {
+        body(json!({"project": "Climate Run", "cpu_hours": 10}))
+    }
+
     fn body(spec: Value) -> Value {
         json!({
             "type": "ComputeResourceSpecV1",
@@ -524,13 +539,7 @@ mod tests {
     #[test]
     fn a_valid_request_derives_names_limits_and_a_stable_uuid() {
         let t = rt("");
-        let d = t
-            .derive(
-                &body(json!({"project": "Climate Run", "cpu_hours": 10})),
-                "c-1",
-                "svc/c-1",
-            )
-            .unwrap();
+        let d = t.derive(&climate(), "c-1", "svc/c-1").unwrap();
         assert!(d.base.starts_with("hca_climate_run_"), "{}", d.base);
         assert_eq!(d.base.len(), "hca_climate_run_".len() + HASH_DIGITS);
         assert_eq!(d.context.project_slug, "climate_run");
@@ -539,21 +548,9 @@ mod tests {
             d.limits,
             BTreeMap::from([("cpu".into(), 600), ("storage".into(), 5)])
         );
-        let again = t
-            .derive(
-                &body(json!({"project": "Climate Run", "cpu_hours": 10})),
-                "c-1",
-                "svc/c-1",
-            )
-            .unwrap();
+        let again = t.derive(&climate(), "c-1", "svc/c-1").unwrap();
         assert_eq!(d.context.resource_uuid, again.context.resource_uuid);
-        let other = t
-            .derive(
-                &body(json!({"project": "Climate Run", "cpu_hours": 10})),
-                "c-2",
-                "svc/c-2",
-            )
-            .unwrap();
+        let other = t.derive(&climate(), "c-2", "svc/c-2").unwrap();
         assert_ne!(d.context.resource_uuid, other.context.resource_uuid);
         assert_ne!(
             d.base, other.base,
@@ -591,13 +588,7 @@ mod tests {
     #[test]
     fn deallocation_ids_must_fit_a_template() {
         let t = rt("");
-        let d = t
-            .derive(
-                &body(json!({"project": "Climate Run", "cpu_hours": 10})),
-                "c-1",
-                "svc/c-1",
-            )
-            .unwrap();
+        let d = t.derive(&climate(), "c-1", "svc/c-1").unwrap();
         assert!(t.could_have_made(&d.base));
         assert!(
             t.could_have_made(&format!("site_{}", d.base)),

@@ -193,14 +193,12 @@ impl Setup {
             let mut stop = stop;
             let _ = stop.wait_for(|s| *s).await;
         }));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !c.hca[0].1.connected() {
-            assert!(
-                Instant::now() < deadline,
-                "coordinator did not connect to the broker"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        super::until(
+            "the coordinator to connect to the broker",
+            Duration::from_secs(30),
+            || c.hca[0].1.connected(),
+        )
+        .await;
         (c, run)
     }
 

@@ -71,6 +71,42 @@ impl Default for Options {
     }
 }
 
+/// Waits until `cond` holds, checking every 25 ms; fails the test after
+/// `limit`, naming `what`.
+pub async fn until(what: &str, limit: Duration, cond: impl FnMut() -> bool) {
+    until_every(what, limit, Duration::from_millis(25), cond).await
+}
+
+/// [`until`], checking every `every` (for conditions that run a command).
+pub async fn until_every(
+    what: &str,
+    limit: Duration,
+    every: Duration,
+    mut cond: impl FnMut() -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Runs `rabbitmqctl` (broker restarts in tests); fails the test if it does.
+pub fn rabbitmqctl(args: &[&str]) {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A loopback port nobody listens on (yet).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
