@@ -26,6 +26,8 @@ counter   waldur_coordinator_membership_changes_total     offering kind
 counter   waldur_coordinator_events_received_total        offering object_type
 counter   waldur_coordinator_events_failed_total          offering object_type
 counter   waldur_coordinator_hca_requests_total           service message_type outcome
+counter   waldur_coordinator_breaker_trips_total          offering kind
+gauge     waldur_coordinator_breaker_tripped              offering
 gauge     waldur_coordinator_build_info                   version
 counter   waldur_backend_rpcs_total                       method code
 histogram waldur_backend_rpc_duration_seconds             method

@@ -105,12 +105,22 @@ pub async fn readiness(c: &Coordinator) -> (bool, String) {
         lines.push((format!("helmholtz {}", service.config.name), problem));
     }
     let ready = lines.iter().all(|(_, p)| p.is_none());
-    let text: String = lines
+    let mut text: String = lines
         .iter()
         .map(|(what, p)| match p {
             None => format!("ok {what}\n"),
             Some(p) => format!("fail {what}: {p}\n"),
         })
         .collect();
+    // A tripped breaker leaves the coordinator working (constructive work
+    // goes on) but needs an operator: degraded, not unready.
+    for o in &c.offerings {
+        if let Some(t) = o.membership.as_ref().and_then(|m| m.processor.tripped()) {
+            text.push_str(&format!(
+                "degraded breaker {}: {}\n",
+                o.config.name, t.message
+            ));
+        }
+    }
     (ready, text)
 }

@@ -44,6 +44,26 @@ pub async fn run(config: &Config, coordinator: &Coordinator) -> bool {
             }
         }
     }
+    // What the next membership cycle would remove, dry: a config that would
+    // trip the breaker is better found now than by the first cycle.
+    for o in &coordinator.offerings {
+        let Some(t) = &o.membership else { continue };
+        let name = &o.config.name;
+        match t.processor.plan().await {
+            Ok(p) => match &p.breaker {
+                None => line(
+                    true,
+                    format!(
+                        "offering {name}: membership plan: {} resources, {} with changes, within the breaker's limits",
+                        p.resources,
+                        p.changes.len()
+                    ),
+                ),
+                Some(trip) => line(false, format!("offering {name}: {}", trip.message)),
+            },
+            Err(e) => line(false, format!("offering {name}: membership plan: {e}")),
+        }
+    }
     for (i, (service, _)) in coordinator.hca.iter().enumerate() {
         let name = &service.config.name;
         let b = &service.broker;

@@ -147,7 +147,7 @@ pub struct OfferingConfig {
     /// Display name, for logs.
     pub name: String,
     /// Waldur offering UUID.
-    pub offering_uuid: String,
+    pub offering_uuid: crate::waldur::ids::Uuid,
     /// How to reach Waldur.
     pub waldur: WaldurConfig,
     /// Which tasks run.
@@ -179,6 +179,40 @@ pub struct OfferingConfig {
     /// Import of resources that exist on the backend but not in Waldur.
     #[serde(default)]
     pub resource_import: ImportConfig,
+    /// The blast-radius breaker.
+    #[serde(default)]
+    pub safety: SafetyConfig,
+}
+
+/// The blast-radius breaker: a cycle that would make more destructive
+/// changes of one kind (members removed, accesses reduced, per-user limits
+/// lowered, resources marked erred) than this allows makes none of them;
+/// constructive work goes on. Explicit orders (Terminate) are not counted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SafetyConfig {
+    /// A cycle may always make this many destructive changes of one kind.
+    pub max_destructive: usize,
+    /// Beyond `max_destructive`, at most this percentage of what exists
+    /// (members, resources) may change in one cycle.
+    pub max_destructive_percent: f64,
+}
+
+impl Default for SafetyConfig {
+    fn default() -> Self {
+        Self {
+            max_destructive: 5,
+            max_destructive_percent: 10.0,
+        }
+    }
+}
+
+impl SafetyConfig {
+    /// Whether `count` changes out of `existing` exceed the limits.
+    pub fn exceeded(&self, count: usize, existing: usize) -> bool {
+        let share = self.max_destructive_percent / 100.0 * existing as f64;
+        count > self.max_destructive && count as f64 > share
+    }
 }
 
 /// Resource import (Waldur's "importable resources" requests).
@@ -527,6 +561,12 @@ impl Config {
         }
         for (i, o) in config.offerings.iter().enumerate() {
             let at = format!("offerings[{i}] ({})", o.name);
+            if !(0.0..=100.0).contains(&o.safety.max_destructive_percent) {
+                return Err(err(format!(
+                    "{at}.safety.max_destructive_percent: {} is out of range, use 0 to 100",
+                    o.safety.max_destructive_percent
+                )));
+            }
             if !(1..=12).contains(&o.reporting.periods) {
                 return Err(err(format!(
                     "{at}.reporting.periods: {} is out of range, use 1 to 12",
@@ -654,7 +694,7 @@ backends:
     tls: {ca: /pki/ca.pem, cert: /pki/c.pem, key: /pki/c.key}
 offerings:
   - name: HPC
-    offering_uuid: 0f0f
+    offering_uuid: 0f0f0000000000000000000000000001
     waldur:
       api_url: http://127.0.0.1:8000/api/
       token_env: WALDUR_TOKEN

@@ -6,24 +6,25 @@
 use serde_json::json;
 use tokio::sync::Mutex;
 
-use crate::waldur::{WaldurClient, WaldurResult};
+use crate::waldur::ids::Uuid;
+use crate::waldur::{ErrorKind, WaldurClient, WaldurError, WaldurResult};
 
 /// The registration of one (offering, mode) pair.
 #[derive(Debug)]
 pub struct Registration {
-    offering_uuid: String,
+    offering_uuid: Uuid,
     mode: &'static str,
     processor: &'static str,
     /// (identity uuid, service uuid) once registered.
-    service: Mutex<Option<(String, String)>>,
+    service: Mutex<Option<(Uuid, Uuid)>>,
 }
 
 impl Registration {
     /// A registration for `mode` (`order_process`, `report`, ...) and the
     /// processor kind (`OfferingOrderProcessor`, ...).
-    pub fn new(offering_uuid: &str, mode: &'static str, processor: &'static str) -> Self {
+    pub fn new(offering_uuid: &Uuid, mode: &'static str, processor: &'static str) -> Self {
         Self {
-            offering_uuid: offering_uuid.to_owned(),
+            offering_uuid: offering_uuid.clone(),
             mode,
             processor,
             service: Mutex::new(None),
@@ -36,7 +37,7 @@ impl Registration {
         waldur: &WaldurClient,
         backend_type: &str,
         backend_version: &str,
-    ) -> WaldurResult<String> {
+    ) -> WaldurResult<Uuid> {
         let mut service = self.service.lock().await;
         if let Some((_, uuid)) = service.as_ref() {
             return Ok(uuid.clone());
@@ -57,22 +58,27 @@ impl Registration {
         });
         let existing = waldur.agent_identities(&name).await?;
         let identity = match existing.into_iter().find(|i| i.name == name) {
-            Some(i) => waldur.update_agent_identity(&i.uuid, &body).await?,
+            Some(i) => {
+                let id = checked("marketplace-site-agent-identities/", &i.uuid)?;
+                waldur.update_agent_identity(&id, &body).await?
+            }
             None => waldur.create_agent_identity(&body).await?,
         };
+        let identity = checked("marketplace-site-agent-identities/", &identity.uuid)?;
         let svc = waldur
-            .register_service(&identity.uuid, self.mode, self.mode)
+            .register_service(&identity, self.mode, self.mode)
             .await?;
+        let svc = checked("register_service", &svc.uuid)?;
         waldur
-            .register_processor(&svc.uuid, self.processor, backend_type, backend_version)
+            .register_processor(&svc, self.processor, backend_type, backend_version)
             .await?;
-        tracing::info!(offering = %self.offering_uuid, mode = self.mode, identity = %identity.uuid, "agent identity registered");
-        *service = Some((identity.uuid.clone(), svc.uuid.clone()));
-        Ok(svc.uuid)
+        tracing::info!(offering = %self.offering_uuid, mode = self.mode, %identity, "agent identity registered");
+        *service = Some((identity, svc.clone()));
+        Ok(svc)
     }
 
     /// The agent identity's UUID, once registered.
-    pub async fn identity(&self) -> Option<String> {
+    pub async fn identity(&self) -> Option<Uuid> {
         self.service.lock().await.as_ref().map(|(i, _)| i.clone())
     }
 
@@ -80,4 +86,13 @@ impl Registration {
     pub async fn invalidate(&self) {
         *self.service.lock().await = None;
     }
+}
+
+/// A UUID from Waldur's answer on `path`; a garbled one is a garbled answer.
+fn checked(path: &str, value: &str) -> WaldurResult<Uuid> {
+    Uuid::parse("uuid", value).map_err(|e| WaldurError {
+        method: "POST".into(),
+        path: path.to_owned(),
+        kind: ErrorKind::Garbled(e.to_string()),
+    })
 }

@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod ops;
 pub mod orders;
+pub mod plan;
 pub mod report;
 pub mod runner;
 pub mod secret;

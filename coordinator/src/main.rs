@@ -21,6 +21,12 @@ struct Cli {
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum LogFormat {
     Human,
     Json,
@@ -39,6 +45,31 @@ enum Command {
         /// (1 if a cycle failed).
         #[arg(long)]
         once: bool,
+        /// With --once: only this offering (name or UUID); repeatable.
+        #[arg(long, requires = "once")]
+        offering: Vec<String>,
+        /// With --once: let this one cycle make the destructive changes the
+        /// blast-radius breaker or the empty-team guard would withhold
+        /// (check them first with `plan`).
+        #[arg(long, requires = "once")]
+        allow_destructive: bool,
+    },
+    /// Show what every enabled task would change, changing nothing: open
+    /// orders and what each would do, members to add and remove per
+    /// resource, access levels, limits, usage records to write, and whether
+    /// the blast-radius breaker would hold the destructive part.
+    ///
+    /// Example: waldur-coordinator plan -c coordinator.yaml --offering HPC --output json
+    Plan {
+        /// Config file (YAML, version 1).
+        #[arg(long, short, env = "WALDUR_COORDINATOR_CONFIG")]
+        config: PathBuf,
+        /// Only this offering (name or UUID); repeatable; default all.
+        #[arg(long)]
+        offering: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
     /// Publish the backend's components to the Waldur offering (create or
     /// update each one).
@@ -185,12 +216,56 @@ async fn run(command: Command) -> ExitCode {
         Command::CreateHomedirs(ops) => operate(ops, Op::CreateHomedirs).await,
         Command::SyncOfferingUsers(ops) => operate(ops, Op::SyncOfferingUsers).await,
         Command::SyncResourceLimits(ops) => operate(ops, Op::SyncResourceLimits).await,
-        Command::Run { config, once } => {
+        Command::Plan {
+            config,
+            offering,
+            output,
+        } => {
+            let Some((_, coordinator)) = load(&config) else {
+                return ExitCode::from(EX_CONFIG);
+            };
+            let selected = match waldur_coordinator::ops::select(&coordinator, &offering) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EX_USAGE);
+                }
+            };
+            let plans = waldur_coordinator::plan::plan(&selected).await;
+            match output {
+                Output::Text => print!("{}", waldur_coordinator::plan::render(&plans)),
+                Output::Json => match serde_json::to_string_pretty(&plans) {
+                    Ok(j) => println!("{j}"),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+            }
+            if plans.iter().any(|p| !p.errors.is_empty()) {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Command::Run {
+            config,
+            once,
+            offering,
+            allow_destructive,
+        } => {
             let Some((config, coordinator)) = load(&config) else {
                 return ExitCode::from(EX_CONFIG);
             };
             if once {
-                return if coordinator.run_once().await {
+                if let Err(e) = waldur_coordinator::ops::select(&coordinator, &offering) {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EX_USAGE);
+                }
+                return if coordinator
+                    .run_once_with(&offering, allow_destructive)
+                    .await
+                {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::FAILURE

@@ -30,6 +30,8 @@ pub const NAMES: &[&str] = &[
     "waldur_coordinator_events_received_total",
     "waldur_coordinator_events_failed_total",
     "waldur_coordinator_hca_requests_total",
+    "waldur_coordinator_breaker_trips_total",
+    "waldur_coordinator_breaker_tripped",
     "waldur_coordinator_build_info",
 ];
 
@@ -117,6 +119,8 @@ struct Metrics {
     events: Family<EventLabels, Counter>,
     events_failed: Family<EventLabels, Counter>,
     hca: Family<HcaLabels, Counter>,
+    breaker_trips: Family<ChangeLabels, Counter>,
+    breaker_tripped: Family<OfferingLabel, Gauge>,
     last_report: Mutex<BTreeMap<String, SystemTime>>,
 }
 
@@ -184,6 +188,18 @@ fn metrics() -> &'static Metrics {
             "Helmholtz Cloud request handlings by message type and outcome (a postponed request counts as retry each time)",
             hca.clone(),
         );
+        let breaker_trips = Family::default();
+        registry.register(
+            "breaker_trips",
+            "Cycles whose destructive changes the blast-radius breaker withheld, by the kind that exceeded its limit (members_removed, access_reduced, user_limits_lowered, resources_erred)",
+            breaker_trips.clone(),
+        );
+        let breaker_tripped = Family::default();
+        registry.register(
+            "breaker_tripped",
+            "1 while the offering's last membership cycle had its destructive changes withheld",
+            breaker_tripped.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -203,6 +219,8 @@ fn metrics() -> &'static Metrics {
             events,
             events_failed,
             hca,
+            breaker_trips,
+            breaker_tripped,
             last_report: Mutex::new(BTreeMap::new()),
         }
     })
@@ -276,6 +294,25 @@ pub fn membership_changes(offering: &str, added: usize, removed: usize, access: 
         if n > 0 {
             c.inc_by(n as u64);
         }
+    }
+}
+
+/// The breaker's verdict on one membership cycle: `tripped` names the kind
+/// that exceeded its limit.
+pub fn breaker(offering: &str, tripped: Option<&str>) {
+    let m = metrics();
+    m.breaker_tripped
+        .get_or_create(&OfferingLabel {
+            offering: offering.into(),
+        })
+        .set(i64::from(tripped.is_some()));
+    if let Some(kind) = tripped {
+        m.breaker_trips
+            .get_or_create(&ChangeLabels {
+                offering: offering.into(),
+                kind: kind.into(),
+            })
+            .inc();
     }
 }
 
@@ -375,6 +412,7 @@ mod tests {
         membership_changes("o", 1, 0, 0);
         event("o", "order", true);
         hca_request("s", Some("PingV1"), "pong");
+        breaker("o", Some("members_removed"));
         let text = encode();
         for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
             let name = line.split_whitespace().nth(2).unwrap_or_default();

@@ -10,6 +10,7 @@ use waldur_backend_proto::v1 as wire;
 use crate::backend::BackendHandle;
 use crate::runner::{Coordinator, OfferingRuntime};
 use crate::usernames::Usernames;
+use crate::waldur::ids::same_uuid;
 use crate::waldur::types::offering_user_state;
 
 fn line(ok: &mut bool, pass: bool, text: String) {
@@ -31,7 +32,7 @@ pub fn select<'c>(
         match coordinator
             .offerings
             .iter()
-            .find(|o| &o.config.name == n || o.config.offering_uuid == *n)
+            .find(|o| &o.config.name == n || same_uuid(o.config.offering_uuid.as_str(), n))
         {
             Some(o) => out.push(o),
             None => {
@@ -507,8 +508,11 @@ pub async fn sync_resource_limits(
         for r in resources.iter().filter(|r| !r.backend_id.is_empty()) {
             match backend.get_resource_limits(&r.backend_id).await {
                 Ok(l) if l.is_empty() || l == r.limits => same += 1,
-                Ok(l) => match o.waldur.set_resource_limits(&r.uuid, &l).await {
-                    Ok(()) => pushed += 1,
+                Ok(l) => match r.id() {
+                    Ok(id) => match o.waldur.set_resource_limits(&id, &l).await {
+                        Ok(()) => pushed += 1,
+                        Err(e) => line(&mut ok, false, format!("{name}: {}: {e}", r.backend_id)),
+                    },
                     Err(e) => line(&mut ok, false, format!("{name}: {}: {e}", r.backend_id)),
                 },
                 Err(e) => line(&mut ok, false, format!("{name}: {}: {e}", r.backend_id)),

@@ -31,7 +31,7 @@ use waldur_backend_proto::v1 as wire;
 
 use crate::backend::{BackendCallError, BackendHandle};
 use crate::config::{BackendIdConfig, OfferingConfig};
-use crate::team::normalise_uuid;
+use crate::waldur::ids::{InvalidUuid, Uuid};
 use crate::waldur::types::{self, Order, Resource, order_state};
 use crate::waldur::{WaldurClient, WaldurError};
 
@@ -57,6 +57,19 @@ pub enum OrderOutcome {
     Skipped,
 }
 
+/// What a cycle would do with one order (`waldur-coordinator plan`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OrderPlan {
+    /// Order UUID.
+    pub order: String,
+    /// `Create`, `Update`, `Terminate`, `Restore`.
+    pub order_type: String,
+    /// Its state now.
+    pub state: String,
+    /// What the next cycle would do, in words.
+    pub action: String,
+}
+
 /// Counts of a cycle's outcomes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CycleReport {
@@ -79,6 +92,8 @@ enum OrderError {
     #[error("{0}")]
     Backend(#[from] BackendCallError),
     #[error("{0}")]
+    InvalidId(#[from] InvalidUuid),
+    #[error("{0}")]
     Other(String),
 }
 
@@ -88,7 +103,7 @@ impl OrderError {
         match self {
             Self::Waldur(e) => e.is_transient(),
             Self::Backend(e) => e.is_retryable(),
-            Self::Other(_) => false,
+            Self::InvalidId(_) | Self::Other(_) => false,
         }
     }
 
@@ -115,7 +130,13 @@ enum Executed {
 /// Users to add after a Create/Restore completed through the idempotent path.
 struct PostProcess {
     backend_id: String,
-    resource_uuid: String,
+    resource: Uuid,
+}
+
+/// The checked ids of an order: nothing reaches a URL unchecked.
+struct OrderIds {
+    order: Uuid,
+    resource: Uuid,
 }
 
 /// Processes the orders of one offering.
@@ -195,7 +216,9 @@ impl OrderProcessor {
         // guarantees an order of another offering is never touched.
         let mut groups: BTreeMap<String, Vec<Order>> = BTreeMap::new();
         for order in orders {
-            if !order.offering_uuid.is_empty() && !same_uuid(&order.offering_uuid, offering) {
+            if !order.offering_uuid.is_empty()
+                && !same_uuid(&order.offering_uuid, offering.as_str())
+            {
                 tracing::warn!(order = %order.uuid, offering = %order.offering_uuid, "ignoring an order of another offering");
                 continue;
             }
@@ -226,12 +249,120 @@ impl OrderProcessor {
         })
     }
 
+    /// What the next cycle would do with each open order, changing nothing
+    /// (reads Waldur; asks the backend only read-only questions).
+    pub async fn plan(&self) -> Result<Vec<OrderPlan>, WaldurError> {
+        let offering = &self.offering.offering_uuid;
+        let orders = self
+            .waldur
+            .orders(
+                offering,
+                &[order_state::PENDING_PROVIDER, order_state::EXECUTING],
+            )
+            .await?;
+        let cache = CycleCache::default();
+        let mut out = Vec::new();
+        for order in orders {
+            if !order.offering_uuid.is_empty()
+                && !same_uuid(&order.offering_uuid, offering.as_str())
+            {
+                continue;
+            }
+            let action = self.plan_order(&order, &cache).await;
+            out.push(OrderPlan {
+                order: order.uuid.clone(),
+                order_type: order.order_type.clone(),
+                state: order.state.clone(),
+                action,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn plan_order(&self, order: &Order, cache: &CycleCache) -> String {
+        let ids = match (order.id(), order.resource_id()) {
+            (Ok(order), Ok(resource)) => OrderIds { order, resource },
+            (Err(e), _) | (_, Err(e)) => return format!("nothing: invalid id ({e})"),
+        };
+        let execution = match order.state.as_str() {
+            order_state::PENDING_PROVIDER => {
+                match self.backend.evaluate_order(wire_order(order)).await {
+                    Ok(d) => match wire::OrderDecision::try_from(d.decision) {
+                        Ok(wire::OrderDecision::Accept) => "approve, then ",
+                        Ok(wire::OrderDecision::Reject) => {
+                            return format!("reject: {}", d.message);
+                        }
+                        _ => return "keep pending (the backend says wait)".into(),
+                    },
+                    Err(e) => return format!("nothing yet: evaluation failed: {e}"),
+                }
+            }
+            _ => "",
+        };
+        let what = match self.describe_execution(order, &ids, cache).await {
+            Ok(w) => w,
+            Err(e) => format!("nothing yet: {e}"),
+        };
+        format!("{execution}{what}")
+    }
+
+    async fn describe_execution(
+        &self,
+        order: &Order,
+        ids: &OrderIds,
+        cache: &CycleCache,
+    ) -> Result<String, OrderError> {
+        let resource = self.waldur.resource(&ids.resource).await?;
+        let id = &resource.backend_id;
+        Ok(match order.order_type.as_str() {
+            "Create" | "Restore" if !id.is_empty() => {
+                if self.backend.get_resource(id).await?.is_some() {
+                    format!("mark done: {id} exists on the backend")
+                } else {
+                    format!("re-create {id} with limits {:?}", resource.limits)
+                }
+            }
+            "Create" | "Restore" => {
+                let ctx = resource_context(&resource, order);
+                let candidate = self
+                    .backend
+                    .generate_backend_id(&resource.slug, &ctx)
+                    .await?;
+                let limits = if order.limits.is_empty() {
+                    &resource.limits
+                } else {
+                    &order.limits
+                };
+                format!("create {candidate} (or the next free id) with limits {limits:?}")
+            }
+            "Update" => {
+                let mut new = order.limits.clone();
+                if new.is_empty()
+                    && let Some(plan) = order.plan_uuid.as_deref().filter(|p| !p.is_empty())
+                {
+                    new = self.plan_quotas(plan, cache).await?;
+                }
+                if new.is_empty() || new == resource.limits {
+                    "mark done: the limits do not change".into()
+                } else {
+                    format!(
+                        "set the limits of {id} from {:?} to {new:?}",
+                        resource.limits
+                    )
+                }
+            }
+            "Terminate" if id.is_empty() => "mark done: the resource has no backend id".into(),
+            "Terminate" => format!("delete {id} (explicit: not counted by the breaker)"),
+            other => format!("mark erred: unsupported order type {other:?}"),
+        })
+    }
+
     /// Processes one order by UUID (the event path): reads it fresh from
     /// Waldur, then exactly as a cycle would.
-    pub async fn process_by_uuid(&self, uuid: &str) -> Result<OrderOutcome, WaldurError> {
+    pub async fn process_by_uuid(&self, uuid: &Uuid) -> Result<OrderOutcome, WaldurError> {
         let order = self.waldur.order(uuid).await?;
         if !order.offering_uuid.is_empty()
-            && !same_uuid(&order.offering_uuid, &self.offering.offering_uuid)
+            && !same_uuid(&order.offering_uuid, self.offering.offering_uuid.as_str())
         {
             tracing::warn!(order = %order.uuid, offering = %order.offering_uuid, "ignoring an order of another offering");
             return Ok(OrderOutcome::Skipped);
@@ -285,6 +416,15 @@ impl OrderProcessor {
     }
 
     async fn process_order_inner(&self, order: Order, cache: &CycleCache) -> OrderOutcome {
+        // Ids from Waldur's answer go into URLs: check them first. An order
+        // whose own id is garbage cannot even be marked erred.
+        let ids = match (order.id(), order.resource_id()) {
+            (Ok(order), Ok(resource)) => OrderIds { order, resource },
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "order with an invalid id; not processed");
+                return OrderOutcome::Skipped;
+            }
+        };
         match order.state.as_str() {
             order_state::PENDING_PROVIDER => {
                 let decision = match self.backend.evaluate_order(wire_order(&order)).await {
@@ -293,14 +433,14 @@ impl OrderProcessor {
                 };
                 match wire::OrderDecision::try_from(decision.decision) {
                     Ok(wire::OrderDecision::Accept) => {
-                        if let Err(e) = self.waldur.approve_order(&order.uuid).await {
+                        if let Err(e) = self.waldur.approve_order(&ids.order).await {
                             return OrderOutcome::Deferred(format!("approval failed: {e}"));
                         }
                     }
                     Ok(wire::OrderDecision::Reject) => {
                         return match self
                             .waldur
-                            .reject_order(&order.uuid, &decision.message)
+                            .reject_order(&ids.order, &decision.message)
                             .await
                         {
                             Ok(()) => OrderOutcome::Rejected,
@@ -317,10 +457,10 @@ impl OrderProcessor {
                 return OrderOutcome::Skipped;
             }
         }
-        match self.execute(&order, cache).await {
+        match self.execute(&order, &ids, cache).await {
             Ok(Executed::InProgress) => OrderOutcome::InProgress,
             Ok(Executed::Done { post }) => {
-                if let Err(e) = self.waldur.set_order_done(&order.uuid).await {
+                if let Err(e) = self.waldur.set_order_done(&ids.order).await {
                     // 4xx: Waldur already moved the order on (done by an
                     // earlier attempt whose answer was lost).
                     if e.is_transient() {
@@ -331,10 +471,7 @@ impl OrderProcessor {
                 if let Some(post) = post {
                     // Users are also added by membership sync; a failure here
                     // must not undo a done order.
-                    if let Err(e) = self
-                        .add_team(&post.resource_uuid, &post.backend_id, cache)
-                        .await
-                    {
+                    if let Err(e) = self.add_team(&post.resource, &post.backend_id, cache).await {
                         tracing::warn!(order = %order.uuid, error = %e, "adding the team after creation failed");
                     }
                 }
@@ -350,7 +487,7 @@ impl OrderProcessor {
                 };
                 match self
                     .waldur
-                    .set_order_erred(&order.uuid, &message, &traceback)
+                    .set_order_erred(&ids.order, &message, &traceback)
                     .await
                 {
                     Ok(()) => OrderOutcome::Erred(message),
@@ -360,22 +497,29 @@ impl OrderProcessor {
         }
     }
 
-    async fn execute(&self, order: &Order, cache: &CycleCache) -> Result<Executed, OrderError> {
+    async fn execute(
+        &self,
+        order: &Order,
+        ids: &OrderIds,
+        cache: &CycleCache,
+    ) -> Result<Executed, OrderError> {
         match order.order_type.as_str() {
-            "Create" | "Restore" => self.create(order, cache).await,
-            "Update" => self.update(order, cache).await,
-            "Terminate" => self.terminate(order).await,
+            "Create" | "Restore" => self.create(order, ids, cache).await,
+            "Update" => self.update(order, ids, cache).await,
+            "Terminate" => self.terminate(order, ids).await,
             other => Err(OrderError::Other(format!(
                 "unsupported order type {other:?}"
             ))),
         }
     }
 
-    async fn create(&self, order: &Order, cache: &CycleCache) -> Result<Executed, OrderError> {
-        let resource = self
-            .waldur
-            .resource(&order.marketplace_resource_uuid)
-            .await?;
+    async fn create(
+        &self,
+        order: &Order,
+        ids: &OrderIds,
+        cache: &CycleCache,
+    ) -> Result<Executed, OrderError> {
+        let resource = self.waldur.resource(&ids.resource).await?;
         let ctx = resource_context(&resource, order);
 
         // Idempotent path: the resource already has a backend id.
@@ -390,7 +534,7 @@ impl OrderProcessor {
                 return Ok(Executed::Done {
                     post: Some(PostProcess {
                         backend_id: resource.backend_id.clone(),
-                        resource_uuid: resource.uuid.clone(),
+                        resource: ids.resource.clone(),
                     }),
                 });
             }
@@ -409,13 +553,13 @@ impl OrderProcessor {
             return Ok(Executed::Done {
                 post: Some(PostProcess {
                     backend_id: resource.backend_id.clone(),
-                    resource_uuid: resource.uuid,
+                    resource: ids.resource.clone(),
                 }),
             });
         }
 
         // Fresh path: resolve the context once, then find a free backend id.
-        let team = self.waldur.resource_team(&resource.uuid).await?;
+        let team = self.waldur.resource_team(&ids.resource).await?;
         let users = self.team_users(&team, cache).await?;
         let plan_quotas = match &resource.plan_uuid {
             Some(plan) if !plan.is_empty() => self.plan_quotas(plan, cache).await?,
@@ -432,7 +576,7 @@ impl OrderProcessor {
             order.limits.clone()
         };
 
-        let ids = &self.offering.backend_id;
+        let naming = &self.offering.backend_id;
         let mut base = if project_slug_policy {
             resource.project_slug.clone()
         } else {
@@ -443,7 +587,7 @@ impl OrderProcessor {
                 "the resource has neither slug nor project slug".into(),
             ));
         }
-        let attempts = ids.max_retries.max(1);
+        let attempts = naming.max_retries.max(1);
         for attempt in 0..attempts {
             let backend_id = self.backend.generate_backend_id(&base, &ctx).await?;
             // The lock is held from the uniqueness check to set_backend_id,
@@ -452,8 +596,8 @@ impl OrderProcessor {
             // Under the project_slug policy every resource of a project
             // starts from the same name: Waldur must be asked (the backend
             // cannot tell two resources of one project apart).
-            if (ids.check_uniqueness || project_slug_policy)
-                && !self.is_unique(&backend_id, ids).await
+            if (naming.check_uniqueness || project_slug_policy)
+                && !self.is_unique(&backend_id, naming).await
             {
                 base = format!("{}-{attempt}", resource.project_slug);
                 continue;
@@ -492,13 +636,18 @@ impl OrderProcessor {
             if !resp.ready {
                 if !resp.operation_id.is_empty() && order.backend_id != resp.operation_id {
                     self.waldur
-                        .set_order_backend_id(&order.uuid, &resp.operation_id)
+                        .set_order_backend_id(&ids.order, &resp.operation_id)
                         .await?;
                 }
                 return Ok(Executed::InProgress);
             }
-            self.publish_created(&resource, resp.resource.unwrap_or_default(), &backend_id)
-                .await?;
+            self.publish_created(
+                &ids.resource,
+                &resource,
+                resp.resource.unwrap_or_default(),
+                &backend_id,
+            )
+            .await?;
             return Ok(Executed::Done { post: None });
         }
         Err(OrderError::Other(format!(
@@ -509,18 +658,15 @@ impl OrderProcessor {
     /// Writes what the backend created back to Waldur.
     async fn publish_created(
         &self,
+        id: &Uuid,
         resource: &Resource,
         info: wire::ResourceInfo,
         backend_id: &str,
     ) -> Result<(), OrderError> {
-        self.waldur
-            .set_resource_backend_id(&resource.uuid, backend_id)
-            .await?;
+        self.waldur.set_resource_backend_id(id, backend_id).await?;
         let limits: BTreeMap<String, i64> = info.limits.into_iter().collect();
         if !limits.is_empty() && limits != resource.limits {
-            self.waldur
-                .set_resource_limits(&resource.uuid, &limits)
-                .await?;
+            self.waldur.set_resource_limits(id, &limits).await?;
         }
         let mut metadata = waldur_backend_sdk::convert::struct_to_json(info.metadata);
         // The order's trace, so an operator can go from the resource in
@@ -536,7 +682,7 @@ impl OrderProcessor {
         if !metadata.is_empty()
             && let Err(e) = self
                 .waldur
-                .set_resource_backend_metadata(&resource.uuid, &Value::Object(metadata))
+                .set_resource_backend_metadata(id, &Value::Object(metadata))
                 .await
         {
             tracing::warn!(resource = %resource.uuid, error = %e, "set_backend_metadata failed");
@@ -549,7 +695,7 @@ impl OrderProcessor {
                 .collect();
             if let Err(e) = self
                 .waldur
-                .set_resource_endpoints(&resource.uuid, &Value::Array(endpoints))
+                .set_resource_endpoints(id, &Value::Array(endpoints))
                 .await
             {
                 tracing::warn!(resource = %resource.uuid, error = %e, "set_endpoints failed");
@@ -558,11 +704,13 @@ impl OrderProcessor {
         Ok(())
     }
 
-    async fn update(&self, order: &Order, cache: &CycleCache) -> Result<Executed, OrderError> {
-        let resource = self
-            .waldur
-            .resource(&order.marketplace_resource_uuid)
-            .await?;
+    async fn update(
+        &self,
+        order: &Order,
+        ids: &OrderIds,
+        cache: &CycleCache,
+    ) -> Result<Executed, OrderError> {
+        let resource = self.waldur.resource(&ids.resource).await?;
         if resource.backend_id.is_empty() {
             return Err(OrderError::Other("the resource has no backend id".into()));
         }
@@ -592,11 +740,8 @@ impl OrderProcessor {
         })
     }
 
-    async fn terminate(&self, order: &Order) -> Result<Executed, OrderError> {
-        let resource = self
-            .waldur
-            .resource(&order.marketplace_resource_uuid)
-            .await?;
+    async fn terminate(&self, order: &Order, ids: &OrderIds) -> Result<Executed, OrderError> {
+        let resource = self.waldur.resource(&ids.resource).await?;
         if resource.backend_id.is_empty() {
             return Ok(Executed::Done { post: None });
         }
@@ -616,14 +761,14 @@ impl OrderProcessor {
     /// Adds the team's OK offering users to a resource (post-processing).
     async fn add_team(
         &self,
-        resource_uuid: &str,
+        resource: &Uuid,
         backend_id: &str,
         cache: &CycleCache,
     ) -> Result<(), OrderError> {
         if !self.backend.has(wire::Capability::Membership).await? {
             return Ok(());
         }
-        let team = self.waldur.resource_team(resource_uuid).await?;
+        let team = self.waldur.resource_team(resource).await?;
         let users = self.team_users(&team, cache).await?;
         if users.is_empty() {
             return Ok(());
@@ -681,7 +826,8 @@ impl OrderProcessor {
         if let Some(q) = cache.plans.lock().await.get(plan) {
             return Ok(q.clone());
         }
-        let quotas: BTreeMap<String, i64> = match self.waldur.plan(plan).await {
+        let plan_id = Uuid::parse("plan_uuid", plan)?;
+        let quotas: BTreeMap<String, i64> = match self.waldur.plan(&plan_id).await {
             Ok(p) => p
                 .quotas
                 .into_iter()
@@ -709,14 +855,12 @@ impl OrderProcessor {
             .get_or_init(|| async {
                 let result: Result<HashMap<String, String>, OrderError> = async {
                     let offering = self.offering(cache).await?;
-                    let Some(sp) = self
-                        .waldur
-                        .service_provider(&offering.customer_uuid)
-                        .await?
-                    else {
+                    let customer = Uuid::parse("offering.customer_uuid", &offering.customer_uuid)?;
+                    let Some(sp) = self.waldur.service_provider(&customer).await? else {
                         return Ok(HashMap::new());
                     };
-                    let keys = self.waldur.service_provider_keys(&sp.uuid).await?;
+                    let sp = Uuid::parse("service_provider.uuid", &sp.uuid)?;
+                    let keys = self.waldur.service_provider_keys(&sp).await?;
                     Ok(keys.into_iter().map(|k| (k.uuid, k.public_key)).collect())
                 }
                 .await;
@@ -749,10 +893,7 @@ impl OrderProcessor {
     }
 }
 
-/// UUIDs compare equal with or without dashes, in any case.
-pub fn same_uuid(a: &str, b: &str) -> bool {
-    normalise_uuid(a) == normalise_uuid(b)
-}
+pub use crate::waldur::ids::same_uuid;
 
 fn timestamp(s: Option<&str>) -> Option<prost_types::Timestamp> {
     let s = s?;

@@ -33,8 +33,9 @@ use crate::backend::{BackendCallError, BackendHandle};
 use crate::clock::{Clock, Month};
 use crate::config::OfferingConfig;
 use crate::team::normalise_uuid;
+use crate::waldur::ids::Uuid;
 use crate::waldur::types::{Resource, amount};
-use crate::waldur::{WaldurClient, WaldurError};
+use crate::waldur::{ErrorKind, WaldurClient, WaldurError};
 
 /// Resources per GetUsageReport call.
 const CHUNK: usize = 500;
@@ -63,6 +64,9 @@ pub struct ReportSummary {
     pub month_changed: bool,
     /// Failures per resource or period, for the log.
     pub errors: Vec<String>,
+    /// A dry run's totals that would be written: (resource uuid, period,
+    /// component → amount).
+    pub planned: Vec<(String, String, BTreeMap<String, String>)>,
 }
 
 /// Reports usage of one offering.
@@ -79,7 +83,7 @@ pub struct ReportProcessor {
 #[derive(Default)]
 struct Existing {
     /// component type → (record uuid, amount); a type seen twice is marked.
-    totals: HashMap<String, Vec<(String, Option<f64>)>>,
+    totals: HashMap<String, Vec<(Uuid, Option<f64>)>>,
 }
 
 /// Per-user amounts already in Waldur: usage record uuid → username → amount.
@@ -92,10 +96,13 @@ struct PeriodContext<'a> {
     components: &'a BTreeSet<String>,
     decreasing_ok: bool,
     user_urls: &'a HashMap<String, String>,
+    /// Decide, but write nothing (`waldur-coordinator plan`).
+    dry_run: bool,
 }
 
 enum TotalOutcome {
     Written { new_types: bool },
+    Planned(Vec<(String, String)>),
     Unchanged,
     Refused(Vec<(String, f64, f64)>),
     Skipped,
@@ -131,7 +138,16 @@ impl ReportProcessor {
         result
     }
 
+    /// What a cycle would write, writing nothing.
+    pub async fn plan(&self) -> Result<ReportSummary, ReportError> {
+        self.cycle_with(true).await
+    }
+
     async fn cycle(&self) -> Result<ReportSummary, ReportError> {
+        self.cycle_with(false).await
+    }
+
+    async fn cycle_with(&self, dry_run: bool) -> Result<ReportSummary, ReportError> {
         let offering_uuid = &self.offering.offering_uuid;
         let offering = self
             .waldur
@@ -183,6 +199,7 @@ impl ReportProcessor {
                 components: &components,
                 decreasing_ok,
                 user_urls: &user_urls,
+                dry_run,
             };
             self.report_period(&ctx, &resources, usage, &mut summary)
                 .await?;
@@ -244,7 +261,14 @@ impl ReportProcessor {
                 .totals
                 .entry(r.component_type)
                 .or_default()
-                .push((normalise_uuid(&r.uuid), amount(&r.usage)));
+                .push((
+                    Uuid::parse("component_usage.uuid", &r.uuid).map_err(|e| WaldurError {
+                        method: "GET".into(),
+                        path: "marketplace-component-usages/".into(),
+                        kind: ErrorKind::Garbled(e.to_string()),
+                    })?,
+                    amount(&r.usage),
+                ));
         }
         let mut users: ExistingUsers = HashMap::new();
         for u in self.waldur.component_user_usages(offering, period).await? {
@@ -314,6 +338,11 @@ impl ReportProcessor {
                     refetch |= new_types;
                 }
                 Ok(TotalOutcome::Unchanged) => summary.totals_unchanged += 1,
+                Ok(TotalOutcome::Planned(usages)) => summary.planned.push((
+                    r.uuid.clone(),
+                    ctx.month.to_string(),
+                    usages.into_iter().collect(),
+                )),
                 Ok(TotalOutcome::Refused(list)) => {
                     refused.insert(i);
                     for (k, old, new) in list {
@@ -333,13 +362,16 @@ impl ReportProcessor {
             }
         }
 
+        if ctx.dry_run {
+            return Ok(());
+        }
         // Records created just now have UUIDs only Waldur knows.
         if refetch {
             existing = self.existing(&period).await?.0;
         }
 
         // Per-user amounts.
-        let user_work: Vec<(String, Vec<Value>)> = work
+        let user_work: Vec<(Uuid, Vec<Value>)> = work
             .iter()
             .enumerate()
             .filter(|(i, _)| !refused.contains(i))
@@ -348,7 +380,7 @@ impl ReportProcessor {
                 user_batches(ctx, u, ex, &existing_users)
             })
             .collect();
-        let results: Vec<(String, Result<(), WaldurError>)> = futures::stream::iter(user_work)
+        let results: Vec<(Uuid, Result<(), WaldurError>)> = futures::stream::iter(user_work)
             .map(|(record, items)| async move {
                 let r = self.waldur.set_user_usages(&record, &items).await;
                 (record, r)
@@ -390,6 +422,12 @@ impl ReportProcessor {
         if totals.is_empty() {
             return Ok(TotalOutcome::Skipped);
         }
+        // Nothing used and nothing recorded: writing zeros would only make
+        // empty records (and, for a closed month, a refused write per
+        // resource every cycle).
+        if ex.totals.is_empty() && totals.values().all(|v| *v == 0.0) {
+            return Ok(TotalOutcome::Skipped);
+        }
         if unchanged(&totals, ex) {
             return Ok(TotalOutcome::Unchanged);
         }
@@ -412,7 +450,20 @@ impl ReportProcessor {
             .iter()
             .map(|(k, v)| ((*k).clone(), format!("{v:.2}")))
             .collect();
-        match self.waldur.set_usage(&r.uuid, &usages, &ctx.date).await {
+        if ctx.dry_run {
+            return Ok(TotalOutcome::Planned(usages));
+        }
+        let id = match r.id() {
+            Ok(id) => id,
+            Err(e) => {
+                return Err(WaldurError {
+                    method: "GET".into(),
+                    path: "marketplace-provider-resources/".into(),
+                    kind: ErrorKind::Garbled(e.to_string()),
+                });
+            }
+        };
+        match self.waldur.set_usage(&id, &usages, &ctx.date).await {
             Ok(()) => Ok(TotalOutcome::Written {
                 new_types: totals.keys().any(|k| !ex.totals.contains_key(*k)),
             }),
@@ -457,7 +508,7 @@ fn user_batches(
     u: &wire::ResourceUsage,
     ex: Option<&Existing>,
     existing_users: &ExistingUsers,
-) -> Vec<(String, Vec<Value>)> {
+) -> Vec<(Uuid, Vec<Value>)> {
     let Some(ex) = ex else {
         return Vec::new();
     };
@@ -467,7 +518,7 @@ fn user_batches(
             continue;
         }
         let record = &records[0].0;
-        let known = existing_users.get(record);
+        let known = existing_users.get(record.as_str());
         let mut changed = false;
         let items: Vec<Value> = u
             .users
@@ -517,7 +568,15 @@ mod tests {
         for (k, amounts) in entries {
             ex.totals.insert(
                 (*k).to_owned(),
-                amounts.iter().map(|a| ("u".to_owned(), Some(*a))).collect(),
+                amounts
+                    .iter()
+                    .map(|a| {
+                        (
+                            Uuid::parse("t", "0f0f0000000000000000000000000001").unwrap(),
+                            Some(*a),
+                        )
+                    })
+                    .collect(),
             );
         }
         ex

@@ -197,8 +197,38 @@ impl Coordinator {
 
     /// One order cycle for every offering with order processing on.
     pub async fn process_orders_once(&self) -> Vec<(String, Result<CycleReport, WaldurError>)> {
+        self.orders_once(&[]).await
+    }
+
+    /// One report cycle for every offering with reporting on.
+    pub async fn report_once(&self) -> Vec<(String, Result<ReportSummary, ReportError>)> {
+        self.report_once_in(&[]).await
+    }
+
+    /// One membership cycle for every offering with membership sync on.
+    pub async fn sync_membership_once(
+        &self,
+    ) -> Vec<(String, Result<MembershipSummary, WaldurError>)> {
+        self.membership_once(&[]).await
+    }
+
+    /// The offerings named in `only` (by name or UUID), or all when empty.
+    fn selected<'a>(&'a self, only: &'a [String]) -> impl Iterator<Item = &'a OfferingRuntime> {
+        self.offerings.iter().filter(move |o| {
+            only.is_empty()
+                || only.iter().any(|n| {
+                    *n == o.config.name
+                        || crate::waldur::ids::same_uuid(n, o.config.offering_uuid.as_str())
+                })
+        })
+    }
+
+    async fn orders_once(
+        &self,
+        only: &[String],
+    ) -> Vec<(String, Result<CycleReport, WaldurError>)> {
         let mut out = Vec::new();
-        for o in &self.offerings {
+        for o in self.selected(only) {
             if let Some(t) = &o.orders {
                 t.register().await;
                 out.push((o.config.name.clone(), t.processor.run_cycle().await));
@@ -207,10 +237,12 @@ impl Coordinator {
         out
     }
 
-    /// One report cycle for every offering with reporting on.
-    pub async fn report_once(&self) -> Vec<(String, Result<ReportSummary, ReportError>)> {
+    async fn report_once_in(
+        &self,
+        only: &[String],
+    ) -> Vec<(String, Result<ReportSummary, ReportError>)> {
         let mut out = Vec::new();
-        for o in &self.offerings {
+        for o in self.selected(only) {
             if let Some(t) = &o.report {
                 t.register().await;
                 out.push((o.config.name.clone(), t.processor.run_cycle().await));
@@ -219,12 +251,12 @@ impl Coordinator {
         out
     }
 
-    /// One membership cycle for every offering with membership sync on.
-    pub async fn sync_membership_once(
+    async fn membership_once(
         &self,
+        only: &[String],
     ) -> Vec<(String, Result<MembershipSummary, WaldurError>)> {
         let mut out = Vec::new();
-        for o in &self.offerings {
+        for o in self.selected(only) {
             if let Some(t) = &o.membership {
                 t.register().await;
                 out.push((o.config.name.clone(), t.processor.run_cycle().await));
@@ -236,8 +268,15 @@ impl Coordinator {
     /// One cycle of every enabled task, in order: orders, membership, report
     /// (`run --once`). True when no cycle failed as a whole.
     pub async fn run_once(&self) -> bool {
+        self.run_once_with(&[], false).await
+    }
+
+    /// [`Self::run_once`] for the offerings named in `only` (all when
+    /// empty); `allow_destructive` lets this one cycle through the
+    /// blast-radius breaker and the empty-team guard.
+    pub async fn run_once_with(&self, only: &[String], allow_destructive: bool) -> bool {
         let mut ok = true;
-        for (name, r) in self.process_orders_once().await {
+        for (name, r) in self.orders_once(only).await {
             match r {
                 Ok(r) => println!("{name}: orders: {} processed", r.outcomes.len()),
                 Err(e) => {
@@ -246,24 +285,43 @@ impl Coordinator {
                 }
             }
         }
-        for (name, r) in self.sync_membership_once().await {
+        for o in self.selected(only) {
+            if let Some(t) = &o.membership {
+                t.processor.allow_destructive(allow_destructive);
+            }
+        }
+        for (name, r) in self.membership_once(only).await {
             match r {
-                Ok(s) => println!(
-                    "{name}: membership: {} resources, {} users added, {} removed, {} access changes, {} erred, {} missing on the backend",
-                    s.resources,
-                    s.users_added,
-                    s.users_removed,
-                    s.access_changed,
-                    s.erred.len(),
-                    s.missing_on_backend.len()
-                ),
+                Ok(s) => {
+                    println!(
+                        "{name}: membership: {} resources, {} users added, {} removed, {} access changes, {} erred, {} missing on the backend, {} changes withheld",
+                        s.resources,
+                        s.users_added,
+                        s.users_removed,
+                        s.access_changed,
+                        s.erred.len(),
+                        s.missing_on_backend.len(),
+                        s.withheld.len()
+                    );
+                    if let Some(t) = &s.breaker {
+                        println!("{name}: membership: breaker: {}", t.message);
+                    }
+                    for (id, why) in &s.withheld {
+                        println!("{name}: membership: {id}: {why}");
+                    }
+                }
                 Err(e) => {
                     ok = false;
                     println!("{name}: membership: failed: {e}");
                 }
             }
         }
-        for (name, r) in self.report_once().await {
+        for o in self.selected(only) {
+            if let Some(t) = &o.membership {
+                t.processor.allow_destructive(false);
+            }
+        }
+        for (name, r) in self.report_once_in(only).await {
             match r {
                 Ok(s) => println!(
                     "{name}: report: {} resources, periods {:?}, {} totals written, {} unchanged, {} per-user batches, {} decreases refused, unknown components {:?}",
@@ -393,7 +451,7 @@ impl Cycle for ReportProcessor {
 
 impl<P> Task<P> {
     /// The agent identity's UUID, once registered.
-    pub async fn identity(&self) -> Option<String> {
+    pub async fn identity(&self) -> Option<crate::waldur::ids::Uuid> {
         self.registration.identity().await
     }
 

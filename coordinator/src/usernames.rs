@@ -41,6 +41,11 @@ pub const OPEN_STATES: [&str; 5] = [
     st::PENDING_ADDITIONAL_VALIDATION,
 ];
 
+/// Whether an offering user in `state` waits for the agent.
+pub fn is_open(state: &str) -> bool {
+    OPEN_STATES.contains(&state)
+}
+
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UsernameSummary {
@@ -75,7 +80,7 @@ enum Generated {
 /// Username management of one offering.
 #[derive(Clone)]
 pub struct Usernames {
-    offering_uuid: String,
+    offering_uuid: crate::waldur::ids::Uuid,
     waldur: WaldurClient,
     backend: Option<BackendHandle>,
     config: UsernameConfig,
@@ -118,13 +123,13 @@ impl Usernames {
     /// Username management for an offering; `backend` is the one asked for
     /// names when the source is `backend`.
     pub fn new(
-        offering_uuid: &str,
+        offering_uuid: &crate::waldur::ids::Uuid,
         waldur: WaldurClient,
         backend: Option<BackendHandle>,
         config: UsernameConfig,
     ) -> Self {
         Self {
-            offering_uuid: offering_uuid.to_owned(),
+            offering_uuid: offering_uuid.clone(),
             waldur,
             backend,
             config,
@@ -214,9 +219,16 @@ impl Usernames {
         taken: &Mutex<HashSet<String>>,
     ) -> Result<Step, WaldurError> {
         let w = &self.waldur;
+        let id = match u.id() {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(error = %e, "offering user with an invalid id; skipped");
+                return Ok(Step::Unchanged);
+            }
+        };
         let mut state = u.state.as_str();
         if state == st::REQUESTED || state == st::ERROR_CREATING {
-            w.offering_user_begin_creating(&u.uuid).await?;
+            w.offering_user_begin_creating(&id).await?;
             state = st::CREATING;
         }
         let pending =
@@ -224,9 +236,9 @@ impl Usernames {
         match self.generate(u, taken).await {
             Generated::Name(name) => {
                 if pending {
-                    w.offering_user_validation_complete(&u.uuid).await?;
+                    w.offering_user_validation_complete(&id).await?;
                 }
-                w.set_offering_username(&u.uuid, &name).await?;
+                w.set_offering_username(&id, &name).await?;
                 tracing::info!(offering_user = %u.uuid, user = %u.user_username, username = %name, "username assigned");
                 Ok(Step::Assigned)
             }
@@ -234,22 +246,21 @@ impl Usernames {
                 if state == st::PENDING_ACCOUNT_LINKING {
                     return Ok(Step::Unchanged);
                 }
-                w.offering_user_pending_linking(&u.uuid, &comment, &url)
-                    .await?;
+                w.offering_user_pending_linking(&id, &comment, &url).await?;
                 Ok(Step::Pending)
             }
             Generated::ValidationRequired { comment, url } => {
                 if state == st::PENDING_ADDITIONAL_VALIDATION {
                     return Ok(Step::Unchanged);
                 }
-                w.offering_user_pending_validation(&u.uuid, &comment, &url)
+                w.offering_user_pending_validation(&id, &comment, &url)
                     .await?;
                 Ok(Step::Pending)
             }
             Generated::Failed(why) => {
                 tracing::warn!(offering_user = %u.uuid, error = %why, "username generation failed");
                 if state == st::CREATING {
-                    w.offering_user_error_creating(&u.uuid).await?;
+                    w.offering_user_error_creating(&id).await?;
                     return Ok(Step::Failed);
                 }
                 Ok(Step::Unchanged)

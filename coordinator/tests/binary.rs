@@ -23,7 +23,7 @@ fn run_with(config: &str) -> (Option<i32>, String) {
     )
 }
 
-const GOOD: &str = "version: 1\nbackends:\n  hpc:\n    endpoint: https://127.0.0.1:1\n    instance: hpc\n    tls: {ca: /x/ca.pem, cert: /x/c.pem, key: /x/c.key}\nofferings:\n  - name: o\n    offering_uuid: abc\n    waldur: {api_url: 'http://127.0.0.1:1/api/', token_env: WALDUR_TOKEN_FOR_TEST_UNSET}\n    backends: {orders: hpc}\n";
+const GOOD: &str = "version: 1\nbackends:\n  hpc:\n    endpoint: https://127.0.0.1:1\n    instance: hpc\n    tls: {ca: /x/ca.pem, cert: /x/c.pem, key: /x/c.key}\nofferings:\n  - name: o\n    offering_uuid: 0f0f0000000000000000000000000001\n    waldur: {api_url: 'http://127.0.0.1:1/api/', token_env: WALDUR_TOKEN_FOR_TEST_UNSET}\n    backends: {orders: hpc}\n";
 
 #[test]
 fn a_config_with_an_unknown_key_exits_64_naming_the_key() {

@@ -22,8 +22,8 @@ use waldur_backend_proto::v1 as wire;
 use super::client::{self, ConsumerState, StompConfig};
 use super::handlers::{self, Handled};
 use crate::runner::{Coordinator, OfferingRuntime};
-use crate::team::normalise_uuid;
 use crate::waldur::WaldurError;
+use crate::waldur::ids::Uuid;
 
 /// The object types an offering subscribes to.
 pub async fn object_types(o: &OfferingRuntime) -> Vec<&'static str> {
@@ -59,7 +59,7 @@ pub async fn object_types(o: &OfferingRuntime) -> Vec<&'static str> {
     out
 }
 
-async fn identity(o: &OfferingRuntime) -> Option<String> {
+async fn identity(o: &OfferingRuntime) -> Option<Uuid> {
     if let Some(t) = &o.orders {
         t.register().await;
         return t.identity().await;
@@ -74,19 +74,25 @@ async fn identity(o: &OfferingRuntime) -> Option<String> {
 /// A queue to consume: (object type, STOMP settings).
 async fn subscribe(
     o: &OfferingRuntime,
-    identity: &str,
+    identity: &Uuid,
     object_type: &str,
 ) -> Result<StompConfig, WaldurError> {
-    let offering = normalise_uuid(&o.config.offering_uuid);
+    let offering = &o.config.offering_uuid;
     let sub = o
         .waldur
         .register_event_subscription(identity, object_type)
         .await?;
+    let garbled = |e: crate::waldur::ids::InvalidUuid| WaldurError {
+        method: "POST".into(),
+        path: "register_event_subscription".into(),
+        kind: crate::waldur::ErrorKind::Garbled(e.to_string()),
+    };
+    let sub_uuid = Uuid::parse("subscription.uuid", &sub.uuid).map_err(garbled)?;
+    let user_uuid = Uuid::parse("subscription.user_uuid", &sub.user_uuid).map_err(garbled)?;
     let queue = o
         .waldur
-        .create_queue(&sub.uuid, &offering, object_type)
+        .create_queue(&sub_uuid, offering, object_type)
         .await?;
-    let sub_uuid = normalise_uuid(&sub.uuid);
     let name = if queue.queue_name.is_empty() {
         format!("subscription_{sub_uuid}_offering_{offering}_{object_type}")
     } else {
@@ -95,8 +101,8 @@ async fn subscribe(
     let settings = &o.config.events;
     let mut config = StompConfig::new(
         settings.url(&o.config.waldur.api_url),
-        normalise_uuid(&sub.user_uuid),
-        sub_uuid,
+        user_uuid.to_string(),
+        sub_uuid.to_string(),
         o.stomp_passcode
             .clone()
             .unwrap_or_else(|| crate::secret::Secret::new("")),

@@ -7,20 +7,9 @@
 //! malformed bodies are reported as [`Handled::Invalid`] with the reason and
 //! acknowledged by the caller (redelivering them would never help).
 
-use serde_json::{Map, Value};
-
+use super::body::{Event, PeriodicLimits};
 use crate::runner::OfferingRuntime;
-
-/// Order states that need no work (the original's drop list).
-const ORDER_STATES_IGNORED: [&str; 7] = [
-    "done",
-    "erred",
-    "pending-consumer",
-    "canceled",
-    "rejected",
-    "pending-project",
-    "pending-start-date",
-];
+use crate::waldur::ids::Uuid;
 
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,70 +24,47 @@ pub enum Handled {
     Failed(String),
 }
 
-fn text<'a>(body: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
-    body.get(key)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-}
-
-fn required<'a>(body: &'a Map<String, Value>, key: &str) -> Result<&'a str, Handled> {
-    text(body, key).ok_or_else(|| Handled::Invalid(format!("{key} is missing or not a string")))
+fn failed(e: &dyn std::fmt::Display) -> Handled {
+    Handled::Failed(e.to_string())
 }
 
 /// Handles one message of `object_type` for offering `o`.
 pub async fn handle(o: &OfferingRuntime, object_type: &str, body: &[u8]) -> Handled {
-    let value: Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
-        Err(e) => return Handled::Invalid(format!("not JSON: {e}")),
-    };
-    let Value::Object(body) = value else {
-        return Handled::Invalid("the body is not a JSON object".into());
-    };
-    match dispatch(o, object_type, &body).await {
-        Ok(h) | Err(h) => h,
+    match Event::parse(object_type, body) {
+        Ok(event) => dispatch(o, event).await.unwrap_or_else(|h| h),
+        Err(why) => Handled::Invalid(why),
     }
 }
 
-async fn dispatch(
-    o: &OfferingRuntime,
-    object_type: &str,
-    body: &Map<String, Value>,
-) -> Result<Handled, Handled> {
-    let failed = |e: &dyn std::fmt::Display| Handled::Failed(e.to_string());
+async fn dispatch(o: &OfferingRuntime, event: Event) -> Result<Handled, Handled> {
     let membership = o.membership.as_ref().map(|t| &t.processor);
-    match object_type {
-        "order" => {
-            let uuid = required(body, "order_uuid")?;
-            if let Some(state) = text(body, "order_state")
-                && ORDER_STATES_IGNORED.contains(&state)
-            {
-                return Ok(Handled::Dropped(format!("order {uuid} is {state}")));
-            }
+    let membership_off = || Ok(Handled::Dropped("membership sync is off".into()));
+    match event {
+        Event::Order {
+            order,
+            settled: Some(state),
+        } => Ok(Handled::Dropped(format!("order {order} is {state}"))),
+        Event::Order {
+            order,
+            settled: None,
+        } => {
             let Some(t) = &o.orders else {
                 return Ok(Handled::Dropped("order processing is off".into()));
             };
             let outcome = t
                 .processor
-                .process_by_uuid(uuid)
+                .process_by_uuid(&order)
                 .await
                 .map_err(|e| failed(&e))?;
-            Ok(Handled::Done(format!("order {uuid}: {outcome:?}")))
+            Ok(Handled::Done(format!("order {order}: {outcome:?}")))
         }
-        "user_role" => {
-            let project = required(body, "project_uuid")?;
-            if text(body, "user_uuid").is_some()
-                && !body.get("granted").is_some_and(Value::is_boolean)
-            {
-                return Err(Handled::Invalid(
-                    "granted is missing or not a boolean".into(),
-                ));
-            }
+        Event::UserRole { project, resource } => {
             let Some(m) = membership else {
-                return Ok(Handled::Dropped("membership sync is off".into()));
+                return membership_off();
             };
-            let s = match (text(body, "user_uuid"), text(body, "resource_uuid")) {
-                (None, Some(resource)) => m.sync_resource(resource).await,
-                _ => m.sync_project(project).await,
+            let s = match &resource {
+                Some(resource) => m.sync_resource(resource).await,
+                None => m.sync_project(&project).await,
             }
             .map_err(|e| failed(&e))?;
             Ok(Handled::Done(format!(
@@ -106,70 +72,59 @@ async fn dispatch(
                 s.resources, s.users_added, s.users_removed
             )))
         }
-        "resource" => {
-            let uuid = required(body, "resource_uuid")?;
+        Event::Resource { resource } => {
             let Some(m) = membership else {
-                return Ok(Handled::Dropped("membership sync is off".into()));
+                return membership_off();
             };
-            let s = m.sync_resource(uuid).await.map_err(|e| failed(&e))?;
+            let s = m.sync_resource(&resource).await.map_err(|e| failed(&e))?;
             Ok(Handled::Done(format!(
-                "resource {uuid}: {} access changes, {} member changes",
+                "resource {resource}: {} access changes, {} member changes",
                 s.access_changed,
                 s.users_added + s.users_removed
             )))
         }
-        "service_account" | "course_account" => {
-            let project = required(body, "project_uuid")?;
-            let action = text(body, "action").unwrap_or("create");
-            if action != "create" && action != "delete" {
-                return Err(Handled::Invalid(format!("unknown action {action:?}")));
-            }
+        Event::Account {
+            kind,
+            action,
+            project,
+        } => {
             let Some(m) = membership else {
-                return Ok(Handled::Dropped("membership sync is off".into()));
+                return membership_off();
             };
-            let s = m.sync_project(project).await.map_err(|e| failed(&e))?;
+            let s = m.sync_project(&project).await.map_err(|e| failed(&e))?;
             Ok(Handled::Done(format!(
-                "{object_type} {action}: {} added, {} removed",
+                "{kind} {action}: {} added, {} removed",
                 s.users_added, s.users_removed
             )))
         }
-        "offering_user" => {
-            let action = required(body, "action")?;
+        Event::OfferingUserChanged => {
             let Some(m) = membership else {
-                return Ok(Handled::Dropped("membership sync is off".into()));
+                return membership_off();
             };
-            match action {
-                "create" | "attribute_update" => {
-                    let s = m.usernames_pass().await.map_err(|e| failed(&e))?;
-                    Ok(Handled::Done(format!(
-                        "offering users: {} assigned, {} pending",
-                        s.assigned, s.pending
-                    )))
-                }
-                "username_set" => {
-                    let ids: Vec<String> = body
-                        .get("resource_backend_ids")
-                        .and_then(Value::as_array)
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|v| v.as_str().map(str::to_owned))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    if ids.is_empty() {
-                        return Ok(Handled::Dropped("no resources to add the user to".into()));
-                    }
-                    let s = m.sync_backend_ids(&ids).await.map_err(|e| failed(&e))?;
-                    Ok(Handled::Done(format!(
-                        "username set: {} added",
-                        s.users_added
-                    )))
-                }
-                "update" | "delete" => Ok(Handled::Dropped(format!("offering user {action}"))),
-                other => Err(Handled::Invalid(format!("unknown action {other:?}"))),
-            }
+            let s = m.usernames_pass().await.map_err(|e| failed(&e))?;
+            Ok(Handled::Done(format!(
+                "offering users: {} assigned, {} pending",
+                s.assigned, s.pending
+            )))
         }
-        "offering_resources_sync" => {
+        Event::UsernameSet { backend_ids } => {
+            let Some(m) = membership else {
+                return membership_off();
+            };
+            if backend_ids.is_empty() {
+                return Ok(Handled::Dropped("no resources to add the user to".into()));
+            }
+            let s = m
+                .sync_backend_ids(&backend_ids)
+                .await
+                .map_err(|e| failed(&e))?;
+            Ok(Handled::Done(format!(
+                "username set: {} added",
+                s.users_added
+            )))
+        }
+        Event::OfferingUserOther(action) => Ok(Handled::Dropped(format!("offering user {action}"))),
+        Event::OfferingSync => {
             let mut done = Vec::new();
             if let Some(m) = membership {
                 let s = m.run_cycle().await.map_err(|e| failed(&e))?;
@@ -181,70 +136,50 @@ async fn dispatch(
             }
             Ok(Handled::Done(done.join(", ")))
         }
-        "resource_periodic_limits" => periodic_limits(o, body).await,
-        "importable_resources" => {
-            let request = required(body, "backend_resource_request_uuid")?;
-            import(o, request).await
-        }
-        other => Err(Handled::Invalid(format!("unknown object type {other:?}"))),
+        Event::PeriodicLimits(p) => Ok(periodic_limits(o, p).await),
+        Event::ImportRequest { request } => import(o, &request).await,
     }
 }
 
 /// Applies periodic settings and always reports the result to the policy.
-async fn periodic_limits(
-    o: &OfferingRuntime,
-    body: &Map<String, Value>,
-) -> Result<Handled, Handled> {
-    let resource = text(body, "resource_uuid").unwrap_or_default();
-    let policy = text(body, "policy_uuid");
-    let (success, error, actions) = match (text(body, "backend_id"), text(body, "action")) {
-        (Some(id), Some("apply_periodic_settings")) => {
-            let settings = body
-                .get("settings")
-                .and_then(Value::as_object)
-                .cloned()
-                .unwrap_or_default();
-            match &o.orders {
-                Some(t) => match t.backend.apply_periodic_settings(id, settings).await {
-                    Ok(actions) => (true, String::new(), actions),
-                    Err(e) => (false, e.to_string(), Vec::new()),
-                },
-                None => (false, "order processing is off".to_owned(), Vec::new()),
-            }
-        }
+async fn periodic_limits(o: &OfferingRuntime, p: PeriodicLimits) -> Handled {
+    let (success, error, actions) = match (&p.backend_id, p.apply) {
+        (Some(id), true) => match &o.orders {
+            Some(t) => match t.backend.apply_periodic_settings(id, p.settings).await {
+                Ok(actions) => (true, String::new(), actions),
+                Err(e) => (false, e.to_string(), Vec::new()),
+            },
+            None => (false, "order processing is off".to_owned(), Vec::new()),
+        },
         _ => (
             false,
             "backend_id missing or action is not apply_periodic_settings".to_owned(),
             Vec::new(),
         ),
     };
-    if let Some(policy) = policy
+    if let (Some(policy), Some(resource)) = (&p.policy, &p.resource)
         && let Err(e) = o
             .waldur
             .report_periodic_result(policy, resource, success, &error, &actions)
             .await
     {
-        tracing::warn!(error = %e, policy, "periodic settings result not reported");
+        tracing::warn!(error = %e, %policy, "periodic settings result not reported");
     }
     if success {
-        Ok(Handled::Done(format!(
-            "periodic settings: {} actions",
-            actions.len()
-        )))
+        Handled::Done(format!("periodic settings: {} actions", actions.len()))
     } else {
-        Ok(Handled::Failed(error))
+        Handled::Failed(error)
     }
 }
 
 /// A resource import request (core spec §7.5 IMPORTABLE_RESOURCES): offer
 /// every backend resource Waldur does not know, under the project its
 /// parent account names, then close the request.
-async fn import(o: &OfferingRuntime, request: &str) -> Result<Handled, Handled> {
+async fn import(o: &OfferingRuntime, request: &Uuid) -> Result<Handled, Handled> {
     let Some(t) = &o.orders else {
         return Ok(Handled::Dropped("order processing is off".into()));
     };
     let w = &o.waldur;
-    let failed = |e: &dyn std::fmt::Display| Handled::Failed(e.to_string());
     w.import_request(request).await.map_err(|e| failed(&e))?;
     w.import_request_step(request, "start_processing")
         .await
@@ -271,6 +206,10 @@ async fn import(o: &OfferingRuntime, request: &str) -> Result<Handled, Handled> 
             let step = async {
                 let Some(project) = w.project_by_slug(slug).await? else {
                     return Ok::<bool, crate::waldur::WaldurError>(false);
+                };
+                let Ok(project) = Uuid::parse("project.uuid", &project) else {
+                    tracing::warn!(slug, "project with an invalid uuid; resource not offered");
+                    return Ok(false);
                 };
                 if w.backend_resource_exists(&r.backend_id, &project, offering).await? {
                     return Ok(false);

@@ -1,5 +1,6 @@
 //! Event processing over STOMP: the frame codec and the queue consumer.
 
+pub mod body;
 pub mod client;
 pub mod consumers;
 pub mod handlers;

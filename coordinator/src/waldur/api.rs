@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
+use super::ids::Uuid;
 use super::types::*;
 use super::{Query, WaldurClient, WaldurResult};
 
@@ -30,7 +31,7 @@ impl WaldurClient {
     /// Replaces an agent identity.
     pub async fn update_agent_identity(
         &self,
-        uuid: &str,
+        uuid: &Uuid,
         body: &Value,
     ) -> WaldurResult<AgentIdentity> {
         self.put(&format!("marketplace-site-agent-identities/{uuid}/"), body)
@@ -40,7 +41,7 @@ impl WaldurClient {
     /// Registers (get-or-create) a service of an identity.
     pub async fn register_service(
         &self,
-        identity: &str,
+        identity: &Uuid,
         name: &str,
         mode: &str,
     ) -> WaldurResult<AgentService> {
@@ -54,7 +55,7 @@ impl WaldurClient {
     /// Registers (get-or-create) a processor of a service.
     pub async fn register_processor(
         &self,
-        service: &str,
+        service: &Uuid,
         name: &str,
         backend_type: &str,
         backend_version: &str,
@@ -67,7 +68,7 @@ impl WaldurClient {
     /// The provider offering with the given sparse fields.
     pub async fn provider_offering(
         &self,
-        offering: &str,
+        offering: &Uuid,
         fields: &[&str],
     ) -> WaldurResult<ProviderOffering> {
         let query: Query = fields.iter().map(|f| ("field", (*f).to_owned())).collect();
@@ -81,13 +82,13 @@ impl WaldurClient {
     /// The service provider of a customer (single page, first entry).
     pub async fn service_provider(
         &self,
-        customer_uuid: &str,
+        customer_uuid: &Uuid,
     ) -> WaldurResult<Option<ServiceProvider>> {
         let list: Vec<ServiceProvider> = self
             .get(
                 "marketplace-service-providers/",
                 vec![
-                    ("customer_uuid", customer_uuid.to_owned()),
+                    ("customer_uuid", customer_uuid.to_string()),
                     ("field", "uuid".into()),
                 ],
             )
@@ -96,13 +97,13 @@ impl WaldurClient {
     }
 
     /// The service provider's SSH keys (single page).
-    pub async fn service_provider_keys(&self, sp: &str) -> WaldurResult<Vec<SshKey>> {
+    pub async fn service_provider_keys(&self, sp: &Uuid) -> WaldurResult<Vec<SshKey>> {
         self.get(&format!("marketplace-service-providers/{sp}/keys/"), vec![])
             .await
     }
 
     /// A plan.
-    pub async fn plan(&self, uuid: &str) -> WaldurResult<Plan> {
+    pub async fn plan(&self, uuid: &Uuid) -> WaldurResult<Plan> {
         self.get(&format!("marketplace-plans/{uuid}/"), vec![])
             .await
     }
@@ -110,7 +111,7 @@ impl WaldurClient {
     /// Whether a backend id is unused.
     pub async fn check_unique_backend_id(
         &self,
-        offering: &str,
+        offering: &Uuid,
         backend_id: &str,
         check_all_offerings: bool,
     ) -> WaldurResult<bool> {
@@ -126,20 +127,20 @@ impl WaldurClient {
     // --------------------------------------------------------------- orders
 
     /// Orders of an offering in the given states (list-all).
-    pub async fn orders(&self, offering: &str, states: &[&str]) -> WaldurResult<Vec<Order>> {
-        let mut query: Query = vec![("offering_uuid", offering.to_owned())];
+    pub async fn orders(&self, offering: &Uuid, states: &[&str]) -> WaldurResult<Vec<Order>> {
+        let mut query: Query = vec![("offering_uuid", offering.to_string())];
         query.extend(states.iter().map(|s| ("state", (*s).to_owned())));
         self.list_all("marketplace-orders/", query).await
     }
 
     /// One order.
-    pub async fn order(&self, uuid: &str) -> WaldurResult<Order> {
+    pub async fn order(&self, uuid: &Uuid) -> WaldurResult<Order> {
         self.get(&format!("marketplace-orders/{uuid}/"), vec![])
             .await
     }
 
     /// Approves a pending-provider order.
-    pub async fn approve_order(&self, uuid: &str) -> WaldurResult<()> {
+    pub async fn approve_order(&self, uuid: &Uuid) -> WaldurResult<()> {
         self.post_ignored(
             &format!("marketplace-orders/{uuid}/approve_by_provider/"),
             &json!({}),
@@ -148,7 +149,7 @@ impl WaldurClient {
     }
 
     /// Rejects a pending-provider order.
-    pub async fn reject_order(&self, uuid: &str, comment: &str) -> WaldurResult<()> {
+    pub async fn reject_order(&self, uuid: &Uuid, comment: &str) -> WaldurResult<()> {
         let body = if comment.is_empty() {
             json!({})
         } else {
@@ -162,7 +163,7 @@ impl WaldurClient {
     }
 
     /// Marks an executing order done.
-    pub async fn set_order_done(&self, uuid: &str) -> WaldurResult<()> {
+    pub async fn set_order_done(&self, uuid: &Uuid) -> WaldurResult<()> {
         self.post_empty(&format!("marketplace-orders/{uuid}/set_state_done/"))
             .await
     }
@@ -170,7 +171,7 @@ impl WaldurClient {
     /// Marks an executing order erred.
     pub async fn set_order_erred(
         &self,
-        uuid: &str,
+        uuid: &Uuid,
         message: &str,
         traceback: &str,
     ) -> WaldurResult<()> {
@@ -182,7 +183,7 @@ impl WaldurClient {
     }
 
     /// Sets the order's backend id (slow operations, for display).
-    pub async fn set_order_backend_id(&self, uuid: &str, backend_id: &str) -> WaldurResult<()> {
+    pub async fn set_order_backend_id(&self, uuid: &Uuid, backend_id: &str) -> WaldurResult<()> {
         self.post_ignored(
             &format!("marketplace-orders/{uuid}/set_backend_id/"),
             &json!({"backend_id": backend_id}),
@@ -193,13 +194,13 @@ impl WaldurClient {
     // ------------------------------------------------------------ resources
 
     /// One provider resource.
-    pub async fn resource(&self, uuid: &str) -> WaldurResult<Resource> {
+    pub async fn resource(&self, uuid: &Uuid) -> WaldurResult<Resource> {
         self.get(&format!("marketplace-provider-resources/{uuid}/"), vec![])
             .await
     }
 
     /// The team of a resource's project (single page).
-    pub async fn resource_team(&self, uuid: &str) -> WaldurResult<Vec<TeamMember>> {
+    pub async fn resource_team(&self, uuid: &Uuid) -> WaldurResult<Vec<TeamMember>> {
         self.get(
             &format!("marketplace-provider-resources/{uuid}/team/"),
             vec![],
@@ -208,7 +209,7 @@ impl WaldurClient {
     }
 
     /// Sets the resource's backend id.
-    pub async fn set_resource_backend_id(&self, uuid: &str, backend_id: &str) -> WaldurResult<()> {
+    pub async fn set_resource_backend_id(&self, uuid: &Uuid, backend_id: &str) -> WaldurResult<()> {
         self.post_ignored(
             &format!("marketplace-provider-resources/{uuid}/set_backend_id/"),
             &json!({"backend_id": backend_id}),
@@ -219,7 +220,7 @@ impl WaldurClient {
     /// Sets the resource's limits.
     pub async fn set_resource_limits(
         &self,
-        uuid: &str,
+        uuid: &Uuid,
         limits: &BTreeMap<String, i64>,
     ) -> WaldurResult<()> {
         self.post_ignored(
@@ -232,7 +233,7 @@ impl WaldurClient {
     /// Sets the resource's backend metadata.
     pub async fn set_resource_backend_metadata(
         &self,
-        uuid: &str,
+        uuid: &Uuid,
         metadata: &Value,
     ) -> WaldurResult<()> {
         self.post_ignored(
@@ -244,7 +245,7 @@ impl WaldurClient {
 
     /// Sets the resource's endpoints. Not in Waldur 8.0.5's schema; newer
     /// Waldur versions have it, and the original agent calls it.
-    pub async fn set_resource_endpoints(&self, uuid: &str, endpoints: &Value) -> WaldurResult<()> {
+    pub async fn set_resource_endpoints(&self, uuid: &Uuid, endpoints: &Value) -> WaldurResult<()> {
         self.post_ignored(
             &format!("marketplace-provider-resources/{uuid}/set_endpoints/"),
             &json!({"endpoints": endpoints}),
@@ -255,11 +256,11 @@ impl WaldurClient {
     // -------------------------------------------------------- offering users
 
     /// Offering users of an offering that are not restricted (list-all).
-    pub async fn offering_users(&self, offering: &str) -> WaldurResult<Vec<OfferingUser>> {
+    pub async fn offering_users(&self, offering: &Uuid) -> WaldurResult<Vec<OfferingUser>> {
         self.list_all(
             "marketplace-offering-users/",
             vec![
-                ("offering_uuid", offering.to_owned()),
+                ("offering_uuid", offering.to_string()),
                 ("is_restricted", "false".into()),
             ],
         )
@@ -269,11 +270,11 @@ impl WaldurClient {
     /// Offering users of an offering in the given states (list-all).
     pub async fn offering_users_in(
         &self,
-        offering: &str,
+        offering: &Uuid,
         states: &[&str],
     ) -> WaldurResult<Vec<OfferingUser>> {
         let mut query: Query = vec![
-            ("offering_uuid", offering.to_owned()),
+            ("offering_uuid", offering.to_string()),
             ("is_restricted", "false".into()),
         ];
         query.extend(states.iter().map(|s| ("state", (*s).to_owned())));
@@ -281,7 +282,7 @@ impl WaldurClient {
     }
 
     /// Requested / Error creating → Creating.
-    pub async fn offering_user_begin_creating(&self, uuid: &str) -> WaldurResult<()> {
+    pub async fn offering_user_begin_creating(&self, uuid: &Uuid) -> WaldurResult<()> {
         self.post_empty(&format!(
             "marketplace-offering-users/{uuid}/begin_creating/"
         ))
@@ -291,7 +292,7 @@ impl WaldurClient {
     /// → Pending account linking, with what the user must do.
     pub async fn offering_user_pending_linking(
         &self,
-        uuid: &str,
+        uuid: &Uuid,
         comment: &str,
         comment_url: &str,
     ) -> WaldurResult<()> {
@@ -305,7 +306,7 @@ impl WaldurClient {
     /// → Pending additional validation, with what the user must do.
     pub async fn offering_user_pending_validation(
         &self,
-        uuid: &str,
+        uuid: &Uuid,
         comment: &str,
         comment_url: &str,
     ) -> WaldurResult<()> {
@@ -317,7 +318,7 @@ impl WaldurClient {
     }
 
     /// Pending * → OK.
-    pub async fn offering_user_validation_complete(&self, uuid: &str) -> WaldurResult<()> {
+    pub async fn offering_user_validation_complete(&self, uuid: &Uuid) -> WaldurResult<()> {
         self.post_empty(&format!(
             "marketplace-offering-users/{uuid}/set_validation_complete/"
         ))
@@ -325,7 +326,7 @@ impl WaldurClient {
     }
 
     /// Creating → Error creating.
-    pub async fn offering_user_error_creating(&self, uuid: &str) -> WaldurResult<()> {
+    pub async fn offering_user_error_creating(&self, uuid: &Uuid) -> WaldurResult<()> {
         self.post_empty(&format!(
             "marketplace-offering-users/{uuid}/set_error_creating/"
         ))
@@ -333,7 +334,7 @@ impl WaldurClient {
     }
 
     /// Sets the offering username (Waldur moves Creating users to OK).
-    pub async fn set_offering_username(&self, uuid: &str, username: &str) -> WaldurResult<()> {
+    pub async fn set_offering_username(&self, uuid: &Uuid, username: &str) -> WaldurResult<()> {
         let _: Ignored = self
             .patch(
                 &format!("marketplace-offering-users/{uuid}/"),
@@ -344,7 +345,7 @@ impl WaldurClient {
     }
 
     /// Which user attributes the offering exposes.
-    pub async fn attribute_config(&self, offering: &str) -> WaldurResult<AttributeConfig> {
+    pub async fn attribute_config(&self, offering: &Uuid) -> WaldurResult<AttributeConfig> {
         self.get(
             &format!("marketplace-provider-offerings/{offering}/user-attribute-config/"),
             vec![],
@@ -357,11 +358,11 @@ impl WaldurClient {
     /// Provider resources of an offering in the given states (list-all).
     pub async fn resources(
         &self,
-        offering: &str,
+        offering: &Uuid,
         states: &[&str],
         fields: &[&str],
     ) -> WaldurResult<Vec<Resource>> {
-        let mut query: Query = vec![("offering_uuid", offering.to_owned())];
+        let mut query: Query = vec![("offering_uuid", offering.to_string())];
         query.extend(states.iter().map(|s| ("state", (*s).to_owned())));
         query.extend(fields.iter().map(|f| ("field", (*f).to_owned())));
         self.list_all("marketplace-provider-resources/", query)
@@ -369,7 +370,7 @@ impl WaldurClient {
     }
 
     /// Marks the resource as synced now.
-    pub async fn refresh_last_sync(&self, uuid: &str) -> WaldurResult<()> {
+    pub async fn refresh_last_sync(&self, uuid: &Uuid) -> WaldurResult<()> {
         self.post_empty(&format!(
             "marketplace-provider-resources/{uuid}/refresh_last_sync/"
         ))
@@ -377,7 +378,7 @@ impl WaldurClient {
     }
 
     /// Erred → OK.
-    pub async fn set_resource_ok(&self, uuid: &str) -> WaldurResult<()> {
+    pub async fn set_resource_ok(&self, uuid: &Uuid) -> WaldurResult<()> {
         self.post_empty(&format!("marketplace-provider-resources/{uuid}/set_as_ok/"))
             .await
     }
@@ -385,7 +386,7 @@ impl WaldurClient {
     /// → Erred with a message.
     pub async fn set_resource_erred(
         &self,
-        uuid: &str,
+        uuid: &Uuid,
         message: &str,
         traceback: &str,
     ) -> WaldurResult<()> {
@@ -400,7 +401,7 @@ impl WaldurClient {
     /// than Waldur 8.0.5; only sent when the offering enables it.
     pub async fn set_membership_sync_statuses(
         &self,
-        uuid: &str,
+        uuid: &Uuid,
         statuses: &[Value],
     ) -> WaldurResult<()> {
         self.post_ignored(
@@ -411,7 +412,7 @@ impl WaldurClient {
     }
 
     /// Project service accounts of the offering's projects (list-all).
-    pub async fn service_accounts(&self, offering: &str) -> WaldurResult<Vec<Account>> {
+    pub async fn service_accounts(&self, offering: &Uuid) -> WaldurResult<Vec<Account>> {
         self.list_all(
             &format!("marketplace-provider-offerings/{offering}/list_project_service_accounts/"),
             vec![],
@@ -420,7 +421,7 @@ impl WaldurClient {
     }
 
     /// Course accounts of the offering's projects (list-all).
-    pub async fn course_accounts(&self, offering: &str) -> WaldurResult<Vec<Account>> {
+    pub async fn course_accounts(&self, offering: &Uuid) -> WaldurResult<Vec<Account>> {
         self.list_all(
             &format!("marketplace-provider-offerings/{offering}/list_course_accounts/"),
             vec![],
@@ -434,13 +435,13 @@ impl WaldurClient {
     /// one read per offering and period instead of one per resource.
     pub async fn component_usages(
         &self,
-        offering: &str,
+        offering: &Uuid,
         billing_period: &str,
     ) -> WaldurResult<Vec<ComponentUsage>> {
         self.list_all(
             "marketplace-component-usages/",
             vec![
-                ("offering_uuid", offering.to_owned()),
+                ("offering_uuid", offering.to_string()),
                 ("billing_period", billing_period.to_owned()),
                 ("field", "uuid".into()),
                 ("field", "type".into()),
@@ -455,13 +456,13 @@ impl WaldurClient {
     /// Every per-user usage of an offering in a billing period (list-all).
     pub async fn component_user_usages(
         &self,
-        offering: &str,
+        offering: &Uuid,
         billing_period: &str,
     ) -> WaldurResult<Vec<ComponentUserUsage>> {
         self.list_all(
             "marketplace-component-user-usages/",
             vec![
-                ("offering_uuid", offering.to_owned()),
+                ("offering_uuid", offering.to_string()),
                 ("component_usage__billing_period", billing_period.to_owned()),
                 ("field", "uuid".into()),
                 ("field", "component_usage".into()),
@@ -475,7 +476,7 @@ impl WaldurClient {
     /// Sets a resource's usage totals for the period `date` falls in.
     pub async fn set_usage(
         &self,
-        resource: &str,
+        resource: &Uuid,
         usages: &[(String, String)],
         date: &str,
     ) -> WaldurResult<()> {
@@ -491,7 +492,7 @@ impl WaldurClient {
     }
 
     /// Sets the per-user amounts of one component usage record.
-    pub async fn set_user_usages(&self, usage: &str, items: &[Value]) -> WaldurResult<()> {
+    pub async fn set_user_usages(&self, usage: &Uuid, items: &[Value]) -> WaldurResult<()> {
         self.post_ignored(
             &format!("marketplace-component-usages/{usage}/set_user_usages/"),
             &json!({"usages": items}),
@@ -500,10 +501,10 @@ impl WaldurClient {
     }
 
     /// Per-user usage limits of every resource of an offering (list-all).
-    pub async fn user_usage_limits(&self, offering: &str) -> WaldurResult<Vec<UserUsageLimit>> {
+    pub async fn user_usage_limits(&self, offering: &Uuid) -> WaldurResult<Vec<UserUsageLimit>> {
         self.list_all(
             "component-user-usage-limits/",
-            vec![("offering_uuid", offering.to_owned())],
+            vec![("offering_uuid", offering.to_string())],
         )
         .await
     }
@@ -518,7 +519,7 @@ impl WaldurClient {
     /// Creates an offering component.
     pub async fn create_offering_component(
         &self,
-        offering: &str,
+        offering: &Uuid,
         body: &Value,
     ) -> WaldurResult<()> {
         self.post_ignored(
@@ -531,7 +532,7 @@ impl WaldurClient {
     /// Updates an offering component (`body` carries its `uuid`).
     pub async fn update_offering_component(
         &self,
-        offering: &str,
+        offering: &Uuid,
         body: &Value,
     ) -> WaldurResult<()> {
         self.post_ignored(
@@ -546,7 +547,7 @@ impl WaldurClient {
     /// Registers (get-or-create) an event subscription of the identity.
     pub async fn register_event_subscription(
         &self,
-        identity: &str,
+        identity: &Uuid,
         object_type: &str,
     ) -> WaldurResult<EventSubscription> {
         self.post(
@@ -559,8 +560,8 @@ impl WaldurClient {
     /// Creates (get-or-create) the subscription's queue for an offering.
     pub async fn create_queue(
         &self,
-        subscription: &str,
-        offering: &str,
+        subscription: &Uuid,
+        offering: &Uuid,
         object_type: &str,
     ) -> WaldurResult<EventQueue> {
         self.post(
@@ -573,14 +574,14 @@ impl WaldurClient {
     /// Resources of an offering in one project, in the given states.
     pub async fn project_resources(
         &self,
-        offering: &str,
-        project: &str,
+        offering: &Uuid,
+        project: &Uuid,
         states: &[&str],
         fields: &[&str],
     ) -> WaldurResult<Vec<Resource>> {
         let mut query: Query = vec![
-            ("offering_uuid", offering.to_owned()),
-            ("project_uuid", project.to_owned()),
+            ("offering_uuid", offering.to_string()),
+            ("project_uuid", project.to_string()),
         ];
         query.extend(states.iter().map(|s| ("state", (*s).to_owned())));
         query.extend(fields.iter().map(|f| ("field", (*f).to_owned())));
@@ -591,8 +592,8 @@ impl WaldurClient {
     /// Reports the outcome of periodic settings to Waldur's policy.
     pub async fn report_periodic_result(
         &self,
-        policy: &str,
-        resource: &str,
+        policy: &Uuid,
+        resource: &Uuid,
         success: bool,
         error_message: &str,
         commands: &[String],
@@ -603,19 +604,19 @@ impl WaldurClient {
     // ---------------------------------------------------------- resource import
 
     /// A resource import request.
-    pub async fn import_request(&self, uuid: &str) -> WaldurResult<Value> {
+    pub async fn import_request(&self, uuid: &Uuid) -> WaldurResult<Value> {
         self.get(&format!("backend-resource-requests/{uuid}/"), vec![])
             .await
     }
 
     /// Moves an import request on: `start_processing` or `set_done`.
-    pub async fn import_request_step(&self, uuid: &str, step: &str) -> WaldurResult<()> {
+    pub async fn import_request_step(&self, uuid: &Uuid, step: &'static str) -> WaldurResult<()> {
         self.post_empty(&format!("backend-resource-requests/{uuid}/{step}/"))
             .await
     }
 
     /// Marks an import request erred.
-    pub async fn import_request_erred(&self, uuid: &str, message: &str) -> WaldurResult<()> {
+    pub async fn import_request_erred(&self, uuid: &Uuid, message: &str) -> WaldurResult<()> {
         self.post_ignored(
             &format!("backend-resource-requests/{uuid}/set_erred/"),
             &json!({"error_message": message, "error_traceback": ""}),
@@ -641,16 +642,16 @@ impl WaldurClient {
     pub async fn backend_resource_exists(
         &self,
         backend_id: &str,
-        project: &str,
-        offering: &str,
+        project: &Uuid,
+        offering: &Uuid,
     ) -> WaldurResult<bool> {
         let list: Vec<Value> = self
             .list_all(
                 "backend-resources/",
                 vec![
                     ("backend_id", backend_id.to_owned()),
-                    ("project_uuid", project.to_owned()),
-                    ("offering_uuid", offering.to_owned()),
+                    ("project_uuid", project.to_string()),
+                    ("offering_uuid", offering.to_string()),
                 ],
             )
             .await?;
@@ -661,8 +662,8 @@ impl WaldurClient {
     pub async fn create_backend_resource(
         &self,
         backend_id: &str,
-        project: &str,
-        offering: &str,
+        project: &Uuid,
+        offering: &Uuid,
         limits: &BTreeMap<String, i64>,
     ) -> WaldurResult<()> {
         self.post_ignored("backend-resources/", &json!({"name": backend_id, "project": project, "offering": offering, "backend_id": backend_id, "backend_metadata": {"limits": limits}})).await

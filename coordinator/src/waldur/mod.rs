@@ -15,6 +15,7 @@
 //! and at most 300 bytes of the response body.
 
 mod api;
+pub mod ids;
 pub mod types;
 
 use std::sync::Arc;
@@ -57,9 +58,15 @@ pub enum ErrorKind {
     /// The request did not complete (connect, timeout, reset).
     #[error("network: {0}")]
     Network(String),
-    /// The answer was not what the schema says.
+    /// A success status whose body does not decode (an HTML maintenance
+    /// page, a truncated or empty body): Waldur or a proxy in front of it is
+    /// not well, so it is transient like a 5xx.
     #[error("unexpected response: {0}")]
-    Decode(String),
+    Garbled(String),
+    /// The request could not be built (a bad path or body): our mistake,
+    /// never retried.
+    #[error("invalid request: {0}")]
+    Request(String),
     /// The OIDC token could not be obtained.
     #[error("oidc: {0}")]
     Auth(String),
@@ -70,8 +77,8 @@ impl WaldurError {
     pub fn is_transient(&self) -> bool {
         match &self.kind {
             ErrorKind::Status { status, .. } => *status >= 500 || *status == 429,
-            ErrorKind::Network(_) | ErrorKind::Auth(_) => true,
-            ErrorKind::Decode(_) => false,
+            ErrorKind::Network(_) | ErrorKind::Auth(_) | ErrorKind::Garbled(_) => true,
+            ErrorKind::Request(_) => false,
         }
     }
 
@@ -207,18 +214,23 @@ impl WaldurClient {
         }
     }
 
-    /// Sends one request with retries; returns status and body text.
-    async fn send(
+    /// Sends one request and reads its answer with `read`, retrying
+    /// transient failures: 5xx, 429, network errors, and success answers
+    /// `read` cannot make sense of (an HTML maintenance page, a cut or empty
+    /// body). The request is repeated as it was; every call the client makes
+    /// is safe to repeat (Waldur's actions are idempotent or checked).
+    async fn exchange<T>(
         &self,
         method: Method,
         path: &str,
         query: &[(&'static str, String)],
         body: Option<&serde_json::Value>,
-    ) -> WaldurResult<(StatusCode, reqwest::header::HeaderMap, String)> {
+        read: impl Fn(StatusCode, &str) -> Result<T, String>,
+    ) -> WaldurResult<(T, reqwest::header::HeaderMap)> {
         let url = self.inner.base.join(path).map_err(|e| WaldurError {
             method: method.to_string(),
             path: path.to_owned(),
-            kind: ErrorKind::Decode(format!("bad path: {e}")),
+            kind: ErrorKind::Request(format!("bad path: {e}")),
         })?;
         let retry = &self.inner.retry;
         let mut attempt = 0;
@@ -226,7 +238,16 @@ impl WaldurClient {
             attempt += 1;
             let result = self
                 .send_once(method.clone(), &url, path, query, body)
-                .await;
+                .await
+                .and_then(|(status, headers, text)| {
+                    read(status, &text)
+                        .map(|value| (value, headers))
+                        .map_err(|why| WaldurError {
+                            method: method.to_string(),
+                            path: path.to_owned(),
+                            kind: ErrorKind::Garbled(why),
+                        })
+                });
             match result {
                 Err(e) if e.is_transient() && attempt < retry.max_attempts.max(1) => {
                     let backoff = backoff(retry, attempt);
@@ -291,11 +312,13 @@ impl WaldurClient {
 
     /// GET and decode.
     pub async fn get<T: DeserializeOwned>(&self, path: &str, query: Query) -> WaldurResult<T> {
-        let (_, _, text) = self.send(Method::GET, path, &query, None).await?;
-        decode("GET", path, &text)
+        let (value, _) = self
+            .exchange(Method::GET, path, &query, None, decode)
+            .await?;
+        Ok(value)
     }
 
-    /// POST a JSON body and decode the answer (`()` for no body).
+    /// POST a JSON body and decode the answer.
     pub async fn post<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
@@ -304,15 +327,25 @@ impl WaldurClient {
         self.with_body(Method::POST, path, body).await
     }
 
-    /// POST a JSON body whose answer is not needed (actions).
+    /// POST a JSON body whose answer is not needed (actions). Waldur answers
+    /// these with JSON or with no content; anything else (an HTML page) is a
+    /// proxy's and says nothing about whether the action happened.
     pub async fn post_ignored<B: Serialize>(&self, path: &str, body: &B) -> WaldurResult<()> {
-        let _: serde::de::IgnoredAny = self.post(path, body).await?;
+        let value = serde_json::to_value(body).map_err(|e| WaldurError {
+            method: "POST".into(),
+            path: path.to_owned(),
+            kind: ErrorKind::Request(e.to_string()),
+        })?;
+        self.exchange(Method::POST, path, &[], Some(&value), no_content)
+            .await?;
         Ok(())
     }
 
-    /// POST without a body (state transitions whose operation takes none).
+    /// POST without a body (state transitions whose operation takes none);
+    /// the answer is checked as for [`Self::post_ignored`].
     pub async fn post_empty(&self, path: &str) -> WaldurResult<()> {
-        self.send(Method::POST, path, &[], None).await?;
+        self.exchange(Method::POST, path, &[], None, no_content)
+            .await?;
         Ok(())
     }
 
@@ -343,15 +376,12 @@ impl WaldurClient {
         let value = serde_json::to_value(body).map_err(|e| WaldurError {
             method: method.to_string(),
             path: path.to_owned(),
-            kind: ErrorKind::Decode(e.to_string()),
+            kind: ErrorKind::Request(e.to_string()),
         })?;
-        let (_, _, text) = self.send(method.clone(), path, &[], Some(&value)).await?;
-        let text = if text.trim().is_empty() {
-            "null".to_owned()
-        } else {
-            text
-        };
-        decode(method.as_str(), path, &text)
+        let (value, _) = self
+            .exchange(method.clone(), path, &[], Some(&value), decode)
+            .await?;
+        Ok(value)
     }
 
     /// GET every page of a list.
@@ -368,8 +398,8 @@ impl WaldurClient {
             if let Some(p) = &page {
                 q.push(("page", p.clone()));
             }
-            let (_, headers, text) = self.send(Method::GET, path, &q, None).await?;
-            let items: Vec<T> = decode("GET", path, &text)?;
+            let (items, headers): (Vec<T>, _) =
+                self.exchange(Method::GET, path, &q, None, decode).await?;
             out.extend(items);
             match next_page(&headers) {
                 Some(p) if Some(&p) != page.as_ref() => page = Some(p),
@@ -379,12 +409,24 @@ impl WaldurClient {
     }
 }
 
-fn decode<T: DeserializeOwned>(method: &str, path: &str, text: &str) -> WaldurResult<T> {
-    serde_json::from_str(text).map_err(|e| WaldurError {
-        method: method.to_owned(),
-        path: path.to_owned(),
-        kind: ErrorKind::Decode(format!("{e} in {}", truncate(text, 200))),
+/// Reads a JSON answer of the expected shape; an empty body is garbled.
+fn decode<T: DeserializeOwned>(status: StatusCode, text: &str) -> Result<T, String> {
+    serde_json::from_str(text).map_err(|e| {
+        if text.trim().is_empty() {
+            format!("HTTP {status} with an empty body")
+        } else {
+            format!("{e} in {}", truncate(text, 200))
+        }
     })
+}
+
+/// Reads the answer of an action whose result is not used: no content or
+/// any JSON.
+fn no_content(status: StatusCode, text: &str) -> Result<(), String> {
+    if text.trim().is_empty() {
+        return Ok(());
+    }
+    decode::<serde::de::IgnoredAny>(status, text).map(drop)
 }
 
 /// The `page` parameter of the `rel="next"` link, if any.

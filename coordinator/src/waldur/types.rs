@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::ids::{InvalidUuid, Uuid};
+
 /// Order states (Waldur `OrderState`).
 pub mod order_state {
     /// Awaiting the provider's approval.
@@ -67,6 +69,21 @@ pub struct Order {
     pub consumer_message: String,
 }
 
+impl Order {
+    /// The order's UUID, checked.
+    pub fn id(&self) -> Result<Uuid, InvalidUuid> {
+        Uuid::parse("order.uuid", &self.uuid)
+    }
+
+    /// The order's resource UUID, checked.
+    pub fn resource_id(&self) -> Result<Uuid, InvalidUuid> {
+        Uuid::parse(
+            "order.marketplace_resource_uuid",
+            &self.marketplace_resource_uuid,
+        )
+    }
+}
+
 /// A provider resource (`Resource`).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
@@ -115,6 +132,13 @@ pub struct Resource {
     pub backend_metadata: Value,
     /// Offering plugin options.
     pub offering_plugin_options: Value,
+}
+
+impl Resource {
+    /// The resource's UUID, checked.
+    pub fn id(&self) -> Result<Uuid, InvalidUuid> {
+        Uuid::parse("resource.uuid", &self.uuid)
+    }
 }
 
 /// A member of a resource's project team (`ProjectUser`).
@@ -166,6 +190,13 @@ pub struct OfferingUser {
     /// Every other field: the `user_<attribute>` values the offering exposes.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, Value>,
+}
+
+impl OfferingUser {
+    /// The offering user's UUID, checked.
+    pub fn id(&self) -> Result<Uuid, InvalidUuid> {
+        Uuid::parse("offering_user.uuid", &self.uuid)
+    }
 }
 
 /// Offering-user states (Waldur `OfferingUserState`).

@@ -117,32 +117,13 @@ async fn handle(
 
     // Faults first: they model the network and Waldur's own failures.
     let fault = take_fault(&sim, method.as_str(), &path);
-    if let Some(f) = &fault {
+    if let Some(f) = fault.as_ref().filter(|f| !f.after_serving) {
         if f.latency_ms > 0 {
             tokio::time::sleep(Duration::from_millis(f.latency_ms)).await;
         }
-        if f.drop {
-            record(&sim, &method, &route, 0, body_json, None);
-            // A body that fails at once makes hyper abort the connection.
-            let stream = futures::stream::once(async {
-                Err::<Bytes, std::io::Error>(std::io::Error::other(
-                    "connection dropped by fault injection",
-                ))
-            });
-            return Response::new(Body::from_stream(stream));
-        }
-        if let Some(status) = f.status {
-            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let value = json!({"detail": format!("injected fault {status}")});
-            record(
-                &sim,
-                &method,
-                &route,
-                status,
-                body_json,
-                Some(value.clone()),
-            );
-            return json_response(code, &value);
+        // A fault of latency only delays the real answer.
+        if f.drop || f.body.is_some() || f.status.is_some() {
+            return faulty(&sim, &method, &route, body_json, f).await;
         }
     }
 
@@ -190,6 +171,12 @@ async fn handle(
         }
         _ => (status, value, extra_headers),
     };
+    if let Some(f) = fault.as_ref().filter(|f| f.after_serving) {
+        if f.latency_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(f.latency_ms)).await;
+        }
+        return faulty(&sim, &method, &route, body_json, f).await;
+    }
     record(
         &sim,
         &method,
@@ -205,6 +192,43 @@ async fn handle(
         }
     }
     resp
+}
+
+/// The answer a fault gives instead of Waldur's.
+async fn faulty(
+    sim: &Sim,
+    method: &Method,
+    route: &str,
+    body_json: Option<Value>,
+    f: &Fault,
+) -> Response {
+    if f.drop {
+        record(sim, method, route, 0, body_json, None);
+        // A body that fails at once makes hyper abort the connection.
+        let stream = futures::stream::once(async {
+            Err::<Bytes, std::io::Error>(std::io::Error::other(
+                "connection dropped by fault injection",
+            ))
+        });
+        return Response::new(Body::from_stream(stream));
+    }
+    if let Some(raw) = &f.body {
+        let status = f.status.unwrap_or(200);
+        record(sim, method, route, status, body_json, None);
+        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+        let mut resp = Response::new(Body::from(raw.clone()));
+        *resp.status_mut() = code;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        return resp;
+    }
+    let status = f.status.unwrap_or(500);
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let value = json!({"detail": format!("injected fault {status}")});
+    record(sim, method, route, status, body_json, Some(value.clone()));
+    json_response(code, &value)
 }
 
 fn take_fault(sim: &Sim, method: &str, path: &str) -> Option<Fault> {

@@ -47,6 +47,12 @@ pub struct Fault {
     pub drop: bool,
     /// Apply this many times, then disappear (`None`: until cleared).
     pub times: Option<u32>,
+    /// Answer with this raw body (an HTML page, a cut JSON text, `[]`)
+    /// and `status` (default 200) instead of Waldur's answer.
+    pub body: Option<String>,
+    /// Serve the request first (its effect happens), then answer with the
+    /// fault: the write went through, the answer was lost or garbled.
+    pub after_serving: bool,
 }
 
 /// One recorded API request.

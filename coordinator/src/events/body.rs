@@ -1,0 +1,279 @@
+//! Event bodies decoded into meaning in one place (core spec §7.5): every id
+//! is checked here, so nothing downstream handles raw JSON or puts an
+//! unchecked string into a URL. Unknown keys are ignored, as Waldur adds
+//! fields between versions.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::waldur::ids::Uuid;
+
+/// Order states that need no work (the original's drop list).
+const ORDER_STATES_IGNORED: [&str; 7] = [
+    "done",
+    "erred",
+    "pending-consumer",
+    "canceled",
+    "rejected",
+    "pending-project",
+    "pending-start-date",
+];
+
+/// One Waldur event, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// An order changed; `None` when its state needs work.
+    Order {
+        /// The order.
+        order: Uuid,
+        /// A state that needs no work, if the event says so.
+        settled: Option<String>,
+    },
+    /// A project role was granted or revoked.
+    UserRole {
+        /// The project.
+        project: Uuid,
+        /// Only this resource, when the event names one and no user.
+        resource: Option<Uuid>,
+    },
+    /// A resource changed (for example paused).
+    Resource {
+        /// The resource.
+        resource: Uuid,
+    },
+    /// A service or course account was created or closed.
+    Account {
+        /// `service_account` or `course_account`.
+        kind: &'static str,
+        /// `create` or `delete`.
+        action: &'static str,
+        /// The project.
+        project: Uuid,
+    },
+    /// An offering user was created or its attributes changed.
+    OfferingUserChanged,
+    /// An offering user got a username, for these backend ids.
+    UsernameSet {
+        /// The resources to add the user to.
+        backend_ids: Vec<String>,
+    },
+    /// An offering user was updated or deleted (no work).
+    OfferingUserOther(&'static str),
+    /// Waldur asks for a full sync of the offering.
+    OfferingSync,
+    /// Periodic settings for a resource.
+    PeriodicLimits(PeriodicLimits),
+    /// A resource import request.
+    ImportRequest {
+        /// The request.
+        request: Uuid,
+    },
+}
+
+/// The body of a `resource_periodic_limits` event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeriodicLimits {
+    /// The Waldur resource (reported back to the policy).
+    pub resource: Option<Uuid>,
+    /// The policy to report to.
+    pub policy: Option<Uuid>,
+    /// The backend id, when present.
+    pub backend_id: Option<String>,
+    /// Whether the action is `apply_periodic_settings`.
+    pub apply: bool,
+    /// The settings.
+    pub settings: Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+struct Raw {
+    #[serde(default)]
+    order_uuid: Option<String>,
+    #[serde(default)]
+    order_state: Option<String>,
+    #[serde(default)]
+    project_uuid: Option<String>,
+    #[serde(default)]
+    user_uuid: Option<String>,
+    #[serde(default)]
+    granted: Option<Value>,
+    #[serde(default)]
+    resource_uuid: Option<String>,
+    #[serde(default)]
+    action: Option<String>,
+    #[serde(default)]
+    resource_backend_ids: Option<Vec<Value>>,
+    #[serde(default)]
+    policy_uuid: Option<String>,
+    #[serde(default)]
+    backend_id: Option<String>,
+    #[serde(default)]
+    settings: Option<Value>,
+    #[serde(default)]
+    backend_resource_request_uuid: Option<String>,
+}
+
+/// A non-empty string field, or `None`.
+fn present(v: &Option<String>) -> Option<&str> {
+    v.as_deref().filter(|s| !s.is_empty())
+}
+
+fn required<'a>(v: &'a Option<String>, key: &str) -> Result<&'a str, String> {
+    present(v).ok_or_else(|| format!("{key} is missing or not a string"))
+}
+
+fn uuid(v: &Option<String>, key: &str) -> Result<Uuid, String> {
+    Uuid::parse(key, required(v, key)?).map_err(|e| e.to_string())
+}
+
+fn optional_uuid(v: &Option<String>, key: &str) -> Result<Option<Uuid>, String> {
+    present(v)
+        .map(|s| Uuid::parse(key, s).map_err(|e| e.to_string()))
+        .transpose()
+}
+
+impl Event {
+    /// Decodes the body of an event of `object_type`; the error says why it
+    /// is unusable (redelivering such a message would never help).
+    pub fn parse(object_type: &str, body: &[u8]) -> Result<Self, String> {
+        let value: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+        if !value.is_object() {
+            return Err("the body is not a JSON object".into());
+        }
+        let raw: Raw = serde_json::from_value(value)
+            .map_err(|e| format!("a field has the wrong type: {e}"))?;
+        match object_type {
+            "order" => Ok(Self::Order {
+                order: uuid(&raw.order_uuid, "order_uuid")?,
+                settled: present(&raw.order_state)
+                    .filter(|s| ORDER_STATES_IGNORED.contains(s))
+                    .map(str::to_owned),
+            }),
+            "user_role" => {
+                let project = uuid(&raw.project_uuid, "project_uuid")?;
+                let user = optional_uuid(&raw.user_uuid, "user_uuid")?;
+                if user.is_some() && !raw.granted.as_ref().is_some_and(Value::is_boolean) {
+                    return Err("granted is missing or not a boolean".into());
+                }
+                let resource = optional_uuid(&raw.resource_uuid, "resource_uuid")?;
+                Ok(Self::UserRole {
+                    project,
+                    resource: resource.filter(|_| user.is_none()),
+                })
+            }
+            "resource" => Ok(Self::Resource {
+                resource: uuid(&raw.resource_uuid, "resource_uuid")?,
+            }),
+            "service_account" | "course_account" => {
+                let kind = if object_type == "service_account" {
+                    "service_account"
+                } else {
+                    "course_account"
+                };
+                let action = match present(&raw.action).unwrap_or("create") {
+                    "create" => "create",
+                    "delete" => "delete",
+                    other => return Err(format!("unknown action {other:?}")),
+                };
+                Ok(Self::Account {
+                    kind,
+                    action,
+                    project: uuid(&raw.project_uuid, "project_uuid")?,
+                })
+            }
+            "offering_user" => match required(&raw.action, "action")? {
+                "create" | "attribute_update" => Ok(Self::OfferingUserChanged),
+                "username_set" => Ok(Self::UsernameSet {
+                    backend_ids: raw
+                        .resource_backend_ids
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(|v| v.as_str().filter(|s| !s.is_empty()).map(str::to_owned))
+                        .collect(),
+                }),
+                "update" => Ok(Self::OfferingUserOther("update")),
+                "delete" => Ok(Self::OfferingUserOther("delete")),
+                other => Err(format!("unknown action {other:?}")),
+            },
+            "offering_resources_sync" => Ok(Self::OfferingSync),
+            "resource_periodic_limits" => Ok(Self::PeriodicLimits(PeriodicLimits {
+                resource: optional_uuid(&raw.resource_uuid, "resource_uuid")?,
+                policy: optional_uuid(&raw.policy_uuid, "policy_uuid")?,
+                backend_id: present(&raw.backend_id).map(str::to_owned),
+                apply: present(&raw.action) == Some("apply_periodic_settings"),
+                settings: match raw.settings {
+                    Some(Value::Object(o)) => o,
+                    _ => Map::new(),
+                },
+            })),
+            "importable_resources" => Ok(Self::ImportRequest {
+                request: uuid(
+                    &raw.backend_resource_request_uuid,
+                    "backend_resource_request_uuid",
+                )?,
+            }),
+            other => Err(format!("unknown object type {other:?}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const U: &str = "0f0f0000000000000000000000000001";
+
+    #[test]
+    fn an_order_in_a_final_state_is_settled_and_others_need_work() {
+        let e = Event::parse(
+            "order",
+            format!(r#"{{"order_uuid":"{U}","order_state":"done"}}"#).as_bytes(),
+        )
+        .unwrap();
+        assert!(matches!(
+            e,
+            Event::Order {
+                settled: Some(_),
+                ..
+            }
+        ));
+        let e = Event::parse("order", format!(r#"{{"order_uuid":"{U}"}}"#).as_bytes()).unwrap();
+        assert!(matches!(e, Event::Order { settled: None, .. }));
+    }
+
+    #[test]
+    fn an_id_that_is_not_a_uuid_is_refused_naming_the_field() {
+        let e = Event::parse("order", br#"{"order_uuid":"../../../etc/passwd"}"#).unwrap_err();
+        assert!(e.starts_with("order_uuid: "), "{e}");
+        let e = Event::parse("resource", br#"{"resource_uuid":42}"#).unwrap_err();
+        assert!(e.contains("wrong type"), "{e}");
+        let e = Event::parse(
+            "importable_resources",
+            br#"{"backend_resource_request_uuid":"x/../y"}"#,
+        )
+        .unwrap_err();
+        assert!(e.contains("backend_resource_request_uuid"), "{e}");
+    }
+
+    #[test]
+    fn a_role_event_with_a_user_needs_a_boolean_granted() {
+        let body = format!(r#"{{"project_uuid":"{U}","user_uuid":"{U}"}}"#);
+        assert!(Event::parse("user_role", body.as_bytes()).is_err());
+        let body = format!(r#"{{"project_uuid":"{U}","user_uuid":"{U}","granted":true}}"#);
+        assert!(Event::parse("user_role", body.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn garbage_bodies_are_refused_with_a_reason() {
+        assert!(
+            Event::parse("order", b"\xff\xfe")
+                .unwrap_err()
+                .starts_with("not JSON")
+        );
+        assert_eq!(
+            Event::parse("order", b"[1]").unwrap_err(),
+            "the body is not a JSON object"
+        );
+        assert!(Event::parse("nonsense", b"{}").is_err());
+    }
+}
