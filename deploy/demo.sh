@@ -32,6 +32,7 @@ make_pki "$WORK/pki"
 say "starting waldur-sim with an offering, a project and a team (alice, bob)"
 SIM_PORT=$(free_port)
 head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$WORK/token"
+chmod 600 "$WORK/token"
 "$BIN_DIR/waldur-sim" --listen "127.0.0.1:$SIM_PORT" --token-file "$WORK/token" --seed-demo \
     > "$WORK/scenario.json" 2> "$WORK/sim.log" &
 PIDS+=($!)

@@ -98,6 +98,11 @@ async fn main() {
     .unwrap();
 
     std::fs::write(d.join("token"), "bench-token").unwrap();
+    std::fs::set_permissions(
+        d.join("token"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let config = format!(
         "version: 1\nbackends:\n  hpc:\n    endpoint: https://127.0.0.1:{port}\n    server_name: localhost\n    instance: hpc\n    tls: {{ca: {0}/ca.pem, cert: {0}/client.pem, key: {0}/client.key}}\noffering_placeholder",
         d.display()

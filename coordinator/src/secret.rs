@@ -22,8 +22,10 @@ impl Secret {
         &self.0
     }
 
-    /// Reads a secret from a file (trimmed) or an environment variable;
-    /// exactly one must be configured.
+    /// Reads a secret from a file or an environment variable; exactly one
+    /// must be configured. A file must be private to the service (see
+    /// [`waldur_tls::secret_file`]); in both, one trailing newline is
+    /// dropped and any other whitespace is a config error.
     pub fn from_file_or_env(
         what: &str,
         file: Option<&Path>,
@@ -31,17 +33,15 @@ impl Secret {
         env: &dyn Env,
     ) -> Result<Self, String> {
         match (file, var) {
-            (Some(path), None) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("{what}_file {}: {e}", path.display()))?;
-                let value = text.trim();
-                if value.is_empty() {
-                    return Err(format!("{what}_file {} is empty", path.display()));
-                }
-                Ok(Self::new(value))
-            }
+            (Some(path), None) => waldur_tls::secret_file::read(path)
+                .map(Self::new)
+                .map_err(|e| format!("{what}_file {e}")),
             (None, Some(name)) => match env.var(name) {
-                Some(v) if !v.trim().is_empty() => Ok(Self::new(v.trim())),
+                Some(v) if !v.is_empty() => {
+                    waldur_tls::secret_file::value(&format!("environment variable {name}"), &v)
+                        .map(Self::new)
+                        .map_err(|e| format!("{what}_env: {e}"))
+                }
                 _ => Err(format!(
                     "{what}_env: environment variable {name} is not set"
                 )),
@@ -109,10 +109,30 @@ mod tests {
 
     #[test]
     fn a_secret_file_is_read_and_trimmed() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t");
         std::fs::write(&path, "abc\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let s = Secret::from_file_or_env("token", Some(&path), None, &MapEnv::default()).unwrap();
         assert_eq!(s.expose(), "abc");
+    }
+
+    #[test]
+    fn an_open_token_file_or_a_token_with_blanks_is_a_config_error() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        std::fs::write(&path, "abc\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e =
+            Secret::from_file_or_env("token", Some(&path), None, &MapEnv::default()).unwrap_err();
+        assert!(
+            e.starts_with("token_file ") && e.contains("chmod 600"),
+            "{e}"
+        );
+        let env = MapEnv::from([("T", "ab c")]);
+        let e = Secret::from_file_or_env("token", None, Some("T"), &env).unwrap_err();
+        assert!(e.contains("whitespace") && !e.contains("ab c"), "{e}");
     }
 }

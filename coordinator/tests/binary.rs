@@ -43,6 +43,11 @@ fn a_missing_token_exits_64_naming_the_variable() {
 fn missing_tls_files_exit_64_naming_the_setting() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("token"), "t").unwrap();
+    std::fs::set_permissions(
+        dir.path().join("token"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let text = GOOD.replace(
         "token_env: WALDUR_TOKEN_FOR_TEST_UNSET",
         &format!("token_file: {}/token", dir.path().display()),
@@ -53,9 +58,28 @@ fn missing_tls_files_exit_64_naming_the_setting() {
 }
 
 #[test]
+fn a_token_file_readable_by_others_exits_64_naming_the_file_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t\n").unwrap();
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let text = GOOD.replace(
+        "token_env: WALDUR_TOKEN_FOR_TEST_UNSET",
+        &format!("token_file: {}", token.display()),
+    );
+    let (code, err) = run_with(&text);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains(&token.display().to_string()) && err.contains("chmod 600"),
+        "{err}"
+    );
+}
+
+#[test]
 fn every_subcommand_has_help_with_an_example() {
     for sub in [
         "run",
+        "plan",
         "check",
         "load-components",
         "diagnostics",

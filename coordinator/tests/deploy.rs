@@ -80,6 +80,11 @@ fn the_helm_values_config_is_a_valid_coordinator_config() {
         &dir.path().join("t").display().to_string(),
     );
     std::fs::write(dir.path().join("t"), "token").unwrap();
+    std::fs::set_permissions(
+        dir.path().join("t"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let env = waldur_coordinator::secret::MapEnv::from([("WALDUR_TOKEN", "token")]);
     waldur_coordinator::config::Config::parse(&config, Path::new("values.yaml"), &env)
         .unwrap_or_else(|e| panic!("{e}\n{config}"));

@@ -13,6 +13,7 @@
 
 pub mod cli;
 pub mod pki;
+pub mod secret_file;
 
 use std::path::{Path, PathBuf};
 

@@ -152,7 +152,7 @@ pub fn read(dir: &Path, stem: &str) -> Result<Issued, TlsError> {
 pub fn write(dir: &Path, stem: &str, issued: &Issued) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    std::fs::create_dir_all(dir)?;
+    crate::secret_file::private_dir(dir)?;
     let mut key = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
