@@ -244,6 +244,11 @@ pub struct EventsConfig {
     pub stuck_after_seconds: u64,
     /// Health check of Waldur and the backends, seconds.
     pub health_seconds: u64,
+    /// Largest WebSocket frame buffered, bytes.
+    pub max_frame_bytes: usize,
+    /// Largest event handled, bytes; a larger one is acknowledged without
+    /// handling and logged with its size (never buffered whole).
+    pub max_message_bytes: usize,
 }
 
 impl Default for EventsConfig {
@@ -256,6 +261,8 @@ impl Default for EventsConfig {
             reconcile_seconds: 3600,
             stuck_after_seconds: 1800,
             health_seconds: 1800,
+            max_frame_bytes: 1 << 20,
+            max_message_bytes: 1 << 20,
         }
     }
 }

@@ -108,6 +108,40 @@ impl Vhost {
         assert_eq!(r["routed"], true, "{r}");
     }
 
+    /// Publishes raw bytes (not necessarily UTF-8).
+    async fn publish_bytes(&self, queue: &str, payload: &[u8]) {
+        const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut encoded = String::new();
+        for chunk in payload.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    encoded.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    encoded.push('=');
+                }
+            }
+        }
+        let r: Value = self
+            .call(
+                reqwest::Method::POST,
+                &format!("exchanges/{}/amq.default/publish", self.name),
+                Some(json!({"properties": {}, "routing_key": queue, "payload": encoded, "payload_encoding": "base64"})),
+            )
+            .await
+            .error_for_status()
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(r["routed"], true, "{r}");
+    }
+
     /// Messages ready or unacknowledged, as the management statistics say
     /// (they lag by up to the statistics interval).
     async fn messages(&self, queue: &str) -> Option<u64> {
@@ -233,7 +267,10 @@ impl Consumer {
             move |m: Message| {
                 let record = record.clone();
                 async move {
-                    let body = String::from_utf8(m.body).unwrap();
+                    let body = match &m.refused {
+                        Some(why) => format!("refused: {why}"),
+                        None => String::from_utf8_lossy(&m.body).into_owned(),
+                    };
                     record.lock().unwrap().push((body, m.redelivered));
                 }
             },
@@ -634,23 +671,80 @@ async fn a_broker_that_stops_sending_heartbeats_is_left_and_reconnected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_malformed_frame_makes_the_consumer_reconnect_without_handling_it() {
+async fn a_malformed_message_frame_is_acknowledged_with_its_reason_and_never_handled() {
     let (url, subscribed) = fake_broker(AfterSubscribe::SendGarbage).await;
     let c = Consumer::start(fake_config(&url));
+    c.handled(1).await;
     let state = c.state.clone();
     until(
-        "reconnects after malformed frames",
+        "the malformed message acked",
         Duration::from_secs(10),
         || {
-            let connects = state.connects();
-            async move { connects >= 3 }
+            let acked = state.acked();
+            async move { acked == 1 }
         },
     )
     .await;
-    assert!(subscribed.load(Ordering::SeqCst) >= 3);
-    assert_eq!(state.received(), 0);
-    assert_eq!(state.acked(), 0);
+    let bodies = c.bodies();
+    assert!(
+        bodies[0].starts_with("refused: malformed frame"),
+        "{bodies:?}"
+    );
+    assert_eq!(state.connects(), 1, "no reconnect");
+    assert_eq!(subscribed.load(Ordering::SeqCst), 1);
     c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_is_not_utf8_is_handed_over_and_the_next_message_follows() {
+    let v = Vhost::new(true).await;
+    v.declare(QUEUE).await;
+    v.publish_bytes(QUEUE, &[0xff, 0xfe, b'{']).await;
+    v.publish(QUEUE, "after").await;
+    let c = Consumer::start(v.config(QUEUE));
+    c.handled(2).await;
+    assert_eq!(
+        c.bodies(),
+        vec!["\u{fffd}\u{fffd}{".to_owned(), "after".to_owned()]
+    );
+    let state = c.state.clone();
+    until("both acked", Duration::from_secs(10), || {
+        let acked = state.acked();
+        async move { acked == 2 }
+    })
+    .await;
+    assert_eq!(state.connects(), 1, "no reconnect");
+    c.stop().await;
+    assert_eq!(v.peek(QUEUE).await, Vec::<Value>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_size_limit_is_acknowledged_unhandled_and_the_queue_moves_on() {
+    let v = Vhost::new(true).await;
+    v.declare(QUEUE).await;
+    v.publish(QUEUE, &"x".repeat(300_000)).await;
+    v.publish(QUEUE, "after").await;
+    let mut config = v.config(QUEUE);
+    config.max_frame_bytes = 4096;
+    config.max_message_bytes = 4096;
+    let c = Consumer::start(config);
+    c.handled(2).await;
+    let bodies = c.bodies();
+    assert!(
+        bodies[0].starts_with("refused: message of 300")
+            && bodies[0].contains("exceeds events.max_message_bytes (4096)"),
+        "{bodies:?}"
+    );
+    assert_eq!(bodies[1], "after");
+    let state = c.state.clone();
+    until("both acked", Duration::from_secs(10), || {
+        let acked = state.acked();
+        async move { acked == 2 }
+    })
+    .await;
+    assert_eq!(state.connects(), 1, "no reconnect");
+    c.stop().await;
+    assert_eq!(v.peek(QUEUE).await, Vec::<Value>::new());
 }
 
 /// Log lines written by the code under test.
@@ -667,17 +761,28 @@ impl std::io::Write for Captured {
     }
 }
 
-// Single-threaded, so the thread-local subscriber sees the consumer's logs.
+/// Every log line of this test binary, from a global subscriber: a
+/// thread-local one races the callsite interest cache of the other tests'
+/// threads and sometimes misses lines.
+fn logs() -> Captured {
+    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        logs
+    })
+    .clone()
+}
+
 #[tokio::test]
 async fn a_refused_login_is_logged_with_the_broker_message_and_never_the_passcode() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let logs = logs();
 
     let v = Vhost::new(true).await;
     v.declare(QUEUE).await;

@@ -11,6 +11,13 @@
 //! monitored. Any failure ends the session and a new one starts after a
 //! capped exponential backoff with jitter, for ever, until shutdown.
 //!
+//! Every MESSAGE that reaches the consumer is either handled or acknowledged
+//! with the reason it was not: a body that is not UTF-8 or not JSON goes to
+//! the handler like any other (which refuses it), and a frame the codec
+//! cannot decode or a message over `max_message_bytes` reaches the handler
+//! as [`Message::refused`]. Nothing a publisher puts into a queue can stall
+//! it (see [`super::ws`] for why the transport is this project's own).
+//!
 //! The passcode is a [`Secret`] and is never logged.
 
 use std::collections::VecDeque;
@@ -20,16 +27,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures::{FutureExt as _, SinkExt as _, StreamExt as _};
-use tokio::net::TcpStream;
+use futures::FutureExt as _;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
-use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use super::stomp::{self, Decoded, Frame};
+use super::ws::{Incoming, Limits, WsConn};
 use crate::secret::Secret;
 
 /// The WebSocket subprotocol for STOMP 1.2.
@@ -65,13 +67,16 @@ pub struct StompConfig {
     pub initial_backoff: Duration,
     /// The longest reconnect delay (before jitter).
     pub max_backoff: Duration,
-    /// The largest WebSocket message (one frame) accepted.
+    /// The largest WebSocket frame buffered.
     pub max_frame_bytes: usize,
+    /// The largest STOMP message handled; a larger one is acknowledged and
+    /// dropped with a log line, never buffered whole.
+    pub max_message_bytes: usize,
 }
 
 impl StompConfig {
     /// Settings with the defaults: heart-beats 10 s both ways, prefetch 16,
-    /// backoff from 1 s to 120 s, frames up to 4 MiB.
+    /// backoff from 1 s to 120 s, frames and messages up to 4 MiB.
     pub fn new(
         url: impl Into<String>,
         vhost: impl Into<String>,
@@ -90,6 +95,7 @@ impl StompConfig {
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(120),
             max_frame_bytes: 4 << 20,
+            max_message_bytes: 4 << 20,
         }
     }
 }
@@ -103,6 +109,10 @@ pub struct Message {
     pub body: Vec<u8>,
     /// RabbitMQ delivered it before (`redelivered:true`).
     pub redelivered: bool,
+    /// Why the transport refused the message (a frame that does not decode,
+    /// a message over the size limit); its body is then empty. It is
+    /// acknowledged once the handler returns, like any other.
+    pub refused: Option<String>,
 }
 
 impl Message {
@@ -125,6 +135,7 @@ impl Message {
             headers: frame.headers,
             body: frame.body,
             redelivered,
+            refused: None,
         }
     }
 }
@@ -287,8 +298,8 @@ where
             conn.disconnect().await;
             return End::Shutdown;
         }
-        if let Some(frame) = pending.pop_front() {
-            if let Err(e) = deliver(&mut conn, state, handler, &mut pending, frame).await {
+        if let Some(next) = pending.pop_front() {
+            if let Err(e) = deliver(&mut conn, state, handler, &mut pending, next).await {
                 return failed(e, true);
             }
             continue;
@@ -314,15 +325,16 @@ async fn deliver<H, Fut>(
     conn: &mut Conn,
     state: &ConsumerState,
     handler: &mut H,
-    pending: &mut VecDeque<Frame>,
-    frame: Frame,
+    pending: &mut VecDeque<Pending>,
+    next: Pending,
 ) -> Result<(), String>
 where
     H: FnMut(Message) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let ack = frame.get("ack").map(str::to_owned);
-    let message = Message::from_frame(frame);
+    let ack = next.frame.get("ack").map(str::to_owned);
+    let mut message = Message::from_frame(next.frame);
+    message.refused = next.refused;
     tracing::debug!(
         queue = %conn.queue,
         message_id = message.header("message-id").unwrap_or_default(),
@@ -365,13 +377,39 @@ where
     Ok(())
 }
 
+/// A MESSAGE waiting for the handler: decoded, or refused with the reason.
+struct Pending {
+    frame: Frame,
+    refused: Option<String>,
+}
+
+impl Pending {
+    fn decoded(frame: Frame) -> Self {
+        Self {
+            frame,
+            refused: None,
+        }
+    }
+}
+
+/// One thing read from the broker.
+enum Read {
+    /// A heart-beat or a WebSocket control frame.
+    Nothing,
+    /// A frame.
+    Frame(Frame),
+    /// A MESSAGE that cannot be handed over as it is: its ack id, message
+    /// id and why.
+    Refused(Pending),
+}
+
 /// An open, subscribed connection.
 struct Conn {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    ws: WsConn,
     queue: String,
     /// Only to scrub it from broker errors.
     passcode: Secret,
-    max_frame: usize,
+    max_message_bytes: usize,
     /// Send an EOL when nothing was sent for this long.
     send_every: Option<Duration>,
     /// The broker's negotiated heart-beat; twice this without traffic is death.
@@ -382,12 +420,8 @@ struct Conn {
 
 impl Conn {
     async fn send(&mut self, frame: &Frame) -> Result<(), String> {
-        let message = match String::from_utf8(frame.encode()) {
-            Ok(text) => WsMessage::text(text),
-            Err(e) => WsMessage::binary(e.into_bytes()),
-        };
         self.ws
-            .send(message)
+            .send_text(&frame.encode())
             .await
             .map_err(|e| format!("sending {}: {e}", frame.command))?;
         self.last_tx = Instant::now();
@@ -397,59 +431,74 @@ impl Conn {
     /// The next frame (skipping heart-beats and control messages).
     async fn recv(&mut self) -> Result<Frame, String> {
         loop {
-            if let Some(frame) = self.read().await? {
-                return Ok(frame);
+            match self.read().await? {
+                Read::Frame(frame) => return Ok(frame),
+                Read::Refused(p) => {
+                    return Err(format!(
+                        "refused message during the handshake: {}",
+                        p.refused.unwrap_or_default()
+                    ));
+                }
+                Read::Nothing => {}
             }
         }
     }
 
-    /// Reads one WebSocket message: a frame, or `None` for a heart-beat.
-    async fn read(&mut self) -> Result<Option<Frame>, String> {
-        let message = match self.ws.next().await {
-            None => return Err("connection closed".into()),
-            Some(Err(e)) => return Err(format!("websocket: {e}")),
-            Some(Ok(m)) => m,
-        };
+    /// Reads one WebSocket message: a frame, a refused MESSAGE, or nothing
+    /// (a heart-beat). Cancellation safe.
+    async fn read(&mut self) -> Result<Read, String> {
+        let incoming = self
+            .ws
+            .next()
+            .await
+            .map_err(|e| format!("websocket: {e}"))?;
         self.last_rx = Instant::now();
-        let data = match &message {
-            WsMessage::Text(text) => text.as_bytes(),
-            WsMessage::Binary(bytes) => bytes.as_ref(),
-            WsMessage::Close(close) => {
-                return Err(match close {
-                    Some(c) => format!("closed by the broker ({}: {})", c.code, c.reason),
-                    None => "closed by the broker".into(),
-                });
-            }
-            WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => return Ok(None),
-        };
-        match stomp::decode(data, self.max_frame) {
-            Ok(Decoded::Heartbeat) => Ok(None),
-            Ok(Decoded::Frame(frame)) => Ok(Some(frame)),
-            Err(e) => Err(format!("malformed frame: {e}")),
+        match incoming {
+            Incoming::Control => Ok(Read::Nothing),
+            Incoming::Closed(close) => Err(match close {
+                Some((code, reason)) => format!("closed by the broker ({code}: {reason})"),
+                None => "closed by the broker".into(),
+            }),
+            Incoming::Message(data) => match stomp::decode(&data, usize::MAX) {
+                Ok(Decoded::Heartbeat) => Ok(Read::Nothing),
+                Ok(Decoded::Frame(frame)) => Ok(Read::Frame(frame)),
+                Err(e) => refused(&data, format!("malformed frame: {e}")),
+            },
+            Incoming::Oversized { head, size } => refused(
+                &head,
+                format!(
+                    "message of {size} bytes exceeds events.max_message_bytes ({})",
+                    self.max_message_bytes
+                ),
+            ),
         }
     }
 
     /// One round of the connection's own work: a heart-beat due, the broker
     /// silent for too long, or one message read (a MESSAGE is queued in
     /// `pending`). An error means the connection is unusable.
-    async fn step(&mut self, pending: &mut VecDeque<Frame>) -> Result<(), String> {
+    async fn step(&mut self, pending: &mut VecDeque<Pending>) -> Result<(), String> {
         let send_at = self.send_every.map(|d| self.last_tx + d);
         let dead_at = self.recv_every.map(|d| self.last_rx + 2 * d);
         tokio::select! {
             biased;
             () = sleep_until(send_at.unwrap_or_else(Instant::now)), if send_at.is_some() => {
                 self.ws
-                    .send(WsMessage::text("\n"))
+                    .send_text(b"\n")
                     .await
                     .map_err(|e| format!("sending a heart-beat: {e}"))?;
                 self.last_tx = Instant::now();
                 Ok(())
             }
             r = self.read() => match r? {
-                None => Ok(()),
-                Some(frame) => match frame.command.as_str() {
+                Read::Nothing => Ok(()),
+                Read::Refused(p) => {
+                    pending.push_back(p);
+                    Ok(())
+                }
+                Read::Frame(frame) => match frame.command.as_str() {
                     "MESSAGE" => {
-                        pending.push_back(frame);
+                        pending.push_back(Pending::decoded(frame));
                         Ok(())
                     }
                     "ERROR" => Err(broker_error(&frame, Some(&self.passcode))),
@@ -490,7 +539,22 @@ impl Conn {
             }
             Err(_) => tracing::debug!(queue = %self.queue, "no receipt for stomp disconnect"),
         }
-        let _ = timeout(DISCONNECT_TIMEOUT, self.ws.close(None)).await;
+        let _ = timeout(DISCONNECT_TIMEOUT, self.ws.close()).await;
+    }
+}
+
+/// A message that does not decode (or is too large) is a MESSAGE to
+/// acknowledge when its head names one with an ack id; anything else is a
+/// broken stream.
+fn refused(data: &[u8], why: String) -> Result<Read, String> {
+    match stomp::salvage(data) {
+        Some(head) if head.command == "MESSAGE" && head.get("ack").is_some() => {
+            Ok(Read::Refused(Pending {
+                frame: head,
+                refused: Some(why),
+            }))
+        }
+        _ => Err(why),
     }
 }
 
@@ -550,46 +614,28 @@ fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
 async fn open(
     config: &StompConfig,
     tls: &mut Option<Arc<rustls::ClientConfig>>,
-) -> Result<(Conn, VecDeque<Frame>), String> {
-    let mut request = config
-        .url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| format!("stomp url {:?}: {e}", config.url))?;
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static(SUBPROTOCOL),
-    );
-    let connector = if request.uri().scheme_str() == Some("wss") {
-        let config = match tls {
+) -> Result<(Conn, VecDeque<Pending>), String> {
+    let tls = if config.url.starts_with("wss://") {
+        Some(match tls {
             Some(c) => c.clone(),
             None => tls.insert(tls_config()?).clone(),
-        };
-        Connector::Rustls(config)
+        })
     } else {
-        Connector::Plain
+        None
     };
-    let limit = config.max_frame_bytes.max(1024);
-    let ws_config = WebSocketConfig::default()
-        .max_message_size(Some(limit))
-        .max_frame_size(Some(limit));
-    let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(
-        request,
-        Some(ws_config),
-        true,
-        Some(connector),
-    )
-    .await
-    .map_err(|e| match e {
-        tungstenite::Error::Http(r) => format!("websocket handshake: http status {}", r.status()),
-        e => format!("websocket connect: {e}"),
-    })?;
+    let limits = Limits {
+        max_frame_bytes: config.max_frame_bytes.max(1024),
+        max_message_bytes: config.max_message_bytes.max(1024),
+    };
+    let ws = WsConn::connect(&config.url, SUBPROTOCOL, tls, limits)
+        .await
+        .map_err(|e| format!("websocket connect: {e}"))?;
     let now = Instant::now();
     let mut conn = Conn {
         ws,
         queue: config.queue.clone(),
         passcode: config.passcode.clone(),
-        max_frame: config.max_frame_bytes,
+        max_message_bytes: limits.max_message_bytes,
         send_every: None,
         recv_every: None,
         last_tx: now,
@@ -624,10 +670,17 @@ async fn open(
     .await?;
     let mut early = VecDeque::new();
     loop {
-        let frame = conn.recv().await?;
+        let frame = match conn.read().await? {
+            Read::Nothing => continue,
+            Read::Refused(p) => {
+                early.push_back(p);
+                continue;
+            }
+            Read::Frame(frame) => frame,
+        };
         match frame.command.as_str() {
             "RECEIPT" if frame.get("receipt-id") == Some(receipt.as_str()) => break,
-            "MESSAGE" => early.push_back(frame),
+            "MESSAGE" => early.push_back(Pending::decoded(frame)),
             "ERROR" => return Err(broker_error(&frame, Some(&config.passcode))),
             other => {
                 tracing::debug!(queue = %config.queue, command = other, "unexpected stomp frame ignored");

@@ -111,6 +111,8 @@ async fn subscribe(
     config.heartbeat = Duration::from_secs(settings.heartbeat_seconds.max(1));
     config.prefetch = settings.prefetch.max(1);
     config.max_backoff = Duration::from_secs(settings.max_backoff_seconds.max(1));
+    config.max_frame_bytes = settings.max_frame_bytes;
+    config.max_message_bytes = settings.max_message_bytes;
     Ok(config)
 }
 
@@ -159,7 +161,10 @@ pub async fn run(c: Arc<Coordinator>, index: usize) {
                     // carries gets its own root span too).
                     let span = tracing::info_span!(parent: None, "event", offering = %offering.config.name, object_type);
                     async move {
-                        let outcome = handlers::handle(offering, object_type, &message.body).await;
+                        let outcome = match &message.refused {
+                            Some(why) => Handled::Invalid(why.clone()),
+                            None => handlers::handle(offering, object_type, &message.body).await,
+                        };
                         crate::metrics::event(
                             &offering.config.name,
                             object_type,

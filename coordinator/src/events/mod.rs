@@ -5,3 +5,4 @@ pub mod client;
 pub mod consumers;
 pub mod handlers;
 pub mod stomp;
+pub mod ws;

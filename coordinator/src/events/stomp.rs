@@ -292,6 +292,37 @@ pub fn decode(input: &[u8], max_frame: usize) -> Result<Decoded, FrameError> {
     }))
 }
 
+/// What can be read of a frame that does not decode: its command and the
+/// header lines before anything breaks, read leniently (bytes that are not
+/// UTF-8 replaced, escapes kept as they are), without its body. `None` when
+/// not even a command line is there. The consumer uses it to find the ack
+/// id of a MESSAGE it must acknowledge without handling.
+pub fn salvage(input: &[u8]) -> Option<Frame> {
+    let rest = skip_eols(input);
+    let mut lines = rest.split(|&b| b == b'\n' || b == 0);
+    let command = lines.next()?;
+    let command = command.strip_suffix(b"\r").unwrap_or(command);
+    if command.is_empty() || !command.iter().all(u8::is_ascii_graphic) {
+        return None;
+    }
+    let mut frame = Frame::new(String::from_utf8_lossy(command).into_owned());
+    for line in lines {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            break;
+        };
+        let (name, value) = line.split_at(colon);
+        frame.headers.push((
+            String::from_utf8_lossy(name).into_owned(),
+            String::from_utf8_lossy(&value[1..]).into_owned(),
+        ));
+    }
+    Some(frame)
+}
+
 fn content_length(value: &str, max_frame: usize) -> Result<usize, FrameError> {
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
         return Err(FrameError::BadContentLength(value.to_owned()));
