@@ -98,6 +98,17 @@ impl BackendError {
         Self::new(Code::Internal, reason::BACKEND_COMMAND_FAILED, message)
     }
 
+    /// The backend has something by this name that it does not manage, and
+    /// leaves alone (FAILED_PRECONDITION, RESOURCE_NOT_MANAGED).
+    pub fn not_managed(backend_id: &str, why: impl std::fmt::Display) -> Self {
+        Self::new(
+            Code::FailedPrecondition,
+            reason::RESOURCE_NOT_MANAGED,
+            format!("{backend_id} is not a resource this backend manages: {why}"),
+        )
+        .with_metadata("backend_id", backend_id)
+    }
+
     /// A slow operation failed on the backend side (FAILED_PRECONDITION).
     pub fn operation_failed(message: impl Into<String>) -> Self {
         Self::new(Code::FailedPrecondition, reason::OPERATION_FAILED, message)

@@ -40,10 +40,18 @@ async fn world() -> World {
 
 async fn world_with(options: Options) -> World {
     let prefix = run_prefix();
-    let slurm = SlurmBackend::from_settings(serde_json::json!({
+    let slurm = slurm(&prefix, &prefix);
+    World::start_with(options, ExampleBackend::default(), Arc::new(slurm)).await
+}
+
+/// The SLURM backend of a run whose accounts start with `prefix`, allocation
+/// accounts with `allocation_prefix` (the same, unless a test misconfigures
+/// it).
+fn slurm(prefix: &str, allocation_prefix: &str) -> SlurmBackend {
+    SlurmBackend::from_settings(serde_json::json!({
         "customer_prefix": format!("{prefix}c_"),
         "project_prefix": format!("{prefix}p_"),
-        "allocation_prefix": prefix,
+        "allocation_prefix": allocation_prefix,
         "qos_paused": "waldur_paused",
         "qos_downscaled": "waldur_downscaled",
         "components": {
@@ -52,8 +60,7 @@ async fn world_with(options: Options) -> World {
             "mem": {"label": "Memory", "measured_unit": "GB-hours", "unit_factor": 61440, "accounting_type": "limit"}
         }
     }))
-    .unwrap();
-    World::start_with(options, ExampleBackend::default(), Arc::new(slurm)).await
+    .unwrap()
 }
 
 /// 600 CPU-minutes: plenty for the tests' few seconds of jobs.
@@ -323,4 +330,105 @@ async fn events_from_waldur_change_slurm_associations_and_qos_without_polling() 
     .await;
     run.abort();
     terminate(&w, &resource).await;
+}
+
+/// A world whose breaker lets at most two destructive changes of a kind
+/// through per cycle.
+async fn guarded_world() -> World {
+    world_with(Options {
+        waldur_timeout_seconds: 30,
+        extra_offering_config: "    safety: {max_destructive: 2, max_destructive_percent: 10}\n",
+        ..Options::default()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_slurm_an_empty_team_answer_removes_no_association() {
+    if !enabled() {
+        return;
+    }
+    let w = world().await;
+    let (resource, account) = w.provisioned_with("empty team", budget()).await;
+    w.sim.add_fault(waldur_sim::Fault {
+        method: "GET".into(),
+        path_contains: "/team/".into(),
+        body: Some("[]".into()),
+        ..Default::default()
+    });
+    let s = w.membership().await;
+    assert_eq!(s.users_removed, 0, "{s:?}");
+    assert_eq!(s.withheld.len(), 1, "{s:?}");
+    assert_eq!(users_of(&account), vec!["alice", "bob"]);
+    w.sim.clear_faults();
+    terminate(&w, &resource).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_slurm_a_shrunken_offering_user_list_trips_the_breaker_and_no_association_goes() {
+    if !enabled() {
+        return;
+    }
+    let w = guarded_world().await;
+    let mut made = Vec::new();
+    for name in ["shrunk one", "shrunk two", "shrunk three"] {
+        made.push(w.provisioned_with(name, budget()).await);
+    }
+    let bob = w.scenario.users["bob"].clone();
+    let ou = w
+        .sim
+        .offering_user_of(&w.scenario.offering_uuid, &bob)
+        .unwrap();
+    w.sim.set_offering_user_restricted(&ou.uuid, true);
+    let s = w.membership().await;
+    let trip = s.breaker.clone().expect("the breaker trips");
+    assert_eq!((trip.count, trip.existing), (3, 6), "{trip:?}");
+    assert_eq!(s.users_removed, 0, "{s:?}");
+    for (_, account) in &made {
+        assert_eq!(users_of(account), vec!["alice", "bob"]);
+    }
+    w.sim.set_offering_user_restricted(&ou.uuid, false);
+    for (resource, _) in &made {
+        terminate(&w, resource).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_slurm_a_misconfigured_allocation_prefix_trips_the_breaker_and_nothing_is_touched() {
+    if !enabled() {
+        return;
+    }
+    let mut w = guarded_world().await;
+    let mut made = Vec::new();
+    for name in ["prefix one", "prefix two", "prefix three"] {
+        made.push(w.provisioned_with(name, budget()).await);
+    }
+    let prefix = made[0].1.split_inclusive('_').next().unwrap().to_owned();
+    // The operator mistypes the allocation prefix: every account is now
+    // outside it, and the backend refuses to touch any of them.
+    let right = w.served.clone();
+    w.stop_backend().await;
+    w.served = Arc::new(slurm(&prefix, &format!("{prefix}typo_")));
+    w.restart_backend().await;
+    let bob = w.scenario.users["bob"].clone();
+    w.sim.revoke_role(&w.scenario.project_uuid, &bob);
+
+    let s = w.membership().await;
+    let trip = s.breaker.clone().expect("the breaker trips");
+    assert_eq!(trip.kind.as_str(), "resources_erred", "{trip:?}");
+    assert!(s.erred.is_empty(), "nothing marked erred: {s:?}");
+    assert_eq!(s.users_removed, 0, "{s:?}");
+    for (resource, account) in &made {
+        assert_eq!(users_of(account), vec!["alice", "bob"]);
+        assert_eq!(w.sim.resource(resource).unwrap().state, "OK");
+    }
+
+    w.stop_backend().await;
+    w.served = right;
+    w.restart_backend().await;
+    w.sim
+        .grant_role(&w.scenario.project_uuid, &bob, "PROJECT.MEMBER");
+    for (resource, _) in &made {
+        terminate(&w, resource).await;
+    }
 }

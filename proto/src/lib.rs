@@ -76,4 +76,8 @@ pub mod reason {
     pub const BACKEND_COMMAND_FAILED: &str = "BACKEND_COMMAND_FAILED";
     /// The client certificate's identity is not allowed (PERMISSION_DENIED).
     pub const IDENTITY_NOT_ALLOWED: &str = "IDENTITY_NOT_ALLOWED";
+    /// The backend has an object by this name that it does not manage (a
+    /// customer or project account, an account a person made): nothing was
+    /// done to it (FAILED_PRECONDITION).
+    pub const RESOURCE_NOT_MANAGED: &str = "RESOURCE_NOT_MANAGED";
 }

@@ -44,6 +44,23 @@ enum Command {
         #[arg(long, short, env = "WALDUR_BACKEND_SERVER_CONFIG")]
         config: PathBuf,
     },
+    /// Take existing SLURM accounts over: write the ownership marker into
+    /// their descriptions, so the instance may change and delete them. For
+    /// accounts made by the original agent or by hand that the automatic
+    /// adoption (`ownership.adopt_unmarked: by_prefix`) does not cover.
+    ///
+    /// Example: waldur-backend-server adopt -c /etc/waldur/backend-server.yaml --instance hpc hpc_alloc1 hpc_alloc2
+    Adopt {
+        /// Config file (YAML, version 1).
+        #[arg(long, short, env = "WALDUR_BACKEND_SERVER_CONFIG")]
+        config: PathBuf,
+        /// The SLURM instance (its `name:` in the config).
+        #[arg(long)]
+        instance: String,
+        /// The account names.
+        #[arg(required = true)]
+        accounts: Vec<String>,
+    },
     /// Site PKI: create a CA, issue server and client certificates.
     #[command(subcommand)]
     Pki(waldur_tls::cli::PkiCommand),
@@ -66,6 +83,11 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> ExitCode {
     match command {
         Command::Pki(cmd) => waldur_tls::cli::main(cmd),
+        Command::Adopt {
+            config,
+            instance,
+            accounts,
+        } => adopt(&config, &instance, &accounts).await,
         Command::Check { config } => {
             let Some((config, registry)) = load(&config) else {
                 return ExitCode::from(EX_CONFIG);
@@ -144,6 +166,54 @@ async fn run(command: Command) -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// `adopt`: marks accounts of a SLURM instance as its own.
+async fn adopt(path: &std::path::Path, instance: &str, accounts: &[String]) -> ExitCode {
+    let config = match waldur_backend_sdk::config::ServerConfig::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let Some(inst) = config.instances.iter().find(|i| i.name == instance) else {
+        eprintln!("error: {}: no instance named {instance:?}", path.display());
+        return ExitCode::from(EX_CONFIG);
+    };
+    if inst.kind != waldur_backend_slurm::TYPE_NAME {
+        eprintln!(
+            "error: instance {instance} is of type {}, adopt is for slurm",
+            inst.kind
+        );
+        return ExitCode::from(EX_CONFIG);
+    }
+    let backend = match waldur_backend_slurm::SlurmBackend::from_settings(inst.settings.clone()) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!(
+                "error: invalid config {}: instances[{instance}]: {e}",
+                path.display()
+            );
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let mut ok = true;
+    for (account, result) in backend.adopt(accounts).await {
+        match result {
+            Ok(true) => println!("adopted {account}"),
+            Ok(false) => println!("{account} was already this backend's"),
+            Err(e) => {
+                ok = false;
+                println!("FAIL {account}: {}", e.message);
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -72,6 +72,13 @@ impl std::fmt::Debug for Slurm {
 /// of this process waits its turn; reads stay concurrent.
 static WRITES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Whether a `sacctmgr` call changes anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+}
+
 /// Messages that mean "SLURM is down or busy", not "the request is wrong".
 const UNAVAILABLE_HINTS: &[&str] = &[
     "Unable to contact slurm controller",
@@ -168,10 +175,22 @@ impl Slurm {
         .with_metadata("binary", binary))
     }
 
-    /// `sacctmgr --parsable2 --noheader [--immediate] <args>`, with cluster
-    /// scoping. An `add` of what exists ("Nothing new added") and a `modify`
-    /// that changes nothing ("Nothing modified") are success.
-    pub async fn sacctmgr(&self, mut args: Vec<String>, immediate: bool) -> BackendResult<String> {
+    /// `sacctmgr --parsable2 --noheader <args>`: a read, concurrent with
+    /// other reads, cluster-scoped.
+    pub async fn sacctmgr_read(&self, args: Vec<String>) -> BackendResult<String> {
+        self.sacctmgr(args, Access::Read).await
+    }
+
+    /// `sacctmgr --parsable2 --noheader --immediate <args>`: a write, one at a
+    /// time per process (slurmdbd's constraint), cluster-scoped. An `add` of
+    /// what exists ("Nothing new added") and a `modify` that changes nothing
+    /// ("Nothing modified") are success.
+    pub async fn sacctmgr_write(&self, args: Vec<String>) -> BackendResult<String> {
+        self.sacctmgr(args, Access::Write).await
+    }
+
+    async fn sacctmgr(&self, mut args: Vec<String>, access: Access) -> BackendResult<String> {
+        let immediate = access == Access::Write;
         if let Some(cluster) = &self.cluster {
             let unscoped = args
                 .iter()

@@ -1,8 +1,10 @@
 //! Settings of the SLURM backend (an instance's `settings:` block), named as
-//! the original agent's `backend_settings`. Unknown keys are rejected, so a
-//! setting this backend does not implement yet (REST mode, LDAP, project
-//! directories, per-allocation QoS, quotas) fails loudly instead of being
-//! silently ignored.
+//! the original agent's `backend_settings`: the account tree and its
+//! prefixes, components and their TRES mapping, QoS (swap or per-association
+//! enforcement, a QoS per allocation), project directories, home directories
+//! and their quotas, periodic settings, and who owns which account. Unknown
+//! keys are rejected, so a setting of the original that this backend does
+//! not implement fails loudly at start instead of being silently ignored.
 
 use std::collections::BTreeMap;
 
@@ -19,8 +21,8 @@ pub struct ComponentSettings {
     /// Waldur value × unit_factor = TRES-minutes (mem: MB-minutes).
     #[serde(default = "one")]
     pub unit_factor: f64,
-    /// `usage`, `limit` or `one`.
-    pub accounting_type: String,
+    /// How Waldur bills it.
+    pub accounting_type: Accounting,
     /// Default limit in Waldur units (usage components: the fixed limit).
     #[serde(default)]
     pub limit: Option<f64>,
@@ -41,6 +43,90 @@ pub struct TargetComponent {
 
 fn one() -> f64 {
     1.0
+}
+
+/// Waldur's billing type of a component.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Accounting {
+    /// Metered by usage; at creation the configured fixed limit applies.
+    Usage,
+    /// Billed by the limit the user set.
+    Limit,
+    /// Prepaid: the limit covers every month the resource runs.
+    One,
+}
+
+/// Which filesystem a home directory quota is set on.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum QuotaProvider {
+    /// CephFS extended attributes (`setfattr`).
+    CephXattr,
+    /// XFS project quotas (`xfs_quota`).
+    Xfs,
+    /// Lustre (`lfs setquota`).
+    Lustre,
+}
+
+/// The limit a periodic setting changes.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum LimitType {
+    /// `GrpTRESMins` of the account.
+    #[serde(rename = "GrpTRESMins")]
+    GrpTresMins,
+    /// `MaxTRESMins` of the account.
+    #[serde(rename = "MaxTRESMins")]
+    MaxTresMins,
+    /// `GrpTRES` of the account.
+    #[serde(rename = "GrpTRES")]
+    GrpTres,
+}
+
+impl LimitType {
+    /// The sacctmgr name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::GrpTresMins => "GrpTRESMins",
+            Self::MaxTresMins => "MaxTRESMins",
+            Self::GrpTres => "GrpTRES",
+        }
+    }
+}
+
+/// Who owns the group of a project directory.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupOwnerSource {
+    /// A group named like the allocation account.
+    #[default]
+    ProjectId,
+    /// `group_name` when it is set (any value other than `project_id`, as
+    /// the original read it).
+    #[serde(other)]
+    GroupName,
+}
+
+/// What to do with an allocation-shaped account that carries no ownership
+/// marker (an account the original Python agent created).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Adopt {
+    /// Take it over on first sight when its name has the allocation prefix
+    /// and it sits under a project account (the original's shape): the
+    /// marker is written before the first change.
+    #[default]
+    ByPrefix,
+    /// Never: only `waldur-backend-server adopt` takes accounts over.
+    Never,
+}
+
+/// Which accounts this backend may change.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ownership {
+    /// Unmarked allocation-shaped accounts.
+    pub adopt_unmarked: Adopt,
 }
 
 /// Policy for users' `DefaultAccount=`.
@@ -140,6 +226,9 @@ pub struct SlurmSettings {
     /// Periodic settings from Waldur's SLURM usage policies.
     #[serde(default)]
     pub periodic_limits: PeriodicLimits,
+    /// Which accounts the backend acts on.
+    #[serde(default)]
+    pub ownership: Ownership,
 }
 
 /// Periodic settings (`periodic_limits`).
@@ -148,15 +237,15 @@ pub struct SlurmSettings {
 pub struct PeriodicLimits {
     /// Accept ApplyPeriodicSettings (the capability is advertised only then).
     pub enabled: bool,
-    /// Limit type when the payload names none: `GrpTRESMins`, `MaxTRESMins` or `GrpTRES`.
-    pub limit_type: String,
+    /// Limit type when the payload names none.
+    pub limit_type: LimitType,
 }
 
 impl Default for PeriodicLimits {
     fn default() -> Self {
         Self {
             enabled: false,
-            limit_type: "GrpTRESMins".into(),
+            limit_type: LimitType::GrpTresMins,
         }
     }
 }
@@ -177,8 +266,8 @@ pub struct ProjectDirectory {
     pub set_gid: bool,
     /// Group ACL (`setfacl -R -m group:<g>:rwx,d:group:<g>:rwx`).
     pub set_acl: bool,
-    /// `project_id` (the allocation id is the group) or anything else to use `group_name`.
-    pub group_owner_source: String,
+    /// Where the directory's group comes from.
+    pub group_owner_source: GroupOwnerSource,
     /// Group when not taken from the allocation id.
     pub group_name: Option<String>,
 }
@@ -192,7 +281,7 @@ impl Default for ProjectDirectory {
             permissions: "770".into(),
             set_gid: true,
             set_acl: true,
-            group_owner_source: "project_id".into(),
+            group_owner_source: GroupOwnerSource::ProjectId,
             group_name: None,
         }
     }
@@ -202,8 +291,8 @@ impl Default for ProjectDirectory {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HomedirQuota {
-    /// `ceph_xattr`, `xfs` or `lustre`.
-    pub provider: String,
+    /// The filesystem kind.
+    pub provider: QuotaProvider,
     /// ceph: `ceph.quota.max_bytes`.
     #[serde(default)]
     pub max_bytes: Option<u64>,
@@ -297,12 +386,6 @@ impl SlurmSettings {
             return Err("components: configure at least one TRES component".into());
         }
         for (name, c) in &s.components {
-            if !matches!(c.accounting_type.as_str(), "usage" | "limit" | "one") {
-                return Err(format!(
-                    "components.{name}.accounting_type: {:?} is not usage, limit or one",
-                    c.accounting_type
-                ));
-            }
             if c.unit_factor <= 0.0 || !c.unit_factor.is_finite() {
                 return Err(format!("components.{name}.unit_factor: must be positive"));
             }
@@ -374,12 +457,6 @@ impl SlurmSettings {
             }
         }
         if let Some(q) = &s.homedir_quota {
-            if !matches!(q.provider.as_str(), "ceph_xattr" | "xfs" | "lustre") {
-                return Err(format!(
-                    "homedir_quota.provider: {:?} is not ceph_xattr, xfs or lustre",
-                    q.provider
-                ));
-            }
             for v in [
                 &q.mount_point,
                 &q.block_softlimit,
@@ -399,15 +476,6 @@ impl SlurmSettings {
                     ));
                 }
             }
-        }
-        if !matches!(
-            s.periodic_limits.limit_type.as_str(),
-            "GrpTRESMins" | "MaxTRESMins" | "GrpTRES"
-        ) {
-            return Err(format!(
-                "periodic_limits.limit_type: {:?} is not GrpTRESMins, MaxTRESMins or GrpTRES",
-                s.periodic_limits.limit_type
-            ));
         }
         let q = &s.qos_management;
         for (key, v) in [

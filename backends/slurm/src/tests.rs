@@ -56,6 +56,10 @@ fn base(extra: serde_json::Value) -> serde_json::Value {
     v
 }
 
+/// `show account withassoc` of an allocation this backend created.
+const OWNED_RUN: &str =
+    "a_run|run [waldur:uuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuu]|p_proj|p_proj|||normal\n";
+
 fn ctx() -> ResourceContext {
     ResourceContext {
         resource_uuid: "u".repeat(32),
@@ -87,10 +91,9 @@ async fn cluster_scoping_goes_before_set_and_sacct_gets_a_cluster_flag() {
     .unwrap();
     let seen = runner.seen.lock().unwrap().clone();
     assert!(
-        seen.iter().any(
-            |l| l.starts_with("sacctmgr --parsable2 --noheader show assoc")
-                && l.ends_with("cluster=hpc1")
-        ),
+        seen.iter().any(|l| l
+            .starts_with("sacctmgr --parsable2 --noheader show account withassoc")
+            && l.ends_with("cluster=hpc1")),
         "{seen:?}"
     );
     assert!(
@@ -104,7 +107,7 @@ async fn cluster_scoping_goes_before_set_and_sacct_gets_a_cluster_flag() {
 async fn an_add_of_what_exists_and_a_no_op_modify_are_success_but_other_failures_are_errors() {
     let runner = Arc::new(Scripted {
         answers: vec![
-            ("show assoc", 0, ""),
+            ("show account withassoc", 0, ""),
             ("list tres", 0, "cpu||1\n"),
             ("add account c_cust", 1, " Nothing new added.\n"),
             ("add account p_proj", 1, " Nothing new added.\n"),
@@ -135,7 +138,7 @@ async fn an_add_of_what_exists_and_a_no_op_modify_are_success_but_other_failures
 
     let failing = Arc::new(Scripted {
         answers: vec![
-            ("show assoc", 0, "a_run|p_proj|||normal\n"),
+            ("show account withassoc", 0, OWNED_RUN),
             ("modify account", 1, " Unknown QOS 'x'\n"),
         ],
         ..Default::default()
@@ -153,7 +156,7 @@ async fn an_add_of_what_exists_and_a_no_op_modify_are_success_but_other_failures
 async fn a_down_slurmdbd_is_unavailable_not_a_failed_order() {
     let runner = Arc::new(Scripted {
         answers: vec![(
-            "show assoc",
+            "show account withassoc",
             1,
             "sacctmgr: error: Problem talking to the database: Connection refused\n",
         )],
@@ -173,7 +176,7 @@ async fn mapped_components_convert_limits_forward_and_usage_back() {
     let runner = Arc::new(Scripted {
         answers: vec![
             ("list tres", 0, "cpu||1\nmem||2\n"),
-            ("show assoc", 0, "a_run|p_proj|||normal\n"),
+            ("show account withassoc", 0, OWNED_RUN),
             ("sacct", 0, "a_run|cpu=1,mem=1M|08:20:00|alice\n"),
         ],
         ..Default::default()
@@ -291,4 +294,192 @@ fn unsafe_or_unsupported_settings_are_refused() {
     // LDAP (an optional plugin of the original) is not supported: refused, not ignored.
     let bad = base(serde_json::json!({"ldap": {"uri": "ldap://x"}}));
     assert!(SlurmSettings::parse(bad).unwrap_err().contains("ldap"));
+}
+
+fn seen(runner: &Scripted) -> Vec<String> {
+    runner.seen.lock().unwrap().clone()
+}
+
+#[tokio::test]
+async fn customer_project_and_hand_made_accounts_are_never_changed() {
+    for (row, why) in [
+        ("p_proj|climate|p_proj|c_cust|||normal\n", "project account"),
+        ("c_cust|uni|c_cust|root|||normal\n", "customer account"),
+        (
+            "a_mine|by hand|physics|root|||normal\n",
+            "hand-made account",
+        ),
+        (
+            "other_run|x [waldur]|p_proj|p_proj|||normal\n",
+            "outside the prefix",
+        ),
+    ] {
+        let account = row.split('|').next().unwrap().to_owned();
+        let runner = Arc::new(Scripted {
+            answers: vec![("show account withassoc", 0, row)],
+            ..Default::default()
+        });
+        let b = backend(
+            base(serde_json::json!({"qos_paused": "hold"})),
+            runner.clone(),
+        );
+        let e = b
+            .delete_resource(DeleteResource {
+                backend_id: account.clone(),
+                mode: DeletionMode::Hard,
+                resource: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.reason, "RESOURCE_NOT_MANAGED", "{why}: {e:?}");
+        let e = b
+            .set_resource_access(&account, AccessLevel::Paused)
+            .await
+            .unwrap_err();
+        assert_eq!(e.reason, "RESOURCE_NOT_MANAGED", "{why}: {e:?}");
+        let e = b
+            .remove_users(&account, vec!["alice".into()])
+            .await
+            .unwrap_err();
+        assert_eq!(e.reason, "RESOURCE_NOT_MANAGED", "{why}: {e:?}");
+        let writes: Vec<String> = seen(&runner)
+            .into_iter()
+            .filter(|l| l.contains("--immediate") || l.starts_with("scancel"))
+            .collect();
+        assert!(writes.is_empty(), "{why}: {writes:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_unmarked_account_of_the_original_agent_is_adopted_before_its_first_change() {
+    let runner = Arc::new(Scripted {
+        answers: vec![(
+            "show account withassoc",
+            0,
+            "a_run|weather run|p_proj|p_proj|||normal\n",
+        )],
+        ..Default::default()
+    });
+    let b = backend(
+        base(serde_json::json!({"qos_paused": "hold"})),
+        runner.clone(),
+    );
+    assert!(b.get_resource("a_run").await.is_ok(), "readable as it is");
+    assert!(seen(&runner).iter().all(|l| !l.contains("--immediate")));
+    b.set_resource_access("a_run", AccessLevel::Paused)
+        .await
+        .unwrap();
+    let writes: Vec<String> = seen(&runner)
+        .into_iter()
+        .filter(|l| l.contains("--immediate"))
+        .collect();
+    assert_eq!(writes.len(), 2, "{writes:?}");
+    assert!(
+        writes[0].contains("set description=weather run [waldur] where account=a_run"),
+        "{writes:?}"
+    );
+    assert!(writes[1].contains("set qos=hold"), "{writes:?}");
+
+    // With adoption off, the same account is refused.
+    let runner = Arc::new(Scripted {
+        answers: vec![(
+            "show account withassoc",
+            0,
+            "a_run|weather run|p_proj|p_proj|||normal\n",
+        )],
+        ..Default::default()
+    });
+    let b = backend(
+        base(serde_json::json!({"qos_paused": "hold", "ownership": {"adopt_unmarked": "never"}})),
+        runner,
+    );
+    let e = b
+        .set_resource_access("a_run", AccessLevel::Paused)
+        .await
+        .unwrap_err();
+    assert!(
+        e.message.contains("waldur-backend-server adopt"),
+        "{}",
+        e.message
+    );
+}
+
+#[tokio::test]
+async fn an_allocation_of_another_waldur_resource_is_already_taken() {
+    let runner = Arc::new(Scripted {
+        answers: vec![(
+            "show account withassoc",
+            0,
+            "a_run|run [waldur:0f0f0000000000000000000000000001]|p_proj|p_proj|||normal\n",
+        )],
+        ..Default::default()
+    });
+    let b = backend(base(serde_json::json!({})), runner.clone());
+    let e = b
+        .create_resource(CreateResource {
+            backend_id: "a_run".into(),
+            resource: ctx(),
+            ..CreateResource::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason, "RESOURCE_ALREADY_EXISTS", "{e:?}");
+    assert!(
+        e.message.contains("0f0f0000000000000000000000000001"),
+        "{}",
+        e.message
+    );
+}
+
+#[tokio::test]
+async fn ids_with_upper_case_or_non_ascii_letters_are_refused_not_folded() {
+    let b = backend(base(serde_json::json!({})), Arc::new(Scripted::default()));
+    for id in ["A_run", "a_\u{212a}un", "a_rün"] {
+        let e = b.get_resource(id).await.unwrap_err();
+        assert_eq!(e.reason, "INVALID_FIELD", "{id}: {e:?}");
+        assert_eq!(e.metadata["field"], "backend_id");
+        let e = b
+            .create_resource(CreateResource {
+                backend_id: id.into(),
+                resource: ctx(),
+                ..CreateResource::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.reason, "INVALID_FIELD", "{id}: {e:?}");
+    }
+    // GenerateBackendId folds ASCII as SLURM would, but no other letter.
+    assert_eq!(b.generate_backend_id("Run", None).unwrap(), "a_run");
+    assert!(b.generate_backend_id("\u{212a}elvin", None).is_err());
+}
+
+#[tokio::test]
+async fn limits_that_cannot_be_represented_are_refused_not_clamped() {
+    let runner = Arc::new(Scripted {
+        answers: vec![("show account withassoc", 0, OWNED_RUN)],
+        ..Default::default()
+    });
+    let b = backend(base(serde_json::json!({})), runner.clone());
+    let e = b
+        .set_resource_limits("a_run", Limits::from([("cpu".into(), i64::MAX / 2)]), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason, "INVALID_FIELD", "{e:?}");
+    assert!(e.message.contains("cannot be represented"), "{}", e.message);
+    let odd = backend(
+        base(
+            serde_json::json!({"components": {"cpu": {"label": "CPU", "measured_unit": "h",
+            "unit_factor": 0.5, "accounting_type": "limit"}}}),
+        ),
+        runner.clone(),
+    );
+    let e = odd
+        .set_resource_limits("a_run", Limits::from([("cpu".into(), 3)]), None)
+        .await
+        .unwrap_err();
+    assert!(e.message.contains("read back as 2"), "{}", e.message);
+    assert!(
+        seen(&runner).iter().all(|l| !l.contains("GrpTRESMins=")),
+        "nothing written"
+    );
 }

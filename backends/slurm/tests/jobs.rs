@@ -481,3 +481,80 @@ async fn under_qos_enforcement_pause_blocks_submission_and_restore_lifts_it_with
     assert!(!qos.contains("waldur_"), "{qos}");
     cleanup(&b, &id).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn project_and_hand_made_accounts_are_never_changed_and_adopt_takes_one_over() {
+    if !enabled() {
+        return;
+    }
+    let b = backend();
+    let tag = run_tag("jt9");
+    let id = create(&b, &tag, Limits::new()).await;
+    let project = format!("jp_proj{tag}");
+    // The project account: the backend refuses every change to it.
+    let e = b
+        .delete_resource(DeleteResource {
+            backend_id: project.clone(),
+            mode: DeletionMode::Hard,
+            resource: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason, "RESOURCE_NOT_MANAGED", "{e:?}");
+    let e = b
+        .remove_users(&project, vec!["alice".into()])
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason, "RESOURCE_NOT_MANAGED", "{e:?}");
+    let (_, out) = sh(
+        "sacctmgr",
+        &[
+            "-nP",
+            "show",
+            "account",
+            "format=account",
+            &format!("names={project}"),
+        ],
+    );
+    assert!(
+        out.contains(&project),
+        "the project account is still there: {out}"
+    );
+
+    // An allocation made by hand under the prefix but with no marker and
+    // the wrong shape is refused until an operator adopts it.
+    let hand = format!("ja_hand{tag}");
+    sh(
+        "sacctmgr",
+        &[
+            "-i",
+            "add",
+            "account",
+            &hand,
+            "description=made by hand",
+            "organization=physics",
+            "parent=root",
+        ],
+    );
+    let e = b.get_resource(&hand).await.unwrap_err();
+    assert_eq!(e.reason, "RESOURCE_NOT_MANAGED", "{e:?}");
+    let adopted = b.adopt(std::slice::from_ref(&hand)).await;
+    assert!(matches!(adopted[0].1, Ok(true)), "{adopted:?}");
+    assert!(b.get_resource(&hand).await.is_ok());
+    let (_, out) = sh(
+        "sacctmgr",
+        &[
+            "-nP",
+            "show",
+            "account",
+            "format=descr",
+            &format!("names={hand}"),
+        ],
+    );
+    assert_eq!(out.trim(), "made by hand [waldur]");
+    sh(
+        "sacctmgr",
+        &["-i", "remove", "account", "where", &format!("name={hand}")],
+    );
+    cleanup(&b, &id).await;
+}

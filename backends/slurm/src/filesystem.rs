@@ -1,0 +1,188 @@
+//! Directories on the cluster: a shared directory per allocation, home
+//! directories of members and their quotas. Problems are logged, never
+//! fatal: an account matters more than its directory. Every file-system
+//! look is async (`tokio::fs`), so no handler blocks a runtime thread.
+
+use std::path::Path;
+
+use waldur_backend_sdk::BackendError;
+use waldur_backend_sdk::types::*;
+
+use crate::settings::{GroupOwnerSource, QuotaProvider};
+use crate::{SlurmBackend, args, names};
+
+impl SlurmBackend {
+    /// The allocation's shared directory.
+    pub(crate) async fn project_directory(&self, allocation: &str) {
+        let d = &self.settings.project_directory;
+        let path = format!("{}/{allocation}", d.base_path.trim_end_matches('/'));
+        let group = match (&d.group_name, d.group_owner_source) {
+            (Some(g), GroupOwnerSource::GroupName) => g.clone(),
+            _ => allocation.to_owned(),
+        };
+        let mut steps = vec![
+            ("mkdir", args!["-p", path]),
+            ("chmod", args![d.permissions, path]),
+        ];
+        if d.set_gid {
+            steps.push(("chmod", args!["g+s", path]));
+        }
+        for (program, step) in steps {
+            if let Err(e) = self.slurm.exec(program, step).await {
+                tracing::warn!(path, error = %e.message, "project directory not set up");
+                return;
+            }
+        }
+        if let Err(e) = self
+            .slurm
+            .exec("chown", args![format!("{}:{group}", d.owner), path])
+            .await
+        {
+            tracing::warn!(path, error = %e.message, "project directory owner not set");
+        }
+        if d.set_acl {
+            let acl = format!("group:{group}:rwx,d:group:{group}:rwx");
+            if let Err(e) = self
+                .slurm
+                .exec("setfacl", args!["-R", "-m", acl, path])
+                .await
+            {
+                tracing::warn!(path, error = %e.message, "project directory ACL not set");
+            }
+        }
+    }
+
+    /// Applies the home directory quota of a user.
+    async fn homedir_quota(&self, user: &str, home: &str) {
+        let Some(q) = &self.settings.homedir_quota else {
+            return;
+        };
+        let commands: Vec<(&str, Vec<String>)> = match q.provider {
+            QuotaProvider::CephXattr => [
+                ("ceph.quota.max_bytes", q.max_bytes),
+                ("ceph.quota.max_files", q.max_files),
+            ]
+            .into_iter()
+            .filter_map(|(attr, v)| v.map(|v| ("setfattr", args!["-n", attr, "-v", v, home])))
+            .collect(),
+            QuotaProvider::Xfs => {
+                let Some(mount) = &q.mount_point else {
+                    tracing::info!(
+                        user,
+                        "homedir_quota.mount_point is not set: xfs quota skipped"
+                    );
+                    return;
+                };
+                let parts: Vec<String> = [
+                    ("bsoft", &q.block_softlimit),
+                    ("bhard", &q.block_hardlimit),
+                    ("isoft", &q.inode_softlimit),
+                    ("ihard", &q.inode_hardlimit),
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+                .collect();
+                if parts.is_empty() {
+                    return;
+                }
+                vec![(
+                    "xfs_quota",
+                    args![
+                        "-x",
+                        "-c",
+                        format!("limit -u {} {user}", parts.join(" ")),
+                        mount
+                    ],
+                )]
+            }
+            QuotaProvider::Lustre => {
+                let Some(mount) = &q.mount_point else {
+                    tracing::info!(
+                        user,
+                        "homedir_quota.mount_point is not set: lustre quota skipped"
+                    );
+                    return;
+                };
+                let mut a = args!["setquota", "-u", user];
+                for (flag, v) in [
+                    ("-b", &q.block_softlimit),
+                    ("-B", &q.block_hardlimit),
+                    ("-i", &q.inode_softlimit),
+                    ("-I", &q.inode_hardlimit),
+                ] {
+                    if let Some(v) = v {
+                        a.push(flag.to_owned());
+                        a.push(v.clone());
+                    }
+                }
+                a.push(mount.clone());
+                vec![("lfs", a)]
+            }
+        };
+        for (program, a) in commands {
+            if let Err(e) = self.slurm.exec(program, a).await {
+                tracing::warn!(user, error = %e.message, "home directory quota not applied");
+            }
+        }
+    }
+
+    /// Creates missing home directories (`mkhomedir_helper`) and applies
+    /// their quota.
+    pub(crate) async fn homedirs(&self, usernames: Vec<String>, umask: &str) -> Vec<UserResult> {
+        let mut out = Vec::with_capacity(usernames.len());
+        for user in usernames {
+            if !names::valid_user(&user) {
+                out.push(UserResult::failed(
+                    &user,
+                    BackendError::invalid_field("usernames", "not a valid local username"),
+                ));
+                continue;
+            }
+            let home = match &self.settings.homedir_base_path {
+                Some(base) => Some(format!("{}/{user}", base.trim_end_matches('/'))),
+                None => home_of(&user).await,
+            };
+            let existing = match &home {
+                Some(h) => is_dir(h).await,
+                None => false,
+            };
+            if existing {
+                out.push(UserResult::unchanged(&user));
+                continue;
+            }
+            match self
+                .slurm
+                .exec("/sbin/mkhomedir_helper", args![user, umask])
+                .await
+            {
+                Ok(_) => {
+                    let home = match home {
+                        Some(h) => Some(h),
+                        None => home_of(&user).await,
+                    };
+                    if let Some(home) = home {
+                        self.homedir_quota(&user, &home).await;
+                    }
+                    out.push(UserResult::applied(&user));
+                }
+                Err(e) => out.push(UserResult::failed(&user, e)),
+            }
+        }
+        out
+    }
+}
+
+async fn is_dir(path: &str) -> bool {
+    tokio::fs::metadata(Path::new(path))
+        .await
+        .is_ok_and(|m| m.is_dir())
+}
+
+/// The home directory of a local user, from /etc/passwd.
+async fn home_of(user: &str) -> Option<String> {
+    let passwd = tokio::fs::read_to_string("/etc/passwd").await.ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.first() == Some(&user) && f.len() > 5).then(|| f[5].to_owned())
+    })
+}

@@ -1,0 +1,197 @@
+//! Members: user associations of an allocation, added in one `add user`
+//! and removed in one `remove user`, their jobs cancelled first.
+
+use std::collections::BTreeSet;
+
+use waldur_backend_sdk::types::*;
+use waldur_backend_sdk::{BackendError, BackendResult};
+
+use crate::settings::DefaultAccountPolicy;
+use crate::{SlurmBackend, args, names};
+
+impl SlurmBackend {
+    /// Adds the users that are not members yet with one `add user`; under
+    /// QoS enforcement `attributes` (the resource's order form) may select
+    /// the QoS and partition to grant.
+    pub(crate) async fn add_members_with(
+        &self,
+        account: &str,
+        users: &[User],
+        existing: &BTreeSet<String>,
+        umask: Option<&str>,
+        attributes: Option<&JsonObject>,
+    ) -> BackendResult<Vec<UserResult>> {
+        let mut results = Vec::with_capacity(users.len());
+        let mut to_add = Vec::new();
+        for u in users {
+            if !names::valid_user(&u.username) {
+                results.push(UserResult::failed(
+                    &u.username,
+                    BackendError::invalid_field(
+                        "username",
+                        format!("{:?} is not a valid local username", u.username),
+                    ),
+                ));
+            } else if existing.contains(&u.username) || to_add.contains(&u.username) {
+                results.push(UserResult::unchanged(&u.username));
+            } else {
+                to_add.push(u.username.clone());
+                results.push(UserResult::applied(&u.username));
+            }
+        }
+        if to_add.is_empty() {
+            return Ok(results);
+        }
+        let mut a = args![
+            "add",
+            "user",
+            to_add.join(","),
+            format!("account={account}")
+        ];
+        match self.settings.default_account_policy {
+            DefaultAccountPolicy::Common => {
+                a.push(format!("DefaultAccount={}", self.settings.default_account))
+            }
+            DefaultAccountPolicy::Individual => a.push(format!("DefaultAccount={account}")),
+            DefaultAccountPolicy::None => {}
+        }
+        let selected = |key: &str| {
+            attributes
+                .and_then(|a| a.get(key))
+                .and_then(serde_json::Value::as_str)
+                .filter(|v| names::valid_account(v))
+                .map(str::to_owned)
+        };
+        match (self.settings.qos_enforced(), selected("qos")) {
+            (true, Some(qos)) => {
+                if let Some(p) =
+                    selected("partition").or_else(|| self.settings.default_partition.clone())
+                {
+                    a.push(format!("Partitions={p}"));
+                }
+                a.push(format!("QosLevel={qos}"));
+                a.push(format!("DefaultQOS={qos}"));
+                a.push("Share=parent".into());
+            }
+            _ if !self.settings.partitions.is_empty() => {
+                let mut parts = self.settings.partitions.clone();
+                parts.sort();
+                a.push(format!("Partitions={}", parts.join(",")));
+                a.push("Share=parent".into());
+            }
+            _ => {
+                // A single default partition goes without Share=parent,
+                // as the original.
+                match &self.settings.default_partition {
+                    Some(p) => a.push(format!("Partition={p}")),
+                    None => a.push("Share=parent".into()),
+                }
+            }
+        }
+        if let Err(e) = self.slurm.sacctmgr_write(a).await {
+            // One command for all: its failure fails each user it carried.
+            for r in results.iter_mut().filter(|r| to_add.contains(&r.username)) {
+                r.outcome = Outcome::Failed(e.clone());
+            }
+            return Ok(results);
+        }
+        if self.settings.enable_user_homedir_account_creation {
+            let umask = umask
+                .unwrap_or(&self.settings.default_homedir_umask)
+                .to_owned();
+            for r in self.homedirs(to_add, &umask).await {
+                if let Outcome::Failed(e) = &r.outcome {
+                    tracing::warn!(user = %r.username, error = %e.message, "home directory not created");
+                }
+            }
+        }
+        Ok(results)
+    }
+
+    /// AddUsers.
+    pub(crate) async fn add(
+        &self,
+        backend_id: &str,
+        users: Vec<User>,
+        homedir_umask: Option<String>,
+    ) -> BackendResult<Vec<UserResult>> {
+        let id = crate::account_id(backend_id)?;
+        let rows = self.owned(&id).await?;
+        let members = rows.members(&id);
+        self.add_members_with(&id, &users, &members, homedir_umask.as_deref(), None)
+            .await
+    }
+
+    /// RemoveUsers: their jobs cancelled, their associations removed.
+    pub(crate) async fn remove(
+        &self,
+        backend_id: &str,
+        usernames: Vec<String>,
+    ) -> BackendResult<Vec<UserResult>> {
+        let id = crate::account_id(backend_id)?;
+        let rows = self.owned(&id).await?;
+        let members = rows.members(&id);
+        let present: Vec<String> = usernames
+            .iter()
+            .filter(|u| members.contains(u.as_str()))
+            .cloned()
+            .collect();
+        let mut failure = None;
+        if !present.is_empty() {
+            for u in &present {
+                if let Err(e) = self.slurm.scancel(args!["-u", u, "-A", id, "-f"]).await {
+                    tracing::debug!(user = %u, error = %e.message, "no jobs cancelled");
+                }
+            }
+            if let Err(e) = self
+                .slurm
+                .sacctmgr_write(args![
+                    "remove",
+                    "user",
+                    "where",
+                    format!("name={}", present.join(",")),
+                    format!("account={id}")
+                ])
+                .await
+            {
+                failure = Some(e);
+            }
+        }
+        Ok(usernames
+            .into_iter()
+            .map(|u| match (&failure, present.contains(&u)) {
+                (Some(e), true) => UserResult::failed(u, e.clone()),
+                (None, true) => UserResult::applied(u),
+                _ => UserResult::unchanged(u),
+            })
+            .collect())
+    }
+
+    /// ListResourceUsers: one listing for all; accounts the backend does not
+    /// manage count as missing.
+    pub(crate) async fn members_of(&self, backend_ids: &[String]) -> BackendResult<ResourceUsers> {
+        let valid: Vec<String> = backend_ids
+            .iter()
+            .filter(|i| names::valid_account(i))
+            .cloned()
+            .collect();
+        let rows = if valid.is_empty() {
+            crate::accounts::Rows::default()
+        } else {
+            self.rows(&valid).await?
+        };
+        let mut out = ResourceUsers::default();
+        for id in backend_ids {
+            match rows.account(id) {
+                Some(row)
+                    if !matches!(self.ownership(row), crate::accounts::Ownership::Foreign(_)) =>
+                {
+                    out.found
+                        .insert(id.clone(), rows.members(id).into_iter().collect());
+                }
+                _ => out.missing.push(id.clone()),
+            }
+        }
+        Ok(out)
+    }
+}
