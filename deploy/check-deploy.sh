@@ -33,6 +33,7 @@ counter   waldur_backend_rpcs_total                       method code
 histogram waldur_backend_rpc_duration_seconds             method
 counter   waldur_backend_commands_total                   binary outcome
 histogram waldur_backend_command_duration_seconds         binary
+counter   waldur_backend_tls_handshakes_refused_total     reason
 '
 export METRICS
 

@@ -16,6 +16,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod accept;
 mod backend;
 pub mod config;
 pub mod convert;
@@ -26,6 +27,7 @@ mod service;
 pub mod telemetry;
 pub mod types;
 
+pub use accept::PeerInfo;
 pub use backend::Backend;
 pub use error::{BackendError, BackendResult};
 pub use server::{Bound, ServeError, serve, serve_duplex, shutdown_signal, spawn};

@@ -20,6 +20,7 @@ pub const NAMES: &[&str] = &[
     "waldur_backend_rpc_duration_seconds",
     "waldur_backend_commands_total",
     "waldur_backend_command_duration_seconds",
+    "waldur_backend_tls_handshakes_refused_total",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -40,6 +41,11 @@ struct CommandLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BinaryLabel {
     binary: String,
 }
@@ -55,6 +61,7 @@ struct Metrics {
     rpc_latency: Family<MethodLabel, Histogram, fn() -> Histogram>,
     commands: Family<CommandLabels, Counter>,
     command_latency: Family<BinaryLabel, Histogram, fn() -> Histogram>,
+    refused: Family<ReasonLabel, Counter>,
 }
 
 fn metrics() -> &'static Metrics {
@@ -81,12 +88,19 @@ fn metrics() -> &'static Metrics {
             "Run time of backend commands",
             command_latency.clone(),
         );
+        let refused = Family::default();
+        registry.register(
+            "tls_handshakes_refused",
+            "Connections refused during the mutual-TLS handshake, by reason (no_certificate, unknown_ca, expired, bad_certificate, protocol, timeout, other)",
+            refused.clone(),
+        );
         Metrics {
             registry,
             rpcs,
             rpc_latency,
             commands,
             command_latency,
+            refused,
         }
     })
 }
@@ -122,6 +136,17 @@ pub fn command(binary: &str, outcome: &str, took: Duration) {
             binary: binary.into(),
         })
         .observe(took.as_secs_f64());
+}
+
+/// One connection refused during the TLS handshake; `reason` is one of a
+/// fixed few.
+pub fn tls_refused(reason: &'static str) {
+    metrics()
+        .refused
+        .get_or_create(&ReasonLabel {
+            reason: reason.into(),
+        })
+        .inc();
 }
 
 /// The OpenMetrics text of every series.
@@ -169,6 +194,7 @@ mod tests {
     fn rpcs_and_commands_appear_under_their_listed_names() {
         rpc("CreateResource", tonic::Code::Ok, Duration::from_millis(3));
         command("sacctmgr", "ok", Duration::from_millis(30));
+        tls_refused("unknown_ca");
         let text = encode();
         assert!(
             text.contains(r#"waldur_backend_rpcs_total{method="CreateResource",code="Ok"} 1"#),

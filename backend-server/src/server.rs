@@ -9,7 +9,6 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tonic::service::InterceptorLayer;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Request, Status};
 use tonic_health::ServingStatus;
@@ -80,7 +79,7 @@ pub async fn serve(
 
 /// Binds and starts serving in the background.
 pub async fn spawn(config: &ServerConfig, registry: Registry) -> Result<Bound, ServeError> {
-    let tls = config.tls.files().server_config()?;
+    let tls = config.tls.files().load()?.rustls_server_config()?;
     let allowed: Arc<HashSet<String>> =
         Arc::new(config.tls.allowed_clients.iter().cloned().collect());
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -93,7 +92,7 @@ pub async fn spawn(config: &ServerConfig, registry: Registry) -> Result<Bound, S
         addr: config.listen,
         source,
     })?;
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = crate::accept::incoming(listener, tls);
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
@@ -110,11 +109,12 @@ pub async fn spawn(config: &ServerConfig, registry: Registry) -> Result<Bound, S
         health_stop_rx,
     ));
 
+    // Outermost first: the allowlist, then decoding.
     let router = Server::builder()
-        .tls_config(tls)?
         .layer(InterceptorLayer::new(move |req: Request<()>| {
             authorize(&allowed, req)
         }))
+        .layer(DecodeErrorsLayer)
         .add_service(BackendServiceServer::new(registry))
         .add_service(health_service)
         .add_service(reflection);
@@ -138,9 +138,10 @@ pub async fn spawn(config: &ServerConfig, registry: Registry) -> Result<Bound, S
 /// Checks the verified client certificate's SAN identities against the
 /// allowlist. The chain was already verified by rustls during the handshake.
 fn authorize(allowed: &HashSet<String>, req: Request<()>) -> Result<Request<()>, Status> {
-    let Some(certs) = req.peer_certs() else {
+    let Some(peer) = req.extensions().get::<crate::accept::PeerInfo>() else {
         return Err(Status::unauthenticated("a client certificate is required"));
     };
+    let certs = &peer.certs;
     let Some(leaf) = certs.first() else {
         return Err(Status::unauthenticated("a client certificate is required"));
     };
@@ -257,5 +258,65 @@ pub async fn shutdown_signal() {
             // Without signal handlers (very unusual) fall back to Ctrl-C.
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+/// Answers a request whose bytes do not decode as `INVALID_ARGUMENT`
+/// (reason `INVALID_FIELD`, field `request`), as SPEC §7.1 asks: tonic's
+/// codec reports it as `INTERNAL`, which reads as the backend's fault.
+#[derive(Debug, Clone, Copy)]
+struct DecodeErrorsLayer;
+
+impl<S> tower::Layer<S> for DecodeErrorsLayer {
+    type Service = DecodeErrors<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        DecodeErrors { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct DecodeErrors<S> {
+    inner: S,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for DecodeErrors<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    R: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let resp = fut.await?;
+            // A decode failure is answered before any message: a
+            // trailers-only response whose status sits in the headers.
+            let status = Status::from_header_map(resp.headers());
+            match status {
+                Some(s)
+                    if s.code() == tonic::Code::Internal
+                        && s.message().starts_with("failed to decode Protobuf message") =>
+                {
+                    let e = BackendError::invalid_field("request", s.message());
+                    Ok(e.to_status().into_http())
+                }
+                _ => Ok(resp),
+            }
+        })
     }
 }

@@ -192,3 +192,147 @@ async fn health_service_reports_serving_once_instances_are_ready() {
     }
     server.shutdown().await.unwrap();
 }
+
+/// The refused-handshake counter of one reason, from the metrics text.
+fn refused(reason: &str) -> u64 {
+    let text = waldur_backend_sdk::metrics::encode();
+    let needle = format!("waldur_backend_tls_handshakes_refused_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&needle))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn refused_handshakes_are_counted_by_reason() {
+    let pki = TestPki::new();
+    let server = start(&pki).await;
+    let before = (
+        refused("no_certificate"),
+        refused("unknown_ca"),
+        refused("protocol"),
+    );
+    // No certificate.
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(
+            std::fs::read(pki.path("ca.pem")).unwrap(),
+        ))
+        .domain_name("localhost");
+    assert!(call(https(&server).tls_config(tls).unwrap()).await.is_err());
+    // A certificate of another CA.
+    let other_ca = pki::create_ca("rogue ca", Validity::days(1)).unwrap();
+    let rogue = pki::issue(&other_ca, Usage::Client, "x.test", &[], Validity::days(1)).unwrap();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(
+            std::fs::read(pki.path("ca.pem")).unwrap(),
+        ))
+        .identity(Identity::from_pem(&rogue.cert_pem, &rogue.key_pem))
+        .domain_name("localhost");
+    assert!(call(https(&server).tls_config(tls).unwrap()).await.is_err());
+    // Plain HTTP on the TLS port.
+    let mut tcp = tokio::net::TcpStream::connect(server.local_addr)
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut sink),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while (
+        refused("no_certificate"),
+        refused("unknown_ca"),
+        refused("protocol"),
+    ) == before
+        || refused("protocol") == before.2
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "refusals not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(refused("no_certificate") > before.0);
+    assert!(refused("unknown_ca") > before.1);
+    assert!(refused("protocol") > before.2);
+    // The server still serves good clients.
+    let tls = client_files(&pki).client_config("localhost").unwrap();
+    assert_eq!(
+        call(https(&server).tls_config(tls).unwrap()).await.unwrap(),
+        "example"
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_request_that_is_not_protobuf_is_invalid_argument_not_internal() {
+    let pki = TestPki::new();
+    let server = start(&pki).await;
+    let tls = client_files(&pki).client_config("localhost").unwrap();
+    let channel = https(&server)
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    // Bytes that are no GetBackendInfoRequest: a field of wire type 7.
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path =
+        http::uri::PathAndQuery::from_static("/waldur.backend.v1.BackendService/GetBackendInfo");
+    let status = grpc
+        .unary::<_, waldur_backend_proto::v1::GetBackendInfoResponse, _>(
+            tonic::Request::new(vec![0x0f_u8, 0xff, 0xff]),
+            path,
+            RawCodec,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    let e = waldur_backend_sdk::BackendError::from_status(&status);
+    assert_eq!(e.reason, "INVALID_FIELD");
+    assert_eq!(e.metadata["field"], "request");
+    server.shutdown().await.unwrap();
+}
+
+/// Sends raw bytes, decodes the answer as `M`.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = waldur_backend_proto::v1::GetBackendInfoResponse;
+    type Encoder = RawEncoder;
+    type Decoder = tonic_prost::ProstDecoder<waldur_backend_proto::v1::GetBackendInfoResponse>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstCodec::<(), waldur_backend_proto::v1::GetBackendInfoResponse>::raw_decoder(
+            tonic::codec::BufferSettings::default(),
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RawEncoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), Self::Error> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}

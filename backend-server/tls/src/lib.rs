@@ -112,6 +112,40 @@ impl TlsMaterial {
             .timeout(std::time::Duration::from_secs(10))
     }
 
+    /// A rustls server config requiring a client certificate signed by the
+    /// CA, offering HTTP/2, for servers that run the handshake themselves
+    /// (to see and count the handshakes they refuse).
+    pub fn rustls_server_config(&self) -> Result<std::sync::Arc<rustls::ServerConfig>, TlsError> {
+        let parse = |e: &dyn std::fmt::Display| TlsError::Parse(e.to_string());
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut self.ca.as_slice()) {
+            roots
+                .add(cert.map_err(|e| parse(&e))?)
+                .map_err(|e| parse(&e))?;
+        }
+        let chain: Vec<_> = rustls_pemfile::certs(&mut self.cert.as_slice())
+            .collect::<Result<_, _>>()
+            .map_err(|e| parse(&e))?;
+        let key = rustls_pemfile::private_key(&mut self.key.as_slice())
+            .map_err(|e| parse(&e))?
+            .ok_or_else(|| TlsError::Parse("no private key".into()))?;
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            std::sync::Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| parse(&e))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| parse(&e))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .map_err(|e| parse(&e))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(std::sync::Arc::new(config))
+    }
+
     /// A tonic client config pinned to `server_name`.
     pub fn client_config(&self, server_name: &str) -> ClientTlsConfig {
         ClientTlsConfig::new()

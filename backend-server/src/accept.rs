@@ -1,0 +1,205 @@
+//! Accepting connections: the mutual-TLS handshake run here rather than
+//! inside tonic, so a refused handshake is seen. Each refusal is counted
+//! (`waldur_backend_tls_handshakes_refused_total{reason}`) and logged at info
+//! with the peer address and the reason, at most [`LOG_BURST`] lines a
+//! minute (a scanner must not flood the log); the lines held back are
+//! counted in the next one. Accepted connections carry the peer's address
+//! and certificates to the allowlist check as [`PeerInfo`].
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
+use tonic::transport::server::Connected;
+
+/// Longest a client may take for the handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Refusals logged per minute.
+const LOG_BURST: u32 = 10;
+
+/// Who is on the other end of an accepted connection.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// The peer's address.
+    pub remote_addr: SocketAddr,
+    /// Its verified certificate chain, leaf first.
+    pub certs: Arc<Vec<rustls::pki_types::CertificateDer<'static>>>,
+}
+
+/// An accepted mutual-TLS connection.
+pub struct TlsConn {
+    inner: TlsStream<TcpStream>,
+    peer: PeerInfo,
+}
+
+impl Connected for TlsConn {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.peer.clone()
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// A stream of accepted mutual-TLS connections from `listener`; handshakes
+/// run concurrently, so a slow client never holds up the others.
+pub fn incoming(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsConn>> {
+    let (tx, rx) = mpsc::channel(64);
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let limiter = Arc::new(Mutex::new(Limiter::default()));
+    tokio::spawn(async move {
+        loop {
+            // The server dropping the stream (shutdown) closes the listener.
+            let accepted = tokio::select! {
+                () = tx.closed() => return,
+                r = listener.accept() => r,
+            };
+            let (tcp, remote_addr) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, go on.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let (tx, acceptor, limiter) = (tx.clone(), acceptor.clone(), limiter.clone());
+            tokio::spawn(async move {
+                let outcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+                let conn = match outcome {
+                    Ok(Ok(tls)) => {
+                        let certs = tls
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+                            .unwrap_or_default();
+                        TlsConn {
+                            inner: tls,
+                            peer: PeerInfo {
+                                remote_addr,
+                                certs: Arc::new(certs),
+                            },
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        refused(&limiter, remote_addr, classify(&e), &e.to_string());
+                        return;
+                    }
+                    Err(_) => {
+                        refused(&limiter, remote_addr, "timeout", "no handshake within 10 s");
+                        return;
+                    }
+                };
+                let _ = tx.send(Ok(conn)).await;
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// The bounded reason label of a failed handshake.
+fn classify(e: &std::io::Error) -> &'static str {
+    use rustls::{CertificateError, Error};
+    let Some(tls) = e.get_ref().and_then(|x| x.downcast_ref::<Error>()) else {
+        return "other";
+    };
+    match tls {
+        Error::NoCertificatesPresented => "no_certificate",
+        Error::InvalidCertificate(CertificateError::UnknownIssuer) => "unknown_ca",
+        Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        ) => "expired",
+        Error::InvalidCertificate(_) => "bad_certificate",
+        Error::InappropriateMessage { .. }
+        | Error::InappropriateHandshakeMessage { .. }
+        | Error::InvalidMessage(_)
+        | Error::PeerIncompatible(_)
+        | Error::NoApplicationProtocol => "protocol",
+        _ => "other",
+    }
+}
+
+/// At most [`LOG_BURST`] log lines a minute.
+#[derive(Debug)]
+struct Limiter {
+    window: Instant,
+    logged: u32,
+    held_back: u64,
+}
+
+impl Default for Limiter {
+    fn default() -> Self {
+        Self {
+            window: Instant::now(),
+            logged: 0,
+            held_back: 0,
+        }
+    }
+}
+
+fn refused(limiter: &Mutex<Limiter>, peer: SocketAddr, reason: &'static str, detail: &str) {
+    crate::metrics::tls_refused(reason);
+    let mut l = limiter.lock().unwrap_or_else(|p| p.into_inner());
+    if l.window.elapsed() >= Duration::from_secs(60) {
+        l.window = Instant::now();
+        l.logged = 0;
+    }
+    if l.logged >= LOG_BURST {
+        l.held_back += 1;
+        return;
+    }
+    l.logged += 1;
+    let held_back = std::mem::take(&mut l.held_back);
+    drop(l);
+    tracing::info!(%peer, reason, detail, held_back, "tls handshake refused");
+}
