@@ -612,6 +612,42 @@ mod tests {
         assert_eq!(c.next().await.unwrap(), Incoming::Message(b"ok".to_vec()));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_bytes_from_the_server_never_panic_the_parser(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            frame_limit in 1usize..300,
+            message_limit in 1usize..300,
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(async {
+                let mut c = conn_over(Vec::new(), Limits {
+                    max_frame_bytes: frame_limit,
+                    max_message_bytes: message_limit,
+                });
+                // Feed the bytes in two pieces: a frame may straddle reads.
+                let cut = bytes.len() / 2;
+                for piece in [&bytes[..cut], &bytes[cut..]] {
+                    c.buf.extend_from_slice(piece);
+                    for _ in 0..64 {
+                        match c.parse() {
+                            Ok(Some(Parsed::Message(m))) => {
+                                assert!(m.len() <= frame_limit.max(message_limit));
+                            }
+                            Ok(Some(Parsed::Oversized { head, .. })) => {
+                                assert!(head.len() <= HEAD_KEPT);
+                            }
+                            Ok(Some(_)) => {}
+                            Ok(None) | Err(_) => break,
+                        }
+                    }
+                }
+            });
+        }
+    }
+
     #[tokio::test]
     async fn a_close_frame_carries_its_code_and_reason() {
         let mut payload = 1008u16.to_be_bytes().to_vec();
