@@ -20,27 +20,31 @@ fn text() -> impl Strategy<Value = String> {
 }
 
 fn user() -> impl Strategy<Value = wire::User> {
-    (text(), text(), text(), prop::collection::btree_map(text(), text(), 0..3)).prop_map(
-        |(username, role, email, attributes)| wire::User {
+    (
+        text(),
+        text(),
+        text(),
+        prop::collection::btree_map(text(), text(), 0..3),
+    )
+        .prop_map(|(username, role, email, attributes)| wire::User {
             username,
             role,
             email,
             attributes: attributes.into_iter().collect(),
             ..Default::default()
-        },
-    )
+        })
 }
 
 fn context() -> impl Strategy<Value = Option<wire::ResourceContext>> {
-    prop::option::of((text(), text(), text(), text()).prop_map(|(uuid, name, project, customer)| {
-        wire::ResourceContext {
+    prop::option::of((text(), text(), text(), text()).prop_map(
+        |(uuid, name, project, customer)| wire::ResourceContext {
             resource_uuid: uuid,
             name,
             project_slug: project,
             customer_slug: customer,
             ..Default::default()
-        }
-    }))
+        },
+    ))
 }
 
 fn refused_names_a_field(e: &waldur_backend_sdk::BackendError) -> bool {

@@ -66,6 +66,19 @@ fn retryable(code: Code) -> bool {
     )
 }
 
+/// A call that failed below gRPC (the connection broke, the server died
+/// mid-call) comes back from tonic as UNKNOWN with the transport error as
+/// its source; a status the server sent has no source. The request is
+/// idempotent, so a broken connection is UNAVAILABLE: retried, never a
+/// reason to err an order.
+fn connection_lost(s: Status) -> Status {
+    if s.code() == Code::Unknown && std::error::Error::source(&s).is_some() {
+        Status::unavailable(format!("connection to the backend lost: {}", s.message()))
+    } else {
+        s
+    }
+}
+
 /// A backend server instance as the coordinator sees it.
 #[derive(Clone)]
 pub struct BackendHandle {
@@ -204,7 +217,7 @@ impl BackendHandle {
                 waldur_backend_sdk::telemetry::inject_grpc(req.metadata_mut());
                 let result =
                     match tokio::time::timeout(deadline, send(self.inner.client.clone(), req)).await {
-                        Ok(r) => r,
+                        Ok(r) => r.map_err(connection_lost),
                         Err(_) => Err(Status::deadline_exceeded(format!(
                             "no answer within {deadline:?}"
                         ))),
@@ -795,5 +808,19 @@ impl BackendHandle {
             }
             token = r.next_page_token;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_connection_is_unavailable_and_a_servers_unknown_stays_unknown() {
+        let broken = Status::from_error(Box::new(std::io::Error::other("connection reset")));
+        assert_eq!(broken.code(), Code::Unknown);
+        assert_eq!(connection_lost(broken).code(), Code::Unavailable);
+        let sent = Status::unknown("the backend did not say");
+        assert_eq!(connection_lost(sent).code(), Code::Unknown);
     }
 }

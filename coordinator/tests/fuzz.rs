@@ -22,7 +22,8 @@ fn json_value() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|n| json!(n)),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         ".{0,40}".prop_map(Value::String),
         "[0-9a-f]{32}".prop_map(Value::String),
     ];
@@ -106,10 +107,10 @@ proptest! {
                 prop_assert_eq!(e.field, "offering_user.uuid");
             }
         }
-        if let Ok(o) = serde_json::from_str::<Order>(&text) {
-            if let Ok(id) = o.id() {
-                prop_assert!(id.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
-            }
+        if let Ok(o) = serde_json::from_str::<Order>(&text)
+            && let Ok(id) = o.id()
+        {
+            prop_assert!(id.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
         }
     }
 

@@ -238,6 +238,11 @@ fn take_fault(sim: &Sim, method: &str, path: &str) -> Option<Fault> {
             && path.contains(&f.path_contains)
     })?;
     let fault = faults[index].clone();
+    sim.shared
+        .fault_hits
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(path.to_owned());
     if let Some(times) = faults[index].times.as_mut() {
         *times = times.saturating_sub(1);
         if *times == 0 {
@@ -1578,7 +1583,7 @@ fn me_json(w: &World) -> Value {
 const SIM_EPOCH: &str = "2024-01-01T00:00:00Z";
 
 /// The agent's Waldur user (the vhost of its event queues).
-pub(crate) const SIM_USER_UUID: &str = "00000000000000000000000000005e1f";
+pub const SIM_USER_UUID: &str = "00000000000000000000000000005e1f";
 
 /// A decimal amount from a JSON string or number, normalised to 2 places.
 fn decimal(v: &Value) -> Option<String> {

@@ -26,6 +26,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+pub use http::SIM_USER_UUID;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 pub use world::World;
@@ -74,6 +75,8 @@ pub(crate) struct Shared {
     pub(crate) token: String,
     pub(crate) world: Mutex<World>,
     pub(crate) faults: Mutex<Vec<Fault>>,
+    /// Paths of requests a fault was applied to, on arrival.
+    pub(crate) fault_hits: Mutex<Vec<String>>,
     pub(crate) calls: Mutex<Vec<Call>>,
     pub(crate) record_bodies: bool,
     pub(crate) oidc: Mutex<Option<(String, String)>>,
@@ -172,6 +175,7 @@ impl Sim {
                 token: token.to_owned(),
                 world: Mutex::new(World::default()),
                 faults: Mutex::new(Vec::new()),
+                fault_hits: Mutex::new(Vec::new()),
                 calls: Mutex::new(Vec::new()),
                 record_bodies,
                 oidc: Mutex::new(None),
@@ -362,6 +366,16 @@ impl Sim {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(fault);
+    }
+
+    /// Paths of the requests faults were applied to, recorded as they
+    /// arrived (a held request shows here before it is answered).
+    pub fn fault_hits(&self) -> Vec<String> {
+        self.shared
+            .fault_hits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Removes every fault.
