@@ -135,10 +135,13 @@ impl Lab {
             ""
         };
         let config = format!(
-            "version: 1\nretry: {{max_attempts: 3, initial_backoff_ms: 50, max_backoff_ms: 200}}\ntimeouts: {{waldur_seconds: 3, backend_read_seconds: 5, backend_mutate_seconds: 10, backend_connect_seconds: 2}}\n{backends}offerings:\n  - name: HPC\n    offering_uuid: {offering}\n    waldur: {{api_url: 'http://{sim_addr}/api/', token_file: {token}}}\n    backends: {{orders: hpc, report: hpc, membership: hpc}}\n    tasks: {{orders: true, report: true, membership: true, events: {events}}}\n    intervals: {{orders_seconds: 1, report_seconds: 2, membership_seconds: 2}}\n{events_config}",
+            "version: 1\nretry: {{max_attempts: 3, initial_backoff_ms: 50, max_backoff_ms: 200}}\ntimeouts: {{waldur_seconds: 3, backend_read_seconds: 5, backend_mutate_seconds: 10, backend_connect_seconds: 2}}\n{backends}offerings:\n  - name: HPC\n    offering_uuid: {offering}\n    waldur: {{api_url: 'http://{sim_addr}/api/', token_file: {token}}}\n    backends: {{orders: hpc, report: hpc, membership: hpc}}\n    tasks: {{orders: true, report: true, membership: true, events: {events}}}\n    intervals: {{orders_seconds: {poll}, report_seconds: 2, membership_seconds: {poll}}}\n{events_config}",
             backends = support::backends_yaml(dir.path(), port),
             offering = scenario.offering_uuid,
             token = token.display(),
+            // With events on, orders move through them alone: polling
+            // would hide a stuck queue.
+            poll = if events { 3600 } else { 1 },
         );
         std::fs::write(dir.path().join("coordinator.yaml"), &config).unwrap();
         let parsed = Config::parse(
@@ -470,6 +473,40 @@ fn waldur_fault(
         body: body.map(str::to_owned),
         times: Some(times),
         ..Default::default()
+    }
+}
+
+/// Publishes raw bytes (base64 `payload`) to the offering's order event
+/// queue through RabbitMQ's management API, `times` times: bodies no
+/// Waldur would send, for example not UTF-8.
+async fn publish_raw_order_event(offering: &str, payload: &str, times: usize) {
+    let http = reqwest::Client::new();
+    let vhost = waldur_sim::SIM_USER_UUID;
+    let hex = offering.replace('-', "");
+    let queues: Vec<serde_json::Value> = http
+        .get(format!("http://127.0.0.1:15672/api/queues/{vhost}"))
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let queue = queues
+        .iter()
+        .filter_map(|q| q["name"].as_str())
+        .find(|n| n.contains(&hex) && n.ends_with("_order"))
+        .expect("the order queue")
+        .to_owned();
+    for _ in 0..times {
+        http.post(format!(
+            "http://127.0.0.1:15672/api/exchanges/{vhost}/amq.default/publish"
+        ))
+        .basic_auth("guest", Some("guest"))
+        .json(&json!({"properties": {}, "routing_key": queue, "payload": payload, "payload_encoding": "base64"}))
+        .send()
+        .await
+        .unwrap();
     }
 }
 
@@ -815,9 +852,9 @@ async fn main() {
         )
     );
     run!(
-        "poison events (not JSON, not UTF-8) ahead of good ones",
+        "poison events (not UTF-8, not an object, a path as id)",
         row(
-            "poison events (not JSON, not UTF-8) ahead of good ones",
+            "poison events (not UTF-8, not an object, a path as id)",
             Kind::Example,
             true,
             |mut lab| async move {
@@ -830,6 +867,7 @@ async fn main() {
                     &offering,
                     json!({"order_uuid": "../../etc/passwd"}),
                 );
+                publish_raw_order_event(&offering, "//79", 8).await;
                 for i in 0..3 {
                     lab.order(&format!("after poison {i}"));
                 }
