@@ -261,9 +261,11 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Answers a request whose bytes do not decode as `INVALID_ARGUMENT`
-/// (reason `INVALID_FIELD`, field `request`), as SPEC §7.1 asks: tonic's
-/// codec reports it as `INTERNAL`, which reads as the backend's fault.
+/// Brings two of tonic's own answers in line with SPEC: a request whose
+/// bytes do not decode is `INVALID_ARGUMENT` (reason `INVALID_FIELD`, field
+/// `request`; tonic says `INTERNAL`, which reads as the backend's fault),
+/// and a call whose deadline passed is `DEADLINE_EXCEEDED` (tonic says
+/// `CANCELLED`, which callers do not retry).
 #[derive(Debug, Clone, Copy)]
 struct DecodeErrorsLayer;
 
@@ -315,6 +317,12 @@ where
                     let e = BackendError::invalid_field("request", s.message());
                     Ok(e.to_status().into_http())
                 }
+                // The call's deadline passed: tonic says CANCELLED, SPEC
+                // says DEADLINE_EXCEEDED (retried by the caller).
+                Some(s) if s.code() == tonic::Code::Cancelled => Ok(Status::deadline_exceeded(
+                    format!("the call's deadline passed: {}", s.message()),
+                )
+                .into_http()),
                 _ => Ok(resp),
             }
         })

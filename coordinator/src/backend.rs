@@ -66,16 +66,25 @@ fn retryable(code: Code) -> bool {
     )
 }
 
-/// A call that failed below gRPC (the connection broke, the server died
-/// mid-call) comes back from tonic as UNKNOWN with the transport error as
-/// its source; a status the server sent has no source. The request is
-/// idempotent, so a broken connection is UNAVAILABLE: retried, never a
-/// reason to err an order.
-fn connection_lost(s: Status) -> Status {
-    if s.code() == Code::Unknown && std::error::Error::source(&s).is_some() {
-        Status::unavailable(format!("connection to the backend lost: {}", s.message()))
-    } else {
-        s
+/// Statuses that did not come from the backend's judgement of the request:
+/// * a call that failed below gRPC (the connection broke, the server died
+///   mid-call) comes back from tonic as UNKNOWN with the transport error as
+///   its source (a status the server sent has no source): UNAVAILABLE;
+/// * a server that gave up at the call's deadline answers CANCELLED
+///   ("Timeout expired"; the coordinator never cancels its own calls):
+///   DEADLINE_EXCEEDED.
+///
+/// Both are retried: the requests are idempotent, and a hung or vanished
+/// backend must never err an order.
+fn not_the_backends_answer(s: Status) -> Status {
+    match s.code() {
+        Code::Unknown if std::error::Error::source(&s).is_some() => {
+            Status::unavailable(format!("connection to the backend lost: {}", s.message()))
+        }
+        Code::Cancelled => {
+            Status::deadline_exceeded(format!("the backend gave up: {}", s.message()))
+        }
+        _ => s,
     }
 }
 
@@ -217,7 +226,7 @@ impl BackendHandle {
                 waldur_backend_sdk::telemetry::inject_grpc(req.metadata_mut());
                 let result =
                     match tokio::time::timeout(deadline, send(self.inner.client.clone(), req)).await {
-                        Ok(r) => r.map_err(connection_lost),
+                        Ok(r) => r.map_err(not_the_backends_answer),
                         Err(_) => Err(Status::deadline_exceeded(format!(
                             "no answer within {deadline:?}"
                         ))),
@@ -816,11 +825,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_broken_connection_is_unavailable_and_a_servers_unknown_stays_unknown() {
+    fn a_broken_connection_or_a_timed_out_call_is_retryable_and_a_servers_unknown_is_not() {
         let broken = Status::from_error(Box::new(std::io::Error::other("connection reset")));
         assert_eq!(broken.code(), Code::Unknown);
-        assert_eq!(connection_lost(broken).code(), Code::Unavailable);
+        assert_eq!(not_the_backends_answer(broken).code(), Code::Unavailable);
+        let timed_out = Status::cancelled("Timeout expired");
+        assert_eq!(
+            not_the_backends_answer(timed_out).code(),
+            Code::DeadlineExceeded
+        );
         let sent = Status::unknown("the backend did not say");
-        assert_eq!(connection_lost(sent).code(), Code::Unknown);
+        assert_eq!(not_the_backends_answer(sent).code(), Code::Unknown);
     }
 }

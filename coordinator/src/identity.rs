@@ -7,7 +7,7 @@ use serde_json::json;
 use tokio::sync::Mutex;
 
 use crate::waldur::ids::Uuid;
-use crate::waldur::{ErrorKind, WaldurClient, WaldurError, WaldurResult};
+use crate::waldur::{WaldurClient, WaldurError, WaldurResult};
 
 /// The registration of one (offering, mode) pair.
 #[derive(Debug)]
@@ -88,11 +88,7 @@ impl Registration {
     }
 }
 
-/// A UUID from Waldur's answer on `path`; a garbled one is a garbled answer.
+/// A UUID from Waldur's answer on `path`.
 fn checked(path: &str, value: &str) -> WaldurResult<Uuid> {
-    Uuid::parse("uuid", value).map_err(|e| WaldurError {
-        method: "POST".into(),
-        path: path.to_owned(),
-        kind: ErrorKind::Garbled(e.to_string()),
-    })
+    Uuid::parse("uuid", value).map_err(|e| WaldurError::unexpected("POST", path, e))
 }

@@ -826,7 +826,13 @@ impl OrderProcessor {
         if let Some(q) = cache.plans.lock().await.get(plan) {
             return Ok(q.clone());
         }
-        let plan_id = Uuid::parse("plan_uuid", plan)?;
+        let plan_id = match Uuid::parse("plan_uuid", plan) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(error = %e, "plan quotas unavailable");
+                return Ok(BTreeMap::new());
+            }
+        };
         let quotas: BTreeMap<String, i64> = match self.waldur.plan(&plan_id).await {
             Ok(p) => p
                 .quotas

@@ -35,7 +35,7 @@ use crate::config::OfferingConfig;
 use crate::team::normalise_uuid;
 use crate::waldur::ids::Uuid;
 use crate::waldur::types::{Resource, amount};
-use crate::waldur::{ErrorKind, WaldurClient, WaldurError};
+use crate::waldur::{WaldurClient, WaldurError};
 
 /// Resources per GetUsageReport call.
 const CHUNK: usize = 500;
@@ -84,6 +84,10 @@ pub struct ReportProcessor {
 struct Existing {
     /// component type → (record uuid, amount); a type seen twice is marked.
     totals: HashMap<String, Vec<(Uuid, Option<f64>)>>,
+    /// Why Waldur's records of this resource cannot be trusted this cycle
+    /// (a record id that is no UUID, an amount that is no number): nothing
+    /// is written over what cannot be read.
+    doubtful: Option<String>,
 }
 
 /// Per-user amounts already in Waldur: usage record uuid → username → amount.
@@ -255,20 +259,28 @@ impl ReportProcessor {
         let records = self.waldur.component_usages(offering, period).await?;
         let mut by_resource: HashMap<String, Existing> = HashMap::new();
         for r in records {
-            by_resource
+            let entry = by_resource
                 .entry(normalise_uuid(&r.resource_uuid))
-                .or_default()
+                .or_default();
+            let id = match Uuid::parse("component_usage.uuid", &r.uuid) {
+                Ok(id) => id,
+                Err(e) => {
+                    entry.doubtful = Some(e.to_string());
+                    continue;
+                }
+            };
+            let value = amount(&r.usage);
+            if value.is_none() {
+                entry.doubtful = Some(format!(
+                    "the {} record's amount {} is not a number",
+                    r.component_type, r.usage
+                ));
+            }
+            entry
                 .totals
                 .entry(r.component_type)
                 .or_default()
-                .push((
-                    Uuid::parse("component_usage.uuid", &r.uuid).map_err(|e| WaldurError {
-                        method: "GET".into(),
-                        path: "marketplace-component-usages/".into(),
-                        kind: ErrorKind::Garbled(e.to_string()),
-                    })?,
-                    amount(&r.usage),
-                ));
+                .push((id, value));
         }
         let mut users: ExistingUsers = HashMap::new();
         for u in self.waldur.component_user_usages(offering, period).await? {
@@ -422,6 +434,13 @@ impl ReportProcessor {
         if totals.is_empty() {
             return Ok(TotalOutcome::Skipped);
         }
+        if let Some(why) = &ex.doubtful {
+            return Err(WaldurError::unexpected(
+                "GET",
+                "marketplace-component-usages/",
+                format!("{why}; this resource is not written"),
+            ));
+        }
         // Nothing used and nothing recorded: writing zeros would only make
         // empty records (and, for a closed month, a refused write per
         // resource every cycle).
@@ -456,11 +475,11 @@ impl ReportProcessor {
         let id = match r.id() {
             Ok(id) => id,
             Err(e) => {
-                return Err(WaldurError {
-                    method: "GET".into(),
-                    path: "marketplace-provider-resources/".into(),
-                    kind: ErrorKind::Garbled(e.to_string()),
-                });
+                return Err(WaldurError::unexpected(
+                    "GET",
+                    "marketplace-provider-resources/",
+                    e,
+                ));
             }
         };
         match self.waldur.set_usage(&id, &usages, &ctx.date).await {

@@ -82,10 +82,8 @@ async fn subscribe(
         .waldur
         .register_event_subscription(identity, object_type)
         .await?;
-    let garbled = |e: crate::waldur::ids::InvalidUuid| WaldurError {
-        method: "POST".into(),
-        path: "register_event_subscription".into(),
-        kind: crate::waldur::ErrorKind::Garbled(e.to_string()),
+    let garbled = |e: crate::waldur::ids::InvalidUuid| {
+        WaldurError::unexpected("POST", "register_event_subscription", e)
     };
     let sub_uuid = Uuid::parse("subscription.uuid", &sub.uuid).map_err(garbled)?;
     let user_uuid = Uuid::parse("subscription.user_uuid", &sub.user_uuid).map_err(garbled)?;

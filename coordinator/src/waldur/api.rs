@@ -25,7 +25,8 @@ impl WaldurClient {
 
     /// Creates an agent identity.
     pub async fn create_agent_identity(&self, body: &Value) -> WaldurResult<AgentIdentity> {
-        self.post("marketplace-site-agent-identities/", body).await
+        self.post_create("marketplace-site-agent-identities/", body)
+            .await
     }
 
     /// Replaces an agent identity.
@@ -522,11 +523,13 @@ impl WaldurClient {
         offering: &Uuid,
         body: &Value,
     ) -> WaldurResult<()> {
-        self.post_ignored(
-            &format!("marketplace-provider-offerings/{offering}/create_offering_component/"),
-            body,
-        )
-        .await
+        let _: Ignored = self
+            .post_create(
+                &format!("marketplace-provider-offerings/{offering}/create_offering_component/"),
+                body,
+            )
+            .await?;
+        Ok(())
     }
 
     /// Updates an offering component (`body` carries its `uuid`).
@@ -666,6 +669,7 @@ impl WaldurClient {
         offering: &Uuid,
         limits: &BTreeMap<String, i64>,
     ) -> WaldurResult<()> {
-        self.post_ignored("backend-resources/", &json!({"name": backend_id, "project": project, "offering": offering, "backend_id": backend_id, "backend_metadata": {"limits": limits}})).await
+        let _: Ignored = self.post_create("backend-resources/", &json!({"name": backend_id, "project": project, "offering": offering, "backend_id": backend_id, "backend_metadata": {"limits": limits}})).await?;
+        Ok(())
     }
 }

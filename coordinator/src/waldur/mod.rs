@@ -58,11 +58,15 @@ pub enum ErrorKind {
     /// The request did not complete (connect, timeout, reset).
     #[error("network: {0}")]
     Network(String),
-    /// A success status whose body does not decode (an HTML maintenance
-    /// page, a truncated or empty body): Waldur or a proxy in front of it is
-    /// not well, so it is transient like a 5xx.
-    #[error("unexpected response: {0}")]
+    /// A success status whose body is not JSON at all (an HTML maintenance
+    /// page, a cut or empty body): Waldur or a proxy in front of it is not
+    /// well, so it is transient like a 5xx.
+    #[error("garbled response: {0}")]
     Garbled(String),
+    /// Well-formed JSON of another shape than the schema says: retrying
+    /// would get the same answer.
+    #[error("unexpected response: {0}")]
+    Unexpected(String),
     /// The request could not be built (a bad path or body): our mistake,
     /// never retried.
     #[error("invalid request: {0}")]
@@ -76,9 +80,21 @@ impl WaldurError {
     /// 5xx, 429 and network failures: retry later, change nothing.
     pub fn is_transient(&self) -> bool {
         match &self.kind {
-            ErrorKind::Status { status, .. } => *status >= 500 || *status == 429,
+            // 401: the token is wrong or being rotated; it says nothing
+            // about the order or resource at hand.
+            ErrorKind::Status { status, .. } => *status >= 500 || *status == 429 || *status == 401,
             ErrorKind::Network(_) | ErrorKind::Auth(_) | ErrorKind::Garbled(_) => true,
-            ErrorKind::Request(_) => false,
+            ErrorKind::Request(_) | ErrorKind::Unexpected(_) => false,
+        }
+    }
+
+    /// Waldur's answer on `path` holds something it should not (an id that
+    /// is no UUID): the data is wrong, a retry would not help.
+    pub fn unexpected(method: &str, path: &str, detail: impl std::fmt::Display) -> Self {
+        Self {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            kind: ErrorKind::Unexpected(detail.to_string()),
         }
     }
 
@@ -216,16 +232,19 @@ impl WaldurClient {
 
     /// Sends one request and reads its answer with `read`, retrying
     /// transient failures: 5xx, 429, network errors, and success answers
-    /// `read` cannot make sense of (an HTML maintenance page, a cut or empty
-    /// body). The request is repeated as it was; every call the client makes
-    /// is safe to repeat (Waldur's actions are idempotent or checked).
+    /// that are not JSON at all (an HTML maintenance page, a cut or empty
+    /// body). The request is repeated as it was: Waldur's reads and actions
+    /// are idempotent. A `create` is not (its answer may be garbled after
+    /// the object was made), so `once` sends it a single time; the caller
+    /// looks before it creates again next cycle.
     async fn exchange<T>(
         &self,
         method: Method,
         path: &str,
         query: &[(&'static str, String)],
         body: Option<&serde_json::Value>,
-        read: impl Fn(StatusCode, &str) -> Result<T, String>,
+        once: bool,
+        read: impl Fn(StatusCode, &str) -> Result<T, ErrorKind>,
     ) -> WaldurResult<(T, reqwest::header::HeaderMap)> {
         let url = self.inner.base.join(path).map_err(|e| WaldurError {
             method: method.to_string(),
@@ -242,14 +261,14 @@ impl WaldurClient {
                 .and_then(|(status, headers, text)| {
                     read(status, &text)
                         .map(|value| (value, headers))
-                        .map_err(|why| WaldurError {
+                        .map_err(|kind| WaldurError {
                             method: method.to_string(),
                             path: path.to_owned(),
-                            kind: ErrorKind::Garbled(why),
+                            kind,
                         })
                 });
             match result {
-                Err(e) if e.is_transient() && attempt < retry.max_attempts.max(1) => {
+                Err(e) if e.is_transient() && !once && attempt < retry.max_attempts.max(1) => {
                     let backoff = backoff(retry, attempt);
                     tracing::warn!(method = %method, path, attempt, error = %e.kind, backoff_ms = backoff.as_millis() as u64, "transient waldur failure, retrying");
                     tokio::time::sleep(backoff).await;
@@ -313,7 +332,7 @@ impl WaldurClient {
     /// GET and decode.
     pub async fn get<T: DeserializeOwned>(&self, path: &str, query: Query) -> WaldurResult<T> {
         let (value, _) = self
-            .exchange(Method::GET, path, &query, None, decode)
+            .exchange(Method::GET, path, &query, None, false, decode)
             .await?;
         Ok(value)
     }
@@ -327,6 +346,25 @@ impl WaldurClient {
         self.with_body(Method::POST, path, body).await
     }
 
+    /// POST a JSON body that creates something, once: a garbled answer may
+    /// follow a successful create, so it is not repeated (the caller looks
+    /// for the object before creating it again).
+    pub(crate) async fn post_create<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> WaldurResult<T> {
+        let value = serde_json::to_value(body).map_err(|e| WaldurError {
+            method: "POST".into(),
+            path: path.to_owned(),
+            kind: ErrorKind::Request(e.to_string()),
+        })?;
+        let (value, _) = self
+            .exchange(Method::POST, path, &[], Some(&value), true, decode)
+            .await?;
+        Ok(value)
+    }
+
     /// POST a JSON body whose answer is not needed (actions). Waldur answers
     /// these with JSON or with no content; anything else (an HTML page) is a
     /// proxy's and says nothing about whether the action happened.
@@ -336,7 +374,7 @@ impl WaldurClient {
             path: path.to_owned(),
             kind: ErrorKind::Request(e.to_string()),
         })?;
-        self.exchange(Method::POST, path, &[], Some(&value), no_content)
+        self.exchange(Method::POST, path, &[], Some(&value), false, no_content)
             .await?;
         Ok(())
     }
@@ -344,7 +382,7 @@ impl WaldurClient {
     /// POST without a body (state transitions whose operation takes none);
     /// the answer is checked as for [`Self::post_ignored`].
     pub async fn post_empty(&self, path: &str) -> WaldurResult<()> {
-        self.exchange(Method::POST, path, &[], None, no_content)
+        self.exchange(Method::POST, path, &[], None, false, no_content)
             .await?;
         Ok(())
     }
@@ -379,7 +417,7 @@ impl WaldurClient {
             kind: ErrorKind::Request(e.to_string()),
         })?;
         let (value, _) = self
-            .exchange(method.clone(), path, &[], Some(&value), decode)
+            .exchange(method.clone(), path, &[], Some(&value), false, decode)
             .await?;
         Ok(value)
     }
@@ -398,8 +436,9 @@ impl WaldurClient {
             if let Some(p) = &page {
                 q.push(("page", p.clone()));
             }
-            let (items, headers): (Vec<T>, _) =
-                self.exchange(Method::GET, path, &q, None, decode).await?;
+            let (items, headers): (Vec<T>, _) = self
+                .exchange(Method::GET, path, &q, None, false, decode)
+                .await?;
             out.extend(items);
             match next_page(&headers) {
                 Some(p) if Some(&p) != page.as_ref() => page = Some(p),
@@ -409,20 +448,26 @@ impl WaldurClient {
     }
 }
 
-/// Reads a JSON answer of the expected shape; an empty body is garbled.
-fn decode<T: DeserializeOwned>(status: StatusCode, text: &str) -> Result<T, String> {
+/// Reads a JSON answer of the expected shape: text that is not JSON (an
+/// empty or cut body, an HTML page) is garbled, JSON of another shape is
+/// unexpected.
+fn decode<T: DeserializeOwned>(status: StatusCode, text: &str) -> Result<T, ErrorKind> {
     serde_json::from_str(text).map_err(|e| {
-        if text.trim().is_empty() {
+        let detail = if text.trim().is_empty() {
             format!("HTTP {status} with an empty body")
         } else {
             format!("{e} in {}", truncate(text, 200))
+        };
+        match e.classify() {
+            serde_json::error::Category::Data => ErrorKind::Unexpected(detail),
+            _ => ErrorKind::Garbled(detail),
         }
     })
 }
 
 /// Reads the answer of an action whose result is not used: no content or
 /// any JSON.
-fn no_content(status: StatusCode, text: &str) -> Result<(), String> {
+fn no_content(status: StatusCode, text: &str) -> Result<(), ErrorKind> {
     if text.trim().is_empty() {
         return Ok(());
     }

@@ -1,0 +1,720 @@
+//! Membership sync (core spec §5): make each resource on the backend match
+//! Waldur, with Waldur as the source of truth for who and how much access,
+//! and the backend as the source of truth for limits and metadata.
+//!
+//! A sync plans, checks, then acts, so nothing destructive happens on the
+//! strength of an answer that might be wrong:
+//!
+//! 1. **Plan** ([`plan`], reads only). Once per offering: the resources,
+//!    the offering users (after moving open ones through username
+//!    generation, see [`crate::usernames`]), the exposed attributes, service
+//!    and course accounts and per-user limits; once per project: the team.
+//!    Then per resource, concurrently and bounded: `GetResource` (members,
+//!    limits, metadata, access level), `GetUserLimits` where needed, and
+//!    the difference: members to add, remove and reconcile, the access
+//!    level, the limits and metadata Waldur lacks, per-user limits to set.
+//! 2. **Check** ([`breaker`]). No team member with an account for a
+//!    resource that has members removes nobody. The blast-radius breaker
+//!    counts the destructive changes of each kind (members removed,
+//!    accesses reduced, per-user limits lowered, resources marked erred)
+//!    against [`crate::config::SafetyConfig`]; when one kind exceeds its limit, every
+//!    destructive change of the sync is withheld and the constructive ones
+//!    go on. Event-driven syncs are judged against the whole offering,
+//!    with what other event syncs did in the last hour.
+//! 3. **Apply** ([`apply`]), per resource under the same per-resource lock
+//!    as orders: add, remove, reconcile roles, set the access level, push
+//!    metadata and limits to Waldur, set per-user limits; then
+//!    `refresh_last_sync`, and `set_as_ok` for a resource that was Erred.
+//!    A resource another sync changed since the plan was made waits for
+//!    the next cycle. Erred marks are counted again once known, and held
+//!    when there are too many.
+//!
+//! The plan is also what `waldur-coordinator plan` prints.
+//!
+//! A steady state costs one backend read and two Waldur calls per resource
+//! (team, refresh_last_sync) and changes nothing. A failure marks the
+//! resource Erred with the error (as the original), except temporary ones
+//! (Waldur 5xx, an unavailable backend), which are retried next cycle.
+
+mod apply;
+pub mod breaker;
+pub mod plan;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::StreamExt;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{Mutex, OnceCell};
+use tonic::Code;
+use tracing::Instrument;
+use waldur_backend_proto::v1 as wire;
+
+pub use breaker::{Destructive, Trip};
+pub use plan::{ResourcePlan, UserLimitChange};
+
+use self::apply::Finished;
+use self::breaker::{Scope, Tally};
+use crate::backend::{BackendCallError, BackendHandle};
+use crate::config::OfferingConfig;
+use crate::team::{normalise_uuid, usable_offering_users};
+use crate::usernames::{UsernameSummary, Usernames};
+use crate::waldur::ids::{InvalidUuid, Uuid, same_uuid};
+use crate::waldur::types::{
+    Account, AttributeConfig, Resource, TeamMember, UserUsageLimit, amount,
+};
+use crate::waldur::{WaldurClient, WaldurError};
+
+/// Resource fields membership sync reads (the original's set, trimmed to
+/// what is used).
+pub const RESOURCE_FIELDS: [&str; 14] = [
+    "uuid",
+    "name",
+    "slug",
+    "state",
+    "backend_id",
+    "project_uuid",
+    "project_slug",
+    "customer_uuid",
+    "customer_slug",
+    "restrict_member_access",
+    "backend_metadata",
+    "limits",
+    "paused",
+    "downscaled",
+];
+
+/// What one membership cycle would do, for `plan` and the breaker.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MembershipPlan {
+    /// Resources considered.
+    pub resources: usize,
+    /// Per resource with something to do.
+    pub changes: Vec<ResourcePlan>,
+    /// Offering users waiting for a username (assigned by the next cycle).
+    pub usernames_pending: usize,
+    /// The breaker's verdict.
+    pub breaker: Option<Trip>,
+}
+
+/// What one sync did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MembershipSummary {
+    /// Resources considered.
+    pub resources: usize,
+    /// Backend ids Waldur has but the backend does not.
+    pub missing_on_backend: Vec<String>,
+    /// Users added.
+    pub users_added: usize,
+    /// Users removed.
+    pub users_removed: usize,
+    /// Per-user failures (add, remove, roles).
+    pub user_failures: usize,
+    /// Roles changed on the backend.
+    pub roles_changed: usize,
+    /// Access levels changed (pause, downscale, restore).
+    pub access_changed: usize,
+    /// `set_limits` calls to Waldur.
+    pub limits_pushed: usize,
+    /// `set_backend_metadata` calls to Waldur.
+    pub metadata_pushed: usize,
+    /// Per-user limits set on the backend.
+    pub user_limits_set: usize,
+    /// Erred resources set back to OK.
+    pub recovered: usize,
+    /// Resources marked Erred: (uuid, message).
+    pub erred: Vec<(String, String)>,
+    /// Resources skipped for a temporary failure: (uuid, reason).
+    pub deferred: Vec<(String, String)>,
+    /// Destructive changes held back: (backend id, why).
+    pub withheld: Vec<(String, String)>,
+    /// The breaker's verdict, when it tripped.
+    pub breaker: Option<Trip>,
+    /// Username generation.
+    pub usernames: UsernameSummary,
+}
+
+impl MembershipSummary {
+    /// Changes made on the backend (the drift corrected).
+    pub fn backend_changes(&self) -> usize {
+        self.users_added
+            + self.users_removed
+            + self.roles_changed
+            + self.access_changed
+            + self.user_limits_set
+    }
+
+    fn absorb(&mut self, o: &ResourceOutcome) {
+        self.users_added += o.added;
+        self.users_removed += o.removed;
+        self.user_failures += o.user_failures;
+        self.roles_changed += o.roles_changed;
+        self.access_changed += usize::from(o.access_changed);
+        self.limits_pushed += usize::from(o.limits_pushed);
+        self.metadata_pushed += usize::from(o.metadata_pushed);
+        self.user_limits_set += o.user_limits_set;
+    }
+}
+
+#[derive(Debug, Default)]
+struct ResourceOutcome {
+    added: usize,
+    removed: usize,
+    user_failures: usize,
+    roles_changed: usize,
+    access_changed: bool,
+    access_reduced: bool,
+    limits_pushed: bool,
+    metadata_pushed: bool,
+    user_limits_set: usize,
+    user_limits_lowered: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SyncError {
+    #[error("{0}")]
+    Waldur(#[from] WaldurError),
+    #[error("{0}")]
+    Backend(#[from] BackendCallError),
+    #[error("{0}")]
+    InvalidId(#[from] InvalidUuid),
+    #[error("the backend has no resource with this backend id")]
+    Missing,
+    /// Planning failed for good; the plan carries the message.
+    #[error("{0}")]
+    Planned(String),
+    /// Planning failed for now, or the plan went stale.
+    #[error("{0}")]
+    Deferred(String),
+}
+
+impl SyncError {
+    fn is_temporary(&self) -> bool {
+        match self {
+            Self::Waldur(e) => e.is_transient(),
+            Self::Backend(e) => e.is_retryable(),
+            Self::Deferred(_) => true,
+            Self::InvalidId(_) | Self::Missing | Self::Planned(_) => false,
+        }
+    }
+
+    fn is_missing(&self) -> bool {
+        match self {
+            Self::Missing => true,
+            Self::Backend(e) => {
+                e.code == Code::NotFound
+                    && e.reason == waldur_backend_proto::reason::RESOURCE_NOT_FOUND
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Per-user limits: resource uuid → username → component → limit.
+type UserLimitMap = HashMap<String, HashMap<String, BTreeMap<String, i64>>>;
+
+/// What a sync reads once and shares between resources.
+struct Cycle {
+    usable: crate::team::Usable,
+    exposed: Vec<String>,
+    plugin_options: Value,
+    accounts: Vec<Account>,
+    /// resource uuid → username → limits; None when unavailable.
+    user_limits: Option<UserLimitMap>,
+    teams: Mutex<HashMap<String, Arc<OnceCell<Vec<TeamMember>>>>>,
+    usernames_pending: usize,
+}
+
+/// Whether a sync changes anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Plan, check, apply.
+    Apply,
+    /// Plan and check only (`waldur-coordinator plan`).
+    DryRun,
+}
+
+/// Syncs the resources of one offering.
+pub struct MembershipProcessor {
+    offering: Arc<OfferingConfig>,
+    waldur: WaldurClient,
+    backend: BackendHandle,
+    usernames: Usernames,
+    expose_errors: bool,
+    /// Lets destructive changes through the breaker and the empty-team
+    /// guard (`run --once --allow-destructive`).
+    allow_destructive: AtomicBool,
+    /// What the breaker remembers between syncs.
+    breaker: std::sync::Mutex<breaker::State>,
+    /// Per backend id, how often a sync changed it (stale plans wait).
+    generations: std::sync::Mutex<HashMap<String, u64>>,
+    /// Last membership statuses reported per resource (sent only on change).
+    statuses: std::sync::Mutex<HashMap<String, Vec<Value>>>,
+}
+
+impl MembershipProcessor {
+    /// A processor for one offering.
+    pub fn new(
+        offering: Arc<OfferingConfig>,
+        waldur: WaldurClient,
+        backend: BackendHandle,
+        expose_errors: bool,
+    ) -> Self {
+        let usernames = Usernames::new(
+            &offering.offering_uuid,
+            waldur.clone(),
+            Some(backend.clone()),
+            offering.usernames.clone(),
+        );
+        Self {
+            offering,
+            waldur,
+            backend,
+            usernames,
+            expose_errors,
+            allow_destructive: AtomicBool::new(false),
+            breaker: std::sync::Mutex::new(breaker::State::default()),
+            generations: std::sync::Mutex::new(HashMap::new()),
+            statuses: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Username management of this offering (for `sync-offering-users`).
+    pub fn usernames(&self) -> &Usernames {
+        &self.usernames
+    }
+
+    /// Lets destructive changes through the breaker and the empty-team
+    /// guard until switched off again (an operator's explicit decision).
+    pub fn allow_destructive(&self, allow: bool) {
+        self.allow_destructive.store(allow, Ordering::SeqCst);
+    }
+
+    fn allowing(&self) -> bool {
+        self.allow_destructive.load(Ordering::SeqCst)
+    }
+
+    /// The standing trip: the last full cycle's, or an event sync's since.
+    pub fn tripped(&self) -> Option<Trip> {
+        self.breaker_state().trip.clone()
+    }
+
+    fn breaker_state(&self) -> std::sync::MutexGuard<'_, breaker::State> {
+        self.breaker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn generation(&self, backend_id: &str) -> u64 {
+        self.generations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(backend_id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn bump_generation(&self, backend_id: &str) {
+        let mut g = self.generations.lock().unwrap_or_else(|p| p.into_inner());
+        if g.len() > 100_000 {
+            g.clear();
+        }
+        *g.entry(backend_id.to_owned()).or_insert(0) += 1;
+    }
+
+    /// One full cycle over the offering's OK and Erred resources.
+    pub async fn run_cycle(&self) -> Result<MembershipSummary, WaldurError> {
+        let span =
+            tracing::info_span!(parent: None, "membership_cycle", offering = %self.offering.name);
+        let result = async {
+            let resources = self.offering_resources().await?;
+            self.sync(resources, Scope::Full).await
+        }
+        .instrument(span)
+        .await;
+        if let Ok(s) = &result {
+            crate::metrics::membership_changes(
+                &self.offering.name,
+                s.users_added,
+                s.users_removed,
+                s.access_changed,
+            );
+        }
+        result
+    }
+
+    /// What a full cycle would change, changing nothing (usernames are not
+    /// generated either).
+    pub async fn plan(&self) -> Result<MembershipPlan, WaldurError> {
+        let resources = with_backend_id(self.offering_resources().await?);
+        let cycle = self.load_cycle(Mode::DryRun).await?.0;
+        let (plans, trip) = self.plan_resources(&resources, &cycle, Scope::Full).await;
+        Ok(MembershipPlan {
+            resources: resources.len(),
+            changes: plans.into_iter().filter(|p| !p.is_empty()).collect(),
+            usernames_pending: cycle.usernames_pending,
+            breaker: trip,
+        })
+    }
+
+    async fn offering_resources(&self) -> Result<Vec<Resource>, WaldurError> {
+        self.waldur
+            .resources(
+                &self.offering.offering_uuid,
+                &["OK", "Erred"],
+                &RESOURCE_FIELDS,
+            )
+            .await
+    }
+
+    /// Syncs the offering's resources in one project (events: a role granted
+    /// or revoked, an account created or closed).
+    pub async fn sync_project(&self, project: &Uuid) -> Result<MembershipSummary, WaldurError> {
+        let resources = self
+            .waldur
+            .project_resources(
+                &self.offering.offering_uuid,
+                project,
+                &["OK", "Erred"],
+                &RESOURCE_FIELDS,
+            )
+            .await?;
+        self.sync(resources, Scope::Partial).await
+    }
+
+    /// Syncs one resource by UUID if it is OK or Erred (events: the resource
+    /// changed, for example paused).
+    pub async fn sync_resource(&self, uuid: &Uuid) -> Result<MembershipSummary, WaldurError> {
+        let r = self.waldur.resource(uuid).await?;
+        let same_offering = r.offering_uuid.is_empty()
+            || same_uuid(&r.offering_uuid, self.offering.offering_uuid.as_str());
+        if !same_offering || !(r.state == "OK" || r.state == "Erred") {
+            return Ok(MembershipSummary::default());
+        }
+        self.sync(vec![r], Scope::Partial).await
+    }
+
+    /// Syncs the offering's resources with these backend ids (events: a
+    /// username was set).
+    pub async fn sync_backend_ids(
+        &self,
+        backend_ids: &[String],
+    ) -> Result<MembershipSummary, WaldurError> {
+        let resources = self
+            .offering_resources()
+            .await?
+            .into_iter()
+            .filter(|r| backend_ids.contains(&r.backend_id))
+            .collect();
+        self.sync(resources, Scope::Partial).await
+    }
+
+    /// One username-generation pass over the offering's users.
+    pub async fn usernames_pass(&self) -> Result<UsernameSummary, WaldurError> {
+        let offering = self
+            .waldur
+            .provider_offering(&self.offering.offering_uuid, &["plugin_options"])
+            .await?;
+        let users = self
+            .waldur
+            .offering_users(&self.offering.offering_uuid)
+            .await?;
+        Ok(self
+            .usernames
+            .process(&users, &offering.plugin_options)
+            .await)
+    }
+
+    /// Plans, checks and applies (resources without a backend id are
+    /// skipped).
+    async fn sync(
+        &self,
+        resources: Vec<Resource>,
+        scope: Scope,
+    ) -> Result<MembershipSummary, WaldurError> {
+        let resources = with_backend_id(resources);
+        let mut summary = MembershipSummary {
+            resources: resources.len(),
+            ..Default::default()
+        };
+        // Usernames first, even without resources: users waiting for an
+        // account must not wait for the first allocation.
+        let (cycle, usernames) = self.load_cycle(Mode::Apply).await?;
+        summary.usernames = usernames;
+        if resources.is_empty() {
+            if scope == Scope::Full {
+                self.breaker_state()
+                    .record(scope, Tally::default(), [0; 4], None);
+                self.breaker_gauge();
+            }
+            return Ok(summary);
+        }
+        let (plans, trip) = self.plan_resources(&resources, &cycle, scope).await;
+        if let Some(t) = &trip {
+            tracing::error!(
+                offering = %self.offering.name,
+                kind = t.kind.as_str(),
+                count = t.count,
+                existing = t.existing,
+                "{}",
+                t.message
+            );
+        }
+        let planned = Tally::of(&plans);
+        let limit = self.offering.membership.concurrency.max(1);
+        let results: Vec<(ResourcePlan, Finished)> = futures::stream::iter(plans)
+            .map(|plan| self.apply_owned(plan))
+            .buffer_unordered(limit)
+            .collect()
+            .await;
+        // Failures known only now count as erred marks too.
+        let erring = results
+            .iter()
+            .filter(|(_, f)| matches!(f, Finished::Failed(_)))
+            .count();
+        let mut hold_errors = trip.is_some() && !self.allowing();
+        if !hold_errors && erring > 0 {
+            let after = Tally {
+                changes: [0, 0, 0, erring],
+                ..planned
+            };
+            let verdict = self
+                .breaker_state()
+                .judge(&self.offering.safety, scope, after);
+            if let Some(v) = verdict
+                && !self.allowing()
+            {
+                hold_errors = true;
+                let t = breaker::message(&self.offering.name, &self.offering.safety, v, false);
+                tracing::error!(offering = %self.offering.name, kind = t.kind.as_str(), count = t.count, existing = t.existing, "{}", t.message);
+                summary.breaker.get_or_insert(t);
+            }
+        }
+        let mut made = [0usize; 4];
+        for (plan, finished) in results {
+            for why in &plan.withheld {
+                summary
+                    .withheld
+                    .push((plan.backend_id.clone(), why.clone()));
+            }
+            if let Finished::Synced(o) = &finished {
+                made[0] += o.removed;
+                made[1] += usize::from(o.access_reduced);
+                made[2] += o.user_limits_lowered;
+            }
+            if matches!(finished, Finished::Failed(_)) && !hold_errors {
+                made[3] += 1;
+            }
+            self.finish(plan, finished, hold_errors, &mut summary).await;
+        }
+        if summary.breaker.is_none() {
+            summary.breaker = trip;
+        }
+        self.breaker_state()
+            .record(scope, planned, made, summary.breaker.clone());
+        self.breaker_gauge();
+        Ok(summary)
+    }
+
+    /// The gauge follows the standing trip, as `/readyz` does.
+    fn breaker_gauge(&self) {
+        let trip = self.tripped();
+        crate::metrics::breaker(&self.offering.name, trip.as_ref().map(|t| t.kind.as_str()));
+    }
+
+    /// Plans every resource, then runs the breaker over the plans.
+    async fn plan_resources(
+        &self,
+        resources: &[Resource],
+        cycle: &Cycle,
+        scope: Scope,
+    ) -> (Vec<ResourcePlan>, Option<Trip>) {
+        let limit = self.offering.membership.concurrency.max(1);
+        // Indices, not references: a closure over `&Resource` trips the
+        // compiler's higher-ranked lifetime check on spawned futures.
+        let mut plans: Vec<ResourcePlan> = futures::stream::iter(0..resources.len())
+            .map(|i| self.plan_for(&resources[i], cycle))
+            .buffered(limit)
+            .collect()
+            .await;
+        let allow = self.allowing();
+        // Judging remembers nothing: only `record` after applying does, so
+        // a dry run leaves no trace in the breaker's memory.
+        let verdict = self
+            .breaker_state()
+            .judge(&self.offering.safety, scope, Tally::of(&plans));
+        let trip =
+            verdict.map(|v| breaker::message(&self.offering.name, &self.offering.safety, v, allow));
+        if !allow && let Some(t) = &trip {
+            for plan in &mut plans {
+                breaker::withhold(
+                    plan,
+                    &format!("{} ({})", breaker::WITHHELD, t.kind.as_str()),
+                );
+            }
+        }
+        (plans, trip)
+    }
+
+    async fn load_cycle(&self, mode: Mode) -> Result<(Cycle, UsernameSummary), WaldurError> {
+        let offering_uuid = &self.offering.offering_uuid;
+        let offering = self
+            .waldur
+            .provider_offering(offering_uuid, &["plugin_options"])
+            .await?;
+        let mut offering_users = self.waldur.offering_users(offering_uuid).await?;
+        let usernames = match mode {
+            Mode::Apply => {
+                self.usernames
+                    .process(&offering_users, &offering.plugin_options)
+                    .await
+            }
+            Mode::DryRun => UsernameSummary::default(),
+        };
+        if usernames.changed() {
+            offering_users = self.waldur.offering_users(offering_uuid).await?;
+        }
+        let usernames_pending = offering_users
+            .iter()
+            .filter(|u| !u.is_restricted && crate::usernames::is_open(&u.state))
+            .count();
+        let exposed = match self.waldur.attribute_config(offering_uuid).await {
+            Ok(c) => c.exposed_fields,
+            Err(e) => {
+                tracing::debug!(error = %e, "user attribute config unavailable; using the defaults");
+                AttributeConfig::default().exposed_fields
+            }
+        };
+        let mut accounts = Vec::new();
+        for (kind, result) in [
+            (
+                "service accounts",
+                self.waldur.service_accounts(offering_uuid).await,
+            ),
+            (
+                "course accounts",
+                self.waldur.course_accounts(offering_uuid).await,
+            ),
+        ] {
+            match result {
+                Ok(a) => accounts.extend(a),
+                Err(e) => tracing::warn!(error = %e, "{kind} unavailable; skipped this cycle"),
+            }
+        }
+        let user_limits = if self
+            .backend
+            .has(wire::Capability::UserLimits)
+            .await
+            .unwrap_or(false)
+        {
+            match self.waldur.user_usage_limits(offering_uuid).await {
+                Ok(list) => Some(group_user_limits(list)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "per-user limits unavailable; skipped this cycle");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        Ok((
+            Cycle {
+                usable: usable_offering_users(&offering_users),
+                exposed,
+                plugin_options: offering.plugin_options,
+                accounts,
+                user_limits,
+                teams: Mutex::new(HashMap::new()),
+                usernames_pending,
+            },
+            usernames,
+        ))
+    }
+
+    async fn team(
+        &self,
+        r: &Resource,
+        id: &Uuid,
+        cycle: &Cycle,
+    ) -> Result<Vec<TeamMember>, WaldurError> {
+        // One read per project; a resource without a project UUID gets its
+        // own read rather than another project's team.
+        let key = match normalise_uuid(&r.project_uuid) {
+            p if p.is_empty() => format!("resource {id}"),
+            p => p,
+        };
+        let cell = cycle.teams.lock().await.entry(key).or_default().clone();
+        cell.get_or_try_init(|| self.waldur.resource_team(id))
+            .await
+            .cloned()
+    }
+}
+
+fn with_backend_id(resources: Vec<Resource>) -> Vec<Resource> {
+    resources
+        .into_iter()
+        .filter(|r| !r.backend_id.is_empty())
+        .collect()
+}
+
+/// Waldur's per-user limits: resource → username → component → whole limit.
+fn group_user_limits(list: Vec<UserUsageLimit>) -> UserLimitMap {
+    let mut out = UserLimitMap::new();
+    for l in list {
+        let username = l.username.clone().filter(|u| !u.is_empty()).or_else(|| {
+            l.user
+                .as_str()
+                .filter(|u| !u.is_empty() && !u.starts_with("http"))
+                .map(str::to_owned)
+        });
+        let (Some(username), Some(limit)) = (username, amount(&l.limit)) else {
+            tracing::warn!(resource = %l.resource_uuid, component = %l.component_type, "ignoring a per-user limit without username or amount");
+            continue;
+        };
+        out.entry(normalise_uuid(&l.resource_uuid))
+            .or_default()
+            .entry(username)
+            .or_default()
+            .insert(l.component_type, limit.trunc() as i64);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn user_limits_group_by_resource_and_user_and_truncate() {
+        let list = vec![
+            UserUsageLimit {
+                resource_uuid: "AA-BB".into(),
+                username: Some("ada".into()),
+                component_type: "cpu".into(),
+                limit: json!("10.9"),
+                ..Default::default()
+            },
+            UserUsageLimit {
+                resource_uuid: "aabb".into(),
+                user: json!("ada"),
+                component_type: "mem".into(),
+                limit: json!(5),
+                ..Default::default()
+            },
+            UserUsageLimit {
+                resource_uuid: "aabb".into(),
+                user: json!("http://waldur/api/users/1/"),
+                component_type: "mem".into(),
+                limit: json!(5),
+                ..Default::default()
+            },
+        ];
+        let g = group_user_limits(list);
+        assert_eq!(
+            g["aabb"]["ada"],
+            BTreeMap::from([("cpu".to_owned(), 10), ("mem".to_owned(), 5)])
+        );
+        assert_eq!(g["aabb"].len(), 1);
+    }
+}
