@@ -21,6 +21,7 @@ cat > "$WORK/fixtures.yaml" <<YAML
 users: [alice, bob]
 link_required_email: carol@link.required
 validation_required_email: dave@validation.required
+unmanaged_backend_id: conf-by-hand
 slow_timeout_seconds: 20
 YAML
 
@@ -47,6 +48,7 @@ PORT=$(free_port)
     type: example
     settings:
       provisioning_delay_ms: 100
+      unmanaged: [conf-by-hand]
 YAML
 "$BIN_DIR/waldur-backend-server" serve --config "$WORK/server.yaml" 2>"$WORK/server.log" &
 PIDS+=($!)
@@ -57,7 +59,8 @@ run_suite waldur-backend-server "$PORT"
 PORT=$(free_port)
 "$PY_VENV/bin/python" "$ROOT/backends/python-example/server.py" --listen "127.0.0.1:$PORT" \
     --ca "$WORK/pki/ca.pem" --cert "$WORK/pki/server.pem" --key "$WORK/pki/server.key" \
-    --allow coordinator.local --instance hpc --provisioning-delay-ms 100 2>"$WORK/python.log" &
+    --allow coordinator.local --instance hpc --provisioning-delay-ms 100 \
+    --unmanaged conf-by-hand 2>"$WORK/python.log" &
 PIDS+=($!)
 wait_for_port "$PORT" 60 || { cat "$WORK/python.log"; die "python example backend did not start"; }
 run_suite python-example "$PORT"
@@ -86,6 +89,7 @@ customer_slug: ccust
 project_slug: cproj
 alt_project_slug: cproj2
 resource_prefix: cs
+unmanaged_backend_id: cp_cproj
 YAML
     "$BIN_DIR/waldur-backend-server" serve --config "$WORK/slurm.yaml" 2>"$WORK/slurm.log" &
     PIDS+=($!)

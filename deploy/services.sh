@@ -13,8 +13,7 @@
 #   sudo deploy/services.sh [up|stop|status]
 #
 # Runtime files (logs, pid files, state) go under $WALDUR_RUN
-# (default /var/tmp/waldur-services). Facts behind every step:
-# ../shared/design/REAL-SERVICES.md.
+# (default /var/tmp/waldur-services).
 set -euo pipefail
 MODE=${1:-up}
 RUN=${WALDUR_RUN:-/var/tmp/waldur-services}

@@ -5,8 +5,15 @@
 //! minute (a scanner must not flood the log); the lines held back are
 //! counted in the next one. Accepted connections carry the peer's address
 //! and certificates to the allowlist check as [`PeerInfo`].
+//!
+//! Handshakes in progress are bounded, in all ([`MAX_HANDSHAKES`]) and per
+//! peer address ([`MAX_HANDSHAKES_PER_PEER`]): a scanner opening
+//! connections it never finishes cannot use up the file descriptors, and
+//! cannot crowd out the coordinator from another address. A connection over
+//! the bounds is closed at once (reason `busy`).
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -22,6 +29,52 @@ use tonic::transport::server::Connected;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Refusals logged per minute.
 const LOG_BURST: u32 = 10;
+/// Handshakes in progress at once.
+pub const MAX_HANDSHAKES: usize = 256;
+/// Handshakes in progress at once from one address.
+pub const MAX_HANDSHAKES_PER_PEER: usize = 32;
+
+/// Handshakes in progress, in all and per address.
+#[derive(Debug, Default)]
+struct InFlight {
+    total: usize,
+    per_peer: HashMap<IpAddr, usize>,
+}
+
+/// A handshake slot, given back on drop.
+struct Slot {
+    in_flight: Arc<Mutex<InFlight>>,
+    peer: IpAddr,
+}
+
+impl Slot {
+    fn take(in_flight: &Arc<Mutex<InFlight>>, peer: IpAddr) -> Option<Self> {
+        let mut f = in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = f.per_peer.get(&peer).copied().unwrap_or(0);
+        if f.total >= MAX_HANDSHAKES || mine >= MAX_HANDSHAKES_PER_PEER {
+            return None;
+        }
+        f.total += 1;
+        f.per_peer.insert(peer, mine + 1);
+        Some(Self {
+            in_flight: in_flight.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut f = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        f.total = f.total.saturating_sub(1);
+        if let Some(n) = f.per_peer.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                f.per_peer.remove(&self.peer);
+            }
+        }
+    }
+}
 
 /// Who is on the other end of an accepted connection.
 #[derive(Debug, Clone)]
@@ -95,6 +148,7 @@ pub fn incoming(
     let (tx, rx) = mpsc::channel(64);
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let limiter = Arc::new(Mutex::new(Limiter::default()));
+    let in_flight = Arc::new(Mutex::new(InFlight::default()));
     tokio::spawn(async move {
         loop {
             // The server dropping the stream (shutdown) closes the listener.
@@ -111,10 +165,20 @@ pub fn incoming(
                     continue;
                 }
             };
+            let Some(slot) = Slot::take(&in_flight, remote_addr.ip()) else {
+                refused(
+                    &limiter,
+                    remote_addr,
+                    "busy",
+                    "too many handshakes in progress",
+                );
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let (tx, acceptor, limiter) = (tx.clone(), acceptor.clone(), limiter.clone());
             tokio::spawn(async move {
                 let outcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+                drop(slot);
                 let conn = match outcome {
                     Ok(Ok(tls)) => {
                         let certs = tls
@@ -136,7 +200,8 @@ pub fn incoming(
                         return;
                     }
                     Err(_) => {
-                        refused(&limiter, remote_addr, "timeout", "no handshake within 10 s");
+                        let detail = format!("no handshake within {HANDSHAKE_TIMEOUT:?}");
+                        refused(&limiter, remote_addr, "timeout", &detail);
                         return;
                     }
                 };

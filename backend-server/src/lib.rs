@@ -27,7 +27,7 @@ mod service;
 pub mod telemetry;
 pub mod types;
 
-pub use accept::PeerInfo;
+pub use accept::{MAX_HANDSHAKES, MAX_HANDSHAKES_PER_PEER, PeerInfo};
 pub use backend::Backend;
 pub use error::{BackendError, BackendResult};
 pub use server::{Bound, ServeError, serve, serve_duplex, shutdown_signal, spawn};

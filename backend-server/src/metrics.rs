@@ -91,7 +91,7 @@ fn metrics() -> &'static Metrics {
         let refused = Family::default();
         registry.register(
             "tls_handshakes_refused",
-            "Connections refused during the mutual-TLS handshake, by reason (no_certificate, unknown_ca, expired, bad_certificate, protocol, timeout, other)",
+            "Connections refused during the mutual-TLS handshake, by reason (no_certificate, unknown_ca, expired, bad_certificate, protocol, timeout, busy, other)",
             refused.clone(),
         );
         Metrics {

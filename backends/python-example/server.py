@@ -78,6 +78,12 @@ def not_found(backend_id):
                    f"resource {backend_id} not found", backend_id=backend_id)
 
 
+def not_managed(backend_id):
+    return Failure(code_pb2.FAILED_PRECONDITION, "RESOURCE_NOT_MANAGED",
+                   f"{backend_id} is not a resource this backend manages: it was made by hand",
+                   backend_id=backend_id)
+
+
 def req_id(field, value):
     if not value:
         raise invalid(field, "is required")
@@ -174,8 +180,10 @@ CAPABILITIES = [Cap.Value(n) for n in (
 class Backend(pb_grpc.BackendServiceServicer):
     """Every RPC of the contract, in memory, guarded by one lock."""
 
-    def __init__(self, instance, allowed, delay_ms):
+    def __init__(self, instance, allowed, delay_ms, unmanaged=()):
         self.instance, self.allowed, self.delay = instance, set(allowed), delay_ms / 1000.0
+        # Names the system behind has but this backend did not make: never touched.
+        self.unmanaged = set(unmanaged)
         self.caps = CAPABILITIES + ([Cap.Value("CAPABILITY_SLOW_PROVISIONING")] if delay_ms else [])
         self.lock = threading.Lock()
         self.resources, self.usernames, self.homedirs, self.pending = {}, {}, set(), {}
@@ -215,7 +223,9 @@ class Backend(pb_grpc.BackendServiceServicer):
                           f"client identity {sans[0]} is not allowed")
 
     def _get(self, backend_id):
-        r = self.resources.get(req_id("backend_id", backend_id))
+        if req_id("backend_id", backend_id) in self.unmanaged:
+            raise not_managed(backend_id)
+        r = self.resources.get(backend_id)
         if r is None:
             raise not_found(backend_id)
         return r
@@ -321,6 +331,10 @@ class Backend(pb_grpc.BackendServiceServicer):
             users = users_of("users", request.users, False)
             umask("homedir_umask", request.homedir_umask)
             with self.lock:
+                if backend_id in self.unmanaged:
+                    raise Failure(code_pb2.ALREADY_EXISTS, "RESOURCE_ALREADY_EXISTS",
+                                  f"{backend_id} exists and is not managed by this backend",
+                                  backend_id=backend_id)
                 r = self.resources.get(backend_id)
                 if r is not None and r.uuid != res.resource_uuid:
                     raise Failure(code_pb2.ALREADY_EXISTS, "RESOURCE_ALREADY_EXISTS",
@@ -363,6 +377,8 @@ class Backend(pb_grpc.BackendServiceServicer):
         def run():
             backend_id = req_id("backend_id", request.backend_id)
             with self.lock:
+                if backend_id in self.unmanaged:
+                    raise not_managed(backend_id)
                 r = self.resources.get(backend_id)
                 if r is None:
                     return pb.DeleteResourceResponse(ready=True, existed=False)
@@ -644,6 +660,8 @@ def main():
     p.add_argument("--allow", action="append", required=True, help="allowed client SAN")
     p.add_argument("--instance", default="hpc")
     p.add_argument("--provisioning-delay-ms", type=int, default=0)
+    p.add_argument("--unmanaged", action="append", default=[],
+                   help="a backend id that exists but is not this backend's (refused)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
@@ -658,7 +676,7 @@ def main():
                                         root_certificates=read(args.ca), require_client_auth=True)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     pb_grpc.add_BackendServiceServicer_to_server(
-        Backend(args.instance, args.allow, args.provisioning_delay_ms), server)
+        Backend(args.instance, args.allow, args.provisioning_delay_ms, args.unmanaged), server)
     if server.add_secure_port(args.listen, creds) == 0:
         sys.exit(f"error: cannot listen on {args.listen}")
     server.start()

@@ -1,4 +1,7 @@
-//! `check`: one PASS/FAIL line per Waldur endpoint and backend.
+//! `check`: one PASS/FAIL line per Waldur endpoint and backend, then per
+//! offering a full membership plan (GetResource, and GetUserLimits where
+//! supported, for every resource; nothing changed) that FAILs when the
+//! blast-radius breaker would trip.
 
 use crate::config::Config;
 use crate::runner::Coordinator;

@@ -194,7 +194,8 @@ pub struct SafetyConfig {
     /// A cycle may always make this many destructive changes of one kind.
     pub max_destructive: usize,
     /// Beyond `max_destructive`, at most this percentage of what exists
-    /// (members, resources) may change in one cycle.
+    /// (members, resources) may change in one cycle; 100 lets any share
+    /// through, which switches the breaker off.
     pub max_destructive_percent: f64,
 }
 

@@ -597,7 +597,7 @@ impl OrderProcessor {
             // starts from the same name: Waldur must be asked (the backend
             // cannot tell two resources of one project apart).
             if (naming.check_uniqueness || project_slug_policy)
-                && !self.is_unique(&backend_id, naming).await
+                && !self.is_unique(&backend_id, naming).await?
             {
                 base = format!("{}-{attempt}", resource.project_slug);
                 continue;
@@ -879,23 +879,22 @@ impl OrderProcessor {
             .clone()
     }
 
-    async fn is_unique(&self, backend_id: &str, ids: &BackendIdConfig) -> bool {
-        match self
-            .waldur
+    /// Whether Waldur knows no other resource with this backend id. A
+    /// failed check fails the step (the original assumed "unique"): taking
+    /// a name another resource holds is how two resources end up sharing
+    /// one account.
+    async fn is_unique(
+        &self,
+        backend_id: &str,
+        ids: &BackendIdConfig,
+    ) -> Result<bool, WaldurError> {
+        self.waldur
             .check_unique_backend_id(
                 &self.offering.offering_uuid,
                 backend_id,
                 ids.check_all_offerings,
             )
             .await
-        {
-            Ok(unique) => unique,
-            Err(e) => {
-                // As the original: a failed check counts as unique.
-                tracing::warn!(backend_id, error = %e, "uniqueness check failed; assuming unique");
-                true
-            }
-        }
     }
 }
 

@@ -430,14 +430,50 @@ impl Drop for Lab {
     }
 }
 
+/// Waits until `cond` holds, failing the row with `what` after `secs`.
+async fn until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "waited {secs} s for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether the offering's order queue has a consumer (the coordinator
+/// subscribed), from RabbitMQ's management API.
+async fn subscribed(offering: &str) -> bool {
+    let http = reqwest::Client::new();
+    let hex = offering.replace('-', "");
+    let Ok(resp) = http
+        .get(format!(
+            "http://127.0.0.1:15672/api/queues/{}",
+            waldur_sim::SIM_USER_UUID
+        ))
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await
+    else {
+        return false;
+    };
+    let queues: Vec<serde_json::Value> = resp.json().await.unwrap_or_default();
+    queues.iter().any(|q| {
+        q["name"]
+            .as_str()
+            .is_some_and(|n| n.contains(&hex) && n.ends_with("_order"))
+            && q["consumers"].as_u64().unwrap_or(0) > 0
+    })
+}
+
 /// SLURM commands through wrappers: a flag file makes `sacctmgr` fail as it
-/// does when slurmdbd is unreachable, or hang.
+/// does when slurmdbd is unreachable, or hang (only on command lines holding
+/// the text the `.hang` file holds; an empty file: every call). A hanging
+/// call leaves `<tool>.entered` behind, so the test knows it is in one.
 fn slurm_wrappers(dir: &Path) -> PathBuf {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     for tool in ["sacctmgr", "sacct", "scancel", "sinfo"] {
         let script = format!(
-            "#!/bin/sh\nif [ -e {flags}/{tool}.fail ]; then echo 'sacctmgr: error: Problem talking to the database: Connection refused' >&2; exit 1; fi\nif [ -e {flags}/{tool}.hang ]; then sleep 20; fi\nexec /usr/bin/{tool} \"$@\"\n",
+            "#!/bin/sh\nif [ -e {flags}/{tool}.fail ]; then echo 'sacctmgr: error: Problem talking to the database: Connection refused' >&2; exit 1; fi\nif [ -e {flags}/{tool}.hang ]; then case \" $* \" in *\"$(cat {flags}/{tool}.hang)\"*) touch {flags}/{tool}.entered; sleep 20;; esac; fi\nexec /usr/bin/{tool} \"$@\"\n",
             flags = dir.display()
         );
         let path = bin.join(tool);
@@ -542,6 +578,7 @@ where
 /// Waldur faults while three orders are processed.
 async fn waldur(name: &str, faults: Vec<Fault>) -> (String, Losses, Duration) {
     row(name, Kind::Example, false, |mut lab| async move {
+        let injected: usize = faults.iter().map(|f| f.times.unwrap_or(1) as usize).sum();
         for f in faults {
             lab.sim.add_fault(f);
         }
@@ -549,7 +586,11 @@ async fn waldur(name: &str, faults: Vec<Fault>) -> (String, Losses, Duration) {
             lab.order(&format!("{name} {i}"));
         }
         lab.start_coordinator();
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // The row is about what happens once every fault was served.
+        until("the faults to be served", 60, || {
+            lab.sim.fault_hits().len() >= injected
+        })
+        .await;
         lab
     })
     .await
@@ -754,7 +795,13 @@ async fn main() {
                     lab.order(&format!("empty lists {i}"));
                 }
                 lab.start_coordinator();
-                tokio::time::sleep(Duration::from_secs(4)).await;
+                let orders: Vec<String> = lab.orders.iter().map(|(o, _)| o.clone()).collect();
+                until("the orders to be done", 60, || {
+                    orders
+                        .iter()
+                        .all(|o| lab.sim.order_state(o).as_deref() == Some("done"))
+                })
+                .await;
                 lab.sim
                     .add_fault(waldur_fault("GET", "/team/", None, Some("[]"), 30));
                 lab.sim.add_fault(waldur_fault(
@@ -764,7 +811,14 @@ async fn main() {
                     Some("[]"),
                     30,
                 ));
-                tokio::time::sleep(Duration::from_secs(6)).await;
+                // Membership cycles ran on the empty answers: both were
+                // served more than once.
+                until("membership cycles on empty answers", 60, || {
+                    let hits = lab.sim.fault_hits();
+                    hits.iter().filter(|p| p.contains("/team/")).count() >= 3
+                        && hits.iter().filter(|p| p.contains("offering-users")).count() >= 2
+                })
+                .await;
                 lab
             }
         )
@@ -819,7 +873,15 @@ async fn main() {
             true,
             |mut lab| async move {
                 lab.start_coordinator();
-                tokio::time::sleep(Duration::from_secs(3)).await;
+                let offering = lab.scenario.offering_uuid.clone();
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !subscribed(&offering).await {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the coordinator never subscribed"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 for i in 0..3 {
                     lab.order(&format!("broker {i}"));
                 }
@@ -840,7 +902,15 @@ async fn main() {
             true,
             |mut lab| async move {
                 lab.start_coordinator();
-                tokio::time::sleep(Duration::from_secs(3)).await;
+                let offering = lab.scenario.offering_uuid.clone();
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !subscribed(&offering).await {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the coordinator never subscribed"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 lab.signal_coordinator("-STOP");
                 for i in 0..3 {
                     lab.order(&format!("frozen {i}"));
@@ -859,8 +929,15 @@ async fn main() {
             true,
             |mut lab| async move {
                 lab.start_coordinator();
-                tokio::time::sleep(Duration::from_secs(3)).await;
                 let offering = lab.scenario.offering_uuid.clone();
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !subscribed(&offering).await {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the coordinator never subscribed"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 lab.sim.emit_raw("order", &offering, json!("not an object"));
                 lab.sim.emit_raw(
                     "order",
@@ -889,6 +966,7 @@ async fn main() {
         );
         drop(flags);
         let (kind, flags) = slurm_kind("b");
+        let dir = flags.path().to_owned();
         run!(
             "backend server killed mid-create (slurm)",
             row(
@@ -896,13 +974,17 @@ async fn main() {
                 kind,
                 false,
                 |mut lab| async move {
-                    lab.hold("GET", "/team/", 1_500);
+                    // Killed while `sacctmgr add account` of the allocation
+                    // runs: the account may or may not exist afterwards.
+                    std::fs::write(dir.join("sacctmgr.hang"), " add account ").unwrap();
                     lab.order("backend killed");
                     lab.start_coordinator();
-                    assert!(lab.seen("/team/").await);
-                    tokio::time::sleep(Duration::from_millis(1_700)).await;
+                    until("sacctmgr add account", 60, || {
+                        dir.join("sacctmgr.entered").exists()
+                    })
+                    .await;
                     lab.kill_backend();
-                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    std::fs::remove_file(dir.join("sacctmgr.hang")).unwrap();
                     lab.start_backend().await;
                     lab
                 }
@@ -942,7 +1024,10 @@ async fn main() {
                     std::fs::write(dir.join("sacctmgr.hang"), "").unwrap();
                     lab.order("sacctmgr hanging");
                     lab.start_coordinator();
-                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    until("a hanging sacctmgr", 60, || {
+                        dir.join("sacctmgr.entered").exists()
+                    })
+                    .await;
                     std::fs::remove_file(dir.join("sacctmgr.hang")).unwrap();
                     lab
                 }
@@ -953,24 +1038,33 @@ async fn main() {
         run!(
             "slurmdbd down for 8 s",
             row("slurmdbd down for 8 s", kind, false, |mut lab| async move {
-                let pid_file = "/var/tmp/waldur-services/run/slurm/slurmdbd.pid";
-                let pid = std::fs::read_to_string(pid_file).unwrap_or_default();
-                Command::new("kill").arg(pid.trim()).status().unwrap();
+                // Where deploy/services.sh keeps its state.
+                let run = std::env::var("WALDUR_RUN")
+                    .unwrap_or_else(|_| "/var/tmp/waldur-services".into());
+                let pid_file = format!("{run}/run/slurm/slurmdbd.pid");
+                let pid = std::fs::read_to_string(&pid_file).unwrap_or_default();
+                assert!(!pid.trim().is_empty(), "no slurmdbd pid in {pid_file}");
+                assert!(
+                    Command::new("kill")
+                        .arg(pid.trim())
+                        .status()
+                        .unwrap()
+                        .success()
+                );
+                let sacctmgr_ok = || {
+                    Command::new("sacctmgr")
+                        .args(["-n", "show", "cluster"])
+                        .output()
+                        .is_ok_and(|o| o.status.success())
+                };
+                until("sacctmgr to fail with slurmdbd down", 30, || !sacctmgr_ok()).await;
                 for i in 0..2 {
                     lab.order(&format!("slurmdbd down {i}"));
                 }
                 lab.start_coordinator();
                 tokio::time::sleep(Duration::from_secs(8)).await;
                 Command::new("/usr/sbin/slurmdbd").status().unwrap();
-                let deadline = Instant::now() + Duration::from_secs(60);
-                while !Command::new("sacctmgr")
-                    .args(["-n", "show", "cluster"])
-                    .output()
-                    .is_ok_and(|o| o.status.success())
-                {
-                    assert!(Instant::now() < deadline, "slurmdbd did not come back");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
+                until("slurmdbd to come back", 60, sacctmgr_ok).await;
                 lab
             })
         );

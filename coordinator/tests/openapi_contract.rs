@@ -1,6 +1,6 @@
 //! Contract test: every request body the coordinator sends and every
 //! response body waldur-sim returns, for the operations used, must validate
-//! against the official Waldur OpenAPI schema (`../shared/waldur-openapi-8.0.5.yaml`).
+//! against the official Waldur OpenAPI schema (`tests/waldur-sim/openapi/waldur-openapi-8.0.5.yaml`).
 
 #![allow(clippy::unwrap_used)] // a test's input is its own
 

@@ -37,7 +37,10 @@ async fn an_empty_team_answer_never_empties_an_allocation() {
     let s = w.membership().await;
     assert_eq!(s.users_removed, 0, "{s:?}");
     assert_eq!(s.withheld.len(), 1, "{s:?}");
-    assert!(s.withheld[0].1.contains("no team member with an account"), "{s:?}");
+    assert!(
+        s.withheld[0].1.contains("no team member with an account"),
+        "{s:?}"
+    );
     assert_eq!(members(&w, &id).await, vec!["alice", "bob"]);
 }
 

@@ -40,6 +40,16 @@ pub enum SecretFileError {
         /// The mode to set.
         fix: &'static str,
     },
+    /// The file belongs to a user other than the service's or root.
+    #[error(
+        "{path} is owned by uid {owner}, neither this service's user nor root; `chown` it to one of them"
+    )]
+    Owner {
+        /// The file.
+        path: String,
+        /// Its owner.
+        owner: u32,
+    },
     /// The file is empty.
     #[error("{path} is empty")]
     Empty {
@@ -56,19 +66,36 @@ pub enum SecretFileError {
     },
 }
 
-/// Reads a secret file after checking who may read it.
+/// Reads a secret file after checking who may read it. The checks look at
+/// the file that was opened, so a swap between check and read cannot slip
+/// another file in. Symbolic links are followed (Kubernetes mounts secrets
+/// through them); the rule applies to the file they lead to.
 pub fn read(path: &Path) -> Result<String, SecretFileError> {
+    use std::io::Read;
     let shown = path.display().to_string();
-    let meta = std::fs::metadata(path).map_err(|e| SecretFileError::Read {
+    let failed = |e: std::io::Error| SecretFileError::Read {
         path: shown.clone(),
         reason: e.to_string(),
-    })?;
+    };
+    let mut file = std::fs::File::open(path).map_err(failed)?;
+    let meta = file.metadata().map_err(failed)?;
+    check_owner(&shown, meta.uid(), process_uid())?;
     check_mode(&shown, meta.mode(), meta.uid(), process_uid())?;
-    let text = std::fs::read_to_string(path).map_err(|e| SecretFileError::Read {
-        path: shown.clone(),
-        reason: e.to_string(),
-    })?;
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(failed)?;
     value(&shown, &text)
+}
+
+/// The owner must be the process's user or root: a file of a third user is
+/// that user's to change.
+fn check_owner(shown: &str, owner: u32, me: Option<u32>) -> Result<(), SecretFileError> {
+    match me {
+        Some(me) if owner != me && owner != 0 => Err(SecretFileError::Owner {
+            path: shown.to_owned(),
+            owner,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The secret in `text`: one trailing newline (`\n` or `\r\n`) removed,
@@ -124,12 +151,33 @@ fn process_uid() -> Option<u32> {
     std::fs::metadata("/proc/self").ok().map(|m| m.uid())
 }
 
-/// Creates `dir` (and parents) and makes it `0700` whatever the umask: it
-/// holds keys.
+/// A directory for keys: created `0700` (whatever the umask) when missing.
+/// An existing one keeps its mode, which may let a group traverse it (a
+/// shared `/etc/waldur/pki`), but one other users can write to is refused:
+/// they could swap the keys.
 pub fn private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+    match std::fs::metadata(dir) {
+        Ok(meta) => {
+            let bits = meta.mode() & 0o777;
+            if bits & 0o022 != 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!(
+                        "{} is writable by other users (mode {bits:04o}); run `chmod go-w {}`",
+                        dir.display(),
+                        dir.display()
+                    ),
+                ));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -190,14 +238,29 @@ mod tests {
     }
 
     #[test]
-    fn a_private_dir_is_0700_whatever_the_umask_left() {
+    fn a_file_of_a_third_user_is_refused() {
+        assert!(check_owner("t", 1000, Some(1000)).is_ok());
+        assert!(check_owner("t", 0, Some(1000)).is_ok());
+        let e = check_owner("t", 1001, Some(1000)).unwrap_err();
+        assert!(e.to_string().contains("uid 1001"), "{e}");
+        assert!(check_owner("t", 1001, Some(0)).is_err());
+    }
+
+    #[test]
+    fn a_new_key_dir_is_0700_and_an_existing_one_keeps_its_mode_unless_others_may_write() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let pki = dir.path().join("pki");
-        std::fs::create_dir(&pki).unwrap();
-        std::fs::set_permissions(&pki, std::fs::Permissions::from_mode(0o755)).unwrap();
-        private_dir(&pki).unwrap();
-        let mode = std::fs::metadata(&pki).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o700);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let fresh = dir.path().join("new/pki");
+        private_dir(&fresh).unwrap();
+        assert_eq!(mode(&fresh), 0o700);
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o750)).unwrap();
+        private_dir(&shared).unwrap();
+        assert_eq!(mode(&shared), 0o750);
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = private_dir(&shared).unwrap_err();
+        assert!(e.to_string().contains("chmod go-w"), "{e}");
     }
 }

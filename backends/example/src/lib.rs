@@ -62,6 +62,8 @@ struct State {
     homedirs: BTreeSet<String>,
     recorded_usage: BTreeMap<(String, String), Amounts>, // (backend id, user)
     ready: bool,
+    /// Names that exist but are not this backend's.
+    unmanaged: BTreeSet<String>,
 }
 
 /// The in-memory reference backend.
@@ -92,11 +94,13 @@ impl ExampleBackend {
     pub fn new(settings: ExampleSettings) -> Self {
         let components = settings.components();
         let (events, _) = broadcast::channel(1024);
+        let unmanaged = settings.unmanaged.iter().cloned().collect();
         Self {
             settings: Arc::new(settings),
             components: Arc::new(components),
             state: Arc::new(Mutex::new(State {
                 ready: true,
+                unmanaged,
                 ..State::default()
             })),
             events,
@@ -260,8 +264,20 @@ impl ExampleBackend {
     }
 }
 
+/// RESOURCE_NOT_MANAGED for a name that is not this backend's.
+fn managed(st: &State, backend_id: &str) -> BackendResult<()> {
+    if st.unmanaged.contains(backend_id) {
+        return Err(BackendError::not_managed(
+            backend_id,
+            "it exists, but this backend did not make it",
+        ));
+    }
+    Ok(())
+}
+
 /// The resource, or RESOURCE_NOT_FOUND.
 fn resource<'a>(st: &'a State, backend_id: &str) -> BackendResult<&'a Resource> {
+    managed(st, backend_id)?;
     st.resources
         .get(backend_id)
         .ok_or_else(|| BackendError::resource_not_found(backend_id))
@@ -269,6 +285,7 @@ fn resource<'a>(st: &'a State, backend_id: &str) -> BackendResult<&'a Resource> 
 
 /// The resource for a change, or RESOURCE_NOT_FOUND.
 fn resource_mut<'a>(st: &'a mut State, backend_id: &str) -> BackendResult<&'a mut Resource> {
+    managed(st, backend_id)?;
     st.resources
         .get_mut(backend_id)
         .ok_or_else(|| BackendError::resource_not_found(backend_id))
@@ -431,6 +448,12 @@ impl Backend for ExampleBackend {
         };
         let (info, user_results) = {
             let mut st = self.lock();
+            if st.unmanaged.contains(&req.backend_id) {
+                return Err(BackendError::already_exists(
+                    &req.backend_id,
+                    "it exists and is not this backend's",
+                ));
+            }
             let r = match st.resources.get_mut(&req.backend_id) {
                 Some(r) if r.resource_uuid != req.resource.resource_uuid => {
                     return Err(BackendError::already_exists(
@@ -504,7 +527,11 @@ impl Backend for ExampleBackend {
     }
 
     async fn delete_resource(&self, req: DeleteResource) -> BackendResult<Deleted> {
-        let existed = self.lock().resources.contains_key(&req.backend_id);
+        let existed = {
+            let st = self.lock();
+            managed(&st, &req.backend_id)?;
+            st.resources.contains_key(&req.backend_id)
+        };
         if !existed {
             return Ok(Deleted {
                 ready: true,
@@ -558,9 +585,7 @@ impl Backend for ExampleBackend {
         limits: Limits,
         _resource: Option<ResourceContext>,
     ) -> BackendResult<LimitsApplied> {
-        if !self.lock().resources.contains_key(backend_id) {
-            return Err(BackendError::resource_not_found(backend_id));
-        }
+        resource(&self.lock(), backend_id)?;
         let ready = self.operation_ready(OpKind::SetLimits, backend_id);
         let mut st = self.lock();
         let r = resource_mut(&mut st, backend_id)?;

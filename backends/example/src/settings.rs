@@ -21,6 +21,9 @@ pub struct ExampleSettings {
     pub usage_may_decrease: bool,
     /// Component definitions; the default is cpu, mem and storage.
     pub components: Option<Vec<ComponentSettings>>,
+    /// Backend ids that exist but are not this backend's (as a hand-made
+    /// account would be): every request naming one is refused.
+    pub unmanaged: Vec<String>,
 }
 
 impl Default for ExampleSettings {
@@ -33,6 +36,7 @@ impl Default for ExampleSettings {
             synthetic_usage: true,
             usage_may_decrease: false,
             components: None,
+            unmanaged: Vec::new(),
         }
     }
 }

@@ -16,6 +16,7 @@ fn fixtures() -> Fixtures {
         link_required_email: "carol@link.required".into(),
         validation_required_email: "dave@validation.required".into(),
         slow_timeout_seconds: 10,
+        unmanaged_backend_id: "conf-by-hand".into(),
         ..Fixtures::default()
     }
 }
@@ -27,7 +28,10 @@ fn registry(settings: ExampleSettings) -> Registry {
 conformance_suite!(
     example_backend_passes_the_conformance_suite,
     "hpc",
-    registry(ExampleSettings::default()),
+    registry(ExampleSettings {
+        unmanaged: vec!["conf-by-hand".into()],
+        ..ExampleSettings::default()
+    }),
     fixtures()
 );
 
@@ -36,6 +40,7 @@ conformance_suite!(
     "hpc",
     registry(ExampleSettings {
         provisioning_delay_ms: 150,
+        unmanaged: vec!["conf-by-hand".into()],
         ..ExampleSettings::default()
     }),
     fixtures()

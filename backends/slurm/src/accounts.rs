@@ -8,12 +8,14 @@
 //! request naming a customer or project account, an account outside the
 //! configured prefix, or any account a person made by hand is refused
 //! (FAILED_PRECONDITION, reason RESOURCE_NOT_MANAGED) and nothing runs on it.
-//! Accounts the original Python agent made have no marker; with
-//! `ownership.adopt_unmarked: by_prefix` (the default) one whose name has the
-//! allocation prefix and that sits under a project account with that project
-//! as its organisation (the original's shape) is taken over: the marker is
-//! written before its first change. `waldur-backend-server adopt` does the
-//! same on purpose, for any account.
+//! Accounts the original Python agent made have no marker;
+//! with `ownership.adopt_unmarked: by_prefix` (the default) one of the
+//! original's shape (a name with the non-empty allocation prefix, under an
+//! account with the project prefix that is also its organisation) is taken
+//! over: the marker is written before its first change. A create never takes
+//! over an account bound to no resource. `waldur-backend-server adopt` takes
+//! over any account on purpose, except customer, project and root accounts
+//! and names outside the allocation prefix.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -33,6 +35,8 @@ pub(crate) struct Assoc {
     pub parent: String,
     pub user: String,
     pub grp_tres_mins: String,
+    /// `GrpSubmitJobs`: empty for no limit.
+    pub grp_submit: String,
     pub qos: String,
 }
 
@@ -93,11 +97,9 @@ pub(crate) fn marked(description: &str, resource: Option<&str>) -> String {
         Some(at) => description[..at].trim_end(),
         None => description.trim_end(),
     };
-    let tag = match resource.map(|r| r.replace('-', "").to_ascii_lowercase()) {
-        Some(u) if u.len() == 32 && u.bytes().all(|b| b.is_ascii_hexdigit()) => {
-            format!("[waldur:{u}]")
-        }
-        _ => "[waldur]".to_owned(),
+    let tag = match resource.and_then(uuid_hex) {
+        Some(u) => format!("[waldur:{u}]"),
+        None => "[waldur]".to_owned(),
     };
     let base = names::description(base);
     if base.is_empty() {
@@ -105,6 +107,53 @@ pub(crate) fn marked(description: &str, resource: Option<&str>) -> String {
     } else {
         format!("{base} {tag}")
     }
+}
+
+/// The association listing's columns. The description is last: it is free
+/// text, so whatever it holds cannot shift the other columns.
+const ASSOC_FORMAT: &str = "format=account,org,parentname,user,grptresmins,grpsubmit,qos,descr";
+
+/// One row of [`ASSOC_FORMAT`]. A row with too few columns is an error, never
+/// "no such account": an account misread as absent would be reported gone.
+fn assoc(r: &[&str]) -> BackendResult<Assoc> {
+    let [
+        account,
+        org,
+        parent,
+        user,
+        grp_tres_mins,
+        grp_submit,
+        qos,
+        descr @ ..,
+    ] = r
+    else {
+        return Err(BackendError::not_ready(format!(
+            "sacctmgr printed an association row with {} columns where 8 were asked for",
+            r.len()
+        )));
+    };
+    if descr.is_empty() {
+        return Err(BackendError::not_ready(
+            "sacctmgr printed an association row without a description column",
+        ));
+    }
+    Ok(Assoc {
+        account: account.to_lowercase(),
+        organization: org.to_lowercase(),
+        parent: parent.to_lowercase(),
+        user: (*user).to_owned(),
+        grp_tres_mins: (*grp_tres_mins).to_owned(),
+        grp_submit: (*grp_submit).to_owned(),
+        qos: (*qos).to_owned(),
+        description: descr.join("|"),
+    })
+}
+
+/// A resource uuid as the marker writes it (hex, no dashes, lower case), if
+/// it is one.
+fn uuid_hex(uuid: &str) -> Option<String> {
+    let u = uuid.replace('-', "").to_ascii_lowercase();
+    (u.len() == 32 && u.bytes().all(|b| b.is_ascii_hexdigit())).then_some(u)
 }
 
 fn not_managed(id: &str, why: &str) -> BackendError {
@@ -124,58 +173,73 @@ impl SlurmBackend {
                     "show",
                     "account",
                     "withassoc",
-                    "format=account,descr,org,parentname,user,grptresmins,qos",
+                    ASSOC_FORMAT,
                     "where",
                     format!("names={chunk}")
                 ])
                 .await?;
-            all.extend(crate::parse::rows(&out).into_iter().map(|r| {
-                let field = |i: usize| r.get(i).map(|s| (*s).to_owned()).unwrap_or_default();
-                Assoc {
-                    account: field(0).to_lowercase(),
-                    description: field(1),
-                    organization: field(2).to_lowercase(),
-                    parent: field(3).to_lowercase(),
-                    user: field(4),
-                    grp_tres_mins: field(5),
-                    qos: field(6),
-                }
-            }));
+            for line in crate::parse::rows(&out) {
+                all.push(assoc(&line)?);
+            }
         }
         Ok(Rows(all))
     }
 
-    /// Whether `row` (an account row) is this backend's to change.
-    pub(crate) fn ownership(&self, row: &Assoc) -> Ownership {
+    /// Why an account row can never be an allocation of this backend, marker
+    /// or not: outside the allocation prefix, or a customer, project or root
+    /// account.
+    fn never_an_allocation(&self, row: &Assoc) -> Option<String> {
         let s = &self.settings;
         let prefix = s.allocation_prefix.to_ascii_lowercase();
         if !row.account.starts_with(&prefix) {
-            return Ownership::Foreign(format!("its name lacks the allocation prefix {prefix:?}"));
+            return Some(format!("its name lacks the allocation prefix {prefix:?}"));
         }
         let tier = [
             Some(s.default_account.as_str()),
             Some(s.root_account()),
             s.parent_account.as_deref(),
         ];
-        if tier.contains(&Some(row.account.as_str())) || row.organization == row.account {
-            return Ownership::Foreign("it is a customer, project or root account".into());
+        (tier.contains(&Some(row.account.as_str())) || row.organization == row.account)
+            .then(|| "it is a customer, project or root account".to_owned())
+    }
+
+    /// Whether `row` (an account row) is this backend's to change.
+    pub(crate) fn ownership(&self, row: &Assoc) -> Ownership {
+        let s = &self.settings;
+        let prefix = s.allocation_prefix.to_ascii_lowercase();
+        if let Some(why) = self.never_an_allocation(row) {
+            return Ownership::Foreign(why);
         }
         if let Some(resource) = marker(&row.description) {
             return Ownership::Owned { resource };
         }
-        let shaped = !row.parent.is_empty()
-            && row.organization == row.parent
-            && row.parent != s.root_account()
-            && Some(row.parent.as_str()) != s.parent_account.as_deref();
-        match (s.ownership.adopt_unmarked, shaped) {
-            (Adopt::ByPrefix, true) => Ownership::Adoptable,
-            (Adopt::ByPrefix, false) => Ownership::Foreign(
-                "it carries no ownership marker and is not shaped like an allocation (organisation = parent project)".into(),
-            ),
-            (Adopt::Never, _) => Ownership::Foreign(
+        if s.ownership.adopt_unmarked == Adopt::Never {
+            return Ownership::Foreign(
                 "it carries no ownership marker; take it over with `waldur-backend-server adopt`"
                     .into(),
-            ),
+            );
+        }
+        // sacctmgr gives a sub-account its parent as organisation unless told
+        // otherwise, so "organisation = parent" alone fits any hand-made
+        // sub-account: the names must carry both prefixes too.
+        if prefix.is_empty() {
+            return Ownership::Foreign(
+                "it carries no ownership marker, and without an allocation prefix nothing is taken over unasked; use `waldur-backend-server adopt`".into(),
+            );
+        }
+        let shaped = !row.parent.is_empty()
+            && row.organization == row.parent
+            && row
+                .parent
+                .starts_with(&s.project_prefix.to_ascii_lowercase())
+            && row.parent != s.root_account()
+            && Some(row.parent.as_str()) != s.parent_account.as_deref();
+        if shaped {
+            Ownership::Adoptable
+        } else {
+            Ownership::Foreign(
+                "it carries no ownership marker and is not shaped like an allocation (under a project account that is its organisation)".into(),
+            )
         }
     }
 
@@ -216,8 +280,10 @@ impl SlurmBackend {
     }
 
     /// `waldur-backend-server adopt`: marks existing accounts as this
-    /// backend's, whatever their shape (an operator's decision). Per
-    /// account: true when marked now, false when it already was.
+    /// backend's, whatever their place in the tree (an operator's decision),
+    /// but never one outside the allocation prefix or a customer, project or
+    /// root account. Per account: true when marked now, false when it
+    /// already was.
     pub async fn adopt(&self, ids: &[String]) -> Vec<(String, BackendResult<bool>)> {
         let mut out = Vec::new();
         for id in ids {
@@ -227,6 +293,9 @@ impl SlurmBackend {
                 let row = rows
                     .account(&id)
                     .ok_or_else(|| BackendError::resource_not_found(&id))?;
+                if let Some(why) = self.never_an_allocation(row) {
+                    return Err(not_managed(&id, &why));
+                }
                 if marker(&row.description).is_some() {
                     return Ok(false);
                 }
@@ -419,11 +488,7 @@ impl SlurmBackend {
         wanted.push(project.clone());
         wanted.push(alloc.clone());
         let existing = self.rows(&wanted).await?;
-        let uuid = req
-            .resource
-            .resource_uuid
-            .replace('-', "")
-            .to_ascii_lowercase();
+        let uuid = uuid_hex(&req.resource.resource_uuid);
 
         match existing.account(&alloc) {
             Some(row) => {
@@ -432,16 +497,22 @@ impl SlurmBackend {
                     Ownership::Foreign(why) => return taken(&why),
                     Ownership::Owned {
                         resource: Some(owner),
-                    } if owner != uuid => {
+                    } if Some(&owner) != uuid.as_ref() => {
                         return taken(&format!("it belongs to Waldur resource {owner}"));
                     }
                     Ownership::Owned { resource: Some(_) } => {}
-                    Ownership::Owned { resource: None } | Ownership::Adoptable => {
-                        // Without a recorded resource the parent decides.
+                    // An account bound to no resource is not this one's to
+                    // take (under the project_slug policy every resource of
+                    // a project starts from the same name); the caller moves
+                    // on to the next name. Only a create that could not
+                    // record its own uuid finds its earlier attempt so.
+                    Ownership::Owned { resource: None } if uuid.is_none() => {
                         if row.parent != project {
                             return taken(&format!("it belongs to {}", row.parent));
                         }
-                        self.mark(&alloc, &row.description, Some(&uuid)).await?;
+                    }
+                    Ownership::Owned { resource: None } | Ownership::Adoptable => {
+                        return taken("it is bound to no Waldur resource");
                     }
                 }
                 // Same resource: bring the limits to the requested state.
@@ -462,16 +533,24 @@ impl SlurmBackend {
                 }
             }
             None => {
+                let description = marked(&req.resource.name, uuid.as_deref());
                 self.ensure_parents(&existing, &req.resource, &customer, &project)
                     .await?;
-                self.add_account(
-                    &alloc,
-                    &marked(&req.resource.name, Some(&uuid)),
-                    &project,
-                    &project,
-                    &limits,
-                )
-                .await?;
+                let added = self
+                    .add_account(&alloc, &description, &project, &project, &limits)
+                    .await;
+                match added {
+                    // Another backend process removed the project as empty
+                    // between our read and our add: make it again, once.
+                    Err(e) if e.message.contains("doesn't exist") => {
+                        let fresh = self.rows(&wanted).await?;
+                        self.ensure_parents(&fresh, &req.resource, &customer, &project)
+                            .await?;
+                        self.add_account(&alloc, &description, &project, &project, &limits)
+                            .await?;
+                    }
+                    other => other?,
+                }
             }
         }
         let members = existing.members(&alloc);
@@ -527,7 +606,7 @@ impl SlurmBackend {
             description: row.description.clone(),
             limits: self.waldur_limits(&row.grp_tres_mins),
             metadata,
-            access: self.access_of(&row.qos),
+            access: self.access_of(row),
             users: rows.members(&id).into_iter().collect(),
             ..ResourceInfo::default()
         })
@@ -537,7 +616,7 @@ impl SlurmBackend {
     pub(crate) async fn list(&self, page: PageRequest) -> BackendResult<Page> {
         let out = self
             .slurm
-            .sacctmgr_read(args!["list", "account", "format=account,descr,org"])
+            .sacctmgr_read(args!["list", "account", "format=account,org,descr"])
             .await?;
         let mut all: Vec<ResourceInfo> = crate::parse::rows(&out)
             .into_iter()
@@ -545,10 +624,10 @@ impl SlurmBackend {
             .filter_map(|r| {
                 let row = Assoc {
                     account: r[0].to_lowercase(),
-                    description: r[1].to_owned(),
-                    organization: r[2].to_lowercase(),
+                    organization: r[1].to_lowercase(),
                     // Allocation accounts carry their project as organisation.
-                    parent: r[2].to_lowercase(),
+                    parent: r[1].to_lowercase(),
+                    description: r[2..].join("|"),
                     ..Assoc::default()
                 };
                 match self.ownership(&row) {
@@ -596,8 +675,24 @@ impl SlurmBackend {
         let Some(row) = rows.account(&id).cloned() else {
             return Ok(gone);
         };
-        if let Ownership::Foreign(why) = self.ownership(&row) {
-            return Err(not_managed(&id, &why));
+        match self.ownership(&row) {
+            Ownership::Foreign(why) => return Err(not_managed(&id, &why)),
+            // Two Waldur resources can carry one backend id (set by staff,
+            // or imported): only the one the marker names may delete it.
+            Ownership::Owned {
+                resource: Some(owner),
+            } if req
+                .resource
+                .as_ref()
+                .and_then(|r| uuid_hex(&r.resource_uuid))
+                .is_some_and(|asked| asked != owner) =>
+            {
+                return Err(not_managed(
+                    &id,
+                    &format!("it belongs to Waldur resource {owner}"),
+                ));
+            }
+            _ => {}
         }
         let soft = match req.mode {
             DeletionMode::Soft => true,
@@ -647,41 +742,57 @@ impl SlurmBackend {
             tracing::warn!(qos = %id, error = %e.message, "allocation QoS not removed");
         }
         let _hierarchy = self.hierarchy.lock().await;
-        // Remove the project account once its last allocation is gone.
-        let project = row.parent.clone();
-        let is_project = self.settings.parent_account.as_deref() != Some(project.as_str())
-            && project != self.settings.root_account()
-            && !project.is_empty();
-        if is_project {
-            let out = self
-                .slurm
-                .sacctmgr_read(args![
-                    "list",
-                    "account",
-                    "format=account,org",
-                    "where",
-                    format!("organizations={project}")
-                ])
-                .await?;
-            let children = crate::parse::rows(&out)
-                .into_iter()
-                .filter(|r| r.first().is_some_and(|a| a.to_lowercase() != project))
-                .count();
-            if children == 0 {
-                self.slurm
-                    .sacctmgr_write(args![
-                        "remove",
-                        "account",
-                        "where",
-                        format!("name={project}")
-                    ])
-                    .await?;
-            }
+        if let Err(e) = self.remove_emptied_project(&row.parent).await {
+            tracing::warn!(account = %row.parent, error = %e.message, "emptied project account not removed");
         }
         Ok(Deleted {
             existed: true,
             ..gone
         })
+    }
+
+    /// Removes a project account once its last allocation is gone, when it
+    /// is one this backend made: the project prefix, itself as
+    /// organisation, no sub-accounts and no users of its own. Anything else
+    /// (a department account someone made by hand) stays.
+    async fn remove_emptied_project(&self, project: &str) -> BackendResult<()> {
+        let s = &self.settings;
+        let tier = project.is_empty()
+            || project == s.root_account()
+            || s.parent_account.as_deref() == Some(project)
+            || !project.starts_with(&s.project_prefix.to_ascii_lowercase());
+        if tier {
+            return Ok(());
+        }
+        let rows = self.rows(&[project.to_owned()]).await?;
+        let ours = rows
+            .account(project)
+            .is_some_and(|r| r.organization == project && marker(&r.description).is_none());
+        if !ours || !rows.members(project).is_empty() {
+            return Ok(());
+        }
+        let children = self
+            .slurm
+            .sacctmgr_read(args![
+                "show",
+                "assoc",
+                "where",
+                format!("parent={project}"),
+                "format=account"
+            ])
+            .await?;
+        if children.lines().any(|l| !l.trim().is_empty()) {
+            return Ok(());
+        }
+        self.slurm
+            .sacctmgr_write(args![
+                "remove",
+                "account",
+                "where",
+                format!("name={project}")
+            ])
+            .await
+            .map(drop)
     }
 
     /// SyncResourceProject: the allocation (and its project) moved under
@@ -766,19 +877,25 @@ impl SlurmBackend {
         Ok(changed)
     }
 
-    /// The access level the account's QoS stands for, in the swap model;
-    /// unknown (so the coordinator asks SetResourceAccess, which checks for
-    /// itself) in the enforcement model or for a QoS set by hand.
-    pub(crate) fn access_of(&self, qos: &str) -> Option<AccessLevel> {
-        if self.settings.qos_enforced() {
-            return None;
-        }
+    /// The access level an account row stands for: its QoS in the swap
+    /// model, `GrpSubmitJobs` under enforcement (none: full; 0: paused, which
+    /// is also what downscaled looks like there). Unknown for a QoS set by
+    /// hand, so the coordinator asks SetResourceAccess, which checks for
+    /// itself.
+    pub(crate) fn access_of(&self, row: &Assoc) -> Option<AccessLevel> {
         let s = &self.settings;
-        if s.qos_paused.as_deref() == Some(qos) {
+        if s.qos_enforced() {
+            return match row.grp_submit.trim() {
+                "" => Some(AccessLevel::Full),
+                "0" => Some(AccessLevel::Paused),
+                _ => None,
+            };
+        }
+        if s.qos_paused.as_deref() == Some(row.qos.as_str()) {
             Some(AccessLevel::Paused)
-        } else if s.qos_downscaled.as_deref() == Some(qos) {
+        } else if s.qos_downscaled.as_deref() == Some(row.qos.as_str()) {
             Some(AccessLevel::Downscaled)
-        } else if s.qos_default == qos {
+        } else if s.qos_default == row.qos {
             Some(AccessLevel::Full)
         } else {
             None
@@ -795,27 +912,18 @@ impl SlurmBackend {
         let id = crate::account_id(backend_id)?;
         if self.settings.qos_enforced() {
             // Enforcement model: never touch QoS lists, block submission.
-            self.owned(&id).await?;
+            let rows = self.owned(&id).await?;
+            let current = rows
+                .account(&id)
+                .ok_or_else(|| BackendError::resource_not_found(backend_id))?
+                .grp_submit
+                .trim()
+                .to_owned();
             let value = if access == AccessLevel::Full {
                 "-1"
             } else {
                 "0"
             };
-            let out = self
-                .slurm
-                .sacctmgr_read(args![
-                    "show",
-                    "assoc",
-                    "where",
-                    format!("accounts={id}"),
-                    "format=account,user,grpsubmit"
-                ])
-                .await?;
-            let current = crate::parse::rows(&out)
-                .into_iter()
-                .find(|r| r.first() == Some(&id.as_str()) && r.get(1).is_some_and(|u| u.is_empty()))
-                .and_then(|r| r.get(2).map(|v| v.to_string()))
-                .unwrap_or_default();
             let wanted_now = if value == "-1" {
                 current.is_empty()
             } else {

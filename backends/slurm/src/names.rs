@@ -22,10 +22,15 @@ pub fn valid_user(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
-/// Text for `description=`: quotes removed, whitespace runs collapsed (a
-/// newline would break `--parsable2` output).
+/// Text for `description=`: quotes, `|` and control characters removed,
+/// whitespace runs collapsed. A newline or a `|` would break the rows of
+/// `--parsable2` output, and descriptions come from resource names anyone
+/// can choose.
 pub fn description(text: &str) -> String {
-    text.replace('"', "")
+    text.chars()
+        .filter(|c| !matches!(c, '"' | '|'))
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
@@ -46,7 +51,8 @@ mod tests {
     }
 
     #[test]
-    fn descriptions_lose_quotes_and_newlines() {
+    fn descriptions_lose_quotes_newlines_and_bars() {
         assert_eq!(description("My \"Big\"\n\tProject"), "My Big Project");
+        assert_eq!(description("lab | gpu\u{7}x"), "lab gpu x");
     }
 }

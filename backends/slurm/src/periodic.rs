@@ -66,6 +66,8 @@ fn count(field: &str, v: &Value, max: f64) -> BackendResult<i64> {
             format!("{n} exceeds the largest value {max}"),
         ));
     }
+    // SLURM counts whole units (minutes, shares): a fraction of one is
+    // dropped, as the original did; anything out of range was refused above.
     Ok(n.trunc() as i64)
 }
 

@@ -112,9 +112,10 @@ pub enum GroupOwnerSource {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Adopt {
-    /// Take it over on first sight when its name has the allocation prefix
-    /// and it sits under a project account (the original's shape): the
-    /// marker is written before the first change.
+    /// Take it over at its first change when its name has the (non-empty)
+    /// allocation prefix and it sits under an account with the project
+    /// prefix that is also its organisation (the original's shape): the
+    /// marker is written before that change.
     #[default]
     ByPrefix,
     /// Never: only `waldur-backend-server adopt` takes accounts over.

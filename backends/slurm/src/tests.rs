@@ -58,11 +58,11 @@ fn base(extra: serde_json::Value) -> serde_json::Value {
 
 /// `show account withassoc` of an allocation this backend created.
 const OWNED_RUN: &str =
-    "a_run|run [waldur:uuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuu]|p_proj|p_proj|||normal\n";
+    "a_run|p_proj|p_proj||||normal|run [waldur:00000000000000000000000000000abc]\n";
 
 fn ctx() -> ResourceContext {
     ResourceContext {
-        resource_uuid: "u".repeat(32),
+        resource_uuid: "00000000-0000-0000-0000-000000000abc".into(),
         name: "Run".into(),
         slug: "run".into(),
         project_slug: "proj".into(),
@@ -303,14 +303,17 @@ fn seen(runner: &Scripted) -> Vec<String> {
 #[tokio::test]
 async fn customer_project_and_hand_made_accounts_are_never_changed() {
     for (row, why) in [
-        ("p_proj|climate|p_proj|c_cust|||normal\n", "project account"),
-        ("c_cust|uni|c_cust|root|||normal\n", "customer account"),
         (
-            "a_mine|by hand|physics|root|||normal\n",
+            "p_proj|p_proj|c_cust||||normal|climate\n",
+            "project account",
+        ),
+        ("c_cust|c_cust|root||||normal|uni\n", "customer account"),
+        (
+            "a_mine|physics|root||||normal|by hand\n",
             "hand-made account",
         ),
         (
-            "other_run|x [waldur]|p_proj|p_proj|||normal\n",
+            "other_run|p_proj|p_proj||||normal|x [waldur]\n",
             "outside the prefix",
         ),
     ] {
@@ -356,7 +359,7 @@ async fn an_unmarked_account_of_the_original_agent_is_adopted_before_its_first_c
         answers: vec![(
             "show account withassoc",
             0,
-            "a_run|weather run|p_proj|p_proj|||normal\n",
+            "a_run|p_proj|p_proj||||normal|weather run\n",
         )],
         ..Default::default()
     });
@@ -385,7 +388,7 @@ async fn an_unmarked_account_of_the_original_agent_is_adopted_before_its_first_c
         answers: vec![(
             "show account withassoc",
             0,
-            "a_run|weather run|p_proj|p_proj|||normal\n",
+            "a_run|p_proj|p_proj||||normal|weather run\n",
         )],
         ..Default::default()
     });
@@ -410,7 +413,7 @@ async fn an_allocation_of_another_waldur_resource_is_already_taken() {
         answers: vec![(
             "show account withassoc",
             0,
-            "a_run|run [waldur:0f0f0000000000000000000000000001]|p_proj|p_proj|||normal\n",
+            "a_run|p_proj|p_proj||||normal|run [waldur:0f0f0000000000000000000000000001]\n",
         )],
         ..Default::default()
     });
@@ -482,4 +485,209 @@ async fn limits_that_cannot_be_represented_are_refused_not_clamped() {
         seen(&runner).iter().all(|l| !l.contains("GrpTRESMins=")),
         "nothing written"
     );
+}
+
+#[tokio::test]
+async fn a_bar_in_a_description_cannot_shift_columns_and_a_short_row_is_not_absence() {
+    let runner = Arc::new(Scripted {
+        answers: vec![(
+            "show account withassoc",
+            0,
+            "a_run|p_proj|p_proj||||normal|lab | gpu [waldur:00000000000000000000000000000abc]\na_run|p_proj||alice||||\n",
+        )],
+        ..Default::default()
+    });
+    let b = backend(base(serde_json::json!({})), runner);
+    let info = b.get_resource("a_run").await.unwrap();
+    assert_eq!(info.users, vec!["alice"]);
+    assert!(info.description.starts_with("lab | gpu"), "{info:?}");
+
+    let short = Arc::new(Scripted {
+        answers: vec![("show account withassoc", 0, "a_run|p_proj|p_proj\n")],
+        ..Default::default()
+    });
+    let b = backend(base(serde_json::json!({})), short.clone());
+    let e = b
+        .delete_resource(DeleteResource {
+            backend_id: "a_run".into(),
+            mode: DeletionMode::Hard,
+            resource: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason, "BACKEND_NOT_READY", "{e:?}");
+    assert!(seen(&short).iter().all(|l| !l.contains("--immediate")));
+}
+
+#[tokio::test]
+async fn an_account_bound_to_no_resource_is_not_taken_by_a_create() {
+    for row in [
+        "a_run|p_proj|p_proj||||normal|weather [waldur]\n",
+        "a_run|p_proj|p_proj||||normal|weather run\n",
+    ] {
+        let runner = Arc::new(Scripted {
+            answers: vec![("show account withassoc", 0, row)],
+            ..Default::default()
+        });
+        let b = backend(base(serde_json::json!({})), runner.clone());
+        let e = b
+            .create_resource(CreateResource {
+                backend_id: "a_run".into(),
+                resource: ctx(),
+                ..CreateResource::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.reason, "RESOURCE_ALREADY_EXISTS", "{row}: {e:?}");
+        assert!(seen(&runner).iter().all(|l| !l.contains("--immediate")));
+    }
+}
+
+#[tokio::test]
+async fn only_the_resource_the_marker_names_may_delete_the_account() {
+    let runner = Arc::new(Scripted {
+        answers: vec![("show account withassoc", 0, OWNED_RUN)],
+        ..Default::default()
+    });
+    let b = backend(base(serde_json::json!({})), runner.clone());
+    let mut other = ctx();
+    other.resource_uuid = "00000000-0000-0000-0000-000000000def".into();
+    let e = b
+        .delete_resource(DeleteResource {
+            backend_id: "a_run".into(),
+            mode: DeletionMode::Hard,
+            resource: Some(other),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason, "RESOURCE_NOT_MANAGED", "{e:?}");
+    assert!(seen(&runner).iter().all(|l| !l.contains("--immediate")));
+}
+
+#[tokio::test]
+async fn a_hard_delete_leaves_a_project_account_it_did_not_make() {
+    // The allocation sits under a department account made by hand (another
+    // organisation); it goes, the department stays.
+    let runner = Arc::new(Scripted {
+        answers: vec![
+            (
+                "names=a_run",
+                0,
+                "a_run|p_dept|p_dept||||normal|run [waldur:00000000000000000000000000000abc]\n",
+            ),
+            (
+                "names=p_dept",
+                0,
+                "p_dept|physics|root||||normal|department\n",
+            ),
+        ],
+        ..Default::default()
+    });
+    let b = backend(base(serde_json::json!({})), runner.clone());
+    let d = b
+        .delete_resource(DeleteResource {
+            backend_id: "a_run".into(),
+            mode: DeletionMode::Hard,
+            resource: Some(ctx()),
+        })
+        .await
+        .unwrap();
+    assert!(d.existed);
+    let removed: Vec<String> = seen(&runner)
+        .into_iter()
+        .filter(|l| l.contains("remove account"))
+        .collect();
+    assert_eq!(removed.len(), 1, "{removed:?}");
+    assert!(removed[0].ends_with("name=a_run"), "{removed:?}");
+
+    // A project account of our own shape with no other children goes too.
+    let runner = Arc::new(Scripted {
+        answers: vec![
+            ("names=a_run", 0, OWNED_RUN),
+            (
+                "names=p_proj",
+                0,
+                "p_proj|p_proj|c_cust||||normal|climate\n",
+            ),
+        ],
+        ..Default::default()
+    });
+    let b = backend(base(serde_json::json!({})), runner.clone());
+    b.delete_resource(DeleteResource {
+        backend_id: "a_run".into(),
+        mode: DeletionMode::Hard,
+        resource: Some(ctx()),
+    })
+    .await
+    .unwrap();
+    assert!(
+        seen(&runner)
+            .iter()
+            .any(|l| l.contains("remove account") && l.ends_with("name=p_proj")),
+        "{:?}",
+        seen(&runner)
+    );
+}
+
+#[tokio::test]
+async fn without_an_allocation_prefix_nothing_is_adopted_unasked() {
+    let runner = Arc::new(Scripted {
+        answers: vec![(
+            "show account withassoc",
+            0,
+            "run|p_proj|p_proj||||normal|weather run\n",
+        )],
+        ..Default::default()
+    });
+    let mut settings = base(serde_json::json!({"qos_paused": "hold"}));
+    settings["allocation_prefix"] = "".into();
+    let b = backend(settings, runner.clone());
+    let e = b
+        .set_resource_access("run", AccessLevel::Paused)
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason, "RESOURCE_NOT_MANAGED", "{e:?}");
+    assert!(seen(&runner).iter().all(|l| !l.contains("--immediate")));
+}
+
+#[tokio::test]
+async fn under_enforcement_the_access_level_is_read_from_grp_submit_jobs() {
+    let enforced =
+        || base(serde_json::json!({"qos_enforcement_enabled": true, "enforce_offering_qos": true}));
+    for (submit, want) in [("", AccessLevel::Full), ("0", AccessLevel::Paused)] {
+        let row: &'static str = Box::leak(
+            format!(
+                "a_run|p_proj|p_proj|||{submit}|normal|run [waldur:00000000000000000000000000000abc]\n"
+            )
+            .into_boxed_str(),
+        );
+        let runner = Arc::new(Scripted {
+            answers: vec![("show account withassoc", 0, row)],
+            ..Default::default()
+        });
+        let b = backend(enforced(), runner.clone());
+        assert_eq!(b.get_resource("a_run").await.unwrap().access, Some(want));
+        // Already there: nothing written.
+        assert!(!b.set_resource_access("a_run", want).await.unwrap());
+        assert!(seen(&runner).iter().all(|l| !l.contains("--immediate")));
+    }
+}
+
+#[tokio::test]
+async fn adopt_refuses_customer_and_project_accounts_and_names_outside_the_prefix() {
+    for row in [
+        "p_proj|p_proj|c_cust||||normal|climate\n",
+        "other|p_proj|p_proj||||normal|x\n",
+    ] {
+        let runner = Arc::new(Scripted {
+            answers: vec![("show account withassoc", 0, row)],
+            ..Default::default()
+        });
+        let b = backend(base(serde_json::json!({})), runner.clone());
+        let name = row.split('|').next().unwrap().to_owned();
+        let out = b.adopt(&[name]).await;
+        let e = out[0].1.as_ref().unwrap_err();
+        assert_eq!(e.reason, "RESOURCE_NOT_MANAGED", "{row}: {e:?}");
+        assert!(seen(&runner).iter().all(|l| !l.contains("--immediate")));
+    }
 }

@@ -51,6 +51,8 @@ async fn the_slurm_backend_passes_the_conformance_suite_on_the_real_cluster() {
         customer_slug: "cfcust".into(),
         project_slug: "cfproj".into(),
         alt_project_slug: "cfproj2".into(),
+        // The project account the suite's creates make.
+        unmanaged_backend_id: "p_cfproj".into(),
         ..Fixtures::default()
     };
     let report = waldur_backend_conformance::run(channel, fixtures, None).await;

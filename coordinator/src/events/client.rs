@@ -40,6 +40,9 @@ const SUBPROTOCOL: &str = "v12.stomp";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a graceful DISCONNECT waits for its receipt.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one frame (an ACK, a heart-beat) may take to go out: a broker
+/// that stops reading must not block the consumer for good.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// The receipt id of the DISCONNECT frame.
 const DISCONNECT_RECEIPT: &str = "disconnect";
 /// Longest excerpt of an ERROR frame's body that is logged.
@@ -396,6 +399,8 @@ impl Pending {
 enum Read {
     /// A heart-beat or a WebSocket control frame.
     Nothing,
+    /// A WebSocket ping, to answer.
+    Ping(Vec<u8>),
     /// A frame.
     Frame(Frame),
     /// A MESSAGE that cannot be handed over as it is: its ack id, message
@@ -415,17 +420,33 @@ struct Conn {
     /// The broker's negotiated heart-beat; twice this without traffic is death.
     recv_every: Option<Duration>,
     last_tx: Instant,
-    last_rx: Instant,
 }
 
 impl Conn {
     async fn send(&mut self, frame: &Frame) -> Result<(), String> {
-        self.ws
-            .send_text(&frame.encode())
-            .await
-            .map_err(|e| format!("sending {}: {e}", frame.command))?;
+        self.send_text(&frame.encode(), &frame.command).await
+    }
+
+    /// Sends one WebSocket text message within [`SEND_TIMEOUT`] (a cut
+    /// frame leaves the connection unusable: the caller reconnects).
+    async fn send_text(&mut self, data: &[u8], what: &str) -> Result<(), String> {
+        match timeout(SEND_TIMEOUT, self.ws.send_text(data)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("sending {what}: {e}")),
+            Err(_) => return Err(format!("sending {what}: timed out after {SEND_TIMEOUT:?}")),
+        }
         self.last_tx = Instant::now();
         Ok(())
+    }
+
+    async fn pong(&mut self, payload: &[u8]) -> Result<(), String> {
+        match timeout(SEND_TIMEOUT, self.ws.pong(payload)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("answering a ping: {e}")),
+            Err(_) => Err(format!(
+                "answering a ping: timed out after {SEND_TIMEOUT:?}"
+            )),
+        }
     }
 
     /// The next frame (skipping heart-beats and control messages).
@@ -439,6 +460,7 @@ impl Conn {
                         p.refused.unwrap_or_default()
                     ));
                 }
+                Read::Ping(payload) => self.pong(&payload).await?,
                 Read::Nothing => {}
             }
         }
@@ -452,9 +474,9 @@ impl Conn {
             .next()
             .await
             .map_err(|e| format!("websocket: {e}"))?;
-        self.last_rx = Instant::now();
         match incoming {
             Incoming::Control => Ok(Read::Nothing),
+            Incoming::Ping(payload) => Ok(Read::Ping(payload)),
             Incoming::Closed(close) => Err(match close {
                 Some((code, reason)) => format!("closed by the broker ({code}: {reason})"),
                 None => "closed by the broker".into(),
@@ -479,19 +501,19 @@ impl Conn {
     /// `pending`). An error means the connection is unusable.
     async fn step(&mut self, pending: &mut VecDeque<Pending>) -> Result<(), String> {
         let send_at = self.send_every.map(|d| self.last_tx + d);
-        let dead_at = self.recv_every.map(|d| self.last_rx + 2 * d);
+        // Any bytes count as life: a large message still arriving is not a
+        // silent broker.
+        let dead_at = self.recv_every.map(|d| self.ws.last_read() + 2 * d);
         tokio::select! {
             biased;
             () = sleep_until(send_at.unwrap_or_else(Instant::now)), if send_at.is_some() => {
-                self.ws
-                    .send_text(b"\n")
-                    .await
-                    .map_err(|e| format!("sending a heart-beat: {e}"))?;
-                self.last_tx = Instant::now();
-                Ok(())
+                self.send_text(b"\n", "a heart-beat").await
             }
+            // Only the read races the timers; answers are written after it
+            // returned, so no frame is ever cut halfway.
             r = self.read() => match r? {
                 Read::Nothing => Ok(()),
+                Read::Ping(payload) => self.pong(&payload).await,
                 Read::Refused(p) => {
                     pending.push_back(p);
                     Ok(())
@@ -524,11 +546,18 @@ impl Conn {
         let graceful = async {
             self.send(&Frame::new("DISCONNECT").header("receipt", DISCONNECT_RECEIPT))
                 .await?;
+            // Messages still arriving are not acknowledged: the broker
+            // hands them out again after the disconnect.
             loop {
-                let frame = self.recv().await?;
-                if frame.command == "RECEIPT" && frame.get("receipt-id") == Some(DISCONNECT_RECEIPT)
-                {
-                    return Ok::<_, String>(());
+                match self.read().await? {
+                    Read::Frame(frame)
+                        if frame.command == "RECEIPT"
+                            && frame.get("receipt-id") == Some(DISCONNECT_RECEIPT) =>
+                    {
+                        return Ok::<_, String>(());
+                    }
+                    Read::Ping(payload) => self.pong(&payload).await?,
+                    Read::Frame(_) | Read::Refused(_) | Read::Nothing => {}
                 }
             }
         };
@@ -639,7 +668,6 @@ async fn open(
         send_every: None,
         recv_every: None,
         last_tx: now,
-        last_rx: now,
     };
     let ms = u64::try_from(config.heartbeat.as_millis()).unwrap_or(u64::MAX);
     conn.send(
@@ -672,6 +700,10 @@ async fn open(
     loop {
         let frame = match conn.read().await? {
             Read::Nothing => continue,
+            Read::Ping(payload) => {
+                conn.pong(&payload).await?;
+                continue;
+            }
             Read::Refused(p) => {
                 early.push_back(p);
                 continue;

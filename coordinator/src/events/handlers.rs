@@ -141,7 +141,8 @@ async fn dispatch(o: &OfferingRuntime, event: Event) -> Result<Handled, Handled>
     }
 }
 
-/// Applies periodic settings and always reports the result to the policy.
+/// Applies periodic settings and reports the result to the policy when the
+/// event names both policy and resource (the report needs both).
 async fn periodic_limits(o: &OfferingRuntime, p: PeriodicLimits) -> Handled {
     let (success, error, actions) = match (&p.backend_id, p.apply) {
         (Some(id), true) => match &o.orders {

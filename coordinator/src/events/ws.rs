@@ -50,7 +50,10 @@ pub enum Incoming {
         /// Its size in bytes.
         size: usize,
     },
-    /// A ping (already answered) or a pong.
+    /// A ping: the caller answers it with [`WsConn::pong`] (not done inside
+    /// [`WsConn::next`], which must stay cancellation safe).
+    Ping(Vec<u8>),
+    /// A pong.
     Control,
     /// The server closed the connection (code, reason).
     Closed(Option<(u16, String)>),
@@ -74,6 +77,9 @@ pub struct WsConn {
     in_message: bool,
     /// The frame of an oversized message being read and dropped.
     streaming: Option<Streaming>,
+    /// When bytes last arrived: a large message still arriving is a live
+    /// peer, even before it is whole.
+    last_read: tokio::time::Instant,
 }
 
 /// A frame whose payload is consumed as it arrives.
@@ -157,6 +163,7 @@ impl WsConn {
             oversized: false,
             in_message: false,
             streaming: None,
+            last_read: tokio::time::Instant::now(),
         };
         let path = match parsed.query() {
             Some(q) => format!("{}?{q}", parsed.path()),
@@ -220,17 +227,23 @@ impl WsConn {
     async fn fill(&mut self) -> std::io::Result<usize> {
         let mut chunk = [0u8; 16 << 10];
         let n = self.io.read(&mut chunk).await?;
+        if n > 0 {
+            self.last_read = tokio::time::Instant::now();
+        }
         self.buf.extend_from_slice(&chunk[..n]);
         Ok(n)
     }
 
-    /// The next message or control event.
+    /// When bytes last arrived from the peer.
+    pub fn last_read(&self) -> tokio::time::Instant {
+        self.last_read
+    }
+
+    /// The next message or control event. Cancellation safe: it only reads
+    /// (a ping is returned for the caller to answer).
     pub async fn next(&mut self) -> Result<Incoming, WsError> {
         loop {
             if let Some(event) = self.parse()? {
-                if let Parsed::Ping(payload) = &event {
-                    self.send_frame(0xA, payload).await?;
-                }
                 return Ok(event.into());
             }
             if self.fill().await? == 0 {
@@ -343,6 +356,11 @@ impl WsConn {
         }
     }
 
+    /// Answers a ping.
+    pub async fn pong(&mut self, payload: &[u8]) -> Result<(), WsError> {
+        self.send_frame(0xA, payload).await
+    }
+
     /// Sends a text message.
     pub async fn send_text(&mut self, data: &[u8]) -> Result<(), WsError> {
         self.send_frame(0x1, data).await
@@ -379,7 +397,8 @@ impl From<Parsed> for Incoming {
         match p {
             Parsed::Message(m) => Self::Message(m),
             Parsed::Oversized { head, size } => Self::Oversized { head, size },
-            Parsed::Ping(_) | Parsed::Pong => Self::Control,
+            Parsed::Ping(payload) => Self::Ping(payload),
+            Parsed::Pong => Self::Control,
             Parsed::Closed(c) => Self::Closed(c),
         }
     }
@@ -534,6 +553,7 @@ mod tests {
             oversized: false,
             in_message: false,
             streaming: None,
+            last_read: tokio::time::Instant::now(),
         }
     }
 
@@ -549,6 +569,34 @@ mod tests {
     };
 
     #[tokio::test]
+    async fn bytes_of_a_message_still_arriving_count_as_life() {
+        let (client, mut server) = tokio::io::duplex(1 << 20);
+        let mut c = WsConn {
+            io: Box::new(client),
+            buf: Vec::new(),
+            limits: ROOMY,
+            message: Vec::new(),
+            message_size: 0,
+            oversized: false,
+            in_message: false,
+            streaming: None,
+            last_read: tokio::time::Instant::now(),
+        };
+        let whole = frame(true, 0x1, &[b'x'; 4000]);
+        let (parts, last) = whole.split_at(3000);
+        for part in parts.chunks(1000) {
+            let before = tokio::time::Instant::now();
+            server.write_all(part).await.unwrap();
+            // Not whole yet: next() keeps waiting, but the bytes were seen.
+            let waited = tokio::time::timeout(Duration::from_millis(50), c.next()).await;
+            assert!(waited.is_err());
+            assert!(c.last_read() >= before);
+        }
+        server.write_all(last).await.unwrap();
+        assert!(matches!(c.next().await.unwrap(), Incoming::Message(m) if m.len() == 4000));
+    }
+
+    #[tokio::test]
     async fn a_text_message_that_is_not_utf8_arrives_as_bytes() {
         let mut c = conn_over(frame(true, 0x1, b"MESSAGE\n\n\xff\xfe\0"), ROOMY);
         assert_eq!(
@@ -558,12 +606,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn fragments_are_joined_and_pings_answered_between_them() {
+    async fn fragments_are_joined_around_a_ping_the_caller_answers() {
         let mut bytes = frame(false, 0x1, b"MESS");
         bytes.extend(frame(true, 0x9, b"hi"));
         bytes.extend(frame(true, 0x0, b"AGE"));
         let mut c = conn_over(bytes, ROOMY);
-        assert_eq!(c.next().await.unwrap(), Incoming::Control);
+        assert_eq!(c.next().await.unwrap(), Incoming::Ping(b"hi".to_vec()));
+        c.pong(b"hi").await.unwrap();
         assert_eq!(
             c.next().await.unwrap(),
             Incoming::Message(b"MESSAGE".to_vec())

@@ -2,7 +2,7 @@
 //!
 //! The portal sends requests over AMQP 0-9-1 (queue `to_hca`) and reads the
 //! answers from `to_portal`; properties `type` and `correlation_id` and the
-//! `service_id` header frame every message (`../shared/spec/hca.md`).
+//! `service_id` header frame every message.
 //! `PingV1` is answered in kind; `ResourceAllocateV1` is checked against its
 //! resource type's JSON Schema and becomes the same backend `CreateResource`
 //! a Waldur order makes; deallocation by id becomes `DeleteResource`.

@@ -31,8 +31,9 @@
 //!
 //! The plan is also what `waldur-coordinator plan` prints.
 //!
-//! A steady state costs one backend read and two Waldur calls per resource
-//! (team, refresh_last_sync) and changes nothing. A failure marks the
+//! A steady state costs per resource one backend read (two with per-user
+//! limits) and one Waldur call (refresh_last_sync), plus one team read per
+//! project, and changes nothing. A failure marks the
 //! resource Erred with the error (as the original), except temporary ones
 //! (Waldur 5xx, an unavailable backend), which are retried next cycle.
 
@@ -451,14 +452,7 @@ impl MembershipProcessor {
         }
         let (plans, trip) = self.plan_resources(&resources, &cycle, scope).await;
         if let Some(t) = &trip {
-            tracing::error!(
-                offering = %self.offering.name,
-                kind = t.kind.as_str(),
-                count = t.count,
-                existing = t.existing,
-                "{}",
-                t.message
-            );
+            self.log_trip(t);
         }
         let planned = Tally::of(&plans);
         let limit = self.offering.membership.concurrency.max(1);
@@ -486,7 +480,7 @@ impl MembershipProcessor {
             {
                 hold_errors = true;
                 let t = breaker::message(&self.offering.name, &self.offering.safety, v, false);
-                tracing::error!(offering = %self.offering.name, kind = t.kind.as_str(), count = t.count, existing = t.existing, "{}", t.message);
+                self.log_trip(&t);
                 summary.breaker.get_or_insert(t);
             }
         }
@@ -514,6 +508,17 @@ impl MembershipProcessor {
             .record(scope, planned, made, summary.breaker.clone());
         self.breaker_gauge();
         Ok(summary)
+    }
+
+    fn log_trip(&self, t: &Trip) {
+        tracing::error!(
+            offering = %self.offering.name,
+            kind = t.kind.as_str(),
+            count = t.count,
+            existing = t.existing,
+            decision = %t.message,
+            "blast-radius breaker tripped"
+        );
     }
 
     /// The gauge follows the standing trip, as `/readyz` does.
@@ -657,6 +662,10 @@ fn with_backend_id(resources: Vec<Resource>) -> Vec<Resource> {
         .collect()
 }
 
+/// The largest per-user limit taken from Waldur (2^53: what a JSON number
+/// holds exactly).
+const MAX_USER_LIMIT: f64 = 9_007_199_254_740_992.0;
+
 /// Waldur's per-user limits: resource → username → component → whole limit.
 fn group_user_limits(list: Vec<UserUsageLimit>) -> UserLimitMap {
     let mut out = UserLimitMap::new();
@@ -671,6 +680,12 @@ fn group_user_limits(list: Vec<UserUsageLimit>) -> UserLimitMap {
             tracing::warn!(resource = %l.resource_uuid, component = %l.component_type, "ignoring a per-user limit without username or amount");
             continue;
         };
+        // Refused, never clamped: a limit no backend can hold exactly is
+        // left out (the member keeps what they have).
+        if !(0.0..=MAX_USER_LIMIT).contains(&limit) {
+            tracing::warn!(resource = %l.resource_uuid, component = %l.component_type, limit, "ignoring a per-user limit out of range");
+            continue;
+        }
         out.entry(normalise_uuid(&l.resource_uuid))
             .or_default()
             .entry(username)
@@ -686,7 +701,7 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn user_limits_group_by_resource_and_user_and_truncate() {
+    fn user_limits_group_by_resource_and_user_truncate_and_leave_out_what_is_out_of_range() {
         let list = vec![
             UserUsageLimit {
                 resource_uuid: "AA-BB".into(),
@@ -707,6 +722,20 @@ mod tests {
                 user: json!("http://waldur/api/users/1/"),
                 component_type: "mem".into(),
                 limit: json!(5),
+                ..Default::default()
+            },
+            UserUsageLimit {
+                resource_uuid: "aabb".into(),
+                username: Some("bob".into()),
+                component_type: "cpu".into(),
+                limit: json!(1e30),
+                ..Default::default()
+            },
+            UserUsageLimit {
+                resource_uuid: "aabb".into(),
+                username: Some("bob".into()),
+                component_type: "mem".into(),
+                limit: json!(-1),
                 ..Default::default()
             },
         ];

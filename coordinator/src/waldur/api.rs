@@ -336,13 +336,11 @@ impl WaldurClient {
 
     /// Sets the offering username (Waldur moves Creating users to OK).
     pub async fn set_offering_username(&self, uuid: &Uuid, username: &str) -> WaldurResult<()> {
-        let _: Ignored = self
-            .patch(
-                &format!("marketplace-offering-users/{uuid}/"),
-                &json!({"username": username}),
-            )
-            .await?;
-        Ok(())
+        self.patch_ignored(
+            &format!("marketplace-offering-users/{uuid}/"),
+            &json!({"username": username}),
+        )
+        .await
     }
 
     /// Which user attributes the offering exposes.

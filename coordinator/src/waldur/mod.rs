@@ -330,7 +330,7 @@ impl WaldurClient {
     }
 
     /// GET and decode.
-    pub async fn get<T: DeserializeOwned>(&self, path: &str, query: Query) -> WaldurResult<T> {
+    async fn get<T: DeserializeOwned>(&self, path: &str, query: Query) -> WaldurResult<T> {
         let (value, _) = self
             .exchange(Method::GET, path, &query, None, false, decode)
             .await?;
@@ -338,7 +338,7 @@ impl WaldurClient {
     }
 
     /// POST a JSON body and decode the answer.
-    pub async fn post<B: Serialize, T: DeserializeOwned>(
+    async fn post<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
@@ -349,7 +349,7 @@ impl WaldurClient {
     /// POST a JSON body that creates something, once: a garbled answer may
     /// follow a successful create, so it is not repeated (the caller looks
     /// for the object before creating it again).
-    pub(crate) async fn post_create<B: Serialize, T: DeserializeOwned>(
+    async fn post_create<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
@@ -368,41 +368,47 @@ impl WaldurClient {
     /// POST a JSON body whose answer is not needed (actions). Waldur answers
     /// these with JSON or with no content; anything else (an HTML page) is a
     /// proxy's and says nothing about whether the action happened.
-    pub async fn post_ignored<B: Serialize>(&self, path: &str, body: &B) -> WaldurResult<()> {
+    async fn post_ignored<B: Serialize>(&self, path: &str, body: &B) -> WaldurResult<()> {
+        self.ignored(Method::POST, path, body).await
+    }
+
+    /// PATCH a JSON body whose answer is not needed, checked as for
+    /// [`Self::post_ignored`].
+    async fn patch_ignored<B: Serialize>(&self, path: &str, body: &B) -> WaldurResult<()> {
+        self.ignored(Method::PATCH, path, body).await
+    }
+
+    async fn ignored<B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> WaldurResult<()> {
         let value = serde_json::to_value(body).map_err(|e| WaldurError {
-            method: "POST".into(),
+            method: method.to_string(),
             path: path.to_owned(),
             kind: ErrorKind::Request(e.to_string()),
         })?;
-        self.exchange(Method::POST, path, &[], Some(&value), false, no_content)
+        self.exchange(method, path, &[], Some(&value), false, no_content)
             .await?;
         Ok(())
     }
 
     /// POST without a body (state transitions whose operation takes none);
     /// the answer is checked as for [`Self::post_ignored`].
-    pub async fn post_empty(&self, path: &str) -> WaldurResult<()> {
+    async fn post_empty(&self, path: &str) -> WaldurResult<()> {
         self.exchange(Method::POST, path, &[], None, false, no_content)
             .await?;
         Ok(())
     }
 
     /// PUT a JSON body.
-    pub async fn put<B: Serialize, T: DeserializeOwned>(
+    async fn put<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
     ) -> WaldurResult<T> {
         self.with_body(Method::PUT, path, body).await
-    }
-
-    /// PATCH a JSON body.
-    pub async fn patch<B: Serialize, T: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> WaldurResult<T> {
-        self.with_body(Method::PATCH, path, body).await
     }
 
     async fn with_body<B: Serialize, T: DeserializeOwned>(

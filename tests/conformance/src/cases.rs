@@ -380,6 +380,131 @@ async fn create_with_an_id_owned_by_another_resource_is_already_exists(ctx: &mut
     .map(drop)
 }
 
+/// SPEC 7.1: an id the backend cannot use as it stands is refused; it is
+/// never read as another (folded) id, so no answer names something the
+/// request did not.
+async fn an_identifier_is_never_folded(ctx: &mut Ctx) -> R {
+    let resource = ctx.new_resource();
+    let (id, _) = ctx.create(resource, HashMap::new(), vec![]).await?;
+    let mut variants = vec![id.to_uppercase(), format!("{id}\u{212a}")];
+    // The Kelvin sign folds to "k" under Unicode compatibility forms.
+    if let Some(i) = id.find('k') {
+        variants.push(format!("{}\u{212a}{}", &id[..i], &id[i + 1..]));
+    }
+    variants.retain(|v| v != &id);
+    for asked in variants {
+        let r = ctx
+            .client
+            .get_resource(wire::GetResourceRequest {
+                instance: ctx.instance(),
+                backend_id: asked.clone(),
+            })
+            .await;
+        match r {
+            Ok(found) => {
+                let got = found.into_inner().resource.unwrap_or_default().backend_id;
+                if got != asked {
+                    return Err(format!(
+                        "GetResource({asked:?}) answered the resource {got:?}: the id was folded"
+                    ));
+                }
+            }
+            Err(s) if matches!(s.code(), Code::NotFound | Code::InvalidArgument) => {}
+            Err(s) => {
+                return Err(format!(
+                    "GetResource({asked:?}): expected NOT_FOUND or INVALID_ARGUMENT, got {}",
+                    status_text("", &s)
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// SPEC 5.3a: every change to something the backend does not manage is
+/// refused with RESOURCE_NOT_MANAGED, and afterwards it is still there.
+async fn what_the_backend_does_not_manage_is_refused_and_left_alone(ctx: &mut Ctx) -> R {
+    // The suite's creates make the tree the fixture names (for SLURM, the
+    // project account).
+    let resource = ctx.new_resource();
+    ctx.create(resource, HashMap::new(), vec![]).await?;
+    let id = ctx.fx.unmanaged_backend_id.clone();
+    let refused = |rpc: &str, r: Result<(), tonic::Status>| {
+        expect_code(
+            rpc,
+            r,
+            Code::FailedPrecondition,
+            Some(reason::RESOURCE_NOT_MANAGED),
+        )
+        .map(drop)
+    };
+    let instance = ctx.instance();
+    let (membership, limits) = (
+        ctx.has(Capability::Membership),
+        ctx.has(Capability::ResourceLimits),
+    );
+    let user = ctx.fx.users[0].clone();
+    let key = ctx.components.first().cloned().unwrap_or_default();
+    let c = &mut ctx.client;
+    refused(
+        "GetResource",
+        c.get_resource(wire::GetResourceRequest {
+            instance: instance.clone(),
+            backend_id: id.clone(),
+        })
+        .await
+        .map(drop),
+    )?;
+    if membership {
+        refused(
+            "RemoveUsers",
+            c.remove_users(wire::RemoveUsersRequest {
+                instance: instance.clone(),
+                backend_id: id.clone(),
+                usernames: vec![user],
+            })
+            .await
+            .map(drop),
+        )?;
+    }
+    if limits {
+        refused(
+            "SetResourceLimits",
+            c.set_resource_limits(wire::SetResourceLimitsRequest {
+                instance: instance.clone(),
+                backend_id: id.clone(),
+                limits: HashMap::from([(key, 0)]),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        )?;
+    }
+    for mode in [wire::DeletionMode::Soft, wire::DeletionMode::Hard] {
+        refused(
+            "DeleteResource",
+            c.delete_resource(wire::DeleteResourceRequest {
+                instance: instance.clone(),
+                backend_id: id.clone(),
+                mode: mode as i32,
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        )?;
+    }
+    // Still there, still not managed.
+    refused(
+        "GetResource after the refusals",
+        c.get_resource(wire::GetResourceRequest {
+            instance,
+            backend_id: id,
+        })
+        .await
+        .map(drop),
+    )
+}
+
 async fn get_missing_resource_is_not_found(ctx: &mut Ctx) -> R {
     let r = ctx
         .client
@@ -1659,14 +1784,27 @@ fn json_value(v: &serde_json::Value) -> prost_types::Value {
 
 // --------------------------------------------------------------------- list
 
+macro_rules! needs_fixture {
+    () => {
+        None
+    };
+    ($fx:ident) => {
+        Some(crate::NeedsFixture {
+            name: stringify!($fx),
+            given: |fx| !fx.$fx.is_empty(),
+        })
+    };
+}
+
 macro_rules! cases {
-    ($( $name:ident, $clause:literal, [$($cap:ident),*]; )*) => {
+    ($( $name:ident, $clause:literal, [$($cap:ident),*] $(, fixture $fx:ident)?; )*) => {
         /// Every case, in the order they run.
         pub static CASES: &[Case] = &[
             $( Case {
                 name: stringify!($name),
                 clause: $clause,
                 needs: &[$(Capability::$cap),*],
+                fixture: needs_fixture!($($fx)?),
                 run: |ctx| Box::pin($name(ctx)),
             }, )*
         ];
@@ -1693,6 +1831,8 @@ cases! {
     create_with_an_oversized_backend_id_is_invalid_argument, "SPEC 7.1", [Resources];
     create_with_an_unknown_component_is_invalid_argument, "SPEC 7.1", [Resources];
     create_with_a_negative_limit_is_invalid_argument, "SPEC 7.1", [Resources];
+    an_identifier_is_never_folded, "SPEC 7.1", [Resources];
+    what_the_backend_does_not_manage_is_refused_and_left_alone, "SPEC 5.3a", [Resources], fixture unmanaged_backend_id;
     fast_backends_answer_ready_at_once, "SPEC 6.3", [Resources];
     create_adds_the_requested_users, "SPEC 5.2", [Resources, Membership];
     soft_delete_keeps_the_resource_with_zero_limits, "SPEC 5.4", [Resources, ResourceLimits];

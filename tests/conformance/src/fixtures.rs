@@ -29,6 +29,9 @@ pub struct Fixtures {
     pub link_required_email: String,
     /// An e-mail whose offering user needs validation (skip if empty).
     pub validation_required_email: String,
+    /// The id of something the backend has but does not manage (for SLURM,
+    /// a project account the suite's creates make); skip if empty.
+    pub unmanaged_backend_id: String,
     /// How often idempotent calls are repeated (at least 2).
     pub repeat: usize,
     /// Seconds to wait for slow provisioning.
@@ -50,6 +53,7 @@ impl Default for Fixtures {
             periodic_settings: BTreeMap::from([("fairshare".into(), serde_json::json!(10))]),
             link_required_email: String::new(),
             validation_required_email: String::new(),
+            unmanaged_backend_id: String::new(),
             repeat: 2,
             slow_timeout_seconds: 60,
             run_id: None,

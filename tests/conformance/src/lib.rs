@@ -150,8 +150,18 @@ pub struct Case {
     pub clause: &'static str,
     /// Runs only when the backend advertises all of these.
     pub needs: &'static [Capability],
+    /// Runs only when this fixture is given.
+    pub fixture: Option<NeedsFixture>,
     /// The test.
     pub run: CaseFn,
+}
+
+/// A fixture a case cannot run without.
+pub struct NeedsFixture {
+    /// The fixture's key.
+    pub name: &'static str,
+    /// Whether the fixtures give it.
+    pub given: fn(&Fixtures) -> bool,
 }
 
 /// What a case works with.
@@ -458,8 +468,11 @@ pub async fn run_with(
             .filter(|c| !ctx.has(**c))
             .map(|c| c.as_str_name())
             .collect();
+        let unset = case.fixture.as_ref().filter(|f| !(f.given)(&ctx.fx));
         let outcome = if !missing.is_empty() {
             Outcome::Skipped(format!("not advertised: {}", missing.join(", ")))
+        } else if let Some(f) = unset {
+            Outcome::Skipped(format!("fixture {} not given", f.name))
         } else {
             let result = match tokio::time::timeout(CASE_TIMEOUT, (case.run)(&mut ctx)).await {
                 Ok(r) => r,

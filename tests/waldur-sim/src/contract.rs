@@ -1,5 +1,6 @@
 //! Validation of recorded calls against the official Waldur OpenAPI schema
-//! (`../shared/waldur-openapi-8.0.5.yaml` beside the repository): every
+//! (`tests/waldur-sim/openapi/waldur-openapi-8.0.5.yaml`, as published by
+//! Waldur): every
 //! request body sent and every 200/201 answer, per operation. Used by the
 //! simulator's and the coordinator's contract tests.
 
@@ -12,7 +13,7 @@ use crate::Call;
 /// Where the schema lives.
 pub const SCHEMA: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/waldur-openapi-8.0.5.yaml"
+    "/openapi/waldur-openapi-8.0.5.yaml"
 );
 
 /// What a check found.
@@ -64,9 +65,8 @@ impl OpenApi {
     /// the read-only `usage` of usage records as an integer, but amounts
     /// have two decimal places, which must survive.
     pub fn load() -> Result<Self, String> {
-        let text = std::fs::read_to_string(SCHEMA).map_err(|e| {
-            format!("cannot read {SCHEMA} (the shared/ directory beside the repository): {e}")
-        })?;
+        let text =
+            std::fs::read_to_string(SCHEMA).map_err(|e| format!("cannot read {SCHEMA}: {e}"))?;
         let mut doc: Value = serde_norway::from_str(&text).map_err(|e| e.to_string())?;
         nullable_to_json_schema(&mut doc);
         for schema in ["ComponentUsage", "ComponentUserUsage"] {

@@ -2,7 +2,7 @@
 //! sends, as the agent sends them) for the endpoints of usage, per-user
 //! limits, offering users, accounts, offering components and the user
 //! attribute config validate against the official Waldur OpenAPI schema
-//! (`../shared/waldur-openapi-8.0.5.yaml`).
+//! (`tests/waldur-sim/openapi/waldur-openapi-8.0.5.yaml`).
 
 #![allow(clippy::unwrap_used)] // a test's input is its own
 
