@@ -156,7 +156,10 @@ impl Drop for Child {
 async fn the_binary_passes_the_conformance_suite_over_mutual_tls_and_stops_on_sigterm() {
     let pki = TestPki::new();
     let port = free_port();
-    let config = pki.write_config(port, "{provisioning_delay_ms: 100}");
+    let config = pki.write_config(
+        port,
+        "{provisioning_delay_ms: 100, unmanaged: [conf-by-hand]}",
+    );
     let mut child = Child(
         Command::new(BIN)
             .args(["serve", "--config"])
@@ -189,6 +192,7 @@ async fn the_binary_passes_the_conformance_suite_over_mutual_tls_and_stops_on_si
         link_required_email: "x@link.required".into(),
         validation_required_email: "y@validation.required".into(),
         slow_timeout_seconds: 10,
+        unmanaged_backend_id: "conf-by-hand".into(),
         ..Default::default()
     };
     let report = waldur_backend_conformance::run(channel, fixtures, None).await;
