@@ -19,19 +19,18 @@
 mod accept;
 mod backend;
 pub mod config;
-pub mod convert;
-mod error;
 pub mod metrics;
 mod server;
 mod service;
 pub mod telemetry;
-pub mod types;
+
+pub use waldur_backend_api::{convert, types};
 
 pub use accept::{MAX_HANDSHAKES, MAX_HANDSHAKES_PER_PEER, PeerInfo};
 pub use backend::Backend;
-pub use error::{BackendError, BackendResult};
 pub use server::{Bound, ServeError, serve, serve_duplex, shutdown_signal, spawn};
 pub use service::{Registry, RegistryBuilder};
+pub use waldur_backend_api::{BackendError, BackendResult};
 
 /// Re-export of the wire crate, for tests and clients.
 pub use waldur_backend_proto as proto;

@@ -1,8 +1,14 @@
-//! Validation of wire requests into domain types, and domain results back
-//! into wire responses.
+//! Conversions between the wire messages and the domain types.
 //!
-//! The limits here are the ones `proto/SPEC.md` ("Field limits") states; the
-//! conformance suite checks them.
+//! Server direction (this module): requests are validated into domain types
+//! ([`create_resource`], [`users`], ...) and results become responses
+//! ([`resource_info`], [`user_results`], ...). The limits are the ones
+//! `proto/SPEC.md` ("Field limits") states; the conformance suite checks
+//! them. Client direction: [`to_wire`] for requests, [`from_wire`] for
+//! responses.
+
+pub mod from_wire;
+pub mod to_wire;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -215,26 +221,6 @@ fn resource_context(field: &str, r: wire::ResourceContext) -> BackendResult<Reso
     })
 }
 
-/// Wire form of a resource context (for clients).
-pub fn resource_to_wire(r: ResourceContext) -> wire::ResourceContext {
-    wire::ResourceContext {
-        resource_uuid: r.resource_uuid,
-        name: r.name,
-        slug: r.slug,
-        project_uuid: r.project_uuid,
-        project_slug: r.project_slug,
-        project_name: r.project_name,
-        customer_uuid: r.customer_uuid,
-        customer_slug: r.customer_slug,
-        customer_name: r.customer_name,
-        offering_uuid: r.offering_uuid,
-        plan_uuid: r.plan_uuid,
-        attributes: Some(json_to_struct(r.attributes)),
-        created: r.created.map(to_timestamp),
-        end_date: r.end_date.map(to_timestamp),
-    }
-}
-
 /// A list of users (each with a username).
 pub fn users(field: &str, list: Vec<wire::User>, required: bool) -> BackendResult<Vec<User>> {
     if required && list.is_empty() {
@@ -258,19 +244,6 @@ fn user(field: &str, u: wire::User) -> BackendResult<User> {
         role: optional_id(&f("role"), u.role)?,
         attributes: string_map(&f("attributes"), u.attributes)?,
     })
-}
-
-/// Wire form of a user.
-pub fn user_to_wire(u: User) -> wire::User {
-    wire::User {
-        username: u.username,
-        user_uuid: u.user_uuid,
-        waldur_username: u.waldur_username,
-        email: u.email,
-        full_name: u.full_name,
-        role: u.role,
-        attributes: u.attributes.into_iter().collect(),
-    }
 }
 
 /// A validated CreateResource request.

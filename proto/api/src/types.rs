@@ -1,4 +1,5 @@
-//! Domain types of the SDK: what a [`crate::Backend`] receives and returns.
+//! Domain types of the contract: what a backend receives and returns, and
+//! what a client sends and gets back.
 //!
 //! They are the wire messages after validation: required fields are present,
 //! strings are within size limits, enums are known, JSON is `serde_json`.
