@@ -48,8 +48,8 @@ pub struct TlsConfig {
 
 impl TlsConfig {
     /// The three PEM files.
-    pub fn files(&self) -> waldur_tls::TlsFiles {
-        waldur_tls::TlsFiles {
+    pub fn files(&self) -> waldur_runtime::TlsFiles {
+        waldur_runtime::TlsFiles {
             ca: self.ca.clone(),
             cert: self.cert.clone(),
             key: self.key.clone(),

@@ -22,15 +22,16 @@ pub mod config;
 pub mod metrics;
 mod server;
 mod service;
-pub mod telemetry;
 
 pub use waldur_backend_api::{convert, types};
+pub use waldur_runtime::telemetry;
 
 pub use accept::{MAX_HANDSHAKES, MAX_HANDSHAKES_PER_PEER, PeerInfo};
 pub use backend::Backend;
-pub use server::{Bound, ServeError, serve, serve_duplex, shutdown_signal, spawn};
+pub use server::{Bound, ServeError, serve, serve_duplex, spawn};
 pub use service::{Registry, RegistryBuilder};
 pub use waldur_backend_api::{BackendError, BackendResult};
+pub use waldur_runtime::shutdown::signal as shutdown_signal;
 
 /// Re-export of the wire crate, for tests and clients.
 pub use waldur_backend_proto as proto;

@@ -151,21 +151,10 @@ pub fn tls_refused(reason: &'static str) {
 
 /// The OpenMetrics text of every series.
 pub fn encode() -> String {
-    encode_registry(&metrics().registry)
+    waldur_runtime::exposition::encode(&metrics().registry)
 }
 
-/// The OpenMetrics text of a registry (the coordinator's too); empty if
-/// encoding fails, which writing to a `String` cannot.
-pub fn encode_registry(registry: &Registry) -> String {
-    let mut out = String::new();
-    if prometheus_client::encoding::text::encode(&mut out, registry).is_err() {
-        out.clear();
-    }
-    out
-}
-
-/// The OpenMetrics content type.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub use waldur_runtime::exposition::CONTENT_TYPE;
 
 /// Serves `/metrics` (and `/healthz`) on `listener` until the task is
 /// dropped.

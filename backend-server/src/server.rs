@@ -25,7 +25,7 @@ pub const HEALTH_SERVICE_NAME: &str = "waldur.backend.v1.BackendService";
 pub enum ServeError {
     /// TLS material could not be loaded.
     #[error("tls: {0}")]
-    Tls(#[from] waldur_tls::TlsError),
+    Tls(#[from] waldur_runtime::TlsError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -145,7 +145,7 @@ fn authorize(allowed: &HashSet<String>, req: Request<()>) -> Result<Request<()>,
     let Some(leaf) = certs.first() else {
         return Err(Status::unauthenticated("a client certificate is required"));
     };
-    let identities = waldur_tls::peer_identities(leaf)
+    let identities = waldur_runtime::peer_identities(leaf)
         .map_err(|_| Status::unauthenticated("client certificate cannot be parsed"))?;
     if identities.iter().any(|id| allowed.contains(id)) {
         return Ok(req);
@@ -239,26 +239,6 @@ pub async fn serve_duplex(registry: Registry) -> Result<Channel, ServeError> {
         }))
         .await?;
     Ok(channel)
-}
-
-/// Completes on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("received SIGTERM"),
-                _ = int.recv() => tracing::info!("received SIGINT"),
-            }
-        }
-        _ => {
-            // Without signal handlers (very unusual) fall back to Ctrl-C.
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 /// Brings two of tonic's own answers in line with SPEC: a request whose

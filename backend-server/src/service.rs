@@ -1,9 +1,9 @@
 //! The gRPC adapter: implements the generated `BackendService` over a set of
 //! named backend instances.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
@@ -28,7 +28,7 @@ struct Instance {
 #[derive(Clone, Default)]
 pub struct Registry {
     instances: Arc<BTreeMap<String, Instance>>,
-    locks: Arc<ResourceLocks>,
+    locks: ResourceLocks,
 }
 
 impl std::fmt::Debug for Registry {
@@ -80,7 +80,7 @@ impl RegistryBuilder {
     pub fn build(self) -> Registry {
         Registry {
             instances: Arc::new(self.instances),
-            locks: Arc::default(),
+            locks: ResourceLocks::default(),
         }
     }
 }
@@ -155,45 +155,17 @@ impl Instance {
 
 /// Serialises mutating calls per (instance, backend id): SPEC allows at most
 /// one in flight per resource, and waiting is kinder than refusing.
-#[derive(Default)]
-struct ResourceLocks {
-    map: Mutex<HashMap<ResourceKey, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-/// (instance, backend id).
-type ResourceKey = (String, String);
-
-struct ResourceGuard {
-    _guard: tokio::sync::OwnedMutexGuard<()>,
-    key: ResourceKey,
-    locks: Arc<ResourceLocks>,
-}
-
-impl Drop for ResourceGuard {
-    fn drop(&mut self) {
-        // Forget the entry once nobody else holds or waits for it, so the map
-        // does not grow with every resource ever touched.
-        if let Ok(mut map) = self.locks.map.lock()
-            && let Some(lock) = map.get(&self.key)
-            && Arc::strong_count(lock) <= 2
-        {
-            map.remove(&self.key);
-        }
-    }
-}
+type ResourceLocks = waldur_runtime::KeyedLock<(String, String)>;
 
 impl Registry {
-    async fn lock(&self, instance: &str, backend_id: &str) -> ResourceGuard {
-        let key = (instance.to_owned(), backend_id.to_owned());
-        let lock = {
-            let mut map = self.locks.map.lock().unwrap_or_else(|p| p.into_inner());
-            map.entry(key.clone()).or_default().clone()
-        };
-        ResourceGuard {
-            _guard: lock.lock_owned().await,
-            key,
-            locks: self.locks.clone(),
-        }
+    async fn lock(
+        &self,
+        instance: &str,
+        backend_id: &str,
+    ) -> waldur_runtime::KeyedGuard<(String, String)> {
+        self.locks
+            .lock((instance.to_owned(), backend_id.to_owned()))
+            .await
     }
 }
 

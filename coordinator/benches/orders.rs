@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use waldur_backend_example::ExampleBackend;
 use waldur_backend_sdk::Registry;
+use waldur_runtime::pki::{self, Usage, Validity};
 use waldur_sim::{NewOrder, Sim};
-use waldur_tls::pki::{self, Usage, Validity};
 
 const ORDERS: usize = 1_000;
 

@@ -24,7 +24,7 @@ pub async fn serve(
                 (
                     [(
                         header::CONTENT_TYPE,
-                        waldur_backend_sdk::metrics::CONTENT_TYPE,
+                        waldur_runtime::exposition::CONTENT_TYPE,
                     )],
                     crate::metrics::encode(),
                 )

@@ -223,7 +223,7 @@ impl BackendHandle {
                 let mut req = Request::new(request.clone());
                 req.set_timeout(deadline);
                 // The backend server continues this span's trace.
-                waldur_backend_sdk::telemetry::inject_grpc(req.metadata_mut());
+                waldur_runtime::telemetry::inject_grpc(req.metadata_mut());
                 let result =
                     match tokio::time::timeout(deadline, send(self.inner.client.clone(), req)).await {
                         Ok(r) => r.map_err(not_the_backends_answer),
@@ -632,7 +632,7 @@ impl BackendHandle {
                 |mut c, r| async move { c.get_resource_metadata(r).await },
             )
             .await?;
-        Ok(waldur_backend_sdk::convert::struct_to_json(r.metadata))
+        Ok(waldur_backend_api::convert::struct_to_json(r.metadata))
     }
 
     /// Limits as the backend enforces them.
@@ -783,7 +783,7 @@ impl BackendHandle {
                 wire::ApplyPeriodicSettingsRequest {
                     instance: self.inner.instance.clone(),
                     backend_id: backend_id.to_owned(),
-                    settings: Some(waldur_backend_sdk::convert::json_to_struct(settings)),
+                    settings: Some(waldur_backend_api::convert::json_to_struct(settings)),
                 },
                 |mut c, r| async move { c.apply_periodic_settings(r).await },
             )

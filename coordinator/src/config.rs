@@ -76,6 +76,17 @@ pub struct RetryConfig {
     pub max_backoff_ms: u64,
 }
 
+impl RetryConfig {
+    /// The policy these settings describe.
+    pub fn policy(&self) -> waldur_runtime::RetryPolicy {
+        waldur_runtime::RetryPolicy {
+            max_attempts: self.max_attempts,
+            initial_backoff: std::time::Duration::from_millis(self.initial_backoff_ms),
+            max_backoff: std::time::Duration::from_millis(self.max_backoff_ms),
+        }
+    }
+}
+
 impl Default for RetryConfig {
     fn default() -> Self {
         Self {
@@ -130,7 +141,7 @@ pub struct BackendConfig {
     /// Instance name on that server.
     pub instance: String,
     /// Our client certificate, key and the site CA.
-    pub tls: waldur_tls::TlsFiles,
+    pub tls: waldur_runtime::TlsFiles,
     /// Most calls in flight to this backend.
     #[serde(default = "default_backend_concurrency")]
     pub max_concurrency: usize,

@@ -120,7 +120,7 @@ enum Command {
     ImportConfig(ImportConfig),
     /// Site PKI: create a CA, issue server and client certificates.
     #[command(subcommand)]
-    Pki(waldur_tls::cli::PkiCommand),
+    Pki(waldur_runtime::cli::PkiCommand),
 }
 
 /// Arguments of `import-config`.
@@ -192,12 +192,12 @@ fn main() -> ExitCode {
         Command::Run { once: false, .. } => "waldur-coordinator",
         _ => "",
     };
-    waldur_backend_sdk::telemetry::run_main(json, service, run(cli.command))
+    waldur_runtime::telemetry::run_main(json, service, run(cli.command))
 }
 
 async fn run(command: Command) -> ExitCode {
     match command {
-        Command::Pki(cmd) => waldur_tls::cli::main(cmd),
+        Command::Pki(cmd) => waldur_runtime::cli::main(cmd),
         Command::MockPortal(args) => mock_portal(args).await,
         Command::ImportConfig(args) => import_config(args),
         Command::Check { config } => {
@@ -299,7 +299,7 @@ async fn run(command: Command) -> ExitCode {
                 tracing = trace_export_on(),
                 "starting waldur-coordinator"
             );
-            coordinator.run(waldur_backend_sdk::shutdown_signal()).await;
+            coordinator.run(waldur_runtime::shutdown::signal()).await;
             ExitCode::SUCCESS
         }
     }

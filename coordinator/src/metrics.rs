@@ -367,7 +367,7 @@ pub fn encode() -> String {
                 .set(age);
         }
     }
-    waldur_backend_sdk::metrics::encode_registry(&m.registry)
+    waldur_runtime::exposition::encode(&m.registry)
 }
 
 /// A Waldur path with ids replaced, so each endpoint is one label value:

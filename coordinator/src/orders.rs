@@ -668,10 +668,10 @@ impl OrderProcessor {
         if !limits.is_empty() && limits != resource.limits {
             self.waldur.set_resource_limits(id, &limits).await?;
         }
-        let mut metadata = waldur_backend_sdk::convert::struct_to_json(info.metadata);
+        let mut metadata = waldur_backend_api::convert::struct_to_json(info.metadata);
         // The order's trace, so an operator can go from the resource in
         // Waldur to everything that happened to create it.
-        if let Some(trace_id) = waldur_backend_sdk::telemetry::current_trace_id() {
+        if let Some(trace_id) = waldur_runtime::telemetry::current_trace_id() {
             metadata.insert("trace_id".into(), Value::String(trace_id));
         }
         // Credentials are for the resource owner: they go to Waldur with the
@@ -916,7 +916,7 @@ fn timestamp(s: Option<&str>) -> Option<prost_types::Timestamp> {
 
 fn attributes(v: &Value) -> Option<prost_types::Struct> {
     match v {
-        Value::Object(o) => Some(waldur_backend_sdk::convert::json_to_struct(o.clone())),
+        Value::Object(o) => Some(waldur_backend_api::convert::json_to_struct(o.clone())),
         _ => None,
     }
 }

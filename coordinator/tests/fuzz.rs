@@ -138,7 +138,7 @@ proptest! {
 
     #[test]
     fn secret_values_are_one_line_without_blanks_or_refused(text in ".{0,60}\n?") {
-        match waldur_tls::secret_file::value("t", &text) {
+        match waldur_runtime::secret_file::value("t", &text) {
             Ok(v) => prop_assert!(!v.is_empty() && !v.chars().any(char::is_whitespace)),
             Err(e) => prop_assert!(e.to_string().starts_with("t")),
         }

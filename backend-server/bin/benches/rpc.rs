@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tonic::transport::Endpoint;
 use waldur_backend_proto::v1::backend_service_client::BackendServiceClient;
 use waldur_backend_proto::v1::{self as wire};
-use waldur_tls::pki::{self, Usage, Validity};
+use waldur_runtime::pki::{self, Usage, Validity};
 
 const SEQUENTIAL: usize = 20_000;
 const CONCURRENCY: usize = 64;
@@ -69,7 +69,7 @@ async fn main() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let files = waldur_tls::TlsFiles {
+    let files = waldur_runtime::TlsFiles {
         ca: p("ca.pem").into(),
         cert: p("client.pem").into(),
         key: p("client.key").into(),

@@ -63,7 +63,7 @@ enum Command {
     },
     /// Site PKI: create a CA, issue server and client certificates.
     #[command(subcommand)]
-    Pki(waldur_tls::cli::PkiCommand),
+    Pki(waldur_runtime::cli::PkiCommand),
 }
 
 /// sysexits EX_USAGE: the config or the command line is wrong.
@@ -82,7 +82,7 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> ExitCode {
     match command {
-        Command::Pki(cmd) => waldur_tls::cli::main(cmd),
+        Command::Pki(cmd) => waldur_runtime::cli::main(cmd),
         Command::Adopt {
             config,
             instance,

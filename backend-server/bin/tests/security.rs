@@ -13,7 +13,7 @@ use waldur_backend_proto::v1::GetBackendInfoRequest;
 use waldur_backend_proto::v1::backend_service_client::BackendServiceClient;
 use waldur_backend_sdk::config::ServerConfig;
 use waldur_backend_sdk::{Bound, Registry};
-use waldur_tls::pki::{self, Usage, Validity};
+use waldur_runtime::pki::{self, Usage, Validity};
 
 async fn start(pki: &TestPki) -> Bound {
     let text = pki.server_config(0, "{}");
@@ -100,7 +100,7 @@ async fn a_valid_certificate_with_an_identity_not_allowed_gets_permission_denied
     let pki = TestPki::new();
     let server = start(&pki).await;
     let (cert, key) = pki.client("intruder", "intruder.test", Validity::days(1));
-    let files = waldur_tls::TlsFiles {
+    let files = waldur_runtime::TlsFiles {
         ca: pki.path("ca.pem"),
         cert,
         key,
@@ -132,7 +132,7 @@ async fn an_expired_client_certificate_is_refused() {
     let pki = TestPki::new();
     let server = start(&pki).await;
     let (cert, key) = pki.client("expired", "coordinator.test", Validity::expired());
-    let files = waldur_tls::TlsFiles {
+    let files = waldur_runtime::TlsFiles {
         ca: pki.path("ca.pem"),
         cert,
         key,

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use waldur_backend_sdk::{Backend, Bound, Registry};
+use waldur_runtime::pki::{self, Usage, Validity};
 use waldur_sim::{Scenario, Sim};
-use waldur_tls::pki::{self, Usage, Validity};
 
 pub struct Bench {
     pub dir: tempfile::TempDir,

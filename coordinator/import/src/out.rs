@@ -25,7 +25,7 @@ pub(crate) struct Backend {
     pub tls: TlsFiles,
 }
 
-/// `waldur_tls::TlsFiles`.
+/// `waldur_runtime::TlsFiles`.
 #[derive(Debug, Serialize)]
 pub(crate) struct TlsFiles {
     pub ca: String,

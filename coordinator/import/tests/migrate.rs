@@ -658,7 +658,7 @@ fn every_generated_key_is_a_field_of_the_target_config_structs() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let read = |p: &str| std::fs::read_to_string(root.join(p)).expect("target source exists");
     let coordinator_src =
-        read("coordinator/src/config.rs") + &read("backend-server/tls/src/lib.rs");
+        read("coordinator/src/config.rs") + &read("backend-server/runtime/src/tls.rs");
     let server_src = read("backend-server/src/config.rs");
     let slurm_src = read("backends/slurm/src/settings.rs");
     let known = |src: &str, key: &str| {

@@ -259,7 +259,7 @@ impl ResourceType {
             project_name: project.unwrap_or_default(),
             customer_slug: customer.as_deref().map(slug).unwrap_or_default(),
             customer_name: customer.unwrap_or_default(),
-            attributes: Some(waldur_backend_sdk::convert::json_to_struct(attributes)),
+            attributes: Some(waldur_backend_api::convert::json_to_struct(attributes)),
             ..Default::default()
         };
         Ok(Derived {

@@ -134,7 +134,7 @@ impl MembershipProcessor {
         }
         self.plan_access(r, &info, plan).await?;
         if self.backend.has(wire::Capability::Metadata).await? {
-            let reported = waldur_backend_sdk::convert::struct_to_json(info.metadata.clone());
+            let reported = waldur_backend_api::convert::struct_to_json(info.metadata.clone());
             let current = match &r.backend_metadata {
                 Value::Object(o) => o.clone(),
                 _ => Map::new(),

@@ -251,7 +251,7 @@ impl WaldurClient {
             path: path.to_owned(),
             kind: ErrorKind::Request(format!("bad path: {e}")),
         })?;
-        let retry = &self.inner.retry;
+        let retry = self.inner.retry.policy();
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -268,8 +268,8 @@ impl WaldurClient {
                         })
                 });
             match result {
-                Err(e) if e.is_transient() && !once && attempt < retry.max_attempts.max(1) => {
-                    let backoff = backoff(retry, attempt);
+                Err(e) if e.is_transient() && !once && retry.again(attempt) => {
+                    let backoff = retry.backoff(attempt);
                     tracing::warn!(method = %method, path, attempt, error = %e.kind, backoff_ms = backoff.as_millis() as u64, "transient waldur failure, retrying");
                     tokio::time::sleep(backoff).await;
                 }
@@ -303,7 +303,7 @@ impl WaldurClient {
             req = req.json(b);
         }
         let mut trace = reqwest::header::HeaderMap::new();
-        waldur_backend_sdk::telemetry::inject_http(&mut trace);
+        waldur_runtime::telemetry::inject_http(&mut trace);
         req = req.headers(trace);
         self.inner.calls.fetch_add(1, Ordering::Relaxed);
         let resp = match req.send().await {
@@ -503,16 +503,6 @@ fn next_page(headers: &reqwest::header::HeaderMap) -> Option<String> {
     None
 }
 
-fn backoff(retry: &RetryConfig, attempt: u32) -> Duration {
-    let exp = retry
-        .initial_backoff_ms
-        .saturating_mul(1 << (attempt - 1).min(16));
-    let capped = exp.min(retry.max_backoff_ms);
-    // Up to 25 % jitter keeps many coordinators from retrying in step.
-    let jitter = rand::random::<u64>() % (capped / 4 + 1);
-    Duration::from_millis(capped + jitter)
-}
-
 fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_owned();
@@ -563,17 +553,6 @@ mod tests {
         );
         assert_eq!(next_page(&h).as_deref(), Some("3"));
         assert_eq!(next_page(&reqwest::header::HeaderMap::new()), None);
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let r = RetryConfig {
-            max_attempts: 5,
-            initial_backoff_ms: 100,
-            max_backoff_ms: 400,
-        };
-        assert!(backoff(&r, 1) >= Duration::from_millis(100));
-        assert!(backoff(&r, 10) <= Duration::from_millis(500));
     }
 
     #[test]

@@ -18,8 +18,8 @@ use waldur_coordinator::orders::CycleReport;
 use waldur_coordinator::report::ReportSummary;
 use waldur_coordinator::runner::Coordinator;
 use waldur_coordinator::secret::MapEnv;
+use waldur_runtime::pki::{self, Usage, Validity};
 use waldur_sim::{NewOrder, Scenario, Sim};
-use waldur_tls::pki::{self, Usage, Validity};
 
 pub mod hca;
 

@@ -72,7 +72,7 @@ async fn run_cli(args: Args) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("--endpoint {}: {e}", args.endpoint))?;
     let host = endpoint.uri().host().unwrap_or("localhost").to_owned();
     let server_name = args.server_name.clone().unwrap_or(host);
-    let tls = waldur_tls::TlsFiles {
+    let tls = waldur_runtime::TlsFiles {
         ca: args.ca.clone(),
         cert: args.cert.clone(),
         key: args.key.clone(),

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use waldur_tls::pki::{self, Issued, Usage, Validity};
+use waldur_runtime::pki::{self, Issued, Usage, Validity};
 
 /// A site PKI in a temporary directory, created at run time.
 pub struct TestPki {
@@ -70,8 +70,8 @@ impl TestPki {
 }
 
 /// TLS files of the default allowed client.
-pub fn client_files(pki: &TestPki) -> waldur_tls::TlsFiles {
-    waldur_tls::TlsFiles {
+pub fn client_files(pki: &TestPki) -> waldur_runtime::TlsFiles {
+    waldur_runtime::TlsFiles {
         ca: pki.path("ca.pem"),
         cert: pki.path("client.pem"),
         key: pki.path("client.key"),

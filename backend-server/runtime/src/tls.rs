@@ -1,23 +1,19 @@
 //! Mutual TLS for the `waldur.backend.v1` contract.
 //!
-//! * [`pki`] creates a site CA and issues server and client certificates with
-//!   the right SANs, key usages and extended key usages (used by the
-//!   `pki` subcommands, the tests and the demo);
-//! * [`TlsFiles`] loads PEM files into tonic's server and client TLS configs,
-//!   naming the file in every error;
+//! * [`crate::pki`] creates a site CA and issues server and client
+//!   certificates with the right SANs, key usages and extended key usages
+//!   (used by the `pki` subcommands, the tests and the demo);
+//! * [`TlsFiles`] loads PEM files into a rustls server config and tonic's
+//!   client config, naming the file in every error;
 //! * [`peer_identities`] extracts the SAN identities of a verified peer
 //!   certificate, which the backend server checks against its allowlist.
 //!
 //! Chain validation itself is rustls' (webpki) job: a certificate from another
 //! CA, an expired one, or none at all fails the handshake.
 
-pub mod cli;
-pub mod pki;
-pub mod secret_file;
-
 use std::path::{Path, PathBuf};
 
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 /// What can go wrong loading TLS material.
 #[derive(Debug, thiserror::Error)]
@@ -71,11 +67,6 @@ impl TlsFiles {
         Ok(TlsMaterial { ca, cert, key })
     }
 
-    /// A tonic server config that requires a client certificate signed by the CA.
-    pub fn server_config(&self) -> Result<ServerTlsConfig, TlsError> {
-        Ok(self.load()?.server_config())
-    }
-
     /// A tonic client config that presents our certificate and accepts only a
     /// server certificate signed by the CA and valid for `server_name`.
     pub fn client_config(&self, server_name: &str) -> Result<ClientTlsConfig, TlsError> {
@@ -103,15 +94,6 @@ impl std::fmt::Debug for TlsMaterial {
 }
 
 impl TlsMaterial {
-    /// A tonic server config requiring client certificates from the CA.
-    pub fn server_config(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new()
-            .identity(Identity::from_pem(&self.cert, &self.key))
-            .client_ca_root(Certificate::from_pem(&self.ca))
-            .client_auth_optional(false)
-            .timeout(std::time::Duration::from_secs(10))
-    }
-
     /// A rustls server config requiring a client certificate signed by the
     /// CA, offering HTTP/2, for servers that run the handshake themselves
     /// (to see and count the handshakes they refuse).
@@ -204,6 +186,7 @@ pub fn peer_identities(cert_der: &[u8]) -> Result<Vec<String>, TlsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pki;
 
     #[test]
     fn peer_identities_lists_san_dns_names_of_an_issued_client_certificate() {

@@ -1,0 +1,26 @@
+//! What both binaries (the coordinator and the backend server) run on,
+//! apart from the contract itself:
+//!
+//! * [`tls`] and [`pki`]: mutual TLS material, the site CA and certificate
+//!   issuing ([`cli`] holds the `pki` subcommands);
+//! * [`secret_file`]: who may read a secret file, and what a value may be;
+//! * [`telemetry`]: logs, OpenTelemetry export and W3C trace propagation
+//!   over gRPC and HTTP;
+//! * [`exposition`]: the OpenMetrics text of a registry;
+//! * [`shutdown`]: the signals both stop on;
+//! * [`KeyedLock`]: one mutation per resource in flight;
+//! * [`RetryPolicy`]: capped exponential backoff with jitter.
+
+pub mod cli;
+pub mod exposition;
+pub mod keyed_lock;
+pub mod pki;
+pub mod retry;
+pub mod secret_file;
+pub mod shutdown;
+pub mod telemetry;
+pub mod tls;
+
+pub use keyed_lock::{KeyedGuard, KeyedLock};
+pub use retry::RetryPolicy;
+pub use tls::{TlsError, TlsFiles, TlsMaterial, peer_identities};
