@@ -1,33 +1,55 @@
-//! The backend client handle: one type whatever the transport (a remote
-//! server over mutual TLS, or an in-process registry over a duplex channel).
+//! The backend client: one type whatever the transport (a remote server
+//! over mutual TLS, or an in-process registry over a duplex channel), and
+//! the only place in the coordinator that speaks the wire types. Callers
+//! give and get the contract's domain types (`waldur_backend_api::types`);
+//! the instance name is filled in here.
 //!
 //! Read top to bottom, every call goes through:
 //! 1. a capability check (an RPC the backend does not advertise is never sent);
-//! 2. a deadline per call class (reads short, mutations and usage long);
-//! 3. retries with capped exponential backoff on retryable codes only
-//!    (`UNAVAILABLE`, `ABORTED`, `DEADLINE_EXCEEDED`, `RESOURCE_EXHAUSTED`);
+//! 2. one deadline per call, by class (reads short, mutations and usage
+//!    long), shared by all its attempts and sent to the server as
+//!    `grpc-timeout`;
+//! 3. retries with [`RETRY`] on retryable codes only (`UNAVAILABLE`,
+//!    `ABORTED`, `DEADLINE_EXCEEDED`, `RESOURCE_EXHAUSTED`);
 //! 4. the channel's concurrency limit, and tonic's reconnect with backoff.
 //!
-//! At most one mutating call per resource is in flight ([`BackendHandle::lock`]).
+//! Calls that change a resource exist only on a [`ResourceSession`], which
+//! holds that resource's lock ([`BackendHandle::lock`]): at most one
+//! mutating sequence per resource is in flight, and no caller can forget it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::OnceCell;
+use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
-use tonic_types::StatusExt;
 use tracing::Instrument;
+use waldur_backend_api::convert::{from_wire, json_to_struct, struct_to_json, to_wire};
+use waldur_backend_api::types::*;
+use waldur_backend_api::{BackendError, reason};
+use waldur_backend_proto::v1 as wire;
 use waldur_backend_proto::v1::backend_service_client::BackendServiceClient;
-use waldur_backend_proto::v1::{self as wire, Capability};
+use waldur_runtime::{KeyedGuard, KeyedLock, RetryPolicy};
 
 use crate::config::{BackendConfig, TimeoutConfig};
 
+/// Retries of one backend call: three attempts, 200 ms then 400 ms apart
+/// (plus jitter), within the call's one deadline.
+pub const RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: 3,
+    initial_backoff: Duration::from_millis(200),
+    max_backoff: Duration::from_secs(2),
+};
+
+/// Page size asked of ListResources.
+const LIST_PAGE_SIZE: i32 = 500;
+
 /// Deadline classes.
 #[derive(Debug, Clone, Copy)]
-pub enum CallClass {
+enum CallClass {
     /// Identity and reads.
     Read,
     /// Mutations and usage reports.
@@ -57,6 +79,11 @@ impl BackendCallError {
     pub fn is_retryable(&self) -> bool {
         retryable(self.code)
     }
+
+    /// Whether the backend said it has no such resource.
+    pub fn is_not_found(&self) -> bool {
+        self.code == Code::NotFound && self.reason == reason::RESOURCE_NOT_FOUND
+    }
 }
 
 fn retryable(code: Code) -> bool {
@@ -64,6 +91,38 @@ fn retryable(code: Code) -> bool {
         code,
         Code::Unavailable | Code::Aborted | Code::DeadlineExceeded | Code::ResourceExhausted
     )
+}
+
+/// Why a remote backend cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The endpoint is not a URI.
+    #[error("backends.{name}.endpoint: {source}")]
+    Endpoint {
+        /// Backend name.
+        name: String,
+        /// What tonic said.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The TLS files cannot be loaded.
+    #[error("backends.{name}.tls: {source}")]
+    Tls {
+        /// Backend name.
+        name: String,
+        /// What failed.
+        #[source]
+        source: waldur_runtime::TlsError,
+    },
+    /// tonic refused the TLS settings.
+    #[error("backends.{name}.tls: {source}")]
+    TlsConfig {
+        /// Backend name.
+        name: String,
+        /// What tonic said.
+        #[source]
+        source: tonic::transport::Error,
+    },
 }
 
 /// Statuses that did not come from the backend's judgement of the request:
@@ -100,9 +159,9 @@ struct Inner {
     client: BackendServiceClient<Channel>,
     read_timeout: Duration,
     mutate_timeout: Duration,
-    capabilities: OnceCell<BTreeSet<i32>>,
-    info: OnceCell<wire::GetBackendInfoResponse>,
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    capabilities: OnceCell<HashSet<Capability>>,
+    info: OnceCell<BackendInfo>,
+    locks: KeyedLock<String>,
 }
 
 impl std::fmt::Debug for BackendHandle {
@@ -121,18 +180,28 @@ impl BackendHandle {
         name: &str,
         config: &BackendConfig,
         timeouts: &TimeoutConfig,
-    ) -> Result<Self, String> {
-        let endpoint = Endpoint::from_shared(config.endpoint.clone())
-            .map_err(|e| format!("backends.{name}.endpoint: {e}"))?;
+    ) -> Result<Self, ConnectError> {
+        let endpoint = Endpoint::from_shared(config.endpoint.clone()).map_err(|source| {
+            ConnectError::Endpoint {
+                name: name.to_owned(),
+                source,
+            }
+        })?;
         let host = endpoint.uri().host().unwrap_or("localhost").to_owned();
         let server_name = config.server_name.clone().unwrap_or(host);
         let tls = config
             .tls
             .client_config(&server_name)
-            .map_err(|e| format!("backends.{name}.tls: {e}"))?;
+            .map_err(|source| ConnectError::Tls {
+                name: name.to_owned(),
+                source,
+            })?;
         let channel = endpoint
             .tls_config(tls)
-            .map_err(|e| format!("backends.{name}.tls: {e}"))?
+            .map_err(|source| ConnectError::TlsConfig {
+                name: name.to_owned(),
+                source,
+            })?
             .connect_timeout(Duration::from_secs(timeouts.backend_connect_seconds.max(1)))
             .concurrency_limit(config.max_concurrency.max(1))
             .tcp_nodelay(true)
@@ -163,7 +232,7 @@ impl BackendHandle {
                 mutate_timeout: Duration::from_secs(timeouts.backend_mutate_seconds.max(1)),
                 capabilities: OnceCell::new(),
                 info: OnceCell::new(),
-                locks: Mutex::new(HashMap::new()),
+                locks: KeyedLock::default(),
             }),
         }
     }
@@ -178,19 +247,23 @@ impl BackendHandle {
         &self.inner.instance
     }
 
+    fn instance_name(&self) -> String {
+        self.inner.instance.clone()
+    }
+
     fn error(&self, rpc: &'static str, status: &Status) -> BackendCallError {
-        let info = status.get_details_error_info();
+        let e = BackendError::from_status(status);
         BackendCallError {
             backend: self.inner.name.clone(),
             rpc,
-            code: status.code(),
-            reason: info.as_ref().map(|i| i.reason.clone()).unwrap_or_default(),
-            message: status.message().to_owned(),
-            metadata: info.map(|i| i.metadata).unwrap_or_default(),
+            code: e.code,
+            reason: e.reason,
+            message: e.message,
+            metadata: e.metadata.into_iter().collect(),
         }
     }
 
-    /// Runs one RPC with its deadline and retries.
+    /// Runs one RPC within its deadline, retrying retryable failures.
     async fn call<Req, Resp, F, Fut>(
         &self,
         rpc: &'static str,
@@ -203,11 +276,11 @@ impl BackendHandle {
         F: Fn(BackendServiceClient<Channel>, Request<Req>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
-        let deadline = match class {
+        let budget = match class {
             CallClass::Read => self.inner.read_timeout,
             CallClass::Mutate => self.inner.mutate_timeout,
         };
-        const ATTEMPTS: u32 = 3;
+        let deadline = Instant::now() + budget;
         let span = tracing::info_span!(
             "backend_rpc",
             otel.kind = "client",
@@ -220,21 +293,26 @@ impl BackendHandle {
             let mut attempt = 0;
             loop {
                 attempt += 1;
+                let left = deadline.saturating_duration_since(Instant::now());
                 let mut req = Request::new(request.clone());
-                req.set_timeout(deadline);
+                // The server stops at the same moment the client does.
+                req.set_timeout(left);
                 // The backend server continues this span's trace.
                 waldur_runtime::telemetry::inject_grpc(req.metadata_mut());
-                let result =
-                    match tokio::time::timeout(deadline, send(self.inner.client.clone(), req)).await {
-                        Ok(r) => r.map_err(not_the_backends_answer),
-                        Err(_) => Err(Status::deadline_exceeded(format!(
-                            "no answer within {deadline:?}"
-                        ))),
-                    };
+                let answer = tokio::time::timeout_at(deadline, send(self.inner.client.clone(), req));
+                let result = match answer.await {
+                    Ok(r) => r.map_err(not_the_backends_answer),
+                    Err(_) => Err(Status::deadline_exceeded(format!(
+                        "no answer within {budget:?}"
+                    ))),
+                };
                 match result {
                     Ok(resp) => return Ok(resp.into_inner()),
-                    Err(s) if retryable(s.code()) && attempt < ATTEMPTS => {
-                        let wait = Duration::from_millis(100 * (1 << attempt));
+                    Err(s) if retryable(s.code()) && RETRY.again(attempt) => {
+                        let wait = RETRY.backoff(attempt);
+                        if Instant::now() + wait >= deadline {
+                            return Err(s);
+                        }
                         tracing::debug!(backend = %self.inner.name, rpc, code = ?s.code(), attempt, "retrying backend call");
                         tokio::time::sleep(wait).await;
                     }
@@ -254,7 +332,7 @@ impl BackendHandle {
     }
 
     /// Capabilities, fetched once per process (they must not change).
-    pub async fn capabilities(&self) -> Result<&BTreeSet<i32>, BackendCallError> {
+    pub async fn capabilities(&self) -> Result<&HashSet<Capability>, BackendCallError> {
         self.inner
             .capabilities
             .get_or_try_init(|| async {
@@ -263,19 +341,19 @@ impl BackendHandle {
                         "GetCapabilities",
                         CallClass::Read,
                         wire::GetCapabilitiesRequest {
-                            instance: self.inner.instance.clone(),
+                            instance: self.instance_name(),
                         },
                         |mut c, r| async move { c.get_capabilities(r).await },
                     )
                     .await?;
-                Ok(r.capabilities.into_iter().collect())
+                Ok(from_wire::capabilities(r.capabilities))
             })
             .await
     }
 
     /// Whether the backend advertises `cap`.
     pub async fn has(&self, cap: Capability) -> Result<bool, BackendCallError> {
-        Ok(self.capabilities().await?.contains(&(cap as i32)))
+        Ok(self.capabilities().await?.contains(&cap))
     }
 
     async fn require(&self, cap: Capability, rpc: &'static str) -> Result<(), BackendCallError> {
@@ -286,62 +364,65 @@ impl BackendHandle {
             backend: self.inner.name.clone(),
             rpc,
             code: Code::Unimplemented,
-            reason: waldur_backend_proto::reason::CAPABILITY_NOT_SUPPORTED.into(),
+            reason: reason::CAPABILITY_NOT_SUPPORTED.into(),
             message: format!("the backend does not advertise {}", cap.as_str_name()),
             metadata: HashMap::new(),
         })
     }
 
-    /// Serialises mutating calls on one resource.
-    pub async fn lock(&self, backend_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = {
-            let mut map = self.inner.locks.lock().unwrap_or_else(|p| p.into_inner());
-            if map.len() > 10_000 {
-                map.retain(|_, l| Arc::strong_count(l) > 1);
-            }
-            map.entry(backend_id.to_owned()).or_default().clone()
-        };
-        lock.lock_owned().await
+    /// Takes the resource's lock: the calls that change it are on the
+    /// session, which holds the lock until dropped.
+    pub async fn lock(&self, backend_id: &str) -> ResourceSession {
+        ResourceSession {
+            _guard: self.inner.locks.lock(backend_id.to_owned()).await,
+            handle: self.clone(),
+            backend_id: backend_id.to_owned(),
+        }
     }
 
-    /// Backend info, fetched once.
-    pub async fn info(&self) -> Result<&wire::GetBackendInfoResponse, BackendCallError> {
+    /// Backend identity, fetched once.
+    pub async fn info(&self) -> Result<&BackendInfo, BackendCallError> {
         self.inner
             .info
-            .get_or_try_init(|| {
-                self.call(
-                    "GetBackendInfo",
-                    CallClass::Read,
-                    wire::GetBackendInfoRequest {
-                        instance: self.inner.instance.clone(),
-                    },
-                    |mut c, r| async move { c.get_backend_info(r).await },
-                )
+            .get_or_try_init(|| async {
+                let r = self
+                    .call(
+                        "GetBackendInfo",
+                        CallClass::Read,
+                        wire::GetBackendInfoRequest {
+                            instance: self.instance_name(),
+                        },
+                        |mut c, r| async move { c.get_backend_info(r).await },
+                    )
+                    .await?;
+                Ok(from_wire::backend_info(r))
             })
             .await
     }
 
-    /// Probe.
-    pub async fn probe(&self) -> Result<wire::ProbeResponse, BackendCallError> {
-        self.call(
-            "Probe",
-            CallClass::Read,
-            wire::ProbeRequest {
-                instance: self.inner.instance.clone(),
-            },
-            |mut c, r| async move { c.probe(r).await },
-        )
-        .await
+    /// Readiness.
+    pub async fn probe(&self) -> Result<Probe, BackendCallError> {
+        let r = self
+            .call(
+                "Probe",
+                CallClass::Read,
+                wire::ProbeRequest {
+                    instance: self.instance_name(),
+                },
+                |mut c, r| async move { c.probe(r).await },
+            )
+            .await?;
+        Ok(from_wire::probe(r))
     }
 
     /// Component definitions.
-    pub async fn components(&self) -> Result<Vec<wire::Component>, BackendCallError> {
+    pub async fn components(&self) -> Result<Vec<Component>, BackendCallError> {
         let r = self
             .call(
                 "ListComponents",
                 CallClass::Read,
                 wire::ListComponentsRequest {
-                    instance: self.inner.instance.clone(),
+                    instance: self.instance_name(),
                 },
                 |mut c, r| async move { c.list_components(r).await },
             )
@@ -353,16 +434,16 @@ impl BackendHandle {
     pub async fn generate_backend_id(
         &self,
         base_name: &str,
-        resource: &wire::ResourceContext,
+        resource: &ResourceContext,
     ) -> Result<String, BackendCallError> {
         let r = self
             .call(
                 "GenerateBackendId",
                 CallClass::Read,
                 wire::GenerateBackendIdRequest {
-                    instance: self.inner.instance.clone(),
+                    instance: self.instance_name(),
                     base_name: base_name.to_owned(),
-                    resource: Some(resource.clone()),
+                    resource: Some(to_wire::resource(resource.clone())),
                 },
                 |mut c, r| async move { c.generate_backend_id(r).await },
             )
@@ -370,142 +451,51 @@ impl BackendHandle {
         Ok(r.backend_id)
     }
 
-    /// Creates (or re-issues the creation of) a resource.
-    pub async fn create_resource(
-        &self,
-        mut request: wire::CreateResourceRequest,
-    ) -> Result<wire::CreateResourceResponse, BackendCallError> {
-        self.require(Capability::Resources, "CreateResource")
-            .await?;
-        request.instance = self.inner.instance.clone();
-        self.call(
-            "CreateResource",
-            CallClass::Mutate,
-            request,
-            |mut c, r| async move { c.create_resource(r).await },
-        )
-        .await
-    }
-
     /// The resource, or `None` when the backend does not have it.
     pub async fn get_resource(
         &self,
         backend_id: &str,
-    ) -> Result<Option<wire::ResourceInfo>, BackendCallError> {
+    ) -> Result<Option<ResourceInfo>, BackendCallError> {
         self.require(Capability::Resources, "GetResource").await?;
         let r = self
             .call(
                 "GetResource",
                 CallClass::Read,
                 wire::GetResourceRequest {
-                    instance: self.inner.instance.clone(),
+                    instance: self.instance_name(),
                     backend_id: backend_id.to_owned(),
                 },
                 |mut c, r| async move { c.get_resource(r).await },
             )
             .await;
         match r {
-            Ok(r) => Ok(r.resource),
-            Err(e)
-                if e.code == Code::NotFound
-                    && e.reason == waldur_backend_proto::reason::RESOURCE_NOT_FOUND =>
-            {
-                Ok(None)
-            }
+            Ok(r) => Ok(r.resource.map(from_wire::resource_info)),
+            Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    /// Deletes a resource (re-issue while not ready).
-    pub async fn delete_resource(
-        &self,
-        backend_id: &str,
-        resource: Option<wire::ResourceContext>,
-    ) -> Result<wire::DeleteResourceResponse, BackendCallError> {
-        self.require(Capability::Resources, "DeleteResource")
-            .await?;
-        self.call(
-            "DeleteResource",
-            CallClass::Mutate,
-            wire::DeleteResourceRequest {
-                instance: self.inner.instance.clone(),
-                backend_id: backend_id.to_owned(),
-                mode: wire::DeletionMode::Unspecified as i32,
-                resource,
-            },
-            |mut c, r| async move { c.delete_resource(r).await },
-        )
-        .await
-    }
-
-    /// Sets a resource's limits (re-issue while not ready).
-    pub async fn set_resource_limits(
-        &self,
-        backend_id: &str,
-        limits: std::collections::BTreeMap<String, i64>,
-        resource: Option<wire::ResourceContext>,
-    ) -> Result<wire::SetResourceLimitsResponse, BackendCallError> {
-        self.require(Capability::ResourceLimits, "SetResourceLimits")
-            .await?;
-        self.call(
-            "SetResourceLimits",
-            CallClass::Mutate,
-            wire::SetResourceLimitsRequest {
-                instance: self.inner.instance.clone(),
-                backend_id: backend_id.to_owned(),
-                limits: limits.into_iter().collect(),
-                resource,
-            },
-            |mut c, r| async move { c.set_resource_limits(r).await },
-        )
-        .await
-    }
-
-    /// Adds users to a resource.
-    pub async fn add_users(
-        &self,
-        backend_id: &str,
-        users: Vec<wire::User>,
-        homedir_umask: &str,
-    ) -> Result<Vec<wire::UserResult>, BackendCallError> {
-        self.require(Capability::Membership, "AddUsers").await?;
-        let r = self
-            .call(
-                "AddUsers",
-                CallClass::Mutate,
-                wire::AddUsersRequest {
-                    instance: self.inner.instance.clone(),
-                    backend_id: backend_id.to_owned(),
-                    users,
-                    homedir_umask: homedir_umask.to_owned(),
-                },
-                |mut c, r| async move { c.add_users(r).await },
-            )
-            .await?;
-        Ok(r.results)
-    }
-
-    /// Decides a pending order; ACCEPT when the backend does not evaluate orders.
-    pub async fn evaluate_order(
-        &self,
-        order: wire::Order,
-    ) -> Result<wire::EvaluateOrderResponse, BackendCallError> {
+    /// Decides a pending order; accept when the backend does not evaluate
+    /// orders.
+    pub async fn evaluate_order(&self, order: Order) -> Result<Decision, BackendCallError> {
         if !self.has(Capability::OrderEvaluation).await? {
-            return Ok(wire::EvaluateOrderResponse {
-                decision: wire::OrderDecision::Accept as i32,
+            return Ok(Decision {
+                decision: OrderDecision::Accept,
                 message: String::new(),
             });
         }
-        self.call(
-            "EvaluateOrder",
-            CallClass::Read,
-            wire::EvaluateOrderRequest {
-                instance: self.inner.instance.clone(),
-                order: Some(order),
-            },
-            |mut c, r| async move { c.evaluate_order(r).await },
-        )
-        .await
+        let r = self
+            .call(
+                "EvaluateOrder",
+                CallClass::Read,
+                wire::EvaluateOrderRequest {
+                    instance: self.instance_name(),
+                    order: Some(to_wire::order(order)),
+                },
+                |mut c, r| async move { c.evaluate_order(r).await },
+            )
+            .await?;
+        Ok(from_wire::decision(r))
     }
 
     /// Usage of many resources for the current month (`period` None) or a
@@ -513,9 +503,9 @@ impl BackendHandle {
     pub async fn usage_report(
         &self,
         backend_ids: Vec<String>,
-        period: Option<crate::clock::Month>,
+        period: Option<BillingPeriod>,
         timezone: &str,
-    ) -> Result<Vec<wire::ResourceUsage>, BackendCallError> {
+    ) -> Result<Vec<ResourceUsage>, BackendCallError> {
         self.require(Capability::UsageReport, "GetUsageReport")
             .await?;
         if period.is_some() {
@@ -527,98 +517,25 @@ impl BackendHandle {
                 "GetUsageReport",
                 CallClass::Mutate,
                 wire::GetUsageReportRequest {
-                    instance: self.inner.instance.clone(),
+                    instance: self.instance_name(),
                     backend_ids,
-                    period: period.map(|m| wire::BillingPeriod {
-                        year: i32::from(m.year),
-                        month: i32::from(m.month),
-                    }),
+                    period: period.map(to_wire::period),
                     timezone: timezone.to_owned(),
                 },
                 |mut c, r| async move { c.get_usage_report(r).await },
             )
             .await?;
-        Ok(r.resources)
-    }
-
-    /// Removes users from a resource.
-    pub async fn remove_users(
-        &self,
-        backend_id: &str,
-        usernames: Vec<String>,
-    ) -> Result<Vec<wire::UserResult>, BackendCallError> {
-        self.require(Capability::Membership, "RemoveUsers").await?;
-        let r = self
-            .call(
-                "RemoveUsers",
-                CallClass::Mutate,
-                wire::RemoveUsersRequest {
-                    instance: self.inner.instance.clone(),
-                    backend_id: backend_id.to_owned(),
-                    usernames,
-                },
-                |mut c, r| async move { c.remove_users(r).await },
-            )
-            .await?;
-        Ok(r.results)
-    }
-
-    /// Brings existing members' roles in line with Waldur.
-    pub async fn reconcile_user_roles(
-        &self,
-        backend_id: &str,
-        users: Vec<wire::User>,
-    ) -> Result<Vec<wire::UserResult>, BackendCallError> {
-        self.require(Capability::RoleReconciliation, "ReconcileUserRoles")
-            .await?;
-        let r = self
-            .call(
-                "ReconcileUserRoles",
-                CallClass::Mutate,
-                wire::ReconcileUserRolesRequest {
-                    instance: self.inner.instance.clone(),
-                    backend_id: backend_id.to_owned(),
-                    users,
-                },
-                |mut c, r| async move { c.reconcile_user_roles(r).await },
-            )
-            .await?;
-        Ok(r.results)
-    }
-
-    /// Sets the access level; true when it changed.
-    pub async fn set_resource_access(
-        &self,
-        backend_id: &str,
-        access: wire::AccessLevel,
-    ) -> Result<bool, BackendCallError> {
-        let cap = match access {
-            wire::AccessLevel::Paused => Capability::Pause,
-            wire::AccessLevel::Downscaled => Capability::Downscale,
-            _ if self.has(Capability::Pause).await? => Capability::Pause,
-            _ => Capability::Downscale,
-        };
-        self.require(cap, "SetResourceAccess").await?;
-        let r = self
-            .call(
-                "SetResourceAccess",
-                CallClass::Mutate,
-                wire::SetResourceAccessRequest {
-                    instance: self.inner.instance.clone(),
-                    backend_id: backend_id.to_owned(),
-                    access: access as i32,
-                },
-                |mut c, r| async move { c.set_resource_access(r).await },
-            )
-            .await?;
-        Ok(r.changed)
+        Ok(r.resources
+            .into_iter()
+            .map(from_wire::resource_usage)
+            .collect())
     }
 
     /// Backend metadata of a resource.
     pub async fn get_resource_metadata(
         &self,
         backend_id: &str,
-    ) -> Result<serde_json::Map<String, serde_json::Value>, BackendCallError> {
+    ) -> Result<JsonObject, BackendCallError> {
         self.require(Capability::Metadata, "GetResourceMetadata")
             .await?;
         let r = self
@@ -626,20 +543,17 @@ impl BackendHandle {
                 "GetResourceMetadata",
                 CallClass::Read,
                 wire::GetResourceMetadataRequest {
-                    instance: self.inner.instance.clone(),
+                    instance: self.instance_name(),
                     backend_id: backend_id.to_owned(),
                 },
                 |mut c, r| async move { c.get_resource_metadata(r).await },
             )
             .await?;
-        Ok(waldur_backend_api::convert::struct_to_json(r.metadata))
+        Ok(struct_to_json(r.metadata))
     }
 
     /// Limits as the backend enforces them.
-    pub async fn get_resource_limits(
-        &self,
-        backend_id: &str,
-    ) -> Result<std::collections::BTreeMap<String, i64>, BackendCallError> {
+    pub async fn get_resource_limits(&self, backend_id: &str) -> Result<Limits, BackendCallError> {
         self.require(Capability::ResourceLimits, "GetResourceLimits")
             .await?;
         let r = self
@@ -647,7 +561,7 @@ impl BackendHandle {
                 "GetResourceLimits",
                 CallClass::Read,
                 wire::GetResourceLimitsRequest {
-                    instance: self.inner.instance.clone(),
+                    instance: self.instance_name(),
                     backend_id: backend_id.to_owned(),
                 },
                 |mut c, r| async move { c.get_resource_limits(r).await },
@@ -656,14 +570,11 @@ impl BackendHandle {
         Ok(r.limits.into_iter().collect())
     }
 
-    /// Per-user limits of a resource.
+    /// Per-user limits of a resource, by username.
     pub async fn get_user_limits(
         &self,
         backend_id: &str,
-    ) -> Result<
-        std::collections::BTreeMap<String, std::collections::BTreeMap<String, i64>>,
-        BackendCallError,
-    > {
+    ) -> Result<BTreeMap<String, Limits>, BackendCallError> {
         self.require(Capability::UserLimits, "GetUserLimits")
             .await?;
         let r = self
@@ -671,48 +582,21 @@ impl BackendHandle {
                 "GetUserLimits",
                 CallClass::Read,
                 wire::GetUserLimitsRequest {
-                    instance: self.inner.instance.clone(),
+                    instance: self.instance_name(),
                     backend_id: backend_id.to_owned(),
                 },
                 |mut c, r| async move { c.get_user_limits(r).await },
             )
             .await?;
-        Ok(r.users
-            .into_iter()
-            .map(|u| (u.username, u.limits.into_iter().collect()))
-            .collect())
+        Ok(from_wire::user_limits(r.users))
     }
 
-    /// Sets (or, with an empty map, removes) one user's limits.
-    pub async fn set_user_limits(
-        &self,
-        backend_id: &str,
-        username: &str,
-        limits: std::collections::BTreeMap<String, i64>,
-    ) -> Result<(), BackendCallError> {
-        self.require(Capability::UserLimits, "SetUserLimits")
-            .await?;
-        self.call(
-            "SetUserLimits",
-            CallClass::Mutate,
-            wire::SetUserLimitsRequest {
-                instance: self.inner.instance.clone(),
-                backend_id: backend_id.to_owned(),
-                username: username.to_owned(),
-                limits: limits.into_iter().collect(),
-            },
-            |mut c, r| async move { c.set_user_limits(r).await },
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// Creates home directories.
+    /// Creates home directories (`umask` None: the backend's default).
     pub async fn create_home_directories(
         &self,
         usernames: Vec<String>,
-        umask: &str,
-    ) -> Result<Vec<wire::UserResult>, BackendCallError> {
+        umask: Option<&str>,
+    ) -> Result<Vec<UserResult>, BackendCallError> {
         self.require(Capability::HomeDirectories, "CreateHomeDirectories")
             .await?;
         let r = self
@@ -720,38 +604,38 @@ impl BackendHandle {
                 "CreateHomeDirectories",
                 CallClass::Mutate,
                 wire::CreateHomeDirectoriesRequest {
-                    instance: self.inner.instance.clone(),
+                    instance: self.instance_name(),
                     usernames,
-                    umask: umask.to_owned(),
+                    umask: umask.unwrap_or_default().to_owned(),
                 },
                 |mut c, r| async move { c.create_home_directories(r).await },
             )
             .await?;
-        Ok(r.results)
+        Ok(from_wire::user_results(r.results))
     }
 
-    /// The username the backend knows for an offering user ("" if none).
-    pub async fn get_username(&self, user: wire::OfferingUser) -> Result<String, BackendCallError> {
+    /// The username the backend knows for an offering user, if any.
+    pub async fn get_username(
+        &self,
+        user: OfferingUser,
+    ) -> Result<Option<String>, BackendCallError> {
         self.require(Capability::Usernames, "GetUsername").await?;
         let r = self
             .call(
                 "GetUsername",
                 CallClass::Read,
                 wire::GetUsernameRequest {
-                    instance: self.inner.instance.clone(),
-                    user: Some(user),
+                    instance: self.instance_name(),
+                    user: Some(to_wire::offering_user(user)),
                 },
                 |mut c, r| async move { c.get_username(r).await },
             )
             .await?;
-        Ok(r.username)
+        Ok(Some(r.username).filter(|u| !u.is_empty()))
     }
 
     /// Generates (idempotently) the username of an offering user.
-    pub async fn generate_username(
-        &self,
-        user: wire::OfferingUser,
-    ) -> Result<String, BackendCallError> {
+    pub async fn generate_username(&self, user: OfferingUser) -> Result<String, BackendCallError> {
         self.require(Capability::Usernames, "GenerateUsername")
             .await?;
         let r = self
@@ -759,8 +643,8 @@ impl BackendHandle {
                 "GenerateUsername",
                 CallClass::Mutate,
                 wire::GenerateUsernameRequest {
-                    instance: self.inner.instance.clone(),
-                    user: Some(user),
+                    instance: self.instance_name(),
+                    user: Some(to_wire::offering_user(user)),
                 },
                 |mut c, r| async move { c.generate_username(r).await },
             )
@@ -768,31 +652,8 @@ impl BackendHandle {
         Ok(r.username)
     }
 
-    /// Applies periodic settings; returns what was done.
-    pub async fn apply_periodic_settings(
-        &self,
-        backend_id: &str,
-        settings: serde_json::Map<String, serde_json::Value>,
-    ) -> Result<Vec<String>, BackendCallError> {
-        self.require(Capability::PeriodicSettings, "ApplyPeriodicSettings")
-            .await?;
-        let r = self
-            .call(
-                "ApplyPeriodicSettings",
-                CallClass::Mutate,
-                wire::ApplyPeriodicSettingsRequest {
-                    instance: self.inner.instance.clone(),
-                    backend_id: backend_id.to_owned(),
-                    settings: Some(waldur_backend_api::convert::json_to_struct(settings)),
-                },
-                |mut c, r| async move { c.apply_periodic_settings(r).await },
-            )
-            .await?;
-        Ok(r.actions)
-    }
-
     /// Every resource the backend has (all pages).
-    pub async fn list_resources(&self) -> Result<Vec<wire::ResourceInfo>, BackendCallError> {
+    pub async fn list_resources(&self) -> Result<Vec<ResourceInfo>, BackendCallError> {
         self.require(Capability::ListResources, "ListResources")
             .await?;
         let mut out = Vec::new();
@@ -803,20 +664,258 @@ impl BackendHandle {
                     "ListResources",
                     CallClass::Read,
                     wire::ListResourcesRequest {
-                        instance: self.inner.instance.clone(),
+                        instance: self.instance_name(),
                         parent_id: String::new(),
-                        page_size: 500,
+                        page_size: LIST_PAGE_SIZE,
                         page_token: token.clone(),
                     },
                     |mut c, r| async move { c.list_resources(r).await },
                 )
                 .await?;
-            out.extend(r.resources);
+            out.extend(r.resources.into_iter().map(from_wire::resource_info));
+            // A token that does not move would loop for ever.
             if r.next_page_token.is_empty() || r.next_page_token == token {
                 return Ok(out);
             }
             token = r.next_page_token;
         }
+    }
+}
+
+/// One resource, locked: the calls that change it. The lock is released
+/// when the session is dropped.
+pub struct ResourceSession {
+    _guard: KeyedGuard<String>,
+    handle: BackendHandle,
+    backend_id: String,
+}
+
+impl std::fmt::Debug for ResourceSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResourceSession")
+            .field("backend", &self.handle.inner.name)
+            .field("backend_id", &self.backend_id)
+            .finish()
+    }
+}
+
+impl ResourceSession {
+    /// The locked resource's backend id.
+    pub fn backend_id(&self) -> &str {
+        &self.backend_id
+    }
+
+    fn id(&self) -> String {
+        self.backend_id.clone()
+    }
+
+    /// Creates (or re-issues the creation of) the resource; the request's
+    /// backend id is the session's.
+    pub async fn create_resource(
+        &self,
+        mut request: CreateResource,
+    ) -> Result<Created, BackendCallError> {
+        let h = &self.handle;
+        h.require(Capability::Resources, "CreateResource").await?;
+        request.backend_id = self.id();
+        let r = h
+            .call(
+                "CreateResource",
+                CallClass::Mutate,
+                to_wire::create_resource(h.instance_name(), request),
+                |mut c, r| async move { c.create_resource(r).await },
+            )
+            .await?;
+        Ok(from_wire::created(r))
+    }
+
+    /// Deletes the resource with the instance's default mode (re-issue
+    /// while not ready).
+    pub async fn delete_resource(
+        &self,
+        resource: Option<ResourceContext>,
+    ) -> Result<Deleted, BackendCallError> {
+        let h = &self.handle;
+        h.require(Capability::Resources, "DeleteResource").await?;
+        let request = DeleteResource {
+            backend_id: self.id(),
+            mode: DeletionMode::Unspecified,
+            resource,
+        };
+        let r = h
+            .call(
+                "DeleteResource",
+                CallClass::Mutate,
+                to_wire::delete_resource(h.instance_name(), request),
+                |mut c, r| async move { c.delete_resource(r).await },
+            )
+            .await?;
+        Ok(from_wire::deleted(r))
+    }
+
+    /// Sets the resource's limits (re-issue while not ready).
+    pub async fn set_resource_limits(
+        &self,
+        limits: Limits,
+        resource: Option<ResourceContext>,
+    ) -> Result<LimitsApplied, BackendCallError> {
+        let h = &self.handle;
+        h.require(Capability::ResourceLimits, "SetResourceLimits")
+            .await?;
+        let r = h
+            .call(
+                "SetResourceLimits",
+                CallClass::Mutate,
+                wire::SetResourceLimitsRequest {
+                    instance: h.instance_name(),
+                    backend_id: self.id(),
+                    limits: to_wire::limits(limits),
+                    resource: resource.map(to_wire::resource),
+                },
+                |mut c, r| async move { c.set_resource_limits(r).await },
+            )
+            .await?;
+        Ok(from_wire::limits_applied(r))
+    }
+
+    /// Adds users (`homedir_umask` None: the backend's default).
+    pub async fn add_users(
+        &self,
+        users: Vec<User>,
+        homedir_umask: Option<&str>,
+    ) -> Result<Vec<UserResult>, BackendCallError> {
+        let h = &self.handle;
+        h.require(Capability::Membership, "AddUsers").await?;
+        let r = h
+            .call(
+                "AddUsers",
+                CallClass::Mutate,
+                wire::AddUsersRequest {
+                    instance: h.instance_name(),
+                    backend_id: self.id(),
+                    users: to_wire::users(users),
+                    homedir_umask: homedir_umask.unwrap_or_default().to_owned(),
+                },
+                |mut c, r| async move { c.add_users(r).await },
+            )
+            .await?;
+        Ok(from_wire::user_results(r.results))
+    }
+
+    /// Removes users.
+    pub async fn remove_users(
+        &self,
+        usernames: Vec<String>,
+    ) -> Result<Vec<UserResult>, BackendCallError> {
+        let h = &self.handle;
+        h.require(Capability::Membership, "RemoveUsers").await?;
+        let r = h
+            .call(
+                "RemoveUsers",
+                CallClass::Mutate,
+                wire::RemoveUsersRequest {
+                    instance: h.instance_name(),
+                    backend_id: self.id(),
+                    usernames,
+                },
+                |mut c, r| async move { c.remove_users(r).await },
+            )
+            .await?;
+        Ok(from_wire::user_results(r.results))
+    }
+
+    /// Brings existing members' roles in line with Waldur.
+    pub async fn reconcile_user_roles(
+        &self,
+        users: Vec<User>,
+    ) -> Result<Vec<UserResult>, BackendCallError> {
+        let h = &self.handle;
+        h.require(Capability::RoleReconciliation, "ReconcileUserRoles")
+            .await?;
+        let r = h
+            .call(
+                "ReconcileUserRoles",
+                CallClass::Mutate,
+                wire::ReconcileUserRolesRequest {
+                    instance: h.instance_name(),
+                    backend_id: self.id(),
+                    users: to_wire::users(users),
+                },
+                |mut c, r| async move { c.reconcile_user_roles(r).await },
+            )
+            .await?;
+        Ok(from_wire::user_results(r.results))
+    }
+
+    /// Sets the access level; true when it changed.
+    pub async fn set_resource_access(&self, access: AccessLevel) -> Result<bool, BackendCallError> {
+        let h = &self.handle;
+        let cap = match access {
+            AccessLevel::Paused => Capability::Pause,
+            AccessLevel::Downscaled => Capability::Downscale,
+            _ if h.has(Capability::Pause).await? => Capability::Pause,
+            _ => Capability::Downscale,
+        };
+        h.require(cap, "SetResourceAccess").await?;
+        let r = h
+            .call(
+                "SetResourceAccess",
+                CallClass::Mutate,
+                wire::SetResourceAccessRequest {
+                    instance: h.instance_name(),
+                    backend_id: self.id(),
+                    access: access.into(),
+                },
+                |mut c, r| async move { c.set_resource_access(r).await },
+            )
+            .await?;
+        Ok(r.changed)
+    }
+
+    /// Sets (or, with empty limits, removes) one user's limits.
+    pub async fn set_user_limits(
+        &self,
+        username: &str,
+        limits: Limits,
+    ) -> Result<(), BackendCallError> {
+        let h = &self.handle;
+        h.require(Capability::UserLimits, "SetUserLimits").await?;
+        h.call(
+            "SetUserLimits",
+            CallClass::Mutate,
+            wire::SetUserLimitsRequest {
+                instance: h.instance_name(),
+                backend_id: self.id(),
+                username: username.to_owned(),
+                limits: to_wire::limits(limits),
+            },
+            |mut c, r| async move { c.set_user_limits(r).await },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Applies periodic settings; returns what was done.
+    pub async fn apply_periodic_settings(
+        &self,
+        settings: JsonObject,
+    ) -> Result<Vec<String>, BackendCallError> {
+        let h = &self.handle;
+        h.require(Capability::PeriodicSettings, "ApplyPeriodicSettings")
+            .await?;
+        let r = h
+            .call(
+                "ApplyPeriodicSettings",
+                CallClass::Mutate,
+                wire::ApplyPeriodicSettingsRequest {
+                    instance: h.instance_name(),
+                    backend_id: self.id(),
+                    settings: Some(json_to_struct(settings)),
+                },
+                |mut c, r| async move { c.apply_periodic_settings(r).await },
+            )
+            .await?;
+        Ok(r.actions)
     }
 }
 

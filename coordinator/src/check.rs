@@ -178,9 +178,11 @@ pub async fn run(config: &Config, coordinator: &Coordinator) -> bool {
         }
         match backend.capabilities().await {
             Ok(caps) => {
-                let names: Vec<&str> = caps
-                    .iter()
-                    .filter_map(|c| waldur_backend_proto::v1::Capability::try_from(*c).ok())
+                // A set has no order; the contract's enum order reads best.
+                let mut sorted: Vec<_> = caps.iter().collect();
+                sorted.sort();
+                let names: Vec<&str> = sorted
+                    .into_iter()
                     .map(|c| c.as_str_name().trim_start_matches("CAPABILITY_"))
                     .collect();
                 line(

@@ -71,6 +71,15 @@ pub struct Month {
     pub month: i8,
 }
 
+impl From<Month> for waldur_backend_api::types::BillingPeriod {
+    fn from(m: Month) -> Self {
+        Self {
+            year: i32::from(m.year),
+            month: u32::try_from(m.month).unwrap_or_default(),
+        }
+    }
+}
+
 impl Month {
     /// The month `at` falls in, in `tz`.
     pub fn of(at: Timestamp, tz: &jiff::tz::TimeZone) -> Self {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
-use waldur_backend_proto::v1 as wire;
+use waldur_backend_api::types::{AccountingType, Capability, Component, LimitPeriod, Outcome};
 
 use crate::backend::BackendHandle;
 use crate::runner::{Coordinator, OfferingRuntime};
@@ -64,27 +64,27 @@ fn backend_for<'c>(
     })
 }
 
-fn accounting_type(c: &wire::Component) -> &'static str {
-    match wire::AccountingType::try_from(c.accounting_type) {
-        Ok(wire::AccountingType::Limit) => "limit",
-        Ok(wire::AccountingType::OneTime) => "one",
-        Ok(wire::AccountingType::OnPlanSwitch) => "few",
+fn accounting_type(c: &Component) -> &'static str {
+    match c.accounting_type() {
+        AccountingType::Limit => "limit",
+        AccountingType::OneTime => "one",
+        AccountingType::OnPlanSwitch => "few",
         _ => "usage",
     }
 }
 
-fn limit_period(p: i32) -> Option<&'static str> {
-    match wire::LimitPeriod::try_from(p) {
-        Ok(wire::LimitPeriod::Month) => Some("month"),
-        Ok(wire::LimitPeriod::Quarterly) => Some("quarterly"),
-        Ok(wire::LimitPeriod::Annual) => Some("annual"),
-        Ok(wire::LimitPeriod::Total) => Some("total"),
+fn limit_period(p: LimitPeriod) -> Option<&'static str> {
+    match p {
+        LimitPeriod::Month => Some("month"),
+        LimitPeriod::Quarterly => Some("quarterly"),
+        LimitPeriod::Annual => Some("annual"),
+        LimitPeriod::Total => Some("total"),
         _ => None,
     }
 }
 
 /// The Waldur component payload of a backend component (core spec §10.6).
-pub fn component_payload(c: &wire::Component) -> Value {
+pub fn component_payload(c: &Component) -> Value {
     let kind = accounting_type(c);
     let mut body = json!({
         "type": c.key,
@@ -106,7 +106,7 @@ pub fn component_payload(c: &wire::Component) -> Value {
     if !c.article_code.is_empty() {
         put("article_code", json!(c.article_code));
     }
-    put("limit_period", json!(limit_period(c.limit_period)));
+    put("limit_period", json!(limit_period(c.limit_period())));
     put("min_value", json!(c.min_value));
     put("max_value", json!(c.max_value));
     put("max_available_limit", json!(c.max_available_limit));
@@ -365,7 +365,7 @@ pub async fn create_homedirs(coordinator: &Coordinator, offerings: &[&OfferingRu
             continue;
         };
         if !backend
-            .has(wire::Capability::HomeDirectories)
+            .has(Capability::HomeDirectories)
             .await
             .unwrap_or(false)
         {
@@ -394,31 +394,23 @@ pub async fn create_homedirs(coordinator: &Coordinator, offerings: &[&OfferingRu
             println!("skip {name}: no offering user with a username");
             continue;
         }
-        match backend
-            .create_home_directories(names, &o.config.membership.homedir_umask)
-            .await
-        {
+        let umask = Some(o.config.membership.homedir_umask.as_str()).filter(|u| !u.is_empty());
+        match backend.create_home_directories(names, umask).await {
             Ok(results) => {
-                let count =
-                    |o: wire::UserOutcome| results.iter().filter(|r| r.outcome == o as i32).count();
-                for r in results
-                    .iter()
-                    .filter(|r| r.outcome == wire::UserOutcome::Failed as i32)
-                {
-                    line(
-                        &mut ok,
-                        false,
-                        format!("{name}: {}: {}", r.username, r.message),
-                    );
+                let (mut created, mut there) = (0, 0);
+                for r in &results {
+                    match &r.outcome {
+                        Outcome::Applied => created += 1,
+                        Outcome::Unchanged => there += 1,
+                        Outcome::Failed(e) => {
+                            line(&mut ok, false, format!("{name}: {}: {e}", r.username));
+                        }
+                    }
                 }
                 line(
                     &mut ok,
                     true,
-                    format!(
-                        "{name}: {} created, {} already there",
-                        count(wire::UserOutcome::Applied),
-                        count(wire::UserOutcome::Unchanged)
-                    ),
+                    format!("{name}: {created} created, {there} already there"),
                 );
             }
             Err(e) => line(&mut ok, false, format!("{name}: {e}")),

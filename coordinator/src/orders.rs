@@ -27,7 +27,10 @@ use serde_json::Value;
 use tokio::sync::{Mutex, OnceCell};
 use tonic::Code;
 use tracing::Instrument;
-use waldur_backend_proto::v1 as wire;
+use waldur_backend_api::types::{
+    self as api, Capability, CreateResource, JsonObject, OrderDecision, OrderType, Outcome,
+    ResourceContext, ResourceInfo, User,
+};
 
 use crate::backend::{BackendCallError, BackendHandle};
 use crate::config::{BackendIdConfig, OfferingConfig};
@@ -151,7 +154,7 @@ pub struct OrderProcessor {
 #[derive(Default)]
 struct CycleCache {
     offering: OnceCell<types::ProviderOffering>,
-    ssh_keys: OnceCell<HashMap<String, String>>,
+    ssh_keys: OnceCell<BTreeMap<String, String>>,
     offering_users: OnceCell<crate::team::Usable>,
     plans: Mutex<HashMap<String, BTreeMap<String, i64>>>,
 }
@@ -286,10 +289,10 @@ impl OrderProcessor {
         };
         let execution = match order.state.as_str() {
             order_state::PENDING_PROVIDER => {
-                match self.backend.evaluate_order(wire_order(order)).await {
-                    Ok(d) => match wire::OrderDecision::try_from(d.decision) {
-                        Ok(wire::OrderDecision::Accept) => "approve, then ",
-                        Ok(wire::OrderDecision::Reject) => {
+                match self.backend.evaluate_order(api_order(order)).await {
+                    Ok(d) => match d.decision {
+                        OrderDecision::Accept => "approve, then ",
+                        OrderDecision::Reject => {
                             return format!("reject: {}", d.message);
                         }
                         _ => return "keep pending (the backend says wait)".into(),
@@ -427,17 +430,17 @@ impl OrderProcessor {
         };
         match order.state.as_str() {
             order_state::PENDING_PROVIDER => {
-                let decision = match self.backend.evaluate_order(wire_order(&order)).await {
+                let decision = match self.backend.evaluate_order(api_order(&order)).await {
                     Ok(d) => d,
                     Err(e) => return OrderOutcome::Deferred(format!("evaluation failed: {e}")),
                 };
-                match wire::OrderDecision::try_from(decision.decision) {
-                    Ok(wire::OrderDecision::Accept) => {
+                match decision.decision {
+                    OrderDecision::Accept => {
                         if let Err(e) = self.waldur.approve_order(&ids.order).await {
                             return OrderOutcome::Deferred(format!("approval failed: {e}"));
                         }
                     }
-                    Ok(wire::OrderDecision::Reject) => {
+                    OrderDecision::Reject => {
                         return match self
                             .waldur
                             .reject_order(&ids.order, &decision.message)
@@ -524,7 +527,7 @@ impl OrderProcessor {
 
         // Idempotent path: the resource already has a backend id.
         if !resource.backend_id.is_empty() {
-            let _guard = self.backend.lock(&resource.backend_id).await;
+            let session = self.backend.lock(&resource.backend_id).await;
             if self
                 .backend
                 .get_resource(&resource.backend_id)
@@ -540,13 +543,13 @@ impl OrderProcessor {
             }
             // Gone from the backend (restore, or deleted by hand): re-create
             // it under the same name.
-            let request = wire::CreateResourceRequest {
-                backend_id: resource.backend_id.clone(),
-                resource: Some(ctx),
-                limits: resource.limits.clone().into_iter().collect(),
-                ..Default::default()
-            };
-            let resp = self.backend.create_resource(request).await?;
+            let resp = session
+                .create_resource(CreateResource {
+                    resource: ctx,
+                    limits: resource.limits.clone(),
+                    ..CreateResource::default()
+                })
+                .await?;
             if !resp.ready {
                 return Ok(Executed::InProgress);
             }
@@ -592,7 +595,7 @@ impl OrderProcessor {
             let backend_id = self.backend.generate_backend_id(&base, &ctx).await?;
             // The lock is held from the uniqueness check to set_backend_id,
             // so two resources processed at once cannot both take the id.
-            let _guard = self.backend.lock(&backend_id).await;
+            let session = self.backend.lock(&backend_id).await;
             // Under the project_slug policy every resource of a project
             // starts from the same name: Waldur must be asked (the backend
             // cannot tell two resources of one project apart).
@@ -602,16 +605,15 @@ impl OrderProcessor {
                 base = format!("{}-{attempt}", resource.project_slug);
                 continue;
             }
-            let request = wire::CreateResourceRequest {
-                backend_id: backend_id.clone(),
-                resource: Some(ctx.clone()),
-                limits: limits.clone().into_iter().collect(),
+            let request = CreateResource {
+                resource: ctx.clone(),
+                limits: limits.clone(),
                 users: users.clone(),
-                plan_quotas: plan_quotas.clone().into_iter().collect(),
+                plan_quotas: plan_quotas.clone(),
                 ssh_keys: ssh_keys.clone(),
-                ..Default::default()
+                ..CreateResource::default()
             };
-            let resp = match self.backend.create_resource(request).await {
+            let resp = match session.create_resource(request).await {
                 Ok(r) => r,
                 // Taken by another resource on the backend: the next name.
                 // (The original retried this only with uniqueness checks on;
@@ -626,28 +628,21 @@ impl OrderProcessor {
                 }
                 Err(e) => return Err(e.into()),
             };
-            for r in resp
-                .user_results
-                .iter()
-                .filter(|r| r.outcome == wire::UserOutcome::Failed as i32)
-            {
-                tracing::warn!(backend_id, user = %r.username, error = %r.message, "user not added at creation");
+            for r in &resp.user_results {
+                if let Outcome::Failed(e) = &r.outcome {
+                    tracing::warn!(backend_id, user = %r.username, error = %e, "user not added at creation");
+                }
             }
             if !resp.ready {
-                if !resp.operation_id.is_empty() && order.backend_id != resp.operation_id {
-                    self.waldur
-                        .set_order_backend_id(&ids.order, &resp.operation_id)
-                        .await?;
+                if let Some(op) = &resp.operation_id
+                    && &order.backend_id != op
+                {
+                    self.waldur.set_order_backend_id(&ids.order, op).await?;
                 }
                 return Ok(Executed::InProgress);
             }
-            self.publish_created(
-                &ids.resource,
-                &resource,
-                resp.resource.unwrap_or_default(),
-                &backend_id,
-            )
-            .await?;
+            self.publish_created(&ids.resource, &resource, resp.resource, &backend_id)
+                .await?;
             return Ok(Executed::Done { post: None });
         }
         Err(OrderError::Other(format!(
@@ -660,15 +655,14 @@ impl OrderProcessor {
         &self,
         id: &Uuid,
         resource: &Resource,
-        info: wire::ResourceInfo,
+        info: ResourceInfo,
         backend_id: &str,
     ) -> Result<(), OrderError> {
         self.waldur.set_resource_backend_id(id, backend_id).await?;
-        let limits: BTreeMap<String, i64> = info.limits.into_iter().collect();
-        if !limits.is_empty() && limits != resource.limits {
-            self.waldur.set_resource_limits(id, &limits).await?;
+        if !info.limits.is_empty() && info.limits != resource.limits {
+            self.waldur.set_resource_limits(id, &info.limits).await?;
         }
-        let mut metadata = waldur_backend_api::convert::struct_to_json(info.metadata);
+        let mut metadata = info.metadata;
         // The order's trace, so an operator can go from the resource in
         // Waldur to everything that happened to create it.
         if let Some(trace_id) = waldur_runtime::telemetry::current_trace_id() {
@@ -676,7 +670,7 @@ impl OrderProcessor {
         }
         // Credentials are for the resource owner: they go to Waldur with the
         // metadata and nowhere else (never into logs).
-        for (k, v) in info.credentials {
+        for (k, v) in info.credentials.0 {
             metadata.insert(k, Value::String(v));
         }
         if !metadata.is_empty()
@@ -728,10 +722,11 @@ impl OrderProcessor {
             return Ok(Executed::Done { post: None });
         }
         let ctx = resource_context(&resource, order);
-        let _guard = self.backend.lock(&resource.backend_id).await;
         let resp = self
             .backend
-            .set_resource_limits(&resource.backend_id, new, Some(ctx))
+            .lock(&resource.backend_id)
+            .await
+            .set_resource_limits(new, Some(ctx))
             .await?;
         Ok(if resp.ready {
             Executed::Done { post: None }
@@ -746,10 +741,11 @@ impl OrderProcessor {
             return Ok(Executed::Done { post: None });
         }
         let ctx = resource_context(&resource, order);
-        let _guard = self.backend.lock(&resource.backend_id).await;
         let resp = self
             .backend
-            .delete_resource(&resource.backend_id, Some(ctx))
+            .lock(&resource.backend_id)
+            .await
+            .delete_resource(Some(ctx))
             .await?;
         Ok(if resp.ready {
             Executed::Done { post: None }
@@ -765,7 +761,7 @@ impl OrderProcessor {
         backend_id: &str,
         cache: &CycleCache,
     ) -> Result<(), OrderError> {
-        if !self.backend.has(wire::Capability::Membership).await? {
+        if !self.backend.has(Capability::Membership).await? {
             return Ok(());
         }
         let team = self.waldur.resource_team(resource).await?;
@@ -773,10 +769,10 @@ impl OrderProcessor {
         if users.is_empty() {
             return Ok(());
         }
-        let _guard = self.backend.lock(backend_id).await;
-        for r in self.backend.add_users(backend_id, users, "").await? {
-            if r.outcome == wire::UserOutcome::Failed as i32 {
-                tracing::warn!(backend_id, user = %r.username, error = %r.message, "user not added");
+        let session = self.backend.lock(backend_id).await;
+        for r in session.add_users(users, None).await? {
+            if let Outcome::Failed(e) = &r.outcome {
+                tracing::warn!(backend_id, user = %r.username, error = %e, "user not added");
             }
         }
         Ok(())
@@ -787,7 +783,7 @@ impl OrderProcessor {
         &self,
         team: &[types::TeamMember],
         cache: &CycleCache,
-    ) -> Result<Vec<wire::User>, OrderError> {
+    ) -> Result<Vec<User>, OrderError> {
         let usable = cache
             .offering_users
             .get_or_try_init(|| async {
@@ -855,15 +851,15 @@ impl OrderProcessor {
     }
 
     /// Service provider SSH keys; failures give no keys (as the original).
-    async fn ssh_keys(&self, cache: &CycleCache) -> HashMap<String, String> {
+    async fn ssh_keys(&self, cache: &CycleCache) -> BTreeMap<String, String> {
         cache
             .ssh_keys
             .get_or_init(|| async {
-                let result: Result<HashMap<String, String>, OrderError> = async {
+                let result: Result<BTreeMap<String, String>, OrderError> = async {
                     let offering = self.offering(cache).await?;
                     let customer = Uuid::parse("offering.customer_uuid", &offering.customer_uuid)?;
                     let Some(sp) = self.waldur.service_provider(&customer).await? else {
-                        return Ok(HashMap::new());
+                        return Ok(BTreeMap::new());
                     };
                     let sp = Uuid::parse("service_provider.uuid", &sp.uuid)?;
                     let keys = self.waldur.service_provider_keys(&sp).await?;
@@ -872,7 +868,7 @@ impl OrderProcessor {
                 .await;
                 result.unwrap_or_else(|e| {
                     tracing::warn!(error = %e, "service provider keys unavailable");
-                    HashMap::new()
+                    BTreeMap::new()
                 })
             })
             .await
@@ -900,7 +896,7 @@ impl OrderProcessor {
 
 pub use crate::waldur::ids::same_uuid;
 
-fn timestamp(s: Option<&str>) -> Option<prost_types::Timestamp> {
+fn timestamp(s: Option<&str>) -> Option<std::time::SystemTime> {
     let s = s?;
     let ts: jiff::Timestamp = s.parse().ok().or_else(|| {
         s.parse::<jiff::civil::Date>()
@@ -908,15 +904,12 @@ fn timestamp(s: Option<&str>) -> Option<prost_types::Timestamp> {
             .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
             .map(|z| z.timestamp())
     })?;
-    Some(prost_types::Timestamp {
-        seconds: ts.as_second(),
-        nanos: ts.subsec_nanosecond(),
-    })
+    Some(ts.into())
 }
 
-fn attributes(v: &Value) -> Option<prost_types::Struct> {
+fn attributes(v: &Value) -> Option<JsonObject> {
     match v {
-        Value::Object(o) => Some(waldur_backend_api::convert::json_to_struct(o.clone())),
+        Value::Object(o) => Some(o.clone()),
         _ => None,
     }
 }
@@ -929,7 +922,7 @@ fn age(created: Option<&str>) -> Option<std::time::Duration> {
 }
 
 /// The resource as the backend contract describes it.
-pub fn resource_context(resource: &Resource, order: &Order) -> wire::ResourceContext {
+pub fn resource_context(resource: &Resource, order: &Order) -> ResourceContext {
     let pick = |a: &str, b: &str| {
         if a.is_empty() {
             b.to_owned()
@@ -937,7 +930,7 @@ pub fn resource_context(resource: &Resource, order: &Order) -> wire::ResourceCon
             a.to_owned()
         }
     };
-    wire::ResourceContext {
+    ResourceContext {
         resource_uuid: pick(&resource.uuid, &order.marketplace_resource_uuid),
         name: pick(&resource.name, &order.resource_name),
         slug: resource.slug.clone(),
@@ -953,24 +946,27 @@ pub fn resource_context(resource: &Resource, order: &Order) -> wire::ResourceCon
             .clone()
             .or_else(|| order.plan_uuid.clone())
             .unwrap_or_default(),
-        attributes: attributes(&resource.attributes).or_else(|| attributes(&order.attributes)),
+        attributes: attributes(&resource.attributes)
+            .or_else(|| attributes(&order.attributes))
+            .unwrap_or_default(),
         created: timestamp(resource.created.as_deref()),
         end_date: timestamp(resource.end_date.as_deref()),
     }
 }
 
-fn wire_order(order: &Order) -> wire::Order {
+/// The order as the backend contract describes it (for EvaluateOrder).
+fn api_order(order: &Order) -> api::Order {
     let order_type = match order.order_type.as_str() {
-        "Create" => wire::OrderType::Create,
-        "Update" => wire::OrderType::Update,
-        "Terminate" => wire::OrderType::Terminate,
-        "Restore" => wire::OrderType::Restore,
-        _ => wire::OrderType::Unspecified,
+        "Create" => OrderType::Create,
+        "Update" => OrderType::Update,
+        "Terminate" => OrderType::Terminate,
+        "Restore" => OrderType::Restore,
+        _ => OrderType::Unspecified,
     };
-    wire::Order {
+    api::Order {
         order_uuid: order.uuid.clone(),
-        r#type: order_type as i32,
-        resource: Some(wire::ResourceContext {
+        order_type,
+        resource: ResourceContext {
             resource_uuid: order.marketplace_resource_uuid.clone(),
             name: order.resource_name.clone(),
             project_uuid: order.project_uuid.clone(),
@@ -979,10 +975,10 @@ fn wire_order(order: &Order) -> wire::Order {
             customer_slug: order.customer_slug.clone(),
             offering_uuid: order.offering_uuid.clone(),
             plan_uuid: order.plan_uuid.clone().unwrap_or_default(),
-            attributes: attributes(&order.attributes),
-            ..Default::default()
-        }),
-        limits: order.limits.clone().into_iter().collect(),
+            attributes: attributes(&order.attributes).unwrap_or_default(),
+            ..ResourceContext::default()
+        },
+        limits: order.limits.clone(),
         created_by_username: order.created_by_username.clone(),
         created_by_full_name: order.created_by_full_name.clone(),
         consumer_message: order.consumer_message.clone(),

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tracing::Instrument;
-use waldur_backend_proto::v1 as wire;
+use waldur_backend_api::types::{Capability, ResourceUsage};
 
 use crate::backend::{BackendCallError, BackendHandle};
 use crate::clock::{Clock, Month};
@@ -176,8 +176,8 @@ impl ReportProcessor {
         if resources.is_empty() {
             return Ok(summary);
         }
-        let decreasing_ok = self.backend.has(wire::Capability::DecreasingUsage).await?;
-        let historical = self.backend.has(wire::Capability::HistoricalUsage).await?;
+        let decreasing_ok = self.backend.has(Capability::DecreasingUsage).await?;
+        let historical = self.backend.has(Capability::HistoricalUsage).await?;
         let ids: Vec<String> = resources.iter().map(|r| r.backend_id.clone()).collect();
         let user_urls = self.user_urls().await;
 
@@ -237,12 +237,12 @@ impl ReportProcessor {
         &self,
         ids: &[String],
         period: Option<Month>,
-    ) -> Result<HashMap<String, wire::ResourceUsage>, ReportError> {
+    ) -> Result<HashMap<String, ResourceUsage>, ReportError> {
         let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(CHUNK) {
             for r in self
                 .backend
-                .usage_report(chunk.to_vec(), period, &self.tz_name)
+                .usage_report(chunk.to_vec(), period.map(Into::into), &self.tz_name)
                 .await?
             {
                 out.insert(r.backend_id.clone(), r);
@@ -296,7 +296,7 @@ impl ReportProcessor {
         &self,
         ctx: &PeriodContext<'_>,
         resources: &[Resource],
-        mut usage: HashMap<String, wire::ResourceUsage>,
+        mut usage: HashMap<String, ResourceUsage>,
         summary: &mut ReportSummary,
     ) -> Result<(), WaldurError> {
         let period = ctx.month.billing_period();
@@ -304,17 +304,17 @@ impl ReportProcessor {
         let limit = self.offering.reporting.concurrency.max(1);
 
         // Totals.
-        let mut work: Vec<(&Resource, wire::ResourceUsage)> = Vec::with_capacity(resources.len());
+        let mut work: Vec<(&Resource, ResourceUsage)> = Vec::with_capacity(resources.len());
         for r in resources {
             match usage.remove(&r.backend_id) {
                 Some(u) => work.push((r, u)),
                 // The backend has no such resource: the current month is
                 // reported as zero (as the original), a past one is skipped.
                 None if !ctx.past => {
-                    let zero = wire::ResourceUsage {
+                    let zero = ResourceUsage {
                         backend_id: r.backend_id.clone(),
                         total: ctx.components.iter().map(|c| (c.clone(), 0.0)).collect(),
-                        users: Vec::new(),
+                        users: BTreeMap::new(),
                     };
                     work.push((r, zero));
                 }
@@ -415,7 +415,7 @@ impl ReportProcessor {
         &self,
         ctx: &PeriodContext<'_>,
         r: &Resource,
-        u: &wire::ResourceUsage,
+        u: &ResourceUsage,
         ex: &Existing,
     ) -> Result<TotalOutcome, WaldurError> {
         let totals: BTreeMap<&String, f64> = u
@@ -524,7 +524,7 @@ pub fn round2(v: f64) -> f64 {
 /// every user's amount, sent only when one differs from Waldur's.
 fn user_batches(
     ctx: &PeriodContext<'_>,
-    u: &wire::ResourceUsage,
+    u: &ResourceUsage,
     ex: Option<&Existing>,
     existing_users: &ExistingUsers,
 ) -> Vec<(Uuid, Vec<Value>)> {
@@ -542,19 +542,20 @@ fn user_batches(
         let items: Vec<Value> = u
             .users
             .iter()
-            .filter_map(|user| {
-                let v = *user.usage.get(component)?;
+            .filter_map(|(username, usage)| {
+                let v = *usage.get(component)?;
                 if !v.is_finite() || v < 0.0 {
                     return None;
                 }
                 let v = round2(v);
                 let same = known
-                    .and_then(|k| k.get(&user.username))
+                    .and_then(|k| k.get(username))
                     .and_then(|a| *a)
                     .is_some_and(|old| close(old, v));
                 changed |= !same;
-                let mut item = json!({"username": user.username, "usage": format!("{v:.2}"), "date": ctx.date});
-                if let Some(url) = ctx.user_urls.get(&user.username) {
+                let mut item =
+                    json!({"username": username, "usage": format!("{v:.2}"), "date": ctx.date});
+                if let Some(url) = ctx.user_urls.get(username) {
                     item["user"] = Value::String(url.clone());
                 }
                 Some(item)

@@ -65,7 +65,7 @@ impl Coordinator {
         for (name, b) in &config.backends {
             backends.insert(
                 name.clone(),
-                BackendHandle::remote(name, b, &config.timeouts)?,
+                BackendHandle::remote(name, b, &config.timeouts).map_err(|e| e.to_string())?,
             );
         }
         Self::with_backends(config, env, backends, Arc::new(SystemClock))

@@ -2,9 +2,9 @@
 //! offering's users, as backend `User`s. Shared by order post-processing and
 //! membership sync so both add exactly the same people.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use waldur_backend_proto::v1 as wire;
+use waldur_backend_api::types::User;
 
 use crate::waldur::types::{OfferingUser, TeamMember, offering_user_state};
 
@@ -37,8 +37,8 @@ pub fn usable_offering_users(users: &[OfferingUser]) -> Usable {
 /// The exposed attributes of an offering user, as the backend receives them
 /// (core spec §6.2): `full_name` expands to full, first and last name;
 /// `username` is the key itself and is left out; unset values are omitted.
-pub fn user_attributes(ou: &OfferingUser, exposed: &[String]) -> HashMap<String, String> {
-    let mut out = HashMap::new();
+pub fn user_attributes(ou: &OfferingUser, exposed: &[String]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
     let mut put = |key: &str, value: Option<String>| {
         if let Some(v) = value.filter(|v| !v.is_empty()) {
             out.insert(key.to_owned(), v);
@@ -77,16 +77,12 @@ pub fn user_attributes(ou: &OfferingUser, exposed: &[String]) -> HashMap<String,
 
 /// Team members that have a usable offering user, as backend users, sorted
 /// and unique by username.
-pub fn team_users(
-    team: &[TeamMember],
-    offering_users: &Usable,
-    exposed: &[String],
-) -> Vec<wire::User> {
-    let mut users: Vec<wire::User> = team
+pub fn team_users(team: &[TeamMember], offering_users: &Usable, exposed: &[String]) -> Vec<User> {
+    let mut users: Vec<User> = team
         .iter()
         .filter_map(|m| {
             let ou = offering_users.get(&normalise_uuid(&m.uuid))?;
-            Some(wire::User {
+            Some(User {
                 username: ou.username.clone().unwrap_or_default(),
                 user_uuid: m.uuid.clone(),
                 waldur_username: m.username.clone(),

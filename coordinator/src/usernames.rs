@@ -24,8 +24,8 @@ use std::sync::Mutex;
 use futures::StreamExt;
 use serde_json::Value;
 use tonic::Code;
-use waldur_backend_proto::reason;
-use waldur_backend_proto::v1 as wire;
+use waldur_backend_api::reason;
+use waldur_backend_api::types::{self as api, Capability};
 
 use crate::backend::{BackendCallError, BackendHandle};
 use crate::config::{UsernameConfig, UsernameSource};
@@ -143,7 +143,7 @@ impl Usernames {
             UsernameSource::WaldurUsername => None,
             UsernameSource::Backend => match &self.backend {
                 None => Some("no backend is configured for usernames".into()),
-                Some(b) => match b.has(wire::Capability::Usernames).await {
+                Some(b) => match b.has(Capability::Usernames).await {
                     Ok(true) => None,
                     Ok(false) => Some(format!(
                         "backend {} does not advertise USERNAMES; set usernames.source: waldur_username to use the built-in generator",
@@ -299,15 +299,13 @@ impl Usernames {
                 let Some(backend) = &self.backend else {
                     return Generated::Temporary("no backend".into());
                 };
-                let wire_user = wire_offering_user(u);
-                let known = match backend.get_username(wire_user.clone()).await {
-                    Ok(n) => n,
+                let user = api_offering_user(u);
+                match backend.get_username(user.clone()).await {
+                    Ok(Some(known)) => return Generated::Name(known),
+                    Ok(None) => {}
                     Err(e) => return classify(e),
-                };
-                if !known.is_empty() {
-                    return Generated::Name(known);
                 }
-                match backend.generate_username(wire_user).await {
+                match backend.generate_username(user).await {
                     Ok(n) if n.is_empty() => {
                         Generated::Failed("the backend generated an empty username".into())
                     }
@@ -348,8 +346,8 @@ fn classify(e: BackendCallError) -> Generated {
 }
 
 /// The offering user as the backend contract describes it.
-pub fn wire_offering_user(u: &OfferingUser) -> wire::OfferingUser {
-    wire::OfferingUser {
+pub fn api_offering_user(u: &OfferingUser) -> api::OfferingUser {
+    api::OfferingUser {
         offering_user_uuid: u.uuid.clone(),
         user_uuid: u.user_uuid.clone(),
         waldur_username: u.user_username.clone(),

@@ -416,7 +416,7 @@ impl Lab {
                 .into_iter()
                 .filter(|i| i.starts_with(prefix.as_str()))
             {
-                let _ = self.handle.delete_resource(&id, None).await;
+                let _ = self.handle.lock(&id).await.delete_resource(None).await;
             }
         }
         self.kill_backend();

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::Instrument;
-use waldur_backend_proto::v1 as wire;
+use waldur_backend_api::types::Capability;
 
 use super::client::{self, ConsumerState, StompConfig};
 use super::handlers::{self, Handled};
@@ -32,14 +32,14 @@ pub async fn object_types(o: &OfferingRuntime) -> Vec<&'static str> {
         out.push("order");
         if o.config.resource_import.enabled
             && t.backend
-                .has(wire::Capability::ListResources)
+                .has(Capability::ListResources)
                 .await
                 .unwrap_or(false)
         {
             out.push("importable_resources");
         }
         if t.backend
-            .has(wire::Capability::PeriodicSettings)
+            .has(Capability::PeriodicSettings)
             .await
             .unwrap_or(false)
         {

@@ -146,7 +146,13 @@ async fn dispatch(o: &OfferingRuntime, event: Event) -> Result<Handled, Handled>
 async fn periodic_limits(o: &OfferingRuntime, p: PeriodicLimits) -> Handled {
     let (success, error, actions) = match (&p.backend_id, p.apply) {
         (Some(id), true) => match &o.orders {
-            Some(t) => match t.backend.apply_periodic_settings(id, p.settings).await {
+            Some(t) => match t
+                .backend
+                .lock(id)
+                .await
+                .apply_periodic_settings(p.settings)
+                .await
+            {
                 Ok(actions) => (true, String::new(), actions),
                 Err(e) => (false, e.to_string(), Vec::new()),
             },

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::Value;
-use waldur_backend_proto::v1 as wire;
+use waldur_backend_api::types::ResourceContext;
 
 use super::config::{LimitSource, ResourceTypeConfig, TargetPolicy};
 
@@ -64,7 +64,7 @@ pub struct Derived {
     /// Base name for GenerateBackendId.
     pub base: String,
     /// The resource context (its UUID derived from the correlation id).
-    pub context: wire::ResourceContext,
+    pub context: ResourceContext,
     /// Limits in Waldur units.
     pub limits: BTreeMap<String, i64>,
 }
@@ -251,7 +251,7 @@ impl ResourceType {
                 attributes.entry(k.clone()).or_insert_with(|| v.clone());
             }
         }
-        let context = wire::ResourceContext {
+        let context = ResourceContext {
             resource_uuid: hash[..32].to_owned(),
             name,
             slug: base.clone(),
@@ -259,8 +259,8 @@ impl ResourceType {
             project_name: project.unwrap_or_default(),
             customer_slug: customer.as_deref().map(slug).unwrap_or_default(),
             customer_name: customer.unwrap_or_default(),
-            attributes: Some(waldur_backend_api::convert::json_to_struct(attributes)),
-            ..Default::default()
+            attributes,
+            ..ResourceContext::default()
         };
         Ok(Derived {
             base,

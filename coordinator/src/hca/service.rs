@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 use tonic::Code;
-use waldur_backend_proto::v1 as wire;
+use waldur_backend_api::types::CreateResource;
 
 use super::config::{ResolvedBroker, ServiceConfig};
 use super::mapping::{Refusal, ResourceType};
@@ -196,13 +196,13 @@ impl HcaService {
         // A redelivered request carries the same correlation id, hence the
         // same resource UUID and backend id: CreateResource finds the
         // resource it made before and answers OK (contract §5.2).
-        let _guard = backend.lock(&backend_id).await;
         let resp = backend
-            .create_resource(wire::CreateResourceRequest {
-                backend_id: backend_id.clone(),
-                resource: Some(derived.context),
-                limits: derived.limits.into_iter().collect(),
-                ..Default::default()
+            .lock(&backend_id)
+            .await
+            .create_resource(CreateResource {
+                resource: derived.context,
+                limits: derived.limits,
+                ..CreateResource::default()
             })
             .await
             .map_err(|e| self.backend_failure(&e, &derived.base))?;
@@ -246,9 +246,10 @@ impl HcaService {
         if backend_id.is_empty() || !ours {
             return Err(unknown().into());
         }
-        let _guard = backend.lock(backend_id).await;
         let resp = backend
-            .delete_resource(backend_id, None)
+            .lock(backend_id)
+            .await
+            .delete_resource(None)
             .await
             .map_err(|e| self.backend_failure(&e, backend_id))?;
         if !resp.ready {

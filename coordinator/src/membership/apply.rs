@@ -3,12 +3,28 @@
 use std::collections::HashMap;
 
 use serde_json::{Value, json};
-use waldur_backend_proto::v1 as wire;
+use waldur_backend_api::types::{Outcome, User, UserResult};
 
 use super::plan::{ResourcePlan, differs};
 use super::{MembershipProcessor, MembershipSummary, ResourceOutcome, SyncError};
 use crate::orders::HIDDEN_ERROR;
 use crate::waldur::ids::Uuid;
+
+/// Counts one user's result: `applied` when the change was made,
+/// `failures` and the message when it failed.
+fn tally(res: &UserResult, applied: &mut usize, failures: &mut usize) -> Option<String> {
+    match &res.outcome {
+        Outcome::Applied => {
+            *applied += 1;
+            None
+        }
+        Outcome::Unchanged => None,
+        Outcome::Failed(e) => {
+            *failures += 1;
+            Some(e.message.clone())
+        }
+    }
+}
 
 /// What became of one resource, before Waldur hears of it.
 pub(super) enum Finished {
@@ -45,7 +61,7 @@ impl MembershipProcessor {
             return Ok(ResourceOutcome::default());
         };
         let backend_id = &plan.backend_id;
-        let _guard = self.backend.lock(backend_id).await;
+        let session = self.backend.lock(backend_id).await;
         // Another sync changed this resource since the plan was made: the
         // plan may be stale; the next cycle plans afresh.
         if self.generation(backend_id) != plan.generation {
@@ -63,55 +79,30 @@ impl MembershipProcessor {
             self.bump_generation(backend_id);
         }
         if !plan.new_users.is_empty() {
-            let results = self
-                .backend
-                .add_users(
-                    backend_id,
-                    plan.new_users.clone(),
-                    &self.offering.membership.homedir_umask,
-                )
-                .await?;
+            let umask =
+                Some(self.offering.membership.homedir_umask.as_str()).filter(|u| !u.is_empty());
+            let results = session.add_users(plan.new_users.clone(), umask).await?;
             for res in results {
-                match wire::UserOutcome::try_from(res.outcome) {
-                    Ok(wire::UserOutcome::Applied) => out.added += 1,
-                    Ok(wire::UserOutcome::Failed) => {
-                        tracing::warn!(%backend_id, user = %res.username, error = %res.message, "user not added");
-                        out.user_failures += 1;
-                        failures.insert(res.username, res.message);
-                    }
-                    _ => {}
+                if let Some(e) = tally(&res, &mut out.added, &mut out.user_failures) {
+                    tracing::warn!(%backend_id, user = %res.username, error = %e, "user not added");
+                    failures.insert(res.username, e);
                 }
             }
         }
         if !plan.remove.is_empty() {
-            for res in self
-                .backend
-                .remove_users(backend_id, plan.remove.clone())
-                .await?
-            {
-                match wire::UserOutcome::try_from(res.outcome) {
-                    Ok(wire::UserOutcome::Applied) => out.removed += 1,
-                    Ok(wire::UserOutcome::Failed) => {
-                        tracing::warn!(%backend_id, user = %res.username, error = %res.message, "user not removed");
-                        out.user_failures += 1;
-                    }
-                    _ => {}
+            for res in session.remove_users(plan.remove.clone()).await? {
+                if let Some(e) = tally(&res, &mut out.removed, &mut out.user_failures) {
+                    tracing::warn!(%backend_id, user = %res.username, error = %e, "user not removed");
                 }
             }
         }
         if !plan.existing_users.is_empty() {
-            for res in self
-                .backend
-                .reconcile_user_roles(backend_id, plan.existing_users.clone())
+            for res in session
+                .reconcile_user_roles(plan.existing_users.clone())
                 .await?
             {
-                match wire::UserOutcome::try_from(res.outcome) {
-                    Ok(wire::UserOutcome::Applied) => out.roles_changed += 1,
-                    Ok(wire::UserOutcome::Failed) => {
-                        tracing::warn!(%backend_id, user = %res.username, error = %res.message, "role not reconciled");
-                        out.user_failures += 1;
-                    }
-                    _ => {}
+                if let Some(e) = tally(&res, &mut out.roles_changed, &mut out.user_failures) {
+                    tracing::warn!(%backend_id, user = %res.username, error = %e, "role not reconciled");
                 }
             }
         }
@@ -119,7 +110,7 @@ impl MembershipProcessor {
             self.report_statuses(id, &plan.wanted, &failures).await;
         }
         if let Some(level) = plan.access_level {
-            out.access_changed = self.backend.set_resource_access(backend_id, level).await?;
+            out.access_changed = session.set_resource_access(level).await?;
             out.access_reduced = out.access_changed && plan.access_reduced;
             if out.access_changed {
                 tracing::info!(resource = %id, %backend_id, access = level.as_str_name(), "access level changed");
@@ -149,9 +140,8 @@ impl MembershipProcessor {
             if failures.contains_key(&change.username) {
                 continue;
             }
-            match self
-                .backend
-                .set_user_limits(backend_id, &change.username, change.limits.clone())
+            match session
+                .set_user_limits(&change.username, change.limits.clone())
                 .await
             {
                 Ok(()) => {
@@ -231,7 +221,7 @@ impl MembershipProcessor {
     async fn report_statuses(
         &self,
         id: &Uuid,
-        wanted: &[wire::User],
+        wanted: &[User],
         failures: &HashMap<String, String>,
     ) {
         let statuses: Vec<Value> = wanted

@@ -49,9 +49,8 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{Mutex, OnceCell};
-use tonic::Code;
 use tracing::Instrument;
-use waldur_backend_proto::v1 as wire;
+use waldur_backend_api::types::Capability;
 
 pub use breaker::{Destructive, Trip};
 pub use plan::{ResourcePlan, UserLimitChange};
@@ -204,10 +203,7 @@ impl SyncError {
     fn is_missing(&self) -> bool {
         match self {
             Self::Missing => true,
-            Self::Backend(e) => {
-                e.code == Code::NotFound
-                    && e.reason == waldur_backend_proto::reason::RESOURCE_NOT_FOUND
-            }
+            Self::Backend(e) => e.is_not_found(),
             _ => false,
         }
     }
@@ -608,7 +604,7 @@ impl MembershipProcessor {
         }
         let user_limits = if self
             .backend
-            .has(wire::Capability::UserLimits)
+            .has(Capability::UserLimits)
             .await
             .unwrap_or(false)
         {

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
-use waldur_backend_proto::v1 as wire;
+use waldur_backend_api::types::{AccessLevel, Capability, ResourceInfo, User};
 
 use super::{Cycle, MembershipProcessor, SyncError};
 use crate::team::{normalise_uuid, team_users};
@@ -66,13 +66,13 @@ pub struct ResourcePlan {
     #[serde(skip)]
     pub(super) generation: u64,
     #[serde(skip)]
-    pub(super) new_users: Vec<wire::User>,
+    pub(super) new_users: Vec<User>,
     #[serde(skip)]
-    pub(super) existing_users: Vec<wire::User>,
+    pub(super) existing_users: Vec<User>,
     #[serde(skip)]
-    pub(super) wanted: Vec<wire::User>,
+    pub(super) wanted: Vec<User>,
     #[serde(skip)]
-    pub(super) access_level: Option<wire::AccessLevel>,
+    pub(super) access_level: Option<AccessLevel>,
     #[serde(skip)]
     pub(super) metadata: Option<(Map<String, Value>, Map<String, Value>)>,
     #[serde(skip)]
@@ -129,12 +129,12 @@ impl MembershipProcessor {
             .await?
             .ok_or(SyncError::Missing)?;
         plan.members = info.users.len();
-        if self.backend.has(wire::Capability::Membership).await? {
+        if self.backend.has(Capability::Membership).await? {
             self.plan_users(r, &id, &info, cycle, plan).await?;
         }
         self.plan_access(r, &info, plan).await?;
-        if self.backend.has(wire::Capability::Metadata).await? {
-            let reported = waldur_backend_api::convert::struct_to_json(info.metadata.clone());
+        if self.backend.has(Capability::Metadata).await? {
+            let reported = info.metadata.clone();
             let current = match &r.backend_metadata {
                 Value::Object(o) => o.clone(),
                 _ => Map::new(),
@@ -142,9 +142,8 @@ impl MembershipProcessor {
             plan.metadata_to_waldur = differs(&current, &reported);
             plan.metadata = Some((current, reported));
         }
-        let limits: BTreeMap<String, i64> = info.limits.clone().into_iter().collect();
-        if !limits.is_empty() && limits != r.limits {
-            plan.limits_to_waldur = Some(limits);
+        if !info.limits.is_empty() && info.limits != r.limits {
+            plan.limits_to_waldur = Some(info.limits.clone());
         }
         if !r.restrict_member_access
             && let Some(all) = &cycle.user_limits
@@ -170,7 +169,7 @@ impl MembershipProcessor {
         &self,
         r: &Resource,
         id: &Uuid,
-        info: &wire::ResourceInfo,
+        info: &ResourceInfo,
         cycle: &Cycle,
         plan: &mut ResourcePlan,
     ) -> Result<(), SyncError> {
@@ -190,10 +189,7 @@ impl MembershipProcessor {
             .filter(|a| !project.is_empty() && normalise_uuid(&a.project_uuid) == project)
         {
             if !wanted.iter().any(|u| u.username == a.username) {
-                wanted.push(wire::User {
-                    username: a.username.clone(),
-                    ..Default::default()
-                });
+                wanted.push(User::named(a.username.clone()));
             }
         }
         let wanted_names: BTreeSet<&str> = wanted.iter().map(|u| u.username.as_str()).collect();
@@ -214,10 +210,7 @@ impl MembershipProcessor {
             .cloned()
             .collect();
         if !plan.existing_users.is_empty()
-            && self
-                .backend
-                .has(wire::Capability::RoleReconciliation)
-                .await?
+            && self.backend.has(Capability::RoleReconciliation).await?
         {
             plan.reconcile = plan
                 .existing_users
@@ -250,30 +243,30 @@ impl MembershipProcessor {
     async fn plan_access(
         &self,
         r: &Resource,
-        info: &wire::ResourceInfo,
+        info: &ResourceInfo,
         plan: &mut ResourcePlan,
     ) -> Result<(), SyncError> {
         let wanted = if r.paused {
-            wire::AccessLevel::Paused
+            AccessLevel::Paused
         } else if r.downscaled {
-            wire::AccessLevel::Downscaled
+            AccessLevel::Downscaled
         } else {
-            wire::AccessLevel::Full
+            AccessLevel::Full
         };
-        if info.access == wanted as i32 {
+        if info.access == Some(wanted) {
             return Ok(());
         }
         let (pause, downscale) = (
-            self.backend.has(wire::Capability::Pause).await?,
-            self.backend.has(wire::Capability::Downscale).await?,
+            self.backend.has(Capability::Pause).await?,
+            self.backend.has(Capability::Downscale).await?,
         );
         let supported = match wanted {
-            wire::AccessLevel::Paused => pause,
-            wire::AccessLevel::Downscaled => downscale,
+            AccessLevel::Paused => pause,
+            AccessLevel::Downscaled => downscale,
             _ => pause || downscale,
         };
         if !supported {
-            if wanted != wire::AccessLevel::Full {
+            if wanted != AccessLevel::Full {
                 tracing::warn!(resource = %r.uuid, access = wanted.as_str_name(), "the backend cannot apply this access level");
             }
             return Ok(());
@@ -283,9 +276,9 @@ impl MembershipProcessor {
         // A reduction is counted only from a level the backend reports: a
         // backend that cannot tell would otherwise count every paused
         // resource again each cycle.
-        plan.access_reduced = match wire::AccessLevel::try_from(info.access) {
-            Ok(wire::AccessLevel::Full) => wanted != wire::AccessLevel::Full,
-            Ok(wire::AccessLevel::Downscaled) => wanted == wire::AccessLevel::Paused,
+        plan.access_reduced = match info.access {
+            Some(AccessLevel::Full) => wanted != AccessLevel::Full,
+            Some(AccessLevel::Downscaled) => wanted == AccessLevel::Paused,
             _ => false,
         };
         Ok(())
