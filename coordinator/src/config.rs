@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+pub use waldur_client::{Credentials, RetryConfig};
 
 use serde::Deserialize;
 
@@ -61,40 +62,6 @@ fn default_timezone() -> String {
 
 fn yes() -> bool {
     true
-}
-
-/// Retries of transient failures (5xx, 429, network) with exponential backoff
-/// and jitter.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RetryConfig {
-    /// Attempts per request, the first included.
-    pub max_attempts: u32,
-    /// First backoff, milliseconds.
-    pub initial_backoff_ms: u64,
-    /// Largest backoff, milliseconds.
-    pub max_backoff_ms: u64,
-}
-
-impl RetryConfig {
-    /// The policy these settings describe.
-    pub fn policy(&self) -> waldur_runtime::RetryPolicy {
-        waldur_runtime::RetryPolicy {
-            max_attempts: self.max_attempts,
-            initial_backoff: std::time::Duration::from_millis(self.initial_backoff_ms),
-            max_backoff: std::time::Duration::from_millis(self.max_backoff_ms),
-        }
-    }
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        Self {
-            max_attempts: 4,
-            initial_backoff_ms: 200,
-            max_backoff_ms: 5_000,
-        }
-    }
 }
 
 /// Deadlines, in seconds.
@@ -158,7 +125,7 @@ pub struct OfferingConfig {
     /// Display name, for logs.
     pub name: String,
     /// Waldur offering UUID.
-    pub offering_uuid: crate::waldur::ids::Uuid,
+    pub offering_uuid: waldur_client::ids::Uuid,
     /// How to reach Waldur.
     pub waldur: WaldurConfig,
     /// Which tasks run.
@@ -653,22 +620,6 @@ impl Config {
         }
         Ok(config)
     }
-}
-
-/// How an offering authenticates to Waldur.
-#[derive(Clone, Debug)]
-pub enum Credentials {
-    /// `Authorization: Token …`.
-    Token(Secret),
-    /// OIDC client credentials: `Authorization: Bearer …`.
-    Oidc {
-        /// Token endpoint.
-        token_url: String,
-        /// Client id.
-        client_id: String,
-        /// Client secret.
-        client_secret: Secret,
-    },
 }
 
 impl WaldurConfig {

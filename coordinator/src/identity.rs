@@ -6,8 +6,8 @@
 use serde_json::json;
 use tokio::sync::Mutex;
 
-use crate::waldur::ids::Uuid;
-use crate::waldur::{WaldurClient, WaldurError, WaldurResult};
+use waldur_client::ids::Uuid;
+use waldur_client::{WaldurClient, WaldurError, WaldurResult};
 
 /// The registration of one (offering, mode) pair.
 #[derive(Debug)]

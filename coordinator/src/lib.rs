@@ -35,7 +35,6 @@ pub mod orders;
 pub mod plan;
 pub mod report;
 pub mod runner;
-pub mod secret;
+pub use waldur_runtime::secret;
 pub mod team;
 pub mod usernames;
-pub mod waldur;

@@ -10,8 +10,8 @@ use waldur_backend_api::types::{AccountingType, Capability, Component, LimitPeri
 use crate::backend::BackendHandle;
 use crate::runner::{Coordinator, OfferingRuntime};
 use crate::usernames::Usernames;
-use crate::waldur::ids::same_uuid;
-use crate::waldur::types::offering_user_state;
+use waldur_client::ids::same_uuid;
+use waldur_client::types::offering_user_state;
 
 fn line(ok: &mut bool, pass: bool, text: String) {
     println!("{} {text}", if pass { "ok  " } else { "FAIL" });
@@ -148,7 +148,7 @@ pub async fn load_components(coordinator: &Coordinator, offerings: &[&OfferingRu
                 continue;
             }
         };
-        let existing: BTreeMap<&str, &crate::waldur::types::OfferingComponent> = offering
+        let existing: BTreeMap<&str, &waldur_client::types::OfferingComponent> = offering
             .components
             .iter()
             .map(|c| (c.component_type.as_str(), c))

@@ -34,9 +34,9 @@ use waldur_backend_api::types::{
 
 use crate::backend::{BackendCallError, BackendHandle};
 use crate::config::{BackendIdConfig, OfferingConfig};
-use crate::waldur::ids::{InvalidUuid, Uuid};
-use crate::waldur::types::{self, Order, Resource, order_state};
-use crate::waldur::{WaldurClient, WaldurError};
+use waldur_client::ids::{InvalidUuid, Uuid};
+use waldur_client::types::{self, Order, Resource, order_state};
+use waldur_client::{WaldurClient, WaldurError};
 
 /// The message shown in Waldur when details are hidden.
 pub const HIDDEN_ERROR: &str = "Internal backend error. Please contact the service provider.";
@@ -894,7 +894,7 @@ impl OrderProcessor {
     }
 }
 
-pub use crate::waldur::ids::same_uuid;
+pub use waldur_client::ids::same_uuid;
 
 fn timestamp(s: Option<&str>) -> Option<std::time::SystemTime> {
     let s = s?;

@@ -33,9 +33,9 @@ use crate::backend::{BackendCallError, BackendHandle};
 use crate::clock::{Clock, Month};
 use crate::config::OfferingConfig;
 use crate::team::normalise_uuid;
-use crate::waldur::ids::Uuid;
-use crate::waldur::types::{Resource, amount};
-use crate::waldur::{WaldurClient, WaldurError};
+use waldur_client::ids::Uuid;
+use waldur_client::types::{Resource, amount};
+use waldur_client::{WaldurClient, WaldurError};
 
 /// Resources per GetUsageReport call.
 const CHUNK: usize = 500;

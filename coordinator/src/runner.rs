@@ -16,7 +16,7 @@ use crate::membership::{MembershipProcessor, MembershipSummary};
 use crate::orders::{CycleReport, OrderProcessor};
 use crate::report::{ReportError, ReportProcessor, ReportSummary};
 use crate::secret::Env;
-use crate::waldur::{WaldurClient, WaldurError};
+use waldur_client::{WaldurClient, WaldurError};
 
 /// One task of one offering: its processor, backend, Waldur client (with the
 /// task's User-Agent) and registration.
@@ -45,7 +45,7 @@ pub struct OfferingRuntime {
     /// The API token, which is also the STOMP passcode (event mode).
     pub stomp_passcode: Option<crate::secret::Secret>,
     /// Event consumers by object type, once subscribed (readiness, tests).
-    pub consumers: std::sync::Mutex<Vec<(&'static str, crate::events::client::ConsumerState)>>,
+    pub consumers: std::sync::Mutex<Vec<(&'static str, waldur_stomp::client::ConsumerState)>>,
 }
 
 /// The coordinator: every offering and backend of one config.
@@ -91,6 +91,7 @@ impl Coordinator {
                     config.retry.clone(),
                     o.waldur.verify_tls,
                 )
+                .map(|c| c.with_observer(crate::metrics::waldur_request))
             };
             let backend = |role: &Option<String>| -> Result<Option<BackendHandle>, String> {
                 role.as_ref()
@@ -218,7 +219,7 @@ impl Coordinator {
             only.is_empty()
                 || only.iter().any(|n| {
                     *n == o.config.name
-                        || crate::waldur::ids::same_uuid(n, o.config.offering_uuid.as_str())
+                        || waldur_client::ids::same_uuid(n, o.config.offering_uuid.as_str())
                 })
         })
     }
@@ -451,7 +452,7 @@ impl Cycle for ReportProcessor {
 
 impl<P> Task<P> {
     /// The agent identity's UUID, once registered.
-    pub async fn identity(&self) -> Option<crate::waldur::ids::Uuid> {
+    pub async fn identity(&self) -> Option<waldur_client::ids::Uuid> {
         self.registration.identity().await
     }
 

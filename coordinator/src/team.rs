@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use waldur_backend_api::types::User;
 
-use crate::waldur::types::{OfferingUser, TeamMember, offering_user_state};
+use waldur_client::types::{OfferingUser, TeamMember, offering_user_state};
 
 /// UUIDs compare equal with or without dashes, in any case.
 pub fn normalise_uuid(u: &str) -> String {

@@ -29,8 +29,8 @@ use waldur_backend_api::types::{self as api, Capability};
 
 use crate::backend::{BackendCallError, BackendHandle};
 use crate::config::{UsernameConfig, UsernameSource};
-use crate::waldur::types::{OfferingUser, offering_user_state as st};
-use crate::waldur::{WaldurClient, WaldurError};
+use waldur_client::types::{OfferingUser, offering_user_state as st};
+use waldur_client::{WaldurClient, WaldurError};
 
 /// Users the generator works on.
 pub const OPEN_STATES: [&str; 5] = [
@@ -80,7 +80,7 @@ enum Generated {
 /// Username management of one offering.
 #[derive(Clone)]
 pub struct Usernames {
-    offering_uuid: crate::waldur::ids::Uuid,
+    offering_uuid: waldur_client::ids::Uuid,
     waldur: WaldurClient,
     backend: Option<BackendHandle>,
     config: UsernameConfig,
@@ -123,7 +123,7 @@ impl Usernames {
     /// Username management for an offering; `backend` is the one asked for
     /// names when the source is `backend`.
     pub fn new(
-        offering_uuid: &crate::waldur::ids::Uuid,
+        offering_uuid: &waldur_client::ids::Uuid,
         waldur: WaldurClient,
         backend: Option<BackendHandle>,
         config: UsernameConfig,

@@ -14,10 +14,10 @@ use serde_json::json;
 use support::{Options, World, until};
 use waldur_backend_proto::v1::AccessLevel;
 use waldur_backend_sdk::Backend;
-use waldur_coordinator::events::client::ConsumerState;
 use waldur_coordinator::events::consumers::object_types;
 use waldur_coordinator::runner::Coordinator;
 use waldur_sim::events::Broker;
+use waldur_stomp::client::ConsumerState;
 
 pub const EVENT_CONFIG: &str = "    intervals: {orders_seconds: 3600, membership_seconds: 3600, report_seconds: 3600}\n    events: {stomp_url: 'ws://127.0.0.1:15674/ws', heartbeat_seconds: 2, max_backoff_seconds: 2}";
 

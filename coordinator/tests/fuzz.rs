@@ -9,12 +9,12 @@ use std::path::Path;
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
+use waldur_client::ids::Uuid;
+use waldur_client::types::{OfferingUser, Order, Resource, TeamMember};
 use waldur_coordinator::config::Config;
 use waldur_coordinator::events::body::Event;
-use waldur_coordinator::events::stomp;
 use waldur_coordinator::secret::MapEnv;
-use waldur_coordinator::waldur::ids::Uuid;
-use waldur_coordinator::waldur::types::{OfferingUser, Order, Resource, TeamMember};
+use waldur_stomp::codec as stomp;
 
 /// Arbitrary JSON, a few levels deep.
 fn json_value() -> impl Strategy<Value = Value> {

@@ -4,6 +4,8 @@
 //! * [`tls`] and [`pki`]: mutual TLS material, the site CA and certificate
 //!   issuing ([`cli`] holds the `pki` subcommands);
 //! * [`secret_file`]: who may read a secret file, and what a value may be;
+//!   [`secret`]: a value that never prints, and environment access through a
+//!   trait;
 //! * [`telemetry`]: logs, OpenTelemetry export and W3C trace propagation
 //!   over gRPC and HTTP;
 //! * [`exposition`]: the OpenMetrics text of a registry;
@@ -16,6 +18,7 @@ pub mod exposition;
 pub mod keyed_lock;
 pub mod pki;
 pub mod retry;
+pub mod secret;
 pub mod secret_file;
 pub mod shutdown;
 pub mod telemetry;

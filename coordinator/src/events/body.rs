@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::waldur::ids::Uuid;
+use waldur_client::ids::Uuid;
 
 /// Order states that need no work (the original's drop list).
 const ORDER_STATES_IGNORED: [&str; 7] = [

@@ -19,11 +19,11 @@ use std::time::Duration;
 use tracing::Instrument;
 use waldur_backend_api::types::Capability;
 
-use super::client::{self, ConsumerState, StompConfig};
 use super::handlers::{self, Handled};
 use crate::runner::{Coordinator, OfferingRuntime};
-use crate::waldur::WaldurError;
-use crate::waldur::ids::Uuid;
+use waldur_client::WaldurError;
+use waldur_client::ids::Uuid;
+use waldur_stomp::client::{self, ConsumerState, StompConfig};
 
 /// The object types an offering subscribes to.
 pub async fn object_types(o: &OfferingRuntime) -> Vec<&'static str> {
@@ -82,7 +82,7 @@ async fn subscribe(
         .waldur
         .register_event_subscription(identity, object_type)
         .await?;
-    let garbled = |e: crate::waldur::ids::InvalidUuid| {
+    let garbled = |e: waldur_client::ids::InvalidUuid| {
         WaldurError::unexpected("POST", "register_event_subscription", e)
     };
     let sub_uuid = Uuid::parse("subscription.uuid", &sub.uuid).map_err(garbled)?;

@@ -9,7 +9,7 @@
 
 use super::body::{Event, PeriodicLimits};
 use crate::runner::OfferingRuntime;
-use crate::waldur::ids::Uuid;
+use waldur_client::ids::Uuid;
 
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,7 +212,7 @@ async fn import(o: &OfferingRuntime, request: &Uuid) -> Result<Handled, Handled>
             };
             let step = async {
                 let Some(project) = w.project_by_slug(slug).await? else {
-                    return Ok::<bool, crate::waldur::WaldurError>(false);
+                    return Ok::<bool, waldur_client::WaldurError>(false);
                 };
                 let Ok(project) = Uuid::parse("project.uuid", &project) else {
                     tracing::warn!(slug, "project with an invalid uuid; resource not offered");

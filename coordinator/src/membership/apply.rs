@@ -8,7 +8,7 @@ use waldur_backend_api::types::{Outcome, User, UserResult};
 use super::plan::{ResourcePlan, differs};
 use super::{MembershipProcessor, MembershipSummary, ResourceOutcome, SyncError};
 use crate::orders::HIDDEN_ERROR;
-use crate::waldur::ids::Uuid;
+use waldur_client::ids::Uuid;
 
 /// Counts one user's result: `applied` when the change was made,
 /// `failures` and the message when it failed.

@@ -61,11 +61,11 @@ use crate::backend::{BackendCallError, BackendHandle};
 use crate::config::OfferingConfig;
 use crate::team::{normalise_uuid, usable_offering_users};
 use crate::usernames::{UsernameSummary, Usernames};
-use crate::waldur::ids::{InvalidUuid, Uuid, same_uuid};
-use crate::waldur::types::{
+use waldur_client::ids::{InvalidUuid, Uuid, same_uuid};
+use waldur_client::types::{
     Account, AttributeConfig, Resource, TeamMember, UserUsageLimit, amount,
 };
-use crate::waldur::{WaldurClient, WaldurError};
+use waldur_client::{WaldurClient, WaldurError};
 
 /// Resource fields membership sync reads (the original's set, trimmed to
 /// what is used).

@@ -8,8 +8,8 @@ use waldur_backend_api::types::{AccessLevel, Capability, ResourceInfo, User};
 
 use super::{Cycle, MembershipProcessor, SyncError};
 use crate::team::{normalise_uuid, team_users};
-use crate::waldur::ids::Uuid;
-use crate::waldur::types::Resource;
+use waldur_client::ids::Uuid;
+use waldur_client::types::Resource;
 
 /// One member's per-user limits to set.
 #[derive(Debug, Clone, PartialEq, Serialize)]

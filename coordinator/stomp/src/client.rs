@@ -16,7 +16,7 @@
 //! the handler like any other (which refuses it), and a frame the codec
 //! cannot decode or a message over `max_message_bytes` reaches the handler
 //! as [`Message::refused`]. Nothing a publisher puts into a queue can stall
-//! it (see [`super::ws`] for why the transport is this project's own).
+//! it (see [`crate::ws`] for why the transport is this project's own).
 //!
 //! The passcode is a [`Secret`] and is never logged.
 
@@ -30,9 +30,9 @@ use std::time::Duration;
 use futures::FutureExt as _;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
-use super::stomp::{self, Decoded, Frame};
-use super::ws::{Incoming, Limits, WsConn};
-use crate::secret::Secret;
+use crate::codec::{self as stomp, Decoded, Frame};
+use crate::ws::{Incoming, Limits, WsConn};
+use waldur_runtime::secret::Secret;
 
 /// The WebSocket subprotocol for STOMP 1.2.
 const SUBPROTOCOL: &str = "v12.stomp";

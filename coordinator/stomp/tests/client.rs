@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
-use waldur_coordinator::events::client::{self, ConsumerState, Message, StompConfig};
-use waldur_coordinator::secret::Secret;
+use waldur_runtime::secret::Secret;
+use waldur_stomp::client::{self, ConsumerState, Message, StompConfig};
 
 const WS_URL: &str = "ws://127.0.0.1:15674/ws";
 const API: &str = "http://127.0.0.1:15672/api";
@@ -586,7 +586,7 @@ async fn fake_broker(then: AfterSubscribe) -> (String, Arc<AtomicUsize>) {
     use tokio_tungstenite::tungstenite::Message as Ws;
     use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
     use tokio_tungstenite::tungstenite::http::HeaderValue;
-    use waldur_coordinator::events::stomp::{self, Decoded, Frame};
+    use waldur_stomp::codec::{self as stomp, Decoded, Frame};
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/ws", listener.local_addr().unwrap());

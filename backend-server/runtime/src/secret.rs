@@ -24,7 +24,7 @@ impl Secret {
 
     /// Reads a secret from a file or an environment variable; exactly one
     /// must be configured. A file must be private to the service (see
-    /// [`waldur_runtime::secret_file`]); in both, one trailing newline is
+    /// [`crate::secret_file`]); in both, one trailing newline is
     /// dropped and any other whitespace is a config error.
     pub fn from_file_or_env(
         what: &str,
@@ -33,12 +33,12 @@ impl Secret {
         env: &dyn Env,
     ) -> Result<Self, String> {
         match (file, var) {
-            (Some(path), None) => waldur_runtime::secret_file::read(path)
+            (Some(path), None) => crate::secret_file::read(path)
                 .map(Self::new)
                 .map_err(|e| format!("{what}_file {e}")),
             (None, Some(name)) => match env.var(name) {
                 Some(v) if !v.is_empty() => {
-                    waldur_runtime::secret_file::value(&format!("environment variable {name}"), &v)
+                    crate::secret_file::value(&format!("environment variable {name}"), &v)
                         .map(Self::new)
                         .map_err(|e| format!("{what}_env: {e}"))
                 }

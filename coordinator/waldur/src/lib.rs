@@ -16,7 +16,10 @@
 
 mod api;
 pub mod ids;
+mod settings;
 pub mod types;
+
+pub use settings::{Credentials, RetryConfig};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,7 +30,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
-use crate::config::{Credentials, RetryConfig};
+/// Told of every HTTP request: the path, the method and the status (or
+/// `error` when no answer came), for metrics.
+pub type RequestObserver = fn(path: &str, method: &str, status: &str);
 
 /// Query parameters; keys may repeat (`state=a&state=b`).
 pub type Query = Vec<(&'static str, String)>;
@@ -123,6 +128,7 @@ struct Inner {
     retry: RetryConfig,
     bearer: Mutex<Option<(String, Instant)>>,
     calls: AtomicU64,
+    observer: Option<RequestObserver>,
 }
 
 impl std::fmt::Debug for WaldurClient {
@@ -166,8 +172,23 @@ impl WaldurClient {
                 retry,
                 bearer: Mutex::new(None),
                 calls: AtomicU64::new(0),
+                observer: None,
             }),
         })
+    }
+
+    /// Tells `observer` of every request (set before the client is cloned).
+    pub fn with_observer(mut self, observer: RequestObserver) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.observer = Some(observer);
+        }
+        self
+    }
+
+    fn observe(&self, path: &str, method: &str, status: &str) {
+        if let Some(f) = self.inner.observer {
+            f(path, method, status);
+        }
     }
 
     /// HTTP requests sent so far (retries included).
@@ -309,12 +330,12 @@ impl WaldurClient {
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {
-                crate::metrics::waldur_request(path, method.as_str(), "error");
+                self.observe(path, method.as_str(), "error");
                 return Err(err(ErrorKind::Network(without_url(&e))));
             }
         };
         let status = resp.status();
-        crate::metrics::waldur_request(path, method.as_str(), status.as_str());
+        self.observe(path, method.as_str(), status.as_str());
         let headers = resp.headers().clone();
         let text = resp
             .text()
