@@ -19,7 +19,7 @@ use waldur_backend_example::{ExampleBackend, ExampleSettings};
 use waldur_backend_sdk::Backend;
 use waldur_backend_sdk::types::{CreateResource, ResourceContext, User};
 use waldur_coordinator::config::Config;
-use waldur_coordinator::runner::Coordinator;
+use waldur_coordinator::runtime::Coordinator;
 use waldur_coordinator::secret::MapEnv;
 use waldur_sim::Sim;
 

@@ -21,7 +21,7 @@ use waldur_backend_example::ExampleBackend;
 use waldur_backend_sdk::Backend;
 use waldur_backend_slurm::SlurmBackend;
 use waldur_coordinator::config::Config;
-use waldur_coordinator::runner::Coordinator;
+use waldur_coordinator::runtime::Coordinator;
 use waldur_coordinator::secret::MapEnv;
 use waldur_sim::NewOrder;
 use waldur_sim::events::Broker;

@@ -21,10 +21,10 @@ use common::Bench;
 use serde_json::json;
 use waldur_backend_example::ExampleBackend;
 use waldur_coordinator::config::Config;
-use waldur_coordinator::hca::Portal;
-use waldur_coordinator::hca::config::ResolvedBroker;
-use waldur_coordinator::runner::Coordinator;
+use waldur_coordinator::runtime::Coordinator;
 use waldur_coordinator::secret::{MapEnv, Secret};
+use waldur_coordinator::upstream::hca::Portal;
+use waldur_coordinator::upstream::hca::config::ResolvedBroker;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;

@@ -12,7 +12,7 @@ pub use waldur_client::{Credentials, RetryConfig};
 
 use serde::Deserialize;
 
-use crate::secret::{Env, Secret};
+use waldur_runtime::secret::{Env, Secret};
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -42,7 +42,7 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// Helmholtz Cloud services answered over AMQP.
     #[serde(default)]
-    pub helmholtz: crate::hca::HelmholtzConfig,
+    pub helmholtz: crate::upstream::hca::HelmholtzConfig,
     /// Where relative paths in the file (schemas) start: the file's folder.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -651,7 +651,7 @@ impl WaldurConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret::MapEnv;
+    use waldur_runtime::secret::MapEnv;
 
     fn base() -> String {
         r#"

@@ -5,36 +5,27 @@
 //! over mutual TLS. It keeps no database: everything is re-derived from
 //! Waldur and the backends, so a restart loses nothing.
 //!
-//! * [`admin`] — `/metrics`, `/healthz`, `/readyz`;
-//! * [`config`] — the strict YAML config;
-//! * [`waldur`] — the typed Waldur REST client;
-//! * [`backend`] — the backend client handle (mTLS channel, deadlines, retries);
-//! * [`identity`] — agent identity, service and processor registration;
-//! * [`orders`] — order processing;
-//! * [`report`] — usage reporting;
-//! * [`membership`] — membership sync;
-//! * [`usernames`] — offering users and their usernames;
-//! * [`hca`] — Helmholtz Cloud requests over AMQP;
-//! * [`metrics`] — Prometheus series;
-//! * [`ops`] — operator commands (load-components, diagnostics, ...);
-//! * [`runner`] — the per-offering task loops.
+//! The folders are its rooms:
+//!
+//! * [`upstream`]: where requests come from (the Helmholtz Cloud adapter;
+//!   Waldur's REST API and event queues are the `waldur-client` and
+//!   `waldur-stomp` crates);
+//! * [`processors`]: the work (orders, membership, usage report, usernames,
+//!   registration);
+//! * [`backend`]: the backend client, the only place that speaks the wire
+//!   types;
+//! * [`runtime`]: what one config builds, the task loops, the event
+//!   consumers and the admin port;
+//! * [`cli`]: the subcommands;
+//! * [`config`], [`clock`], [`metrics`]: shared by all of them.
 
-pub mod admin;
 pub mod backend;
-pub mod check;
+pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod events;
-pub mod hca;
-pub mod identity;
-pub mod membership;
 pub mod metrics;
-pub mod migrate;
-pub mod ops;
-pub mod orders;
-pub mod plan;
-pub mod report;
-pub mod runner;
+pub mod processors;
+pub mod runtime;
+pub mod upstream;
+
 pub use waldur_runtime::secret;
-pub mod team;
-pub mod usernames;

@@ -3,7 +3,7 @@
 //! (offerings, backends and services come from the config; endpoints are
 //! path templates; outcomes and codes are fixed sets).
 //!
-//! Served on `/metrics` of the admin port ([`crate::admin`]) in the
+//! Served on `/metrics` of the admin port ([`crate::runtime::admin`]) in the
 //! OpenMetrics text format.
 
 use std::collections::BTreeMap;

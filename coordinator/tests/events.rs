@@ -14,8 +14,8 @@ use serde_json::json;
 use support::{Options, World, until};
 use waldur_backend_proto::v1::AccessLevel;
 use waldur_backend_sdk::Backend;
-use waldur_coordinator::events::consumers::object_types;
-use waldur_coordinator::runner::Coordinator;
+use waldur_coordinator::runtime::Coordinator;
+use waldur_coordinator::runtime::events::consumers::object_types;
 use waldur_sim::events::Broker;
 use waldur_stomp::client::ConsumerState;
 

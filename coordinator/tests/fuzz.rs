@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use waldur_client::ids::Uuid;
 use waldur_client::types::{OfferingUser, Order, Resource, TeamMember};
 use waldur_coordinator::config::Config;
-use waldur_coordinator::events::body::Event;
+use waldur_coordinator::runtime::events::body::Event;
 use waldur_coordinator::secret::MapEnv;
 use waldur_stomp::codec as stomp;
 
@@ -182,13 +182,13 @@ proptest! {
 
 /// The Helmholtz `ComputeResourceSpecV1` resource type as the tests
 /// configure it.
-fn compute_type() -> waldur_coordinator::hca::mapping::ResourceType {
+fn compute_type() -> waldur_coordinator::upstream::hca::mapping::ResourceType {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let config: waldur_coordinator::hca::config::ResourceTypeConfig = serde_norway::from_str(
+    let config: waldur_coordinator::upstream::hca::config::ResourceTypeConfig = serde_norway::from_str(
         "schema: deploy/hca/schemas/ComputeResourceSpecV1.json\nbackend: hpc\ntarget: any\nbackend_id: \"hca_{/specification/project_name}_{request_hash}\"\nproject: \"{/specification/project_name}\"\ncustomer: helmholtz\nlimits:\n  cpu: {from: /specification/cpu_hours}\n",
     )
     .unwrap();
-    waldur_coordinator::hca::mapping::ResourceType::load(&config, &root).unwrap()
+    waldur_coordinator::upstream::hca::mapping::ResourceType::load(&config, &root).unwrap()
 }
 
 proptest! {

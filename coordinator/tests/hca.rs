@@ -29,7 +29,7 @@ async fn a_ping_is_answered_with_a_ping_carrying_the_service_id() {
     let s = Setup::new(Arc::new(example())).await;
     let (c, run) = s.start().await;
     let mut portal = s.portal().await;
-    let (ready, text) = waldur_coordinator::admin::readiness(&c).await;
+    let (ready, text) = waldur_coordinator::runtime::admin::readiness(&c).await;
     assert!(ready && text.contains("ok helmholtz test"), "{text}");
     let reply = ask(&mut portal, "PingV1", "ping-1", b"{}").await;
     assert_eq!(reply.message_type, "PingV1");

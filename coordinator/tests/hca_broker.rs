@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::hca::{Gated, Setup, compute, example};
-use waldur_coordinator::hca::Portal;
+use waldur_coordinator::upstream::hca::Portal;
 
 async fn send(portal: &Portal, range: std::ops::Range<usize>) {
     for i in range {
@@ -42,7 +42,7 @@ async fn a_broker_restart_in_the_middle_of_a_stream_loses_no_request() {
         Default::default();
     fn note(
         answered: &mut std::collections::BTreeMap<String, Vec<serde_json::Value>>,
-        m: waldur_coordinator::hca::PortalMessage,
+        m: waldur_coordinator::upstream::hca::PortalMessage,
     ) {
         assert_eq!(m.message_type, "ResourceCreatedV1", "{:?}", m.body);
         answered.entry(m.correlation_id).or_default().push(m.body);

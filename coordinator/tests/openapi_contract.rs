@@ -85,9 +85,9 @@ async fn requests_and_simulator_answers_follow_the_waldur_openapi_schema() {
     {
         o.components.retain(|c| c["type"] != "mem");
     }
-    let selected = waldur_coordinator::ops::select(&world.coordinator, &[]).unwrap();
-    assert!(waldur_coordinator::ops::load_components(&world.coordinator, &selected).await);
-    assert!(waldur_coordinator::ops::diagnostics(&world.coordinator, &selected).await);
+    let selected = waldur_coordinator::cli::ops::select(&world.coordinator, &[]).unwrap();
+    assert!(waldur_coordinator::cli::ops::load_components(&world.coordinator, &selected).await);
+    assert!(waldur_coordinator::cli::ops::diagnostics(&world.coordinator, &selected).await);
 
     // Endpoints later tasks use (event subscriptions): exercised directly so
     // the simulator's answers are checked too.

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 
 use support::{Options, World};
 use waldur_backend_example::{ComponentSettings, ExampleSettings};
-use waldur_coordinator::ops;
+use waldur_coordinator::cli::ops;
 
-fn selected(w: &World) -> Vec<&waldur_coordinator::runner::OfferingRuntime> {
+fn selected(w: &World) -> Vec<&waldur_coordinator::runtime::OfferingRuntime> {
     ops::select(&w.coordinator, &[]).unwrap()
 }
 

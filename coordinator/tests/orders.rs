@@ -8,7 +8,7 @@ mod support;
 use serde_json::json;
 use support::{Options, World};
 use waldur_backend_example::ExampleSettings;
-use waldur_coordinator::orders::OrderOutcome;
+use waldur_coordinator::processors::orders::OrderOutcome;
 use waldur_sim::Fault;
 
 fn backend_users(world: &World, backend_id: &str) -> Vec<String> {
@@ -274,7 +274,7 @@ async fn internal_backend_errors_are_hidden_when_details_are_not_exposed() {
     world.until_state(&order, "erred").await;
     assert_eq!(
         world.sim.order(&order).unwrap().error_message,
-        waldur_coordinator::orders::HIDDEN_ERROR
+        waldur_coordinator::processors::orders::HIDDEN_ERROR
     );
 }
 

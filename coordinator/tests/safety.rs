@@ -10,8 +10,8 @@ mod support;
 use serde_json::json;
 use support::{Options, World};
 use waldur_backend_sdk::Backend;
-use waldur_coordinator::events::handlers::{self, Handled};
-use waldur_coordinator::orders::OrderOutcome;
+use waldur_coordinator::processors::orders::OrderOutcome;
+use waldur_coordinator::runtime::events::handlers::{self, Handled};
 use waldur_sim::Fault;
 
 async fn members(w: &World, backend_id: &str) -> Vec<String> {
@@ -109,7 +109,7 @@ async fn a_shrunken_offering_user_list_trips_the_breaker_and_nothing_is_removed(
     }
     let membership = w.coordinator.offerings[0].membership.as_ref().unwrap();
     assert!(membership.processor.tripped().is_some());
-    let (_, text) = waldur_coordinator::admin::readiness(&w.coordinator).await;
+    let (_, text) = waldur_coordinator::runtime::admin::readiness(&w.coordinator).await;
     assert!(text.contains("degraded breaker HPC"), "{text}");
 
     // The plan shows what is held; the operator lets one cycle through.
@@ -147,8 +147,8 @@ async fn the_plan_changes_nothing() {
     w.sim.reset_calls();
 
     let selected: Vec<_> = w.coordinator.offerings.iter().collect();
-    let plans = waldur_coordinator::plan::plan(&selected).await;
-    let text = waldur_coordinator::plan::render(&plans);
+    let plans = waldur_coordinator::cli::plan::plan(&selected).await;
+    let text = waldur_coordinator::cli::plan::render(&plans);
     assert!(text.contains("add dave"), "{text}");
     assert!(text.contains("set ACCESS_LEVEL_PAUSED"), "{text}");
     assert!(text.contains("create hpc_weather-run"), "{text}");

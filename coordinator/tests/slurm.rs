@@ -294,7 +294,7 @@ async fn events_from_waldur_change_slurm_associations_and_qos_without_polling() 
     w.sim.enable_events(waldur_sim::events::Broker::default());
     let (resource, account) = w.provisioned_with("event sync", budget()).await;
     let (c, run) = w.spawn_running();
-    let expected = waldur_coordinator::events::consumers::object_types(&c.offerings[0])
+    let expected = waldur_coordinator::runtime::events::consumers::object_types(&c.offerings[0])
         .await
         .len();
     wait_for("consumers connected", Duration::from_secs(60), || {

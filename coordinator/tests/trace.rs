@@ -198,7 +198,7 @@ timeouts: {{backend_read_seconds: 10, backend_mutate_seconds: 60, backend_connec
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", admin))
         .await
         .unwrap();
-    tokio::spawn(waldur_coordinator::admin::serve(
+    tokio::spawn(waldur_coordinator::runtime::admin::serve(
         listener,
         coordinator.clone(),
     ));

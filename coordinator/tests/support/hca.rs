@@ -12,10 +12,10 @@ use waldur_backend_example::{ExampleBackend, ExampleSettings};
 use waldur_backend_sdk::types::*;
 use waldur_backend_sdk::{Backend, BackendResult, Bound};
 use waldur_coordinator::config::Config;
-use waldur_coordinator::hca::config::ResolvedBroker;
-use waldur_coordinator::hca::{Portal, PortalMessage};
-use waldur_coordinator::runner::Coordinator;
+use waldur_coordinator::runtime::Coordinator;
 use waldur_coordinator::secret::{MapEnv, Secret};
+use waldur_coordinator::upstream::hca::config::ResolvedBroker;
+use waldur_coordinator::upstream::hca::{Portal, PortalMessage};
 
 const MGMT: &str = "http://127.0.0.1:15672/api";
 

@@ -8,7 +8,7 @@
 //! acknowledged by the caller (redelivering them would never help).
 
 use super::body::{Event, PeriodicLimits};
-use crate::runner::OfferingRuntime;
+use crate::runtime::OfferingRuntime;
 use waldur_client::ids::Uuid;
 
 /// What became of one message.

@@ -20,7 +20,7 @@ use tracing::Instrument;
 use waldur_backend_api::types::Capability;
 
 use super::handlers::{self, Handled};
-use crate::runner::{Coordinator, OfferingRuntime};
+use crate::runtime::{Coordinator, OfferingRuntime};
 use waldur_client::WaldurError;
 use waldur_client::ids::Uuid;
 use waldur_stomp::client::{self, ConsumerState, StompConfig};
@@ -103,7 +103,7 @@ async fn subscribe(
         sub_uuid.to_string(),
         o.stomp_passcode
             .clone()
-            .unwrap_or_else(|| crate::secret::Secret::new("")),
+            .unwrap_or_else(|| waldur_runtime::secret::Secret::new("")),
         name,
     );
     config.heartbeat = Duration::from_secs(settings.heartbeat_seconds.max(1));

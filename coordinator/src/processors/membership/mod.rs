@@ -7,7 +7,7 @@
 //!
 //! 1. **Plan** ([`plan`], reads only). Once per offering: the resources,
 //!    the offering users (after moving open ones through username
-//!    generation, see [`crate::usernames`]), the exposed attributes, service
+//!    generation, see [`crate::processors::usernames`]), the exposed attributes, service
 //!    and course accounts and per-user limits; once per project: the team.
 //!    Then per resource, concurrently and bounded: `GetResource` (members,
 //!    limits, metadata, access level), `GetUserLimits` where needed, and
@@ -59,8 +59,8 @@ use self::apply::Finished;
 use self::breaker::{Scope, Tally};
 use crate::backend::{BackendCallError, BackendHandle};
 use crate::config::OfferingConfig;
-use crate::team::{normalise_uuid, usable_offering_users};
-use crate::usernames::{UsernameSummary, Usernames};
+use crate::processors::team::{normalise_uuid, usable_offering_users};
+use crate::processors::usernames::{UsernameSummary, Usernames};
 use waldur_client::ids::{InvalidUuid, Uuid, same_uuid};
 use waldur_client::types::{
     Account, AttributeConfig, Resource, TeamMember, UserUsageLimit, amount,
@@ -214,7 +214,7 @@ type UserLimitMap = HashMap<String, HashMap<String, BTreeMap<String, i64>>>;
 
 /// What a sync reads once and shares between resources.
 struct Cycle {
-    usable: crate::team::Usable,
+    usable: crate::processors::team::Usable,
     exposed: Vec<String>,
     plugin_options: Value,
     accounts: Vec<Account>,
@@ -577,7 +577,7 @@ impl MembershipProcessor {
         }
         let usernames_pending = offering_users
             .iter()
-            .filter(|u| !u.is_restricted && crate::usernames::is_open(&u.state))
+            .filter(|u| !u.is_restricted && crate::processors::usernames::is_open(&u.state))
             .count();
         let exposed = match self.waldur.attribute_config(offering_uuid).await {
             Ok(c) => c.exposed_fields,

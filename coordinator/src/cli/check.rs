@@ -4,7 +4,7 @@
 //! blast-radius breaker would trip.
 
 use crate::config::Config;
-use crate::runner::Coordinator;
+use crate::runtime::Coordinator;
 
 /// Prints the checks; true when all passed.
 pub async fn run(config: &Config, coordinator: &Coordinator) -> bool {
@@ -70,7 +70,7 @@ pub async fn run(config: &Config, coordinator: &Coordinator) -> bool {
     for (i, (service, _)) in coordinator.hca.iter().enumerate() {
         let name = &service.config.name;
         let b = &service.broker;
-        match crate::hca::amqp::connect(b, "waldur-coordinator check").await {
+        match crate::upstream::hca::amqp::connect(b, "waldur-coordinator check").await {
             Ok(conn) => {
                 line(
                     true,

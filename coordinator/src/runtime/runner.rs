@@ -3,199 +3,18 @@
 //! end of the cycle as the original agent. Tasks and offerings run
 //! independently: a slow report never delays orders.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::BackendHandle;
-use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, OfferingConfig};
-use crate::identity::Registration;
-use crate::membership::{MembershipProcessor, MembershipSummary};
-use crate::orders::{CycleReport, OrderProcessor};
-use crate::report::{ReportError, ReportProcessor, ReportSummary};
-use crate::secret::Env;
-use waldur_client::{WaldurClient, WaldurError};
-
-/// One task of one offering: its processor, backend, Waldur client (with the
-/// task's User-Agent) and registration.
-pub struct Task<P> {
-    /// The processor.
-    pub processor: P,
-    /// Its backend.
-    pub backend: BackendHandle,
-    /// Its Waldur client.
-    pub waldur: WaldurClient,
-    registration: Registration,
-}
-
-/// Everything one offering runs.
-pub struct OfferingRuntime {
-    /// Its config.
-    pub config: Arc<OfferingConfig>,
-    /// Waldur client for operator commands (`order_process` User-Agent).
-    pub waldur: WaldurClient,
-    /// Order processing, if enabled.
-    pub orders: Option<Task<OrderProcessor>>,
-    /// Usage reporting, if enabled.
-    pub report: Option<Task<ReportProcessor>>,
-    /// Membership sync, if enabled.
-    pub membership: Option<Task<MembershipProcessor>>,
-    /// The API token, which is also the STOMP passcode (event mode).
-    pub stomp_passcode: Option<crate::secret::Secret>,
-    /// Event consumers by object type, once subscribed (readiness, tests).
-    pub consumers: std::sync::Mutex<Vec<(&'static str, waldur_stomp::client::ConsumerState)>>,
-}
-
-/// The coordinator: every offering and backend of one config.
-pub struct Coordinator {
-    /// Offerings, in config order.
-    pub offerings: Vec<OfferingRuntime>,
-    /// Backends by config key.
-    pub backends: BTreeMap<String, BackendHandle>,
-    /// Helmholtz Cloud services with their broker link state.
-    pub hca: Vec<(Arc<crate::hca::HcaService>, Arc<crate::hca::LinkState>)>,
-}
+use super::offering::{Coordinator, OfferingRuntime, Task};
+use crate::config::OfferingConfig;
+use crate::processors::membership::{MembershipProcessor, MembershipSummary};
+use crate::processors::orders::{CycleReport, OrderProcessor};
+use crate::processors::report::{ReportError, ReportProcessor, ReportSummary};
+use waldur_client::WaldurError;
 
 impl Coordinator {
-    /// Builds clients for a config, connecting to backends over mutual TLS.
-    pub fn build(config: &Config, env: &dyn Env) -> Result<Self, String> {
-        let mut backends = BTreeMap::new();
-        for (name, b) in &config.backends {
-            backends.insert(
-                name.clone(),
-                BackendHandle::remote(name, b, &config.timeouts).map_err(|e| e.to_string())?,
-            );
-        }
-        Self::with_backends(config, env, backends, Arc::new(SystemClock))
-    }
-
-    /// Builds with the given backend handles (in-process backends in tests)
-    /// and clock.
-    pub fn with_backends(
-        config: &Config,
-        env: &dyn Env,
-        backends: BTreeMap<String, BackendHandle>,
-        clock: Arc<dyn Clock>,
-    ) -> Result<Self, String> {
-        let mut offerings = Vec::new();
-        for o in &config.offerings {
-            let creds = o.waldur.token(env)?;
-            let client = |mode: &str| {
-                WaldurClient::new(
-                    &o.waldur.api_url,
-                    creds.clone(),
-                    mode,
-                    config.timeouts.waldur(),
-                    config.retry.clone(),
-                    o.waldur.verify_tls,
-                )
-                .map(|c| c.with_observer(crate::metrics::waldur_request))
-            };
-            let backend = |role: &Option<String>| -> Result<Option<BackendHandle>, String> {
-                role.as_ref()
-                    .map(|name| {
-                        backends
-                            .get(name)
-                            .cloned()
-                            .ok_or_else(|| format!("offering {}: unknown backend {name}", o.name))
-                    })
-                    .transpose()
-            };
-            let shared = Arc::new(o.clone());
-            let waldur = client("order_process")?;
-            let orders = match (backend(&o.backends.orders)?, o.tasks.orders) {
-                (Some(b), true) => Some(Task {
-                    processor: OrderProcessor::new(
-                        shared.clone(),
-                        waldur.clone(),
-                        b.clone(),
-                        config.expose_backend_error_details,
-                    ),
-                    backend: b,
-                    waldur: waldur.clone(),
-                    registration: Registration::new(
-                        &o.offering_uuid,
-                        "order_process",
-                        "OfferingOrderProcessor",
-                    ),
-                }),
-                _ => None,
-            };
-            let report = match (backend(&o.backends.report)?, o.tasks.report) {
-                (Some(b), true) => {
-                    let w = client("report")?;
-                    Some(Task {
-                        processor: ReportProcessor::new(
-                            shared.clone(),
-                            w.clone(),
-                            b.clone(),
-                            clock.clone(),
-                            &config.timezone,
-                        ),
-                        backend: b,
-                        waldur: w,
-                        registration: Registration::new(
-                            &o.offering_uuid,
-                            "report",
-                            "OfferingReportProcessor",
-                        ),
-                    })
-                }
-                _ => None,
-            };
-            let membership = match (backend(&o.backends.membership)?, o.tasks.membership) {
-                (Some(b), true) => {
-                    let w = client("membership_sync")?;
-                    Some(Task {
-                        processor: MembershipProcessor::new(
-                            shared.clone(),
-                            w.clone(),
-                            b.clone(),
-                            config.expose_backend_error_details,
-                        ),
-                        backend: b,
-                        waldur: w,
-                        registration: Registration::new(
-                            &o.offering_uuid,
-                            "membership_sync",
-                            "OfferingMembershipProcessor",
-                        ),
-                    })
-                }
-                _ => None,
-            };
-            let stomp_passcode = match &creds {
-                crate::config::Credentials::Token(t) => Some(t.clone()),
-                crate::config::Credentials::Oidc { .. } => None,
-            };
-            offerings.push(OfferingRuntime {
-                config: shared,
-                waldur,
-                orders,
-                report,
-                membership,
-                stomp_passcode,
-                consumers: std::sync::Mutex::new(Vec::new()),
-            });
-        }
-        let mut hca = Vec::new();
-        for (i, s) in config.helmholtz.services.iter().enumerate() {
-            let service = crate::hca::HcaService::build(s, env, &config.base_dir, &backends)
-                .map_err(|e| format!("helmholtz.services[{i}] ({}): {e}", s.name))?;
-            hca.push((
-                Arc::new(service),
-                Arc::new(crate::hca::LinkState::default()),
-            ));
-        }
-        Ok(Self {
-            offerings,
-            backends,
-            hca,
-        })
-    }
-
     /// One order cycle for every offering with order processing on.
     pub async fn process_orders_once(&self) -> Vec<(String, Result<CycleReport, WaldurError>)> {
         self.orders_once(&[]).await
@@ -375,7 +194,7 @@ impl Coordinator {
             }
             if o.config.tasks.events {
                 let c = this.clone();
-                tasks.spawn(async move { crate::events::consumers::run(c, index).await });
+                tasks.spawn(async move { crate::runtime::events::consumers::run(c, index).await });
             }
             if o.report.is_some() {
                 let c = this.clone();
@@ -392,7 +211,7 @@ impl Coordinator {
         let (stop_hca, stop) = tokio::sync::watch::channel(false);
         let mut hca = tokio::task::JoinSet::new();
         for (service, state) in &this.hca {
-            hca.spawn(crate::hca::amqp::run(
+            hca.spawn(crate::upstream::hca::amqp::run(
                 service.clone(),
                 state.clone(),
                 stop.clone(),
@@ -447,32 +266,6 @@ impl Cycle for ReportProcessor {
             s.decreases_refused.len(),
             s.errors.len()
         )))
-    }
-}
-
-impl<P> Task<P> {
-    /// The agent identity's UUID, once registered.
-    pub async fn identity(&self) -> Option<waldur_client::ids::Uuid> {
-        self.registration.identity().await
-    }
-
-    /// Registers the agent identity, service and processor (once per start,
-    /// again after Waldur forgot them).
-    pub async fn register(&self) {
-        let (kind, version) = match self.backend.info().await {
-            Ok(i) => (i.name.clone(), i.version.clone()),
-            Err(_) => ("unknown".to_owned(), "unknown".to_owned()),
-        };
-        if let Err(e) = self
-            .registration
-            .ensure(&self.waldur, &kind, &version)
-            .await
-        {
-            if e.status() == Some(404) {
-                self.registration.invalidate().await;
-            }
-            tracing::warn!(error = %e, "agent registration failed; retrying next cycle");
-        }
     }
 }
 

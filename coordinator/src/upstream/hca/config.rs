@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::secret::{Env, Secret};
+use waldur_runtime::secret::{Env, Secret};
 
 /// The `helmholtz:` section.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -330,7 +330,7 @@ fn parse_bool(v: &str) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret::MapEnv;
+    use waldur_runtime::secret::MapEnv;
 
     fn service() -> ServiceConfig {
         serde_norway::from_str(

@@ -155,7 +155,7 @@ pub struct OrderProcessor {
 struct CycleCache {
     offering: OnceCell<types::ProviderOffering>,
     ssh_keys: OnceCell<BTreeMap<String, String>>,
-    offering_users: OnceCell<crate::team::Usable>,
+    offering_users: OnceCell<crate::processors::team::Usable>,
     plans: Mutex<HashMap<String, BTreeMap<String, i64>>>,
 }
 
@@ -791,11 +791,11 @@ impl OrderProcessor {
                     .waldur
                     .offering_users(&self.offering.offering_uuid)
                     .await?;
-                Ok::<_, WaldurError>(crate::team::usable_offering_users(&list))
+                Ok::<_, WaldurError>(crate::processors::team::usable_offering_users(&list))
             })
             .await?;
         let exposed = types::AttributeConfig::default().exposed_fields;
-        let users = crate::team::team_users(team, usable, &exposed);
+        let users = crate::processors::team::team_users(team, usable, &exposed);
         Ok(users)
     }
 

@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use waldur_backend_api::types::{AccountingType, Capability, Component, LimitPeriod, Outcome};
 
 use crate::backend::BackendHandle;
-use crate::runner::{Coordinator, OfferingRuntime};
-use crate::usernames::Usernames;
+use crate::processors::usernames::Usernames;
+use crate::runtime::{Coordinator, OfferingRuntime};
 use waldur_client::ids::same_uuid;
 use waldur_client::types::offering_user_state;
 

@@ -7,7 +7,7 @@ use waldur_backend_api::types::{Outcome, User, UserResult};
 
 use super::plan::{ResourcePlan, differs};
 use super::{MembershipProcessor, MembershipSummary, ResourceOutcome, SyncError};
-use crate::orders::HIDDEN_ERROR;
+use crate::processors::orders::HIDDEN_ERROR;
 use waldur_client::ids::Uuid;
 
 /// Counts one user's result: `applied` when the change was made,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::http::{StatusCode, header};
 use axum::routing::get;
 
-use crate::runner::Coordinator;
+use crate::runtime::Coordinator;
 
 /// Serves the admin endpoints on `listener` until the task is dropped.
 pub async fn serve(
@@ -85,7 +85,8 @@ pub async fn readiness(c: &Coordinator) -> (bool, String) {
         }
         // Every object type the offering subscribes to must be consuming,
         // not just the ones registered so far.
-        let expected = tokio::time::timeout(LIMIT, crate::events::consumers::object_types(o)).await;
+        let expected =
+            tokio::time::timeout(LIMIT, crate::runtime::events::consumers::object_types(o)).await;
         let problem = {
             let consumers = o.consumers.lock().unwrap_or_else(|p| p.into_inner());
             let missing: Vec<&str> = match &expected {

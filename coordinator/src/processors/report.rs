@@ -32,7 +32,7 @@ use waldur_backend_api::types::{Capability, ResourceUsage};
 use crate::backend::{BackendCallError, BackendHandle};
 use crate::clock::{Clock, Month};
 use crate::config::OfferingConfig;
-use crate::team::normalise_uuid;
+use crate::processors::team::normalise_uuid;
 use waldur_client::ids::Uuid;
 use waldur_client::types::{Resource, amount};
 use waldur_client::{WaldurClient, WaldurError};

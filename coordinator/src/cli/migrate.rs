@@ -74,3 +74,51 @@ pub fn write(migration: &Migration, out_dir: &Path, force: bool) -> Result<Vec<P
     }
     Ok(files.into_iter().map(|(p, _, _)| p).collect())
 }
+
+/// `import-config`: reads the original agent's configuration and writes
+/// this project's, reporting what could not be carried over.
+pub fn import_config(args: super::ImportConfig) -> std::process::ExitCode {
+    let text = match std::fs::read_to_string(&args.from) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {}: {e}", args.from.display());
+            return std::process::ExitCode::from(super::EX_USAGE);
+        }
+    };
+    let out_dir = std::path::absolute(&args.out_dir).unwrap_or(args.out_dir.clone());
+    let options = waldur_config_import::Options {
+        source: args.from.clone(),
+        out_dir: out_dir.clone(),
+        backend_endpoint: args.backend_endpoint,
+        pki_dir: args.pki_dir,
+        coordinator_identity: args.coordinator_identity,
+    };
+    let migration = match waldur_config_import::migrate(&text, &options) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {}: {e}", args.from.display());
+            return std::process::ExitCode::from(super::EX_CONFIG);
+        }
+    };
+    match write(&migration, &out_dir, args.force) {
+        Ok(files) => {
+            for f in files {
+                println!("wrote {}", f.display());
+            }
+            for n in &migration.notes {
+                println!("note: {n}");
+            }
+            println!(
+                "next: issue the certificates (deploy/PKI.md), then run `waldur-coordinator check --config {}`",
+                out_dir
+                    .join(waldur_config_import::COORDINATOR_FILE_NAME)
+                    .display()
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

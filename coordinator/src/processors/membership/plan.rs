@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use waldur_backend_api::types::{AccessLevel, Capability, ResourceInfo, User};
 
 use super::{Cycle, MembershipProcessor, SyncError};
-use crate::team::{normalise_uuid, team_users};
+use crate::processors::team::{normalise_uuid, team_users};
 use waldur_client::ids::Uuid;
 use waldur_client::types::Resource;
 

@@ -6,9 +6,9 @@
 
 use serde::Serialize;
 
-use crate::membership::MembershipPlan;
-use crate::orders::OrderPlan;
-use crate::runner::OfferingRuntime;
+use crate::processors::membership::MembershipPlan;
+use crate::processors::orders::OrderPlan;
+use crate::runtime::OfferingRuntime;
 
 /// What one offering's next cycles would change.
 #[derive(Debug, Clone, Serialize)]
@@ -166,7 +166,7 @@ pub fn render(plans: &[OfferingPlan]) -> String {
     out
 }
 
-fn describe(r: &crate::membership::ResourcePlan) -> String {
+fn describe(r: &crate::processors::membership::ResourcePlan) -> String {
     let mut parts = Vec::new();
     if r.missing {
         parts.push("missing on the backend".to_owned());

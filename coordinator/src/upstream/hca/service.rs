@@ -14,7 +14,7 @@ use waldur_backend_api::types::CreateResource;
 use super::config::{ResolvedBroker, ServiceConfig};
 use super::mapping::{Refusal, ResourceType};
 use crate::backend::{BackendCallError, BackendHandle};
-use crate::secret::Env;
+use waldur_runtime::secret::Env;
 
 /// A reply to publish on the outbound queue.
 #[derive(Debug, Clone, PartialEq)]

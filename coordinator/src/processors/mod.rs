@@ -1,0 +1,20 @@
+//! The work itself, one module per task of the original agent: each reads
+//! Waldur through `waldur-client`, decides, and acts through the backend
+//! client. They know nothing of how they are scheduled (the runtime) or
+//! where requests come from (the upstream adapters).
+//!
+//! * [`orders`]: order processing;
+//! * [`membership`]: membership sync, planned, checked by the blast-radius
+//!   breaker, applied;
+//! * [`report`]: usage reporting;
+//! * [`usernames`]: offering users and their usernames;
+//! * [`team`]: who should be on a resource (shared by orders and
+//!   membership);
+//! * [`identity`]: the agent identity, service and processor registration.
+
+pub mod identity;
+pub mod membership;
+pub mod orders;
+pub mod report;
+pub mod team;
+pub mod usernames;

@@ -1,0 +1,226 @@
+//! What one config runs: per offering its processors (each a [`Task`] with
+//! its backend, Waldur client and registration), the backends, and the
+//! Helmholtz Cloud services. Built once at start; the runner and the event
+//! consumers both work from it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::backend::BackendHandle;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, OfferingConfig};
+use crate::processors::identity::Registration;
+use crate::processors::membership::MembershipProcessor;
+use crate::processors::orders::OrderProcessor;
+use crate::processors::report::ReportProcessor;
+use waldur_client::WaldurClient;
+use waldur_runtime::secret::Env;
+
+/// One task of one offering: its processor, backend, Waldur client (with the
+/// task's User-Agent) and registration.
+pub struct Task<P> {
+    /// The processor.
+    pub processor: P,
+    /// Its backend.
+    pub backend: BackendHandle,
+    /// Its Waldur client.
+    pub waldur: WaldurClient,
+    registration: Registration,
+}
+
+/// Everything one offering runs.
+pub struct OfferingRuntime {
+    /// Its config.
+    pub config: Arc<OfferingConfig>,
+    /// Waldur client for operator commands (`order_process` User-Agent).
+    pub waldur: WaldurClient,
+    /// Order processing, if enabled.
+    pub orders: Option<Task<OrderProcessor>>,
+    /// Usage reporting, if enabled.
+    pub report: Option<Task<ReportProcessor>>,
+    /// Membership sync, if enabled.
+    pub membership: Option<Task<MembershipProcessor>>,
+    /// The API token, which is also the STOMP passcode (event mode).
+    pub stomp_passcode: Option<waldur_runtime::secret::Secret>,
+    /// Event consumers by object type, once subscribed (readiness, tests).
+    pub consumers: std::sync::Mutex<Vec<(&'static str, waldur_stomp::client::ConsumerState)>>,
+}
+
+/// The coordinator: every offering and backend of one config.
+pub struct Coordinator {
+    /// Offerings, in config order.
+    pub offerings: Vec<OfferingRuntime>,
+    /// Backends by config key.
+    pub backends: BTreeMap<String, BackendHandle>,
+    /// Helmholtz Cloud services with their broker link state.
+    pub hca: Vec<(
+        Arc<crate::upstream::hca::HcaService>,
+        Arc<crate::upstream::hca::LinkState>,
+    )>,
+}
+
+impl Coordinator {
+    /// Builds clients for a config, connecting to backends over mutual TLS.
+    pub fn build(config: &Config, env: &dyn Env) -> Result<Self, String> {
+        let mut backends = BTreeMap::new();
+        for (name, b) in &config.backends {
+            backends.insert(
+                name.clone(),
+                BackendHandle::remote(name, b, &config.timeouts).map_err(|e| e.to_string())?,
+            );
+        }
+        Self::with_backends(config, env, backends, Arc::new(SystemClock))
+    }
+
+    /// Builds with the given backend handles (in-process backends in tests)
+    /// and clock.
+    pub fn with_backends(
+        config: &Config,
+        env: &dyn Env,
+        backends: BTreeMap<String, BackendHandle>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, String> {
+        let mut offerings = Vec::new();
+        for o in &config.offerings {
+            let creds = o.waldur.token(env)?;
+            let client = |mode: &str| {
+                WaldurClient::new(
+                    &o.waldur.api_url,
+                    creds.clone(),
+                    mode,
+                    config.timeouts.waldur(),
+                    config.retry.clone(),
+                    o.waldur.verify_tls,
+                )
+                .map(|c| c.with_observer(crate::metrics::waldur_request))
+            };
+            let backend = |role: &Option<String>| -> Result<Option<BackendHandle>, String> {
+                role.as_ref()
+                    .map(|name| {
+                        backends
+                            .get(name)
+                            .cloned()
+                            .ok_or_else(|| format!("offering {}: unknown backend {name}", o.name))
+                    })
+                    .transpose()
+            };
+            let shared = Arc::new(o.clone());
+            let waldur = client("order_process")?;
+            let orders = match (backend(&o.backends.orders)?, o.tasks.orders) {
+                (Some(b), true) => Some(Task {
+                    processor: OrderProcessor::new(
+                        shared.clone(),
+                        waldur.clone(),
+                        b.clone(),
+                        config.expose_backend_error_details,
+                    ),
+                    backend: b,
+                    waldur: waldur.clone(),
+                    registration: Registration::new(
+                        &o.offering_uuid,
+                        "order_process",
+                        "OfferingOrderProcessor",
+                    ),
+                }),
+                _ => None,
+            };
+            let report = match (backend(&o.backends.report)?, o.tasks.report) {
+                (Some(b), true) => {
+                    let w = client("report")?;
+                    Some(Task {
+                        processor: ReportProcessor::new(
+                            shared.clone(),
+                            w.clone(),
+                            b.clone(),
+                            clock.clone(),
+                            &config.timezone,
+                        ),
+                        backend: b,
+                        waldur: w,
+                        registration: Registration::new(
+                            &o.offering_uuid,
+                            "report",
+                            "OfferingReportProcessor",
+                        ),
+                    })
+                }
+                _ => None,
+            };
+            let membership = match (backend(&o.backends.membership)?, o.tasks.membership) {
+                (Some(b), true) => {
+                    let w = client("membership_sync")?;
+                    Some(Task {
+                        processor: MembershipProcessor::new(
+                            shared.clone(),
+                            w.clone(),
+                            b.clone(),
+                            config.expose_backend_error_details,
+                        ),
+                        backend: b,
+                        waldur: w,
+                        registration: Registration::new(
+                            &o.offering_uuid,
+                            "membership_sync",
+                            "OfferingMembershipProcessor",
+                        ),
+                    })
+                }
+                _ => None,
+            };
+            let stomp_passcode = match &creds {
+                crate::config::Credentials::Token(t) => Some(t.clone()),
+                crate::config::Credentials::Oidc { .. } => None,
+            };
+            offerings.push(OfferingRuntime {
+                config: shared,
+                waldur,
+                orders,
+                report,
+                membership,
+                stomp_passcode,
+                consumers: std::sync::Mutex::new(Vec::new()),
+            });
+        }
+        let mut hca = Vec::new();
+        for (i, s) in config.helmholtz.services.iter().enumerate() {
+            let service =
+                crate::upstream::hca::HcaService::build(s, env, &config.base_dir, &backends)
+                    .map_err(|e| format!("helmholtz.services[{i}] ({}): {e}", s.name))?;
+            hca.push((
+                Arc::new(service),
+                Arc::new(crate::upstream::hca::LinkState::default()),
+            ));
+        }
+        Ok(Self {
+            offerings,
+            backends,
+            hca,
+        })
+    }
+}
+
+impl<P> Task<P> {
+    /// The agent identity's UUID, once registered.
+    pub async fn identity(&self) -> Option<waldur_client::ids::Uuid> {
+        self.registration.identity().await
+    }
+
+    /// Registers the agent identity, service and processor (once per start,
+    /// again after Waldur forgot them).
+    pub async fn register(&self) {
+        let (kind, version) = match self.backend.info().await {
+            Ok(i) => (i.name.clone(), i.version.clone()),
+            Err(_) => ("unknown".to_owned(), "unknown".to_owned()),
+        };
+        if let Err(e) = self
+            .registration
+            .ensure(&self.waldur, &kind, &version)
+            .await
+        {
+            if e.status() == Some(404) {
+                self.registration.invalidate().await;
+            }
+            tracing::warn!(error = %e, "agent registration failed; retrying next cycle");
+        }
+    }
+}
