@@ -11,6 +11,7 @@ use crate::backend::BackendHandle;
 use crate::processors::usernames::Usernames;
 use crate::runtime::{Coordinator, OfferingRuntime};
 use waldur_client::ids::same_uuid;
+use waldur_client::types::OrderState;
 use waldur_client::types::offering_user_state;
 
 fn line(ok: &mut bool, pass: bool, text: String) {
@@ -280,7 +281,10 @@ pub async fn diagnostics(coordinator: &Coordinator, offerings: &[&OfferingRuntim
             Err(e) => line(&mut ok, false, format!("offering users: {e}")),
         }
         match w
-            .orders(&o.config.offering_uuid, &["pending-provider", "executing"])
+            .orders(
+                &o.config.offering_uuid,
+                &[OrderState::PendingProvider, OrderState::Executing],
+            )
             .await
         {
             Ok(list) => line(&mut ok, true, format!("{} open orders", list.len())),

@@ -128,9 +128,9 @@ impl WaldurClient {
     // --------------------------------------------------------------- orders
 
     /// Orders of an offering in the given states (list-all).
-    pub async fn orders(&self, offering: &Uuid, states: &[&str]) -> WaldurResult<Vec<Order>> {
+    pub async fn orders(&self, offering: &Uuid, states: &[OrderState]) -> WaldurResult<Vec<Order>> {
         let mut query: Query = vec![("offering_uuid", offering.to_string())];
-        query.extend(states.iter().map(|s| ("state", (*s).to_owned())));
+        query.extend(states.iter().map(|s| ("state", s.as_str().to_owned())));
         self.list_all("marketplace-orders/", query).await
     }
 

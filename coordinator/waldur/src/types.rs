@@ -10,16 +10,92 @@ use serde_json::Value;
 
 use super::ids::{InvalidUuid, Uuid};
 
-/// Order states (Waldur `OrderState`).
-pub mod order_state {
+/// The state of an order (Waldur `OrderState`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OrderState {
+    /// Awaiting the consumer's approval.
+    PendingConsumer,
     /// Awaiting the provider's approval.
-    pub const PENDING_PROVIDER: &str = "pending-provider";
+    PendingProvider,
+    /// Awaiting the project's start.
+    PendingProject,
+    /// Awaiting its start date.
+    PendingStartDate,
     /// Approved; the provider executes it.
-    pub const EXECUTING: &str = "executing";
+    Executing,
     /// Finished.
-    pub const DONE: &str = "done";
+    Done,
     /// Failed.
-    pub const ERRED: &str = "erred";
+    Erred,
+    /// Canceled by the consumer.
+    Canceled,
+    /// Rejected.
+    Rejected,
+    /// A state this client does not know (a newer Waldur): never acted on.
+    #[default]
+    #[serde(other)]
+    Unknown,
+}
+
+impl OrderState {
+    /// The state as Waldur spells it (the `state` filter of order lists).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PendingConsumer => "pending-consumer",
+            Self::PendingProvider => "pending-provider",
+            Self::PendingProject => "pending-project",
+            Self::PendingStartDate => "pending-start-date",
+            Self::Executing => "executing",
+            Self::Done => "done",
+            Self::Erred => "erred",
+            Self::Canceled => "canceled",
+            Self::Rejected => "rejected",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for OrderState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an order asks for (Waldur `RequestTypes`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+pub enum OrderType {
+    /// A new resource.
+    Create,
+    /// New limits (or plan) for a resource.
+    Update,
+    /// The end of a resource.
+    Terminate,
+    /// A terminated resource brought back.
+    Restore,
+    /// A type this client does not know: refused, never guessed.
+    #[default]
+    #[serde(other)]
+    Unknown,
+}
+
+impl OrderType {
+    /// The type as Waldur spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "Create",
+            Self::Update => "Update",
+            Self::Terminate => "Terminate",
+            Self::Restore => "Restore",
+            Self::Unknown => "Unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for OrderType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A marketplace order (`OrderDetails`).
@@ -28,11 +104,11 @@ pub mod order_state {
 pub struct Order {
     /// Order UUID.
     pub uuid: String,
-    /// `Create`, `Update`, `Terminate` or `Restore`.
+    /// What it asks for.
     #[serde(rename = "type")]
-    pub order_type: String,
-    /// State, see [`order_state`].
-    pub state: String,
+    pub order_type: OrderType,
+    /// Where it stands.
+    pub state: OrderState,
     /// Offering UUID.
     pub offering_uuid: String,
     /// The marketplace resource.

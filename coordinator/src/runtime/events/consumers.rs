@@ -23,6 +23,7 @@ use super::handlers::{self, Handled};
 use crate::runtime::{Coordinator, OfferingRuntime};
 use waldur_client::WaldurError;
 use waldur_client::ids::Uuid;
+use waldur_client::types::OrderState;
 use waldur_stomp::client::{self, ConsumerState, StompConfig};
 
 /// The object types an offering subscribes to.
@@ -218,7 +219,7 @@ async fn health_check(o: &OfferingRuntime) {
     let name = &o.config.name;
     match o
         .waldur
-        .orders(&o.config.offering_uuid, &["pending-provider"])
+        .orders(&o.config.offering_uuid, &[OrderState::PendingProvider])
         .await
     {
         Ok(_) => tracing::debug!(offering = %name, "health check: waldur answers"),
