@@ -20,6 +20,7 @@ mod accept;
 mod backend;
 pub mod config;
 pub mod metrics;
+mod registry;
 mod server;
 mod service;
 
@@ -28,8 +29,8 @@ pub use waldur_runtime::telemetry;
 
 pub use accept::{MAX_HANDSHAKES, MAX_HANDSHAKES_PER_PEER, PeerInfo};
 pub use backend::Backend;
+pub use registry::{Registry, RegistryBuilder};
 pub use server::{Bound, ServeError, serve, serve_duplex, spawn};
-pub use service::{Registry, RegistryBuilder};
 pub use waldur_backend_api::{BackendError, BackendResult};
 pub use waldur_runtime::shutdown::signal as shutdown_signal;
 
