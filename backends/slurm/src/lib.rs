@@ -19,6 +19,7 @@
 //! * [`cli`] — running the commands (no shell), [`parse`] — reading them,
 //!   [`names`] — what may reach them.
 
+mod access;
 mod accounts;
 pub mod cli;
 mod filesystem;
@@ -27,6 +28,7 @@ mod members;
 pub mod names;
 pub mod parse;
 mod periodic;
+mod resources;
 mod settings;
 mod usage;
 
