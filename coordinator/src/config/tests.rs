@@ -1,3 +1,4 @@
+
 use super::*;
 use waldur_runtime::secret::MapEnv;
 
@@ -6,17 +7,17 @@ fn base() -> String {
 version: 1
 backends:
   hpc:
-endpoint: https://127.0.0.1:50051
-server_name: localhost
-instance: hpc
-tls: {ca: /pki/ca.pem, cert: /pki/c.pem, key: /pki/c.key}
+    endpoint: https://127.0.0.1:50051
+    server_name: localhost
+    instance: hpc
+    tls: {ca: /pki/ca.pem, cert: /pki/c.pem, key: /pki/c.key}
 offerings:
   - name: HPC
-offering_uuid: 0f0f0000000000000000000000000001
-waldur:
-  api_url: http://127.0.0.1:8000/api/
-  token_env: WALDUR_TOKEN
-backends: {orders: hpc}
+    offering_uuid: 0f0f0000000000000000000000000001
+    waldur:
+      api_url: http://127.0.0.1:8000/api/
+      token_env: WALDUR_TOKEN
+    backends: {orders: hpc}
 "#
     .into()
 }
@@ -89,14 +90,14 @@ fn a_config_with_only_a_helmholtz_service_is_complete() {
 version: 1
 backends:
   hpc:
-endpoint: https://127.0.0.1:50051
-instance: hpc
-tls: {ca: /pki/ca.pem, cert: /pki/c.pem, key: /pki/c.key}
+    endpoint: https://127.0.0.1:50051
+    instance: hpc
+    tls: {ca: /pki/ca.pem, cert: /pki/c.pem, key: /pki/c.key}
 helmholtz:
   services:
-- name: s
-  resource_types:
-    T: {schema: t.json, backend: hpc, backend_id: "x_{/specification/n}_{request_hash}"}
+    - name: s
+      resource_types:
+        T: {schema: t.json, backend: hpc, backend_id: "x_{/specification/n}_{request_hash}"}
 "#;
     let env = MapEnv::from([
         ("HCA_USERNAME", "u"),

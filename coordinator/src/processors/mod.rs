@@ -10,11 +10,14 @@
 //! * [`usernames`]: offering users and their usernames;
 //! * [`team`]: who should be on a resource (shared by orders and
 //!   membership);
-//! * [`identity`]: the agent identity, service and processor registration.
+//! * [`identity`]: the agent identity, service and processor registration;
+//! * [`step`]: how a step fails, and which failures wait for the next
+//!   cycle (one rule for all of them).
 
 pub mod identity;
 pub mod membership;
 pub mod orders;
 pub mod report;
+pub mod step;
 pub mod team;
 pub mod usernames;

@@ -29,9 +29,10 @@ use serde_json::{Value, json};
 use tracing::Instrument;
 use waldur_backend_api::types::{Capability, ResourceUsage};
 
-use crate::backend::{BackendCallError, BackendHandle};
+use crate::backend::BackendHandle;
 use crate::clock::{Clock, Month};
 use crate::config::OfferingConfig;
+use crate::processors::step::StepError;
 use crate::processors::team::normalise_uuid;
 use waldur_client::ids::Uuid;
 use waldur_client::types::{Resource, amount};
@@ -133,7 +134,7 @@ impl ReportProcessor {
 
     /// One report cycle. Errors are Waldur or backend failures that stop the
     /// whole cycle (listing, usage); per-resource failures are in the summary.
-    pub async fn run_cycle(&self) -> Result<ReportSummary, ReportError> {
+    pub async fn run_cycle(&self) -> Result<ReportSummary, StepError> {
         let span = tracing::info_span!(parent: None, "usage_cycle", offering = %self.offering.name);
         let result = self.cycle().instrument(span).await;
         if result.is_ok() {
@@ -143,15 +144,15 @@ impl ReportProcessor {
     }
 
     /// What a cycle would write, writing nothing.
-    pub async fn plan(&self) -> Result<ReportSummary, ReportError> {
+    pub async fn plan(&self) -> Result<ReportSummary, StepError> {
         self.cycle_with(true).await
     }
 
-    async fn cycle(&self) -> Result<ReportSummary, ReportError> {
+    async fn cycle(&self) -> Result<ReportSummary, StepError> {
         self.cycle_with(false).await
     }
 
-    async fn cycle_with(&self, dry_run: bool) -> Result<ReportSummary, ReportError> {
+    async fn cycle_with(&self, dry_run: bool) -> Result<ReportSummary, StepError> {
         let offering_uuid = &self.offering.offering_uuid;
         let offering = self
             .waldur
@@ -237,7 +238,7 @@ impl ReportProcessor {
         &self,
         ids: &[String],
         period: Option<Month>,
-    ) -> Result<HashMap<String, ResourceUsage>, ReportError> {
+    ) -> Result<HashMap<String, ResourceUsage>, StepError> {
         let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(CHUNK) {
             for r in self
@@ -566,17 +567,6 @@ fn user_batches(
         }
     }
     out
-}
-
-/// Why a report cycle stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum ReportError {
-    /// Waldur failed.
-    #[error("{0}")]
-    Waldur(#[from] WaldurError),
-    /// The backend failed.
-    #[error("{0}")]
-    Backend(#[from] BackendCallError),
 }
 
 #[cfg(test)]

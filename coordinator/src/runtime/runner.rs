@@ -11,7 +11,8 @@ use super::offering::{Coordinator, OfferingRuntime, Task};
 use crate::config::OfferingConfig;
 use crate::processors::membership::{MembershipProcessor, MembershipSummary};
 use crate::processors::orders::{CycleReport, OrderProcessor};
-use crate::processors::report::{ReportError, ReportProcessor, ReportSummary};
+use crate::processors::report::{ReportProcessor, ReportSummary};
+use crate::processors::step::StepError;
 use waldur_client::WaldurError;
 
 impl Coordinator {
@@ -21,7 +22,7 @@ impl Coordinator {
     }
 
     /// One report cycle for every offering with reporting on.
-    pub async fn report_once(&self) -> Vec<(String, Result<ReportSummary, ReportError>)> {
+    pub async fn report_once(&self) -> Vec<(String, Result<ReportSummary, StepError>)> {
         self.report_once_in(&[]).await
     }
 
@@ -60,7 +61,7 @@ impl Coordinator {
     async fn report_once_in(
         &self,
         only: &[String],
-    ) -> Vec<(String, Result<ReportSummary, ReportError>)> {
+    ) -> Vec<(String, Result<ReportSummary, StepError>)> {
         let mut out = Vec::new();
         for o in self.selected(only) {
             if let Some(t) = &o.report {

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use waldur_backend_api::types::{Outcome, User, UserResult};
 
 use super::plan::{ResourcePlan, differs};
-use super::{MembershipProcessor, MembershipSummary, ResourceOutcome, SyncError};
+use super::{MembershipProcessor, MembershipSummary, ResourceOutcome, StepError};
 use crate::processors::orders::HIDDEN_ERROR;
 use waldur_client::ids::Uuid;
 
@@ -32,7 +32,7 @@ pub(super) enum Finished {
     Missing,
     Deferred(String),
     /// Would be marked erred with this error.
-    Failed(SyncError),
+    Failed(StepError),
 }
 
 impl MembershipProcessor {
@@ -47,15 +47,15 @@ impl MembershipProcessor {
     }
 
     /// Applies one resource's plan under its lock.
-    async fn apply(&self, plan: &ResourcePlan) -> Result<ResourceOutcome, SyncError> {
+    async fn apply(&self, plan: &ResourcePlan) -> Result<ResourceOutcome, StepError> {
         if plan.missing {
-            return Err(SyncError::Missing);
+            return Err(StepError::Missing);
         }
         if let Some(e) = &plan.deferred {
-            return Err(SyncError::Deferred(e.clone()));
+            return Err(StepError::Deferred(e.clone()));
         }
         if let Some(e) = &plan.error {
-            return Err(SyncError::Planned(e.clone()));
+            return Err(StepError::Failed(e.clone()));
         }
         let Some(id) = &plan.id else {
             return Ok(ResourceOutcome::default());
@@ -65,7 +65,7 @@ impl MembershipProcessor {
         // Another sync changed this resource since the plan was made: the
         // plan may be stale; the next cycle plans afresh.
         if self.generation(backend_id) != plan.generation {
-            return Err(SyncError::Deferred(
+            return Err(StepError::Deferred(
                 "changed by another sync since it was planned".into(),
             ));
         }

@@ -57,11 +57,12 @@ pub use plan::{ResourcePlan, UserLimitChange};
 
 use self::apply::Finished;
 use self::breaker::{Scope, Tally};
-use crate::backend::{BackendCallError, BackendHandle};
+use crate::backend::BackendHandle;
 use crate::config::OfferingConfig;
+use crate::processors::step::StepError;
 use crate::processors::team::{normalise_uuid, usable_offering_users};
 use crate::processors::usernames::{UsernameSummary, Usernames};
-use waldur_client::ids::{InvalidUuid, Uuid, same_uuid};
+use waldur_client::ids::{Uuid, same_uuid};
 use waldur_client::types::{
     Account, AttributeConfig, Resource, TeamMember, UserUsageLimit, amount,
 };
@@ -170,43 +171,6 @@ struct ResourceOutcome {
     metadata_pushed: bool,
     user_limits_set: usize,
     user_limits_lowered: usize,
-}
-
-#[derive(Debug, thiserror::Error)]
-enum SyncError {
-    #[error("{0}")]
-    Waldur(#[from] WaldurError),
-    #[error("{0}")]
-    Backend(#[from] BackendCallError),
-    #[error("{0}")]
-    InvalidId(#[from] InvalidUuid),
-    #[error("the backend has no resource with this backend id")]
-    Missing,
-    /// Planning failed for good; the plan carries the message.
-    #[error("{0}")]
-    Planned(String),
-    /// Planning failed for now, or the plan went stale.
-    #[error("{0}")]
-    Deferred(String),
-}
-
-impl SyncError {
-    fn is_temporary(&self) -> bool {
-        match self {
-            Self::Waldur(e) => e.is_transient(),
-            Self::Backend(e) => e.is_retryable(),
-            Self::Deferred(_) => true,
-            Self::InvalidId(_) | Self::Missing | Self::Planned(_) => false,
-        }
-    }
-
-    fn is_missing(&self) -> bool {
-        match self {
-            Self::Missing => true,
-            Self::Backend(e) => e.is_not_found(),
-            _ => false,
-        }
-    }
 }
 
 /// Per-user limits: resource uuid → username → component → limit.

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use waldur_backend_api::types::{AccessLevel, Capability, ResourceInfo, User};
 
-use super::{Cycle, MembershipProcessor, SyncError};
+use super::{Cycle, MembershipProcessor, StepError};
 use crate::processors::team::{normalise_uuid, team_users};
 use waldur_client::ids::Uuid;
 use waldur_client::types::Resource;
@@ -120,14 +120,14 @@ impl MembershipProcessor {
         r: &Resource,
         cycle: &Cycle,
         plan: &mut ResourcePlan,
-    ) -> Result<(), SyncError> {
+    ) -> Result<(), StepError> {
         let id = r.id()?;
         plan.id = Some(id.clone());
         let info = self
             .backend
             .get_resource(&r.backend_id)
             .await?
-            .ok_or(SyncError::Missing)?;
+            .ok_or(StepError::Missing)?;
         plan.members = info.users.len();
         if self.backend.has(Capability::Membership).await? {
             self.plan_users(r, &id, &info, cycle, plan).await?;
@@ -172,7 +172,7 @@ impl MembershipProcessor {
         info: &ResourceInfo,
         cycle: &Cycle,
         plan: &mut ResourcePlan,
-    ) -> Result<(), SyncError> {
+    ) -> Result<(), StepError> {
         let current: BTreeSet<&str> = info.users.iter().map(String::as_str).collect();
         if r.restrict_member_access {
             plan.remove = current.iter().map(|u| (*u).to_owned()).collect();
@@ -245,7 +245,7 @@ impl MembershipProcessor {
         r: &Resource,
         info: &ResourceInfo,
         plan: &mut ResourcePlan,
-    ) -> Result<(), SyncError> {
+    ) -> Result<(), StepError> {
         let wanted = if r.paused {
             AccessLevel::Paused
         } else if r.downscaled {

@@ -16,7 +16,8 @@ use waldur_client::WaldurError;
 use waldur_client::ids::Uuid;
 use waldur_client::types::{self, Order, Resource};
 
-use super::{CycleCache, Executed, OrderError, OrderIds, OrderProcessor, PostProcess};
+use super::{CycleCache, Executed, OrderIds, OrderProcessor, PostProcess};
+use crate::processors::step::StepError;
 
 impl OrderProcessor {
     pub(super) async fn create(
@@ -24,7 +25,7 @@ impl OrderProcessor {
         order: &Order,
         ids: &OrderIds,
         cache: &CycleCache,
-    ) -> Result<Executed, OrderError> {
+    ) -> Result<Executed, StepError> {
         let resource = self.waldur.resource(&ids.resource).await?;
         let ctx = resource_context(&resource, order);
 
@@ -89,7 +90,7 @@ impl OrderProcessor {
             resource.slug.clone()
         };
         if base.is_empty() {
-            return Err(OrderError::Other(
+            return Err(StepError::Failed(
                 "the resource has neither slug nor project slug".into(),
             ));
         }
@@ -148,7 +149,7 @@ impl OrderProcessor {
                 .await?;
             return Ok(Executed::Done { post: None });
         }
-        Err(OrderError::Other(format!(
+        Err(StepError::Failed(format!(
             "all {attempts} generated backend ids are already taken; change the resource or project slug"
         )))
     }
@@ -160,7 +161,7 @@ impl OrderProcessor {
         resource: &Resource,
         info: ResourceInfo,
         backend_id: &str,
-    ) -> Result<(), OrderError> {
+    ) -> Result<(), StepError> {
         self.waldur.set_resource_backend_id(id, backend_id).await?;
         if !info.limits.is_empty() && info.limits != resource.limits {
             self.waldur.set_resource_limits(id, &info.limits).await?;
@@ -206,10 +207,10 @@ impl OrderProcessor {
         order: &Order,
         ids: &OrderIds,
         cache: &CycleCache,
-    ) -> Result<Executed, OrderError> {
+    ) -> Result<Executed, StepError> {
         let resource = self.waldur.resource(&ids.resource).await?;
         if resource.backend_id.is_empty() {
-            return Err(OrderError::Other("the resource has no backend id".into()));
+            return Err(StepError::Failed("the resource has no backend id".into()));
         }
         let mut new = order.limits.clone();
         if new.is_empty()
@@ -242,7 +243,7 @@ impl OrderProcessor {
         &self,
         order: &Order,
         ids: &OrderIds,
-    ) -> Result<Executed, OrderError> {
+    ) -> Result<Executed, StepError> {
         let resource = self.waldur.resource(&ids.resource).await?;
         if resource.backend_id.is_empty() {
             return Ok(Executed::Done { post: None });
@@ -267,7 +268,7 @@ impl OrderProcessor {
         resource: &Uuid,
         backend_id: &str,
         cache: &CycleCache,
-    ) -> Result<(), OrderError> {
+    ) -> Result<(), StepError> {
         if !self.backend.has(Capability::Membership).await? {
             return Ok(());
         }
@@ -290,7 +291,7 @@ impl OrderProcessor {
         &self,
         team: &[types::TeamMember],
         cache: &CycleCache,
-    ) -> Result<Vec<User>, OrderError> {
+    ) -> Result<Vec<User>, StepError> {
         let usable = cache
             .offering_users
             .get_or_try_init(|| async {
@@ -309,7 +310,7 @@ impl OrderProcessor {
     pub(super) async fn offering<'c>(
         &self,
         cache: &'c CycleCache,
-    ) -> Result<&'c types::ProviderOffering, OrderError> {
+    ) -> Result<&'c types::ProviderOffering, StepError> {
         Ok(cache
             .offering
             .get_or_try_init(|| {
@@ -325,7 +326,7 @@ impl OrderProcessor {
         &self,
         plan: &str,
         cache: &CycleCache,
-    ) -> Result<BTreeMap<String, i64>, OrderError> {
+    ) -> Result<BTreeMap<String, i64>, StepError> {
         if let Some(q) = cache.plans.lock().await.get(plan) {
             return Ok(q.clone());
         }
@@ -362,7 +363,7 @@ impl OrderProcessor {
         cache
             .ssh_keys
             .get_or_init(|| async {
-                let result: Result<BTreeMap<String, String>, OrderError> = async {
+                let result: Result<BTreeMap<String, String>, StepError> = async {
                     let offering = self.offering(cache).await?;
                     let customer = Uuid::parse("offering.customer_uuid", &offering.customer_uuid)?;
                     let Some(sp) = self.waldur.service_provider(&customer).await? else {

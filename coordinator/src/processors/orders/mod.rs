@@ -28,9 +28,10 @@ use tonic::Code;
 use tracing::Instrument;
 use waldur_backend_api::types::OrderDecision;
 
-use crate::backend::{BackendCallError, BackendHandle};
+use crate::backend::BackendHandle;
 use crate::config::OfferingConfig;
-use waldur_client::ids::{InvalidUuid, Uuid, same_uuid};
+use crate::processors::step::StepError;
+use waldur_client::ids::{Uuid, same_uuid};
 use waldur_client::types::{self, Order, OrderState, OrderType};
 use waldur_client::{WaldurClient, WaldurError};
 
@@ -88,41 +89,18 @@ impl CycleReport {
     }
 }
 
-/// Why an order could not be executed.
-#[derive(Debug, thiserror::Error)]
-enum OrderError {
-    #[error("{0}")]
-    Waldur(#[from] WaldurError),
-    #[error("{0}")]
-    Backend(#[from] BackendCallError),
-    #[error("{0}")]
-    InvalidId(#[from] InvalidUuid),
-    #[error("{0}")]
-    Other(String),
-}
-
-impl OrderError {
-    /// Temporary: leave the order alone and retry next cycle.
-    fn is_temporary(&self) -> bool {
-        match self {
-            Self::Waldur(e) => e.is_transient(),
-            Self::Backend(e) => e.is_retryable(),
-            Self::InvalidId(_) | Self::Other(_) => false,
+/// The message Waldur shows for a failed order, honouring
+/// `expose_backend_error_details`.
+fn waldur_message(e: &StepError, expose: bool) -> String {
+    match e {
+        _ if expose => e.to_string(),
+        // A backend's own refusal is meant for the user; internal failures are not.
+        StepError::Backend(b)
+            if !matches!(b.code, Code::Internal | Code::Unknown | Code::DataLoss) =>
+        {
+            b.message.clone()
         }
-    }
-
-    /// The message Waldur shows, honouring `expose_backend_error_details`.
-    fn waldur_message(&self, expose: bool) -> String {
-        match self {
-            _ if expose => self.to_string(),
-            // A backend's own refusal is meant for the user; internal failures are not.
-            Self::Backend(e)
-                if !matches!(e.code, Code::Internal | Code::Unknown | Code::DataLoss) =>
-            {
-                e.message.clone()
-            }
-            _ => HIDDEN_ERROR.to_owned(),
-        }
+        _ => HIDDEN_ERROR.to_owned(),
     }
 }
 
@@ -315,7 +293,7 @@ impl OrderProcessor {
         order: &Order,
         ids: &OrderIds,
         cache: &CycleCache,
-    ) -> Result<String, OrderError> {
+    ) -> Result<String, StepError> {
         let resource = self.waldur.resource(&ids.resource).await?;
         let id = &resource.backend_id;
         Ok(match order.order_type {
@@ -485,7 +463,7 @@ impl OrderProcessor {
             }
             Err(e) if e.is_temporary() => OrderOutcome::Deferred(e.to_string()),
             Err(e) => {
-                let message = e.waldur_message(self.expose_errors);
+                let message = waldur_message(&e, self.expose_errors);
                 let traceback = if self.expose_errors {
                     format!("{e:?}")
                 } else {
@@ -508,12 +486,12 @@ impl OrderProcessor {
         order: &Order,
         ids: &OrderIds,
         cache: &CycleCache,
-    ) -> Result<Executed, OrderError> {
+    ) -> Result<Executed, StepError> {
         match order.order_type {
             OrderType::Create | OrderType::Restore => self.create(order, ids, cache).await,
             OrderType::Update => self.update(order, ids, cache).await,
             OrderType::Terminate => self.terminate(order, ids).await,
-            OrderType::Unknown => Err(OrderError::Other("unsupported order type".into())),
+            OrderType::Unknown => Err(StepError::Failed("unsupported order type".into())),
         }
     }
 }
@@ -522,6 +500,7 @@ impl OrderProcessor {
 mod tests {
     use super::execute::timestamp;
     use super::*;
+    use crate::backend::BackendCallError;
 
     #[test]
     fn uuids_compare_with_or_without_dashes() {
@@ -534,7 +513,7 @@ mod tests {
 
     #[test]
     fn hidden_errors_keep_a_backends_refusal_but_not_internals() {
-        let refusal = OrderError::Backend(BackendCallError {
+        let refusal = StepError::Backend(BackendCallError {
             backend: "b".into(),
             rpc: "CreateResource",
             code: Code::InvalidArgument,
@@ -542,10 +521,10 @@ mod tests {
             message: "name too long".into(),
             metadata: HashMap::new(),
         });
-        assert_eq!(refusal.waldur_message(false), "name too long");
-        let internal = OrderError::Other("decode failed at /x".into());
-        assert_eq!(internal.waldur_message(false), HIDDEN_ERROR);
-        assert!(internal.waldur_message(true).contains("decode failed"));
+        assert_eq!(waldur_message(&refusal, false), "name too long");
+        let internal = StepError::Failed("decode failed at /x".into());
+        assert_eq!(waldur_message(&internal, false), HIDDEN_ERROR);
+        assert!(waldur_message(&internal, true).contains("decode failed"));
     }
 
     #[test]
