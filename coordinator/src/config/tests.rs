@@ -1,4 +1,3 @@
-
 use super::*;
 use waldur_runtime::secret::MapEnv;
 

@@ -1,4 +1,4 @@
-
+use super::conn::{broker_error, negotiate, tls_config};
 use super::*;
 
 #[test]
