@@ -32,7 +32,7 @@ fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().and_then(|d| d.parent()).unwrap().join(name);
     assert!(
-        bin.exists(),
+        bin.try_exists().unwrap_or(false),
         "{} is missing: run `cargo build --workspace --bins` first",
         bin.display()
     );
@@ -593,7 +593,7 @@ async fn main() {
                     lab.order("backend killed");
                     lab.start_coordinator();
                     until("sacctmgr add account", 60, || {
-                        dir.join("sacctmgr.entered").exists()
+                        dir.join("sacctmgr.entered").try_exists().unwrap_or(false)
                     })
                     .await;
                     lab.kill_backend();
@@ -638,7 +638,7 @@ async fn main() {
                     lab.order("sacctmgr hanging");
                     lab.start_coordinator();
                     until("a hanging sacctmgr", 60, || {
-                        dir.join("sacctmgr.entered").exists()
+                        dir.join("sacctmgr.entered").try_exists().unwrap_or(false)
                     })
                     .await;
                     std::fs::remove_file(dir.join("sacctmgr.hang")).unwrap();

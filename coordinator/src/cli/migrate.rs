@@ -37,7 +37,8 @@ pub fn write(migration: &Migration, out_dir: &Path, force: bool) -> Result<Vec<P
     }
     let existing: Vec<String> = files
         .iter()
-        .filter(|(p, _, _)| p.exists())
+        // A file that cannot be checked counts as there: never overwrite blindly.
+        .filter(|(p, _, _)| !matches!(p.try_exists(), Ok(false)))
         .map(|(p, _, _)| p.display().to_string())
         .collect();
     if !existing.is_empty() && !force {

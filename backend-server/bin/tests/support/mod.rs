@@ -79,5 +79,5 @@ pub fn client_files(pki: &TestPki) -> waldur_runtime::TlsFiles {
 }
 
 pub fn exists(p: &Path) -> bool {
-    p.exists()
+    p.try_exists().unwrap_or(false)
 }
