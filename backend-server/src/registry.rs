@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
+use waldur_runtime::span;
 
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
@@ -186,7 +187,7 @@ where
 {
     let trace = trace_id(request.metadata());
     let span = tracing::info_span!(
-        "rpc",
+        span::SERVER_CALL,
         otel.kind = "server",
         rpc.method = method,
         trace_id = trace.as_deref().unwrap_or(""),
@@ -207,12 +208,12 @@ where
     );
     match result {
         Ok(resp) => {
-            span.record("rpc.code", "OK");
+            span.record(span::field::RPC_CODE, "OK");
             tracing::debug!(parent: &span, elapsed_us, "rpc done");
             Ok(Response::new(resp))
         }
         Err(e) => {
-            span.record("rpc.code", format!("{:?}", e.code));
+            span.record(span::field::RPC_CODE, format!("{:?}", e.code));
             if matches!(e.code, tonic::Code::Internal | tonic::Code::Unknown) {
                 tracing::warn!(parent: &span, elapsed_us, reason = %e.reason, error = %e.message, "rpc failed");
             } else {

@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use waldur_runtime::span;
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
@@ -273,7 +274,7 @@ timeouts: {{backend_read_seconds: 10, backend_mutate_seconds: 60, backend_connec
     let (order, rpc, spans) = loop {
         let spans = receiver.0.lock().unwrap().clone();
         let order = spans.iter().find(|s| {
-            s.name == "order"
+            s.name == span::ORDER
                 && s.service == "waldur-coordinator"
                 && s.attributes.get("order").map(String::as_str)
                     == Some(created.order_uuid.as_str())
@@ -314,12 +315,12 @@ timeouts: {{backend_read_seconds: 10, backend_mutate_seconds: 60, backend_connec
         .iter()
         .find(|s| s.id == rpc.parent)
         .expect("the rpc span's parent was exported");
-    assert_eq!(client.name, "backend_rpc");
+    assert_eq!(client.name, span::BACKEND_CALL);
     assert_eq!(client.service, "waldur-coordinator");
     if slurm {
         let commands: Vec<&Span> = spans
             .iter()
-            .filter(|s| s.name == "command" && s.trace == order.trace)
+            .filter(|s| s.name == span::COMMAND && s.trace == order.trace)
             .collect();
         assert!(
             commands

@@ -21,6 +21,7 @@ pub mod retry;
 pub mod secret;
 pub mod secret_file;
 pub mod shutdown;
+pub mod span;
 pub mod telemetry;
 pub mod tls;
 

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+use waldur_backend_sdk::span;
 
 use tracing::Instrument;
 use waldur_backend_sdk::{BackendError, BackendResult};
@@ -124,7 +125,7 @@ impl Slurm {
     pub async fn exec(&self, program: &str, args: Vec<String>) -> BackendResult<Output> {
         let binary = program.rsplit('/').next().unwrap_or(program).to_owned();
         let span = tracing::info_span!(
-            "command",
+            span::COMMAND,
             otel.kind = "client",
             command.binary = %binary,
             command.args = %args.join(" "),
@@ -146,7 +147,7 @@ impl Slurm {
         let elapsed = started.elapsed();
         self.busy_micros
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
-        span.record("command.duration_ms", elapsed.as_millis() as u64);
+        span.record(span::field::COMMAND_DURATION_MS, elapsed.as_millis() as u64);
         let outcome = match &result {
             Ok(o) if o.code == Some(0) => "ok",
             Ok(_) => "failed",
@@ -159,7 +160,7 @@ impl Slurm {
             }
             _ => BackendError::command_failed(format!("{binary}: {e}")),
         })?;
-        span.record("command.exit_code", out.code.unwrap_or(-1));
+        span.record(span::field::COMMAND_EXIT_CODE, out.code.unwrap_or(-1));
         if out.code == Some(0) {
             return Ok(out);
         }

@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use waldur_runtime::span;
 
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
@@ -197,7 +198,7 @@ impl BackendHandle {
         };
         let deadline = Instant::now() + budget;
         let span = tracing::info_span!(
-            "backend_rpc",
+            span::BACKEND_CALL,
             otel.kind = "client",
             rpc.method = rpc,
             backend = %self.inner.name,
@@ -241,7 +242,7 @@ impl BackendHandle {
             Ok(_) => Code::Ok,
             Err(s) => s.code(),
         };
-        span.record("rpc.code", format!("{code:?}"));
+        span.record(span::field::RPC_CODE, format!("{code:?}"));
         crate::metrics::backend_rpc(&self.inner.name, rpc, code, started.elapsed());
         result.map_err(|s| self.error(rpc, &s))
     }

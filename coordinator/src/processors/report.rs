@@ -23,6 +23,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+use waldur_runtime::span;
 
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -135,7 +136,8 @@ impl ReportProcessor {
     /// One report cycle. Errors are Waldur or backend failures that stop the
     /// whole cycle (listing, usage); per-resource failures are in the summary.
     pub async fn run_cycle(&self) -> Result<ReportSummary, StepError> {
-        let span = tracing::info_span!(parent: None, "usage_cycle", offering = %self.offering.name);
+        let span =
+            tracing::info_span!(parent: None, span::USAGE_CYCLE, offering = %self.offering.name);
         let result = self.cycle().instrument(span).await;
         if result.is_ok() {
             crate::metrics::usage_reported(&self.offering.name);

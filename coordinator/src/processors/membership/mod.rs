@@ -44,6 +44,7 @@ pub mod plan;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use waldur_runtime::span;
 
 use futures::StreamExt;
 use serde::Serialize;
@@ -285,8 +286,7 @@ impl MembershipProcessor {
 
     /// One full cycle over the offering's OK and Erred resources.
     pub async fn run_cycle(&self) -> Result<MembershipSummary, WaldurError> {
-        let span =
-            tracing::info_span!(parent: None, "membership_cycle", offering = %self.offering.name);
+        let span = tracing::info_span!(parent: None, span::MEMBERSHIP_CYCLE, offering = %self.offering.name);
         let result = async {
             let resources = self.offering_resources().await?;
             self.sync(resources, Scope::Full).await

@@ -21,6 +21,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use waldur_runtime::span;
 
 use futures::StreamExt;
 use tokio::sync::{Mutex, OnceCell};
@@ -359,7 +360,7 @@ impl OrderProcessor {
         // brought it: one order, one trace across coordinator and backend.
         let span = tracing::info_span!(
             parent: None,
-            "order",
+            span::ORDER,
             order = %order.uuid,
             r#type = %order.order_type,
             resource = %order.marketplace_resource_uuid,
@@ -381,7 +382,7 @@ impl OrderProcessor {
             OrderOutcome::Erred(_) => "erred",
             OrderOutcome::Skipped => "skipped",
         };
-        span.record("outcome", label);
+        span.record(span::field::OUTCOME, label);
         if !matches!(outcome, OrderOutcome::Skipped) {
             let latency = matches!(outcome, OrderOutcome::Done)
                 .then(|| age(created.as_deref()))

@@ -15,6 +15,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use waldur_runtime::span;
 
 use tracing::Instrument;
 use waldur_backend_api::types::Capability;
@@ -158,7 +159,7 @@ pub async fn run(c: Arc<Coordinator>, index: usize) {
                 |message| {
                     // Each event is the root of its own trace (an order it
                     // carries gets its own root span too).
-                    let span = tracing::info_span!(parent: None, "event", offering = %offering.config.name, object_type);
+                    let span = tracing::info_span!(parent: None, span::EVENT, offering = %offering.config.name, object_type);
                     async move {
                         let outcome = match &message.refused {
                             Some(why) => Handled::Invalid(why.clone()),

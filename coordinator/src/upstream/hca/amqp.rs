@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use waldur_runtime::span;
 
 use futures::StreamExt;
 use lapin::options::{
@@ -261,7 +262,7 @@ async fn handle(service: &HcaService, channel: &Channel, delivery: lapin::messag
         .map(|s| s.as_str().to_owned());
     let span = tracing::info_span!(
         parent: None,
-        "hca_request",
+        span::HCA_REQUEST,
         service = %service.config.name,
         message_type = message_type.as_deref().unwrap_or(""),
         correlation_id = correlation_id.as_deref().unwrap_or(""),
@@ -274,7 +275,7 @@ async fn handle(service: &HcaService, channel: &Channel, delivery: lapin::messag
             .await;
         match outcome {
             Outcome::Reply { reply, outcome } => {
-                tracing::Span::current().record("outcome", outcome);
+                tracing::Span::current().record(span::field::OUTCOME, outcome);
                 crate::metrics::hca_request(&service.config.name, message_type.as_deref(), outcome);
                 match publish(service, channel, &reply, correlation_id.as_deref()).await {
                     Ok(()) => {
@@ -302,7 +303,7 @@ async fn handle(service: &HcaService, channel: &Channel, delivery: lapin::messag
                 }
             }
             Outcome::Retry(why) => {
-                tracing::Span::current().record("outcome", "retry");
+                tracing::Span::current().record(span::field::OUTCOME, "retry");
                 crate::metrics::hca_request(&service.config.name, message_type.as_deref(), "retry");
                 let attempt = attempts(&delivery.properties) + 1;
                 let wait = retry_delay(attempt);
