@@ -34,8 +34,8 @@ use crate::backend::BackendHandle;
 use crate::clock::{Clock, Month};
 use crate::config::OfferingConfig;
 use crate::processors::step::StepError;
-use crate::processors::team::normalise_uuid;
 use waldur_client::ids::Uuid;
+use waldur_client::ids::uuid_key;
 use waldur_client::types::{Resource, amount};
 use waldur_client::{WaldurClient, WaldurError};
 
@@ -262,9 +262,7 @@ impl ReportProcessor {
         let records = self.waldur.component_usages(offering, period).await?;
         let mut by_resource: HashMap<String, Existing> = HashMap::new();
         for r in records {
-            let entry = by_resource
-                .entry(normalise_uuid(&r.resource_uuid))
-                .or_default();
+            let entry = by_resource.entry(uuid_key(&r.resource_uuid)).or_default();
             let id = match Uuid::parse("component_usage.uuid", &r.uuid) {
                 Ok(id) => id,
                 Err(e) => {
@@ -337,7 +335,7 @@ impl ReportProcessor {
             futures::stream::iter(0..work.len())
                 .map(|i| {
                     let (r, u) = &work[i];
-                    let ex = existing.get(&normalise_uuid(&r.uuid)).unwrap_or(&empty);
+                    let ex = existing.get(&uuid_key(&r.uuid)).unwrap_or(&empty);
                     async move { (i, self.write_total(ctx, r, u, ex).await) }
                 })
                 .buffer_unordered(limit)
@@ -391,7 +389,7 @@ impl ReportProcessor {
             .enumerate()
             .filter(|(i, _)| !refused.contains(i))
             .flat_map(|(_, (r, u))| {
-                let ex = existing.get(&normalise_uuid(&r.uuid));
+                let ex = existing.get(&uuid_key(&r.uuid));
                 user_batches(ctx, u, ex, &existing_users)
             })
             .collect();

@@ -6,15 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use waldur_backend_api::types::User;
 
+use waldur_client::ids::uuid_key;
 use waldur_client::types::{OfferingUser, TeamMember, offering_user_state};
-
-/// UUIDs compare equal with or without dashes, in any case.
-pub fn normalise_uuid(u: &str) -> String {
-    u.chars()
-        .filter(|c| *c != '-')
-        .flat_map(char::to_lowercase)
-        .collect()
-}
 
 /// Offering users that have an account, by normalised Waldur user UUID.
 pub type Usable = HashMap<String, OfferingUser>;
@@ -30,7 +23,7 @@ pub fn usable_offering_users(users: &[OfferingUser]) -> Usable {
                 && !u.is_restricted
                 && u.username.as_deref().is_some_and(|n| !n.is_empty())
         })
-        .map(|u| (normalise_uuid(&u.user_uuid), u.clone()))
+        .map(|u| (uuid_key(&u.user_uuid), u.clone()))
         .collect()
 }
 
@@ -81,7 +74,7 @@ pub fn team_users(team: &[TeamMember], offering_users: &Usable, exposed: &[Strin
     let mut users: Vec<User> = team
         .iter()
         .filter_map(|m| {
-            let ou = offering_users.get(&normalise_uuid(&m.uuid))?;
+            let ou = offering_users.get(&uuid_key(&m.uuid))?;
             Some(User {
                 username: ou.username.clone().unwrap_or_default(),
                 user_uuid: m.uuid.clone(),

@@ -78,6 +78,17 @@ impl<'de> serde::Deserialize<'de> for Uuid {
     }
 }
 
+/// The key form of a UUID read from a payload without validation (map keys
+/// joining lists): lowercase, dashes dropped. A valid UUID gets the text of
+/// [`Uuid::as_str`].
+pub fn uuid_key(value: &str) -> String {
+    value
+        .chars()
+        .filter(|c| *c != '-')
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
 /// UUIDs compare equal with or without dashes, in any case. A value that is
 /// not a UUID equals nothing.
 pub fn same_uuid(a: &str, b: &str) -> bool {
@@ -87,6 +98,12 @@ pub fn same_uuid(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_form_of_a_valid_uuid_is_its_normal_form() {
+        let dashed = "0F0F0000-0000-0000-0000-000000000001";
+        assert_eq!(uuid_key(dashed), Uuid::parse("x", dashed).unwrap().as_str());
+    }
 
     #[test]
     fn both_forms_parse_to_lowercase_hex() {

@@ -61,8 +61,9 @@ use self::breaker::{Scope, Tally};
 use crate::backend::BackendHandle;
 use crate::config::OfferingConfig;
 use crate::processors::step::StepError;
-use crate::processors::team::{normalise_uuid, usable_offering_users};
+use crate::processors::team::usable_offering_users;
 use crate::processors::usernames::{UsernameSummary, Usernames};
+use waldur_client::ids::uuid_key;
 use waldur_client::ids::{Uuid, same_uuid};
 use waldur_client::types::{
     Account, AttributeConfig, Resource, TeamMember, UserUsageLimit, amount,
@@ -604,7 +605,7 @@ impl MembershipProcessor {
     ) -> Result<Vec<TeamMember>, WaldurError> {
         // One read per project; a resource without a project UUID gets its
         // own read rather than another project's team.
-        let key = match normalise_uuid(&r.project_uuid) {
+        let key = match uuid_key(&r.project_uuid) {
             p if p.is_empty() => format!("resource {id}"),
             p => p,
         };
@@ -646,7 +647,7 @@ fn group_user_limits(list: Vec<UserUsageLimit>) -> UserLimitMap {
             tracing::warn!(resource = %l.resource_uuid, component = %l.component_type, limit, "ignoring a per-user limit out of range");
             continue;
         }
-        out.entry(normalise_uuid(&l.resource_uuid))
+        out.entry(uuid_key(&l.resource_uuid))
             .or_default()
             .entry(username)
             .or_default()

@@ -7,8 +7,9 @@ use serde_json::{Map, Value};
 use waldur_backend_api::types::{AccessLevel, Capability, ResourceInfo, User};
 
 use super::{Cycle, MembershipProcessor, StepError};
-use crate::processors::team::{normalise_uuid, team_users};
+use crate::processors::team::team_users;
 use waldur_client::ids::Uuid;
+use waldur_client::ids::uuid_key;
 use waldur_client::types::Resource;
 
 /// One member's per-user limits to set.
@@ -156,7 +157,7 @@ impl MembershipProcessor {
                 .collect();
             if !keep.is_empty() {
                 let empty = HashMap::new();
-                let wanted = all.get(&normalise_uuid(&r.uuid)).unwrap_or(&empty);
+                let wanted = all.get(&uuid_key(&r.uuid)).unwrap_or(&empty);
                 let current = self.backend.get_user_limits(&r.backend_id).await?;
                 plan.user_limits = user_limit_changes(&keep, &plan.add, wanted, &current);
             }
@@ -181,12 +182,12 @@ impl MembershipProcessor {
         let team = self.team(r, id, cycle).await?;
         let mut wanted = team_users(&team, &cycle.usable, &cycle.exposed);
         let from_team = wanted.len();
-        let project = normalise_uuid(&r.project_uuid);
+        let project = uuid_key(&r.project_uuid);
         for a in cycle
             .accounts
             .iter()
             .filter(|a| a.state == "OK" && !a.username.is_empty())
-            .filter(|a| !project.is_empty() && normalise_uuid(&a.project_uuid) == project)
+            .filter(|a| !project.is_empty() && uuid_key(&a.project_uuid) == project)
         {
             if !wanted.iter().any(|u| u.username == a.username) {
                 wanted.push(User::named(a.username.clone()));
