@@ -181,35 +181,17 @@ impl Backend for ExampleBackend {
     }
 
     async fn list_resources(&self, page: PageRequest) -> BackendResult<Page> {
-        let size = if page.page_size == 0 {
-            100
-        } else {
-            page.page_size
-        };
         let st = self.lock();
-        let after = page.page_token.unwrap_or_default();
-        let mut matching = st
+        let after = page.page_token.clone().unwrap_or_default();
+        // The map is ordered by backend id: start after the token.
+        let sorted = st
             .resources
             .range::<String, _>((
                 std::ops::Bound::Excluded(&after),
                 std::ops::Bound::Unbounded,
             ))
-            .filter(|(_, r)| page.parent_id.as_ref().is_none_or(|p| &r.parent_id == p));
-        let resources: Vec<ResourceInfo> = matching
-            .by_ref()
-            .take(size)
-            .map(|(id, r)| self.info_of(id, r))
-            .collect();
-        let more = matching.next().is_some();
-        let next_page_token = if more {
-            resources.last().map(|r| r.backend_id.clone())
-        } else {
-            None
-        };
-        Ok(Page {
-            resources,
-            next_page_token,
-        })
+            .map(|(id, r)| self.info_of(id, r));
+        Ok(page.page(sorted, 100))
     }
 
     async fn delete_resource(&self, req: DeleteResource) -> BackendResult<Deleted> {

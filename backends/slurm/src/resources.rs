@@ -180,26 +180,9 @@ impl SlurmBackend {
                     }),
                 }
             })
-            .filter(|r| page.parent_id.as_ref().is_none_or(|p| &r.parent_id == p))
             .collect();
         all.sort_by(|a, b| a.backend_id.cmp(&b.backend_id));
-        let after = page.page_token.unwrap_or_default();
-        let size = if page.page_size == 0 {
-            500
-        } else {
-            page.page_size
-        };
-        let mut rest = all.into_iter().filter(|r| r.backend_id > after);
-        let resources: Vec<ResourceInfo> = rest.by_ref().take(size).collect();
-        let next_page_token = if rest.next().is_some() {
-            resources.last().map(|r| r.backend_id.clone())
-        } else {
-            None
-        };
-        Ok(Page {
-            resources,
-            next_page_token,
-        })
+        Ok(page.page(all, 500))
     }
 
     /// DeleteResource: jobs cancelled, members removed, then the account

@@ -265,6 +265,38 @@ pub struct PageRequest {
     pub page_token: Option<String>,
 }
 
+impl PageRequest {
+    /// One page of `sorted` (resources in ascending backend id order): the
+    /// keyset paging every backend can use. The token is the last backend id
+    /// of the previous page, so a page never repeats or skips a resource that
+    /// existed throughout; `default_size` applies when the caller left the
+    /// size to the backend. The parent filter is applied here.
+    pub fn page(
+        &self,
+        sorted: impl IntoIterator<Item = ResourceInfo>,
+        default_size: usize,
+    ) -> Page {
+        let size = match self.page_size {
+            0 => default_size.max(1),
+            n => n,
+        };
+        let after = self.page_token.as_deref().unwrap_or("");
+        let mut rest = sorted
+            .into_iter()
+            .filter(|r| r.backend_id.as_str() > after)
+            .filter(|r| self.parent_id.as_ref().is_none_or(|p| &r.parent_id == p));
+        let resources: Vec<ResourceInfo> = rest.by_ref().take(size).collect();
+        let next_page_token = match rest.next() {
+            Some(_) => resources.last().map(|r| r.backend_id.clone()),
+            None => None,
+        };
+        Page {
+            resources,
+            next_page_token,
+        }
+    }
+}
+
 /// What happened to one user in a batch call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -442,4 +474,51 @@ pub struct WatchEvent {
     pub message: String,
     /// When.
     pub time: SystemTime,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resource(id: &str, parent: &str) -> ResourceInfo {
+        ResourceInfo {
+            backend_id: id.into(),
+            parent_id: parent.into(),
+            ..ResourceInfo::default()
+        }
+    }
+
+    #[test]
+    fn pages_follow_each_other_by_the_last_id_and_cover_everything_once() {
+        let all: Vec<ResourceInfo> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|id| resource(id, "p"))
+            .collect();
+        let mut request = PageRequest {
+            page_size: 2,
+            ..PageRequest::default()
+        };
+        let mut seen = Vec::new();
+        loop {
+            let page = request.page(all.clone(), 100);
+            seen.extend(page.resources.iter().map(|r| r.backend_id.clone()));
+            match page.next_page_token {
+                Some(token) => request.page_token = Some(token),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["a", "b", "c", "d", "e"]);
+    }
+
+    #[test]
+    fn a_page_keeps_only_the_requested_parent_and_uses_the_default_size() {
+        let all = vec![resource("a", "x"), resource("b", "y"), resource("c", "x")];
+        let request = PageRequest {
+            parent_id: Some("x".into()),
+            ..PageRequest::default()
+        };
+        let page = request.page(all, 1);
+        assert_eq!(page.resources, vec![resource("a", "x")]);
+        assert_eq!(page.next_page_token.as_deref(), Some("a"));
+    }
 }
