@@ -12,6 +12,7 @@ pub use waldur_client::{Credentials, RetryConfig};
 
 use serde::Deserialize;
 
+use waldur_runtime::SettingError;
 use waldur_runtime::secret::{Env, Secret};
 
 /// The whole file.
@@ -624,7 +625,7 @@ impl Config {
 
 impl WaldurConfig {
     /// Resolves the credentials from files or the environment.
-    pub fn token(&self, env: &dyn Env) -> Result<Credentials, String> {
+    pub fn token(&self, env: &dyn Env) -> Result<Credentials, SettingError> {
         if let Some(oidc) = &self.oidc {
             let secret = Secret::from_file_or_env(
                 "oidc.client_secret",

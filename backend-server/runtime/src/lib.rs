@@ -10,6 +10,8 @@
 //!   over gRPC and HTTP;
 //! * [`exposition`]: the OpenMetrics text of a registry;
 //! * [`shutdown`]: the signals both stop on;
+//! * [`SettingError`]: a setting that cannot be used, named by its path;
+//! * [`span`]: span names and recorded field keys;
 //! * [`KeyedLock`]: one mutation per resource in flight;
 //! * [`RetryPolicy`]: capped exponential backoff with jitter.
 
@@ -20,6 +22,7 @@ pub mod pki;
 pub mod retry;
 pub mod secret;
 pub mod secret_file;
+pub mod setting;
 pub mod shutdown;
 pub mod span;
 pub mod telemetry;
@@ -27,4 +30,5 @@ pub mod tls;
 
 pub use keyed_lock::{KeyedGuard, KeyedLock};
 pub use retry::RetryPolicy;
+pub use setting::SettingError;
 pub use tls::{TlsError, TlsFiles, TlsMaterial, peer_identities};

@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::setting::SettingError;
+
 /// A secret string: `Debug` and `Display` show `<redacted>`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -31,24 +33,31 @@ impl Secret {
         file: Option<&Path>,
         var: Option<&str>,
         env: &dyn Env,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SettingError> {
+        let file_key = || format!("{what}_file");
+        let env_key = || format!("{what}_env");
         match (file, var) {
             (Some(path), None) => crate::secret_file::read(path)
                 .map(Self::new)
-                .map_err(|e| format!("{what}_file {e}")),
+                .map_err(|e| SettingError::new(file_key(), e)),
             (None, Some(name)) => match env.var(name) {
                 Some(v) if !v.is_empty() => {
                     crate::secret_file::value(&format!("environment variable {name}"), &v)
                         .map(Self::new)
-                        .map_err(|e| format!("{what}_env: {e}"))
+                        .map_err(|e| SettingError::new(env_key(), e))
                 }
-                _ => Err(format!(
-                    "{what}_env: environment variable {name} is not set"
+                _ => Err(SettingError::new(
+                    env_key(),
+                    format!("environment variable {name} is not set"),
                 )),
             },
-            (Some(_), Some(_)) => Err(format!("set either {what}_file or {what}_env, not both")),
-            (None, None) => Err(format!(
-                "set {what}_file or {what}_env (inline secrets are not accepted)"
+            (Some(_), Some(_)) => Err(SettingError::new(
+                what,
+                format!("set either {what}_file or {what}_env, not both"),
+            )),
+            (None, None) => Err(SettingError::new(
+                what,
+                format!("set {what}_file or {what}_env (inline secrets are not accepted)"),
             )),
         }
     }
@@ -128,11 +137,12 @@ mod tests {
         let e =
             Secret::from_file_or_env("token", Some(&path), None, &MapEnv::default()).unwrap_err();
         assert!(
-            e.starts_with("token_file ") && e.contains("chmod 600"),
+            e.setting == "token_file" && e.reason.contains("chmod 600"),
             "{e}"
         );
         let env = MapEnv::from([("T", "ab c")]);
         let e = Secret::from_file_or_env("token", None, Some("T"), &env).unwrap_err();
+        let e = e.to_string();
         assert!(e.contains("whitespace") && !e.contains("ab c"), "{e}");
     }
 }

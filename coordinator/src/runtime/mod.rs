@@ -11,4 +11,4 @@ pub mod events;
 pub mod offering;
 pub mod runner;
 
-pub use offering::{Coordinator, OfferingRuntime, Task};
+pub use offering::{BuildError, Coordinator, OfferingRuntime, Task};

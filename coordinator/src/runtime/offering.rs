@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::backend::BackendHandle;
+use crate::backend::{BackendHandle, ConnectError};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, OfferingConfig};
 use crate::processors::identity::Registration;
@@ -14,6 +14,7 @@ use crate::processors::membership::MembershipProcessor;
 use crate::processors::orders::OrderProcessor;
 use crate::processors::report::ReportProcessor;
 use waldur_client::WaldurClient;
+use waldur_runtime::SettingError;
 use waldur_runtime::secret::Env;
 
 /// One task of one offering: its processor, backend, Waldur client (with the
@@ -59,15 +60,38 @@ pub struct Coordinator {
     )>,
 }
 
+/// Why a config cannot be turned into running clients.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A backend's endpoint or TLS files.
+    #[error(transparent)]
+    Backend(#[from] ConnectError),
+    /// A setting of one offering.
+    #[error("offering {name}: {source}")]
+    Offering {
+        /// The offering's name.
+        name: String,
+        /// The setting.
+        #[source]
+        source: SettingError,
+    },
+    /// A setting of one Helmholtz Cloud service.
+    #[error("helmholtz service {name}: {source}")]
+    Helmholtz {
+        /// The service's name.
+        name: String,
+        /// The setting.
+        #[source]
+        source: SettingError,
+    },
+}
+
 impl Coordinator {
     /// Builds clients for a config, connecting to backends over mutual TLS.
-    pub fn build(config: &Config, env: &dyn Env) -> Result<Self, String> {
+    pub fn build(config: &Config, env: &dyn Env) -> Result<Self, BuildError> {
         let mut backends = BTreeMap::new();
         for (name, b) in &config.backends {
-            backends.insert(
-                name.clone(),
-                BackendHandle::remote(name, b, &config.timeouts).map_err(|e| e.to_string())?,
-            );
+            backends.insert(name.clone(), BackendHandle::remote(name, b, &config.timeouts)?);
         }
         Self::with_backends(config, env, backends, Arc::new(SystemClock))
     }
@@ -79,10 +103,14 @@ impl Coordinator {
         env: &dyn Env,
         backends: BTreeMap<String, BackendHandle>,
         clock: Arc<dyn Clock>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, BuildError> {
         let mut offerings = Vec::new();
-        for o in &config.offerings {
-            let creds = o.waldur.token(env)?;
+        for (i, o) in config.offerings.iter().enumerate() {
+            let in_offering = |e: SettingError| BuildError::Offering {
+                name: o.name.clone(),
+                source: e.within(format_args!("offerings[{i}]")),
+            };
+            let creds = o.waldur.token(env).map_err(|e| in_offering(e.within("waldur")))?;
             let client = |mode: &str| {
                 WaldurClient::new(
                     &o.waldur.api_url,
@@ -93,14 +121,14 @@ impl Coordinator {
                     o.waldur.verify_tls,
                 )
                 .map(|c| c.with_observer(crate::metrics::waldur_request))
+                .map_err(|e| in_offering(e.within("waldur")))
             };
-            let backend = |role: &Option<String>| -> Result<Option<BackendHandle>, String> {
+            let backend = |role: &Option<String>| -> Result<Option<BackendHandle>, BuildError> {
                 role.as_ref()
                     .map(|name| {
-                        backends
-                            .get(name)
-                            .cloned()
-                            .ok_or_else(|| format!("offering {}: unknown backend {name}", o.name))
+                        backends.get(name).cloned().ok_or_else(|| {
+                            in_offering(SettingError::new("backends", format!("unknown backend {name}")))
+                        })
                     })
                     .transpose()
             };
@@ -185,7 +213,10 @@ impl Coordinator {
         for (i, s) in config.helmholtz.services.iter().enumerate() {
             let service =
                 crate::upstream::hca::HcaService::build(s, env, &config.base_dir, &backends)
-                    .map_err(|e| format!("helmholtz.services[{i}] ({}): {e}", s.name))?;
+                    .map_err(|e| BuildError::Helmholtz {
+                        name: s.name.clone(),
+                        source: e.within(format_args!("helmholtz.services[{i}]")),
+                    })?;
             hca.push((
                 Arc::new(service),
                 Arc::new(crate::upstream::hca::LinkState::default()),

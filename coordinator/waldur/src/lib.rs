@@ -21,6 +21,7 @@ pub mod types;
 
 pub use settings::{Credentials, RetryConfig};
 
+use waldur_runtime::SettingError;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -148,8 +149,9 @@ impl WaldurClient {
         timeout: Duration,
         retry: RetryConfig,
         verify_tls: bool,
-    ) -> Result<Self, String> {
-        let mut base = url::Url::parse(api_url).map_err(|e| format!("api_url {api_url:?}: {e}"))?;
+    ) -> Result<Self, SettingError> {
+        let mut base = url::Url::parse(api_url)
+            .map_err(|e| SettingError::new("api_url", format!("{api_url:?}: {e}")))?;
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
         }
@@ -163,7 +165,7 @@ impl WaldurClient {
             .danger_accept_invalid_certs(!verify_tls)
             .pool_max_idle_per_host(32)
             .build()
-            .map_err(|e| format!("http client: {e}"))?;
+            .map_err(|e| SettingError::new("verify_tls", format!("http client: {e}")))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 http,

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use waldur_runtime::SettingError;
 use waldur_runtime::secret::{Env, Secret};
 
 /// The `helmholtz:` section.
@@ -232,24 +233,25 @@ pub struct ResolvedBroker {
 
 impl ServiceConfig {
     /// The service id, from the config or `HCA_SERVICE_ID` / `HCA_SERVICE`.
-    pub fn resolved_service_id(&self, env: &dyn Env) -> Result<String, String> {
+    pub fn resolved_service_id(&self, env: &dyn Env) -> Result<String, SettingError> {
         self.service_id
             .clone()
             .or_else(|| env.var("HCA_SERVICE_ID"))
             .or_else(|| env.var("HCA_SERVICE"))
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty())
-            .ok_or_else(|| "service_id: not set (set it, or HCA_SERVICE_ID)".into())
+            .ok_or_else(|| SettingError::new("service_id", "not set (set it, or HCA_SERVICE_ID)"))
     }
 
     /// Broker settings with the `HCA_*` environment applied.
-    pub fn resolved_broker(&self, env: &dyn Env) -> Result<ResolvedBroker, String> {
+    pub fn resolved_broker(&self, env: &dyn Env) -> Result<ResolvedBroker, SettingError> {
         let b = &self.broker;
         let tls = match b.tls {
             Some(t) => t,
             None => match env.var("HCA_RABBITMQ_USE_SSL") {
-                Some(v) => parse_bool(&v)
-                    .ok_or_else(|| format!("HCA_RABBITMQ_USE_SSL: {v:?} is not true or false"))?,
+                Some(v) => parse_bool(&v).ok_or_else(|| {
+                    SettingError::new("HCA_RABBITMQ_USE_SSL", format!("{v:?} is not true or false"))
+                })?,
                 None => false,
             },
         };
@@ -259,7 +261,9 @@ impl ServiceConfig {
                 Some(v) => v
                     .trim()
                     .parse()
-                    .map_err(|_| format!("HCA_RABBITMQ_PORT: {v:?} is not a port number"))?,
+                    .map_err(|_| {
+                        SettingError::new("HCA_RABBITMQ_PORT", format!("{v:?} is not a port number"))
+                    })?,
                 None if tls => 5671,
                 None => 5672,
             },
@@ -309,7 +313,7 @@ fn broker_secret(
     var: &Option<String>,
     default_var: &str,
     env: &dyn Env,
-) -> Result<Secret, String> {
+) -> Result<Secret, SettingError> {
     let what = format!("broker.{what}");
     match (file, var) {
         (None, None) => Secret::from_file_or_env(&what, None, Some(default_var), env),
@@ -383,7 +387,7 @@ mod tests {
     fn a_missing_password_names_the_variable() {
         let env = MapEnv::from([("HCA_USERNAME", "svc"), ("HCA_SERVICE_ID", "x")]);
         let e = service().resolved_broker(&env).unwrap_err();
-        assert!(e.contains("HCA_PASSWORD"), "{e}");
+        assert!(e.to_string().contains("HCA_PASSWORD"), "{e}");
     }
 
     #[test]
@@ -398,6 +402,7 @@ mod tests {
             service()
                 .resolved_broker(&env)
                 .unwrap_err()
+                .to_string()
                 .contains("HCA_RABBITMQ_PORT")
         );
         let env = MapEnv::from([
@@ -410,6 +415,7 @@ mod tests {
             service()
                 .resolved_broker(&env)
                 .unwrap_err()
+                .to_string()
                 .contains("USE_SSL")
         );
     }

@@ -13,6 +13,7 @@ use waldur_backend_api::types::CreateResource;
 
 use super::config::{ResolvedBroker, ServiceConfig};
 use super::mapping::{Refusal, ResourceType};
+use waldur_runtime::SettingError;
 use crate::backend::{BackendCallError, BackendHandle};
 use waldur_runtime::secret::Env;
 
@@ -69,27 +70,26 @@ impl HcaService {
         env: &dyn Env,
         base_dir: &Path,
         backends: &BTreeMap<String, BackendHandle>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SettingError> {
         let service_id = config.resolved_service_id(env)?;
-        let broker = config
-            .resolved_broker(env)
-            .map_err(|e| format!("broker: {e}"))?;
+        let broker = config.resolved_broker(env)?;
         let mut types = BTreeMap::new();
         let mut used = BTreeMap::new();
         for (name, t) in &config.resource_types {
             let handle = backends.get(&t.backend).cloned().ok_or_else(|| {
-                format!(
-                    "resource_types.{name}.backend: {:?} is not a key of backends",
-                    t.backend
+                SettingError::new(
+                    format!("resource_types.{name}.backend"),
+                    format!("{:?} is not a key of backends", t.backend),
                 )
             })?;
             let compiled = ResourceType::load(t, base_dir)
-                .map_err(|e| format!("resource_types.{name}: {e}"))?;
+                .map_err(|e| SettingError::new(format!("resource_types.{name}"), e))?;
             if let Some(title) = compiled.title.as_deref()
                 && title != name
             {
-                return Err(format!(
-                    "resource_types.{name}: the schema's title is {title:?}; requests name the type by that title, so the key must be the same"
+                return Err(SettingError::new(
+                    format!("resource_types.{name}"),
+                    format!("the schema's title is {title:?}; requests name the type by that title, so the key must be the same"),
                 ));
             }
             used.insert(t.backend.clone(), handle.clone());
