@@ -80,7 +80,7 @@ proptest! {
             Ok(Event::Order { order, .. }) => prop_assert_eq!(order.as_str().len(), 32),
             Ok(Event::Resource { resource }) => prop_assert_eq!(resource.as_str().len(), 32),
             Ok(_) => {}
-            Err(why) => prop_assert!(!why.is_empty()),
+            Err(why) => prop_assert!(!why.to_string().is_empty()),
         }
     }
 
@@ -90,7 +90,7 @@ proptest! {
         bytes in prop::collection::vec(any::<u8>(), 0..200),
     ) {
         if let Err(why) = Event::parse(OBJECT_TYPES[t], &bytes) {
-            prop_assert!(!why.is_empty());
+            prop_assert!(!why.to_string().is_empty());
         }
     }
 

@@ -86,26 +86,33 @@ pub struct Usernames {
     config: UsernameConfig,
 }
 
-/// Whether the offering lets the provider create offering users (the two
-/// plugin options the original checks); the error names what is missing.
-pub fn policy_allows(plugin_options: &Value) -> Result<(), String> {
+/// Why the offering does not let the provider name its users (the two
+/// plugin options the original checks).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyRefusal {
+    /// Waldur, not the provider, names the users.
+    #[error("the offering's username_generation_policy is {0:?}; Waldur names the users")]
+    WaldurNames(String),
+    /// The provider may not create offering users.
+    #[error("the offering's plugin option service_provider_can_create_offering_user is not true")]
+    ProviderMayNotCreate,
+}
+
+/// Whether the offering lets the provider create offering users; the error
+/// names what is missing.
+pub fn policy_allows(plugin_options: &Value) -> Result<(), PolicyRefusal> {
     let policy = plugin_options
         .get("username_generation_policy")
         .and_then(Value::as_str)
         .unwrap_or("service_provider");
     if policy != "service_provider" {
-        return Err(format!(
-            "the offering's username_generation_policy is {policy:?}; Waldur names the users"
-        ));
+        return Err(PolicyRefusal::WaldurNames(policy.to_owned()));
     }
     let can_create = plugin_options
         .get("service_provider_can_create_offering_user")
         .is_some_and(truthy);
     if !can_create {
-        return Err(
-            "the offering's plugin option service_provider_can_create_offering_user is not true"
-                .into(),
-        );
+        return Err(PolicyRefusal::ProviderMayNotCreate);
     }
     Ok(())
 }
@@ -169,7 +176,7 @@ impl Usernames {
         if let Err(why) = policy_allows(plugin_options) {
             tracing::debug!(offering = %self.offering_uuid, reason = %why, "usernames are not generated");
             return UsernameSummary {
-                skipped: Some(why),
+                skipped: Some(why.to_string()),
                 ..Default::default()
             };
         }

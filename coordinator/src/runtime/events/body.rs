@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use waldur_client::ids::Uuid;
+use waldur_client::ids::{InvalidUuid, Uuid};
 
 /// Order states that need no work (the original's drop list).
 const ORDER_STATES_IGNORED: [&str; 7] = [
@@ -84,6 +84,44 @@ pub struct PeriodicLimits {
     pub settings: Map<String, Value>,
 }
 
+/// Why an event body is unusable (redelivering it would never help).
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// Not JSON at all.
+    #[error("not JSON: {0}")]
+    NotJson(#[from] serde_json::Error),
+    /// JSON, but not an object.
+    #[error("the body is not a JSON object")]
+    NotObject,
+    /// A field the event needs is absent, empty or of another type.
+    #[error("{key} is missing or not a {expected}")]
+    Missing {
+        /// The field.
+        key: &'static str,
+        /// The type it must have.
+        expected: &'static str,
+    },
+    /// A field is present with the wrong type.
+    #[error("{key}: {found} is not a {expected}")]
+    WrongType {
+        /// The field.
+        key: &'static str,
+        /// What it holds.
+        found: Value,
+        /// The type it must have.
+        expected: &'static str,
+    },
+    /// An id that is not a UUID.
+    #[error(transparent)]
+    InvalidId(#[from] InvalidUuid),
+    /// An `action` this agent does not know.
+    #[error("unknown action {0:?}")]
+    UnknownAction(String),
+    /// An object type this agent does not know.
+    #[error("unknown object type {0:?}")]
+    UnknownObjectType(String),
+}
+
 /// An event body: a JSON object whose fields are read as each event type
 /// needs them (a field of an unexpected type elsewhere in the body does not
 /// spoil the event).
@@ -99,36 +137,42 @@ impl Raw {
     }
 
     /// A field that must be a non-empty string when present.
-    fn string(&self, key: &str) -> Result<Option<&str>, String> {
+    fn string(&self, key: &'static str) -> Result<Option<&str>, BodyError> {
         match self.0.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if s.is_empty() => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
-            Some(other) => Err(format!("{key}: {other} is not a string")),
+            Some(other) => Err(BodyError::WrongType {
+                key,
+                found: other.clone(),
+                expected: "string",
+            }),
         }
     }
 
-    fn uuid(&self, key: &str) -> Result<Uuid, String> {
-        let value = self
-            .string(key)?
-            .ok_or_else(|| format!("{key} is missing or not a string"))?;
-        Uuid::parse(key, value).map_err(|e| e.to_string())
+    fn uuid(&self, key: &'static str) -> Result<Uuid, BodyError> {
+        let value = self.string(key)?.ok_or(BodyError::Missing {
+            key,
+            expected: "string",
+        })?;
+        Ok(Uuid::parse(key, value)?)
     }
 
-    fn optional_uuid(&self, key: &str) -> Result<Option<Uuid>, String> {
-        self.string(key)?
-            .map(|s| Uuid::parse(key, s).map_err(|e| e.to_string()))
-            .transpose()
+    fn optional_uuid(&self, key: &'static str) -> Result<Option<Uuid>, BodyError> {
+        Ok(self
+            .string(key)?
+            .map(|s| Uuid::parse(key, s))
+            .transpose()?)
     }
 }
 
 impl Event {
     /// Decodes the body of an event of `object_type`; the error says why it
     /// is unusable (redelivering such a message would never help).
-    pub fn parse(object_type: &str, body: &[u8]) -> Result<Self, String> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+    pub fn parse(object_type: &str, body: &[u8]) -> Result<Self, BodyError> {
+        let value: Value = serde_json::from_slice(body)?;
         let Value::Object(map) = value else {
-            return Err("the body is not a JSON object".into());
+            return Err(BodyError::NotObject);
         };
         let raw = Raw(map);
         match object_type {
@@ -143,7 +187,10 @@ impl Event {
                 let project = raw.uuid("project_uuid")?;
                 let user = raw.optional_uuid("user_uuid")?;
                 if user.is_some() && !raw.0.get("granted").is_some_and(Value::is_boolean) {
-                    return Err("granted is missing or not a boolean".into());
+                    return Err(BodyError::Missing {
+                        key: "granted",
+                        expected: "boolean",
+                    });
                 }
                 let resource = raw.optional_uuid("resource_uuid")?;
                 Ok(Self::UserRole {
@@ -163,7 +210,7 @@ impl Event {
                 let action = match raw.string("action")?.unwrap_or("create") {
                     "create" => "create",
                     "delete" => "delete",
-                    other => return Err(format!("unknown action {other:?}")),
+                    other => return Err(BodyError::UnknownAction(other.to_owned())),
                 };
                 Ok(Self::Account {
                     kind,
@@ -173,7 +220,10 @@ impl Event {
             }
             "offering_user" => match raw
                 .string("action")?
-                .ok_or("action is missing or not a string")?
+                .ok_or(BodyError::Missing {
+                    key: "action",
+                    expected: "string",
+                })?
             {
                 "create" | "attribute_update" => Ok(Self::OfferingUserChanged),
                 "username_set" => Ok(Self::UsernameSet {
@@ -184,13 +234,17 @@ impl Event {
                             .filter_map(|v| v.as_str().filter(|s| !s.is_empty()).map(str::to_owned))
                             .collect(),
                         Some(other) => {
-                            return Err(format!("resource_backend_ids: {other} is not a list"));
+                            return Err(BodyError::WrongType {
+                                key: "resource_backend_ids",
+                                found: other.clone(),
+                                expected: "list",
+                            });
                         }
                     },
                 }),
                 "update" => Ok(Self::OfferingUserOther("update")),
                 "delete" => Ok(Self::OfferingUserOther("delete")),
-                other => Err(format!("unknown action {other:?}")),
+                other => Err(BodyError::UnknownAction(other.to_owned())),
             },
             "offering_resources_sync" => Ok(Self::OfferingSync),
             "resource_periodic_limits" => Ok(Self::PeriodicLimits(PeriodicLimits {
@@ -201,13 +255,19 @@ impl Event {
                 settings: match raw.0.get("settings") {
                     None | Some(Value::Null) => Map::new(),
                     Some(Value::Object(o)) => o.clone(),
-                    Some(other) => return Err(format!("settings: {other} is not an object")),
+                    Some(other) => {
+                        return Err(BodyError::WrongType {
+                            key: "settings",
+                            found: other.clone(),
+                            expected: "object",
+                        });
+                    }
                 },
             })),
             "importable_resources" => Ok(Self::ImportRequest {
                 request: raw.uuid("backend_resource_request_uuid")?,
             }),
-            other => Err(format!("unknown object type {other:?}")),
+            other => Err(BodyError::UnknownObjectType(other.to_owned())),
         }
     }
 }
@@ -238,21 +298,27 @@ mod tests {
 
     #[test]
     fn an_id_that_is_not_a_uuid_is_refused_naming_the_field() {
-        let e = Event::parse("order", br#"{"order_uuid":"../../../etc/passwd"}"#).unwrap_err();
+        let e = Event::parse("order", br#"{"order_uuid":"../../../etc/passwd"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("order_uuid: "), "{e}");
-        let e = Event::parse("resource", br#"{"resource_uuid":42}"#).unwrap_err();
+        let e = Event::parse("resource", br#"{"resource_uuid":42}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("resource_uuid: "), "{e}");
         // A field of another type that this event does not read is no harm.
         let body = format!(r#"{{"order_uuid":"{U}","backend_id":7}}"#);
         assert!(Event::parse("order", body.as_bytes()).is_ok());
-        let e =
-            Event::parse("resource_periodic_limits", br#"{"settings": "everything"}"#).unwrap_err();
+        let e = Event::parse("resource_periodic_limits", br#"{"settings": "everything"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("settings: "), "{e}");
         let e = Event::parse(
             "importable_resources",
             br#"{"backend_resource_request_uuid":"x/../y"}"#,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("backend_resource_request_uuid"), "{e}");
     }
 
@@ -269,10 +335,11 @@ mod tests {
         assert!(
             Event::parse("order", b"\xff\xfe")
                 .unwrap_err()
+                .to_string()
                 .starts_with("not JSON")
         );
         assert_eq!(
-            Event::parse("order", b"[1]").unwrap_err(),
+            Event::parse("order", b"[1]").unwrap_err().to_string(),
             "the body is not a JSON object"
         );
         assert!(Event::parse("nonsense", b"{}").is_err());

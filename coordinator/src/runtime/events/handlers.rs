@@ -8,6 +8,7 @@
 //! acknowledged by the caller (redelivering them would never help).
 
 use super::body::{Event, PeriodicLimits};
+use crate::processors::step::StepError;
 use crate::runtime::OfferingRuntime;
 use waldur_client::ids::Uuid;
 
@@ -32,7 +33,7 @@ fn failed(e: &dyn std::fmt::Display) -> Handled {
 pub async fn handle(o: &OfferingRuntime, object_type: &str, body: &[u8]) -> Handled {
     match Event::parse(object_type, body) {
         Ok(event) => dispatch(o, event).await.unwrap_or_else(|h| h),
-        Err(why) => Handled::Invalid(why),
+        Err(why) => Handled::Invalid(why.to_string()),
     }
 }
 
@@ -191,18 +192,17 @@ async fn import(o: &OfferingRuntime, request: &Uuid) -> Result<Handled, Handled>
     w.import_request_step(request, "start_processing")
         .await
         .map_err(|e| failed(&e))?;
-    let result: Result<usize, String> = async {
+    let result: Result<usize, StepError> = async {
         let offering = &o.config.offering_uuid;
         let known: std::collections::HashSet<String> = w
             .resources(offering, &["OK", "Erred", "Creating"], &["backend_id"])
-            .await
-            .map_err(|e| e.to_string())?
+            .await?
             .into_iter()
             .map(|r| r.backend_id)
             .collect();
         let prefix = &o.config.resource_import.project_prefix;
         let mut offered = 0;
-        for r in t.backend.list_resources().await.map_err(|e| e.to_string())? {
+        for r in t.backend.list_resources().await? {
             if known.contains(&r.backend_id) {
                 continue;
             }
@@ -249,6 +249,7 @@ async fn import(o: &OfferingRuntime, request: &Uuid) -> Result<Handled, Handled>
             Ok(Handled::Done(format!("{n} importable resources offered")))
         }
         Err(e) => {
+            let e = e.to_string();
             if let Err(w_err) = w.import_request_erred(request, &e).await {
                 tracing::warn!(error = %w_err, "import request not marked erred");
             }
