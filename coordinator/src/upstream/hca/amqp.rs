@@ -40,9 +40,67 @@ impl LinkState {
     }
 }
 
+/// Why the broker link failed: the consumer reconnects, `check` and the
+/// mock portal report it. Texts name the broker and user, never the
+/// password, and point at the setting behind the usual refusals.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The CA bundle cannot be read.
+    #[error("broker.ca_file {path}: {source}")]
+    CaFile {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No answer from the broker in time.
+    #[error("broker {at}: no answer within 15 s (check broker host, port and tls, or HCA_RABBITMQ_HOSTNAME, HCA_RABBITMQ_PORT, HCA_RABBITMQ_USE_SSL)")]
+    NoAnswer {
+        /// `amqp(s)://user@host:port/vhost`.
+        at: String,
+    },
+    /// The broker refused the connection, or it failed.
+    #[error("broker {at}: {text}{hint}")]
+    Connect {
+        /// `amqp(s)://user@host:port/vhost`.
+        at: String,
+        /// The library's text, password scrubbed.
+        text: String,
+        /// The setting to check.
+        hint: &'static str,
+    },
+    /// An AMQP operation failed.
+    #[error("{what}: {source}")]
+    Amqp {
+        /// What was being done.
+        what: String,
+        /// The library's error.
+        #[source]
+        source: lapin::Error,
+    },
+    /// A published message came back: its queue does not exist.
+    #[error("queue {0} does not exist: the reply was returned")]
+    Unroutable(String),
+    /// The broker refused a published message.
+    #[error("the broker refused the {0}")]
+    Nacked(&'static str),
+    /// The broker ended a consumer.
+    #[error("the broker closed the reply consumer")]
+    ConsumerClosed,
+    /// A reply that cannot be encoded.
+    #[error("encoding the reply: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+fn amqp(what: impl Into<String>) -> impl FnOnce(lapin::Error) -> LinkError {
+    let what = what.into();
+    move |source| LinkError::Amqp { what, source }
+}
+
 /// Opens a connection to the broker (TLS with the system roots or the
 /// configured CA bundle). Errors name the host and user, never the password.
-pub async fn connect(broker: &ResolvedBroker, name: &str) -> Result<Connection, String> {
+pub async fn connect(broker: &ResolvedBroker, name: &str) -> Result<Connection, LinkError> {
     let uri = AMQPUri {
         scheme: if broker.tls {
             AMQPScheme::AMQPS
@@ -68,13 +126,15 @@ pub async fn connect(broker: &ResolvedBroker, name: &str) -> Result<Connection, 
         Some(path) => lapin::tcp::OwnedTLSConfig {
             identity: None,
             cert_chain: Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| format!("broker.ca_file {}: {e}", path.display()))?,
+                std::fs::read_to_string(path).map_err(|source| LinkError::CaFile {
+                    path: path.display().to_string(),
+                    source,
+                })?,
             ),
         },
         None => lapin::tcp::OwnedTLSConfig::default(),
     };
-    let runtime = lapin::runtime::default_runtime().map_err(|e| e.to_string())?;
+    let runtime = lapin::runtime::default_runtime().map_err(amqp("starting the amqp runtime"))?;
     let props = ConnectionProperties::default().with_connection_name(name.into());
     let at = format!(
         "{}://{}@{}:{}/{}",
@@ -89,10 +149,14 @@ pub async fn connect(broker: &ResolvedBroker, name: &str) -> Result<Connection, 
         Connection::connect_uri_with_config(uri, props, tls, runtime),
     )
     .await
-    .map_err(|_| format!("broker {at}: no answer within 15 s (check broker host, port and tls, or HCA_RABBITMQ_HOSTNAME, HCA_RABBITMQ_PORT, HCA_RABBITMQ_USE_SSL)"))?
+    .map_err(|_| LinkError::NoAnswer { at: at.clone() })?
     .map_err(|e| {
         let text = scrub(&e.to_string(), broker);
-        format!("broker {at}: {text}{}", hint(&text))
+        LinkError::Connect {
+            hint: hint(&text),
+            at,
+            text,
+        }
     })
 }
 
@@ -185,24 +249,27 @@ async fn consume(
     service: &Arc<HcaService>,
     state: &LinkState,
     stop: &mut tokio::sync::watch::Receiver<bool>,
-) -> Result<Ended, String> {
+) -> Result<Ended, LinkError> {
     let cfg = &service.config;
     let conn = connect(&service.broker, &format!("waldur-coordinator {}", cfg.name)).await?;
-    let channel = conn.create_channel().await.map_err(|e| e.to_string())?;
+    let channel = conn
+        .create_channel()
+        .await
+        .map_err(amqp("opening a channel"))?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(amqp("enabling publisher confirms"))?;
     channel
         .basic_qos(cfg.prefetch.max(1), BasicQosOptions::default())
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(amqp("setting the prefetch"))?;
     if cfg.declare_queues {
         for q in [&cfg.queues.inbound, &cfg.queues.outbound] {
             channel
                 .queue_declare(q.as_str().into(), durable(), FieldTable::default())
                 .await
-                .map_err(|e| format!("declaring queue {q}: {e}"))?;
+                .map_err(amqp(format!("declaring queue {q}")))?;
         }
     }
     let mut consumer = channel
@@ -213,7 +280,7 @@ async fn consume(
             FieldTable::default(),
         )
         .await
-        .map_err(|e| format!("consuming {}: {e}", cfg.queues.inbound))?;
+        .map_err(amqp(format!("consuming {}", cfg.queues.inbound)))?;
     state.connected.store(true, Ordering::Relaxed);
     tracing::info!(service = %cfg.name, queue = %cfg.queues.inbound, vhost = %service.broker.vhost, "consuming helmholtz cloud requests");
     // Requests run concurrently (at most `prefetch` are delivered unacked);
@@ -227,7 +294,7 @@ async fn consume(
                     let channel = channel.clone();
                     running.spawn(async move { handle(&service, &channel, delivery).await });
                 }
-                Some(Err(e)) => return Err(format!("consumer: {e}")),
+                Some(Err(e)) => return Err(amqp("consumer")(e)),
                 None => return Ok(Ended::Closed),
             },
             Some(_) = running.join_next(), if !running.is_empty() => {}
@@ -395,8 +462,8 @@ async fn publish(
     channel: &Channel,
     reply: &Reply,
     correlation_id: Option<&str>,
-) -> Result<(), String> {
-    let body = serde_json::to_vec(&reply.body).map_err(|e| e.to_string())?;
+) -> Result<(), LinkError> {
+    let body = serde_json::to_vec(&reply.body)?;
     let props = properties(&reply.message_type, correlation_id, &service.service_id);
     let confirm = channel
         .basic_publish(
@@ -410,16 +477,15 @@ async fn publish(
             props,
         )
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(amqp("publishing the reply"))?
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(amqp("confirming the reply"))?;
     match confirm {
         Confirmation::Ack(None) => Ok(()),
-        Confirmation::Ack(Some(_)) => Err(format!(
-            "queue {} does not exist: the reply was returned",
-            service.config.queues.outbound
+        Confirmation::Ack(Some(_)) => Err(LinkError::Unroutable(
+            service.config.queues.outbound.clone(),
         )),
-        Confirmation::Nack(_) => Err("the broker refused the reply".into()),
+        Confirmation::Nack(_) => Err(LinkError::Nacked("reply")),
         Confirmation::NotRequested => Ok(()),
     }
 }
@@ -476,18 +542,21 @@ impl Portal {
         service_id: &str,
         inbound: &str,
         outbound: &str,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, LinkError> {
         let conn = connect(broker, "waldur-coordinator mock-portal").await?;
-        let channel = conn.create_channel().await.map_err(|e| e.to_string())?;
+        let channel = conn
+            .create_channel()
+            .await
+            .map_err(amqp("opening a channel"))?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(amqp("enabling publisher confirms"))?;
         for q in [inbound, outbound] {
             channel
                 .queue_declare(q.into(), durable(), FieldTable::default())
                 .await
-                .map_err(|e| format!("declaring queue {q}: {e}"))?;
+                .map_err(amqp(format!("declaring queue {q}")))?;
         }
         let consumer = channel
             .basic_consume(
@@ -497,7 +566,7 @@ impl Portal {
                 FieldTable::default(),
             )
             .await
-            .map_err(|e| format!("consuming {outbound}: {e}"))?;
+            .map_err(amqp(format!("consuming {outbound}")))?;
         Ok(Self {
             _conn: conn,
             channel,
@@ -509,7 +578,7 @@ impl Portal {
 
     /// Messages ready in `queue` and consumers on it (a passive declare:
     /// exact, unlike the management API's sampled statistics).
-    pub async fn queue_state(&self, queue: &str) -> Result<(u32, u32), String> {
+    pub async fn queue_state(&self, queue: &str) -> Result<(u32, u32), LinkError> {
         let q = self
             .channel
             .queue_declare(
@@ -521,7 +590,7 @@ impl Portal {
                 FieldTable::default(),
             )
             .await
-            .map_err(|e| format!("queue {queue}: {e}"))?;
+            .map_err(amqp(format!("queue {queue}")))?;
         Ok((q.message_count(), q.consumer_count()))
     }
 
@@ -531,7 +600,7 @@ impl Portal {
         message_type: &str,
         correlation_id: &str,
         body: &[u8],
-    ) -> Result<(), String> {
+    ) -> Result<(), LinkError> {
         let props = properties(message_type, Some(correlation_id), &self.service_id);
         let confirm = self
             .channel
@@ -543,22 +612,22 @@ impl Portal {
                 props,
             )
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(amqp("publishing the request"))?
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(amqp("confirming the request"))?;
         if confirm.is_ack() {
             Ok(())
         } else {
-            Err("the broker refused the request".into())
+            Err(LinkError::Nacked("request"))
         }
     }
 
     /// The next reply (acknowledged), or `None` after `timeout`.
-    pub async fn next(&mut self, timeout: Duration) -> Result<Option<PortalMessage>, String> {
+    pub async fn next(&mut self, timeout: Duration) -> Result<Option<PortalMessage>, LinkError> {
         let delivery = match tokio::time::timeout(timeout, self.consumer.next()).await {
             Err(_) => return Ok(None),
-            Ok(None) => return Err("the broker closed the reply consumer".into()),
-            Ok(Some(Err(e))) => return Err(e.to_string()),
+            Ok(None) => return Err(LinkError::ConsumerClosed),
+            Ok(Some(Err(e))) => return Err(amqp("reading replies")(e)),
             Ok(Some(Ok(d))) => d,
         };
         let p = &delivery.properties;
@@ -588,7 +657,7 @@ impl Portal {
         delivery
             .ack(BasicAckOptions::default())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(amqp("acknowledging a reply"))?;
         Ok(Some(message))
     }
 
@@ -597,7 +666,7 @@ impl Portal {
         &mut self,
         correlation_id: &str,
         timeout: Duration,
-    ) -> Result<Option<PortalMessage>, String> {
+    ) -> Result<Option<PortalMessage>, LinkError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
