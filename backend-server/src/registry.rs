@@ -14,6 +14,7 @@ use tracing::Instrument;
 use crate::convert::{self, required_id};
 use crate::types::*;
 use crate::{Backend, BackendError, BackendResult};
+use waldur_runtime::SettingError;
 
 /// One hosted backend instance.
 pub(crate) struct Instance {
@@ -57,12 +58,18 @@ impl RegistryBuilder {
     ///
     /// # Errors
     /// When the name is empty or already taken.
-    pub fn add(mut self, name: &str, backend: Arc<dyn Backend>) -> Result<Self, String> {
+    pub fn add(mut self, name: &str, backend: Arc<dyn Backend>) -> Result<Self, SettingError> {
         if name.is_empty() || name.len() > convert::MAX_ID_LEN {
-            return Err(format!("instance name {name:?} must have 1 to 255 bytes"));
+            return Err(SettingError::new(
+                "instances",
+                format!("instance name {name:?} must have 1 to 255 bytes"),
+            ));
         }
         if self.instances.contains_key(name) {
-            return Err(format!("instance {name:?} is configured twice"));
+            return Err(SettingError::new(
+                "instances",
+                format!("instance {name:?} is configured twice"),
+            ));
         }
         let capabilities = backend.capabilities().into_iter().collect();
         self.instances.insert(
@@ -91,7 +98,7 @@ impl Registry {
     }
 
     /// A registry with one instance.
-    pub fn single(name: &str, backend: Arc<dyn Backend>) -> Result<Self, String> {
+    pub fn single(name: &str, backend: Arc<dyn Backend>) -> Result<Self, SettingError> {
         Ok(Self::builder().add(name, backend)?.build())
     }
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use waldur_backend_sdk::Backend;
+use waldur_backend_sdk::{Backend, SettingError};
 
 /// Types this binary knows.
 pub const KNOWN: &[&str] = &[
@@ -11,7 +11,7 @@ pub const KNOWN: &[&str] = &[
 ];
 
 /// Builds one backend from its type and settings.
-pub fn build(kind: &str, settings: serde_json::Value) -> Result<Arc<dyn Backend>, String> {
+pub fn build(kind: &str, settings: serde_json::Value) -> Result<Arc<dyn Backend>, SettingError> {
     match kind {
         waldur_backend_example::TYPE_NAME => Ok(Arc::new(
             waldur_backend_example::ExampleBackend::from_settings(settings)?,
@@ -19,9 +19,12 @@ pub fn build(kind: &str, settings: serde_json::Value) -> Result<Arc<dyn Backend>
         waldur_backend_slurm::TYPE_NAME => Ok(Arc::new(
             waldur_backend_slurm::SlurmBackend::from_settings(settings)?,
         )),
-        other => Err(format!(
-            "unknown type {other:?}; this server knows {}",
-            KNOWN.join(", ")
+        other => Err(SettingError::new(
+            "type",
+            format!(
+                "unknown type {other:?}; this server knows {}",
+                KNOWN.join(", ")
+            ),
         )),
     }
 }

@@ -78,5 +78,5 @@ fn an_instance_name_used_twice_is_refused() {
         .unwrap()
         .add("x", Arc::new(ExampleBackend::default()))
         .unwrap_err();
-    assert!(err.contains("twice"), "{err}");
+    assert!(err.to_string().contains("twice"), "{err}");
 }

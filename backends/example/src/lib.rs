@@ -22,6 +22,7 @@ mod settings;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
+use waldur_backend_sdk::SettingError;
 
 pub use settings::{ComponentSettings, ExampleSettings};
 use tokio::sync::broadcast;
@@ -107,7 +108,7 @@ impl ExampleBackend {
     }
 
     /// Parses settings from a server config's `settings` value.
-    pub fn from_settings(value: serde_json::Value) -> Result<Self, String> {
+    pub fn from_settings(value: serde_json::Value) -> Result<Self, SettingError> {
         Ok(Self::new(ExampleSettings::parse(value)?))
     }
 

@@ -1,6 +1,7 @@
 //! Settings of the example backend (the `settings:` block of an instance).
 
 use serde::Deserialize;
+use waldur_backend_sdk::SettingError;
 use waldur_backend_sdk::types::{AccountingType, Component};
 
 /// Settings; every key is optional and unknown keys are rejected.
@@ -67,15 +68,16 @@ fn one() -> f64 {
 
 impl ExampleSettings {
     /// Parses a settings value (null means defaults).
-    pub fn parse(value: serde_json::Value) -> Result<Self, String> {
+    pub fn parse(value: serde_json::Value) -> Result<Self, SettingError> {
         if value.is_null() {
             return Ok(Self::default());
         }
-        let s: Self = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        let s: Self =
+            serde_json::from_value(value).map_err(|e| SettingError::new("settings", e))?;
         for c in s.components.iter().flatten() {
             accounting_type(&c.accounting_type)?;
             if c.key.is_empty() {
-                return Err("components: key must not be empty".into());
+                return Err(SettingError::new("components", "key must not be empty"));
             }
         }
         Ok(s)
@@ -130,14 +132,15 @@ impl ExampleSettings {
     }
 }
 
-fn accounting_type(s: &str) -> Result<AccountingType, String> {
+fn accounting_type(s: &str) -> Result<AccountingType, SettingError> {
     match s {
         "usage" => Ok(AccountingType::Usage),
         "limit" => Ok(AccountingType::Limit),
         "one" => Ok(AccountingType::OneTime),
         "few" => Ok(AccountingType::OnPlanSwitch),
-        other => Err(format!(
-            "components: accounting_type {other:?} is not one of usage, limit, one, few"
+        other => Err(SettingError::new(
+            "components",
+            format!("accounting_type {other:?} is not one of usage, limit, one, few"),
         )),
     }
 }

@@ -34,6 +34,7 @@ mod usage;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use waldur_backend_sdk::SettingError;
 
 pub use limits::{MAX_TRES_VALUE, prepaid_months};
 pub use settings::{
@@ -108,7 +109,7 @@ impl SlurmBackend {
     }
 
     /// A backend from a server config's `settings`, spawning real processes.
-    pub fn from_settings(value: serde_json::Value) -> Result<Self, String> {
+    pub fn from_settings(value: serde_json::Value) -> Result<Self, SettingError> {
         Ok(Self::new(
             SlurmSettings::parse(value)?,
             Arc::new(ProcessRunner),

@@ -7,6 +7,7 @@
 //! not implement fails loudly at start instead of being silently ignored.
 
 use std::collections::BTreeMap;
+use waldur_backend_sdk::SettingError;
 
 use serde::Deserialize;
 
@@ -381,19 +382,27 @@ fn umask() -> String {
 
 impl SlurmSettings {
     /// Parses and checks settings.
-    pub fn parse(value: serde_json::Value) -> Result<Self, String> {
-        let s: Self = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    pub fn parse(value: serde_json::Value) -> Result<Self, SettingError> {
+        let s: Self =
+            serde_json::from_value(value).map_err(|e| SettingError::new("settings", e))?;
         if s.components.is_empty() {
-            return Err("components: configure at least one TRES component".into());
+            return Err(SettingError::new(
+                "components",
+                "configure at least one TRES component",
+            ));
         }
         for (name, c) in &s.components {
             if c.unit_factor <= 0.0 || !c.unit_factor.is_finite() {
-                return Err(format!("components.{name}.unit_factor: must be positive"));
+                return Err(SettingError::new(
+                    format!("components.{name}.unit_factor"),
+                    "must be positive",
+                ));
             }
             for (t, tc) in &c.target_components {
                 if tc.factor <= 0.0 || !tc.factor.is_finite() {
-                    return Err(format!(
-                        "components.{name}.target_components.{t}.factor: must be positive"
+                    return Err(SettingError::new(
+                        format!("components.{name}.target_components.{t}.factor"),
+                        "must be positive",
                     ));
                 }
             }
@@ -401,9 +410,9 @@ impl SlurmSettings {
         match u32::from_str_radix(&s.default_homedir_umask, 8) {
             Ok(v) if v <= 0o777 => {}
             _ => {
-                return Err(format!(
-                    "default_homedir_umask: {:?} is not an octal umask",
-                    s.default_homedir_umask
+                return Err(SettingError::new(
+                    "default_homedir_umask",
+                    format!("{:?} is not an octal umask", s.default_homedir_umask),
                 ));
             }
         }
@@ -420,27 +429,34 @@ impl SlurmSettings {
             if let Some(n) = name
                 && !crate::names::valid_account(n)
             {
-                return Err(format!("{key}: {n:?} is not a valid SLURM name"));
+                return Err(SettingError::new(
+                    key,
+                    format!("{n:?} is not a valid SLURM name"),
+                ));
             }
         }
         for p in &s.partitions {
             if !crate::names::valid_account(p) {
-                return Err(format!("partitions: {p:?} is not a valid partition name"));
+                return Err(SettingError::new(
+                    "partitions",
+                    format!("{p:?} is not a valid partition name"),
+                ));
             }
         }
         let d = &s.project_directory;
         if d.enabled {
             if !d.base_path.starts_with('/') || d.base_path.contains("..") {
-                return Err(
-                    "project_directory.base_path: must be an absolute path without ..".into(),
-                );
+                return Err(SettingError::new(
+                    "project_directory.base_path",
+                    "must be an absolute path without ..",
+                ));
             }
             match u32::from_str_radix(&d.permissions, 8) {
                 Ok(v) if v <= 0o7777 => {}
                 _ => {
-                    return Err(format!(
-                        "project_directory.permissions: {:?} is not an octal mode",
-                        d.permissions
+                    return Err(SettingError::new(
+                        "project_directory.permissions",
+                        format!("{:?} is not an octal mode", d.permissions),
                     ));
                 }
             }
@@ -451,8 +467,9 @@ impl SlurmSettings {
                 if let Some(v) = v
                     && !crate::names::valid_user(v)
                 {
-                    return Err(format!(
-                        "project_directory.{key}: {v:?} is not a valid name"
+                    return Err(SettingError::new(
+                        format!("project_directory.{key}"),
+                        format!("{v:?} is not a valid name"),
                     ));
                 }
             }
@@ -472,8 +489,9 @@ impl SlurmSettings {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '.'))
                 {
-                    return Err(format!(
-                        "homedir_quota: {v:?} has characters that are not allowed"
+                    return Err(SettingError::new(
+                        "homedir_quota",
+                        format!("{v:?} has characters that are not allowed"),
                     ));
                 }
             }
@@ -491,15 +509,17 @@ impl SlurmSettings {
             if let Some(v) = v
                 && !valid_value(v)
             {
-                return Err(format!(
-                    "{key}: {v:?} has characters sacctmgr values may not have"
+                return Err(SettingError::new(
+                    key,
+                    format!("{v:?} has characters sacctmgr values may not have"),
                 ));
             }
         }
         for name in &q.additional_qos {
             if !crate::names::valid_account(name) {
-                return Err(format!(
-                    "qos_management.additional_qos: {name:?} is not a valid QoS name"
+                return Err(SettingError::new(
+                    "qos_management.additional_qos",
+                    format!("{name:?} is not a valid QoS name"),
                 ));
             }
         }

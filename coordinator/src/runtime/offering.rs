@@ -91,7 +91,10 @@ impl Coordinator {
     pub fn build(config: &Config, env: &dyn Env) -> Result<Self, BuildError> {
         let mut backends = BTreeMap::new();
         for (name, b) in &config.backends {
-            backends.insert(name.clone(), BackendHandle::remote(name, b, &config.timeouts)?);
+            backends.insert(
+                name.clone(),
+                BackendHandle::remote(name, b, &config.timeouts)?,
+            );
         }
         Self::with_backends(config, env, backends, Arc::new(SystemClock))
     }
@@ -110,7 +113,10 @@ impl Coordinator {
                 name: o.name.clone(),
                 source: e.within(format_args!("offerings[{i}]")),
             };
-            let creds = o.waldur.token(env).map_err(|e| in_offering(e.within("waldur")))?;
+            let creds = o
+                .waldur
+                .token(env)
+                .map_err(|e| in_offering(e.within("waldur")))?;
             let client = |mode: &str| {
                 WaldurClient::new(
                     &o.waldur.api_url,
@@ -127,7 +133,10 @@ impl Coordinator {
                 role.as_ref()
                     .map(|name| {
                         backends.get(name).cloned().ok_or_else(|| {
-                            in_offering(SettingError::new("backends", format!("unknown backend {name}")))
+                            in_offering(SettingError::new(
+                                "backends",
+                                format!("unknown backend {name}"),
+                            ))
                         })
                     })
                     .transpose()

@@ -21,10 +21,10 @@ pub mod types;
 
 pub use settings::{Credentials, RetryConfig};
 
-use waldur_runtime::SettingError;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use waldur_runtime::SettingError;
 
 use reqwest::{Method, StatusCode};
 use serde::Serialize;

@@ -159,10 +159,7 @@ impl Raw {
     }
 
     fn optional_uuid(&self, key: &'static str) -> Result<Option<Uuid>, BodyError> {
-        Ok(self
-            .string(key)?
-            .map(|s| Uuid::parse(key, s))
-            .transpose()?)
+        Ok(self.string(key)?.map(|s| Uuid::parse(key, s)).transpose()?)
     }
 }
 
@@ -218,13 +215,10 @@ impl Event {
                     project: raw.uuid("project_uuid")?,
                 })
             }
-            "offering_user" => match raw
-                .string("action")?
-                .ok_or(BodyError::Missing {
-                    key: "action",
-                    expected: "string",
-                })?
-            {
+            "offering_user" => match raw.string("action")?.ok_or(BodyError::Missing {
+                key: "action",
+                expected: "string",
+            })? {
                 "create" | "attribute_update" => Ok(Self::OfferingUserChanged),
                 "username_set" => Ok(Self::UsernameSet {
                     backend_ids: match raw.0.get("resource_backend_ids") {

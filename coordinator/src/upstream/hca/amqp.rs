@@ -55,7 +55,9 @@ pub enum LinkError {
         source: std::io::Error,
     },
     /// No answer from the broker in time.
-    #[error("broker {at}: no answer within 15 s (check broker host, port and tls, or HCA_RABBITMQ_HOSTNAME, HCA_RABBITMQ_PORT, HCA_RABBITMQ_USE_SSL)")]
+    #[error(
+        "broker {at}: no answer within 15 s (check broker host, port and tls, or HCA_RABBITMQ_HOSTNAME, HCA_RABBITMQ_PORT, HCA_RABBITMQ_USE_SSL)"
+    )]
     NoAnswer {
         /// `amqp(s)://user@host:port/vhost`.
         at: String,
@@ -125,12 +127,12 @@ pub async fn connect(broker: &ResolvedBroker, name: &str) -> Result<Connection, 
     let tls = match &broker.ca_file {
         Some(path) => lapin::tcp::OwnedTLSConfig {
             identity: None,
-            cert_chain: Some(
-                std::fs::read_to_string(path).map_err(|source| LinkError::CaFile {
+            cert_chain: Some(std::fs::read_to_string(path).map_err(|source| {
+                LinkError::CaFile {
                     path: path.display().to_string(),
                     source,
-                })?,
-            ),
+                }
+            })?),
         },
         None => lapin::tcp::OwnedTLSConfig::default(),
     };

@@ -250,7 +250,10 @@ impl ServiceConfig {
             Some(t) => t,
             None => match env.var("HCA_RABBITMQ_USE_SSL") {
                 Some(v) => parse_bool(&v).ok_or_else(|| {
-                    SettingError::new("HCA_RABBITMQ_USE_SSL", format!("{v:?} is not true or false"))
+                    SettingError::new(
+                        "HCA_RABBITMQ_USE_SSL",
+                        format!("{v:?} is not true or false"),
+                    )
                 })?,
                 None => false,
             },
@@ -258,12 +261,9 @@ impl ServiceConfig {
         let port = match b.port {
             Some(p) => p,
             None => match env.var("HCA_RABBITMQ_PORT") {
-                Some(v) => v
-                    .trim()
-                    .parse()
-                    .map_err(|_| {
-                        SettingError::new("HCA_RABBITMQ_PORT", format!("{v:?} is not a port number"))
-                    })?,
+                Some(v) => v.trim().parse().map_err(|_| {
+                    SettingError::new("HCA_RABBITMQ_PORT", format!("{v:?} is not a port number"))
+                })?,
                 None if tls => 5671,
                 None => 5672,
             },

@@ -13,8 +13,8 @@ use waldur_backend_api::types::CreateResource;
 
 use super::config::{ResolvedBroker, ServiceConfig};
 use super::mapping::{Refusal, ResourceType};
-use waldur_runtime::SettingError;
 use crate::backend::{BackendCallError, BackendHandle};
+use waldur_runtime::SettingError;
 use waldur_runtime::secret::Env;
 
 /// A reply to publish on the outbound queue.
@@ -89,7 +89,9 @@ impl HcaService {
             {
                 return Err(SettingError::new(
                     format!("resource_types.{name}"),
-                    format!("the schema's title is {title:?}; requests name the type by that title, so the key must be the same"),
+                    format!(
+                        "the schema's title is {title:?}; requests name the type by that title, so the key must be the same"
+                    ),
                 ));
             }
             used.insert(t.backend.clone(), handle.clone());
