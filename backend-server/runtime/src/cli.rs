@@ -61,13 +61,38 @@ pub enum PkiCommand {
     },
 }
 
+/// Why a PKI command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiCommandError {
+    /// Generating or signing failed.
+    #[error(transparent)]
+    Tls(#[from] crate::TlsError),
+    /// The CA to sign with cannot be read.
+    #[error("{0} (run pki init-ca first)")]
+    NoCa(#[source] crate::TlsError),
+    /// The files cannot be written.
+    #[error("cannot write {what}: {source}{hint}")]
+    Write {
+        /// What was being written.
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+        /// What to do about it.
+        hint: &'static str,
+    },
+}
+
 /// Runs a PKI command; returns what to print.
-pub fn run(cmd: PkiCommand) -> Result<String, String> {
+pub fn run(cmd: PkiCommand) -> Result<String, PkiCommandError> {
     match cmd {
         PkiCommand::InitCa { dir, name, days } => {
-            let ca = pki::create_ca(&name, Validity::days(days)).map_err(|e| e.to_string())?;
-            pki::write(&dir, "ca", &ca)
-                .map_err(|e| format!("cannot write CA into {}: {e}", dir.display()))?;
+            let ca = pki::create_ca(&name, Validity::days(days))?;
+            pki::write(&dir, "ca", &ca).map_err(|source| PkiCommandError::Write {
+                what: format!("CA into {}", dir.display()),
+                source,
+                hint: "",
+            })?;
             Ok(format!("wrote {0}/ca.pem and {0}/ca.key", dir.display()))
         }
         PkiCommand::IssueServer {
@@ -93,16 +118,14 @@ fn issue(
     sans: &[String],
     out: Option<String>,
     days: u32,
-) -> Result<String, String> {
-    let ca = pki::read(dir, "ca").map_err(|e| format!("{e} (run pki init-ca first)"))?;
-    let issued =
-        pki::issue(&ca, usage, name, sans, Validity::days(days)).map_err(|e| e.to_string())?;
+) -> Result<String, PkiCommandError> {
+    let ca = pki::read(dir, "ca").map_err(PkiCommandError::NoCa)?;
+    let issued = pki::issue(&ca, usage, name, sans, Validity::days(days))?;
     let stem = out.unwrap_or_else(|| name.to_owned());
-    pki::write(dir, &stem, &issued).map_err(|e| {
-        format!(
-            "cannot write {}/{stem}.key: {e} (remove the old files to re-issue)",
-            dir.display()
-        )
+    pki::write(dir, &stem, &issued).map_err(|source| PkiCommandError::Write {
+        what: format!("{}/{stem}.key", dir.display()),
+        source,
+        hint: " (remove the old files to re-issue)",
     })?;
     Ok(format!(
         "wrote {0}/{stem}.pem and {0}/{stem}.key",

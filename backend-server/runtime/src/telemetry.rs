@@ -188,12 +188,14 @@ where
 }
 
 /// A tracer provider exporting in batches to `endpoint` over OTLP/gRPC.
-pub fn provider(endpoint: &str, service: &str) -> Result<SdkTracerProvider, String> {
+pub fn provider(
+    endpoint: &str,
+    service: &str,
+) -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .with_endpoint(endpoint)
-        .build()
-        .map_err(|e| e.to_string())?;
+        .build()?;
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(service.to_owned())
         .build();

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde_json::Value;
 use waldur_backend_api::types::ResourceContext;
+use waldur_runtime::SettingError;
 
 use super::config::{LimitSource, ResourceTypeConfig, TargetPolicy};
 
@@ -72,33 +73,42 @@ pub struct Derived {
 impl ResourceType {
     /// Loads and compiles the schema (Draft 2020-12, formats checked);
     /// `base_dir` resolves a relative schema path.
-    pub fn load(config: &ResourceTypeConfig, base_dir: &Path) -> Result<Self, String> {
+    pub fn load(config: &ResourceTypeConfig, base_dir: &Path) -> Result<Self, SettingError> {
         let path = if config.schema.is_absolute() {
             config.schema.clone()
         } else {
             base_dir.join(&config.schema)
         };
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("schema {}: {e}", path.display()))?;
-        let schema: Value = serde_json::from_str(&text)
-            .map_err(|e| format!("schema {}: not JSON: {e}", path.display()))?;
-        Self::compile(config, &schema).map_err(|e| format!("schema {}: {e}", path.display()))
+        let at =
+            |reason: String| SettingError::new("schema", format!("{}: {reason}", path.display()));
+        let text = std::fs::read_to_string(&path).map_err(|e| at(e.to_string()))?;
+        let schema: Value =
+            serde_json::from_str(&text).map_err(|e| at(format!("not JSON: {e}")))?;
+        Self::compile(config, &schema)
     }
 
     /// Compiles a schema given as JSON and checks the templates against it:
     /// a template naming a field the schema does not define would refuse
     /// every request with an error that blames the user.
-    pub fn compile(config: &ResourceTypeConfig, schema: &Value) -> Result<Self, String> {
+    pub fn compile(config: &ResourceTypeConfig, schema: &Value) -> Result<Self, SettingError> {
         let validator = jsonschema::draft202012::options()
             .should_validate_formats(true)
             .build(schema)
-            .map_err(|e| format!("not a valid Draft 2020-12 schema: {e}"))?;
-        let parse = |t: &Option<String>| t.as_deref().map(Template::parse).transpose();
+            .map_err(|e| {
+                SettingError::new("schema", format!("not a valid Draft 2020-12 schema: {e}"))
+            })?;
+        let parse = |key: &str, t: &Option<String>| {
+            t.as_deref()
+                .map(Template::parse)
+                .transpose()
+                .map_err(|e| SettingError::new(key, e))
+        };
         let templates = Templates {
-            backend_id: Template::parse(&config.backend_id)?,
-            name: parse(&config.name)?,
-            project: parse(&config.project)?,
-            customer: parse(&config.customer)?,
+            backend_id: Template::parse(&config.backend_id)
+                .map_err(|e| SettingError::new("backend_id", e))?,
+            name: parse("name", &config.name)?,
+            project: parse("project", &config.project)?,
+            customer: parse("customer", &config.customer)?,
         };
         // Two requests must never name one backend resource: backends that
         // cannot record the requester (SLURM) would treat the second as the
@@ -109,9 +119,12 @@ impl ResourceType {
             .iter()
             .any(|p| matches!(p, Part::RequestHash | Part::CorrelationId))
         {
-            return Err(format!(
-                "backend_id: {:?} must contain {{request_hash}} (or {{correlation_id}}) so that every request gets its own resource",
-                config.backend_id
+            return Err(SettingError::new(
+                "backend_id",
+                format!(
+                    "{:?} must contain {{request_hash}} (or {{correlation_id}}) so that every request gets its own resource",
+                    config.backend_id
+                ),
             ));
         }
         let mut pointers: Vec<String> = std::iter::once(&templates.backend_id)
@@ -123,11 +136,15 @@ impl ResourceType {
         for (key, l) in &config.limits {
             if let LimitSource::From { from, factor, .. } = l {
                 if !from.starts_with('/') {
-                    return Err(format!("limits.{key}.from: {from:?} is not a JSON pointer"));
+                    return Err(SettingError::new(
+                        format!("limits.{key}.from"),
+                        format!("{from:?} is not a JSON pointer"),
+                    ));
                 }
                 if !factor.is_finite() || *factor < 0.0 {
-                    return Err(format!(
-                        "limits.{key}.factor: {factor} must be a finite number >= 0"
+                    return Err(SettingError::new(
+                        format!("limits.{key}.factor"),
+                        format!("{factor} must be a finite number >= 0"),
                     ));
                 }
                 pointers.push(from.clone());
@@ -137,8 +154,9 @@ impl ResourceType {
             if let Some(field) = p.strip_prefix("/specification/")
                 && !schema_defines(schema, field)
             {
-                return Err(format!(
-                    "{p}: the schema defines no such field under properties"
+                return Err(SettingError::new(
+                    "schema",
+                    format!("{p}: the schema defines no such field under properties"),
                 ));
             }
         }
@@ -563,7 +581,7 @@ mod tests {
         let mut c = rt("").config.clone();
         c.backend_id = "hca_{/specification/project}".into();
         let e = ResourceType::compile(&c, &json!({"type": "object"})).unwrap_err();
-        assert!(e.contains("{request_hash}"), "{e}");
+        assert!(e.to_string().contains("{request_hash}"), "{e}");
     }
 
     #[test]
@@ -572,7 +590,7 @@ mod tests {
         c.project = Some("{/specification/projct}".into());
         let schema = json!({"type": "object", "properties": {"project": {"type": "string"}}});
         let e = ResourceType::compile(&c, &schema).unwrap_err();
-        assert!(e.contains("/specification/projct"), "{e}");
+        assert!(e.to_string().contains("/specification/projct"), "{e}");
         let mut c = rt("").config.clone();
         c.limits.insert(
             "gpu".into(),
@@ -660,7 +678,7 @@ mod tests {
         let mut c = rt("").config.clone();
         c.backend_id = "hca_{project}".into();
         let e = ResourceType::compile(&c, &json!({})).unwrap_err();
-        assert!(e.contains("unknown placeholder"), "{e}");
+        assert!(e.to_string().contains("unknown placeholder"), "{e}");
         c.backend_id = "hca_{/x".into();
         assert!(ResourceType::compile(&c, &json!({})).is_err());
     }

@@ -83,7 +83,7 @@ impl HcaService {
                 )
             })?;
             let compiled = ResourceType::load(t, base_dir)
-                .map_err(|e| SettingError::new(format!("resource_types.{name}"), e))?;
+                .map_err(|e| e.within(format_args!("resource_types.{name}")))?;
             if let Some(title) = compiled.title.as_deref()
                 && title != name
             {
