@@ -18,8 +18,10 @@
 
 mod accept;
 mod backend;
+pub mod command;
 pub mod config;
 pub mod metrics;
+pub mod ownership;
 mod registry;
 mod server;
 mod service;

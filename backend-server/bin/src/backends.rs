@@ -8,6 +8,7 @@ use waldur_backend_sdk::{Backend, SettingError};
 pub const KNOWN: &[&str] = &[
     waldur_backend_example::TYPE_NAME,
     waldur_backend_slurm::TYPE_NAME,
+    waldur_backend_moab::TYPE_NAME,
 ];
 
 /// Builds one backend from its type and settings.
@@ -18,6 +19,9 @@ pub fn build(kind: &str, settings: serde_json::Value) -> Result<Arc<dyn Backend>
         )),
         waldur_backend_slurm::TYPE_NAME => Ok(Arc::new(
             waldur_backend_slurm::SlurmBackend::from_settings(settings)?,
+        )),
+        waldur_backend_moab::TYPE_NAME => Ok(Arc::new(
+            waldur_backend_moab::MoabBackend::from_settings(settings)?,
         )),
         other => Err(SettingError::new(
             "type",

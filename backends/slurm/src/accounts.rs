@@ -74,39 +74,15 @@ pub(crate) enum Ownership {
     Foreign(String),
 }
 
-const MARKER: &str = "[waldur";
+/// The resource a description's ownership marker names (the SDK's marker,
+/// shared by every backend).
+pub(crate) use waldur_backend_sdk::ownership::{marker, uuid_hex};
 
-/// The resource a description's ownership marker names: `Some(None)` for a
-/// bare `[waldur]`, `None` without a marker.
-pub(crate) fn marker(description: &str) -> Option<Option<String>> {
-    let at = description.rfind(MARKER)?;
-    let rest = description[at + MARKER.len()..].trim_end();
-    match rest {
-        "]" => Some(None),
-        _ => rest
-            .strip_prefix(':')
-            .and_then(|r| r.strip_suffix(']'))
-            .filter(|u| u.len() == 32 && u.bytes().all(|b| b.is_ascii_hexdigit()))
-            .map(|u| Some(u.to_ascii_lowercase())),
-    }
-}
-
-/// A description with the marker of `resource` (uuid hex, dashes or not).
+/// A description with the marker of `resource`, cut to what `sacctmgr`
+/// accepts.
 pub(crate) fn marked(description: &str, resource: Option<&str>) -> String {
-    let base = match description.rfind(MARKER) {
-        Some(at) => description[..at].trim_end(),
-        None => description.trim_end(),
-    };
-    let tag = match resource.and_then(uuid_hex) {
-        Some(u) => format!("[waldur:{u}]"),
-        None => "[waldur]".to_owned(),
-    };
-    let base = names::description(base);
-    if base.is_empty() {
-        tag
-    } else {
-        format!("{base} {tag}")
-    }
+    let base = names::description(waldur_backend_sdk::ownership::unmarked(description));
+    waldur_backend_sdk::ownership::marked(&base, resource)
 }
 
 /// The association listing's columns. The description is last: it is free
@@ -149,12 +125,6 @@ fn assoc(r: &[&str]) -> BackendResult<Assoc> {
     })
 }
 
-/// A resource uuid as the marker writes it (hex, no dashes, lower case), if
-/// it is one.
-pub(crate) fn uuid_hex(uuid: &str) -> Option<String> {
-    let u = uuid.replace('-', "").to_ascii_lowercase();
-    (u.len() == 32 && u.bytes().all(|b| b.is_ascii_hexdigit())).then_some(u)
-}
 
 pub(crate) fn not_managed(id: &str, why: &str) -> BackendError {
     BackendError::not_managed(id, why)

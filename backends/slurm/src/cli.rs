@@ -9,45 +9,7 @@ use waldur_backend_sdk::span;
 use tracing::Instrument;
 use waldur_backend_sdk::{BackendError, BackendResult};
 
-/// What a command printed and how it ended.
-#[derive(Debug, Clone, Default)]
-pub struct Output {
-    /// Exit code (`None`: killed by a signal).
-    pub code: Option<i32>,
-    /// Standard output.
-    pub stdout: String,
-    /// Standard error.
-    pub stderr: String,
-}
-
-/// Runs programs. The real one spawns processes; tests script answers.
-#[async_trait::async_trait]
-pub trait Runner: Send + Sync {
-    /// Runs `program` with `args`.
-    async fn run(&self, program: &str, args: &[String]) -> std::io::Result<Output>;
-}
-
-/// Spawns real processes.
-#[derive(Debug, Default)]
-pub struct ProcessRunner;
-
-#[async_trait::async_trait]
-impl Runner for ProcessRunner {
-    async fn run(&self, program: &str, args: &[String]) -> std::io::Result<Output> {
-        let out = tokio::process::Command::new(program)
-            .args(args)
-            .env("LC_ALL", "C")
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output()
-            .await?;
-        Ok(Output {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
-    }
-}
+pub use waldur_backend_sdk::command::{Output, ProcessRunner, Runner};
 
 /// The SLURM command line of one cluster.
 pub struct Slurm {

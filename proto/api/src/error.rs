@@ -98,6 +98,17 @@ impl BackendError {
         Self::new(Code::Internal, reason::BACKEND_COMMAND_FAILED, message)
     }
 
+    /// The system behind the backend refused a command for a reason that
+    /// retrying will not change (FAILED_PRECONDITION): a value it does not
+    /// accept, an object it does not have, an insufficient balance.
+    pub fn command_refused(message: impl Into<String>) -> Self {
+        Self::new(
+            Code::FailedPrecondition,
+            reason::BACKEND_COMMAND_FAILED,
+            message,
+        )
+    }
+
     /// The backend has something by this name that it does not manage, and
     /// leaves alone (FAILED_PRECONDITION, RESOURCE_NOT_MANAGED).
     pub fn not_managed(backend_id: &str, why: impl std::fmt::Display) -> Self {
