@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the conformance suite over mutual TLS against the real servers:
-# waldur-backend-server hosting the example backend, and the Python example
+# waldur-backend-server hosting the example backend, the Python example
+# backend, the MOAB backend on mam-sim and (when the cluster is up) the SLURM
 # backend. Expects the binaries built and the Python venv ready (test.sh does
 # both). Stops every process it started, whatever happens.
 set -euo pipefail
@@ -64,7 +65,28 @@ PORT=$(free_port)
 PIDS+=($!)
 wait_for_port "$PORT" 60 || { cat "$WORK/python.log"; die "python example backend did not start"; }
 run_suite python-example "$PORT"
-# 3. waldur-backend-server with the SLURM backend on the real cluster
+# 3. waldur-backend-server with the MOAB backend on mam-sim, the stand-in for
+#    the MOAB Accounting Manager's mam-* commands.
+"$BIN_DIR/mam-sim" install "$WORK/mam"
+for user in alice bob; do "$WORK/mam/mam-create-user" -u "$user" --quiet; done
+"$WORK/mam/mam-create-account" -a conf-by-hand -d "made by hand" -o nobody --quiet
+PORT=$(free_port)
+{ server_config_head "$PORT" "$WORK/pki"; cat <<YAML; } > "$WORK/moab.yaml"
+  - name: hpc
+    type: moab
+    settings:
+      project_prefix: "mp_"
+      allocation_prefix: "ma_"
+      mam_bin_dir: $WORK/mam
+      components:
+        deposit: {label: Deposit, measured_unit: EUR, accounting_type: limit}
+YAML
+"$BIN_DIR/waldur-backend-server" serve --config "$WORK/moab.yaml" 2>"$WORK/moab.log" &
+PIDS+=($!)
+wait_for_port "$PORT" 30 || { cat "$WORK/moab.log"; die "the MOAB backend server did not start"; }
+run_suite moab "$PORT"
+
+# 4. waldur-backend-server with the SLURM backend on the real cluster
 #    (deploy/services.sh), when it is up.
 if [ -n "${WALDUR_SLURM_CLUSTER:-}" ]; then
     PORT=$(free_port)

@@ -1,7 +1,7 @@
 //! `import-config` end to end: the binary reads an original
 //! waldur-site-agent configuration and writes files that the real config
 //! parsers accept (coordinator config, backend-server config, the SLURM
-//! backend's settings), secrets 0600, nothing overwritten without --force.
+//! and MOAB backends' settings), secrets 0600, nothing overwritten without --force.
 
 #![allow(clippy::unwrap_used)]
 
@@ -57,9 +57,15 @@ fn every_fixture_that_migrates_gives_configs_the_binaries_accept() {
             waldur_backend_sdk::config::ServerConfig::load(&out.path().join("backend-server.yaml"))
                 .unwrap_or_else(|e| panic!("{}: {e}", from.display()));
         for inst in &server.instances {
-            assert_eq!(inst.kind, "slurm");
-            waldur_backend_slurm::SlurmBackend::from_settings(inst.settings.clone())
-                .unwrap_or_else(|e| panic!("{}: {}: {e}", from.display(), inst.name));
+            let built = match inst.kind.as_str() {
+                "slurm" => waldur_backend_slurm::SlurmBackend::from_settings(inst.settings.clone())
+                    .map(drop),
+                "moab" => {
+                    waldur_backend_moab::MoabBackend::from_settings(inst.settings.clone()).map(drop)
+                }
+                other => panic!("{}: unexpected type {other}", from.display()),
+            };
+            built.unwrap_or_else(|e| panic!("{}: {}: {e}", from.display(), inst.name));
             assert!(c.backends.values().any(|b| b.instance == inst.name));
         }
         for secret in std::fs::read_dir(out.path().join("secrets")).unwrap() {

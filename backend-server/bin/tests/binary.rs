@@ -234,7 +234,7 @@ fn the_reference_config_is_valid_and_every_instance_builds() {
     let config =
         waldur_backend_sdk::config::ServerConfig::parse(&text, std::path::Path::new(path)).unwrap();
     let kinds: Vec<&str> = config.instances.iter().map(|i| i.kind.as_str()).collect();
-    assert_eq!(kinds, ["example", "slurm"]);
+    assert_eq!(kinds, ["example", "slurm", "moab"]);
     for inst in &config.instances {
         let out = Command::new(BIN)
             .args(["check", "--config"])

@@ -125,7 +125,6 @@ fn assoc(r: &[&str]) -> BackendResult<Assoc> {
     })
 }
 
-
 pub(crate) fn not_managed(id: &str, why: &str) -> BackendError {
     BackendError::not_managed(id, why)
 }

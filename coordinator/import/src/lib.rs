@@ -120,6 +120,7 @@
 //!   [`ImportError`]s whose message names the key. Messages never contain a
 //!   value from the input that could be a secret.
 
+mod moab;
 mod original;
 mod out;
 mod paths;

@@ -5,7 +5,7 @@ use serde_norway::{Mapping, Value};
 
 use crate::paths::Paths;
 use crate::value::{boolean, get, integer, key_text, kind, one_line, strict_text, text, untag};
-use crate::{ImportError, SecretToWrite, invalid, out, slurm, value};
+use crate::{ImportError, SecretToWrite, invalid, moab, out, slurm, value};
 
 /// Root keys.
 pub(crate) struct Globals {
@@ -370,12 +370,22 @@ impl Original {
         })
     }
 
+    /// The backend type the roles name (the first one set; `blocker`
+    /// refuses mixed types).
+    pub(crate) fn kind(&self) -> &'static str {
+        match self.roles.iter().flatten().next().map(String::as_str) {
+            Some(moab::TYPE) => moab::TYPE,
+            _ => slurm::TYPE,
+        }
+    }
+
     /// Why this offering stays with the original agent, if it does.
     pub(crate) fn blocker(&self) -> Option<String> {
         let mut unsupported: Vec<(&str, Vec<&str>)> = Vec::new();
         for (key, name) in ROLE_KEYS.iter().zip(&self.roles) {
             if let Some(n) = name
                 && n != slurm::TYPE
+                && n != moab::TYPE
             {
                 match unsupported.iter_mut().find(|(t, _)| t == n) {
                     Some((_, keys)) => keys.push(key),
@@ -397,9 +407,18 @@ impl Original {
                 )
             });
         }
+        let types: std::collections::BTreeSet<&str> =
+            self.roles.iter().flatten().map(String::as_str).collect();
+        if types.len() > 1 {
+            return Some(format!(
+                "its roles name different backend types ({}); one backend server instance \
+                 serves one type",
+                types.into_iter().collect::<Vec<_>>().join(", ")
+            ));
+        }
         if self.roles.iter().all(Option::is_none) {
             return Some(match &self.backend_type {
-                Some(t) if t != slurm::TYPE => {
+                Some(t) if t != slurm::TYPE && t != moab::TYPE => {
                     format!(
                         "backend type {} (backend_type) has no backend server yet",
                         one_line(t)
@@ -410,7 +429,10 @@ impl Original {
                     .into(),
             });
         }
-        slurm::blocker(&self.settings, &self.components)
+        match self.kind() {
+            moab::TYPE => moab::blocker(&self.components),
+            _ => slurm::blocker(&self.settings, &self.components),
+        }
     }
 
     pub(crate) fn migrate(
@@ -423,11 +445,12 @@ impl Original {
         let label = self.label.clone();
         let mut secrets = Vec::new();
 
+        let kind = self.kind();
         if let Some(t) = &self.backend_type
-            && t != slurm::TYPE
+            && t != kind
         {
             notes.push(format!(
-                "{label}: backend_type {t} differs from the role backends (slurm); the role \
+                "{label}: backend_type {t} differs from the role backends ({kind}); the role \
                  backends were used."
             ));
         }
@@ -526,12 +549,17 @@ impl Original {
             label: &label,
             list: &mut notes,
         };
-        let mut settings = slurm::settings(&self.settings, &mut slurm_notes);
-        let components = slurm::components(
-            &self.components,
-            &format!("{}.backend_components", self.at),
-            &mut slurm_notes,
-        )?;
+        let at = format!("{}.backend_components", self.at);
+        let (mut settings, components) = match kind {
+            moab::TYPE => (
+                moab::settings(&self.settings, &mut slurm_notes),
+                moab::components(&self.components, &at, &mut slurm_notes)?,
+            ),
+            _ => (
+                slurm::settings(&self.settings, &mut slurm_notes),
+                slurm::components(&self.components, &at, &mut slurm_notes)?,
+            ),
+        };
         settings.insert("components".into(), Value::Mapping(components));
 
         let offering = out::Offering {
@@ -577,7 +605,7 @@ impl Original {
             offering,
             instance: out::Instance {
                 name: slug.to_owned(),
-                kind: slurm::TYPE,
+                kind,
                 settings: Value::Mapping(settings),
             },
             secrets,

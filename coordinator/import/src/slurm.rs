@@ -180,7 +180,7 @@ pub(crate) struct Notes<'a> {
 }
 
 impl Notes<'_> {
-    fn push(&mut self, s: String) {
+    pub(crate) fn push(&mut self, s: String) {
         self.list.push(format!("{}: {s}.", self.label));
     }
 }

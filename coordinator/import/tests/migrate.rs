@@ -291,7 +291,11 @@ fn the_documented_example_configuration_migrates_its_slurm_offerings() {
         &["backend_components.cpu.min_prepaid_duration"]
     ));
 
-    assert!(note_about(&m, &["MOAB deposits", "moab", "not migrated"]));
+    // Its roles are unset: the original ran nothing for it.
+    assert!(note_about(
+        &m,
+        &["MOAB deposits", "order_processing_backend", "not migrated"]
+    ));
     assert_eq!(m.secrets.len(), 3);
     assert!(!m.secrets.iter().any(|s| s.value == "tok-moab-0004"));
     assert!(!m.coordinator_yaml.contains("MOAB deposits\n"));
@@ -729,4 +733,39 @@ fn every_generated_key_is_a_field_of_the_target_config_structs() {
             }
         }
     }
+}
+
+#[test]
+fn a_moab_offering_becomes_a_moab_instance_with_its_deposit() {
+    let m = run("moab.yaml");
+    let c = coordinator(&m);
+    let o = offering(&c, "MOAB deposits");
+    assert_eq!(o["tasks"]["orders"], true);
+    let s = server(&m);
+    let inst = instance(&s, "moab-deposits");
+    assert_eq!(inst["type"], "moab");
+    let st = &inst["settings"];
+    assert_eq!(st["project_prefix"], "p_");
+    assert_eq!(st["allocation_prefix"], "a_");
+    assert_eq!(st["soft_delete"], false);
+    assert!(st.get("customer_prefix").is_none());
+    assert!(st.get("default_account").is_none());
+    let d = &st["components"]["deposit"];
+    assert_eq!(d["label"], "Deposit (EUR)");
+    assert_eq!(d["accounting_type"], "limit");
+    assert_eq!(d["limit"], 1000);
+    assert!(d.get("unit_factor").is_none());
+    assert!(note_about(&m, &["customer_prefix", "no customer tier"]));
+    assert!(note_about(&m, &["default_account", "ignored"]));
+    assert!(note_about(&m, &["unit_factor", "never converted"]));
+}
+
+#[test]
+fn a_moab_offering_without_a_deposit_component_stays_with_the_original_agent() {
+    let text = "offerings:\n  - name: m\n    waldur_api_url: https://w.example/api/\n    waldur_api_token: t\n    waldur_offering_uuid: u\n    order_processing_backend: moab\n    backend_components: {cpu: {label: C, measured_unit: h, accounting_type: usage}}\n";
+    let e = waldur_config_import::migrate(text, &waldur_config_import::Options::default())
+        .map(|m| m.notes)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("deposit"), "{e}");
 }

@@ -5,7 +5,9 @@
 //! * `mam-sim fail COMMAND CODE MESSAGE` makes COMMAND fail (code 0 clears);
 //! * `mam-sim state` prints the state as JSON.
 //!
-//! The state lives in the directory named by `MAM_SIM_DIR`; `MAM_SIM_NOW`
+//! The state lives in the directory named by `MAM_SIM_DIR`, or else in the
+//! directory of the command as called (where `install` put the links);
+//! `MAM_SIM_NOW`
 //! (`YYYY-MM-DD hh:mm:ss`) fixes the time stamped on usage records, which
 //! is otherwise the local time.
 
@@ -27,8 +29,16 @@ fn main() -> ExitCode {
     if program == "mam-sim" {
         return admin(args);
     }
-    let Some(dir) = state_dir() else {
-        println!("MAM_SIM_DIR is not set: the simulator needs a directory for its state");
+    // The state lives in MAM_SIM_DIR, or else beside the command called
+    // (the directory `mam-sim install` linked it into).
+    let beside = argv
+        .first()
+        .filter(|p| p.contains('/'))
+        .and_then(|p| Path::new(p).parent().map(Path::to_path_buf));
+    let Some(dir) = state_dir().or(beside) else {
+        println!(
+            "MAM_SIM_DIR is not set and the command was not called by its path: the simulator needs a directory for its state"
+        );
         return ExitCode::from(mam_sim::EXIT_USAGE);
     };
     let now = std::env::var("MAM_SIM_NOW")
