@@ -515,9 +515,9 @@ impl Config {
         for (i, s) in config.helmholtz.services.iter().enumerate() {
             let at = format!("helmholtz.services[{i}] ({})", s.name);
             s.resolved_service_id(env)
-                .map_err(|m| err(format!("{at}.{m}")))?;
+                .map_err(|m| err(m.within(&at).to_string()))?;
             s.resolved_broker(env)
-                .map_err(|m| err(format!("{at}.broker: {m}")))?;
+                .map_err(|m| err(m.within(&at).to_string()))?;
             if s.resource_types.is_empty() {
                 return Err(err(format!("{at}.resource_types: configure at least one")));
             }
@@ -598,7 +598,7 @@ impl Config {
             }
             o.waldur
                 .token(env)
-                .map_err(|m| err(format!("{at}.waldur: {m}")))?;
+                .map_err(|m| err(m.within(format_args!("{at}.waldur")).to_string()))?;
             for (role, name, enabled) in [
                 ("orders", &o.backends.orders, o.tasks.orders),
                 ("report", &o.backends.report, o.tasks.report),

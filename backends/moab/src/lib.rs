@@ -40,6 +40,10 @@ pub const TYPE_NAME: &str = "moab";
 pub struct MoabBackend {
     settings: MoabSettings,
     mam: Mam,
+    /// Held while a project account is looked up, made or removed together
+    /// with the allocation account under it, so two requests of one project
+    /// never race on it (the SDK locks per resource, not per project).
+    projects: tokio::sync::Mutex<()>,
 }
 
 /// Whether this backend may act on an account, and for which resource.
@@ -61,7 +65,11 @@ impl MoabBackend {
             settings.mam_bin_dir.clone(),
             Duration::from_secs(settings.command_timeout_seconds),
         );
-        Self { settings, mam }
+        Self {
+            settings,
+            mam,
+            projects: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// A backend from a server config's `settings`, spawning real processes.
@@ -84,6 +92,7 @@ impl MoabBackend {
             None if s.adopt_unmarked
                 && !s.allocation_prefix.is_empty()
                 && row.name.starts_with(&s.allocation_prefix)
+                && !row.organization.is_empty()
                 && row.organization.starts_with(&s.project_prefix)
                 && row.organization != row.name =>
             {
@@ -113,24 +122,15 @@ impl MoabBackend {
         }
     }
 
-    /// The one fund of an account (made if the account has none, as an
-    /// interrupted create leaves it).
+    /// The one fund of an account. An account without one is refused: only
+    /// a (re-issued) create makes a fund, so an empty or filtered listing can
+    /// never lead to a second fund and a second deposit.
     async fn fund(&self, account: &str) -> BackendResult<FundRow> {
         let mut funds = self.mam.funds(account).await?;
         match funds.len() {
-            0 => {
-                self.mam.create_fund(account).await?;
-                self.mam
-                    .funds(account)
-                    .await?
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| {
-                        BackendError::command_failed(format!(
-                            "mam-create-fund made no fund for {account}"
-                        ))
-                    })
-            }
+            0 => Err(BackendError::command_refused(format!(
+                "account {account} has no fund; re-issue its creation to make one"
+            ))),
             1 => Ok(funds.remove(0)),
             n => Err(BackendError::command_refused(format!(
                 "account {account} has {n} funds; this backend keeps exactly one per account"
@@ -172,12 +172,17 @@ impl MoabBackend {
         }
     }
 
-    /// Marks an adopted account before its first change.
+    /// Marks an adopted account with its resource before its first change.
+    /// Without the resource's UUID it stays unmarked (and adoptable): a bare
+    /// marker would make it look like a project account.
     async fn claim(&self, row: &AccountRow, resource: Option<&str>) -> BackendResult<()> {
+        let Some(resource) = resource.and_then(uuid_hex) else {
+            return Ok(());
+        };
         if self.ownership(row) == Ownership::Adoptable {
             tracing::info!(account = %row.name, "taking over an account of the original agent");
             self.mam
-                .set_description(&row.name, &marked(&row.description, resource))
+                .set_description(&row.name, &marked(&row.description, Some(&resource)))
                 .await?;
         }
         Ok(())
@@ -216,8 +221,9 @@ impl MoabBackend {
     /// Adds users one by one: a user MAM does not know fails alone.
     async fn add_members(&self, row: &AccountRow, users: &[String]) -> Vec<UserResult> {
         let mut out = Vec::with_capacity(users.len());
+        let mut members = row.users.clone();
         for u in users {
-            let outcome = if row.users.contains(u) {
+            let outcome = if members.contains(u) {
                 Outcome::Unchanged
             } else if !settings::valid_name(u) {
                 Outcome::Failed(BackendError::invalid_field(
@@ -226,7 +232,10 @@ impl MoabBackend {
                 ))
             } else {
                 match self.mam.add_user(&row.name, u).await {
-                    Ok(()) => Outcome::Applied,
+                    Ok(()) => {
+                        members.push(u.clone());
+                        Outcome::Applied
+                    }
                     Err(e) => Outcome::Failed(e),
                 }
             };
@@ -377,47 +386,61 @@ impl Backend for MoabBackend {
                 format!("{id:?} is not a name MAM accepts"),
             ));
         }
-        let uuid = uuid_hex(&req.resource.resource_uuid);
+        let uuid = uuid_hex(&req.resource.resource_uuid).ok_or_else(|| {
+            BackendError::invalid_field("resource.resource_uuid", "is not a UUID")
+        })?;
+        // Made here: the project account and the allocation account under it,
+        // while no other request of this backend touches project accounts.
+        let project_guard = self.projects.lock().await;
         let existing = self
             .mam
             .accounts(Some(&id))
             .await?
             .into_iter()
             .find(|r| r.name == id);
-        let row = match existing {
-            Some(row) => {
+        let (row, created) = match existing {
+            Some(row) => match self.ownership(&row) {
                 // Only a re-issued create of the same resource goes on.
-                match self.ownership(&row) {
-                    Ownership::Owned(Some(owner)) if Some(&owner) == uuid.as_ref() => row,
-                    Ownership::Owned(_) | Ownership::Adoptable => {
-                        return Err(BackendError::already_exists(
-                            &id,
-                            "the account belongs to another resource",
-                        ));
-                    }
-                    Ownership::Foreign(why) => {
-                        return Err(BackendError::already_exists(&id, &why));
-                    }
+                Ownership::Owned(Some(owner)) if owner == uuid => (row, false),
+                Ownership::Owned(_) | Ownership::Adoptable => {
+                    return Err(BackendError::already_exists(
+                        &id,
+                        "the account belongs to another resource",
+                    ));
                 }
-            }
+                Ownership::Foreign(why) => {
+                    return Err(BackendError::already_exists(&id, &why));
+                }
+            },
             None => {
                 let project = self.ensure_project(&req.resource).await?;
-                let description = marked(&one_line(&req.resource.name), uuid.as_deref());
+                let description = marked(&one_line(&req.resource.name), Some(&uuid));
                 self.mam.create_account(&id, &description, &project).await?;
-                self.mam.create_fund(&id).await?;
-                AccountRow {
+                let row = AccountRow {
                     name: id.clone(),
                     organization: project,
                     users: Vec::new(),
                     description,
-                }
+                };
+                (row, true)
             }
         };
-        let deposit = req.limits.get(DEPOSIT).copied().unwrap_or(0);
-        let deposit = self.set_deposit(&id, deposit).await?;
+        drop(project_guard);
+        // An interrupted create may have left the account without its fund.
+        if self.mam.funds(&id).await?.is_empty() {
+            self.mam.create_fund(&id).await?;
+        }
+        // No limit asked: the configured default; with neither, a re-issued
+        // create leaves the deposit as it is.
+        let default = self.settings.components.get(DEPOSIT).and_then(|c| c.limit);
+        let deposit = match req.limits.get(DEPOSIT).copied().or(default) {
+            Some(d) => Some(self.set_deposit(&id, d).await? as f64),
+            None if created => Some(0.0),
+            None => Some(self.fund(&id).await?.allocated),
+        };
         let names: Vec<String> = req.users.iter().map(|u| u.username.clone()).collect();
         let user_results = self.add_members(&row, &names).await;
-        let mut info = self.info_of(&row, Some(deposit as f64));
+        let mut info = self.info_of(&row, deposit);
         info.users = row
             .users
             .iter()
@@ -475,7 +498,12 @@ impl Backend for MoabBackend {
             }
             Err(e) => return Err(e),
         };
-        if req.mode == DeletionMode::Soft || self.settings.soft_delete {
+        let soft = match req.mode {
+            DeletionMode::Soft => true,
+            DeletionMode::Hard => false,
+            DeletionMode::Unspecified => self.settings.soft_delete,
+        };
+        if soft {
             let fund = self.fund(id).await?;
             if fund.balance > 0.004 {
                 self.mam.withdraw(id, &fund.id, fund.balance).await?;
@@ -487,7 +515,10 @@ impl Backend for MoabBackend {
             });
         }
         // The funds are found while the account still exists (the original
-        // looked them up after deleting it, and found nothing).
+        // looked them up after deleting it, and found nothing). The project
+        // lock keeps a create of the same project from slipping in between
+        // the listing below and the project account's removal.
+        let _project_guard = self.projects.lock().await;
         let funds = self.mam.funds(id).await?;
         for f in &funds {
             self.mam.delete_fund(&f.id).await?;

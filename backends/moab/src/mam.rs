@@ -22,6 +22,8 @@ use waldur_backend_sdk::{BackendError, BackendResult, span};
 pub const EXIT_REFUSED: i32 = 74;
 /// MAM's exit code for an insufficient balance.
 pub const EXIT_INSUFFICIENT: i32 = 78;
+/// A usage error (unknown option, missing value).
+pub const EXIT_USAGE: i32 = 2;
 
 /// One account of `mam-list-accounts`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -212,21 +214,28 @@ impl Mam {
         self.call("mam-delete-account", args).await.map(drop)
     }
 
-    /// The funds of an account.
+    /// The funds of an account: those whose constraints name exactly it (a
+    /// listing may also show funds the account may merely use).
     pub async fn funds(&self, account: &str) -> BackendResult<Vec<FundRow>> {
-        let mut args = listing("Id,Allocated,Balance");
+        let mut args = listing("Id,Constraints,Allocated,Balance");
         args.extend(["-a".to_owned(), account.to_owned()]);
         let out = self.call("mam-list-funds", args).await?;
-        rows(&out)
-            .map(|f| match f.as_slice() {
-                [id, allocated, balance] => Ok(FundRow {
-                    id: id.trim().to_owned(),
-                    allocated: amount("Allocated", allocated)?,
-                    balance: amount("Balance", balance)?,
-                }),
-                _ => Err(garbled("mam-list-funds", &f.join("|"))),
-            })
-            .collect()
+        let own = format!("Account={account}");
+        let mut funds = Vec::new();
+        for f in rows(&out) {
+            let [id, constraints, allocated, balance] = f.as_slice() else {
+                return Err(garbled("mam-list-funds", &f.join("|")));
+            };
+            if !constraints.split(',').any(|c| c.trim() == own) {
+                continue;
+            }
+            funds.push(FundRow {
+                id: id.trim().to_owned(),
+                allocated: amount("Allocated", allocated)?,
+                balance: amount("Balance", balance)?,
+            });
+        }
+        Ok(funds)
     }
 
     /// Creates the fund of an account.
@@ -371,6 +380,8 @@ fn check(name: &str, out: Output) -> BackendResult<String> {
     };
     match out.code {
         Some(EXIT_REFUSED | EXIT_INSUFFICIENT) => Err(BackendError::command_refused(message)),
+        // A usage error is this backend's mistake: retrying cannot help.
+        Some(EXIT_USAGE) => Err(BackendError::command_failed(message)),
         _ => Err(BackendError::not_ready(message)),
     }
 }

@@ -75,14 +75,20 @@ fn yes() -> bool {
     true
 }
 
-/// A name MAM keeps in one field: no blanks, separators or quotes, at most
-/// 255 bytes.
+/// A name MAM keeps in one field and never reads as an option, a member
+/// prefix (`+`, `-`, `^`) or a pattern: a letter or digit, then letters,
+/// digits, `.`, `_`, `@` or `-`, at most 255 bytes.
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 255
-        && !name.chars().any(|c| {
-            c.is_whitespace() || c.is_control() || matches!(c, '|' | ',' | '"' | '\'' | '=')
-        })
+    let mut chars = name.chars();
+    name.len() <= 255
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-'))
+}
+
+/// A prefix: the characters of a name, and it may end in anything a name
+/// may contain (it may also be empty).
+fn valid_prefix(prefix: &str) -> bool {
+    prefix.is_empty() || valid_name(prefix)
 }
 
 fn accounting_type(s: &str) -> Option<AccountingType> {
@@ -131,7 +137,7 @@ impl MoabSettings {
             ("project_prefix", &s.project_prefix),
             ("allocation_prefix", &s.allocation_prefix),
         ] {
-            if !prefix.is_empty() && !valid_name(prefix) {
+            if !valid_prefix(prefix) {
                 return Err(SettingError::new(
                     key,
                     format!("{prefix:?} has characters MAM names may not have"),

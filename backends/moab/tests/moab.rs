@@ -232,11 +232,36 @@ async fn accounts_made_by_hand_are_never_touched_and_the_original_agents_are_tak
     // The original agent's shape: allocation prefix, project organization.
     mam(dir.path(), "mam-create-account -a a_old -d Old -o p_proj");
     mam(dir.path(), "mam-create-fund -a a_old");
-    b.set_resource_limits("a_old", Limits::from([("deposit".into(), 5)]), None)
-        .await
-        .unwrap();
+    // Without the resource's UUID it is served but stays unmarked ...
+    b.add_users(
+        "a_old",
+        vec![User {
+            username: "alice".into(),
+            ..User::default()
+        }],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(state(dir.path()).accounts["a_old"].description, "Old");
+    // ... and a change naming the resource marks it for that resource.
+    let resource = ResourceContext {
+        resource_uuid: UUID.into(),
+        ..ResourceContext::default()
+    };
+    b.set_resource_limits(
+        "a_old",
+        Limits::from([("deposit".into(), 5)]),
+        Some(resource),
+    )
+    .await
+    .unwrap();
     let st = state(dir.path());
-    assert!(st.accounts["a_old"].description.starts_with("Old [waldur"));
+    assert_eq!(
+        st.accounts["a_old"].description,
+        "Old [waldur:0f0f0000000000000000000000000001]"
+    );
+    assert_eq!(b.get_resource("a_old").await.unwrap().limits["deposit"], 5);
     assert_eq!(st.accounts["handmade"].description, "by-hand");
 }
 
@@ -297,4 +322,104 @@ fn pause_and_downscale_are_not_advertised() {
     let caps = b.capabilities();
     assert!(!caps.contains(&Capability::Pause));
     assert!(!caps.contains(&Capability::Downscale));
+}
+
+#[tokio::test]
+async fn a_create_without_limits_uses_the_default_and_a_reissue_keeps_the_deposit() {
+    let (b, dir) = backend(
+        json!({"components": {"deposit": {"label": "D", "measured_unit": "EUR", "accounting_type": "limit", "limit": 40}}}),
+    );
+    let mut req = create("a_big", 0, &[]);
+    req.limits.clear();
+    b.create_resource(req.clone()).await.unwrap();
+    assert_eq!(fund_of(dir.path(), "a_big"), (40.0, 40.0));
+    let (b2, dir2) = backend(json!({}));
+    b2.create_resource(create("a_big", 70, &[])).await.unwrap();
+    b2.create_resource(req).await.unwrap();
+    assert_eq!(
+        fund_of(dir2.path(), "a_big"),
+        (70.0, 70.0),
+        "not withdrawn to 0"
+    );
+}
+
+#[tokio::test]
+async fn names_that_read_as_options_or_member_signs_are_refused() {
+    let (b, dir) = backend(json!({}));
+    b.create_resource(create("a_big", 0, &[])).await.unwrap();
+    let r = b
+        .add_users(
+            "a_big",
+            ["-bob", "+bob", "a*"]
+                .iter()
+                .map(|u| User {
+                    username: (*u).into(),
+                    ..User::default()
+                })
+                .collect(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(
+        r.iter().all(|r| matches!(r.outcome, Outcome::Failed(_))),
+        "{r:?}"
+    );
+    assert!(state(dir.path()).accounts["a_big"].users.is_empty());
+    let e = b
+        .create_resource(create("-a_big", 0, &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason, "INVALID_FIELD");
+    let mut bad_uuid = create("a_x", 0, &[]);
+    bad_uuid.resource.resource_uuid = "not-a-uuid".into();
+    let e = b.create_resource(bad_uuid).await.unwrap_err();
+    assert_eq!(e.reason, "INVALID_FIELD");
+}
+
+#[tokio::test]
+async fn an_explicit_hard_delete_removes_even_when_soft_delete_is_the_default() {
+    let (b, dir) = backend(json!({"soft_delete": true}));
+    b.create_resource(create("a_big", 10, &[])).await.unwrap();
+    let request = |mode| DeleteResource {
+        backend_id: "a_big".into(),
+        mode,
+        resource: None,
+    };
+    b.delete_resource(request(DeletionMode::Unspecified))
+        .await
+        .unwrap();
+    assert_eq!(
+        fund_of(dir.path(), "a_big"),
+        (0.0, 0.0),
+        "soft: kept, emptied"
+    );
+    b.delete_resource(request(DeletionMode::Hard))
+        .await
+        .unwrap();
+    assert!(state(dir.path()).accounts.is_empty());
+}
+
+#[tokio::test]
+async fn creates_and_deletes_in_one_project_never_race_on_its_account() {
+    let (b, dir) = backend(json!({}));
+    let b = std::sync::Arc::new(b);
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let b = b.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut req = create(&format!("a_r{i}"), 1, &[]);
+            req.resource.resource_uuid = format!("0f0f00000000000000000000000000{i:02}");
+            b.create_resource(req).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let st = state(dir.path());
+    assert_eq!(
+        st.accounts.len(),
+        7,
+        "six allocations and one project account"
+    );
 }

@@ -35,12 +35,20 @@ pub fn write(migration: &Migration, out_dir: &Path, force: bool) -> Result<Vec<P
             links.join(", ")
         ));
     }
-    let existing: Vec<String> = files
-        .iter()
-        // A file that cannot be checked counts as there: never overwrite blindly.
-        .filter(|(p, _, _)| !matches!(p.try_exists(), Ok(false)))
-        .map(|(p, _, _)| p.display().to_string())
-        .collect();
+    let mut existing = Vec::new();
+    for (p, _, _) in &files {
+        match p.try_exists() {
+            Ok(false) => {}
+            Ok(true) => existing.push(p.display().to_string()),
+            // A file that cannot be checked is never overwritten blindly.
+            Err(e) => {
+                return Err(format!(
+                    "{}: cannot tell whether it exists: {e}",
+                    p.display()
+                ));
+            }
+        }
+    }
     if !existing.is_empty() && !force {
         return Err(format!(
             "refusing to overwrite {} (use --force)",

@@ -1,5 +1,5 @@
 //! How one step of a processor fails: an order, the membership sync of one
-//! resource, the usage report of one resource. Every processor follows the
+//! resource, a usage report cycle, an import request. Every processor follows the
 //! same rule, kept here once: a temporary failure (Waldur unreachable or
 //! overloaded, a backend that answers a retryable code, work deferred on
 //! purpose) leaves the work untouched for the next cycle; anything else is a

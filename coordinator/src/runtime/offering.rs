@@ -66,8 +66,8 @@ pub enum BuildError {
     /// A backend's endpoint or TLS files.
     #[error(transparent)]
     Backend(#[from] ConnectError),
-    /// A setting of one offering.
-    #[error("offering {name}: {source}")]
+    /// A setting of one offering (the path names it by index).
+    #[error("{source} (offering {name})")]
     Offering {
         /// The offering's name.
         name: String,
@@ -75,8 +75,8 @@ pub enum BuildError {
         #[source]
         source: SettingError,
     },
-    /// A setting of one Helmholtz Cloud service.
-    #[error("helmholtz service {name}: {source}")]
+    /// A setting of one Helmholtz Cloud service (the path names it by index).
+    #[error("{source} (helmholtz service {name})")]
     Helmholtz {
         /// The service's name.
         name: String,
@@ -129,21 +129,22 @@ impl Coordinator {
                 .map(|c| c.with_observer(crate::metrics::waldur_request))
                 .map_err(|e| in_offering(e.within("waldur")))
             };
-            let backend = |role: &Option<String>| -> Result<Option<BackendHandle>, BuildError> {
-                role.as_ref()
-                    .map(|name| {
-                        backends.get(name).cloned().ok_or_else(|| {
-                            in_offering(SettingError::new(
-                                "backends",
-                                format!("unknown backend {name}"),
-                            ))
+            let backend =
+                |role: &str, name: &Option<String>| -> Result<Option<BackendHandle>, BuildError> {
+                    name.as_ref()
+                        .map(|name| {
+                            backends.get(name).cloned().ok_or_else(|| {
+                                in_offering(SettingError::new(
+                                    format!("backends.{role}"),
+                                    format!("{name} is not a key of backends"),
+                                ))
+                            })
                         })
-                    })
-                    .transpose()
-            };
+                        .transpose()
+                };
             let shared = Arc::new(o.clone());
             let waldur = client("order_process")?;
-            let orders = match (backend(&o.backends.orders)?, o.tasks.orders) {
+            let orders = match (backend("orders", &o.backends.orders)?, o.tasks.orders) {
                 (Some(b), true) => Some(Task {
                     processor: OrderProcessor::new(
                         shared.clone(),
@@ -161,7 +162,7 @@ impl Coordinator {
                 }),
                 _ => None,
             };
-            let report = match (backend(&o.backends.report)?, o.tasks.report) {
+            let report = match (backend("report", &o.backends.report)?, o.tasks.report) {
                 (Some(b), true) => {
                     let w = client("report")?;
                     Some(Task {
@@ -183,7 +184,10 @@ impl Coordinator {
                 }
                 _ => None,
             };
-            let membership = match (backend(&o.backends.membership)?, o.tasks.membership) {
+            let membership = match (
+                backend("membership", &o.backends.membership)?,
+                o.tasks.membership,
+            ) {
                 (Some(b), true) => {
                     let w = client("membership_sync")?;
                     Some(Task {

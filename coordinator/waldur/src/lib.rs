@@ -165,7 +165,9 @@ impl WaldurClient {
             .danger_accept_invalid_certs(!verify_tls)
             .pool_max_idle_per_host(32)
             .build()
-            .map_err(|e| SettingError::new("verify_tls", format!("http client: {e}")))?;
+            .map_err(|e| {
+                SettingError::new("api_url", format!("cannot build the http client: {e}"))
+            })?;
         Ok(Self {
             inner: Arc::new(Inner {
                 http,

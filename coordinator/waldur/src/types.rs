@@ -11,8 +11,7 @@ use serde_json::Value;
 use super::ids::{InvalidUuid, Uuid};
 
 /// The state of an order (Waldur `OrderState`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub enum OrderState {
     /// Awaiting the consumer's approval.
     PendingConsumer,
@@ -32,38 +31,60 @@ pub enum OrderState {
     Canceled,
     /// Rejected.
     Rejected,
-    /// A state this client does not know (a newer Waldur): never acted on.
+    /// A state this client does not know (a newer Waldur), as Waldur spelt
+    /// it: never acted on.
+    Other(String),
+    /// No state in the answer.
     #[default]
-    #[serde(other)]
-    Unknown,
+    Missing,
 }
 
 impl OrderState {
+    const KNOWN: [(Self, &'static str); 9] = [
+        (Self::PendingConsumer, "pending-consumer"),
+        (Self::PendingProvider, "pending-provider"),
+        (Self::PendingProject, "pending-project"),
+        (Self::PendingStartDate, "pending-start-date"),
+        (Self::Executing, "executing"),
+        (Self::Done, "done"),
+        (Self::Erred, "erred"),
+        (Self::Canceled, "canceled"),
+        (Self::Rejected, "rejected"),
+    ];
+
     /// The state as Waldur spells it (the `state` filter of order lists).
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &str {
         match self {
-            Self::PendingConsumer => "pending-consumer",
-            Self::PendingProvider => "pending-provider",
-            Self::PendingProject => "pending-project",
-            Self::PendingStartDate => "pending-start-date",
-            Self::Executing => "executing",
-            Self::Done => "done",
-            Self::Erred => "erred",
-            Self::Canceled => "canceled",
-            Self::Rejected => "rejected",
-            Self::Unknown => "unknown",
+            Self::Other(s) => s,
+            Self::Missing => "",
+            known => Self::KNOWN
+                .iter()
+                .find(|(k, _)| k == known)
+                .map_or("", |(_, s)| s),
         }
     }
-}
 
-impl std::fmt::Display for OrderState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+    /// Whether nothing is left to do for it (done, erred, canceled,
+    /// rejected).
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            Self::Done | Self::Erred | Self::Canceled | Self::Rejected
+        )
     }
 }
 
-/// What an order asks for (Waldur `RequestTypes`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+impl From<&str> for OrderState {
+    fn from(s: &str) -> Self {
+        Self::KNOWN
+            .iter()
+            .find(|(_, name)| *name == s)
+            .map_or_else(|| Self::Other(s.to_owned()), |(k, _)| k.clone())
+    }
+}
+
+/// The type of an order (Waldur `RequestTypes`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub enum OrderType {
     /// A new resource.
     Create,
@@ -73,30 +94,66 @@ pub enum OrderType {
     Terminate,
     /// A terminated resource brought back.
     Restore,
-    /// A type this client does not know: refused, never guessed.
+    /// A type this client does not know, as Waldur spelt it: refused, never
+    /// guessed.
+    Other(String),
+    /// No type in the answer.
     #[default]
-    #[serde(other)]
-    Unknown,
+    Missing,
 }
 
 impl OrderType {
     /// The type as Waldur spells it.
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &str {
         match self {
             Self::Create => "Create",
             Self::Update => "Update",
             Self::Terminate => "Terminate",
             Self::Restore => "Restore",
-            Self::Unknown => "Unknown",
+            Self::Other(s) => s,
+            Self::Missing => "",
         }
     }
 }
 
-impl std::fmt::Display for OrderType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+impl From<&str> for OrderType {
+    fn from(s: &str) -> Self {
+        match s {
+            "Create" => Self::Create,
+            "Update" => Self::Update,
+            "Terminate" => Self::Terminate,
+            "Restore" => Self::Restore,
+            other => Self::Other(other.to_owned()),
+        }
     }
 }
+
+/// Both enums travel as their Waldur spelling.
+macro_rules! as_waldur_text {
+    ($t:ty) => {
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                Ok(Self::from(s.as_str()))
+            }
+        }
+    };
+}
+
+as_waldur_text!(OrderState);
+as_waldur_text!(OrderType);
 
 /// A marketplace order (`OrderDetails`).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]

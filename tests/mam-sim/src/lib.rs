@@ -47,6 +47,9 @@ pub const EXIT_BAD_REQUEST: u8 = 74;
 pub const EXIT_INSUFFICIENT: u8 = 78;
 /// Exit code of a usage error.
 pub const EXIT_USAGE: u8 = 2;
+/// Exit code when the state cannot be read or written (the server's own
+/// failure, as a database error would be).
+pub const EXIT_STORAGE: u8 = 1;
 
 /// What a command printed and its exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,9 +190,10 @@ fn dispatch(st: &mut State, command: &str, args: &[String], now: &str) -> Result
 fn valid_name(kind: &str, name: &str) -> Result<(), Refused> {
     let ok = !name.is_empty()
         && name.len() <= 255
-        && !name
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '|' | ',' | '"' | '\''));
+        && !name.starts_with(['-', '+', '^'])
+        && !name.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || matches!(c, '|' | ',' | '"' | '\'' | '=')
+        });
     if ok {
         Ok(())
     } else {

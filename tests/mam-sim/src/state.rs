@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -93,43 +93,55 @@ pub struct State {
     pub calls: BTreeMap<String, u64>,
 }
 
-/// The state file of `dir`, open and locked until dropped.
+/// The state of `dir`, locked until dropped.
 pub struct Locked {
-    file: File,
+    /// Held for the lock only.
+    _lock: File,
+    path: PathBuf,
     /// The state as read.
     pub state: State,
 }
 
 /// The file name of the state inside the simulator's directory.
 pub const STATE_FILE: &str = "mam-state.json";
+const LOCK_FILE: &str = "mam-state.lock";
 
 impl Locked {
-    /// Opens (creating) and locks the state file of `dir`.
+    /// Locks the state of `dir` (a lock file of its own, so the state file
+    /// can be replaced whole) and reads it.
     pub fn open(dir: &Path) -> std::io::Result<Self> {
-        let mut file = OpenOptions::new()
+        let lock = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(dir.join(STATE_FILE))?;
-        file.lock()?;
-        let mut text = String::new();
-        file.read_to_string(&mut text)?;
-        let state = if text.trim().is_empty() {
-            State::default()
-        } else {
-            serde_json::from_str(&text).map_err(std::io::Error::other)?
+            .open(dir.join(LOCK_FILE))?;
+        lock.lock()?;
+        let path = dir.join(STATE_FILE);
+        let state = match std::fs::read_to_string(&path) {
+            Ok(text) if !text.trim().is_empty() => {
+                serde_json::from_str(&text).map_err(std::io::Error::other)?
+            }
+            Ok(_) => State::default(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+            Err(e) => return Err(e),
         };
-        Ok(Self { file, state })
+        Ok(Self {
+            _lock: lock,
+            path,
+            state,
+        })
     }
 
-    /// Writes the state back (the lock is released on drop).
+    /// Writes the state to a new file and renames it over the old one, so a
+    /// command killed mid-write leaves the previous state intact.
     pub fn save(&mut self) -> std::io::Result<()> {
         let text = serde_json::to_vec_pretty(&self.state).map_err(std::io::Error::other)?;
-        self.file.seek(SeekFrom::Start(0))?;
-        self.file.set_len(0)?;
-        self.file.write_all(&text)?;
-        self.file.sync_data()
+        let tmp = self.path.with_extension("json.tmp");
+        let mut f = File::create(&tmp)?;
+        f.write_all(&text)?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, &self.path)
     }
 }
 

@@ -462,12 +462,12 @@ pub fn resource_context(resource: &Resource, order: &Order) -> ResourceContext {
 
 /// The order as the backend contract describes it (for EvaluateOrder).
 pub(super) fn api_order(order: &Order) -> api::Order {
-    let order_type = match order.order_type {
+    let order_type = match &order.order_type {
         types::OrderType::Create => OrderType::Create,
         types::OrderType::Update => OrderType::Update,
         types::OrderType::Terminate => OrderType::Terminate,
         types::OrderType::Restore => OrderType::Restore,
-        types::OrderType::Unknown => OrderType::Unspecified,
+        types::OrderType::Other(_) | types::OrderType::Missing => OrderType::Unspecified,
     };
     api::Order {
         order_uuid: order.uuid.clone(),

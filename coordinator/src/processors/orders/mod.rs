@@ -254,8 +254,8 @@ impl OrderProcessor {
             let action = self.plan_order(&order, &cache).await;
             out.push(OrderPlan {
                 order: order.uuid.clone(),
-                order_type: order.order_type,
-                state: order.state,
+                order_type: order.order_type.clone(),
+                state: order.state.clone(),
                 action,
             });
         }
@@ -297,7 +297,7 @@ impl OrderProcessor {
     ) -> Result<String, StepError> {
         let resource = self.waldur.resource(&ids.resource).await?;
         let id = &resource.backend_id;
-        Ok(match order.order_type {
+        Ok(match &order.order_type {
             OrderType::Create | OrderType::Restore if !id.is_empty() => {
                 if self.backend.get_resource(id).await?.is_some() {
                     format!("mark done: {id} exists on the backend")
@@ -338,7 +338,8 @@ impl OrderProcessor {
                 "mark done: the resource has no backend id".into()
             }
             OrderType::Terminate => format!("delete {id} (explicit: not counted by the breaker)"),
-            OrderType::Unknown => "mark erred: unsupported order type".into(),
+            OrderType::Other(t) => format!("mark erred: unsupported order type {t:?}"),
+            OrderType::Missing => "mark erred: the order has no type".into(),
         })
     }
 
@@ -367,7 +368,7 @@ impl OrderProcessor {
             offering = %self.offering.name,
             outcome = tracing::field::Empty,
         );
-        let order_type = order.order_type;
+        let order_type = order.order_type.clone();
         let created = order.created.clone();
         let outcome = self
             .process_order_inner(order, cache)
@@ -410,7 +411,7 @@ impl OrderProcessor {
                 return OrderOutcome::Skipped;
             }
         };
-        match order.state {
+        match &order.state {
             OrderState::PendingProvider => {
                 let decision = match self.backend.evaluate_order(api_order(&order)).await {
                     Ok(d) => d,
@@ -436,7 +437,7 @@ impl OrderProcessor {
                 }
             }
             OrderState::Executing => {}
-            OrderState::Done | OrderState::Erred => return OrderOutcome::Skipped,
+            s if s.is_final() => return OrderOutcome::Skipped,
             other => {
                 tracing::warn!(order = %order.uuid, state = %other, "order in a state the agent does not handle");
                 return OrderOutcome::Skipped;
@@ -488,11 +489,12 @@ impl OrderProcessor {
         ids: &OrderIds,
         cache: &CycleCache,
     ) -> Result<Executed, StepError> {
-        match order.order_type {
+        match &order.order_type {
             OrderType::Create | OrderType::Restore => self.create(order, ids, cache).await,
             OrderType::Update => self.update(order, ids, cache).await,
             OrderType::Terminate => self.terminate(order, ids).await,
-            OrderType::Unknown => Err(StepError::Failed("unsupported order type".into())),
+            OrderType::Other(t) => Err(StepError::Failed(format!("unsupported order type {t:?}"))),
+            OrderType::Missing => Err(StepError::Failed("the order has no type".into())),
         }
     }
 }

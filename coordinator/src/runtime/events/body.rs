@@ -93,7 +93,7 @@ pub enum BodyError {
     /// JSON, but not an object.
     #[error("the body is not a JSON object")]
     NotObject,
-    /// A field the event needs is absent, empty or of another type.
+    /// A field the event needs is absent or empty.
     #[error("{key} is missing or not a {expected}")]
     Missing {
         /// The field.

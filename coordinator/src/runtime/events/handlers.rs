@@ -248,6 +248,9 @@ async fn import(o: &OfferingRuntime, request: &Uuid) -> Result<Handled, Handled>
                 .map_err(|e| failed(&e))?;
             Ok(Handled::Done(format!("{n} importable resources offered")))
         }
+        // Waldur or the backend unavailable: the request stays open and the
+        // next event or sweep tries again.
+        Err(e) if e.is_temporary() => Ok(Handled::Failed(e.to_string())),
         Err(e) => {
             let e = e.to_string();
             if let Err(w_err) = w.import_request_erred(request, &e).await {

@@ -1,4 +1,6 @@
-//! Event processing over STOMP: the frame codec and the queue consumer.
+//! Waldur's events: their bodies decoded into typed events (`body`), the
+//! consumers of the offering's queues over `waldur-stomp` (`consumers`),
+//! and what each event makes the processors do (`handlers`).
 
 pub mod body;
 pub mod consumers;

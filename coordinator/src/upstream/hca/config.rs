@@ -251,8 +251,8 @@ impl ServiceConfig {
             None => match env.var("HCA_RABBITMQ_USE_SSL") {
                 Some(v) => parse_bool(&v).ok_or_else(|| {
                     SettingError::new(
-                        "HCA_RABBITMQ_USE_SSL",
-                        format!("{v:?} is not true or false"),
+                        "broker.tls",
+                        format!("HCA_RABBITMQ_USE_SSL {v:?} is not true or false"),
                     )
                 })?,
                 None => false,
@@ -262,7 +262,10 @@ impl ServiceConfig {
             Some(p) => p,
             None => match env.var("HCA_RABBITMQ_PORT") {
                 Some(v) => v.trim().parse().map_err(|_| {
-                    SettingError::new("HCA_RABBITMQ_PORT", format!("{v:?} is not a port number"))
+                    SettingError::new(
+                        "broker.port",
+                        format!("HCA_RABBITMQ_PORT {v:?} is not a port number"),
+                    )
                 })?,
                 None if tls => 5671,
                 None => 5672,
