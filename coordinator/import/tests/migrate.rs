@@ -4,73 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
-use waldur_config_import::{
-    BACKEND_SERVER_FILE_NAME, ImportError, Migration, Options, SecretToWrite, migrate,
-};
+use waldur_config_import::{ImportError, Options, SecretToWrite, migrate};
 
-fn fixture(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    std::fs::read_to_string(&path).expect("fixture exists")
-}
+mod support;
 
-fn options() -> Options {
-    Options {
-        source: PathBuf::from("/etc/waldur/waldur-site-agent-config.yaml"),
-        out_dir: PathBuf::from("/etc/waldur/new"),
-        ..Options::default()
-    }
-}
-
-fn run(name: &str) -> Migration {
-    migrate(&fixture(name), &options()).expect("fixture migrates")
-}
-
-fn yaml(text: &str) -> Value {
-    serde_norway::from_str(text).expect("generated yaml parses")
-}
-
-fn coordinator(m: &Migration) -> Value {
-    yaml(&m.coordinator_yaml)
-}
-
-fn server(m: &Migration) -> Value {
-    assert_eq!(m.backend_servers.len(), 1);
-    assert_eq!(m.backend_servers[0].file_name, BACKEND_SERVER_FILE_NAME);
-    yaml(&m.backend_servers[0].yaml)
-}
-
-fn offering<'a>(c: &'a Value, name: &str) -> &'a Value {
-    c["offerings"]
-        .as_array()
-        .expect("offerings list")
-        .iter()
-        .find(|o| o["name"] == name)
-        .expect("offering present")
-}
-
-fn instance<'a>(s: &'a Value, name: &str) -> &'a Value {
-    s["instances"]
-        .as_array()
-        .expect("instances list")
-        .iter()
-        .find(|i| i["name"] == name)
-        .expect("instance present")
-}
-
-fn note_about(m: &Migration, needles: &[&str]) -> bool {
-    m.notes
-        .iter()
-        .any(|n| needles.iter().all(|needle| n.contains(needle)))
-}
-
-fn secret<'a>(m: &'a Migration, file: &str) -> &'a SecretToWrite {
-    m.secrets
-        .iter()
-        .find(|s| s.file_name == file)
-        .expect("secret present")
-}
+use support::*;
 
 #[test]
 fn a_slurm_offering_with_all_roles_components_and_stomp_migrates() {
@@ -733,39 +671,4 @@ fn every_generated_key_is_a_field_of_the_target_config_structs() {
             }
         }
     }
-}
-
-#[test]
-fn a_moab_offering_becomes_a_moab_instance_with_its_deposit() {
-    let m = run("moab.yaml");
-    let c = coordinator(&m);
-    let o = offering(&c, "MOAB deposits");
-    assert_eq!(o["tasks"]["orders"], true);
-    let s = server(&m);
-    let inst = instance(&s, "moab-deposits");
-    assert_eq!(inst["type"], "moab");
-    let st = &inst["settings"];
-    assert_eq!(st["project_prefix"], "p_");
-    assert_eq!(st["allocation_prefix"], "a_");
-    assert_eq!(st["soft_delete"], false);
-    assert!(st.get("customer_prefix").is_none());
-    assert!(st.get("default_account").is_none());
-    let d = &st["components"]["deposit"];
-    assert_eq!(d["label"], "Deposit (EUR)");
-    assert_eq!(d["accounting_type"], "limit");
-    assert_eq!(d["limit"], 1000);
-    assert!(d.get("unit_factor").is_none());
-    assert!(note_about(&m, &["customer_prefix", "no customer tier"]));
-    assert!(note_about(&m, &["default_account", "ignored"]));
-    assert!(note_about(&m, &["unit_factor", "never converted"]));
-}
-
-#[test]
-fn a_moab_offering_without_a_deposit_component_stays_with_the_original_agent() {
-    let text = "offerings:\n  - name: m\n    waldur_api_url: https://w.example/api/\n    waldur_api_token: t\n    waldur_offering_uuid: u\n    order_processing_backend: moab\n    backend_components: {cpu: {label: C, measured_unit: h, accounting_type: usage}}\n";
-    let e = waldur_config_import::migrate(text, &waldur_config_import::Options::default())
-        .map(|m| m.notes)
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("deposit"), "{e}");
 }
