@@ -141,6 +141,14 @@ impl MoabBackend {
     /// Moves the fund's total deposit to `deposit`: deposits or withdraws
     /// the difference. Returns the deposit now in force.
     async fn set_deposit(&self, account: &str, deposit: i64) -> BackendResult<i64> {
+        // MAM amounts are decimals; beyond 2^53 a deposit would not read back
+        // as the value set.
+        if deposit > (1_i64 << 53) {
+            return Err(BackendError::invalid_field(
+                "limits.deposit",
+                format!("{deposit} is larger than an accounting amount can hold exactly"),
+            ));
+        }
         let fund = self.fund(account).await?;
         let wanted = deposit as f64;
         let delta = wanted - fund.allocated;
@@ -245,6 +253,29 @@ impl MoabBackend {
             });
         }
         out
+    }
+
+    /// Removes a project account this backend made once no other account
+    /// is under it (the caller holds the project lock). A listing that does
+    /// not show the project account marked as ours removes nothing.
+    async fn remove_emptied_project(&self, project: &str, allocation: &str) -> BackendResult<()> {
+        if project.is_empty() || project == allocation {
+            return Ok(());
+        }
+        let all = self.mam.accounts(None).await?;
+        let ours = all
+            .iter()
+            .any(|a| a.name == project && marker(&a.description) == Some(None));
+        let used = all
+            .iter()
+            .any(|a| a.organization == project && a.name != project);
+        if ours && !used {
+            for f in self.mam.funds(project).await? {
+                self.mam.delete_fund(&f.id).await?;
+            }
+            self.mam.delete_account(project).await?;
+        }
+        Ok(())
     }
 
     /// Month window strings `YYYY-MM-DDThh:mm:ss` in `zone`.
@@ -490,6 +521,13 @@ impl Backend for MoabBackend {
         let row = match self.owned(id).await {
             Ok(row) => row,
             Err(e) if e.reason == waldur_backend_sdk::proto::reason::RESOURCE_NOT_FOUND => {
+                // A delete re-issued after the account went (the first one was
+                // cut off): the emptied project account may still be there.
+                if let Some(r) = req.resource.as_ref().filter(|r| !r.project_slug.is_empty()) {
+                    let _project_guard = self.projects.lock().await;
+                    let project = format!("{}{}", self.settings.project_prefix, r.project_slug);
+                    self.remove_emptied_project(&project, id).await?;
+                }
                 return Ok(Deleted {
                     ready: true,
                     operation_id: None,
@@ -526,22 +564,7 @@ impl Backend for MoabBackend {
         self.mam.delete_account(id).await?;
         // The project account goes when no other account is under it, and
         // only if this backend made it.
-        let project = row.organization;
-        if !project.is_empty() && project != *id {
-            let all = self.mam.accounts(None).await?;
-            let ours = all
-                .iter()
-                .any(|a| a.name == project && marker(&a.description) == Some(None));
-            let used = all
-                .iter()
-                .any(|a| a.organization == project && a.name != project);
-            if ours && !used {
-                for f in self.mam.funds(&project).await? {
-                    self.mam.delete_fund(&f.id).await?;
-                }
-                self.mam.delete_account(&project).await?;
-            }
-        }
+        self.remove_emptied_project(&row.organization, id).await?;
         Ok(Deleted {
             ready: true,
             operation_id: None,

@@ -423,3 +423,38 @@ async fn creates_and_deletes_in_one_project_never_race_on_its_account() {
         "six allocations and one project account"
     );
 }
+
+#[tokio::test]
+async fn a_delete_reissued_after_the_account_went_still_removes_the_emptied_project() {
+    let (b, dir) = backend(json!({}));
+    b.create_resource(create("a_big", 10, &[])).await.unwrap();
+    // The first delete was cut off after the allocation account went.
+    let fund = state(dir.path()).funds.keys().next().copied().unwrap();
+    mam(dir.path(), &format!("mam-delete-fund -f {fund}"));
+    mam(dir.path(), "mam-delete-account -a a_big");
+    assert!(state(dir.path()).accounts.contains_key("p_proj"));
+    let again = b
+        .delete_resource(DeleteResource {
+            backend_id: "a_big".into(),
+            mode: DeletionMode::Hard,
+            resource: Some(create("a_big", 0, &[]).resource),
+        })
+        .await
+        .unwrap();
+    assert!(!again.existed);
+    assert!(
+        state(dir.path()).accounts.is_empty(),
+        "the emptied project went too"
+    );
+}
+
+#[tokio::test]
+async fn a_deposit_too_large_to_read_back_exactly_is_refused() {
+    let (b, _dir) = backend(json!({}));
+    b.create_resource(create("a_big", 10, &[])).await.unwrap();
+    let e = b
+        .set_resource_limits("a_big", Limits::from([("deposit".into(), i64::MAX)]), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason, "INVALID_FIELD");
+}
