@@ -153,6 +153,17 @@ impl Mam {
         Ok(rows(&out).filter_map(|f| account_row(&f)).collect())
     }
 
+    /// Runs a command that changes something: `options` as `flag value`
+    /// pairs, then `--quiet` (no success message to read).
+    async fn change(&self, name: &str, options: &[(&str, &str)]) -> BackendResult<()> {
+        let mut args: Vec<String> = options
+            .iter()
+            .flat_map(|(flag, value)| [(*flag).to_owned(), (*value).to_owned()])
+            .collect();
+        args.push("--quiet".into());
+        self.call(name, args).await.map(drop)
+    }
+
     /// Creates an account.
     pub async fn create_account(
         &self,
@@ -160,58 +171,44 @@ impl Mam {
         description: &str,
         organization: &str,
     ) -> BackendResult<()> {
-        let args = vec![
-            "-a".into(),
-            name.into(),
-            "-d".into(),
-            description.into(),
-            "-o".into(),
-            organization.into(),
-            "--quiet".into(),
-        ];
-        self.call("mam-create-account", args).await.map(drop)
+        self.change(
+            "mam-create-account",
+            &[("-a", name), ("-d", description), ("-o", organization)],
+        )
+        .await
     }
 
     /// Rewrites an account's description (taking over an account marks it).
     pub async fn set_description(&self, account: &str, description: &str) -> BackendResult<()> {
-        let args = vec![
-            "-a".into(),
-            account.into(),
-            "-d".into(),
-            description.into(),
-            "--quiet".into(),
-        ];
-        self.call("mam-modify-account", args).await.map(drop)
+        self.change(
+            "mam-modify-account",
+            &[("-a", account), ("-d", description)],
+        )
+        .await
     }
 
     /// Adds a member (`+user`: include).
     pub async fn add_user(&self, account: &str, user: &str) -> BackendResult<()> {
-        let args = vec![
-            "-a".into(),
-            account.into(),
-            "--add-user".into(),
-            format!("+{user}"),
-            "--quiet".into(),
-        ];
-        self.call("mam-modify-account", args).await.map(drop)
+        let member = format!("+{user}");
+        self.change(
+            "mam-modify-account",
+            &[("-a", account), ("--add-user", &member)],
+        )
+        .await
     }
 
     /// Removes a member.
     pub async fn del_user(&self, account: &str, user: &str) -> BackendResult<()> {
-        let args = vec![
-            "-a".into(),
-            account.into(),
-            "--del-user".into(),
-            user.into(),
-            "--quiet".into(),
-        ];
-        self.call("mam-modify-account", args).await.map(drop)
+        self.change(
+            "mam-modify-account",
+            &[("-a", account), ("--del-user", user)],
+        )
+        .await
     }
 
     /// Deletes an account.
     pub async fn delete_account(&self, name: &str) -> BackendResult<()> {
-        let args = vec!["-a".into(), name.into(), "--quiet".into()];
-        self.call("mam-delete-account", args).await.map(drop)
+        self.change("mam-delete-account", &[("-a", name)]).await
     }
 
     /// The funds of an account: those whose constraints name exactly it (a
@@ -240,42 +237,34 @@ impl Mam {
 
     /// Creates the fund of an account.
     pub async fn create_fund(&self, account: &str) -> BackendResult<()> {
-        let args = vec!["-a".into(), account.into(), "--quiet".into()];
-        self.call("mam-create-fund", args).await.map(drop)
+        self.change("mam-create-fund", &[("-a", account)]).await
     }
 
     /// Deletes a fund.
     pub async fn delete_fund(&self, id: &str) -> BackendResult<()> {
-        let args = vec!["-f".into(), id.into(), "--quiet".into()];
-        self.call("mam-delete-fund", args).await.map(drop)
+        self.change("mam-delete-fund", &[("-f", id)]).await
     }
 
     /// Deposits `amount` (> 0) into a fund.
     pub async fn deposit(&self, account: &str, fund: &str, amount: f64) -> BackendResult<()> {
-        let args = vec![
-            "-a".into(),
-            account.into(),
-            "-f".into(),
-            fund.into(),
-            "-z".into(),
-            format!("{amount:.2}"),
-            "--quiet".into(),
-        ];
-        self.call("mam-deposit", args).await.map(drop)
+        self.move_funds("mam-deposit", account, fund, amount).await
     }
 
     /// Withdraws `amount` (> 0) from a fund.
     pub async fn withdraw(&self, account: &str, fund: &str, amount: f64) -> BackendResult<()> {
-        let args = vec![
-            "-a".into(),
-            account.into(),
-            "-f".into(),
-            fund.into(),
-            "-z".into(),
-            format!("{amount:.2}"),
-            "--quiet".into(),
-        ];
-        self.call("mam-withdraw", args).await.map(drop)
+        self.move_funds("mam-withdraw", account, fund, amount).await
+    }
+
+    async fn move_funds(
+        &self,
+        name: &str,
+        account: &str,
+        fund: &str,
+        amount: f64,
+    ) -> BackendResult<()> {
+        let amount = format!("{amount:.2}");
+        self.change(name, &[("-a", account), ("-f", fund), ("-z", &amount)])
+            .await
     }
 
     /// Every charge between `start` and `end` (`YYYY-MM-DDThh:mm:ss`, the
