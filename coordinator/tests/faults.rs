@@ -27,18 +27,6 @@ use waldur_sim::Fault;
 
 const SETTLE: Duration = Duration::from_secs(60);
 
-/// The workspace's binaries (built before the tests, as deploy/test.sh does).
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(|d| d.parent()).unwrap().join(name);
-    assert!(
-        bin.try_exists().unwrap_or(false),
-        "{} is missing: run `cargo build --workspace --bins` first",
-        bin.display()
-    );
-    bin
-}
-
 fn slurm_on() -> bool {
     std::env::var_os("WALDUR_SLURM_CLUSTER").is_some()
 }

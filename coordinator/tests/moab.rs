@@ -19,22 +19,6 @@ use waldur_backend_example::ExampleBackend;
 use waldur_backend_moab::MoabBackend;
 use waldur_sim::NewOrder;
 
-/// The workspace's `mam-sim` (built before the tests, as deploy/test.sh does).
-fn mam_sim() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .unwrap()
-        .join("mam-sim");
-    assert!(
-        bin.try_exists().unwrap_or(false),
-        "{} is missing: run `cargo build --workspace --bins` first",
-        bin.display()
-    );
-    bin
-}
-
 /// Runs one `mam-*` command from `bin`.
 fn mam(bin: &Path, command: &str, args: &[&str]) -> String {
     let out = Command::new(bin.join(command)).args(args).output().unwrap();
@@ -68,7 +52,7 @@ impl Moab {
 async fn world() -> (World, Moab) {
     let dir = tempfile::tempdir().unwrap();
     let bin = dir.path().join("bin");
-    let out = Command::new(mam_sim())
+    let out = Command::new(support::workspace_binary("mam-sim"))
         .arg("install")
         .arg(&bin)
         .output()

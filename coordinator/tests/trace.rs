@@ -14,7 +14,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use waldur_runtime::span;
@@ -95,20 +94,6 @@ impl TraceService for Receiver {
     }
 }
 
-/// The workspace's `waldur-backend-server` binary (built by the test
-/// command before `cargo test`).
-fn backend_server_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
-    let bin = dir.join("waldur-backend-server");
-    assert!(
-        bin.try_exists().unwrap_or(false),
-        "{} is missing: run `cargo build --workspace --bins` first (deploy/test.sh does)",
-        bin.display()
-    );
-    bin
-}
-
 /// Is `span` below `ancestor` in `spans`?
 fn descends(spans: &[Span], span: &Span, ancestor: &Span) -> bool {
     let mut at = span.clone();
@@ -163,7 +148,7 @@ async fn one_order_is_one_trace_from_the_coordinator_down_to_backend_commands() 
         d = dir.path().display()
     );
     std::fs::write(dir.path().join("server.yaml"), server_config).unwrap();
-    let mut server = std::process::Command::new(backend_server_binary())
+    let mut server = std::process::Command::new(support::workspace_binary("waldur-backend-server"))
         .args(["serve", "--config"])
         .arg(dir.path().join("server.yaml"))
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)

@@ -12,7 +12,7 @@ use waldur_coordinator::config::Config;
 use waldur_coordinator::secret::MapEnv;
 use waldur_sim::{Fault, NewOrder, Scenario, Sim};
 
-use crate::{SETTLE, binary, support};
+use crate::{SETTLE, support};
 
 /// What the backend server hosts.
 #[derive(Clone)]
@@ -146,7 +146,7 @@ impl Lab {
     }
 
     pub(crate) async fn start_backend(&mut self) {
-        let child = Command::new(binary("waldur-backend-server"))
+        let child = Command::new(support::workspace_binary("waldur-backend-server"))
             .args(["serve", "--config"])
             .arg(self.dir.path().join("backend.yaml"))
             .stdout(Stdio::null())
@@ -172,7 +172,7 @@ impl Lab {
     }
 
     pub(crate) fn start_coordinator(&mut self) {
-        let child = Command::new(binary("waldur-coordinator"))
+        let child = Command::new(support::workspace_binary("waldur-coordinator"))
             .args(["run", "--config"])
             .arg(self.dir.path().join("coordinator.yaml"))
             .env("RUST_LOG", "info")

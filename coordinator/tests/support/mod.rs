@@ -364,3 +364,16 @@ timeouts: {{waldur_seconds: {wt}, backend_read_seconds: 5, backend_mutate_second
         self.server = Some(start_backend(self.dir.path(), self.port, self.served.clone()).await);
     }
 }
+
+/// A binary of the workspace (`cargo build --workspace --bins` runs before
+/// the tests, as deploy/test.sh does).
+pub fn workspace_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().and_then(|d| d.parent()).unwrap().join(name);
+    assert!(
+        bin.try_exists().unwrap_or(false),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        bin.display()
+    );
+    bin
+}
