@@ -42,3 +42,50 @@ impl Runner for ProcessRunner {
         })
     }
 }
+
+/// A command that ran, as [`traced`] saw it.
+pub struct Traced {
+    /// What the runner answered.
+    pub result: std::io::Result<Output>,
+    /// How long it ran.
+    pub elapsed: std::time::Duration,
+    /// Its span (exit code and duration recorded), for follow-up events.
+    pub span: tracing::Span,
+}
+
+/// Runs `program` in a `command` span (binary, arguments, exit code,
+/// duration) and counts it in the command metrics by outcome (`ok`,
+/// `failed`, `error` when it could not run).
+pub async fn traced(runner: &dyn Runner, program: &str, args: &[String]) -> Traced {
+    use tracing::Instrument;
+    let binary = program.rsplit('/').next().unwrap_or(program);
+    let span = tracing::info_span!(
+        crate::span::COMMAND,
+        otel.kind = "client",
+        command.binary = %binary,
+        command.args = %args.join(" "),
+        command.exit_code = tracing::field::Empty,
+        command.duration_ms = tracing::field::Empty,
+    );
+    let started = std::time::Instant::now();
+    let result = runner.run(program, args).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+    span.record(
+        crate::span::field::COMMAND_DURATION_MS,
+        u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+    );
+    let outcome = match &result {
+        Ok(o) if o.code == Some(0) => "ok",
+        Ok(_) => "failed",
+        Err(_) => "error",
+    };
+    if let Ok(o) = &result {
+        span.record(crate::span::field::COMMAND_EXIT_CODE, o.code.unwrap_or(-1));
+    }
+    crate::metrics::command(binary, outcome, elapsed);
+    Traced {
+        result,
+        elapsed,
+        span,
+    }
+}

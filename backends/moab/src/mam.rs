@@ -12,11 +12,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tracing::Instrument;
-use waldur_backend_sdk::command::{Output, Runner};
-use waldur_backend_sdk::{BackendError, BackendResult, span};
+use waldur_backend_sdk::command::{Output, Runner, traced};
+use waldur_backend_sdk::{BackendError, BackendResult};
 
 /// MAM's exit code for a bad request (unknown or duplicate object, bad value).
 pub const EXIT_REFUSED: i32 = 74;
@@ -105,24 +104,10 @@ impl Mam {
     /// Runs one command; its standard output on success.
     async fn call(&self, name: &str, args: Vec<String>) -> BackendResult<String> {
         let program = self.program(name);
-        let span = tracing::info_span!(
-            span::COMMAND,
-            otel.kind = "client",
-            command.binary = name,
-            command.args = %args.join(" "),
-            command.exit_code = tracing::field::Empty,
-            command.duration_ms = tracing::field::Empty,
-        );
-        let started = Instant::now();
         self.spawned.fetch_add(1, Ordering::Relaxed);
-        let run = tokio::time::timeout(self.timeout, self.runner.run(&program, &args))
-            .instrument(span.clone())
-            .await;
-        span.record(
-            span::field::COMMAND_DURATION_MS,
-            u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        );
-        let out = match run {
+        let run =
+            tokio::time::timeout(self.timeout, traced(self.runner.as_ref(), &program, &args)).await;
+        let out = match run.map(|t| t.result) {
             Err(_) => {
                 return Err(BackendError::not_ready(format!(
                     "{name} did not finish within {:?}",
@@ -139,7 +124,6 @@ impl Mam {
             }
             Ok(Ok(out)) => out,
         };
-        span.record(span::field::COMMAND_EXIT_CODE, out.code.unwrap_or(-1));
         check(name, out)
     }
 

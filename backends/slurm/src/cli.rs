@@ -3,13 +3,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
-use waldur_backend_sdk::span;
 
-use tracing::Instrument;
 use waldur_backend_sdk::{BackendError, BackendResult};
 
 pub use waldur_backend_sdk::command::{Output, ProcessRunner, Runner};
+use waldur_backend_sdk::command::{Traced, traced};
 
 /// The SLURM command line of one cluster.
 pub struct Slurm {
@@ -86,43 +84,25 @@ impl Slurm {
     /// Runs a program; a non-zero exit is an error carrying its message.
     pub async fn exec(&self, program: &str, args: Vec<String>) -> BackendResult<Output> {
         let binary = program.rsplit('/').next().unwrap_or(program).to_owned();
-        let span = tracing::info_span!(
-            span::COMMAND,
-            otel.kind = "client",
-            command.binary = %binary,
-            command.args = %args.join(" "),
-            command.exit_code = tracing::field::Empty,
-            command.duration_ms = tracing::field::Empty,
-        );
-        let started = Instant::now();
         if matches!(
             binary.as_str(),
             "sacctmgr" | "sacct" | "scancel" | "sinfo" | "sshare"
         ) {
             self.spawned.fetch_add(1, Ordering::Relaxed);
         }
-        let result = self
-            .runner
-            .run(program, &args)
-            .instrument(span.clone())
-            .await;
-        let elapsed = started.elapsed();
+        let Traced {
+            result,
+            elapsed,
+            span,
+        } = traced(self.runner.as_ref(), program, &args).await;
         self.busy_micros
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
-        span.record(span::field::COMMAND_DURATION_MS, elapsed.as_millis() as u64);
-        let outcome = match &result {
-            Ok(o) if o.code == Some(0) => "ok",
-            Ok(_) => "failed",
-            Err(_) => "error",
-        };
-        waldur_backend_sdk::metrics::command(&binary, outcome, elapsed);
         let out = result.map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => {
                 BackendError::not_ready(format!("command not found: {binary}"))
             }
             _ => BackendError::command_failed(format!("{binary}: {e}")),
         })?;
-        span.record(span::field::COMMAND_EXIT_CODE, out.code.unwrap_or(-1));
         if out.code == Some(0) {
             return Ok(out);
         }
