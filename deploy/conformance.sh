@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs the conformance suite over mutual TLS against the real servers:
 # waldur-backend-server hosting the example backend, the Python example
-# backend, the MOAB backend on mam-sim and (when the cluster is up) the SLURM
-# backend. Expects the binaries built and the Python venv ready (test.sh does
-# both). Stops every process it started, whatever happens.
+# backend, the MOAB backend on mam-sim, the MUP backend on mup-sim and (when
+# the cluster is up) the SLURM backend. Expects the binaries built and the
+# Python venv ready (test.sh does both). Stops every process it started,
+# whatever happens.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/deploy/lib/common.sh"
@@ -26,11 +27,11 @@ unmanaged_backend_id: conf-by-hand
 slow_timeout_seconds: 20
 YAML
 
-run_suite() { # NAME PORT
+run_suite() { # NAME PORT [FIXTURES]
     say "conformance suite against $1 (https://127.0.0.1:$2, mutual TLS)"
     "$BIN_DIR/waldur-backend-conformance" --endpoint "https://127.0.0.1:$2" --server-name localhost \
         --ca "$WORK/pki/ca.pem" --cert "$WORK/pki/client.pem" --key "$WORK/pki/client.key" \
-        --instance hpc --fixtures "$WORK/fixtures.yaml" | tee "$WORK/$1.out" | grep -v '^PASS' || true
+        --instance hpc --fixtures "${3:-$WORK/fixtures.yaml}" | tee "$WORK/$1.out" | grep -v '^PASS' || true
     local last
     last=$(tail -n 1 "$WORK/$1.out")
     case "$last" in
@@ -86,7 +87,45 @@ PIDS+=($!)
 wait_for_port "$PORT" 30 || { cat "$WORK/moab.log"; die "the MOAB backend server did not start"; }
 run_suite moab "$PORT"
 
-# 4. waldur-backend-server with the SLURM backend on the real cluster
+# 4. waldur-backend-server with the MUP backend on mup-sim, the stand-in for a
+#    MUP portal's REST API: the fixtures' project exists (so no principal
+#    investigator is needed), alice and bob are portal users, and an
+#    allocation made by hand sits in the project.
+printf 'mup-conformance-pw\n' > "$WORK/mup-password"
+cat > "$WORK/mup-seed.yaml" <<YAML
+users:
+  - {username: alice, email: alice@uni.example}
+  - {username: bob, email: bob@uni.example}
+projects:
+  - {grant_number: CONF-MUP-1, title: conformance, pi: alice@uni.example, start_date: "2026-01-01", end_date: "2026-12-31"}
+allocations:
+  - {project_grant: CONF-MUP-1, type: x, identifier: conf-by-hand, size: 10}
+YAML
+SIM_PORT=$(free_port)
+"$BIN_DIR/mup-sim" serve --listen "127.0.0.1:$SIM_PORT" --username agent \
+    --password-file "$WORK/mup-password" --seed "$WORK/mup-seed.yaml" 2>"$WORK/mup-sim.log" &
+PIDS+=($!)
+wait_for_port "$SIM_PORT" 30 || { cat "$WORK/mup-sim.log"; die "mup-sim did not start"; }
+PORT=$(free_port)
+{ server_config_head "$PORT" "$WORK/pki"; cat <<YAML; } > "$WORK/mup.yaml"
+  - name: hpc
+    type: mup
+    settings:
+      api_url: http://127.0.0.1:$SIM_PORT
+      username: agent
+      password_file: $WORK/mup-password
+      components:
+        cpu: {label: CPU, measured_unit: k-core-hours, accounting_type: limit, unit_factor: 1000}
+        gpu: {label: GPU, measured_unit: GPU-hours, accounting_type: limit, mup_allocation_type: GPU}
+YAML
+cp "$WORK/fixtures.yaml" "$WORK/mup-fixtures.yaml"
+echo 'project_name: "CONF / CONF-MUP-1 / conformance"' >> "$WORK/mup-fixtures.yaml"
+"$BIN_DIR/waldur-backend-server" serve --config "$WORK/mup.yaml" 2>"$WORK/mup.log" &
+PIDS+=($!)
+wait_for_port "$PORT" 30 || { cat "$WORK/mup.log"; die "the MUP backend server did not start"; }
+run_suite mup "$PORT" "$WORK/mup-fixtures.yaml"
+
+# 5. waldur-backend-server with the SLURM backend on the real cluster
 #    (deploy/services.sh), when it is up.
 if [ -n "${WALDUR_SLURM_CLUSTER:-}" ]; then
     PORT=$(free_port)

@@ -9,6 +9,7 @@ pub const KNOWN: &[&str] = &[
     waldur_backend_example::TYPE_NAME,
     waldur_backend_slurm::TYPE_NAME,
     waldur_backend_moab::TYPE_NAME,
+    waldur_backend_mup::TYPE_NAME,
 ];
 
 /// Builds one backend from its type and settings.
@@ -22,6 +23,9 @@ pub fn build(kind: &str, settings: serde_json::Value) -> Result<Arc<dyn Backend>
         )),
         waldur_backend_moab::TYPE_NAME => Ok(Arc::new(
             waldur_backend_moab::MoabBackend::from_settings(settings)?,
+        )),
+        waldur_backend_mup::TYPE_NAME => Ok(Arc::new(
+            waldur_backend_mup::MupBackend::from_settings(settings)?,
         )),
         other => Err(SettingError::new(
             "type",

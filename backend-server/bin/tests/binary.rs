@@ -234,11 +234,13 @@ fn the_reference_config_is_valid_and_every_instance_builds() {
     let config =
         waldur_backend_sdk::config::ServerConfig::parse(&text, std::path::Path::new(path)).unwrap();
     let kinds: Vec<&str> = config.instances.iter().map(|i| i.kind.as_str()).collect();
-    assert_eq!(kinds, ["example", "slurm", "moab"]);
+    assert_eq!(kinds, ["example", "slurm", "moab", "mup"]);
     for inst in &config.instances {
         let out = Command::new(BIN)
             .args(["check", "--config"])
             .arg(path)
+            // The MUP instance reads its portal password from here.
+            .env("MUP_PASSWORD", "example")
             .output()
             .unwrap();
         // `check` loads every instance before touching TLS files: a settings

@@ -35,9 +35,9 @@
 //!   is written: the endpoint's host must be in the server certificate.
 //!
 //! Which offerings move
-//! * Only backends with a Rust backend server move: `slurm`. An offering
-//!   naming any other backend (moab, mup, waldur, cscs-dwdi, okd, rancher,
-//!   ...) in `order_processing_backend`, `membership_sync_backend` or
+//! * Only backends with a Rust backend server move: `slurm`, `moab` and
+//!   `mup`. An offering naming any other backend (waldur, cscs-dwdi, okd,
+//!   rancher, ...) in `order_processing_backend`, `membership_sync_backend` or
 //!   `reporting_backend` (or, when none is set, in `backend_type`) is left
 //!   out of every generated file, with a note to keep running the original
 //!   agent for it. Half-migrating an offering would split it between two
@@ -121,6 +121,7 @@
 //!   value from the input that could be a secret.
 
 mod moab;
+mod mup;
 mod original;
 mod out;
 mod paths;

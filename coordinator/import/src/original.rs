@@ -5,7 +5,7 @@ use serde_norway::{Mapping, Value};
 
 use crate::paths::Paths;
 use crate::value::{boolean, get, integer, key_text, kind, one_line, strict_text, text, untag};
-use crate::{ImportError, SecretToWrite, invalid, moab, out, slurm, value};
+use crate::{ImportError, SecretToWrite, invalid, moab, mup, out, slurm, value};
 
 /// Root keys.
 pub(crate) struct Globals {
@@ -375,6 +375,7 @@ impl Original {
     pub(crate) fn kind(&self) -> &'static str {
         match self.roles.iter().flatten().next().map(String::as_str) {
             Some(moab::TYPE) => moab::TYPE,
+            Some(mup::TYPE) => mup::TYPE,
             _ => slurm::TYPE,
         }
     }
@@ -386,6 +387,7 @@ impl Original {
             if let Some(n) = name
                 && n != slurm::TYPE
                 && n != moab::TYPE
+                && n != mup::TYPE
             {
                 match unsupported.iter_mut().find(|(t, _)| t == n) {
                     Some((_, keys)) => keys.push(key),
@@ -418,7 +420,7 @@ impl Original {
         }
         if self.roles.iter().all(Option::is_none) {
             return Some(match &self.backend_type {
-                Some(t) if t != slurm::TYPE && t != moab::TYPE => {
+                Some(t) if t != slurm::TYPE && t != moab::TYPE && t != mup::TYPE => {
                     format!(
                         "backend type {} (backend_type) has no backend server yet",
                         one_line(t)
@@ -431,6 +433,7 @@ impl Original {
         }
         match self.kind() {
             moab::TYPE => moab::blocker(&self.components),
+            mup::TYPE => mup::blocker(&self.settings, &self.components),
             _ => slurm::blocker(&self.settings, &self.components),
         }
     }
@@ -555,6 +558,22 @@ impl Original {
                 moab::settings(&self.settings, &mut slurm_notes),
                 moab::components(&self.components, &at, &mut slurm_notes)?,
             ),
+            mup::TYPE => {
+                let file = format!("secrets/{slug}.mup-password");
+                let (mut settings, password) =
+                    mup::settings(&self.settings, &paths.out(&file), &mut slurm_notes);
+                if let Some(value) = password {
+                    secrets.push(SecretToWrite {
+                        file_name: file,
+                        value,
+                    });
+                }
+                let (components, first) = mup::components(&self.components, &at, &mut slurm_notes)?;
+                if let Some(first) = first {
+                    settings.insert("primary_component".into(), Value::String(first));
+                }
+                (settings, components)
+            }
             _ => (
                 slurm::settings(&self.settings, &mut slurm_notes),
                 slurm::components(&self.components, &at, &mut slurm_notes)?,

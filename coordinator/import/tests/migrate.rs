@@ -314,8 +314,8 @@ fn offerings_with_unsupported_backends_are_left_to_the_original_agent() {
     assert!(note_about(
         &m,
         &[
-            "MUP allocations",
-            "mup",
+            "OKD projects",
+            "okd",
             "no backend server yet",
             "not migrated"
         ]
@@ -341,14 +341,12 @@ fn offerings_with_unsupported_backends_are_left_to_the_original_agent() {
 
 #[test]
 fn a_file_with_only_unsupported_offerings_is_an_error_naming_them() {
-    let e = migrate(&fixture("mup-only.yaml"), &options()).unwrap_err();
+    let text = "offerings:\n  - name: OKD only\n    waldur_api_url: https://w.example/api/\n    waldur_api_token: t\n    waldur_offering_uuid: u\n    order_processing_backend: okd\n    backend_settings: {token: okd-only-secret}\n";
+    let e = migrate(text, &options()).unwrap_err();
     assert!(matches!(e, ImportError::NothingToMigrate(_)), "{e}");
     let text = e.to_string();
-    assert!(
-        text.contains("MUP HPC Allocation") && text.contains("mup"),
-        "{text}"
-    );
-    assert!(!text.contains("mup-only-password"));
+    assert!(text.contains("OKD only") && text.contains("okd"), "{text}");
+    assert!(!text.contains("okd-only-secret"));
 }
 
 #[test]
@@ -402,8 +400,8 @@ fn secrets_never_appear_in_generated_yaml_or_notes() {
         (
             "unsupported.yaml",
             &[
-                "tok-mup-1",
-                "mup-password-123",
+                "tok-okd-1",
+                "okd-token-123",
                 "tok-fed-2",
                 "tok-target-b",
                 "dwdi-secret",
@@ -411,6 +409,7 @@ fn secrets_never_appear_in_generated_yaml_or_notes() {
             ],
         ),
         ("oidc.yaml", &["oidc-client-secret-5544"]),
+        ("mup.yaml", &["tok-mup-1", "mup-password-123"]),
     ];
     for (file, secrets) in cases {
         let m = run(file);

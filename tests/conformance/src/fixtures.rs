@@ -19,6 +19,9 @@ pub struct Fixtures {
     pub customer_slug: String,
     /// Project slug of test resources.
     pub project_slug: String,
+    /// Project name of test resources (a MUP backend reads the project's
+    /// grant number from it).
+    pub project_name: String,
     /// A second project slug, for the project move case.
     pub alt_project_slug: String,
     /// Prefix of test resource slugs (keep it short: SLURM names are short).
@@ -48,6 +51,7 @@ impl Default for Fixtures {
             users: vec!["conf_user1".into(), "conf_user2".into()],
             customer_slug: "conf-cust".into(),
             project_slug: "conf-proj".into(),
+            project_name: "conformance project".into(),
             alt_project_slug: "conf-proj2".into(),
             resource_prefix: "conf".into(),
             periodic_settings: BTreeMap::from([("fairshare".into(), serde_json::json!(10))]),

@@ -205,7 +205,7 @@ impl Ctx {
             slug,
             project_uuid: "0000000000000000000000000000c0f1".into(),
             project_slug: self.fx.project_slug.clone(),
-            project_name: "conformance project".into(),
+            project_name: self.fx.project_name.clone(),
             customer_uuid: "0000000000000000000000000000c0f2".into(),
             customer_slug: self.fx.customer_slug.clone(),
             customer_name: "conformance customer".into(),
