@@ -65,6 +65,9 @@ pub struct MupBackend {
     making_project: tokio::sync::Mutex<()>,
 }
 
+/// Each project's allocations, as read during one call.
+type Lists = std::collections::HashMap<i64, Vec<Allocation>>;
+
 /// A resource as found in the portal.
 #[derive(Debug, Clone)]
 struct Located {
@@ -212,6 +215,17 @@ impl MupBackend {
     /// allocation by that identifier. An identifier of another shape that
     /// the portal has is someone else's (RESOURCE_NOT_MANAGED).
     async fn try_locate(&self, backend_id: &str) -> BackendResult<Option<Located>> {
+        self.try_locate_with(backend_id, &mut Lists::new()).await
+    }
+
+    /// As [`Self::try_locate`], reading each project's allocations at most
+    /// once per `lists`: a call over many resources of one project lists
+    /// them once.
+    async fn try_locate_with(
+        &self,
+        backend_id: &str,
+        lists: &mut Lists,
+    ) -> BackendResult<Option<Located>> {
         let Some((uuid, component)) = self.parse_identifier(backend_id) else {
             return match self.lookup(backend_id).await? {
                 Some(_) => Err(BackendError::not_managed(
@@ -228,6 +242,7 @@ impl MupBackend {
         // it (the allocation was moved), look again once.
         let mut remembered = self.projects_of.get(backend_id);
         loop {
+            let from_memo = remembered.is_some();
             let project = match remembered.take() {
                 Some(p) => p,
                 None => match self.lookup(backend_id).await? {
@@ -235,14 +250,16 @@ impl MupBackend {
                     None => return Ok(None),
                 },
             };
-            let from_memo = self.projects_of.get(backend_id) == Some(project);
-            let list = self.project_allocations(project).await?.unwrap_or_default();
+            if !lists.contains_key(&project) {
+                let list = self.project_allocations(project).await?.unwrap_or_default();
+                lists.insert(project, list);
+            }
             let mut allocations = BTreeMap::new();
             let mut project_used_by_others = false;
-            for a in list {
+            for a in lists.get(&project).into_iter().flatten() {
                 match self.parse_identifier(&a.identifier) {
                     Some((u, c)) if u == uuid => {
-                        allocations.insert(c, a);
+                        allocations.insert(c, a.clone());
                     }
                     _ => project_used_by_others |= a.active,
                 }
@@ -271,7 +288,12 @@ impl MupBackend {
 
     /// The live resource `backend_id` names, or RESOURCE_NOT_FOUND.
     async fn locate(&self, backend_id: &str) -> BackendResult<Located> {
-        match self.try_locate(backend_id).await? {
+        self.locate_with(backend_id, &mut Lists::new()).await
+    }
+
+    /// As [`Self::locate`], sharing `lists` with other lookups of one call.
+    async fn locate_with(&self, backend_id: &str, lists: &mut Lists) -> BackendResult<Located> {
+        match self.try_locate_with(backend_id, lists).await? {
             Some(l) if l.live() => Ok(l),
             _ => Err(BackendError::resource_not_found(backend_id)),
         }
@@ -1071,8 +1093,9 @@ impl Backend for MupBackend {
     async fn list_resource_users(&self, backend_ids: &[String]) -> BackendResult<ResourceUsers> {
         let mut out = ResourceUsers::default();
         let mut by_project: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+        let mut lists = Lists::new();
         for id in backend_ids {
-            match self.locate(id).await {
+            match self.locate_with(id, &mut lists).await {
                 Ok(l) => by_project.entry(l.project).or_default().push(id.clone()),
                 Err(e) if is_absent(&e) => out.missing.push(id.clone()),
                 Err(e) => return Err(e),
@@ -1089,8 +1112,9 @@ impl Backend for MupBackend {
 
     async fn usage_report(&self, query: UsageQuery) -> BackendResult<Vec<ResourceUsage>> {
         let mut out = Vec::new();
+        let mut lists = Lists::new();
         for id in &query.backend_ids {
-            let l = match self.locate(id).await {
+            let l = match self.locate_with(id, &mut lists).await {
                 Ok(l) => l,
                 Err(e) if is_absent(&e) => continue,
                 Err(e) => return Err(e),
