@@ -92,6 +92,7 @@ run_suite moab "$PORT"
 #    investigator is needed), alice and bob are portal users, and an
 #    allocation made by hand sits in the project.
 printf 'mup-conformance-pw\n' > "$WORK/mup-password"
+chmod 600 "$WORK/mup-password"   # a secret file must be private to the service
 cat > "$WORK/mup-seed.yaml" <<YAML
 users:
   - {username: alice, email: alice@uni.example}
@@ -119,7 +120,10 @@ PORT=$(free_port)
         gpu: {label: GPU, measured_unit: GPU-hours, accounting_type: limit, mup_allocation_type: GPU}
 YAML
 cp "$WORK/fixtures.yaml" "$WORK/mup-fixtures.yaml"
-echo 'project_name: "CONF / CONF-MUP-1 / conformance"' >> "$WORK/mup-fixtures.yaml"
+cat >> "$WORK/mup-fixtures.yaml" <<YAML
+project_name: "CONF / CONF-MUP-1 / conformance"
+usage_total_may_exceed_users: true
+YAML
 "$BIN_DIR/waldur-backend-server" serve --config "$WORK/mup.yaml" 2>"$WORK/mup.log" &
 PIDS+=($!)
 wait_for_port "$PORT" 30 || { cat "$WORK/mup.log"; die "the MUP backend server did not start"; }

@@ -17,6 +17,7 @@ use mup_sim::{Fault, MupSim};
 use support::{Options, World};
 use waldur_backend_example::ExampleBackend;
 use waldur_backend_mup::{MupBackend, MupSettings};
+use waldur_backend_sdk::secret::Secret;
 use waldur_sim::NewOrder;
 
 const GRANT: &str = "EHPC-E2E-7";
@@ -36,7 +37,7 @@ async fn world() -> (World, MupSim) {
         }
     }))
     .unwrap();
-    let backend = MupBackend::new(settings, "mup-pw".into()).unwrap();
+    let backend = MupBackend::new(settings, Secret::new("mup-pw")).unwrap();
     let w = World::start_with(
         Options::default(),
         ExampleBackend::default(),

@@ -10,6 +10,7 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use waldur_backend_sdk::BackendError;
+use waldur_backend_sdk::secret::Secret;
 
 /// Longest part of an answer's body quoted in an error.
 const BODY_EXCERPT: usize = 500;
@@ -43,6 +44,15 @@ pub enum ErrorKind {
 }
 
 impl ApiError {
+    /// An answer that came back but cannot be used.
+    pub fn garbled(method: Method, segments: &[&str], why: impl Into<String>) -> Self {
+        Self {
+            method,
+            path: format!("/{}", segments.join("/")),
+            kind: ErrorKind::Garbled(why.into()),
+        }
+    }
+
     /// The status code of an error answer.
     pub fn status(&self) -> Option<u16> {
         match &self.kind {
@@ -51,9 +61,33 @@ impl ApiError {
         }
     }
 
-    /// The portal answered 404.
+    /// The portal's API answered 404: the object is absent. A 404 whose
+    /// body is not the API's JSON (a proxy's or web server's page) says
+    /// nothing about the object, so it is not "absent".
     pub fn is_not_found(&self) -> bool {
-        self.status() == Some(404)
+        match &self.kind {
+            ErrorKind::Status { status: 404, body } => body.trim_start().starts_with('{'),
+            _ => false,
+        }
+    }
+
+    /// A state that passes: the portal unreachable, overloaded, refusing
+    /// our credentials or answering something that is not its API's JSON.
+    /// The caller retries later and changes nothing meanwhile.
+    pub fn is_passing(&self) -> bool {
+        match &self.kind {
+            ErrorKind::Transport(_) | ErrorKind::Garbled(_) => true,
+            ErrorKind::Status { status, body } => {
+                *status >= 500
+                    || matches!(status, 401 | 403 | 408 | 429)
+                    || (*status == 404 && !body.trim_start().starts_with('{'))
+            }
+        }
+    }
+
+    /// No answer at all: the portal is unreachable.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self.kind, ErrorKind::Transport(_))
     }
 
     /// The error body contains `text` (case-insensitive).
@@ -64,7 +98,8 @@ impl ApiError {
         }
     }
 
-    /// Worth retrying: the portal may answer differently in a moment.
+    /// Worth retrying at once: the portal may answer differently in a
+    /// moment.
     fn transient(&self) -> bool {
         match &self.kind {
             ErrorKind::Transport(_) => true,
@@ -98,18 +133,11 @@ impl std::fmt::Display for ApiError {
 impl std::error::Error for ApiError {}
 
 impl From<ApiError> for BackendError {
-    /// The portal unreachable, overloaded, refusing our credentials or
-    /// answering garbage is a state that passes: the caller retries and
-    /// changes nothing meanwhile (UNAVAILABLE). Any other refusal is the
-    /// portal's considered answer to this request (FAILED_PRECONDITION).
+    /// A passing state is UNAVAILABLE (the coordinator retries and changes
+    /// nothing); any other refusal is the portal's considered answer to
+    /// this request (FAILED_PRECONDITION).
     fn from(e: ApiError) -> Self {
-        let passing = match &e.kind {
-            ErrorKind::Transport(_) | ErrorKind::Garbled(_) => true,
-            ErrorKind::Status { status, .. } => {
-                *status >= 500 || matches!(status, 401 | 403 | 408 | 429)
-            }
-        };
-        if passing {
+        if e.is_passing() {
             BackendError::not_ready(e.to_string())
         } else {
             BackendError::command_refused(e.to_string())
@@ -117,13 +145,13 @@ impl From<ApiError> for BackendError {
     }
 }
 
-/// A client of one portal.
+/// A client of one portal. `Debug` shows no credential.
 #[derive(Debug)]
 pub struct Api {
     http: reqwest::Client,
     base: url::Url,
     username: String,
-    password: String,
+    password: Secret,
     retries: u32,
     calls: AtomicU64,
 }
@@ -136,7 +164,7 @@ pub struct ApiOptions {
     /// Basic auth user.
     pub username: String,
     /// Basic auth password.
-    pub password: String,
+    pub password: Secret,
     /// Per-request timeout.
     pub timeout: Duration,
     /// Retries after transient failures.
@@ -177,12 +205,17 @@ impl Api {
         self.call(Method::GET, segments, None).await
     }
 
-    /// `GET`; 404 is `None`. Any other failure is an error, never "absent":
-    /// an unreachable portal must not look like a missing project.
+    /// `GET`; the API's 404 is `None`. Any other failure is an error, never
+    /// "absent": an unreachable portal must not look like a missing project.
+    /// A name that is `.` or `..` cannot be sent as a path segment (URLs
+    /// resolve it away), so nothing by that name can be found.
     pub async fn find<T: DeserializeOwned>(
         &self,
         segments: &[&str],
     ) -> Result<Option<T>, ApiError> {
+        if segments.iter().any(|s| matches!(*s, "." | "..")) {
+            return Ok(None);
+        }
         match self.get(segments).await {
             Ok(v) => Ok(Some(v)),
             Err(e) if e.is_not_found() => Ok(None),
@@ -276,7 +309,7 @@ impl Api {
         let mut request = self
             .http
             .request(method.clone(), url.clone())
-            .basic_auth(&self.username, Some(&self.password))
+            .basic_auth(&self.username, Some(self.password.expose()))
             .header(reqwest::header::ACCEPT, "application/json");
         if let Some(b) = body {
             request = request.json(b);
@@ -397,6 +430,10 @@ mod tests {
                 status: 401,
                 body: String::new(),
             },
+            ErrorKind::Status {
+                status: 404,
+                body: "<html>not here</html>".into(),
+            },
         ] {
             let b: BackendError = err(passing).into();
             assert_eq!(
@@ -404,6 +441,20 @@ mod tests {
                 waldur_backend_sdk::proto::reason::BACKEND_NOT_READY
             );
         }
+    }
+
+    #[test]
+    fn only_the_apis_own_404_means_absent() {
+        let api = err(ErrorKind::Status {
+            status: 404,
+            body: "{\"detail\": \"Not found.\"}".into(),
+        });
+        assert!(api.is_not_found() && !api.is_passing());
+        let proxy = err(ErrorKind::Status {
+            status: 404,
+            body: "<html>Not Found</html>".into(),
+        });
+        assert!(!proxy.is_not_found() && proxy.is_passing());
     }
 
     #[test]

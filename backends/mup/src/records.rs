@@ -23,8 +23,10 @@ fn id<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     id_of(&v).ok_or_else(|| serde::de::Error::custom(format!("{v} is not an id")))
 }
 
-fn amount<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    Ok(number(&Value::deserialize(d)?).unwrap_or(0.0))
+/// A size that may be unreadable: `None` rather than a made-up 0, so an
+/// unreadable size never becomes a limit.
+fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    Ok(number(&Value::deserialize(d)?).filter(|v| *v >= 0.0))
 }
 
 /// A number given as a JSON number or a numeric string.
@@ -57,8 +59,11 @@ pub struct Project {
     /// Grant number: the key shared with the Waldur project.
     #[serde(default, deserialize_with = "text")]
     pub grant_number: String,
-    /// Whether the project is active.
-    #[serde(default)]
+    /// Description; a project this backend made ends with its marker.
+    #[serde(default, deserialize_with = "text")]
+    pub description: String,
+    /// Whether the project is active. Required: a project of unknown state
+    /// is never activated or deactivated on a guess.
     pub active: bool,
 }
 
@@ -73,14 +78,15 @@ pub struct Allocation {
     pub kind: String,
     /// Identifier (the SLURM account the portal makes for it).
     pub identifier: String,
-    /// Size in the portal's units.
-    #[serde(default, deserialize_with = "amount")]
-    pub size: f64,
-    /// Used so far, in the portal's units.
-    #[serde(default, deserialize_with = "amount")]
-    pub used: f64,
-    /// Whether it is active.
+    /// Size in the portal's units; `None` when unreadable.
+    #[serde(default, deserialize_with = "size")]
+    pub size: Option<f64>,
+    /// Used so far, as the portal gave it: written back unchanged when the
+    /// allocation is edited.
     #[serde(default)]
+    pub used: Value,
+    /// Whether it is active. Required: an allocation of unknown state is
+    /// neither a live resource nor a deleted one.
     pub active: bool,
     /// The project's id.
     #[serde(deserialize_with = "id")]
@@ -132,7 +138,8 @@ pub struct Member {
 }
 
 impl Member {
-    /// Reads one member record; `None` when it has no id.
+    /// Reads one member record; `None` when it has no id or its `active`
+    /// flag is not a boolean.
     pub fn parse(v: &Value) -> Option<Self> {
         let id = v.get("id").and_then(id_of)?;
         let field = |key: &str| {
@@ -144,9 +151,16 @@ impl Member {
                 .trim()
                 .to_owned()
         };
+        // No flag means active (listings of active members only leave it
+        // out); a flag that is not a boolean is unreadable.
+        let active = match v.get("active") {
+            None => true,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return None,
+        };
         Some(Self {
             id,
-            active: v.get("active").and_then(Value::as_bool).unwrap_or(true),
+            active,
             username: field("username"),
             email: field("email"),
         })
@@ -162,23 +176,75 @@ impl Member {
     }
 }
 
+/// Reads an allocation list. A record this backend cannot read (no id, no
+/// identifier, no state) is someone else's as far as it is concerned: it is
+/// skipped, and counted as `unreadable` so that a project holding one is
+/// never taken for empty.
+pub fn allocations(list: Vec<Value>) -> (Vec<Allocation>, usize) {
+    let mut unreadable = 0;
+    let read = list
+        .into_iter()
+        .filter_map(|v| match serde_json::from_value::<Allocation>(v) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping an allocation record that cannot be read");
+                unreadable += 1;
+                None
+            }
+        })
+        .collect();
+    (read, unreadable)
+}
+
 /// Reads a member list; a record without an id makes the whole list
 /// unusable, so that a garbled answer never reads as "fewer members".
 pub fn members(list: Vec<Value>) -> Result<Vec<Member>, String> {
     list.iter()
-        .map(|v| Member::parse(v).ok_or_else(|| format!("a member record without an id: {v}")))
+        .map(|v| {
+            Member::parse(v).ok_or_else(|| {
+                format!("a member record without an id or a boolean active flag: {v}")
+            })
+        })
         .collect()
 }
 
 /// Usage of one allocation.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default)]
 pub struct Usage {
     /// Total used.
-    #[serde(default, deserialize_with = "amount")]
     pub total: f64,
-    /// Used per username.
-    #[serde(default)]
+    /// Used per username, as given.
     pub users: serde_json::Map<String, Value>,
+}
+
+impl Usage {
+    /// Reads a usage answer. It must carry a numeric `total` or a `users`
+    /// object: an answer with neither (`{}`, a `detail` message) says
+    /// nothing about usage and must never read as zero.
+    pub fn parse(v: &Value) -> Result<Self, String> {
+        let total = match v.get("total") {
+            None => None,
+            Some(t) => Some(
+                number(t)
+                    .filter(|t| *t >= 0.0)
+                    .ok_or_else(|| format!("total {t} is not a non-negative number"))?,
+            ),
+        };
+        let users = match v.get("users") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(m)) => Some(m.clone()),
+            Some(other) => return Err(format!("users {other} is not an object")),
+        };
+        if total.is_none() && users.is_none() {
+            return Err(format!("no total and no users in {v}"));
+        }
+        let users = users.unwrap_or_default();
+        let sum: f64 = users.values().filter_map(number).sum();
+        Ok(Self {
+            total: total.unwrap_or(sum),
+            users,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -208,10 +274,47 @@ mod tests {
     }
 
     #[test]
-    fn allocations_take_the_project_as_an_id_or_an_object() {
-        let a: Allocation = serde_json::from_value(json!({"id": 1, "type": "x", "identifier": "alloc_1_cpu", "size": "10", "project": {"id": 4}})).unwrap();
-        assert_eq!((a.project, a.size, a.active), (4, 10.0, false));
-        assert!(serde_json::from_value::<Allocation>(json!({"id": 1, "project": 4})).is_err());
+    fn allocations_take_the_project_as_an_id_or_an_object_and_never_invent_a_size() {
+        let a: Allocation = serde_json::from_value(json!({"id": 1, "type": "x", "identifier": "alloc_1_cpu", "size": "10", "active": true, "project": {"id": 4}})).unwrap();
+        assert_eq!((a.project, a.size, a.active), (4, Some(10.0), true));
+        let b: Allocation = serde_json::from_value(
+            json!({"id": 1, "identifier": "i", "size": null, "active": true, "project": 4}),
+        )
+        .unwrap();
+        assert_eq!(b.size, None);
+        assert!(
+            serde_json::from_value::<Allocation>(json!({"id": 1, "project": 4, "active": true}))
+                .is_err()
+        );
+        let (read, unreadable) = allocations(vec![
+            json!({"id": 1, "identifier": "i", "active": true, "project": 4}),
+            json!({"id": 2}),
+        ]);
+        assert_eq!((read.len(), unreadable), (1, 1));
+    }
+
+    #[test]
+    fn a_usage_answer_without_numbers_is_unreadable_never_zero() {
+        for bad in [
+            json!({}),
+            json!([]),
+            json!({"detail": "Not found."}),
+            json!({"total": null}),
+            json!({"total": "n/a"}),
+            json!({"users": [1]}),
+        ] {
+            assert!(Usage::parse(&bad).is_err(), "{bad}");
+        }
+        let u = Usage::parse(&json!({"users": {"a": 1.5, "b": "2"}})).unwrap();
+        assert_eq!(u.total, 3.5);
+        assert_eq!(Usage::parse(&json!({"total": "4"})).unwrap().total, 4.0);
+    }
+
+    #[test]
+    fn a_member_with_a_flag_that_is_not_a_boolean_is_unreadable() {
+        assert!(Member::parse(&json!({"id": 1, "active": "false"})).is_none());
+        assert!(Member::parse(&json!({"id": 1, "active": 0})).is_none());
+        assert!(Member::parse(&json!({"id": 1})).unwrap().active);
     }
 
     #[test]

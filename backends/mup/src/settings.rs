@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use waldur_backend_sdk::SettingError;
+use waldur_backend_sdk::secret::{Env, Secret};
 use waldur_backend_sdk::types::{AccountingType, Component};
 
 /// The backend's settings.
@@ -19,7 +20,8 @@ pub struct MupSettings {
     pub api_url: String,
     /// HTTP Basic user.
     pub username: String,
-    /// File holding the HTTP Basic password (trailing newline ignored).
+    /// File holding the HTTP Basic password, private to the service (one
+    /// trailing newline ignored).
     #[serde(default)]
     pub password_file: Option<PathBuf>,
     /// Environment variable holding the password, when no file is given.
@@ -29,11 +31,13 @@ pub struct MupSettings {
     /// system's roots.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
-    /// Longest one HTTP request may take.
+    /// Longest one HTTP request may take. An RPC makes a few requests and
+    /// the coordinator gives a read 10 s by default: keep
+    /// `timeout_seconds × (retries + 1)` within it.
     #[serde(default = "default_timeout")]
     pub timeout_seconds: u64,
     /// Retries of a read or an idempotent write after a transient failure
-    /// (connection refused, timeout, 502/503/504).
+    /// (no connection, timeout, 429, 502, 503, 504).
     #[serde(default = "default_retries")]
     pub retries: u32,
     /// How long a looked-up allocation's project and a user's portal id are
@@ -120,10 +124,10 @@ pub struct ComponentSettings {
 }
 
 fn default_timeout() -> u64 {
-    30
+    5
 }
 fn default_retries() -> u32 {
-    2
+    1
 }
 fn default_cache() -> u64 {
     60
@@ -206,23 +210,26 @@ impl MupSettings {
         if s.username.is_empty() {
             return Err(SettingError::new("username", "must not be empty"));
         }
-        match (&s.password_file, &s.password_env) {
-            (None, None) => {
-                return Err(SettingError::new(
-                    "password_file",
-                    "the portal's password is required: set password_file or password_env",
-                ));
-            }
-            (Some(_), Some(_)) => {
-                return Err(SettingError::new(
-                    "password_env",
-                    "set password_file or password_env, not both",
-                ));
-            }
-            _ => {}
+        if s.password_file.is_some() == s.password_env.is_some() {
+            return Err(SettingError::new(
+                "password_file",
+                "the portal's password is required: set exactly one of password_file and password_env",
+            ));
         }
         if s.timeout_seconds == 0 {
             return Err(SettingError::new("timeout_seconds", "must be positive"));
+        }
+        if !(1..=36_500).contains(&s.project_duration_days) {
+            return Err(SettingError::new(
+                "project_duration_days",
+                "must be between 1 and 36500: a new project ends this many days after today",
+            ));
+        }
+        if s.default_storage_limit < 0 {
+            return Err(SettingError::new(
+                "default_storage_limit",
+                "must not be negative",
+            ));
         }
         if s.components.is_empty() {
             return Err(SettingError::new(
@@ -281,29 +288,21 @@ impl MupSettings {
     }
 
     /// The password, read from its file or variable.
-    pub fn password(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<String, SettingError> {
-        let password = match (&self.password_file, &self.password_env) {
-            (Some(path), _) => std::fs::read_to_string(path)
-                .map_err(|e| {
-                    SettingError::new("password_file", format!("{}: {e}", path.display()))
-                })?
-                .trim_end_matches(['\r', '\n'])
-                .to_owned(),
-            (None, Some(var)) => env(var)
-                .ok_or_else(|| SettingError::new("password_env", format!("{var} is not set")))?,
-            (None, None) => String::new(),
-        };
-        if password.is_empty() {
-            return Err(SettingError::new(
-                if self.password_file.is_some() {
-                    "password_file"
-                } else {
-                    "password_env"
-                },
-                "the password is empty",
-            ));
-        }
-        Ok(password)
+    pub fn password(&self, env: &dyn Env) -> Result<Secret, SettingError> {
+        Secret::from_file_or_env(
+            "password",
+            self.password_file.as_deref(),
+            self.password_env.as_deref(),
+            env,
+        )
+    }
+
+    /// Allocation size per Waldur unit of `component` (1 for a component
+    /// that is not configured; callers check the key first).
+    pub fn factor(&self, component: &str) -> f64 {
+        self.components
+            .get(component)
+            .map_or(1.0, |c| c.unit_factor)
     }
 
     /// The component whose allocation names the resource.
@@ -398,17 +397,25 @@ mod tests {
 
     #[test]
     fn the_password_comes_from_the_named_variable_and_must_not_be_empty() {
+        use waldur_backend_sdk::secret::MapEnv;
         let s = MupSettings::parse(base()).unwrap();
-        let env = |k: &str| (k == "MUP_PASSWORD").then(|| "s3cret".to_owned());
-        assert_eq!(s.password(&env).unwrap(), "s3cret");
-        let empty = |_: &str| Some(String::new());
+        let env = MapEnv::from([("MUP_PASSWORD", "s3cret")]);
+        assert_eq!(s.password(&env).unwrap().expose(), "s3cret");
+        let empty = MapEnv::from([("MUP_PASSWORD", "")]);
         assert!(s.password(&empty).is_err());
-        let unset = |_: &str| None;
+        let unset = MapEnv::from([("OTHER", "x")]);
         assert!(
             s.password(&unset)
                 .unwrap_err()
                 .to_string()
                 .contains("MUP_PASSWORD")
         );
+    }
+
+    #[test]
+    fn project_defaults_that_would_make_every_creation_fail_are_refused() {
+        assert!(MupSettings::parse(with("project_duration_days", json!(0))).is_err());
+        assert!(MupSettings::parse(with("project_duration_days", json!(10_000_000))).is_err());
+        assert!(MupSettings::parse(with("default_storage_limit", json!(-1))).is_err());
     }
 }

@@ -38,6 +38,7 @@ conformance_suite!(
         users: vec!["alice".into(), "bob".into()],
         unmanaged_backend_id: "conf-by-hand".into(),
         project_name: format!("CONF / {} / conformance", support::GRANT),
+        usage_total_may_exceed_users: true,
         ..Fixtures::default()
     }
 );

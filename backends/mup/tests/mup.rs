@@ -333,14 +333,20 @@ async fn both_member_record_shapes_are_read() {
 }
 
 #[tokio::test]
-async fn a_portal_user_known_by_e_mail_under_another_name_is_not_registered_twice() {
+async fn a_person_the_portal_knows_under_another_username_is_refused_not_registered_twice() {
     let p = portal(json!({})).await;
     let pid = p.sim.add_project(GRANT, "t", "pi@uni.example", true);
     let uid = p.sim.add_user("a.lovelace", "alice@uni.example");
     p.sim.add_member(pid, uid, true).unwrap();
     let created = create(&p, &resource(1), vec![alice()]).await;
-    assert_eq!(created.user_results[0].outcome, Outcome::Unchanged);
+    // Listed under the portal's name, she would be removed and re-added
+    // every cycle: refused with what to do instead, and nothing changes.
+    let Outcome::Failed(e) = &created.user_results[0].outcome else {
+        panic!("{:?}", created.user_results);
+    };
+    assert!(e.message.contains("\"a.lovelace\""), "{}", e.message);
     assert_eq!(p.sim.users().len(), 1);
+    assert_eq!(p.sim.members(pid).len(), 1);
 }
 
 #[tokio::test]

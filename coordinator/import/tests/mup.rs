@@ -54,6 +54,8 @@ fn the_generated_mup_instance_starts_a_backend() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pw");
     std::fs::write(&path, "mup-password-123\n").unwrap();
+    // A secret file must be private to the service.
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     settings["password_file"] = serde_json::Value::String(path.to_string_lossy().into_owned());
     waldur_backend_mup::MupBackend::from_settings(settings).unwrap();
 }

@@ -28,6 +28,10 @@ pub struct Fixtures {
     pub resource_prefix: String,
     /// Settings for ApplyPeriodicSettings.
     pub periodic_settings: BTreeMap<String, serde_json::Value>,
+    /// The backend documents that its usage totals may exceed the users'
+    /// sum (SPEC 5.14.2: usage billed to no user); otherwise they must
+    /// equal it.
+    pub usage_total_may_exceed_users: bool,
     /// An e-mail whose offering user needs account linking (skip if empty).
     pub link_required_email: String,
     /// An e-mail whose offering user needs validation (skip if empty).
@@ -55,6 +59,7 @@ impl Default for Fixtures {
             alt_project_slug: "conf-proj2".into(),
             resource_prefix: "conf".into(),
             periodic_settings: BTreeMap::from([("fairshare".into(), serde_json::json!(10))]),
+            usage_total_may_exceed_users: false,
             link_required_email: String::new(),
             validation_required_email: String::new(),
             unmanaged_backend_id: String::new(),

@@ -6,6 +6,7 @@
 use mup_sim::MupSim;
 use serde_json::{Value, json};
 use waldur_backend_mup::{MupBackend, MupSettings};
+use waldur_backend_sdk::secret::Secret;
 use waldur_backend_sdk::types::{ResourceContext, User};
 
 pub const USER: &str = "waldur-agent";
@@ -52,7 +53,7 @@ pub fn settings(url: &str, extra: Value) -> Value {
 pub fn backend(url: &str, password: &str, extra: Value) -> MupBackend {
     MupBackend::new(
         MupSettings::parse(settings(url, extra)).unwrap(),
-        password.into(),
+        Secret::new(password),
     )
     .unwrap()
 }
