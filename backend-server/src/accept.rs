@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
 
 /// Longest a client may take for the handshake.
@@ -85,10 +84,14 @@ pub struct PeerInfo {
     pub certs: Arc<Vec<rustls::pki_types::CertificateDer<'static>>>,
 }
 
-/// An accepted mutual-TLS connection.
+/// A mutual-TLS connection the server serves gRPC on: accepted from a
+/// client, or dialed out to the coordinator's tunnel (then the TLS client
+/// side, and `closed` tells the dialer when the connection is gone).
 pub struct TlsConn {
-    inner: TlsStream<TcpStream>,
-    peer: PeerInfo,
+    pub(crate) inner: tokio_rustls::TlsStream<TcpStream>,
+    pub(crate) peer: PeerInfo,
+    /// Dropped with the connection.
+    pub(crate) _closed: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Connected for TlsConn {
@@ -188,11 +191,12 @@ pub fn incoming(
                             .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
                             .unwrap_or_default();
                         TlsConn {
-                            inner: tls,
+                            inner: tokio_rustls::TlsStream::Server(tls),
                             peer: PeerInfo {
                                 remote_addr,
                                 certs: Arc::new(certs),
                             },
+                            _closed: None,
                         }
                     }
                     Ok(Err(e)) => {

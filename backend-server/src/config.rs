@@ -17,8 +17,15 @@ use serde::Deserialize;
 pub struct ServerConfig {
     /// Format version; only 1 exists.
     pub version: u32,
-    /// Address to listen on, for example `0.0.0.0:50051`.
-    pub listen: SocketAddr,
+    /// Address to listen on, for example `0.0.0.0:50051`; the coordinator
+    /// dials in. Optional when `connect` is set.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// Dial out to the coordinator's tunnel instead (or as well, while
+    /// migrating): for sites whose cluster hosts accept no inbound
+    /// connection.
+    #[serde(default)]
+    pub connect: Option<ConnectConfig>,
     /// Mutual TLS settings.
     pub tls: TlsConfig,
     /// Health probing.
@@ -53,6 +60,58 @@ impl TlsConfig {
             ca: self.ca.clone(),
             cert: self.cert.clone(),
             key: self.key.clone(),
+        }
+    }
+}
+
+/// Dial-out to the coordinator's tunnel listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectConfig {
+    /// The tunnel listener, `https://host:port`.
+    pub coordinator: String,
+    /// Name the coordinator's certificate must carry; default: the host.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// The coordinator's names for the backends this server serves (keys
+    /// of its `backends:`); its tunnel allowlist must let this server's
+    /// certificate serve each.
+    pub backends: Vec<String>,
+    /// Longest wait between reconnection attempts, before jitter.
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff_seconds: u64,
+}
+
+fn default_max_backoff() -> u64 {
+    30
+}
+
+impl ConnectConfig {
+    /// `(host, port)` of the coordinator's tunnel listener.
+    pub fn address(&self) -> Result<(String, u16), String> {
+        let rest = self
+            .coordinator
+            .strip_prefix("https://")
+            .ok_or_else(|| format!("{:?} must start with https://", self.coordinator))?;
+        let authority = rest.split('/').next().unwrap_or(rest);
+        let (host, port) = authority
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{:?} must name a port", self.coordinator))?;
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("{:?} has no valid port", self.coordinator))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("{:?} has no host", self.coordinator));
+        }
+        Ok((host.to_owned(), port))
+    }
+
+    /// The name the coordinator's certificate must carry.
+    pub fn server_name(&self) -> String {
+        match &self.server_name {
+            Some(n) => n.clone(),
+            None => self.address().map(|(h, _)| h).unwrap_or_default(),
         }
     }
 }
@@ -162,6 +221,20 @@ impl ServerConfig {
                 config.version
             )));
         }
+        if config.listen.is_none() && config.connect.is_none() {
+            return Err(invalid(
+                "listen or connect: set at least one (listen: the coordinator dials in; connect: this server dials out to the coordinator's tunnel)".into(),
+            ));
+        }
+        if let Some(c) = &config.connect {
+            c.address()
+                .map_err(|e| invalid(format!("connect.coordinator: {e}")))?;
+            if c.backends.is_empty() {
+                return Err(invalid(
+                    "connect.backends: name the coordinator's backends this server serves".into(),
+                ));
+            }
+        }
         if config.tls.allowed_clients.is_empty() {
             return Err(invalid(
                 "tls.allowed_clients: name at least one client identity (SAN)".into(),
@@ -240,6 +313,35 @@ instances:
         let text = format!("{GOOD}  - name: hpc\n    type: example\n");
         let err = parse(&text).unwrap_err().to_string();
         assert!(err.contains("used twice"), "{err}");
+    }
+
+    #[test]
+    fn a_server_needs_listen_or_connect_and_a_dial_target_must_be_https_with_a_port() {
+        let none = GOOD.replace("listen: 127.0.0.1:50051\n", "");
+        assert!(
+            parse(&none)
+                .unwrap_err()
+                .to_string()
+                .contains("listen or connect")
+        );
+        let dial = none.replace(
+            "tls:",
+            "connect: {coordinator: \"https://coord.example.org:50052\", backends: [hpc]}\ntls:",
+        );
+        let c = parse(&dial).unwrap();
+        let connect = c.connect.unwrap();
+        assert_eq!(
+            connect.address().unwrap(),
+            ("coord.example.org".into(), 50052)
+        );
+        assert_eq!(connect.server_name(), "coord.example.org");
+        for bad in ["http://coord:1", "https://coord", "https://:5"] {
+            let text = none.replace(
+                "tls:",
+                &format!("connect: {{coordinator: \"{bad}\", backends: [hpc]}}\ntls:"),
+            );
+            assert!(parse(&text).is_err(), "{bad}");
+        }
     }
 
     #[test]

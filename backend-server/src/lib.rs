@@ -20,6 +20,7 @@ mod accept;
 mod backend;
 pub mod command;
 pub mod config;
+mod dial;
 pub mod metrics;
 pub mod ownership;
 mod registry;

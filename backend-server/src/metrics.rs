@@ -11,6 +11,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -21,6 +22,8 @@ pub const NAMES: &[&str] = &[
     "waldur_backend_commands_total",
     "waldur_backend_command_duration_seconds",
     "waldur_backend_tls_handshakes_refused_total",
+    "waldur_backend_tunnel_connected",
+    "waldur_backend_tunnel_connections_total",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -62,6 +65,8 @@ struct Metrics {
     commands: Family<CommandLabels, Counter>,
     command_latency: Family<BinaryLabel, Histogram, fn() -> Histogram>,
     refused: Family<ReasonLabel, Counter>,
+    tunnel_up: Gauge,
+    tunnel_connections: Counter,
 }
 
 fn metrics() -> &'static Metrics {
@@ -94,6 +99,18 @@ fn metrics() -> &'static Metrics {
             "Connections refused during the mutual-TLS handshake, by reason (no_certificate, unknown_ca, expired, bad_certificate, protocol, timeout, busy, other)",
             refused.clone(),
         );
+        let tunnel_up = Gauge::default();
+        registry.register(
+            "tunnel_connected",
+            "1 while the dial-out tunnel to the coordinator is open",
+            tunnel_up.clone(),
+        );
+        let tunnel_connections = Counter::default();
+        registry.register(
+            "tunnel_connections",
+            "Dial-out tunnels opened to the coordinator (reconnects are this minus one)",
+            tunnel_connections.clone(),
+        );
         Metrics {
             registry,
             rpcs,
@@ -101,8 +118,22 @@ fn metrics() -> &'static Metrics {
             commands,
             command_latency,
             refused,
+            tunnel_up,
+            tunnel_connections,
         }
     })
+}
+
+/// The dial-out tunnel opened.
+pub fn tunnel_connected() {
+    let m = metrics();
+    m.tunnel_up.set(1);
+    m.tunnel_connections.inc();
+}
+
+/// The dial-out tunnel closed.
+pub fn tunnel_disconnected() {
+    metrics().tunnel_up.set(0);
 }
 
 /// One RPC served.

@@ -45,8 +45,9 @@ pub enum ServeError {
 /// A running server.
 #[derive(Debug)]
 pub struct Bound {
-    /// The address actually bound (useful with port 0).
-    pub local_addr: SocketAddr,
+    /// The address actually bound (useful with port 0); `None` when the
+    /// server only dials out.
+    pub local_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServeError>>,
 }
@@ -71,7 +72,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let bound = spawn(config, registry).await?;
-    tracing::info!(addr = %bound.local_addr, "backend server listening");
+    if let Some(addr) = bound.local_addr {
+        tracing::info!(addr = %addr, "backend server listening");
+    }
+    if let Some(c) = &config.connect {
+        tracing::info!(coordinator = %c.coordinator, backends = ?c.backends, "backend server dialing out to the coordinator's tunnel");
+    }
     shutdown.await;
     tracing::info!("shutting down: draining in-flight requests");
     bound.shutdown().await
@@ -79,20 +85,30 @@ pub async fn serve(
 
 /// Binds and starts serving in the background.
 pub async fn spawn(config: &ServerConfig, registry: Registry) -> Result<Bound, ServeError> {
-    let tls = config.tls.files().load()?.rustls_server_config()?;
+    let material = config.tls.files().load()?;
     let allowed: Arc<HashSet<String>> =
         Arc::new(config.tls.allowed_clients.iter().cloned().collect());
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: config.listen,
-        source,
-    })?;
-    let incoming = crate::accept::incoming(listener, tls);
+    // Connections come from the listener (the coordinator dials in), from
+    // the dialer (this server dials the coordinator's tunnel), or both.
+    let mut sources: Vec<Incoming> = Vec::new();
+    let mut local_addr = None;
+    if let Some(addr) = config.listen {
+        let bind_error = |source| ServeError::Bind { addr, source };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(bind_error)?;
+        local_addr = Some(listener.local_addr().map_err(bind_error)?);
+        let tls = material.rustls_server_config()?;
+        sources.push(Box::pin(crate::accept::incoming(listener, tls)));
+    }
+    if let Some(connect) = config.connect.clone() {
+        let mut tls = (*material.rustls_client_config()?).clone();
+        tls.alpn_protocols = vec![waldur_runtime::tunnel::ALPN.to_vec()];
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(crate::dial::dial_forever(connect, Arc::new(tls), tx));
+        sources.push(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)));
+    }
+    let incoming = futures::stream::select_all(sources);
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
@@ -109,8 +125,12 @@ pub async fn spawn(config: &ServerConfig, registry: Registry) -> Result<Bound, S
         health_stop_rx,
     ));
 
-    // Outermost first: the allowlist, then decoding.
+    // Outermost first: the allowlist, then decoding. HTTP/2 pings find a
+    // dead peer (a dial-out tunnel behind a NAT that forgot it) in under a
+    // minute.
     let router = Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
         .layer(InterceptorLayer::new(move |req: Request<()>| {
             authorize(&allowed, req)
         }))
@@ -134,6 +154,10 @@ pub async fn spawn(config: &ServerConfig, registry: Registry) -> Result<Bound, S
         task,
     })
 }
+
+/// A source of connections to serve.
+type Incoming =
+    std::pin::Pin<Box<dyn futures::Stream<Item = std::io::Result<crate::accept::TlsConn>> + Send>>;
 
 /// Checks the verified client certificate's SAN identities against the
 /// allowlist. The chain was already verified by rustls during the handshake.

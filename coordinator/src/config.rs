@@ -41,6 +41,10 @@ pub struct Config {
     /// The admin HTTP port (metrics, health, readiness); off when absent.
     #[serde(default)]
     pub admin: Option<AdminConfig>,
+    /// The tunnel listener for backend servers that dial out; off when
+    /// absent.
+    #[serde(default)]
+    pub tunnel: Option<TunnelConfig>,
     /// Helmholtz Cloud services answered over AMQP.
     #[serde(default)]
     pub helmholtz: crate::upstream::hca::HelmholtzConfig,
@@ -48,6 +52,30 @@ pub struct Config {
     #[serde(skip)]
     pub base_dir: PathBuf,
 }
+
+/// The tunnel listener: backend servers at sites without inbound ports
+/// dial it, and it carries the calls to the backends whose `endpoint` is
+/// `tunnel`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelConfig {
+    /// Address, for example `0.0.0.0:50052`.
+    pub listen: std::net::SocketAddr,
+    /// The coordinator's certificate as TLS server (issued with
+    /// `pki issue-client --tunnel`), its key, and the site CA that signs the
+    /// backend servers' certificates.
+    pub tls: waldur_runtime::TlsFiles,
+    /// Which backends each backend-server certificate identity (SAN) may
+    /// serve: a certificate connecting for a backend not listed under it
+    /// is refused.
+    pub allowed: BTreeMap<String, Vec<String>>,
+    /// Most calls in flight over one connection.
+    #[serde(default = "default_backend_concurrency")]
+    pub max_concurrency: usize,
+}
+
+/// The `endpoint` of a backend whose server dials the tunnel.
+pub const TUNNEL_ENDPOINT: &str = "tunnel";
 
 /// The admin HTTP port.
 #[derive(Debug, Clone, Deserialize)]
@@ -101,15 +129,18 @@ impl TimeoutConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
-    /// `https://host:port`.
+    /// `https://host:port`, or `tunnel` for a server that dials the
+    /// coordinator's tunnel listener.
     pub endpoint: String,
     /// Name the server certificate must carry; default: the endpoint's host.
     #[serde(default)]
     pub server_name: Option<String>,
     /// Instance name on that server.
     pub instance: String,
-    /// Our client certificate, key and the site CA.
-    pub tls: waldur_runtime::TlsFiles,
+    /// Our client certificate, key and the site CA (a `tunnel` backend
+    /// uses the tunnel's instead).
+    #[serde(default)]
+    pub tls: Option<waldur_runtime::TlsFiles>,
     /// Most calls in flight to this backend.
     #[serde(default = "default_backend_concurrency")]
     pub max_concurrency: usize,
@@ -531,10 +562,25 @@ impl Config {
             }
         }
         for (name, b) in &config.backends {
-            if !b.endpoint.starts_with("https://") {
+            if b.endpoint == TUNNEL_ENDPOINT {
+                let Some(t) = &config.tunnel else {
+                    return Err(err(format!(
+                        "backends.{name}.endpoint: tunnel needs the tunnel: section (where backend servers dial in)"
+                    )));
+                };
+                if !t.allowed.values().any(|names| names.contains(name)) {
+                    return Err(err(format!(
+                        "backends.{name}: no identity in tunnel.allowed may serve it, so its server could never connect"
+                    )));
+                }
+            } else if !b.endpoint.starts_with("https://") {
                 return Err(err(format!(
-                    "backends.{name}.endpoint: {:?} must be https:// (mutual TLS is required)",
+                    "backends.{name}.endpoint: {:?} must be https:// (mutual TLS is required) or tunnel",
                     b.endpoint
+                )));
+            } else if b.tls.is_none() {
+                return Err(err(format!(
+                    "backends.{name}.tls: the client certificate, key and CA are required for a direct connection"
                 )));
             }
             if name.contains(':') {

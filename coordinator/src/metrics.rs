@@ -33,6 +33,8 @@ pub const NAMES: &[&str] = &[
     "waldur_coordinator_breaker_trips_total",
     "waldur_coordinator_breaker_tripped",
     "waldur_coordinator_build_info",
+    "waldur_coordinator_tunnel_connected",
+    "waldur_coordinator_tunnel_connections_total",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -71,6 +73,11 @@ struct RpcLatencyLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OfferingLabel {
     offering: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabel {
+    backend: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -121,6 +128,8 @@ struct Metrics {
     hca: Family<HcaLabels, Counter>,
     breaker_trips: Family<ChangeLabels, Counter>,
     breaker_tripped: Family<OfferingLabel, Gauge>,
+    tunnel_up: Family<BackendLabel, Gauge>,
+    tunnel_connections: Family<BackendLabel, Counter>,
     last_report: Mutex<BTreeMap<String, SystemTime>>,
 }
 
@@ -200,6 +209,18 @@ fn metrics() -> &'static Metrics {
             "1 while the offering's last membership cycle had its destructive changes withheld",
             breaker_tripped.clone(),
         );
+        let tunnel_up = Family::default();
+        registry.register(
+            "tunnel_connected",
+            "1 while the backend's server is connected through the tunnel (dial-out backends only)",
+            tunnel_up.clone(),
+        );
+        let tunnel_connections = Family::default();
+        registry.register(
+            "tunnel_connections",
+            "Tunnel connections accepted per backend (reconnects are this minus one)",
+            tunnel_connections.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -221,9 +242,31 @@ fn metrics() -> &'static Metrics {
             hca,
             breaker_trips,
             breaker_tripped,
+            tunnel_up,
+            tunnel_connections,
             last_report: Mutex::new(BTreeMap::new()),
         }
     })
+}
+
+/// A backend's server connected through the tunnel.
+pub fn tunnel_connected(backend: &str) {
+    let m = metrics();
+    let label = BackendLabel {
+        backend: backend.into(),
+    };
+    m.tunnel_up.get_or_create(&label).set(1);
+    m.tunnel_connections.get_or_create(&label).inc();
+}
+
+/// A backend's tunnel connection closed.
+pub fn tunnel_disconnected(backend: &str) {
+    metrics()
+        .tunnel_up
+        .get_or_create(&BackendLabel {
+            backend: backend.into(),
+        })
+        .set(0);
 }
 
 /// One order finished a step; `latency` from its creation when done.

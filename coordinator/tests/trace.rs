@@ -144,8 +144,9 @@ async fn one_order_is_one_trace_from_the_coordinator_down_to_backend_commands() 
         "  - name: hpc\n    type: example\n    settings: {allocation_prefix: hpc_}\n".to_owned()
     };
     let server_config = format!(
-        "version: 1\nlisten: 127.0.0.1:{port}\nmetrics: {{listen: '127.0.0.1:{server_metrics}'}}\ntls:\n  ca: {d}/ca.pem\n  cert: {d}/server.pem\n  key: {d}/server.key\n  allowed_clients: [coordinator.test]\ninstances:\n{instance}",
-        d = dir.path().display()
+        "version: 1\n{transport}metrics: {{listen: '127.0.0.1:{server_metrics}'}}\ntls:\n  ca: {d}/ca.pem\n  cert: {d}/server.pem\n  key: {d}/server.key\n  allowed_clients: [coordinator.test]\ninstances:\n{instance}",
+        d = dir.path().display(),
+        transport = support::server_transport_yaml(port),
     );
     std::fs::write(dir.path().join("server.yaml"), server_config).unwrap();
     let mut server = std::process::Command::new(support::workspace_binary("waldur-backend-server"))

@@ -141,7 +141,8 @@ async fn run(command: Command) -> ExitCode {
             }
             tracing::info!(
                 version = env!("CARGO_PKG_VERSION"),
-                listen = %config.listen,
+                listen = ?config.listen,
+                connect = ?config.connect.as_ref().map(|c| &c.coordinator),
                 metrics = ?metrics,
                 instances = ?names,
                 allowed_clients = ?config.tls.allowed_clients,

@@ -41,7 +41,11 @@ async fn call(endpoint: Endpoint) -> Result<String, String> {
 }
 
 fn https(server: &Bound) -> Endpoint {
-    Endpoint::from_shared(format!("https://127.0.0.1:{}", server.local_addr.port())).unwrap()
+    Endpoint::from_shared(format!(
+        "https://127.0.0.1:{}",
+        server.local_addr.unwrap().port()
+    ))
+    .unwrap()
 }
 
 #[tokio::test]
@@ -121,8 +125,11 @@ async fn a_valid_certificate_with_an_identity_not_allowed_gets_permission_denied
 async fn a_plaintext_client_is_refused() {
     let pki = TestPki::new();
     let server = start(&pki).await;
-    let plain =
-        Endpoint::from_shared(format!("http://127.0.0.1:{}", server.local_addr.port())).unwrap();
+    let plain = Endpoint::from_shared(format!(
+        "http://127.0.0.1:{}",
+        server.local_addr.unwrap().port()
+    ))
+    .unwrap();
     assert!(call(plain).await.is_err());
     server.shutdown().await.unwrap();
 }
@@ -230,7 +237,7 @@ async fn refused_handshakes_are_counted_by_reason() {
         .domain_name("localhost");
     assert!(call(https(&server).tls_config(tls).unwrap()).await.is_err());
     // Plain HTTP on the TLS port.
-    let mut tcp = tokio::net::TcpStream::connect(server.local_addr)
+    let mut tcp = tokio::net::TcpStream::connect(server.local_addr.unwrap())
         .await
         .unwrap();
     tokio::io::AsyncWriteExt::write_all(&mut tcp, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -274,13 +281,13 @@ async fn handshakes_left_hanging_are_bounded_per_peer_and_the_rest_closed_at_onc
     let mut idle = Vec::new();
     for _ in 0..waldur_backend_sdk::MAX_HANDSHAKES_PER_PEER {
         idle.push(
-            tokio::net::TcpStream::connect(server.local_addr)
+            tokio::net::TcpStream::connect(server.local_addr.unwrap())
                 .await
                 .unwrap(),
         );
     }
     // One more from the same address is closed without a handshake.
-    let mut extra = tokio::net::TcpStream::connect(server.local_addr)
+    let mut extra = tokio::net::TcpStream::connect(server.local_addr.unwrap())
         .await
         .unwrap();
     let mut sink = Vec::new();

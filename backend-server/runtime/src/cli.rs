@@ -41,6 +41,10 @@ pub enum PkiCommand {
         /// Validity in days.
         #[arg(long, default_value_t = 365)]
         days: u32,
+        /// Also valid as a TLS client: for a backend server that dials out
+        /// to the coordinator's tunnel.
+        #[arg(long)]
+        tunnel: bool,
     },
     /// Issue a client (coordinator) certificate signed by <dir>/ca.*.
     ///
@@ -52,12 +56,20 @@ pub enum PkiCommand {
         /// Identity (SAN) backend servers allow in tls.allowed_clients.
         #[arg(long)]
         name: String,
+        /// More SANs: host names or IP addresses (with --tunnel, the names
+        /// backend servers dial).
+        #[arg(long)]
+        san: Vec<String>,
         /// File stem; default: the name.
         #[arg(long)]
         out: Option<String>,
         /// Validity in days.
         #[arg(long, default_value_t = 365)]
         days: u32,
+        /// Also valid as a TLS server: for the coordinator's tunnel
+        /// listener, which backend servers dial.
+        #[arg(long)]
+        tunnel: bool,
     },
 }
 
@@ -101,13 +113,22 @@ pub fn run(cmd: PkiCommand) -> Result<String, PkiCommandError> {
             san,
             out,
             days,
-        } => issue(&dir, Usage::Server, &name, &san, out, days),
+            tunnel,
+        } => {
+            let usage = if tunnel { Usage::Both } else { Usage::Server };
+            issue(&dir, usage, &name, &san, out, days)
+        }
         PkiCommand::IssueClient {
             dir,
             name,
+            san,
             out,
             days,
-        } => issue(&dir, Usage::Client, &name, &[], out, days),
+            tunnel,
+        } => {
+            let usage = if tunnel { Usage::Both } else { Usage::Client };
+            issue(&dir, usage, &name, &san, out, days)
+        }
     }
 }
 

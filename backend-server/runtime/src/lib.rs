@@ -27,6 +27,7 @@ pub mod shutdown;
 pub mod span;
 pub mod telemetry;
 pub mod tls;
+pub mod tunnel;
 
 pub use keyed_lock::{KeyedGuard, KeyedLock};
 pub use retry::RetryPolicy;

@@ -42,6 +42,10 @@ pub enum Usage {
     Server,
     /// A coordinator or another client (TLS client authentication).
     Client,
+    /// Both: for the dial-out tunnel, where the backend server is the TLS
+    /// client and the coordinator the TLS server, besides the direct
+    /// connection the other way round.
+    Both,
 }
 
 /// When a certificate is valid.
@@ -120,10 +124,14 @@ pub fn issue(
     }
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![match usage {
-        Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
-        Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
-    }];
+    params.extended_key_usages = match usage {
+        Usage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+        Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        Usage::Both => vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+    };
     params.use_authority_key_identifier_extension = true;
     params.not_before = validity.not_before;
     params.not_after = validity.not_after;

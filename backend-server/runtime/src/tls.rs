@@ -128,6 +128,33 @@ impl TlsMaterial {
         Ok(std::sync::Arc::new(config))
     }
 
+    /// A rustls client config presenting our certificate and trusting only
+    /// certificates the CA signed, for connections this side dials and
+    /// handshakes itself (the dial-out tunnel). The caller sets ALPN.
+    pub fn rustls_client_config(&self) -> Result<std::sync::Arc<rustls::ClientConfig>, TlsError> {
+        let parse = |e: &dyn std::fmt::Display| TlsError::Parse(e.to_string());
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut self.ca.as_slice()) {
+            roots
+                .add(cert.map_err(|e| parse(&e))?)
+                .map_err(|e| parse(&e))?;
+        }
+        let chain: Vec<_> = rustls_pemfile::certs(&mut self.cert.as_slice())
+            .collect::<Result<_, _>>()
+            .map_err(|e| parse(&e))?;
+        let key = rustls_pemfile::private_key(&mut self.key.as_slice())
+            .map_err(|e| parse(&e))?
+            .ok_or_else(|| TlsError::Parse("no private key".into()))?;
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| parse(&e))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| parse(&e))?;
+        Ok(std::sync::Arc::new(config))
+    }
+
     /// A tonic client config pinned to `server_name`.
     pub fn client_config(&self, server_name: &str) -> ClientTlsConfig {
         ClientTlsConfig::new()

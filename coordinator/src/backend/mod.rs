@@ -39,10 +39,12 @@ use crate::config::{BackendConfig, TimeoutConfig};
 
 mod error;
 mod session;
+pub mod tunnel;
 
 pub use error::{BackendCallError, ConnectError};
 use error::{not_the_backends_answer, retryable};
 pub use session::ResourceSession;
+pub use tunnel::{LinkStatus, TunnelHub};
 /// Retries of one backend call: three attempts, 200 ms then 400 ms apart
 /// (plus jitter), within the call's one deadline.
 pub const RETRY: RetryPolicy = RetryPolicy {
@@ -69,10 +71,18 @@ pub struct BackendHandle {
     inner: Arc<Inner>,
 }
 
+/// How calls reach the backend server.
+enum Transport {
+    /// A channel of our own: we dial the server (or host it in process).
+    Direct(BackendServiceClient<Channel>),
+    /// The server dials us: whatever connection the tunnel holds for it now.
+    Tunnel(Arc<TunnelHub>),
+}
+
 struct Inner {
     name: String,
     instance: String,
-    client: BackendServiceClient<Channel>,
+    transport: Transport,
     read_timeout: Duration,
     mutate_timeout: Duration,
     capabilities: OnceCell<HashSet<Capability>>,
@@ -105,8 +115,13 @@ impl BackendHandle {
         })?;
         let host = endpoint.uri().host().unwrap_or("localhost").to_owned();
         let server_name = config.server_name.clone().unwrap_or(host);
-        let tls = config
-            .tls
+        let files = config.tls.as_ref().ok_or_else(|| ConnectError::Tls {
+            name: name.to_owned(),
+            source: waldur_runtime::TlsError::Parse(
+                "tls is required for a direct connection".into(),
+            ),
+        })?;
+        let tls = files
             .client_config(&server_name)
             .map_err(|source| ConnectError::Tls {
                 name: name.to_owned(),
@@ -139,11 +154,35 @@ impl BackendHandle {
         channel: Channel,
         timeouts: &TimeoutConfig,
     ) -> Self {
+        Self::with_transport(
+            name,
+            instance,
+            Transport::Direct(BackendServiceClient::new(channel)),
+            timeouts,
+        )
+    }
+
+    /// A handle to a backend whose server dials the tunnel `hub`.
+    pub fn tunneled(
+        name: &str,
+        config: &BackendConfig,
+        timeouts: &TimeoutConfig,
+        hub: Arc<TunnelHub>,
+    ) -> Self {
+        Self::with_transport(name, &config.instance, Transport::Tunnel(hub), timeouts)
+    }
+
+    fn with_transport(
+        name: &str,
+        instance: &str,
+        transport: Transport,
+        timeouts: &TimeoutConfig,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 name: name.to_owned(),
                 instance: instance.to_owned(),
-                client: BackendServiceClient::new(channel),
+                transport,
                 read_timeout: Duration::from_secs(timeouts.backend_read_seconds.max(1)),
                 mutate_timeout: Duration::from_secs(timeouts.backend_mutate_seconds.max(1)),
                 capabilities: OnceCell::new(),
@@ -156,6 +195,33 @@ impl BackendHandle {
     /// Backend name (config key).
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// The tunnel connection's state, for a backend whose server dials in;
+    /// `None` for a direct connection.
+    pub fn link_status(&self) -> Option<LinkStatus> {
+        match &self.inner.transport {
+            Transport::Direct(_) => None,
+            Transport::Tunnel(hub) => Some(hub.status(&self.inner.name)),
+        }
+    }
+
+    /// The client for one call: the tunnel's current connection, or
+    /// UNAVAILABLE while the server is not connected (orders wait, as with
+    /// an unreachable server).
+    fn client(&self) -> Result<BackendServiceClient<Channel>, Status> {
+        match &self.inner.transport {
+            Transport::Direct(c) => Ok(c.clone()),
+            Transport::Tunnel(hub) => hub
+                .channel(&self.inner.name)
+                .map(BackendServiceClient::new)
+                .ok_or_else(|| {
+                    Status::unavailable(format!(
+                        "backend {} connects through the tunnel and its server is not connected",
+                        self.inner.name
+                    ))
+                }),
+        }
     }
 
     /// Instance name on the server.
@@ -215,12 +281,14 @@ impl BackendHandle {
                 req.set_timeout(left);
                 // The backend server continues this span's trace.
                 waldur_runtime::telemetry::inject_grpc(req.metadata_mut());
-                let answer = tokio::time::timeout_at(deadline, send(self.inner.client.clone(), req));
-                let result = match answer.await {
-                    Ok(r) => r.map_err(not_the_backends_answer),
-                    Err(_) => Err(Status::deadline_exceeded(format!(
-                        "no answer within {budget:?}"
-                    ))),
+                let result = match self.client() {
+                    Err(s) => Err(s),
+                    Ok(client) => match tokio::time::timeout_at(deadline, send(client, req)).await {
+                        Ok(r) => r.map_err(not_the_backends_answer),
+                        Err(_) => Err(Status::deadline_exceeded(format!(
+                            "no answer within {budget:?}"
+                        ))),
+                    },
                 };
                 match result {
                     Ok(resp) => return Ok(resp.into_inner()),

@@ -156,7 +156,39 @@ pub async fn run(config: &Config, coordinator: &Coordinator) -> bool {
             }
         }
     }
+    // Servers that dial in get a moment to connect to this process's
+    // tunnel listener (they retry with backoff, so a few seconds may not
+    // be enough; /readyz of the running coordinator is the lasting view).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while coordinator
+        .backends
+        .values()
+        .any(|b| b.link_status().is_some_and(|l| l.connected_since.is_none()))
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     for (name, backend) in &coordinator.backends {
+        if let Some(link) = backend.link_status() {
+            // `check` runs the tunnel listener only for its own few seconds:
+            // a server that dials in is seen only if it connects meanwhile.
+            if link.connected_since.is_none() {
+                line(
+                    false,
+                    format!(
+                        "backend {name}: dial-in through the tunnel, no server connected (the running coordinator's /readyz shows the link; check the server's connect: settings and tunnel.allowed)"
+                    ),
+                );
+                continue;
+            }
+            line(
+                true,
+                format!(
+                    "backend {name}: {}",
+                    crate::runtime::admin::describe_link(&link)
+                ),
+            );
+        }
         match backend.probe().await {
             Ok(p) if p.ready => line(
                 true,

@@ -156,3 +156,33 @@ fn an_invalid_timezone_is_refused() {
     let e = Config::parse(&text, Path::new("c.yaml"), &env()).unwrap_err();
     assert!(e.to_string().contains("Mars/Base"), "{e}");
 }
+
+#[test]
+fn a_tunnel_backend_needs_the_tunnel_section_and_an_identity_that_may_serve_it() {
+    let tunneled = base().replace(
+        "    endpoint: https://127.0.0.1:50051\n    server_name: localhost\n    instance: hpc\n    tls: {ca: /pki/ca.pem, cert: /pki/c.pem, key: /pki/c.key}\n",
+        "    endpoint: tunnel\n    instance: hpc\n",
+    );
+    let e = Config::parse(&tunneled, Path::new("c.yaml"), &env()).unwrap_err();
+    assert!(e.to_string().contains("needs the tunnel: section"), "{e}");
+    let section = "tunnel:\n  listen: 0.0.0.0:50052\n  tls: {ca: /pki/ca.pem, cert: /pki/t.pem, key: /pki/t.key}\n  allowed: {cluster.example.org: [other]}\n";
+    let e =
+        Config::parse(&format!("{section}{tunneled}"), Path::new("c.yaml"), &env()).unwrap_err();
+    assert!(
+        e.to_string().contains("no identity in tunnel.allowed"),
+        "{e}"
+    );
+    let ok = section.replace("[other]", "[hpc]");
+    let c = Config::parse(&format!("{ok}{tunneled}"), Path::new("c.yaml"), &env()).unwrap();
+    assert_eq!(c.backends["hpc"].endpoint, TUNNEL_ENDPOINT);
+}
+
+#[test]
+fn a_direct_backend_still_needs_its_tls_files() {
+    let text = base().replace(
+        "    tls: {ca: /pki/ca.pem, cert: /pki/c.pem, key: /pki/c.key}\n",
+        "",
+    );
+    let e = Config::parse(&text, Path::new("c.yaml"), &env()).unwrap_err();
+    assert!(e.to_string().contains("backends.hpc.tls"), "{e}");
+}

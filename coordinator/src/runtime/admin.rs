@@ -49,6 +49,21 @@ pub async fn serve(
     axum::serve(listener, app).await
 }
 
+/// How a dial-in backend is connected: since when, from which certificate,
+/// how often it reconnected.
+pub fn describe_link(l: &crate::backend::LinkStatus) -> String {
+    match (l.connected_since, &l.peer) {
+        (Some(since), Some(peer)) => format!(
+            "tunnel, connected since {} from {peer}, {} reconnects",
+            jiff::Timestamp::try_from(since)
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
+            l.reconnects
+        ),
+        _ => format!("tunnel, not connected, {} reconnects", l.reconnects),
+    }
+}
+
 /// Every readiness check, one line each (`ok ...` or `fail ...`).
 pub async fn readiness(c: &Coordinator) -> (bool, String) {
     const LIMIT: Duration = Duration::from_secs(3);
@@ -74,7 +89,12 @@ pub async fn readiness(c: &Coordinator) -> (bool, String) {
             Ok(Err(e)) => Some(e.to_string()),
             Err(_) => Some("no answer within 3 s".to_owned()),
         };
-        (format!("backend {name}"), problem)
+        // A dial-in backend says how it is connected.
+        let label = match b.link_status() {
+            None => format!("backend {name}"),
+            Some(l) => format!("backend {name} ({})", describe_link(&l)),
+        };
+        (label, problem)
     }));
     let (waldur, backends) = futures::join!(waldur, backends);
     lines.extend(waldur);

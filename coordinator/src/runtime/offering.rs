@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::backend::{BackendHandle, ConnectError};
+use crate::backend::{BackendHandle, ConnectError, TunnelHub};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, OfferingConfig};
+use crate::config::{Config, OfferingConfig, TUNNEL_ENDPOINT};
 use crate::processors::identity::Registration;
 use crate::processors::membership::MembershipProcessor;
 use crate::processors::orders::OrderProcessor;
@@ -66,6 +66,9 @@ pub enum BuildError {
     /// A backend's endpoint or TLS files.
     #[error(transparent)]
     Backend(#[from] ConnectError),
+    /// The tunnel listener.
+    #[error("{0}")]
+    Tunnel(String),
     /// A setting of one offering (the path names it by index).
     #[error("{source} (offering {name})")]
     Offering {
@@ -86,16 +89,51 @@ pub enum BuildError {
     },
 }
 
+/// The backends whose servers dial the tunnel.
+pub fn tunneled_backends(config: &Config) -> Vec<String> {
+    config
+        .backends
+        .iter()
+        .filter(|(_, b)| b.endpoint == TUNNEL_ENDPOINT)
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// A handle per configured backend: direct ones dial their server, tunnel
+/// ones use `hub` (which must be given when any backend is `tunnel`).
+pub fn backend_handles(
+    config: &Config,
+    hub: Option<&Arc<TunnelHub>>,
+) -> Result<BTreeMap<String, BackendHandle>, BuildError> {
+    let mut backends = BTreeMap::new();
+    for (name, b) in &config.backends {
+        let handle = if b.endpoint == TUNNEL_ENDPOINT {
+            let hub = hub.ok_or_else(|| {
+                BuildError::Tunnel(format!(
+                    "backends.{name}: endpoint tunnel needs the tunnel listener"
+                ))
+            })?;
+            BackendHandle::tunneled(name, b, &config.timeouts, hub.clone())
+        } else {
+            BackendHandle::remote(name, b, &config.timeouts)?
+        };
+        backends.insert(name.clone(), handle);
+    }
+    Ok(backends)
+}
+
 impl Coordinator {
     /// Builds clients for a config, connecting to backends over mutual TLS.
     pub fn build(config: &Config, env: &dyn Env) -> Result<Self, BuildError> {
-        let mut backends = BTreeMap::new();
-        for (name, b) in &config.backends {
-            backends.insert(
-                name.clone(),
-                BackendHandle::remote(name, b, &config.timeouts)?,
-            );
-        }
+        let hub = match &config.tunnel {
+            Some(t) => Some(TunnelHub::bind(t, tunneled_backends(config)).map_err(|e| {
+                BuildError::Tunnel(format!(
+                    "{e} (if the coordinator is already running, its /readyz shows each tunnel link)"
+                ))
+            })?),
+            None => None,
+        };
+        let backends = backend_handles(config, hub.as_ref())?;
         Self::with_backends(config, env, backends, Arc::new(SystemClock))
     }
 

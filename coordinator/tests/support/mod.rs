@@ -1,5 +1,9 @@
 //! A world for end-to-end tests: waldur-sim, a real backend server over
 //! mutual TLS hosting the example backend, and a coordinator wired to both.
+//!
+//! With `WALDUR_TEST_TUNNEL=1` every backend server dials out to the
+//! coordinator's tunnel listener instead of listening: the same tests run
+//! in dial-out mode (the helpers below switch; the tests do not change).
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,7 +14,7 @@ use std::time::Duration;
 
 use waldur_backend_example::{ExampleBackend, ExampleSettings};
 use waldur_backend_sdk::{Backend, Bound, Registry};
-use waldur_coordinator::backend::BackendHandle;
+use waldur_coordinator::backend::TunnelHub;
 use waldur_coordinator::clock::{Clock, ManualClock, SystemClock};
 use waldur_coordinator::config::Config;
 use waldur_coordinator::processors::membership::MembershipSummary;
@@ -116,42 +120,86 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Whether backend servers dial out to the coordinator's tunnel
+/// (`WALDUR_TEST_TUNNEL=1`) instead of listening.
+pub fn tunnel_mode() -> bool {
+    std::env::var_os("WALDUR_TEST_TUNNEL").is_some_and(|v| v == "1")
+}
+
 /// The coordinator config's `backends:` section: backend `hpc` on `port`
-/// with the [`write_pki`] client certificate.
+/// with the [`write_pki`] client certificate. In dial-out mode, the tunnel
+/// listener on `port` instead, allowing the server certificate to serve
+/// `hpc`.
 pub fn backends_yaml(dir: &Path, port: u16) -> String {
+    if tunnel_mode() {
+        return format!(
+            "tunnel:\n  listen: 127.0.0.1:{port}\n  tls: {{ca: {d}/ca.pem, cert: {d}/client.pem, key: {d}/client.key}}\n  allowed: {{localhost: [hpc]}}\nbackends:\n  hpc:\n    endpoint: tunnel\n    instance: hpc\n",
+            d = dir.display()
+        );
+    }
     format!(
         "backends:\n  hpc:\n    endpoint: https://127.0.0.1:{port}\n    server_name: localhost\n    instance: hpc\n    tls: {{ca: {d}/ca.pem, cert: {d}/client.pem, key: {d}/client.key}}\n",
         d = dir.display()
     )
 }
 
+/// A backend server config's transport line: listen on `port`, or, in
+/// dial-out mode, dial the coordinator's tunnel on `port`.
+pub fn server_transport_yaml(port: u16) -> String {
+    if tunnel_mode() {
+        format!(
+            "connect: {{coordinator: 'https://127.0.0.1:{port}', server_name: coordinator.test, backends: [hpc], max_backoff_seconds: 1}}\n"
+        )
+    } else {
+        format!("listen: 127.0.0.1:{port}\n")
+    }
+}
+
+/// The tunnel listener for a config, one per listen address in the whole
+/// test process (several coordinators of one test share it, as they share
+/// the port).
+fn hub(config: &Config) -> Option<Arc<TunnelHub>> {
+    static HUBS: std::sync::OnceLock<
+        std::sync::Mutex<BTreeMap<std::net::SocketAddr, Arc<TunnelHub>>>,
+    > = std::sync::OnceLock::new();
+    let t = config.tunnel.as_ref()?;
+    let mut hubs = HUBS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let hub = hubs.entry(t.listen).or_insert_with(|| {
+        TunnelHub::bind(
+            t,
+            waldur_coordinator::runtime::offering::tunneled_backends(config),
+        )
+        .unwrap()
+    });
+    Some(hub.clone())
+}
+
 pub fn write_pki(dir: &Path) {
     let ca = pki::create_ca("test ca", Validity::days(1)).unwrap();
     pki::write(dir, "ca", &ca).unwrap();
+    // Both purposes: in dial-out mode the backend server is the TLS client
+    // and the coordinator the TLS server.
     let server = pki::issue(
         &ca,
-        Usage::Server,
+        Usage::Both,
         "localhost",
         &["127.0.0.1".into()],
         Validity::days(1),
     )
     .unwrap();
     pki::write(dir, "server", &server).unwrap();
-    let client = pki::issue(
-        &ca,
-        Usage::Client,
-        "coordinator.test",
-        &[],
-        Validity::days(1),
-    )
-    .unwrap();
+    let client = pki::issue(&ca, Usage::Both, "coordinator.test", &[], Validity::days(1)).unwrap();
     pki::write(dir, "client", &client).unwrap();
 }
 
 pub async fn start_backend(dir: &Path, port: u16, backend: Arc<dyn Backend>) -> Bound {
     let config = format!(
-        "version: 1\nlisten: 127.0.0.1:{port}\ntls:\n  ca: {0}/ca.pem\n  cert: {0}/server.pem\n  key: {0}/server.key\n  allowed_clients: [coordinator.test]\ninstances:\n  - name: hpc\n    type: example\n",
-        dir.display()
+        "version: 1\n{transport}tls:\n  ca: {0}/ca.pem\n  cert: {0}/server.pem\n  key: {0}/server.key\n  allowed_clients: [coordinator.test]\ninstances:\n  - name: hpc\n    type: example\n",
+        dir.display(),
+        transport = server_transport_yaml(port),
     );
     let config = waldur_backend_sdk::config::ServerConfig::parse(&config, Path::new("t")).unwrap();
     waldur_backend_sdk::spawn(&config, Registry::single("hpc", backend).unwrap())
@@ -160,13 +208,9 @@ pub async fn start_backend(dir: &Path, port: u16, backend: Arc<dyn Backend>) -> 
 }
 
 pub fn build_coordinator(config: &Config, env: &MapEnv, clock: Option<ManualClock>) -> Coordinator {
-    let mut backends = BTreeMap::new();
-    for (name, b) in &config.backends {
-        backends.insert(
-            name.clone(),
-            BackendHandle::remote(name, b, &config.timeouts).unwrap(),
-        );
-    }
+    let backends =
+        waldur_coordinator::runtime::offering::backend_handles(config, hub(config).as_ref())
+            .unwrap();
     let clock: Arc<dyn Clock> = match clock {
         Some(c) => Arc::new(c),
         None => Arc::new(SystemClock),

@@ -1,0 +1,120 @@
+//! Dial-out: the backend server keeps one mutual-TLS connection to the
+//! coordinator's tunnel listener open and serves gRPC over it, so a site
+//! opens no inbound port. The connection is made here (TCP, TLS as the
+//! client with this server's certificate, the tunnel's opening lines) and
+//! handed to the same gRPC server as accepted connections; the coordinator's
+//! certificate goes through the same `allowed_clients` check.
+//!
+//! When a connection ends, or cannot be made, the dialer tries again for
+//! ever with capped exponential backoff and jitter; a connection that lived
+//! a minute resets the backoff.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use waldur_runtime::{RetryPolicy, tunnel};
+
+use crate::accept::{PeerInfo, TlsConn};
+use crate::config::ConnectConfig;
+
+/// A connection this long-lived was healthy: the next failure starts the
+/// backoff from the beginning.
+const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+
+/// Dials until `tx` is closed (the server shut down).
+pub(crate) async fn dial_forever(
+    config: ConnectConfig,
+    tls: Arc<rustls::ClientConfig>,
+    tx: mpsc::Sender<std::io::Result<TlsConn>>,
+) {
+    let policy = RetryPolicy {
+        max_attempts: u32::MAX,
+        initial_backoff: Duration::from_millis(250),
+        max_backoff: Duration::from_secs(config.max_backoff_seconds.max(1)),
+    };
+    let connector = tokio_rustls::TlsConnector::from(tls);
+    let mut failures: u32 = 0;
+    let mut connections: u64 = 0;
+    loop {
+        let attempt = tokio::select! {
+            () = tx.closed() => return,
+            r = tokio::time::timeout(tunnel::OPENING_TIMEOUT, connect(&config, &connector)) => r,
+        };
+        match attempt {
+            Ok(Ok((conn, closed))) => {
+                connections += 1;
+                crate::metrics::tunnel_connected();
+                tracing::info!(coordinator = %config.coordinator, backends = ?config.backends, reconnects = connections - 1, "tunnel to the coordinator open");
+                let since = Instant::now();
+                if tx.send(Ok(conn)).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    () = tx.closed() => return,
+                    _ = closed => {}
+                }
+                crate::metrics::tunnel_disconnected();
+                tracing::warn!(coordinator = %config.coordinator, lived_seconds = since.elapsed().as_secs(), "tunnel to the coordinator closed; reconnecting");
+                if since.elapsed() >= HEALTHY_AFTER {
+                    failures = 0;
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(coordinator = %config.coordinator, error = %e, "cannot open the tunnel to the coordinator");
+            }
+            Err(_) => {
+                tracing::warn!(coordinator = %config.coordinator, timeout = ?tunnel::OPENING_TIMEOUT, "the tunnel's opening timed out");
+            }
+        }
+        failures = failures.saturating_add(1);
+        let wait = policy.backoff(failures);
+        tokio::select! {
+            () = tx.closed() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// One connection: TCP, TLS, the opening. Returns the connection for the
+/// gRPC server and a receiver that completes when it is dropped.
+async fn connect(
+    config: &ConnectConfig,
+    connector: &tokio_rustls::TlsConnector,
+) -> Result<(TlsConn, oneshot::Receiver<()>), String> {
+    let (host, port) = config.address()?;
+    let name = ServerName::try_from(config.server_name())
+        .map_err(|e| format!("server name {:?}: {e}", config.server_name()))?;
+    let tcp = TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let remote_addr = tcp
+        .peer_addr()
+        .map_err(|e| format!("connection to {host}:{port}: {e}"))?;
+    let mut tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("tls handshake with {host}:{port}: {e}"))?;
+    tunnel::offer(&mut tls, &config.backends).await?;
+    let certs = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+        .unwrap_or_default();
+    let (closed_tx, closed_rx) = oneshot::channel();
+    Ok((
+        TlsConn {
+            inner: tokio_rustls::TlsStream::Client(tls),
+            peer: PeerInfo {
+                remote_addr,
+                certs: Arc::new(certs),
+            },
+            _closed: Some(closed_tx),
+        },
+        closed_rx,
+    ))
+}
