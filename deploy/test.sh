@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing (idempotently), then runs the
-# format check, clippy, every cargo test (the proto drift test included), buf
-# lint/breaking, the conformance suite over mutual TLS against the
-# example backend server and the Python backend, and the deployment checks.
+# format check, clippy, every cargo test (the proto drift test included), the
+# end-to-end suite a second time with the backend servers dialing out to the
+# coordinator's tunnel, buf lint/breaking, the conformance suite over mutual
+# TLS against every backend, and the deployment checks.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -26,6 +27,13 @@ say "cargo build"
 cargo build --workspace --bins --quiet
 say "cargo test"
 cargo test --workspace --quiet 2>&1 | grep -v '^$' | grep -vE '^(running 0 tests|test result: ok. 0 passed)'
+test "${PIPESTATUS[0]}" -eq 0
+
+say "the end-to-end suite again, every backend server dialing out to the coordinator's tunnel"
+WALDUR_TEST_TUNNEL=1 cargo test -p waldur-coordinator --quiet \
+    --test orders --test membership --test report --test events --test events_broker \
+    --test hca --test hca_broker --test usernames --test safety --test trace \
+    --test slurm --test moab --test mup 2>&1 | grep -v '^$' | grep -vE '^(running 0 tests|test result: ok. 0 passed)'
 test "${PIPESTATUS[0]}" -eq 0
 
 if ensure_buf; then

@@ -456,6 +456,7 @@ mod tests {
         event("o", "order", true);
         hca_request("s", Some("PingV1"), "pong");
         breaker("o", Some("members_removed"));
+        tunnel_connected("b");
         let text = encode();
         for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
             let name = line.split_whitespace().nth(2).unwrap_or_default();
