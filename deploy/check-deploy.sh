@@ -34,6 +34,10 @@ histogram waldur_backend_rpc_duration_seconds             method
 counter   waldur_backend_commands_total                   binary outcome
 histogram waldur_backend_command_duration_seconds         binary
 counter   waldur_backend_tls_handshakes_refused_total     reason
+gauge     waldur_coordinator_tunnel_connected             backend
+counter   waldur_coordinator_tunnel_connections_total     backend
+gauge     waldur_backend_tunnel_connected
+counter   waldur_backend_tunnel_connections_total
 '
 export METRICS
 

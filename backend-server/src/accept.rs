@@ -1,9 +1,9 @@
 //! Accepting connections: the mutual-TLS handshake run here rather than
 //! inside tonic, so a refused handshake is seen. Each refusal is counted
 //! (`waldur_backend_tls_handshakes_refused_total{reason}`) and logged at info
-//! with the peer address and the reason, at most [`LOG_BURST`] lines a
-//! minute (a scanner must not flood the log); the lines held back are
-//! counted in the next one. Accepted connections carry the peer's address
+//! with the peer address and the reason, at most
+//! [`waldur_runtime::handshake::LOG_BURST`] lines a minute (a scanner must
+//! not flood the log); the lines held back are counted in the next one. Accepted connections carry the peer's address
 //! and certificates to the allowlist check as [`PeerInfo`].
 //!
 //! Handshakes in progress are bounded, in all ([`MAX_HANDSHAKES`]) and per
@@ -12,68 +12,19 @@
 //! cannot crowd out the coordinator from another address. A connection over
 //! the bounds is closed at once (reason `busy`).
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tonic::transport::server::Connected;
 
-/// Longest a client may take for the handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Refusals logged per minute.
-const LOG_BURST: u32 = 10;
-/// Handshakes in progress at once.
-pub const MAX_HANDSHAKES: usize = 256;
-/// Handshakes in progress at once from one address.
-pub const MAX_HANDSHAKES_PER_PEER: usize = 32;
-
-/// Handshakes in progress, in all and per address.
-#[derive(Debug, Default)]
-struct InFlight {
-    total: usize,
-    per_peer: HashMap<IpAddr, usize>,
-}
-
-/// A handshake slot, given back on drop.
-struct Slot {
-    in_flight: Arc<Mutex<InFlight>>,
-    peer: IpAddr,
-}
-
-impl Slot {
-    fn take(in_flight: &Arc<Mutex<InFlight>>, peer: IpAddr) -> Option<Self> {
-        let mut f = in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        let mine = f.per_peer.get(&peer).copied().unwrap_or(0);
-        if f.total >= MAX_HANDSHAKES || mine >= MAX_HANDSHAKES_PER_PEER {
-            return None;
-        }
-        f.total += 1;
-        f.per_peer.insert(peer, mine + 1);
-        Some(Self {
-            in_flight: in_flight.clone(),
-            peer,
-        })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut f = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        f.total = f.total.saturating_sub(1);
-        if let Some(n) = f.per_peer.get_mut(&self.peer) {
-            *n -= 1;
-            if *n == 0 {
-                f.per_peer.remove(&self.peer);
-            }
-        }
-    }
-}
+use waldur_runtime::handshake::{HANDSHAKE_TIMEOUT, RefusalLog, Slots};
+pub use waldur_runtime::handshake::{MAX_HANDSHAKES, MAX_HANDSHAKES_PER_PEER};
 
 /// Who is on the other end of an accepted connection.
 #[derive(Debug, Clone)]
@@ -86,7 +37,7 @@ pub struct PeerInfo {
 
 /// A mutual-TLS connection the server serves gRPC on: accepted from a
 /// client, or dialed out to the coordinator's tunnel (then the TLS client
-/// side, and `closed` tells the dialer when the connection is gone).
+/// side, and dropping `_closed` tells the dialer the connection is gone).
 pub struct TlsConn {
     pub(crate) inner: tokio_rustls::TlsStream<TcpStream>,
     pub(crate) peer: PeerInfo,
@@ -150,8 +101,8 @@ pub fn incoming(
 ) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsConn>> {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let limiter = Arc::new(Mutex::new(Limiter::default()));
-    let in_flight = Arc::new(Mutex::new(InFlight::default()));
+    let log = RefusalLog::new("tls handshake refused");
+    let slots = Slots::default();
     tokio::spawn(async move {
         loop {
             // The server dropping the stream (shutdown) closes the listener.
@@ -168,17 +119,12 @@ pub fn incoming(
                     continue;
                 }
             };
-            let Some(slot) = Slot::take(&in_flight, remote_addr.ip()) else {
-                refused(
-                    &limiter,
-                    remote_addr,
-                    "busy",
-                    "too many handshakes in progress",
-                );
+            let Some(slot) = slots.take(remote_addr.ip()) else {
+                refused(&log, remote_addr, "busy", "too many handshakes in progress");
                 continue;
             };
             let _ = tcp.set_nodelay(true);
-            let (tx, acceptor, limiter) = (tx.clone(), acceptor.clone(), limiter.clone());
+            let (tx, acceptor, log) = (tx.clone(), acceptor.clone(), log.clone());
             tokio::spawn(async move {
                 let outcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
                 drop(slot);
@@ -200,12 +146,12 @@ pub fn incoming(
                         }
                     }
                     Ok(Err(e)) => {
-                        refused(&limiter, remote_addr, classify(&e), &e.to_string());
+                        refused(&log, remote_addr, classify(&e), &e.to_string());
                         return;
                     }
                     Err(_) => {
                         let detail = format!("no handshake within {HANDSHAKE_TIMEOUT:?}");
-                        refused(&limiter, remote_addr, "timeout", &detail);
+                        refused(&log, remote_addr, "timeout", &detail);
                         return;
                     }
                 };
@@ -238,37 +184,8 @@ fn classify(e: &std::io::Error) -> &'static str {
     }
 }
 
-/// At most [`LOG_BURST`] log lines a minute.
-#[derive(Debug)]
-struct Limiter {
-    window: Instant,
-    logged: u32,
-    held_back: u64,
-}
-
-impl Default for Limiter {
-    fn default() -> Self {
-        Self {
-            window: Instant::now(),
-            logged: 0,
-            held_back: 0,
-        }
-    }
-}
-
-fn refused(limiter: &Mutex<Limiter>, peer: SocketAddr, reason: &'static str, detail: &str) {
+/// Counts a refused connection and logs it (rate-limited).
+fn refused(log: &RefusalLog, peer: SocketAddr, reason: &'static str, detail: &str) {
     crate::metrics::tls_refused(reason);
-    let mut l = limiter.lock().unwrap_or_else(|p| p.into_inner());
-    if l.window.elapsed() >= Duration::from_secs(60) {
-        l.window = Instant::now();
-        l.logged = 0;
-    }
-    if l.logged >= LOG_BURST {
-        l.held_back += 1;
-        return;
-    }
-    l.logged += 1;
-    let held_back = std::mem::take(&mut l.held_back);
-    drop(l);
-    tracing::info!(%peer, reason, detail, held_back, "tls handshake refused");
+    log.refused(peer, reason, detail);
 }

@@ -9,6 +9,7 @@
 //! ever with capped exponential backoff and jitter; a connection that lived
 //! a minute resets the backoff.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,10 +25,14 @@ use crate::config::ConnectConfig;
 /// backoff from the beginning.
 const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 
-/// Dials until `tx` is closed (the server shut down).
+/// Dials until `tx` is closed (the server shut down). `allowed` are the
+/// client identities of `tls.allowed_clients`: the coordinator's
+/// certificate must carry one, checked before anything is offered (every
+/// call is checked against it again, as on accepted connections).
 pub(crate) async fn dial_forever(
     config: ConnectConfig,
     tls: Arc<rustls::ClientConfig>,
+    allowed: Arc<HashSet<String>>,
     tx: mpsc::Sender<std::io::Result<TlsConn>>,
 ) {
     let policy = RetryPolicy {
@@ -41,7 +46,7 @@ pub(crate) async fn dial_forever(
     loop {
         let attempt = tokio::select! {
             () = tx.closed() => return,
-            r = tokio::time::timeout(tunnel::OPENING_TIMEOUT, connect(&config, &connector)) => r,
+            r = tokio::time::timeout(tunnel::OPENING_TIMEOUT, connect(&config, &connector, &allowed)) => r,
         };
         match attempt {
             Ok(Ok((conn, closed))) => {
@@ -83,6 +88,7 @@ pub(crate) async fn dial_forever(
 async fn connect(
     config: &ConnectConfig,
     connector: &tokio_rustls::TlsConnector,
+    allowed: &HashSet<String>,
 ) -> Result<(TlsConn, oneshot::Receiver<()>), String> {
     let (host, port) = config.address()?;
     let name = ServerName::try_from(config.server_name())
@@ -98,13 +104,27 @@ async fn connect(
         .connect(name, tcp)
         .await
         .map_err(|e| format!("tls handshake with {host}:{port}: {e}"))?;
-    tunnel::offer(&mut tls, &config.backends).await?;
-    let certs = tls
+    let certs: Vec<_> = tls
         .get_ref()
         .1
         .peer_certificates()
         .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
         .unwrap_or_default();
+    // A coordinator whose identity is not allowed would get
+    // PERMISSION_DENIED on every call: say so now, not "connected".
+    let identities = certs
+        .first()
+        .map(|leaf| waldur_runtime::peer_identities(leaf))
+        .transpose()
+        .map_err(|e| format!("the coordinator's certificate: {e}"))?
+        .unwrap_or_default();
+    if !identities.iter().any(|id| allowed.contains(id)) {
+        return Err(format!(
+            "the coordinator's identity {} is not in tls.allowed_clients",
+            identities.first().map(String::as_str).unwrap_or("<none>")
+        ));
+    }
+    tunnel::offer(&mut tls, &config.backends).await?;
     let (closed_tx, closed_rx) = oneshot::channel();
     Ok((
         TlsConn {

@@ -105,7 +105,12 @@ pub async fn spawn(config: &ServerConfig, registry: Registry) -> Result<Bound, S
         let mut tls = (*material.rustls_client_config()?).clone();
         tls.alpn_protocols = vec![waldur_runtime::tunnel::ALPN.to_vec()];
         let (tx, rx) = tokio::sync::mpsc::channel(1);
-        tokio::spawn(crate::dial::dial_forever(connect, Arc::new(tls), tx));
+        tokio::spawn(crate::dial::dial_forever(
+            connect,
+            Arc::new(tls),
+            allowed.clone(),
+            tx,
+        ));
         sources.push(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)));
     }
     let incoming = futures::stream::select_all(sources);

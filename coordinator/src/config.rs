@@ -561,8 +561,31 @@ impl Config {
                 }
             }
         }
+        if let Some(t) = &config.tunnel {
+            for (identity, names) in &t.allowed {
+                if let Some(other) = names.iter().find(|n| {
+                    config
+                        .backends
+                        .get(*n)
+                        .is_none_or(|b| b.endpoint != TUNNEL_ENDPOINT)
+                }) {
+                    return Err(err(format!(
+                        "tunnel.allowed.{identity}: {other} is not a backend with endpoint: tunnel"
+                    )));
+                }
+            }
+        }
         for (name, b) in &config.backends {
             if b.endpoint == TUNNEL_ENDPOINT {
+                // The name travels in the tunnel's opening line.
+                if !name
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+                {
+                    return Err(err(format!(
+                        "backends.{name}: a tunnel backend's name may hold only letters, digits, '-', '_' and '.'"
+                    )));
+                }
                 let Some(t) = &config.tunnel else {
                     return Err(err(format!(
                         "backends.{name}.endpoint: tunnel needs the tunnel: section (where backend servers dial in)"

@@ -459,11 +459,6 @@ async fn the_mock_portal_subcommand_pings_and_allocates_with_the_shipped_payload
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_names_the_broker_setting_to_fix_when_the_login_is_refused() {
-    // `check` binds the tunnel's port, which this test's own coordinator
-    // holds in dial-out mode; the check's broker lines do not depend on it.
-    if support::tunnel_mode() {
-        return;
-    }
     let s = Setup::new(Arc::new(example())).await;
     let strict = s.dir.path().join("strict.yaml");
     std::fs::write(

@@ -17,6 +17,7 @@
 
 pub mod cli;
 pub mod exposition;
+pub mod handshake;
 pub mod keyed_lock;
 pub mod pki;
 pub mod retry;

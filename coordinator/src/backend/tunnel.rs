@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tonic::transport::{Channel, Endpoint};
+use waldur_runtime::handshake::{RefusalLog, Slot, Slots};
 use waldur_runtime::tunnel;
 
 use crate::config::TunnelConfig;
@@ -54,6 +55,9 @@ pub struct LinkStatus {
     pub reconnects: u64,
     /// The certificate identity of the connected server.
     pub peer: Option<String>,
+    /// This process listens for the server (false when another process,
+    /// the running coordinator, holds the tunnel's port).
+    pub listening: bool,
 }
 
 #[derive(Clone)]
@@ -66,19 +70,22 @@ struct Link {
 
 #[derive(Default)]
 struct Links {
+    /// The connection each backend is reached through now.
     current: HashMap<String, Link>,
+    /// Connections accepted per backend so far (reconnects are one less).
     accepted: HashMap<String, u64>,
 }
 
 /// The tunnel listener and the connections it holds, by backend name.
-/// Dropping it stops the listener and closes every connection (the backend
-/// servers then dial the next coordinator that listens).
+/// Dropping it stops the listener and closes every connection; the backend
+/// servers keep dialing until a coordinator listens again.
 pub struct TunnelHub {
     links: Mutex<Links>,
-    local_addr: SocketAddr,
+    /// `None` for a detached hub (another process holds the port).
+    local_addr: Option<SocketAddr>,
     next_id: AtomicU64,
     /// Dropped with the hub: stops the accept loop.
-    _stop: oneshot::Sender<()>,
+    _stop: Option<oneshot::Sender<()>>,
 }
 
 impl std::fmt::Debug for TunnelHub {
@@ -105,10 +112,16 @@ impl TunnelHub {
         let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
         let hub = Arc::new(Self {
             links: Mutex::new(Links::default()),
-            local_addr,
+            local_addr: Some(local_addr),
             next_id: AtomicU64::new(1),
-            _stop: stop_tx,
+            _stop: Some(stop_tx),
         });
+        // Every tunnel backend has its series from the start, so an alert on
+        // "not connected" fires for a server that never dialed in too.
+        for name in &served {
+            crate::metrics::tunnel_disconnected(name);
+        }
+        tracing::info!(addr = %local_addr, backends = ?served, "tunnel listening for backend servers");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
         let rules = Arc::new(Rules {
             allowed: config.allowed.clone(),
@@ -116,6 +129,11 @@ impl TunnelHub {
             max_concurrency: config.max_concurrency.max(1),
         });
         let weak = Arc::downgrade(&hub);
+        // The port faces the sites' networks: openings in progress are
+        // bounded in all and per address, and refusals are logged at a
+        // bounded rate, as on the backend server's own port.
+        let slots = Slots::default();
+        let log = RefusalLog::new("tunnel connection refused");
         tokio::spawn(async move {
             loop {
                 let accepted = tokio::select! {
@@ -132,20 +150,34 @@ impl TunnelHub {
                 };
                 // The hub is gone (the coordinator stopped): stop accepting.
                 let Some(hub) = weak.upgrade() else { return };
-                let (acceptor, rules) = (acceptor.clone(), rules.clone());
+                let Some(slot) = slots.take(remote.ip()) else {
+                    log.refused(remote, "busy", "too many openings in progress");
+                    continue;
+                };
+                let (acceptor, rules, log) = (acceptor.clone(), rules.clone(), log.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = hub.admit(tcp, &acceptor, &rules).await {
-                        tracing::warn!(peer = %remote, error = %e, "tunnel connection refused");
+                    if let Err(e) = hub.admit(tcp, &acceptor, &rules, slot).await {
+                        log.refused(remote, "opening", &e);
                     }
                 });
             }
         });
-        tracing::info!(addr = %local_addr, "tunnel listening for backend servers");
         Ok(hub)
     }
 
-    /// The bound address.
-    pub fn local_addr(&self) -> SocketAddr {
+    /// A hub without a listener, for commands that run beside a running
+    /// coordinator holding the port: no backend is ever connected.
+    pub fn detached() -> Arc<Self> {
+        Arc::new(Self {
+            links: Mutex::new(Links::default()),
+            local_addr: None,
+            next_id: AtomicU64::new(1),
+            _stop: None,
+        })
+    }
+
+    /// The bound address; `None` for a detached hub.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local_addr
     }
 
@@ -162,16 +194,19 @@ impl TunnelHub {
     pub fn status(&self, backend: &str) -> LinkStatus {
         let links = self.links();
         let accepted = links.accepted.get(backend).copied().unwrap_or(0);
+        let listening = self.local_addr.is_some();
         match links.current.get(backend) {
             Some(l) => LinkStatus {
                 connected_since: Some(l.since),
                 reconnects: accepted.saturating_sub(1),
                 peer: Some(l.peer.clone()),
+                listening,
             },
             None => LinkStatus {
                 connected_since: None,
                 reconnects: accepted.saturating_sub(1),
                 peer: None,
+                listening,
             },
         }
     }
@@ -182,8 +217,10 @@ impl TunnelHub {
         tcp: TcpStream,
         acceptor: &tokio_rustls::TlsAcceptor,
         rules: &Rules,
+        slot: Slot,
     ) -> Result<(), String> {
         let _ = tcp.set_nodelay(true);
+        // The whole opening (TLS handshake and the offer) within one bound.
         let opened = tokio::time::timeout(tunnel::OPENING_TIMEOUT, async {
             let mut tls = acceptor
                 .accept(tcp)
@@ -214,7 +251,10 @@ impl TunnelHub {
         })
         .await
         .map_err(|_| format!("no opening within {:?}", tunnel::OPENING_TIMEOUT))??;
+        drop(slot);
         let (tls, identity, backends) = opened;
+        // Ids follow arrival: of two connections for one backend, the later
+        // one wins even if its HTTP/2 setup finishes first.
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (closed_tx, closed_rx) = oneshot::channel();
         let slot = Arc::new(Mutex::new(Some(Watched {
@@ -223,7 +263,9 @@ impl TunnelHub {
         })));
         // The connector hands out this one connection once: a channel whose
         // connection ends cannot dial anew (the server dials us); it fails
-        // until a newer connection replaces it.
+        // until a newer connection replaces it. `http://` because the TLS is
+        // already done (tonic must not add its own); the host is only the
+        // authority the server sees.
         let channel = Endpoint::from_static("http://tunnel.invalid")
             .concurrency_limit(rules.max_concurrency)
             .http2_keep_alive_interval(Duration::from_secs(20))
@@ -243,6 +285,11 @@ impl TunnelHub {
         {
             let mut links = self.links();
             for name in &backends {
+                *links.accepted.entry(name.clone()).or_default() += 1;
+                if links.current.get(name).is_some_and(|l| l.id > id) {
+                    tracing::warn!(backend = %name, peer = %identity, "an older tunnel connection finished after a newer one; dropped");
+                    continue;
+                }
                 let replaced = links.current.insert(
                     name.clone(),
                     Link {
@@ -252,9 +299,8 @@ impl TunnelHub {
                         peer: identity.clone(),
                     },
                 );
-                *links.accepted.entry(name.clone()).or_default() += 1;
                 if let Some(old) = replaced {
-                    tracing::warn!(backend = %name, peer = %identity, previous_peer = %old.peer, "a newer tunnel connection replaces the previous one");
+                    tracing::warn!(backend = %name, peer = %identity, previous_peer = %old.peer, "a newer tunnel connection replaces the previous one (two servers serving one backend replace each other for ever: run one)");
                 }
                 crate::metrics::tunnel_connected(name);
             }
@@ -344,6 +390,18 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 

@@ -8,6 +8,18 @@ use crate::runtime::Coordinator;
 
 /// Prints the checks; true when all passed.
 pub async fn run(config: &Config, coordinator: &Coordinator) -> bool {
+    // Servers that dial in get a moment to connect to this process's
+    // tunnel listener (they retry with backoff, so a few seconds may not
+    // be enough; /readyz of the running coordinator is the lasting view). First,
+    // so that the plans and component checks below can reach them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while coordinator.backends.values().any(|b| {
+        b.link_status()
+            .is_some_and(|l| l.listening && l.connected_since.is_none())
+    }) && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let mut ok = true;
     let mut line = |pass: bool, what: String| {
         println!("{} {what}", if pass { "PASS" } else { "FAIL" });
@@ -156,22 +168,11 @@ pub async fn run(config: &Config, coordinator: &Coordinator) -> bool {
             }
         }
     }
-    // Servers that dial in get a moment to connect to this process's
-    // tunnel listener (they retry with backoff, so a few seconds may not
-    // be enough; /readyz of the running coordinator is the lasting view).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while coordinator
-        .backends
-        .values()
-        .any(|b| b.link_status().is_some_and(|l| l.connected_since.is_none()))
-        && std::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
     for (name, backend) in &coordinator.backends {
         if let Some(link) = backend.link_status() {
-            // `check` runs the tunnel listener only for its own few seconds:
-            // a server that dials in is seen only if it connects meanwhile.
+            // `check` runs the tunnel listener only for its own few seconds
+            // (none when a running coordinator holds the port): a server
+            // that dials in is seen only if it connects meanwhile.
             if link.connected_since.is_none() {
                 line(
                     false,

@@ -22,6 +22,7 @@ use waldur_runtime::secret::ProcessEnv;
 
 use crate::config::Config;
 use crate::runtime::Coordinator;
+use crate::runtime::offering::TunnelPort;
 
 /// Exit status of a config error (sysexits `EX_CONFIG`).
 pub const EX_CONFIG: u8 = 64;
@@ -263,7 +264,7 @@ pub async fn dispatch(command: Command) -> ExitCode {
             offering,
             allow_destructive,
         } => {
-            let Some((config, coordinator)) = load(&config) else {
+            let Some((config, coordinator)) = load_with(&config, TunnelPort::Required) else {
                 return ExitCode::from(EX_CONFIG);
             };
             if once {
@@ -377,6 +378,11 @@ fn trace_export_on() -> bool {
 }
 
 pub(crate) fn load(path: &std::path::Path) -> Option<(Config, Coordinator)> {
+    load_with(path, TunnelPort::Shared)
+}
+
+/// As [`load`]; `run` needs the tunnel's port for itself.
+pub(crate) fn load_with(path: &std::path::Path, port: TunnelPort) -> Option<(Config, Coordinator)> {
     let config = match Config::load(path, &ProcessEnv) {
         Ok(c) => c,
         Err(e) => {
@@ -384,7 +390,7 @@ pub(crate) fn load(path: &std::path::Path) -> Option<(Config, Coordinator)> {
             return None;
         }
     };
-    match Coordinator::build(&config, &ProcessEnv) {
+    match Coordinator::build_with_tunnel(&config, &ProcessEnv, port) {
         Ok(c) => Some((config, c)),
         Err(e) => {
             eprintln!("error: invalid config {}: {e}", path.display());

@@ -163,17 +163,26 @@ fn a_tunnel_backend_needs_the_tunnel_section_and_an_identity_that_may_serve_it()
         "    endpoint: https://127.0.0.1:50051\n    server_name: localhost\n    instance: hpc\n    tls: {ca: /pki/ca.pem, cert: /pki/c.pem, key: /pki/c.key}\n",
         "    endpoint: tunnel\n    instance: hpc\n",
     );
-    let e = Config::parse(&tunneled, Path::new("c.yaml"), &env()).unwrap_err();
+    let parse = |text: String| Config::parse(&text, Path::new("c.yaml"), &env());
+    let e = parse(tunneled.clone()).unwrap_err();
     assert!(e.to_string().contains("needs the tunnel: section"), "{e}");
-    let section = "tunnel:\n  listen: 0.0.0.0:50052\n  tls: {ca: /pki/ca.pem, cert: /pki/t.pem, key: /pki/t.key}\n  allowed: {cluster.example.org: [other]}\n";
-    let e =
-        Config::parse(&format!("{section}{tunneled}"), Path::new("c.yaml"), &env()).unwrap_err();
+    let section = |allowed: &str| {
+        format!(
+            "tunnel:\n  listen: 0.0.0.0:50052\n  tls: {{ca: /pki/ca.pem, cert: /pki/t.pem, key: /pki/t.key}}\n  allowed: {{{allowed}}}\n{tunneled}"
+        )
+    };
+    let e = parse(section("cluster.example.org: []")).unwrap_err();
     assert!(
         e.to_string().contains("no identity in tunnel.allowed"),
         "{e}"
     );
-    let ok = section.replace("[other]", "[hpc]");
-    let c = Config::parse(&format!("{ok}{tunneled}"), Path::new("c.yaml"), &env()).unwrap();
+    let e = parse(section("cluster.example.org: [hpc, other]")).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("tunnel.allowed.cluster.example.org: other is not a backend"),
+        "{e}"
+    );
+    let c = parse(section("cluster.example.org: [hpc]")).unwrap();
     assert_eq!(c.backends["hpc"].endpoint, TUNNEL_ENDPOINT);
 }
 

@@ -52,6 +52,9 @@ pub async fn serve(
 /// How a dial-in backend is connected: since when, from which certificate,
 /// how often it reconnected.
 pub fn describe_link(l: &crate::backend::LinkStatus) -> String {
+    if !l.listening {
+        return "tunnel, its port is held by another process (the running coordinator: see its /readyz)".into();
+    }
     match (l.connected_since, &l.peer) {
         (Some(since), Some(peer)) => format!(
             "tunnel, connected since {} from {peer}, {} reconnects",
@@ -91,7 +94,7 @@ pub async fn readiness(c: &Coordinator) -> (bool, String) {
         };
         // A dial-in backend says how it is connected.
         let label = match b.link_status() {
-            None => format!("backend {name}"),
+            None => format!("backend {name} (direct)"),
             Some(l) => format!("backend {name} ({})", describe_link(&l)),
         };
         (label, problem)

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::backend::tunnel::TunnelError;
 use crate::backend::{BackendHandle, ConnectError, TunnelHub};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, OfferingConfig, TUNNEL_ENDPOINT};
@@ -89,6 +90,16 @@ pub enum BuildError {
     },
 }
 
+/// What a command does when the tunnel's port is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunnelPort {
+    /// `run`: the port is ours or nothing starts.
+    Required,
+    /// `check`, `plan` and the one-off commands, which run beside a running
+    /// coordinator: a taken port leaves the tunnel backends unreachable.
+    Shared,
+}
+
 /// The backends whose servers dial the tunnel.
 pub fn tunneled_backends(config: &Config) -> Vec<String> {
     config
@@ -125,13 +136,40 @@ pub fn backend_handles(
 impl Coordinator {
     /// Builds clients for a config, connecting to backends over mutual TLS.
     pub fn build(config: &Config, env: &dyn Env) -> Result<Self, BuildError> {
+        Self::build_with_tunnel(config, env, TunnelPort::Required)
+    }
+
+    /// Builds clients; `port` says what to do when another process (the
+    /// running coordinator) holds the tunnel's port.
+    pub fn build_with_tunnel(
+        config: &Config,
+        env: &dyn Env,
+        port: TunnelPort,
+    ) -> Result<Self, BuildError> {
+        let served = tunneled_backends(config);
         let hub = match &config.tunnel {
-            Some(t) => Some(TunnelHub::bind(t, tunneled_backends(config)).map_err(|e| {
-                BuildError::Tunnel(format!(
-                    "{e} (if the coordinator is already running, its /readyz shows each tunnel link)"
-                ))
-            })?),
             None => None,
+            Some(_) if served.is_empty() => {
+                tracing::warn!(
+                    "tunnel: no backend has endpoint: tunnel, so the tunnel does not listen"
+                );
+                None
+            }
+            Some(t) => match TunnelHub::bind(t, served) {
+                Ok(hub) => Some(hub),
+                Err(TunnelError::Bind { source, .. })
+                    if port == TunnelPort::Shared
+                        && source.kind() == std::io::ErrorKind::AddrInUse =>
+                {
+                    tracing::info!(listen = %t.listen, "the tunnel's port is in use (a running coordinator): its /readyz shows each tunnel link");
+                    Some(TunnelHub::detached())
+                }
+                Err(e) => {
+                    return Err(BuildError::Tunnel(format!(
+                        "{e} (if the coordinator is already running, its /readyz shows each tunnel link)"
+                    )));
+                }
+            },
         };
         let backends = backend_handles(config, hub.as_ref())?;
         Self::with_backends(config, env, backends, Arc::new(SystemClock))
