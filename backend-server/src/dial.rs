@@ -138,3 +138,59 @@ async fn connect(
         closed_rx,
     ))
 }
+
+/// For `check`: reaches the coordinator's tunnel listener and completes
+/// the TLS handshake with this server's certificate, checks the
+/// coordinator's identity, then hangs up before the opening (so a running
+/// server's connection is not replaced). Returns what was seen.
+pub async fn reach_coordinator(config: &crate::config::ServerConfig) -> Result<String, String> {
+    let connect = config
+        .connect
+        .as_ref()
+        .ok_or_else(|| "no connect: section".to_owned())?;
+    let material = config.tls.files().load().map_err(|e| e.to_string())?;
+    let mut tls = (*material.rustls_client_config().map_err(|e| e.to_string())?).clone();
+    tls.alpn_protocols = vec![tunnel::ALPN.to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    let (host, port) = connect.address()?;
+    let name = ServerName::try_from(connect.server_name())
+        .map_err(|e| format!("server name {:?}: {e}", connect.server_name()))?;
+    let attempt = async {
+        let tcp = TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("tls handshake with {host}:{port}: {e}"))?;
+        let identities = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|leaf| waldur_runtime::peer_identities(leaf))
+            .transpose()
+            .map_err(|e| format!("the coordinator's certificate: {e}"))?
+            .unwrap_or_default();
+        let allowed = identities
+            .iter()
+            .find(|id| config.tls.allowed_clients.contains(id))
+            .ok_or_else(|| {
+                format!(
+                    "the coordinator's identity {} is not in tls.allowed_clients",
+                    identities.first().map(String::as_str).unwrap_or("<none>")
+                )
+            })?;
+        Ok::<_, String>(format!(
+            "tunnel: reached {host}:{port}, mutual TLS ok, the coordinator is {allowed}"
+        ))
+    };
+    tokio::time::timeout(tunnel::OPENING_TIMEOUT, attempt)
+        .await
+        .map_err(|_| {
+            format!(
+                "no handshake with {host}:{port} within {:?}",
+                tunnel::OPENING_TIMEOUT
+            )
+        })?
+}

@@ -32,6 +32,7 @@ pub use waldur_runtime::{SettingError, secret, span, telemetry};
 
 pub use accept::{MAX_HANDSHAKES, MAX_HANDSHAKES_PER_PEER, PeerInfo};
 pub use backend::Backend;
+pub use dial::reach_coordinator;
 pub use registry::{Registry, RegistryBuilder};
 pub use server::{Bound, ServeError, serve, serve_duplex, spawn};
 pub use waldur_backend_api::{BackendError, BackendResult};

@@ -63,6 +63,10 @@ fn every_fixture_that_migrates_gives_configs_the_binaries_accept() {
                 "moab" => {
                     waldur_backend_moab::MoabBackend::from_settings(inst.settings.clone()).map(drop)
                 }
+                // Reads its password from the secret file import-config wrote.
+                "mup" => {
+                    waldur_backend_mup::MupBackend::from_settings(inst.settings.clone()).map(drop)
+                }
                 other => panic!("{}: unexpected type {other}", from.display()),
             };
             built.unwrap_or_else(|e| panic!("{}: {}: {e}", from.display(), inst.name));

@@ -176,3 +176,44 @@ async fn the_conformance_suite_passes_through_the_tunnel() {
     assert_eq!(report.failed(), 0, "{text}");
     assert!(report.passed() > 30, "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backend_servers_check_reaches_the_tunnel_and_names_a_coordinator_it_does_not_allow() {
+    let dir = tempfile::tempdir().unwrap();
+    support::write_pki(dir.path());
+    let port = support::free_port();
+    let config = config(dir.path(), port);
+    let hub = hub(&config);
+    let check = |allowed: &str| {
+        let text = format!(
+            "version: 1\nconnect: {{coordinator: 'https://127.0.0.1:{port}', server_name: coordinator.test, backends: [a]}}\ntls:\n  ca: {d}/ca.pem\n  cert: {d}/server.pem\n  key: {d}/server.key\n  allowed_clients: [{allowed}]\ninstances:\n  - name: hpc\n    type: example\n",
+            d = dir.path().display()
+        );
+        let path = dir.path().join(format!("check-{allowed}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(support::workspace_binary("waldur-backend-server"))
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, text) = tokio::task::block_in_place(|| check("coordinator.test"));
+    assert!(ok, "{text}");
+    assert!(text.contains("PASS tunnel: reached 127.0.0.1:"), "{text}");
+    assert!(
+        text.contains("the coordinator is coordinator.test"),
+        "{text}"
+    );
+    let (ok, text) = tokio::task::block_in_place(|| check("someone.else"));
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("coordinator.test is not in tls.allowed_clients"),
+        "{text}"
+    );
+    // A check only looks: it never becomes the backend's connection.
+    assert_eq!(hub.status("a").connected_since, None);
+}

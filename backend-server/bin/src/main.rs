@@ -100,6 +100,15 @@ async fn run(command: Command) -> ExitCode {
                     ok = false;
                 }
             }
+            if config.connect.is_some() {
+                match waldur_backend_sdk::reach_coordinator(&config).await {
+                    Ok(seen) => println!("PASS {seen}"),
+                    Err(e) => {
+                        println!("FAIL tunnel: {e} (check connect: and tls)");
+                        ok = false;
+                    }
+                }
+            }
             for (name, probe) in registry.probe_all().await {
                 if probe.ready {
                     println!("PASS instance {name} ready");
