@@ -57,6 +57,16 @@ PIDS+=($!)
 wait_for_port "$PORT" 30 || { cat "$WORK/server.log"; die "waldur-backend-server did not start"; }
 run_suite waldur-backend-server "$PORT"
 
+# The Python stub command of proto/README.md, as written (from "mkdir -p gen" to the
+# protoc line's end), in a scratch checkout layout: it must make importable stubs.
+say "proto/README.md: the Python stub command works as written"
+mkdir -p "$WORK/readme" && ln -s "$ROOT/proto" "$WORK/readme/proto"
+sed -n '/^mkdir -p gen$/,/backend\.proto$/p' "$ROOT/proto/README.md" > "$WORK/readme/stubs.sh"
+grep -q grpc_tools.protoc "$WORK/readme/stubs.sh" || die "proto/README.md: the stub command was not found"
+(cd "$WORK/readme" && PATH="$PY_VENV/bin:$PATH" bash -e stubs.sh \
+    && PATH="$PY_VENV/bin:$PATH" python -c 'import sys; sys.path.insert(0, "gen"); from waldur.backend.v1 import backend_pb2_grpc') \
+    || die "proto/README.md: the Python stub command fails as written"
+
 # 2. The Python example backend.
 PORT=$(free_port)
 "$PY_VENV/bin/python" "$ROOT/backends/python-example/server.py" --listen "127.0.0.1:$PORT" \

@@ -62,6 +62,7 @@ BACKEND_PORT=$(free_port)
     type: example
     settings:
       allocation_prefix: "hpc_"
+      demo: true          # the in-memory backend on purpose: no warning
 YAML
 say "starting waldur-backend-server (example backend) on 127.0.0.1:$BACKEND_PORT, mutual TLS"
 "$BIN_DIR/waldur-backend-server" serve --config "$WORK/backend-server.yaml" 2> "$WORK/backend.log" &

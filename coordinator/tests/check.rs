@@ -59,6 +59,11 @@ async fn check_names_the_setting_behind_each_usual_mistake() {
     let (ok, out) = run(config(&w, &api, "localhost"), TOKEN);
     assert!(ok, "{out}");
     assert!(out.contains("PASS backend hpc: mutual TLS ok"), "{out}");
+    // The test world's backend is the in-memory example: said loudly.
+    assert!(
+        out.contains("WARN backend hpc: instance hpc is the in-memory example backend"),
+        "{out}"
+    );
 
     let (ok, out) = run(config(&w, &api, "localhost"), "wrong-token");
     assert!(

@@ -36,3 +36,14 @@ pub fn build(kind: &str, settings: serde_json::Value) -> Result<Arc<dyn Backend>
         )),
     }
 }
+
+/// Why an instance of this config cannot serve a real site, if it cannot:
+/// the in-memory example backend completes every order and keeps nothing
+/// anywhere, so a production config naming it by mistake looks healthy while
+/// no account is ever made. A config marked `demo: true` is meant so.
+pub fn not_for_production(kind: &str, settings: &serde_json::Value) -> Option<String> {
+    let demo = settings.get("demo").and_then(serde_json::Value::as_bool) == Some(true);
+    (kind == waldur_backend_example::TYPE_NAME && !demo).then(|| {
+        "type example is the in-memory reference backend: orders complete but no cluster account is ever made (set settings.demo: true for a demo)".to_owned()
+    })
+}

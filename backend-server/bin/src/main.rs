@@ -109,6 +109,11 @@ async fn run(command: Command) -> ExitCode {
                     }
                 }
             }
+            for inst in &config.instances {
+                if let Some(why) = backends::not_for_production(&inst.kind, &inst.settings) {
+                    println!("WARN instance {}: {why}", inst.name);
+                }
+            }
             for (name, probe) in registry.probe_all().await {
                 if probe.ready {
                     println!("PASS instance {name} ready");
@@ -146,6 +151,11 @@ async fn run(command: Command) -> ExitCode {
                         eprintln!("error: metrics.listen {addr}: {e}");
                         return ExitCode::from(EX_CONFIG);
                     }
+                }
+            }
+            for inst in &config.instances {
+                if let Some(why) = backends::not_for_production(&inst.kind, &inst.settings) {
+                    tracing::warn!(instance = %inst.name, "{why}");
                 }
             }
             tracing::info!(

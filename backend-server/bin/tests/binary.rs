@@ -160,12 +160,14 @@ async fn the_binary_passes_the_conformance_suite_over_mutual_tls_and_stops_on_si
         port,
         "{provisioning_delay_ms: 100, unmanaged: [conf-by-hand]}",
     );
+    let log = pki.dir.path().join("server.log");
     let mut child = Child(
         Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&config)
+            .env_remove("RUST_LOG")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap(),
     );
@@ -222,6 +224,13 @@ async fn the_binary_passes_the_conformance_suite_over_mutual_tls_and_stops_on_si
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(status.code(), Some(0));
+    // Logs written to a file carry no terminal colour codes.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("starting waldur-backend-server"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes in a log file: {text:?}"
+    );
 }
 
 #[test]
@@ -253,4 +262,27 @@ fn the_reference_config_is_valid_and_every_instance_builds() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+#[test]
+fn check_warns_about_an_example_instance_that_is_not_marked_as_a_demo() {
+    let pki = TestPki::new();
+    let config = pki.write_config(free_port(), "{allocation_prefix: hpc_}");
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("WARN instance hpc: type example is the in-memory reference backend"),
+        "{text}"
+    );
+    let demo = pki.write_config(free_port(), "{allocation_prefix: hpc_, demo: true}");
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&demo)
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("WARN"));
 }

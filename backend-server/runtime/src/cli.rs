@@ -10,7 +10,7 @@ use crate::pki::{self, Usage, Validity};
 pub enum PkiCommand {
     /// Create the site CA: writes <dir>/ca.pem and <dir>/ca.key (0600).
     ///
-    /// Example: pki init-ca --dir /etc/waldur/pki --name "Example HPC site CA"
+    /// Example: waldur-backend-server pki init-ca --dir /etc/waldur/pki --name "Example HPC site CA"
     InitCa {
         /// Directory for the files.
         #[arg(long)]
@@ -24,7 +24,7 @@ pub enum PkiCommand {
     },
     /// Issue a backend server certificate signed by <dir>/ca.*.
     ///
-    /// Example: pki issue-server --dir /etc/waldur/pki --name hpc-admin.example.org --san 10.0.0.5
+    /// Example: waldur-backend-server pki issue-server --dir /etc/waldur/pki --name hpc-admin.example.org --san 10.0.0.5
     IssueServer {
         /// Directory holding the CA; the certificate goes there too.
         #[arg(long)]
@@ -48,7 +48,7 @@ pub enum PkiCommand {
     },
     /// Issue a client (coordinator) certificate signed by <dir>/ca.*.
     ///
-    /// Example: pki issue-client --dir /etc/waldur/pki --name coordinator.example.org
+    /// Example: waldur-backend-server pki issue-client --dir /etc/waldur/pki --name coordinator.example.org
     IssueClient {
         /// Directory holding the CA; the certificate goes there too.
         #[arg(long)]

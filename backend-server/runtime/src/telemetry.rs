@@ -131,7 +131,11 @@ pub fn init(json: bool, service: &str, var: &dyn Fn(&str) -> Option<String>) -> 
             .with_tracer(p.tracer("waldur"))
             .with_filter(trace_filter())
     });
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colour only on a terminal: in a file, a pipe or the journal the
+    // escape codes are noise.
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let fmt = if json {
         fmt.json().with_filter(log_filter()).boxed()
     } else {

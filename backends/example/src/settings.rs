@@ -25,6 +25,9 @@ pub struct ExampleSettings {
     /// Backend ids that exist but are not this backend's (as a hand-made
     /// account would be): every request naming one is refused.
     pub unmanaged: Vec<String>,
+    /// A demo or test setup: the backend server does not warn that nothing
+    /// this backend does reaches a cluster.
+    pub demo: bool,
 }
 
 impl Default for ExampleSettings {
@@ -38,6 +41,7 @@ impl Default for ExampleSettings {
             usage_may_decrease: false,
             components: None,
             unmanaged: Vec::new(),
+            demo: false,
         }
     }
 }

@@ -190,6 +190,16 @@ pub async fn run(config: &Config, coordinator: &Coordinator) -> bool {
                 ),
             );
         }
+        // The in-memory example backend answers everything and makes
+        // nothing: loud, as a production config naming it is a mistake.
+        if let Ok(info) = backend.info().await
+            && info.name == "example"
+        {
+            println!(
+                "WARN backend {name}: instance {} is the in-memory example backend: orders complete but no cluster account is ever made",
+                backend.instance()
+            );
+        }
         match backend.probe().await {
             Ok(p) if p.ready => line(
                 true,

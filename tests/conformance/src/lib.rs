@@ -416,11 +416,15 @@ pub async fn run_with(
     {
         Ok(r) => r.into_inner().capabilities,
         Err(s) => {
-            report.results.push(CaseResult {
+            // The first call: a wrong CA, an identity not allowed or an
+            // unknown instance fails here, and the reason must be shown.
+            let result = CaseResult {
                 name: "capabilities_can_be_read",
                 clause: "SPEC 4.2",
                 outcome: Outcome::Failed(status_text("GetCapabilities", &s)),
-            });
+            };
+            on_result(&result);
+            report.results.push(result);
             return report;
         }
     };
