@@ -111,6 +111,12 @@ print(f"{'order':<8} {'state':<6} {'resource':<17} {'resource state':<15} {'back
 for o in s["orders"].values():
     r = s["resources"][o["resource_uuid"]]
     print(f"{o['type']:<8} {o['state']:<6} {r['name']:<17} {r['state']:<15} {r['backend_id']:<22} {json.dumps(r['limits'])}")
+components = [c for o in s["offerings"].values() for c in o["components"]]
+usage = ", ".join(c["type"] for c in components if c.get("billing_type") == "usage")
+limit = ", ".join(c["type"] for c in components if c.get("billing_type") == "limit")
+print()
+print(f"Limits are what each order asked for; usage below is reported for the usage-type components ({usage}),")
+print(f"not for limit-type ones ({limit}), which are billed by their limit.")
 print()
 PY
 PAUSE=$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(next(r["uuid"] for r in s["resources"].values() if r["name"]=="Ocean Currents"))' "$WORK/state.json")
@@ -120,11 +126,21 @@ deadline=$((SECONDS + 60))
 while :; do
     sim GET "$SIM/_sim/state" > "$WORK/state.json"
     ready=$(python3 - "$WORK/state.json" "$PAUSE" <<'PY'
-import json, sys
+import datetime, json, sys
 s = json.load(open(sys.argv[1]))
 paused = s["resources"][sys.argv[2]]["backend_metadata"].get("access") == "ACCESS_LEVEL_PAUSED"
-reported = {u["resource_uuid"] for u in s["usages"].values() if u["user_usages"]}
-print(int(paused and len(reported) == len(s["resources"])))
+# Complete: every resource has, for this month and the last (the coordinator
+# reports two periods), a record with per-user usage for every usage-type
+# component. A report caught half-way must not pass.
+today = datetime.datetime.now(datetime.timezone.utc).date().replace(day=1)
+last = (today - datetime.timedelta(days=1)).replace(day=1)
+periods = {today.isoformat(), last.isoformat()}
+usage_types = {c["type"] for o in s["offerings"].values() for c in o["components"]
+               if c.get("billing_type") == "usage"}
+have = {(u["resource_uuid"], u["billing_period"][:10], u["type"])
+        for u in s["usages"].values() if u["user_usages"]}
+complete = all((r, p, t) in have for r in s["resources"] for p in periods for t in usage_types)
+print(int(paused and complete))
 PY
 )
     [ "$ready" -eq 1 ] && break

@@ -89,3 +89,22 @@ fn the_helm_values_config_is_a_valid_coordinator_config() {
     waldur_coordinator::config::Config::parse(&config, Path::new("values.yaml"), &env)
         .unwrap_or_else(|e| panic!("{e}\n{config}"));
 }
+
+#[test]
+fn the_container_docs_let_uid_65532_read_the_files_operator_md_lays_out() {
+    // The images run as 65532; OPERATOR.md makes configs and keys 0640
+    // root:waldur. Every documented `docker run` with /etc/waldur mounted
+    // must add the waldur group, or the files cannot be read.
+    let containers = repo("deploy/container/README.md");
+    let operator = repo("deploy/OPERATOR.md");
+    assert!(repo("deploy/container/Containerfile.coordinator").contains("USER 65532:65532"));
+    assert!(operator.contains("| `/etc/waldur/coordinator.yaml` | 0640 root:waldur |"));
+    let runs: Vec<&str> = containers
+        .lines()
+        .filter(|l| l.starts_with("docker run") && l.contains("/etc/waldur"))
+        .collect();
+    assert!(!runs.is_empty());
+    for run in runs {
+        assert!(run.contains("--group-add"), "{run}");
+    }
+}
