@@ -14,8 +14,8 @@ cd "$ROOT"
 
 ensure_rust
 ensure_apt python3 python3
-say "building"
-cargo build --workspace --bins --quiet
+say "building the binaries (the first build takes several minutes on two cores; later ones seconds)"
+cargo build --workspace --bins
 
 WORK=$(mktemp -d)
 PIDS=()

@@ -56,3 +56,65 @@ async fn a_run_that_cannot_start_names_the_case_and_the_reason() {
     assert!(text.contains("FAIL capabilities_can_be_read"), "{text}");
     assert!(text.contains("not in tls.allowed_clients"), "{text}");
 }
+
+#[test]
+fn the_cases_can_be_listed_without_a_server() {
+    let out = std::process::Command::new(support::workspace_binary("waldur-backend-conformance"))
+        .arg("--list")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().count() > 40, "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("create_resource_is_idempotent\tSPEC 5.2")),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_writes_junit_xml_for_ci_systems() {
+    if support::tunnel_mode() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    support::write_pki(dir.path());
+    let port = support::free_port();
+    let _server =
+        support::start_backend(dir.path(), port, Arc::new(ExampleBackend::default())).await;
+    let xml = dir.path().join("conformance.xml");
+    let out = tokio::task::block_in_place(|| {
+        std::process::Command::new(support::workspace_binary("waldur-backend-conformance"))
+            .arg("--endpoint")
+            .arg(format!("https://127.0.0.1:{port}"))
+            .args(["--server-name", "localhost", "--instance", "hpc"])
+            .arg("--ca")
+            .arg(dir.path().join("ca.pem"))
+            .arg("--cert")
+            .arg(dir.path().join("client.pem"))
+            .arg("--key")
+            .arg(dir.path().join("client.key"))
+            .arg("--junit")
+            .arg(&xml)
+            .output()
+            .unwrap()
+    });
+    let text = std::fs::read_to_string(&xml).unwrap();
+    assert!(text.starts_with("<?xml"), "{text}");
+    assert!(
+        text.contains("<testsuite name=\"waldur-backend-conformance\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("<testcase name=\"create_resource_is_idempotent\" classname=\"SPEC 5.2\""),
+        "{text}"
+    );
+    // The example backend without fixtures skips the cases that need them.
+    assert_eq!(
+        out.status.success(),
+        !text.contains("<failure"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

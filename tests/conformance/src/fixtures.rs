@@ -96,3 +96,19 @@ impl Fixtures {
         self.repeat.max(2)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_fixtures_file_parses_and_shows_the_defaults() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures.example.yaml");
+        let fx = Fixtures::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let d = Fixtures::default();
+        assert_eq!(fx.users, d.users);
+        assert_eq!(fx.project_name, d.project_name);
+        assert_eq!(fx.slow_timeout_seconds, d.slow_timeout_seconds);
+        assert_eq!(fx.repeat, d.repeat);
+    }
+}

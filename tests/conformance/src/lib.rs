@@ -109,6 +109,51 @@ impl Report {
         out
     }
 
+    /// The results as JUnit XML: one test case per case (the SPEC clause as
+    /// its class), failures and skips with their reasons.
+    pub fn junit(&self) -> String {
+        fn esc(s: &str) -> String {
+            s.chars()
+                .map(|c| match c {
+                    '&' => "&amp;".to_owned(),
+                    '<' => "&lt;".to_owned(),
+                    '>' => "&gt;".to_owned(),
+                    '"' => "&quot;".to_owned(),
+                    '\'' => "&apos;".to_owned(),
+                    c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => " ".to_owned(),
+                    c => c.to_string(),
+                })
+                .collect()
+        }
+        let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        out.push_str(&format!(
+            "<testsuite name=\"waldur-backend-conformance\" tests=\"{}\" failures=\"{}\" skipped=\"{}\">\n",
+            self.results.len(),
+            self.failed(),
+            self.skipped()
+        ));
+        for r in &self.results {
+            out.push_str(&format!(
+                "  <testcase name=\"{}\" classname=\"{}\"",
+                esc(r.name),
+                esc(r.clause)
+            ));
+            match &r.outcome {
+                Outcome::Passed => out.push_str("/>\n"),
+                Outcome::Failed(why) => out.push_str(&format!(
+                    ">\n    <failure message=\"{0}\">{0}</failure>\n  </testcase>\n",
+                    esc(why)
+                )),
+                Outcome::Skipped(why) => out.push_str(&format!(
+                    ">\n    <skipped message=\"{}\"/>\n  </testcase>\n",
+                    esc(why)
+                )),
+            }
+        }
+        out.push_str("</testsuite>\n");
+        out
+    }
+
     /// The closing lines: capabilities and `N passed, N failed, N skipped`.
     pub fn summary(&self) -> String {
         let mut out = String::new();
