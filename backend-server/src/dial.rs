@@ -112,12 +112,8 @@ async fn connect(
         .unwrap_or_default();
     // A coordinator whose identity is not allowed would get
     // PERMISSION_DENIED on every call: say so now, not "connected".
-    let identities = certs
-        .first()
-        .map(|leaf| waldur_runtime::peer_identities(leaf))
-        .transpose()
-        .map_err(|e| format!("the coordinator's certificate: {e}"))?
-        .unwrap_or_default();
+    let identities = waldur_runtime::leaf_identities(Some(&certs))
+        .map_err(|e| format!("the coordinator's certificate: {e}"))?;
     if !identities.iter().any(|id| allowed.contains(id)) {
         return Err(format!(
             "the coordinator's identity {} is not in tls.allowed_clients",
@@ -163,15 +159,8 @@ pub async fn reach_coordinator(config: &crate::config::ServerConfig) -> Result<S
             .connect(name, tcp)
             .await
             .map_err(|e| format!("tls handshake with {host}:{port}: {e}"))?;
-        let identities = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .map(|leaf| waldur_runtime::peer_identities(leaf))
-            .transpose()
-            .map_err(|e| format!("the coordinator's certificate: {e}"))?
-            .unwrap_or_default();
+        let identities = waldur_runtime::leaf_identities(tls.get_ref().1.peer_certificates())
+            .map_err(|e| format!("the coordinator's certificate: {e}"))?;
         let allowed = identities
             .iter()
             .find(|id| config.tls.allowed_clients.contains(id))

@@ -33,4 +33,4 @@ pub mod tunnel;
 pub use keyed_lock::{KeyedGuard, KeyedLock};
 pub use retry::RetryPolicy;
 pub use setting::SettingError;
-pub use tls::{TlsError, TlsFiles, TlsMaterial, peer_identities};
+pub use tls::{TlsError, TlsFiles, TlsMaterial, leaf_identities, peer_identities};

@@ -94,10 +94,8 @@ impl std::fmt::Debug for TlsMaterial {
 }
 
 impl TlsMaterial {
-    /// A rustls server config requiring a client certificate signed by the
-    /// CA, offering HTTP/2, for servers that run the handshake themselves
-    /// (to see and count the handshakes they refuse).
-    pub fn rustls_server_config(&self) -> Result<std::sync::Arc<rustls::ServerConfig>, TlsError> {
+    /// The CA as trust roots, our chain and our key, parsed.
+    fn parsed(&self) -> Result<Parsed, TlsError> {
         let parse = |e: &dyn std::fmt::Display| TlsError::Parse(e.to_string());
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls_pemfile::certs(&mut self.ca.as_slice()) {
@@ -105,12 +103,21 @@ impl TlsMaterial {
                 .add(cert.map_err(|e| parse(&e))?)
                 .map_err(|e| parse(&e))?;
         }
-        let chain: Vec<_> = rustls_pemfile::certs(&mut self.cert.as_slice())
+        let chain = rustls_pemfile::certs(&mut self.cert.as_slice())
             .collect::<Result<_, _>>()
             .map_err(|e| parse(&e))?;
         let key = rustls_pemfile::private_key(&mut self.key.as_slice())
             .map_err(|e| parse(&e))?
             .ok_or_else(|| TlsError::Parse("no private key".into()))?;
+        Ok(Parsed { roots, chain, key })
+    }
+
+    /// A rustls server config requiring a client certificate signed by the
+    /// CA, offering HTTP/2, for servers that run the handshake themselves
+    /// (to see and count the handshakes they refuse).
+    pub fn rustls_server_config(&self) -> Result<std::sync::Arc<rustls::ServerConfig>, TlsError> {
+        let parse = |e: &dyn std::fmt::Display| TlsError::Parse(e.to_string());
+        let Parsed { roots, chain, key } = self.parsed()?;
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
             std::sync::Arc::new(roots),
@@ -133,18 +140,7 @@ impl TlsMaterial {
     /// handshakes itself (the dial-out tunnel). The caller sets ALPN.
     pub fn rustls_client_config(&self) -> Result<std::sync::Arc<rustls::ClientConfig>, TlsError> {
         let parse = |e: &dyn std::fmt::Display| TlsError::Parse(e.to_string());
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut self.ca.as_slice()) {
-            roots
-                .add(cert.map_err(|e| parse(&e))?)
-                .map_err(|e| parse(&e))?;
-        }
-        let chain: Vec<_> = rustls_pemfile::certs(&mut self.cert.as_slice())
-            .collect::<Result<_, _>>()
-            .map_err(|e| parse(&e))?;
-        let key = rustls_pemfile::private_key(&mut self.key.as_slice())
-            .map_err(|e| parse(&e))?
-            .ok_or_else(|| TlsError::Parse("no private key".into()))?;
+        let Parsed { roots, chain, key } = self.parsed()?;
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -187,6 +183,25 @@ fn read_pem(path: &Path, what: &'static str, expected: &'static str) -> Result<V
         });
     }
     Ok(bytes)
+}
+
+/// The material of [`TlsMaterial`], parsed.
+struct Parsed {
+    roots: rustls::RootCertStore,
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+}
+
+/// The identities of a TLS peer: those of the first certificate it
+/// presented (none when it presented none). The handshake must have
+/// verified the chain.
+pub fn leaf_identities(
+    certs: Option<&[rustls::pki_types::CertificateDer<'_>]>,
+) -> Result<Vec<String>, TlsError> {
+    match certs.and_then(|c| c.first()) {
+        Some(leaf) => peer_identities(leaf),
+        None => Ok(Vec::new()),
+    }
 }
 
 /// The identities a certificate claims: its SAN DNS names and URIs, in order.

@@ -226,15 +226,8 @@ impl TunnelHub {
                 .accept(tcp)
                 .await
                 .map_err(|e| format!("tls handshake: {e}"))?;
-            let identities = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|leaf| waldur_runtime::peer_identities(leaf))
-                .transpose()
-                .map_err(|e| format!("client certificate: {e}"))?
-                .unwrap_or_default();
+            let identities = waldur_runtime::leaf_identities(tls.get_ref().1.peer_certificates())
+                .map_err(|e| format!("client certificate: {e}"))?;
             let offered = tunnel::read_offer(&mut tls).await?;
             match rules.check(&identities, &offered) {
                 Ok(identity) => {
