@@ -201,14 +201,17 @@ impl MupBackend {
     }
 
     /// Brings each component's allocation to its wanted size, active:
-    /// creates the missing ones, edits those that differ.
+    /// creates the missing ones, edits those that differ. Returns the
+    /// resource's allocations as the portal answered the writes, so the
+    /// caller need not read them again.
     async fn apply_sizes(
         &self,
         project: i64,
         uuid: &str,
         existing: &BTreeMap<String, Allocation>,
         sizes: &BTreeMap<String, f64>,
-    ) -> BackendResult<()> {
+    ) -> BackendResult<BTreeMap<String, Allocation>> {
+        let mut now = existing.clone();
         // The primary allocation first: it names the resource, so once any
         // allocation exists, a re-issued call finds the resource and all of
         // its allocations.
@@ -221,7 +224,8 @@ impl MupBackend {
             match existing.get(component) {
                 Some(a) if a.active && a.size == Some(*size) => {}
                 Some(a) => {
-                    self.api.edit_allocation(a, *size, true).await?;
+                    let edited = self.api.edit_allocation(a, *size, true).await?;
+                    now.insert(component.clone(), edited);
                 }
                 None => {
                     let identifier = self.identifier(uuid, component);
@@ -240,15 +244,21 @@ impl MupBackend {
                         "project": project,
                     });
                     match self.api.add_allocation(project, &body).await {
-                        Ok(a) => self.projects_of.put(&a.identifier, a.project),
+                        Ok(a) => {
+                            self.projects_of.put(&a.identifier, a.project);
+                            now.insert(component.clone(), a);
+                        }
                         // An earlier add whose answer was lost: take the
                         // allocation as it is and size it.
                         Err(e) if e.status() == Some(400) && e.says("already exists") => {
                             match self.api.allocation_by_identifier(&identifier).await? {
                                 Some(a) if a.project == project => {
-                                    if !(a.active && a.size == Some(*size)) {
-                                        self.api.edit_allocation(&a, *size, true).await?;
-                                    }
+                                    let a = if a.active && a.size == Some(*size) {
+                                        a
+                                    } else {
+                                        self.api.edit_allocation(&a, *size, true).await?
+                                    };
+                                    now.insert(component.clone(), a);
                                 }
                                 _ => {
                                     return Err(BackendError::command_refused(format!(
@@ -262,7 +272,7 @@ impl MupBackend {
                 }
             }
         }
-        Ok(())
+        Ok(now)
     }
 
     /// Creates (or completes, or re-creates) a resource.
@@ -312,7 +322,7 @@ impl MupBackend {
         // Under the project lock until the allocations are active, so a
         // delete of the project's last other resource cannot deactivate the
         // project in between.
-        let project = {
+        let (project, allocations) = {
             let _project = self.project_lock.lock().await;
             let (project, existing) = match self.try_locate(&req.backend_id).await? {
                 Some(l) => (l.project, l.allocations),
@@ -326,8 +336,8 @@ impl MupBackend {
                 self.api.set_project_active(project, true).await?;
                 tracing::info!(project, grant = %p.grant_number, "activated mup project");
             }
-            self.apply_sizes(project, &uuid, &existing, &sizes).await?;
-            project
+            let allocations = self.apply_sizes(project, &uuid, &existing, &sizes).await?;
+            (project, allocations)
         };
         let user_results = if req.users.is_empty() {
             Vec::new()
@@ -335,7 +345,17 @@ impl MupBackend {
             self.add_members(project, &req.users, &r.customer_name)
                 .await
         };
-        let located = self.locate(&req.backend_id).await?;
+        let component = self
+            .parse_identifier(&req.backend_id)
+            .map(|(_, c)| c)
+            .unwrap_or_default();
+        let located = Located {
+            uuid,
+            component,
+            project,
+            allocations,
+            project_in_use: false,
+        };
         Ok(Created {
             resource: self.described(&req.backend_id, &located).await?,
             ready: true,
@@ -457,16 +477,16 @@ impl MupBackend {
         backend_id: &str,
         limits: Limits,
     ) -> BackendResult<LimitsApplied> {
-        let l = self.locate(backend_id).await?;
+        let mut l = self.locate(backend_id).await?;
         let mut sizes = BTreeMap::new();
         for (key, limit) in &limits {
             sizes.insert(key.clone(), self.size(key, *limit)?);
         }
-        self.apply_sizes(l.project, &l.uuid, &l.allocations, &sizes)
+        l.allocations = self
+            .apply_sizes(l.project, &l.uuid, &l.allocations, &sizes)
             .await?;
-        let now = self.locate(backend_id).await?;
         Ok(LimitsApplied {
-            limits: self.limits_of(&now)?,
+            limits: self.limits_of(&l)?,
             ready: true,
             operation_id: None,
         })

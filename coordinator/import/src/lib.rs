@@ -251,6 +251,17 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ImportError {
     }
 }
 
+/// The text of a required key of the mapping at `at` (a component's
+/// `label`, say), or the error naming `<at>.<key>`.
+pub(crate) fn required_text(
+    c: &serde_norway::Mapping,
+    at: &str,
+    key: &str,
+) -> Result<String, ImportError> {
+    let v = value::get(c, key).ok_or_else(|| invalid(format!("{at}.{key}"), "is missing"))?;
+    value::text(v).map_err(|m| invalid(format!("{at}.{key}"), m))
+}
+
 /// Migrates the original configuration text.
 pub fn migrate(original_yaml: &str, options: &Options) -> Result<Migration, ImportError> {
     let paths = Paths::new(options)?;

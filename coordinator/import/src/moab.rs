@@ -11,7 +11,7 @@ use serde_norway::{Mapping, Value};
 
 use crate::ImportError;
 use crate::slurm::{COORDINATOR_KEYS, Notes};
-use crate::value::{boolean, get, integer, key_text, strict_text, text, untag};
+use crate::value::{boolean, get, integer, key_text, strict_text, untag};
 
 /// The backend type, in both configs.
 pub(crate) const TYPE: &str = "moab";
@@ -99,11 +99,7 @@ pub(crate) fn components(
         let Value::Mapping(c) = untag(v) else {
             return Err(invalid(here, "must be a mapping".into()));
         };
-        let required = |key: &str| -> Result<String, ImportError> {
-            let v =
-                get(c, key).ok_or_else(|| invalid(format!("{here}.{key}"), "is missing".into()))?;
-            text(v).map_err(|m| invalid(format!("{here}.{key}"), m))
-        };
+        let required = |key: &str| crate::required_text(c, &here, key);
         let mut d = Mapping::new();
         d.insert("label".into(), Value::String(required("label")?));
         d.insert(

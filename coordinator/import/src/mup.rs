@@ -147,11 +147,7 @@ pub(crate) fn components(
         let Value::Mapping(c) = untag(v) else {
             return Err(invalid(here, "must be a mapping".into()));
         };
-        let required = |key: &str| -> Result<String, ImportError> {
-            let v =
-                get(c, key).ok_or_else(|| invalid(format!("{here}.{key}"), "is missing".into()))?;
-            text(v).map_err(|m| invalid(format!("{here}.{key}"), m))
-        };
+        let required = |key: &str| crate::required_text(c, &here, key);
         let mut d = Mapping::new();
         d.insert("label".into(), Value::String(required("label")?));
         d.insert(

@@ -354,11 +354,7 @@ pub(crate) fn components(
                 format!("must be a mapping, found {}", kind(v)),
             ));
         };
-        let required = |key: &str| -> Result<String, ImportError> {
-            let v =
-                get(c, key).ok_or_else(|| invalid(format!("{here}.{key}"), "is missing".into()))?;
-            text(v).map_err(|m| invalid(format!("{here}.{key}"), m))
-        };
+        let required = |key: &str| crate::required_text(c, &here, key);
         let label = required("label")?;
         let measured_unit = required("measured_unit")?;
         let accounting_type = required("accounting_type")?.trim().to_ascii_lowercase();
