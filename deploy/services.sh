@@ -5,12 +5,23 @@
 #     slurmctld, slurmd) with AccountingStorageEnforce=associations,limits,qos
 #     and PriorityType=priority/multifactor;
 #   * RabbitMQ with the rabbitmq_stomp, rabbitmq_web_stomp and
-#     rabbitmq_management plugins.
+#     rabbitmq_management plugins;
+#   * OpenLDAP (slapd) on 127.0.0.1:389 with the test directory
+#     dc=waldur,dc=test (admin cn=admin,dc=waldur,dc=test, password
+#     "waldur-test": a local test directory, reachable from this host only),
+#     people under ou=people, groups under ou=groups, and the voPersonID and
+#     eduPersonEntitlement attributes of deploy/ldap/helmholtz.schema.
 # MariaDB and RabbitMQ are reused when already running, and installed and
 # started only where none runs. Idempotent: packages present or not, daemons
 # up or not. `services.sh stop` stops only what this script started.
 #
 #   sudo deploy/services.sh [up|stop|status]
+#   sudo deploy/services.sh amqps WALDUR_COORDINATOR_BINARY
+#
+# `amqps` gives RabbitMQ a TLS listener on 127.0.0.1:5671 whose certificate
+# (for the name localhost only) comes from the project's PKI command, under
+# /etc/rabbitmq/waldur-tls (ca.pem is the CA clients trust). It restarts
+# RabbitMQ once, when the listener is not open yet.
 #
 # Runtime files (logs, pid files, state) go under $WALDUR_RUN
 # (default /var/tmp/waldur-services).
@@ -268,6 +279,100 @@ EOF
     fi
 }
 
+LDAP_BASE=dc=waldur,dc=test
+LDAP_ADMIN=cn=admin,$LDAP_BASE
+LDAP_PASSWORD=waldur-test
+SCRIPTS=$(cd "$(dirname "$0")" && pwd)
+
+ldap_admin() { "$1" -x -H ldap://127.0.0.1:389 -D "$LDAP_ADMIN" -w "$LDAP_PASSWORD" "${@:2}"; }
+
+ldap_up() {
+    if ! port_open 389; then
+        install_packages slapd ldap-utils
+        local dir=$RUN/ldap
+        install -d -m 0750 -o openldap -g openldap "$dir" "$dir/db"
+        install -m 0644 "$SCRIPTS/ldap/helmholtz.schema" "$dir/helmholtz.schema"
+        # A config file of our own, not Debian's cn=config (whose suffix the
+        # package derives from the host name): the same directory on every
+        # machine.
+        cat > "$dir/slapd.conf" <<EOF
+# written by deploy/services.sh
+include /etc/ldap/schema/core.schema
+include /etc/ldap/schema/cosine.schema
+include /etc/ldap/schema/nis.schema
+include /etc/ldap/schema/inetorgperson.schema
+include $dir/helmholtz.schema
+pidfile $dir/slapd.pid
+modulepath /usr/lib/ldap
+moduleload back_mdb
+database mdb
+maxsize 104857600
+suffix "$LDAP_BASE"
+rootdn "$LDAP_ADMIN"
+rootpw $LDAP_PASSWORD
+directory $dir/db
+index objectClass eq
+index uid,memberUid,voPersonID,eduPersonEntitlement eq
+EOF
+        chown openldap:openldap "$dir/slapd.conf"
+        say "starting slapd"
+        slapd -f "$dir/slapd.conf" -h "ldap://127.0.0.1:389/" -u openldap -g openldap
+        mark_started slapd
+        wait_until 30 port_open 389 || die "slapd did not start"
+    fi
+    if ! ldap_admin ldapsearch -LLL -b "$LDAP_BASE" -s base dn >/dev/null 2>&1; then
+        printf 'dn: %s\nobjectClass: dcObject\nobjectClass: organization\no: waldur test\ndc: waldur\n' "$LDAP_BASE" \
+            | ldap_admin ldapadd >/dev/null \
+            || die "port 389 answers, but not as the test directory $LDAP_BASE (another slapd?)"
+    fi
+    local ou
+    for ou in people groups; do
+        ldap_admin ldapsearch -LLL -b "ou=$ou,$LDAP_BASE" -s base dn >/dev/null 2>&1 && continue
+        printf 'dn: ou=%s,%s\nobjectClass: organizationalUnit\nou: %s\n' "$ou" "$LDAP_BASE" "$ou" \
+            | ldap_admin ldapadd >/dev/null
+    done
+}
+
+# amqps_up BINARY: a TLS listener for RabbitMQ, its certificate issued by
+# the project's PKI command (BINARY pki ...).
+amqps_up() {
+    local bin=$1 dir=/etc/rabbitmq/waldur-tls
+    [ -x "$bin" ] || die "amqps: $bin is not the waldur-coordinator binary (build it first)"
+    port_open 5672 || die "amqps: RabbitMQ is not running (run services.sh up first)"
+    if [ ! -s "$dir/broker.pem" ] || [ ! -s "$dir/broker.key" ] || [ ! -s "$dir/ca.pem" ]; then
+        say "issuing the broker's TLS certificate (for localhost only) from a new test CA"
+        rm -rf "$dir"
+        install -d -m 0750 -o rabbitmq -g rabbitmq "$dir"
+        "$bin" pki init-ca --dir "$dir" --name "waldur test broker CA" >/dev/null
+        "$bin" pki issue-server --dir "$dir" --name localhost --out broker >/dev/null
+        rm -f "$dir/ca.key"
+        chown rabbitmq:rabbitmq "$dir"/*
+        chmod 0644 "$dir/ca.pem"
+        chmod 0755 "$dir"
+    fi
+    grep -q '^listeners.ssl.default' /etc/rabbitmq/rabbitmq.conf 2>/dev/null \
+        || cat >> /etc/rabbitmq/rabbitmq.conf <<EOF
+# AMQPS, written by deploy/services.sh amqps
+listeners.ssl.default = 127.0.0.1:5671
+ssl_options.cacertfile = $dir/ca.pem
+ssl_options.certfile = $dir/broker.pem
+ssl_options.keyfile = $dir/broker.key
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
+EOF
+    if ! port_open 5671; then
+        say "restarting RabbitMQ with its AMQPS listener"
+        rabbitmqctl stop >/dev/null 2>&1 || true
+        wait_until 60 bash -c '! (exec 3<>/dev/tcp/127.0.0.1/5672)' || die "RabbitMQ did not stop"
+        rabbitmq-server -detached
+        wait_until 90 rabbitmq-diagnostics -q check_running || die "RabbitMQ did not start"
+        wait_until 30 port_open 5671 || die "RabbitMQ's AMQPS listener did not open (see its log)"
+        # STOMP and the management API come up after the core.
+        wait_until 60 bash -c '(exec 3<>/dev/tcp/127.0.0.1/15672) && (exec 3<>/dev/tcp/127.0.0.1/61613)' \
+            || die "RabbitMQ's plugins did not come back"
+    fi
+}
+
 stop_all() {
     [ -f "$STARTED" ] || { say "nothing was started by this script"; return 0; }
     local svc
@@ -281,6 +386,8 @@ stop_all() {
                 if pid_alive /run/mysqld/mysqld.pid mariadbd; then say "stopping MariaDB"; kill "$(cat /run/mysqld/mysqld.pid)"; fi ;;
             rabbitmq)
                 say "stopping RabbitMQ"; rabbitmqctl stop >/dev/null 2>&1 || true ;;
+            slapd)
+                if pid_alive "$RUN/ldap/slapd.pid" slapd; then say "stopping slapd"; kill "$(cat "$RUN/ldap/slapd.pid")"; fi ;;
         esac
     done
     rm -f "$STARTED"
@@ -295,14 +402,18 @@ case "$MODE" in
         mariadb_up
         slurm_up
         rabbitmq_up
-        say "services up in $((SECONDS - started)) s: SLURM cluster $CLUSTER, RabbitMQ with STOMP (61613) and Web-STOMP (15674)"
+        ldap_up
+        say "services up in $((SECONDS - started)) s: SLURM cluster $CLUSTER, RabbitMQ with STOMP (61613) and Web-STOMP (15674), OpenLDAP (389, $LDAP_BASE)"
         ;;
+    amqps) amqps_up "${2:?usage: $0 amqps WALDUR_COORDINATOR_BINARY}" ;;
     stop) stop_all ;;
     status)
         scontrol ping 2>/dev/null || true
         sinfo 2>/dev/null || true
         port_open 5672 && echo "RabbitMQ AMQP up" || echo "RabbitMQ AMQP down"
         port_open 15674 && echo "Web-STOMP up" || echo "Web-STOMP down"
+        port_open 5671 && echo "RabbitMQ AMQPS up" || echo "RabbitMQ AMQPS down"
+        port_open 389 && echo "OpenLDAP up" || echo "OpenLDAP down"
         ;;
-    *) die "usage: $0 [up|stop|status]" ;;
+    *) die "usage: $0 [up|stop|status|amqps BINARY]" ;;
 esac

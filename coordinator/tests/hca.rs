@@ -12,7 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use support::hca::{Gated, Setup, ask, compute, example};
+use support::hca::{
+    CLIMATE, Directory, Extra, Gated, Setup, ask, compute, compute_for, example, group, ldap_url,
+    person,
+};
 
 /// The backend id in a `ResourceCreatedV1` answer (`hpc:<backend id>`).
 fn backend_id_of(body: &serde_json::Value) -> String {
@@ -21,8 +24,8 @@ fn backend_id_of(body: &serde_json::Value) -> String {
         .unwrap_or_else(|| panic!("not an hpc id: {body}"))
         .to_owned()
 }
-use waldur_backend_sdk::Backend;
 use waldur_backend_sdk::types::*;
+use waldur_backend_sdk::{Backend, BackendError};
 
 #[tokio::test]
 async fn a_ping_is_answered_with_a_ping_carrying_the_service_id() {
@@ -509,4 +512,322 @@ async fn check_names_the_broker_setting_to_fix_when_the_login_is_refused() {
     assert!(bad.contains("FAIL helmholtz test"), "{bad}");
     assert!(bad.contains("HCA_PASSWORD"), "{bad}");
     assert!(!bad.contains("wrong-password"), "{bad}");
+}
+
+/// Static members of the compute type, open to persons and groups.
+fn static_members() -> Extra {
+    Extra {
+        compute_target: Some("any"),
+        compute: format!(
+            "          members:\n            - static:\n                users: {{\"alice-id@helmholtz.de\": alice}}\n                groups: {{\"{CLIMATE}\": [carol, bob]}}\n"
+        ),
+        ..Extra::default()
+    }
+}
+
+#[tokio::test]
+async fn a_requester_becomes_the_members_and_an_unknown_one_gets_an_error_and_nothing() {
+    let backend = example();
+    let s = Setup::with(Arc::new(backend.clone()), static_members()).await;
+    let (_c, run) = s.start().await;
+    let mut portal = s.portal().await;
+    let for_group = ask(
+        &mut portal,
+        "ResourceAllocateV1",
+        "m-1",
+        &compute("climate", 10),
+    )
+    .await;
+    assert_eq!(
+        for_group.message_type, "ResourceCreatedV1",
+        "{:?}",
+        for_group.body
+    );
+    let id = backend_id_of(&for_group.body);
+    assert_eq!(
+        backend.get_resource(&id).await.unwrap().users,
+        ["bob", "carol"]
+    );
+
+    let body = compute_for(&person("alice-id@helmholtz.de"), "alice-sim", 10);
+    let for_alice = ask(&mut portal, "ResourceAllocateV1", "m-2", &body).await;
+    assert_eq!(
+        for_alice.message_type, "ResourceCreatedV1",
+        "{:?}",
+        for_alice.body
+    );
+    let alice_id = backend_id_of(&for_alice.body);
+    assert_eq!(
+        backend.get_resource(&alice_id).await.unwrap().users,
+        ["alice"]
+    );
+
+    for (cid, target) in [
+        ("m-3", person("stranger@helmholtz.de")),
+        (
+            "m-4",
+            group("urn:geant:helmholtz.de:group:unknown#login.helmholtz.de"),
+        ),
+    ] {
+        let reply = ask(
+            &mut portal,
+            "ResourceAllocateV1",
+            cid,
+            &compute_for(&target, "nobody", 10),
+        )
+        .await;
+        assert_eq!(reply.message_type, "ErrorV1");
+        assert_eq!(reply.body["type"], "RequesterUnknown", "{:?}", reply.body);
+        let message = reply.body["message"].as_str().unwrap();
+        let named = target["user_id_target"]
+            .as_str()
+            .or(target["group_urn_target"].as_str())
+            .unwrap();
+        assert!(message.contains(named), "{message}");
+    }
+    assert_eq!(
+        backend.resource_count(),
+        2,
+        "nothing is created for an unknown requester"
+    );
+
+    let gone = ask(
+        &mut portal,
+        "ResourceDeallocateV1",
+        "m-5",
+        &serde_json::to_vec(&for_group.body).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        gone.message_type, "ResourceDeallocatedV1",
+        "{:?}",
+        gone.body
+    );
+    assert_eq!(backend.resource_count(), 1);
+    s.stop_and_check_all_acknowledged(run).await;
+}
+
+#[tokio::test]
+async fn a_providers_own_refusal_reaches_the_portal_as_its_type_or_as_configured() {
+    let refusals = vec![
+        BackendError::new(
+            tonic::Code::FailedPrecondition,
+            "QUOTA_EXCEEDED",
+            "the group's quota of 100 TB on /gpfs/work is used up",
+        ),
+        BackendError::new(
+            tonic::Code::FailedPrecondition,
+            "OUT_OF_BUDGET",
+            "budget 2026 spent (ledger db01.internal)",
+        ),
+        BackendError::new(
+            tonic::Code::Internal,
+            "DISK_ON_FIRE",
+            "sacctmgr on head01.cluster failed",
+        ),
+    ];
+    let backend = example();
+    let s = Setup::with(
+        Arc::new(Gated::refusing(backend.clone(), refusals)),
+        Extra {
+            service: "      errors:\n        OUT_OF_BUDGET: {type: BudgetExhausted, message: \"your group's budget for this year is spent\"}\n".into(),
+            ..Extra::default()
+        },
+    )
+    .await;
+    let (_c, run) = s.start().await;
+    let mut portal = s.portal().await;
+    let mut answers = Vec::new();
+    for i in 0..3 {
+        let reply = ask(
+            &mut portal,
+            "ResourceAllocateV1",
+            &format!("e-{i}"),
+            &compute(&format!("proj{i}"), 10),
+        )
+        .await;
+        assert_eq!(reply.message_type, "ErrorV1", "{:?}", reply.body);
+        answers.push((
+            reply.body["type"].as_str().unwrap().to_owned(),
+            reply.body["message"].as_str().unwrap().to_owned(),
+        ));
+    }
+    // The provider's reason as a class-like type, its message without the path.
+    assert_eq!(answers[0].0, "QuotaExceeded");
+    assert_eq!(answers[0].1, "the group's quota of 100 TB on is used up");
+    // A configured reason: the provider's type and text.
+    assert_eq!(
+        answers[1],
+        (
+            "BudgetExhausted".into(),
+            "your group's budget for this year is spent".into()
+        )
+    );
+    // An internal failure stays generic, whatever its reason: its text names hosts.
+    assert_eq!(answers[2].0, "ProvisioningFailed");
+    assert!(!answers[2].1.contains("head01"), "{}", answers[2].1);
+    assert_eq!(backend.resource_count(), 0);
+    s.stop_and_check_all_acknowledged(run).await;
+}
+
+#[tokio::test]
+async fn helmholtz_users_and_groups_from_ldap_become_slurm_associations_and_leave_with_the_account()
+{
+    let (Some(url), Some(_)) = (ldap_url(), std::env::var_os("WALDUR_SLURM_CLUSTER")) else {
+        eprintln!("skipped: WALDUR_LDAP_URL or WALDUR_SLURM_CLUSTER is not set");
+        return;
+    };
+    let tag = format!("{:x}", rand::random::<u32>() & 0xfffff);
+    let urn = format!("urn:geant:helmholtz.de:group:ldap{tag}#login.helmholtz.de");
+    let (ann, ben, cem) = (
+        format!("ann{tag}"),
+        format!("ben{tag}"),
+        format!("cem{tag}"),
+    );
+    let mut dir = Directory::connect(&url).await;
+    dir.person(&ann, &format!("{ann}@helmholtz.de"), &[&urn])
+        .await;
+    dir.person(&ben, &format!("{ben}@helmholtz.de"), &[&urn, "urn:other"])
+        .await;
+    dir.person(&cem, &format!("{cem}@helmholtz.de"), &[]).await;
+
+    let slurm = waldur_backend_slurm::SlurmBackend::from_settings(json!({
+        "customer_prefix": format!("h{tag}c_"),
+        "project_prefix": format!("h{tag}p_"),
+        "allocation_prefix": "",
+        "components": {
+            "cpu": {"label": "CPU", "measured_unit": "CPU-minutes", "unit_factor": 1, "accounting_type": "usage"},
+            "mem": {"label": "Memory", "measured_unit": "GB-hours", "unit_factor": 61440, "accounting_type": "limit"}
+        }
+    }))
+    .unwrap();
+    let members = format!(
+        "          members:\n            - ldap:\n                url: {url}\n                bind_dn: cn=admin,dc=waldur,dc=test\n                password_env: TEST_LDAP_PASSWORD\n                base_dn: ou=people,dc=waldur,dc=test\n                user_filter: \"(&(objectClass=posixAccount)(voPersonID={{id}}))\"\n                group_filter: \"(&(objectClass=posixAccount)(eduPersonEntitlement={{id}}))\"\n                member_attribute: uid\n"
+    );
+    let s = Setup::with(
+        Arc::new(slurm),
+        Extra {
+            compute_target: Some("any"),
+            compute: members,
+            ..Extra::default()
+        },
+    )
+    .await;
+    let (_c, run) = s.start().await;
+    let mut portal = s.portal().await;
+    let users_of = |account: &str| -> Vec<String> {
+        let out = std::process::Command::new("sacctmgr")
+            .args(["-nP", "show", "assoc", "where"])
+            .arg(format!("account={account}"))
+            .args(["format=user"])
+            .output()
+            .unwrap();
+        let mut users: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect();
+        users.sort();
+        users
+    };
+
+    // A group: every person entitled to it, nobody else.
+    let g = ask(
+        &mut portal,
+        "ResourceAllocateV1",
+        "l-1",
+        &compute_for(&group(&urn), &format!("g{tag}"), 100),
+    )
+    .await;
+    assert_eq!(g.message_type, "ResourceCreatedV1", "{:?}", g.body);
+    let g_account = backend_id_of(&g.body);
+    assert_eq!(users_of(&g_account), [ann.clone(), ben.clone()]);
+    // A person: that person alone.
+    let p = ask(
+        &mut portal,
+        "ResourceAllocateV1",
+        "l-2",
+        &compute_for(
+            &person(&format!("{cem}@helmholtz.de")),
+            &format!("u{tag}"),
+            100,
+        ),
+    )
+    .await;
+    assert_eq!(p.message_type, "ResourceCreatedV1", "{:?}", p.body);
+    let p_account = backend_id_of(&p.body);
+    assert_eq!(users_of(&p_account), [cem]);
+    // Somebody the directory does not know: an error, and no account.
+    let unknown = ask(
+        &mut portal,
+        "ResourceAllocateV1",
+        "l-3",
+        &compute_for(&person("ghost@helmholtz.de"), &format!("x{tag}"), 100),
+    )
+    .await;
+    assert_eq!(
+        unknown.body["type"], "RequesterUnknown",
+        "{:?}",
+        unknown.body
+    );
+    let out = std::process::Command::new("sacctmgr")
+        .args(["-nP", "show", "account", "format=account"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&format!("x{tag}")));
+    // Deallocation takes the members with the account.
+    for (cid, answer, account) in [("l-4", &g, &g_account), ("l-5", &p, &p_account)] {
+        let gone = ask(
+            &mut portal,
+            "ResourceDeallocateV1",
+            cid,
+            &serde_json::to_vec(&answer.body).unwrap(),
+        )
+        .await;
+        assert_eq!(
+            gone.message_type, "ResourceDeallocatedV1",
+            "{:?}",
+            gone.body
+        );
+        assert!(
+            users_of(account).is_empty(),
+            "{account} still has {:?}",
+            users_of(account)
+        );
+    }
+    run.abort();
+    dir.clean_up().await;
+}
+
+#[tokio::test]
+async fn a_broker_certificate_from_another_ca_or_for_another_name_is_refused_naming_the_setting() {
+    let Some(ca) = support::hca::amqps_ca() else {
+        eprintln!("skipped: WALDUR_AMQPS_CA is not set");
+        return;
+    };
+    let vhost = support::hca::Vhost::create().await;
+    let good = vhost.broker();
+    assert_eq!(good.ca_file.as_deref(), Some(ca.as_path()));
+    waldur_coordinator::upstream::hca::amqp::connect(&good, "test")
+        .await
+        .expect("the right CA and name connect");
+
+    let other = tempfile::tempdir().unwrap();
+    support::write_pki(other.path());
+    let mut wrong_ca = good.clone();
+    wrong_ca.ca_file = Some(other.path().join("ca.pem"));
+    let e = waldur_coordinator::upstream::hca::amqp::connect(&wrong_ca, "test")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("broker.ca_file"), "{e}");
+
+    let mut wrong_name = good.clone();
+    wrong_name.host = "127.0.0.1".into();
+    let e = waldur_coordinator::upstream::hca::amqp::connect(&wrong_name, "test")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("broker.host"), "{e}");
 }

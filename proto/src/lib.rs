@@ -80,4 +80,30 @@ pub mod reason {
     /// customer or project account, an account a person made): nothing was
     /// done to it (FAILED_PRECONDITION).
     pub const RESOURCE_NOT_MANAGED: &str = "RESOURCE_NOT_MANAGED";
+
+    /// Every reason of the contract's error table. A backend may refuse with
+    /// a reason of its own (upper snake case, for example `QUOTA_EXCEEDED`);
+    /// upstream adapters show such reasons to users as the provider's own
+    /// error type.
+    pub const STANDARD: &[&str] = &[
+        UNKNOWN_INSTANCE,
+        RESOURCE_NOT_FOUND,
+        RESOURCE_ALREADY_EXISTS,
+        INVALID_FIELD,
+        UNKNOWN_COMPONENT,
+        BACKEND_NOT_READY,
+        RESOURCE_BUSY,
+        ACCOUNT_LINKING_REQUIRED,
+        ADDITIONAL_VALIDATION_REQUIRED,
+        OPERATION_FAILED,
+        CAPABILITY_NOT_SUPPORTED,
+        BACKEND_COMMAND_FAILED,
+        IDENTITY_NOT_ALLOWED,
+        RESOURCE_NOT_MANAGED,
+    ];
+
+    /// Is `reason` one of the contract's own?
+    pub fn is_standard(reason: &str) -> bool {
+        STANDARD.contains(&reason)
+    }
 }

@@ -134,6 +134,12 @@ pub async fn run(config: &Config, coordinator: &Coordinator) -> bool {
     // Limits a resource type derives must be components of its backend, or
     // every request would be refused with an error the user cannot fix.
     for (i, (service, _)) in coordinator.hca.iter().enumerate() {
+        for type_name in service.types_without_members() {
+            println!(
+                "WARN helmholtz {}: {type_name} has no members: sources, so its allocations are made with nobody in them (helmholtz.services[{i}].resource_types.{type_name}.members)",
+                service.config.name
+            );
+        }
         for (type_name, t, backend) in service.resource_types() {
             let Ok(components) = backend.components().await else {
                 continue; // the backend's own line below says why

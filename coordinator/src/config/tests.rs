@@ -73,6 +73,10 @@ fn the_reference_config_parses() {
         .replace(
             "password_file: /etc/waldur/hca-password",
             "password_env: WALDUR_TOKEN",
+        )
+        .replace(
+            "password_file: /etc/waldur/ldap-password",
+            "password_env: WALDUR_TOKEN",
         );
     // As shipped, apart from the secrets' files: no setting needs an
     // environment variable the reference does not name.
@@ -81,7 +85,16 @@ fn the_reference_config_parses() {
     assert_eq!(c.offerings[0].usernames.source, UsernameSource::Backend);
     let hca = &c.helmholtz.services[0];
     assert_eq!(hca.queues.inbound, "to_hca");
-    assert!(hca.resource_types.contains_key("ComputeResourceSpecV1"));
+    // The member sources load (filters, TLS, password) as written.
+    let compute = &hca.resource_types["ComputeResourceSpecV1"];
+    let members = crate::upstream::hca::members::Members::load(
+        &compute.members,
+        Path::new("/etc/waldur"),
+        &env(),
+    )
+    .unwrap();
+    assert!(!members.is_empty());
+    assert_eq!(hca.errors["OUT_OF_BUDGET"].error_type, "BudgetExhausted");
 }
 
 #[test]

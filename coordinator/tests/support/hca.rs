@@ -88,17 +88,56 @@ impl Vhost {
         v["messages"].as_u64()
     }
 
+    /// The broker as the portal and the coordinator reach it: over AMQPS
+    /// with the test CA when [`amqps_ca`] names one, else plain AMQP.
     pub fn broker(&self) -> ResolvedBroker {
+        let ca = amqps_ca();
         ResolvedBroker {
-            host: "127.0.0.1".into(),
-            port: 5672,
-            tls: false,
-            ca_file: None,
+            host: if ca.is_some() {
+                "localhost"
+            } else {
+                "127.0.0.1"
+            }
+            .into(),
+            port: if ca.is_some() { 5671 } else { 5672 },
+            tls: ca.is_some(),
+            ca_file: ca,
             vhost: self.name.clone(),
             username: self.user.clone(),
             password: Secret::new(self.password.clone()),
         }
     }
+}
+
+/// The CA of the broker's AMQPS listener (`deploy/services.sh amqps`), when
+/// `WALDUR_AMQPS_CA` names it: the Helmholtz tests then talk TLS, as
+/// production does, with the certificate verified for `localhost`.
+pub fn amqps_ca() -> Option<PathBuf> {
+    std::env::var_os("WALDUR_AMQPS_CA").map(PathBuf::from)
+}
+
+/// The `broker:` settings of [`Vhost::broker`] as config YAML (flow style).
+fn broker_yaml(vhost: &str) -> String {
+    match amqps_ca() {
+        Some(ca) => format!(
+            "{{host: localhost, port: 5671, tls: true, ca_file: {}, vhost: {vhost}}}",
+            ca.display()
+        ),
+        None => format!("{{host: 127.0.0.1, port: 5672, vhost: {vhost}}}"),
+    }
+}
+
+/// What a test adds to the shipped two resource types and the service.
+#[derive(Default, Clone)]
+pub struct Extra {
+    /// Lines under `ComputeResourceSpecV1:` (10 spaces of indent).
+    pub compute: String,
+    /// Lines under `ChatTeamSpecV1:`.
+    pub chat: String,
+    /// Lines under the service (6 spaces).
+    pub service: String,
+    /// `target:` of `ComputeResourceSpecV1` instead of `group`.
+    pub compute_target: Option<&'static str>,
 }
 
 pub fn schemas() -> PathBuf {
@@ -108,6 +147,17 @@ pub fn schemas() -> PathBuf {
 /// Coordinator config with one Helmholtz service on `vhost` and the backend
 /// `hpc` on `port`.
 pub fn config_text(dir: &Path, port: u16, vhost: &str, service_id: &str) -> String {
+    config_text_with(dir, port, vhost, service_id, &Extra::default())
+}
+
+/// [`config_text`] with a test's additions.
+pub fn config_text_with(
+    dir: &Path,
+    port: u16,
+    vhost: &str,
+    service_id: &str,
+    extra: &Extra,
+) -> String {
     format!(
         r#"
 version: 1
@@ -116,29 +166,34 @@ timeouts: {{backend_read_seconds: 5, backend_mutate_seconds: 5, backend_connect_
   services:
     - name: test
       service_id: {service_id}
-      broker: {{host: 127.0.0.1, port: 5672, vhost: {vhost}}}
+      broker: {broker}
       declare_queues: true
       max_backoff_seconds: 1
       resource_types:
         ComputeResourceSpecV1:
           schema: {s}/ComputeResourceSpecV1.json
           backend: hpc
-          target: group
+          target: {compute_target}
           backend_id: "hca_{{/specification/project_name}}_{{request_hash}}"
           project: "{{/specification/project_name}}"
           customer: helmholtz
           limits:
             cpu: {{from: /specification/cpu_hours}}
             mem: {{from: /specification/gpu_hours, default: 0}}
-        ChatTeamSpecV1:
+{compute}        ChatTeamSpecV1:
           schema: {s}/ChatTeamSpecV1.json
           backend: hpc
           target: user
           backend_id: "chat_{{/specification/team_name}}_{{request_hash}}"
           limits: {{gpu: 1}}
-"#,
+{chat}{service}"#,
         backends = super::backends_yaml(dir, port),
         s = schemas().display(),
+        broker = broker_yaml(vhost),
+        compute = extra.compute,
+        compute_target = extra.compute_target.unwrap_or("group"),
+        chat = extra.chat,
+        service = extra.service,
     )
 }
 
@@ -158,17 +213,24 @@ pub struct Setup {
 
 impl Setup {
     pub async fn new(served: Arc<dyn Backend>) -> Self {
+        Self::with(served, Extra::default()).await
+    }
+
+    /// [`Setup::new`] with a test's additions to the config.
+    pub async fn with(served: Arc<dyn Backend>, extra: Extra) -> Self {
         let dir = tempfile::tempdir().unwrap();
         super::write_pki(dir.path());
         let port = super::free_port();
         let server = super::start_backend(dir.path(), port, served.clone()).await;
         let vhost = Vhost::create().await;
         let service_id = unique("svc");
-        let text = config_text(dir.path(), port, &vhost.name, &service_id);
+        let text = config_text_with(dir.path(), port, &vhost.name, &service_id, &extra);
         std::fs::write(dir.path().join("coordinator.yaml"), &text).unwrap();
         let env = MapEnv::from([
             ("HCA_USERNAME", vhost.user.as_str()),
             ("HCA_PASSWORD", vhost.password.as_str()),
+            // The test directory's admin password, for `password_env`.
+            ("TEST_LDAP_PASSWORD", "waldur-test"),
         ]);
         let config = Config::parse(&text, &dir.path().join("coordinator.yaml"), &env).unwrap();
         Self {
@@ -254,13 +316,98 @@ pub fn example() -> ExampleBackend {
     ExampleBackend::new(ExampleSettings::default())
 }
 
+/// The group the shipped payloads and [`compute`] name.
+pub const CLIMATE: &str = "urn:geant:helmholtz.de:group:climate#login.helmholtz.de";
+
 pub fn compute(project: &str, cpu_hours: i64) -> Vec<u8> {
+    compute_for(
+        &json!({"user_id_target": null, "group_urn_target": CLIMATE}),
+        project,
+        cpu_hours,
+    )
+}
+
+/// A compute request for `target_entity`.
+pub fn compute_for(target_entity: &Value, project: &str, cpu_hours: i64) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "type": "ComputeResourceSpecV1",
-        "target_entity": {"user_id_target": null, "group_urn_target": "urn:geant:helmholtz.de:group:climate#login.helmholtz.de"},
+        "target_entity": target_entity,
         "specification": {"project_name": project, "cpu_hours": cpu_hours, "gpu_hours": 3}
     }))
     .unwrap()
+}
+
+/// `target_entity` of a person.
+pub fn person(vo_person_id: &str) -> Value {
+    json!({"user_id_target": vo_person_id, "group_urn_target": null})
+}
+
+/// `target_entity` of a group.
+pub fn group(urn: &str) -> Value {
+    json!({"user_id_target": null, "group_urn_target": urn})
+}
+
+/// The test directory `deploy/services.sh` runs (OpenLDAP on 127.0.0.1:389),
+/// when `WALDUR_LDAP_URL` names it.
+pub fn ldap_url() -> Option<String> {
+    std::env::var("WALDUR_LDAP_URL").ok()
+}
+
+/// The test directory, written as its admin; entries made through it are
+/// removed by [`Directory::clean_up`].
+pub struct Directory {
+    ldap: ldap3::Ldap,
+    made: Vec<String>,
+}
+
+pub const LDAP_BASE: &str = "dc=waldur,dc=test";
+
+impl Directory {
+    pub async fn connect(url: &str) -> Self {
+        let (conn, mut ldap) = ldap3::LdapConnAsync::new(url).await.unwrap();
+        ldap3::drive!(conn);
+        ldap.simple_bind(&format!("cn=admin,{LDAP_BASE}"), "waldur-test")
+            .await
+            .unwrap()
+            .success()
+            .unwrap();
+        Self {
+            ldap,
+            made: Vec::new(),
+        }
+    }
+
+    /// A person with a POSIX account, their voPersonID and group
+    /// entitlements.
+    pub async fn person(&mut self, uid: &str, vo_person_id: &str, groups: &[&str]) {
+        let dn = format!("uid={uid},ou=people,{LDAP_BASE}");
+        let uid_number = (rand::random::<u32>() % 100_000 + 200_000).to_string();
+        let mut attrs: Vec<(&str, std::collections::HashSet<&str>)> = vec![
+            (
+                "objectClass",
+                ["inetOrgPerson", "posixAccount", "voPerson", "eduPerson"].into(),
+            ),
+            ("uid", [uid].into()),
+            ("cn", [uid].into()),
+            ("sn", [uid].into()),
+            ("uidNumber", [uid_number.as_str()].into()),
+            ("gidNumber", [uid_number.as_str()].into()),
+            ("homeDirectory", ["/home/nobody"].into()),
+            ("voPersonID", [vo_person_id].into()),
+        ];
+        if !groups.is_empty() {
+            attrs.push(("eduPersonEntitlement", groups.iter().copied().collect()));
+        }
+        self.ldap.add(&dn, attrs).await.unwrap().success().unwrap();
+        self.made.push(dn);
+    }
+
+    pub async fn clean_up(mut self) {
+        for dn in self.made.drain(..) {
+            let _ = self.ldap.delete(&dn).await;
+        }
+        let _ = self.ldap.unbind().await;
+    }
 }
 
 pub async fn ask(
@@ -280,13 +427,14 @@ pub async fn ask(
         .unwrap_or_else(|| panic!("no reply to {correlation_id}"))
 }
 
-/// The example backend with slow creates, and optionally a first create
-/// that never answers after doing its work (a coordinator "killed" while it
-/// waits).
+/// The example backend with slow creates, optionally a first create that
+/// never answers after doing its work (a coordinator "killed" while it
+/// waits), and refusals to give before creating.
 pub struct Gated {
     inner: ExampleBackend,
     delay: Duration,
     stall_first: std::sync::atomic::AtomicBool,
+    refusals: std::sync::Mutex<std::collections::VecDeque<waldur_backend_sdk::BackendError>>,
 }
 
 impl Gated {
@@ -295,7 +443,15 @@ impl Gated {
             inner,
             delay,
             stall_first: std::sync::atomic::AtomicBool::new(stall_first),
+            refusals: Default::default(),
         }
+    }
+
+    /// The next creates fail with these errors, in order.
+    pub fn refusing(inner: ExampleBackend, errors: Vec<waldur_backend_sdk::BackendError>) -> Self {
+        let g = Self::new(inner, Duration::ZERO, false);
+        *g.refusals.lock().unwrap() = errors.into();
+        g
     }
 }
 
@@ -321,6 +477,9 @@ impl Backend for Gated {
         self.inner.generate_backend_id(base_name, resource)
     }
     async fn create_resource(&self, request: CreateResource) -> BackendResult<Created> {
+        if let Some(e) = self.refusals.lock().unwrap().pop_front() {
+            return Err(e);
+        }
         tokio::time::sleep(self.delay).await;
         let created = self.inner.create_resource(request).await?;
         if self

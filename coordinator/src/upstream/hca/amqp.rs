@@ -166,6 +166,10 @@ pub async fn connect(broker: &ResolvedBroker, name: &str) -> Result<Connection, 
 fn hint(error: &str) -> &'static str {
     if error.contains("ACCESS_REFUSED") || error.contains("ACCESS-REFUSED") {
         " (check the broker user and password: broker username_*/password_* settings, or HCA_USERNAME and HCA_PASSWORD)"
+    } else if error.contains("not valid for name") || error.contains("NotValidForName") {
+        " (the broker's certificate does not name this host: broker.host must be a name the certificate carries)"
+    } else if error.contains("invalid peer certificate") {
+        " (the broker's certificate is not one this host trusts: check broker.ca_file, the CA bundle that signed it, and the certificate's dates)"
     } else if error.contains("NOT_ALLOWED") || error.contains("NOT-ALLOWED") {
         " (check broker.vhost, which defaults to the service id, HCA_SERVICE_ID, and the user's permissions on it)"
     } else {

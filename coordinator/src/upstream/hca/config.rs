@@ -12,6 +12,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::members::MemberSourceConfig;
+
 use waldur_runtime::SettingError;
 use waldur_runtime::secret::{Env, Secret};
 
@@ -55,6 +57,24 @@ pub struct ServiceConfig {
     pub declare_queues: bool,
     /// Resource types by schema title (the request's `type`).
     pub resource_types: BTreeMap<String, ResourceTypeConfig>,
+    /// What the portal shows for a backend's refusal, by the reason the
+    /// backend gave (`QUOTA_EXCEEDED`, ...); reasons not listed keep the
+    /// defaults described in OPERATOR.md.
+    #[serde(default)]
+    pub errors: BTreeMap<String, ErrorTypeConfig>,
+}
+
+/// The `ErrorV1` a backend refusal becomes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorTypeConfig {
+    /// `ErrorV1.type`.
+    #[serde(rename = "type")]
+    pub error_type: String,
+    /// `ErrorV1.message`; unset: the backend's own message, cleaned of
+    /// host names and paths.
+    #[serde(default)]
+    pub message: Option<String>,
 }
 
 fn default_prefetch() -> u16 {
@@ -186,6 +206,10 @@ pub struct ResourceTypeConfig {
     /// Limits by component key, in Waldur units.
     #[serde(default)]
     pub limits: BTreeMap<String, LimitSource>,
+    /// How the requester becomes members, sources tried in order; empty:
+    /// allocations are created without members.
+    #[serde(default)]
+    pub members: Vec<MemberSourceConfig>,
 }
 
 /// Where one limit comes from.

@@ -2,6 +2,7 @@
 //! the schema that checks `specification`, the backend instance, and the
 //! templates that turn the request into a backend `CreateResource`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -10,21 +11,36 @@ use waldur_backend_api::types::ResourceContext;
 use waldur_runtime::SettingError;
 
 use super::config::{LimitSource, ResourceTypeConfig, TargetPolicy};
+use super::members::Requester;
 
 /// A refusal shown to the portal user as `ErrorV1 {type, message}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    /// Error kind (`SpecificationInvalid`, `UnknownResourceType`, ...).
-    pub kind: &'static str,
+    /// Error kind (`SpecificationInvalid`, `UnknownResourceType`, or a
+    /// provider's own type).
+    pub kind: Cow<'static, str>,
     /// User-readable text: never secrets, internals or host names.
     pub message: String,
+    /// Outcome label for metrics and logs: the kind when the adapter chose
+    /// it, `refused` for a provider's own types (a bounded label set).
+    pub label: &'static str,
 }
 
 impl Refusal {
     pub(crate) fn new(kind: &'static str, message: impl Into<String>) -> Self {
         Self {
-            kind,
+            kind: Cow::Borrowed(kind),
             message: message.into(),
+            label: kind,
+        }
+    }
+
+    /// A type the provider named (configured, or the backend's reason).
+    pub(crate) fn provider(kind: String, message: impl Into<String>) -> Self {
+        Self {
+            kind: Cow::Owned(kind),
+            message: message.into(),
+            label: "refused",
         }
     }
 
@@ -68,6 +84,8 @@ pub struct Derived {
     pub context: ResourceContext,
     /// Limits in Waldur units.
     pub limits: BTreeMap<String, i64>,
+    /// Who asked: the person or group that becomes the members.
+    pub requester: Requester,
 }
 
 impl ResourceType {
@@ -194,7 +212,7 @@ impl ResourceType {
             .ok_or_else(|| Refusal::invalid("target_entity is missing"))?;
         let user = non_null_string(target, "user_id_target")?;
         let group = non_null_string(target, "group_urn_target")?;
-        let owner = match (user, group, self.config.target) {
+        let requester = match (user, group, self.config.target) {
             (Some(_), Some(_), _) => {
                 return Err(Refusal::invalid(
                     "target_entity names both a user and a group; it must name one",
@@ -215,9 +233,10 @@ impl ResourceType {
                     "this resource type is personal: set user_id_target",
                 ));
             }
-            (Some(u), None, _) => u,
-            (None, Some(g), _) => g,
+            (Some(u), None, _) => Requester::User(u),
+            (None, Some(g), _) => Requester::Group(g),
         };
+        let owner = requester.id().to_owned();
         let spec = body
             .get("specification")
             .ok_or_else(|| Refusal::invalid("specification is missing"))?;
@@ -284,6 +303,7 @@ impl ResourceType {
             base,
             context,
             limits,
+            requester,
         })
     }
 }

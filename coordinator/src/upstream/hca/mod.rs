@@ -9,12 +9,14 @@
 //!
 //! * [`config`] — the `helmholtz:` settings, with `HCA_*` fallbacks;
 //! * [`mapping`] — resource types: schema, backend and derivation templates;
+//! * [`members`] — who the requester is locally: usernames from a table or LDAP;
 //! * [`service`] — request → reply, transport-free;
 //! * [`amqp`] — the lapin consumer and publisher, and the mock portal.
 
 pub mod amqp;
 pub mod config;
 pub mod mapping;
+pub mod members;
 pub mod service;
 
 pub use amqp::{LinkState, Portal, PortalMessage};

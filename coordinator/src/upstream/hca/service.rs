@@ -9,10 +9,12 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 use tonic::Code;
-use waldur_backend_api::types::CreateResource;
+use waldur_backend_api::reason;
+use waldur_backend_api::types::{CreateResource, Outcome as UserOutcome, User};
 
 use super::config::{ResolvedBroker, ServiceConfig};
 use super::mapping::{Refusal, ResourceType};
+use super::members::{LookupError, Members, Requester};
 use crate::backend::{BackendCallError, BackendHandle};
 use waldur_runtime::SettingError;
 use waldur_runtime::secret::Env;
@@ -50,8 +52,16 @@ pub struct HcaService {
     pub service_id: String,
     /// Broker settings with the environment applied.
     pub broker: ResolvedBroker,
-    types: BTreeMap<String, (ResourceType, BackendHandle)>,
+    types: BTreeMap<String, Type>,
     backends: BTreeMap<String, BackendHandle>,
+}
+
+/// A resource type ready to serve: schema and templates, its backend, and
+/// who becomes its members.
+struct Type {
+    mapping: ResourceType,
+    backend: BackendHandle,
+    members: Members,
 }
 
 impl std::fmt::Debug for HcaService {
@@ -94,8 +104,35 @@ impl HcaService {
                     ),
                 ));
             }
+            let members = Members::load(&t.members, base_dir, env)
+                .map_err(|e| e.within(format_args!("resource_types.{name}")))?;
             used.insert(t.backend.clone(), handle.clone());
-            types.insert(name.clone(), (compiled, handle));
+            types.insert(
+                name.clone(),
+                Type {
+                    mapping: compiled,
+                    backend: handle,
+                    members,
+                },
+            );
+        }
+        for (reason, e) in &config.errors {
+            let at = format!("errors.{reason}");
+            if !is_type_name(&e.error_type) {
+                return Err(SettingError::new(
+                    format!("{at}.type"),
+                    format!(
+                        "{:?} is not a type name (letters and digits, starting with a letter, like QuotaExceeded)",
+                        e.error_type
+                    ),
+                ));
+            }
+            if e.message.as_deref().is_some_and(|m| m.trim().is_empty()) {
+                return Err(SettingError::new(
+                    format!("{at}.message"),
+                    "is empty; leave it out to show the backend's own message",
+                ));
+            }
         }
         Ok(Self {
             config: config.clone(),
@@ -108,7 +145,18 @@ impl HcaService {
 
     /// The resource types with their backends, by name.
     pub fn resource_types(&self) -> impl Iterator<Item = (&str, &ResourceType, &BackendHandle)> {
-        self.types.iter().map(|(n, (t, b))| (n.as_str(), t, b))
+        self.types
+            .iter()
+            .map(|(n, t)| (n.as_str(), &t.mapping, &t.backend))
+    }
+
+    /// Resource types whose allocations get no members (no `members:`
+    /// sources): `check` warns about them.
+    pub fn types_without_members(&self) -> impl Iterator<Item = &str> {
+        self.types
+            .iter()
+            .filter(|(_, t)| t.members.is_empty())
+            .map(|(n, _)| n.as_str())
     }
 
     /// Handles one request. Never fails: every problem is a reply or a retry.
@@ -146,7 +194,7 @@ impl HcaService {
         match result {
             Ok((reply, outcome)) => Outcome::Reply { reply, outcome },
             Err(Failure::Refused(r)) => Outcome::Reply {
-                outcome: r.kind,
+                outcome: r.label,
                 reply: Reply {
                     message_type: names.error.clone(),
                     body: json!({"type": r.kind, "message": r.message}),
@@ -179,7 +227,12 @@ impl HcaService {
                 .into());
             }
         };
-        let Some((rt, backend)) = self.types.get(type_name) else {
+        let Some(Type {
+            mapping: rt,
+            backend,
+            members,
+        }) = self.types.get(type_name)
+        else {
             return Err(Refusal::new(
                 "UnknownResourceType",
                 format!(
@@ -191,6 +244,9 @@ impl HcaService {
         };
         let key = format!("{}/{correlation_id}", self.service_id);
         let derived = rt.derive(&body, correlation_id, &key)?;
+        // Members first: a requester nobody can map is refused before
+        // anything exists on the backend.
+        let users = self.members_of(members, &derived.requester).await?;
         let backend_id = backend
             .generate_backend_id(&derived.base, &derived.context)
             .await
@@ -204,6 +260,7 @@ impl HcaService {
             .create_resource(CreateResource {
                 resource: derived.context,
                 limits: derived.limits,
+                users,
                 ..CreateResource::default()
             })
             .await
@@ -212,6 +269,25 @@ impl HcaService {
             return Err(Failure::Later(format!(
                 "{backend_id} is still being provisioned"
             )));
+        }
+        // A member the backend could not add for now: answer later, when
+        // the redelivered request adds them (CreateResource brings an
+        // existing resource to the requested state). Other failures are the
+        // operators' to fix; the allocation itself stands.
+        for r in &resp.user_results {
+            if let UserOutcome::Failed(e) = &r.outcome {
+                if matches!(
+                    e.code,
+                    Code::Unavailable | Code::Aborted | Code::DeadlineExceeded
+                ) {
+                    tracing::warn!(service = %self.config.name, backend_id, username = %r.username, error = %e.message, "member not added yet; the request will be retried");
+                    return Err(Failure::Later(format!(
+                        "{backend_id}: member {} not added yet",
+                        r.username
+                    )));
+                }
+                tracing::error!(service = %self.config.name, backend_id, username = %r.username, error = %e.message, "member could not be added to the allocation");
+            }
         }
         let id = format!("{}:{backend_id}", backend.name());
         tracing::info!(service = %self.config.name, correlation_id, id, "resource allocated");
@@ -244,7 +320,7 @@ impl HcaService {
         let ours = self
             .types
             .values()
-            .any(|(t, b)| b.name() == backend_name && t.could_have_made(backend_id));
+            .any(|t| t.backend.name() == backend_name && t.mapping.could_have_made(backend_id));
         if backend_id.is_empty() || !ours {
             return Err(unknown().into());
         }
@@ -269,14 +345,59 @@ impl HcaService {
         ))
     }
 
+    /// The usernames the requester maps to, as backend users; none when
+    /// the type has no member sources.
+    async fn members_of(&self, members: &Members, who: &Requester) -> Result<Vec<User>, Failure> {
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
+        match members.resolve(who).await {
+            Ok(names) => Ok(names
+                .into_iter()
+                .map(|n| {
+                    let mut u = User::named(n);
+                    u.attributes
+                        .insert("hca_requester".into(), who.id().to_owned());
+                    u
+                })
+                .collect()),
+            Err(LookupError::Unknown(why)) => {
+                tracing::warn!(service = %self.config.name, requester = who.id(), reason = %why, "requester has no local account");
+                Err(Refusal::new("RequesterUnknown", why).into())
+            }
+            Err(LookupError::Ambiguous(why)) => {
+                tracing::error!(service = %self.config.name, requester = who.id(), reason = %why, "requester is ambiguous");
+                Err(Refusal::new("RequesterAmbiguous", why).into())
+            }
+            Err(LookupError::Unavailable(why)) => {
+                tracing::warn!(service = %self.config.name, requester = who.id(), error = %why, "member source unavailable; the request will be retried");
+                Err(Failure::Later(why))
+            }
+        }
+    }
+
     /// What the user may see of a backend failure. Details go to the log
-    /// only: backend messages can name hosts and commands.
+    /// only: backend messages can name hosts and commands. A reason listed
+    /// under `errors:` shows the provider's type and text; a reason of the
+    /// provider's own (not in the contract's table) shows as its type, like
+    /// the original library's exception classes, with the backend's message
+    /// cleaned of host names and paths.
     fn backend_failure(&self, e: &BackendCallError, name: &str) -> Failure {
         if e.is_retryable() {
             tracing::warn!(service = %self.config.name, error = %e, "backend unavailable; the request will be retried");
             return Failure::Later(e.to_string());
         }
         tracing::warn!(service = %self.config.name, error = %e, "backend refused the request");
+        if let Some(t) = self.config.errors.get(&e.reason) {
+            let message = t.message.clone().unwrap_or_else(|| user_text(&e.message));
+            return Refusal::provider(t.error_type.clone(), message).into();
+        }
+        if !reason::is_standard(&e.reason)
+            && e.code != Code::Internal
+            && let Some(kind) = camel_case(&e.reason)
+        {
+            return Refusal::provider(kind, user_text(&e.message)).into();
+        }
         match e.code {
             Code::AlreadyExists => Refusal::new(
                 "ResourceAlreadyExists",
@@ -343,6 +464,34 @@ fn user_text(message: &str) -> String {
     }
 }
 
+/// `QUOTA_EXCEEDED` → `QuotaExceeded`; `None` for anything that is not an
+/// upper-snake reason.
+fn camel_case(reason: &str) -> Option<String> {
+    let ok = reason.len() <= 64
+        && reason.starts_with(|c: char| c.is_ascii_uppercase())
+        && reason
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    ok.then(|| {
+        reason
+            .split('_')
+            .filter(|w| !w.is_empty())
+            .map(|w| {
+                let mut cs = w.chars();
+                let first = cs.next().map(|c| c.to_string()).unwrap_or_default();
+                first + &cs.as_str().to_ascii_lowercase()
+            })
+            .collect()
+    })
+}
+
+/// An `ErrorV1.type` an operator may configure: like a class name.
+fn is_type_name(t: &str) -> bool {
+    t.len() <= 64
+        && t.starts_with(|c: char| c.is_ascii_alphabetic())
+        && t.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
 fn clip_name(s: &str) -> String {
     s.chars().take(80).collect()
 }
@@ -350,6 +499,18 @@ fn clip_name(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_provider_reason_becomes_a_class_like_type() {
+        assert_eq!(
+            camel_case("QUOTA_EXCEEDED").as_deref(),
+            Some("QuotaExceeded")
+        );
+        assert_eq!(camel_case("NO_GPU_2_LEFT").as_deref(), Some("NoGpu2Left"));
+        assert_eq!(camel_case("quota exceeded"), None);
+        assert_eq!(camel_case(""), None);
+        assert!(is_type_name("QuotaExceeded") && !is_type_name("Quota Exceeded"));
+    }
 
     #[test]
     fn user_text_drops_paths_and_extra_lines() {

@@ -1,0 +1,674 @@
+//! Who an allocation is for. A request names its requester in
+//! `target_entity`: a person (`user_id_target`, their voPersonID) or a group
+//! (`group_urn_target`). A resource type's `members:` list turns that into
+//! local usernames, which are added with the resource (and go with it at
+//! deallocation). Sources are tried in order; the first that knows the
+//! requester decides, so a static table can override a directory.
+//!
+//! * `static` — a table in the config or in a YAML file beside it;
+//! * `ldap` — a search by attribute in a directory: one entry for a user
+//!   (its `username_attribute`), for a group every value of
+//!   `member_attribute` of the matching entries (`memberUid` of a
+//!   posixGroup, or `uid` of the users whose entitlement names the group).
+//!
+//! Nobody knowing the requester refuses the request before anything is
+//! created; a directory that cannot be asked (down, timing out, refusing the
+//! bind) leaves it queued until it can.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use waldur_runtime::SettingError;
+use waldur_runtime::secret::{Env, Secret};
+
+/// Who a request is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requester {
+    /// A person, by voPersonID.
+    User(String),
+    /// A group, by URN.
+    Group(String),
+}
+
+impl Requester {
+    /// The id as the portal sent it.
+    pub fn id(&self) -> &str {
+        match self {
+            Self::User(id) | Self::Group(id) => id,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::User(_) => "user",
+            Self::Group(_) => "group",
+        }
+    }
+}
+
+/// One entry of a resource type's `members:` list: `{static: ...}` or
+/// `{ldap: ...}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberSourceConfig {
+    /// A fixed table.
+    #[serde(rename = "static", default)]
+    pub table: Option<StaticConfig>,
+    /// A directory search.
+    #[serde(default)]
+    pub ldap: Option<Box<LdapConfig>>,
+}
+
+/// `static:` — requester ids to usernames, inline or in a YAML file with
+/// the same two keys (relative paths are relative to the config file).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticConfig {
+    /// voPersonID → username.
+    #[serde(default)]
+    pub users: BTreeMap<String, String>,
+    /// Group URN → usernames.
+    #[serde(default)]
+    pub groups: BTreeMap<String, Vec<String>>,
+    /// A YAML file holding `users:` and `groups:` instead.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
+/// `ldap:` — where and how to search.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapConfig {
+    /// `ldap://host[:port]` or `ldaps://host[:port]`.
+    pub url: String,
+    /// Upgrade an `ldap://` connection with StartTLS.
+    #[serde(default)]
+    pub start_tls: bool,
+    /// PEM bundle of CAs to trust instead of the system's.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// DN to bind as; anonymous when unset.
+    #[serde(default)]
+    pub bind_dn: Option<String>,
+    /// File holding the bind password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Variable holding the bind password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// Where users are searched (and groups, unless `group_base_dn`).
+    pub base_dn: String,
+    /// Filter finding the requesting person; `{id}` is their voPersonID,
+    /// escaped. Unset: this source does not resolve persons.
+    #[serde(default)]
+    pub user_filter: Option<String>,
+    /// Where groups are searched; default `base_dn`.
+    #[serde(default)]
+    pub group_base_dn: Option<String>,
+    /// Filter finding the requesting group's entries; `{id}` is the URN,
+    /// escaped. Unset: this source does not resolve groups.
+    #[serde(default)]
+    pub group_filter: Option<String>,
+    /// Attribute of a person's entry holding the username.
+    #[serde(default = "default_username_attribute")]
+    pub username_attribute: String,
+    /// Attribute of a group filter's entries holding member usernames.
+    #[serde(default = "default_member_attribute")]
+    pub member_attribute: String,
+    /// Connect-and-search deadline, seconds.
+    #[serde(default = "default_ldap_timeout")]
+    pub timeout_seconds: u64,
+}
+
+fn default_username_attribute() -> String {
+    "uid".into()
+}
+
+fn default_member_attribute() -> String {
+    "memberUid".into()
+}
+
+fn default_ldap_timeout() -> u64 {
+    10
+}
+
+/// Why the members could not be told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookupError {
+    /// Nobody knows the requester, or they map to no one: refuse.
+    Unknown(String),
+    /// A person matched more than one entry: refuse rather than guess.
+    Ambiguous(String),
+    /// A source could not be asked: try again later.
+    Unavailable(String),
+}
+
+/// A resource type's member sources, resolved at start-up.
+#[derive(Debug, Clone, Default)]
+pub struct Members {
+    sources: Vec<Source>,
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    Static {
+        users: BTreeMap<String, String>,
+        groups: BTreeMap<String, Vec<String>>,
+    },
+    Ldap(Arc<Ldap>),
+}
+
+impl Members {
+    /// Loads every source: static files are read, filters and the bind
+    /// password checked, so a mistake stops start-up instead of refusing
+    /// requests.
+    pub fn load(
+        configs: &[MemberSourceConfig],
+        base_dir: &Path,
+        env: &dyn Env,
+    ) -> Result<Self, SettingError> {
+        let mut sources = Vec::with_capacity(configs.len());
+        for (i, c) in configs.iter().enumerate() {
+            let at = |e: SettingError| e.within(format_args!("members[{i}]"));
+            sources.push(match (&c.table, &c.ldap) {
+                (Some(s), None) => load_static(s, base_dir).map_err(at)?,
+                (None, Some(l)) => {
+                    Source::Ldap(Arc::new(Ldap::load(l, base_dir, env).map_err(at)?))
+                }
+                _ => {
+                    return Err(SettingError::new(
+                        format!("members[{i}]"),
+                        "each entry is one source: static or ldap",
+                    ));
+                }
+            });
+        }
+        Ok(Self { sources })
+    }
+
+    /// True when no source is configured: allocations get no members.
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty()
+    }
+
+    /// The local usernames of `who`, sorted and without duplicates.
+    pub async fn resolve(&self, who: &Requester) -> Result<Vec<String>, LookupError> {
+        for source in &self.sources {
+            let found = match source {
+                Source::Static { users, groups } => match who {
+                    Requester::User(id) => users.get(id).map(|u| vec![u.clone()]),
+                    Requester::Group(urn) => groups.get(urn).cloned(),
+                },
+                Source::Ldap(l) => l.lookup(who).await?,
+            };
+            if let Some(names) = found {
+                let names: BTreeSet<String> = names
+                    .into_iter()
+                    .map(|n| n.trim().to_owned())
+                    .filter(|n| !n.is_empty())
+                    .collect();
+                if names.is_empty() {
+                    return Err(LookupError::Unknown(format!(
+                        "{} {:?} has no members with an account at this service",
+                        who.kind(),
+                        clip(who.id())
+                    )));
+                }
+                if let Some(bad) = names.iter().find(|n| !valid_username(n)) {
+                    return Err(LookupError::Unavailable(format!(
+                        "the member source gave the unusable username {:?} for {} {:?}",
+                        clip(bad),
+                        who.kind(),
+                        clip(who.id())
+                    )));
+                }
+                return Ok(names.into_iter().collect());
+            }
+        }
+        Err(LookupError::Unknown(format!(
+            "no account at this service is known for {} {:?}; ask the service's operators to register it",
+            who.kind(),
+            clip(who.id())
+        )))
+    }
+}
+
+/// What a backend can take as a username: 1..255 bytes, no control
+/// characters or spaces (the contract's identifier rule, plus no spaces, which
+/// no account system accepts).
+fn valid_username(n: &str) -> bool {
+    !n.is_empty() && n.len() <= 255 && !n.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
+fn load_static(s: &StaticConfig, base_dir: &Path) -> Result<Source, SettingError> {
+    let table = match &s.file {
+        None => s.clone(),
+        Some(_) if !s.users.is_empty() || !s.groups.is_empty() => {
+            return Err(SettingError::new(
+                "static",
+                "give users/groups inline or a file, not both",
+            ));
+        }
+        Some(file) => {
+            let path = base_dir.join(file);
+            let at = |why: String| {
+                SettingError::new("static.file", format!("{}: {why}", path.display()))
+            };
+            let text = std::fs::read_to_string(&path).map_err(|e| at(e.to_string()))?;
+            let table: StaticConfig =
+                serde_norway::from_str(&text).map_err(|e| at(e.to_string()))?;
+            if table.file.is_some() {
+                return Err(at("a members file cannot name another file".into()));
+            }
+            table
+        }
+    };
+    Ok(Source::Static {
+        users: table.users,
+        groups: table.groups,
+    })
+}
+
+/// An LDAP source with its password read and its filters checked.
+struct Ldap {
+    config: LdapConfig,
+    password: Option<Secret>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for Ldap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ldap")
+            .field("url", &self.config.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ldap {
+    fn load(c: &LdapConfig, base_dir: &Path, env: &dyn Env) -> Result<Self, SettingError> {
+        let err = |key: &str, why: String| SettingError::new(format!("ldap.{key}"), why);
+        let tls_url = c.url.starts_with("ldaps://");
+        if !tls_url && !c.url.starts_with("ldap://") {
+            return Err(err(
+                "url",
+                format!("{:?} is not an ldap:// or ldaps:// url", c.url),
+            ));
+        }
+        if tls_url && c.start_tls {
+            return Err(err(
+                "start_tls",
+                "an ldaps:// url is TLS already; StartTLS is for ldap://".into(),
+            ));
+        }
+        if c.user_filter.is_none() && c.group_filter.is_none() {
+            return Err(err(
+                "user_filter",
+                "set user_filter, group_filter or both; without either this source resolves no one"
+                    .into(),
+            ));
+        }
+        for (key, f) in [
+            ("user_filter", &c.user_filter),
+            ("group_filter", &c.group_filter),
+        ] {
+            if let Some(f) = f {
+                if !f.contains("{id}") {
+                    return Err(err(
+                        key,
+                        format!("{f:?} must contain {{id}}, the requester's id"),
+                    ));
+                }
+                if let Err(e) = ldap3::parse_filter(f.replace("{id}", "x")) {
+                    return Err(err(key, format!("{f:?} is not an LDAP filter: {e:?}")));
+                }
+            }
+        }
+        if c.timeout_seconds == 0 {
+            return Err(err("timeout_seconds", "must be at least 1".into()));
+        }
+        let password = match (&c.bind_dn, &c.password_file, &c.password_env) {
+            (None, None, None) => None,
+            (None, _, _) => {
+                return Err(err(
+                    "bind_dn",
+                    "a password is set but no bind_dn to use it with".into(),
+                ));
+            }
+            (Some(_), file, var) => {
+                let file = file.as_ref().map(|f| base_dir.join(f));
+                Some(Secret::from_file_or_env(
+                    "ldap.password",
+                    file.as_deref(),
+                    var.as_deref(),
+                    env,
+                )?)
+            }
+        };
+        let tls = if tls_url || c.start_tls {
+            Some(Arc::new(tls_config(c, base_dir)?))
+        } else {
+            None
+        };
+        Ok(Self {
+            config: c.clone(),
+            password,
+            tls,
+        })
+    }
+
+    /// `Some(usernames)` when the directory knows the requester, `None`
+    /// when this source has no filter for its kind or finds nothing.
+    async fn lookup(&self, who: &Requester) -> Result<Option<Vec<String>>, LookupError> {
+        let c = &self.config;
+        let (base, filter, attribute) = match who {
+            Requester::User(_) => match &c.user_filter {
+                Some(f) => (&c.base_dn, f, &c.username_attribute),
+                None => return Ok(None),
+            },
+            Requester::Group(_) => match &c.group_filter {
+                Some(f) => (
+                    c.group_base_dn.as_ref().unwrap_or(&c.base_dn),
+                    f,
+                    &c.member_attribute,
+                ),
+                None => return Ok(None),
+            },
+        };
+        let filter = filter.replace("{id}", &ldap3::ldap_escape(who.id()));
+        let deadline = Duration::from_secs(c.timeout_seconds);
+        let entries = tokio::time::timeout(deadline, self.search(base, &filter, attribute))
+            .await
+            .map_err(|_| {
+                LookupError::Unavailable(format!(
+                    "ldap {}: no answer within {} s",
+                    c.url, c.timeout_seconds
+                ))
+            })??;
+        match who {
+            Requester::User(id) => match entries.as_slice() {
+                [] => Ok(None),
+                [one] => Ok(Some(one.clone())),
+                _ => Err(LookupError::Ambiguous(format!(
+                    "user {:?} matches {} directory entries; the service's operators must make it unique",
+                    clip(id),
+                    entries.len()
+                ))),
+            },
+            Requester::Group(_) if entries.is_empty() => Ok(None),
+            Requester::Group(_) => Ok(Some(entries.into_iter().flatten().collect())),
+        }
+    }
+
+    /// One connection per lookup (requests are rare): bind, search, unbind.
+    /// Answers the values of `attribute` per matching entry.
+    async fn search(
+        &self,
+        base: &str,
+        filter: &str,
+        attribute: &str,
+    ) -> Result<Vec<Vec<String>>, LookupError> {
+        let c = &self.config;
+        let down = |what: &str, e: ldap3::LdapError| {
+            LookupError::Unavailable(format!("ldap {} {what}: {e}", c.url))
+        };
+        let mut settings = ldap3::LdapConnSettings::new()
+            .set_conn_timeout(Duration::from_secs(c.timeout_seconds))
+            .set_starttls(c.start_tls);
+        if let Some(tls) = &self.tls {
+            settings = settings.set_config(tls.clone());
+        }
+        let (conn, mut ldap) = ldap3::LdapConnAsync::with_settings(settings, &c.url)
+            .await
+            .map_err(|e| down("connect", e))?;
+        let driver = tokio::spawn(async move {
+            if let Err(e) = conn.drive().await {
+                tracing::debug!(error = %e, "ldap connection ended");
+            }
+        });
+        let result = async {
+            if let (Some(dn), Some(pw)) = (&c.bind_dn, &self.password) {
+                ldap.simple_bind(dn, pw.expose())
+                    .await
+                    .and_then(ldap3::LdapResult::success)
+                    .map_err(|e| down("bind", e))?;
+            }
+            let (entries, _) = ldap
+                .search(base, ldap3::Scope::Subtree, filter, vec![attribute])
+                .await
+                .and_then(ldap3::SearchResult::success)
+                .map_err(|e| down("search", e))?;
+            entries
+                .iter()
+                .map(|e| {
+                    attribute_values(&e.0, attribute).ok_or_else(|| {
+                        LookupError::Unavailable(format!(
+                            "ldap {} answered an entry that could not be read",
+                            c.url
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        }
+        .await;
+        let _ = ldap.unbind().await;
+        driver.abort();
+        result
+    }
+}
+
+fn tls_config(c: &LdapConfig, base_dir: &Path) -> Result<rustls::ClientConfig, SettingError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &c.ca_file {
+        Some(f) => {
+            let path = base_dir.join(f);
+            let at = |why: String| {
+                SettingError::new("ldap.ca_file", format!("{}: {why}", path.display()))
+            };
+            let pem = std::fs::read(&path).map_err(|e| at(e.to_string()))?;
+            let certs = rustls_pemfile_certs(&pem).map_err(at)?;
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| at(format!("not a usable CA certificate: {e}")))?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| SettingError::new("ldap.url", format!("tls: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+fn rustls_pemfile_certs(
+    pem: &[u8],
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("not PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("holds no certificate".into());
+    }
+    Ok(certs)
+}
+
+/// The values of `attribute` (case-insensitive, as LDAP names are) in a
+/// search result entry, read without trusting its shape: ldap3's own
+/// reader panics on a malformed entry, and the answer comes from outside.
+/// `None` when the entry is malformed; values that are not UTF-8 are skipped.
+fn attribute_values(entry: &ldap3::asn1::StructureTag, attribute: &str) -> Option<Vec<String>> {
+    use ldap3::asn1::PL;
+    let constructed = |t: &ldap3::asn1::StructureTag| match &t.payload {
+        PL::C(items) => Some(items.clone()),
+        PL::P(_) => None,
+    };
+    let primitive = |t: &ldap3::asn1::StructureTag| match &t.payload {
+        PL::P(bytes) => Some(bytes.clone()),
+        PL::C(_) => None,
+    };
+    // SearchResultEntry ::= [APPLICATION 4] SEQUENCE { objectName, attributes }
+    let parts = constructed(entry)?;
+    let attrs = constructed(parts.get(1)?)?;
+    let mut values = Vec::new();
+    for pa in &attrs {
+        // PartialAttribute ::= SEQUENCE { type, vals SET OF value }
+        let pa = constructed(pa)?;
+        let name = String::from_utf8(primitive(pa.first()?)?).ok()?;
+        if !name.eq_ignore_ascii_case(attribute) {
+            continue;
+        }
+        for v in constructed(pa.get(1)?)? {
+            if let Ok(s) = String::from_utf8(primitive(&v)?) {
+                values.push(s);
+            }
+        }
+    }
+    Some(values)
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(120).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use waldur_runtime::secret::MapEnv;
+
+    fn members(yaml: &str) -> Result<Members, SettingError> {
+        let configs: Vec<MemberSourceConfig> = serde_norway::from_str(yaml).unwrap();
+        Members::load(&configs, Path::new("/nonexistent"), &MapEnv::default())
+    }
+
+    fn user(id: &str) -> Requester {
+        Requester::User(id.into())
+    }
+
+    #[tokio::test]
+    async fn the_first_source_that_knows_the_requester_decides() {
+        let m = members(
+            "- static: {users: {a@x: alice}}\n- static: {users: {a@x: other, b@x: bob}, groups: {'urn:g': [carol, bob, carol]}}\n",
+        )
+        .unwrap();
+        assert_eq!(m.resolve(&user("a@x")).await.unwrap(), ["alice"]);
+        assert_eq!(m.resolve(&user("b@x")).await.unwrap(), ["bob"]);
+        assert_eq!(
+            m.resolve(&Requester::Group("urn:g".into())).await.unwrap(),
+            ["bob", "carol"]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_requester_or_an_empty_group_is_refused_by_name() {
+        let m = members("- static: {groups: {'urn:empty': []}}\n").unwrap();
+        match m.resolve(&user("nobody@x")).await {
+            Err(LookupError::Unknown(why)) => assert!(why.contains("nobody@x"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        match m.resolve(&Requester::Group("urn:empty".into())).await {
+            Err(LookupError::Unknown(why)) => assert!(why.contains("no members"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_username_no_backend_could_take_is_not_passed_on() {
+        let m = members("- static: {users: {a@x: 'al ice'}}\n").unwrap();
+        assert!(matches!(
+            m.resolve(&user("a@x")).await,
+            Err(LookupError::Unavailable(_))
+        ));
+    }
+
+    #[test]
+    fn ldap_settings_are_checked_at_load() {
+        for (yaml, key) in [
+            (
+                "- ldap: {url: 'http://x', base_dn: 'dc=x', user_filter: '(uid={id})'}",
+                "url",
+            ),
+            ("- ldap: {url: 'ldap://x', base_dn: 'dc=x'}", "user_filter"),
+            (
+                "- ldap: {url: 'ldap://x', base_dn: 'dc=x', user_filter: '(uid=x)'}",
+                "{id}",
+            ),
+            (
+                "- ldap: {url: 'ldap://x', base_dn: 'dc=x', group_filter: '(cn={id}'}",
+                "group_filter",
+            ),
+            (
+                "- ldap: {url: 'ldaps://x', start_tls: true, base_dn: 'dc=x', user_filter: '(uid={id})'}",
+                "start_tls",
+            ),
+            (
+                "- ldap: {url: 'ldap://x', base_dn: 'dc=x', user_filter: '(uid={id})', password_env: P}",
+                "bind_dn",
+            ),
+            (
+                "- ldap: {url: 'ldap://x', bind_dn: 'cn=r', base_dn: 'dc=x', user_filter: '(uid={id})', password_env: P}",
+                "P",
+            ),
+            ("- static: {users: {a: b}, file: m.yaml}", "not both"),
+            ("- static: {file: m.yaml}", "m.yaml"),
+            ("- {}", "one source"),
+        ] {
+            let e = members(yaml).unwrap_err().to_string();
+            assert!(e.contains(key), "{yaml}: {e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_directory_means_later_not_unknown() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let m = members(&format!(
+            "- ldap: {{url: 'ldap://127.0.0.1:{port}', base_dn: 'dc=x', user_filter: '(uid={{id}})', timeout_seconds: 2}}\n- static: {{users: {{a@x: alice}}}}\n"
+        ))
+        .unwrap();
+        match m.resolve(&user("a@x")).await {
+            Err(LookupError::Unavailable(why)) => assert!(why.contains("connect"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_malformed_directory_entry_is_an_error_not_a_panic() {
+        use ldap3::asn1::{PL, StructureTag, TagClass};
+        let prim = |b: &[u8]| StructureTag {
+            class: TagClass::Universal,
+            id: 4,
+            payload: PL::P(b.to_vec()),
+        };
+        let cons = |items: Vec<StructureTag>| StructureTag {
+            class: TagClass::Universal,
+            id: 16,
+            payload: PL::C(items),
+        };
+        let good = cons(vec![
+            prim(b"uid=alice,dc=x"),
+            cons(vec![cons(vec![prim(b"UID"), cons(vec![prim(b"alice")])])]),
+        ]);
+        assert_eq!(attribute_values(&good, "uid").unwrap(), ["alice"]);
+        for bad in [
+            prim(b"x"),
+            cons(vec![prim(b"dn")]),
+            cons(vec![prim(b"dn"), cons(vec![prim(b"uid")])]),
+            cons(vec![prim(b"dn"), cons(vec![cons(vec![prim(b"uid")])])]),
+        ] {
+            assert_eq!(attribute_values(&bad, "uid"), None);
+        }
+    }
+}
