@@ -831,3 +831,52 @@ async fn a_broker_certificate_from_another_ca_or_for_another_name_is_refused_nam
         .to_string();
     assert!(e.contains("broker.host"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_asks_each_member_directory_and_names_a_missing_base() {
+    let Some(url) = ldap_url() else {
+        eprintln!("skipped: WALDUR_LDAP_URL is not set");
+        return;
+    };
+    let source = |base: &str| {
+        format!(
+            "            - ldap: {{url: \"{url}\", bind_dn: \"cn=admin,dc=waldur,dc=test\", password_env: TEST_LDAP_PASSWORD, base_dn: \"{base}\", user_filter: \"(voPersonID={{id}})\"}}\n"
+        )
+    };
+    let extra = Extra {
+        compute: format!(
+            "          members:\n{}{}",
+            source("ou=people,dc=waldur,dc=test"),
+            source("ou=nowhere,dc=waldur,dc=test")
+        ),
+        ..Extra::default()
+    };
+    let s = Setup::with(Arc::new(example()), extra).await;
+    let out = tokio::task::block_in_place(|| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_waldur-coordinator"))
+            .args(["check", "--config"])
+            .arg(s.dir.path().join("coordinator.yaml"))
+            .env("HCA_USERNAME", &s.vhost.user)
+            .env("HCA_PASSWORD", &s.vhost.password)
+            .env("TEST_LDAP_PASSWORD", "waldur-test")
+            .output()
+            .unwrap()
+    });
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "PASS helmholtz test: ComputeResourceSpecV1 member directory {url} answers"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("FAIL helmholtz test: helmholtz.services[0].resource_types.ComputeResourceSpecV1.members: ")
+            && text.contains("ou=nowhere"),
+        "{text}"
+    );
+    // The chat type has no sources: said, as a warning.
+    assert!(
+        text.contains("WARN helmholtz test: ChatTeamSpecV1 has no members"),
+        "{text}"
+    );
+}

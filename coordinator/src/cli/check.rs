@@ -140,6 +140,22 @@ pub async fn run(config: &Config, coordinator: &Coordinator) -> bool {
                 service.config.name
             );
         }
+        for (type_name, url, outcome) in service.probe_member_sources().await {
+            let at = format!("helmholtz.services[{i}].resource_types.{type_name}.members");
+            match outcome {
+                Ok(()) => line(
+                    true,
+                    format!(
+                        "helmholtz {}: {type_name} member directory {url} answers",
+                        service.config.name
+                    ),
+                ),
+                Err(why) => line(
+                    false,
+                    format!("helmholtz {}: {at}: {why}", service.config.name),
+                ),
+            }
+        }
         for (type_name, t, backend) in service.resource_types() {
             let Ok(components) = backend.components().await else {
                 continue; // the backend's own line below says why

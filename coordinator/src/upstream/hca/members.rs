@@ -194,6 +194,37 @@ impl Members {
         self.sources.is_empty()
     }
 
+    /// Asks every directory source for its `base_dn` (connect, bind,
+    /// search): `(url, outcome)` per source, for `check`.
+    pub async fn probe(&self) -> Vec<(String, Result<(), String>)> {
+        let mut out = Vec::new();
+        for source in &self.sources {
+            if let Source::Ldap(l) = source {
+                let c = &l.config;
+                let deadline = Duration::from_secs(c.timeout_seconds);
+                let found = tokio::time::timeout(
+                    deadline,
+                    l.search_scope(&c.base_dn, ldap3::Scope::Base, "(objectClass=*)", "dn"),
+                )
+                .await;
+                let outcome = match found {
+                    Err(_) => Err(format!("no answer within {} s", c.timeout_seconds)),
+                    Ok(Err(
+                        LookupError::Unavailable(why)
+                        | LookupError::Unknown(why)
+                        | LookupError::Ambiguous(why),
+                    )) => Err(why),
+                    Ok(Ok(entries)) if entries.is_empty() => {
+                        Err(format!("base_dn {:?} does not exist", c.base_dn))
+                    }
+                    Ok(Ok(_)) => Ok(()),
+                };
+                out.push((c.url.clone(), outcome));
+            }
+        }
+        out
+    }
+
     /// The local usernames of `who`, sorted and without duplicates.
     pub async fn resolve(&self, who: &Requester) -> Result<Vec<String>, LookupError> {
         for source in &self.sources {
@@ -402,11 +433,22 @@ impl Ldap {
         }
     }
 
-    /// One connection per lookup (requests are rare): bind, search, unbind.
-    /// Answers the values of `attribute` per matching entry.
+    /// One connection per lookup (requests are rare): bind, search the
+    /// subtree, unbind. Answers the values of `attribute` per matching entry.
     async fn search(
         &self,
         base: &str,
+        filter: &str,
+        attribute: &str,
+    ) -> Result<Vec<Vec<String>>, LookupError> {
+        self.search_scope(base, ldap3::Scope::Subtree, filter, attribute)
+            .await
+    }
+
+    async fn search_scope(
+        &self,
+        base: &str,
+        scope: ldap3::Scope,
         filter: &str,
         attribute: &str,
     ) -> Result<Vec<Vec<String>>, LookupError> {
@@ -436,10 +478,18 @@ impl Ldap {
                     .map_err(|e| down("bind", e))?;
             }
             let (entries, _) = ldap
-                .search(base, ldap3::Scope::Subtree, filter, vec![attribute])
+                .search(base, scope, filter, vec![attribute])
                 .await
                 .and_then(ldap3::SearchResult::success)
-                .map_err(|e| down("search", e))?;
+                .map_err(|e| match e {
+                    ldap3::LdapError::LdapResult { result } if result.rc == 32 => {
+                        LookupError::Unavailable(format!(
+                            "ldap {}: {base:?} does not exist (check base_dn and group_base_dn)",
+                            c.url
+                        ))
+                    }
+                    e => down("search", e),
+                })?;
             entries
                 .iter()
                 .map(|e| {

@@ -150,6 +150,18 @@ impl HcaService {
             .map(|(n, t)| (n.as_str(), &t.mapping, &t.backend))
     }
 
+    /// Every resource type's directory sources asked for their base:
+    /// `(type, url, outcome)`, for `check`.
+    pub async fn probe_member_sources(&self) -> Vec<(String, String, Result<(), String>)> {
+        let mut out = Vec::new();
+        for (name, t) in &self.types {
+            for (url, outcome) in t.members.probe().await {
+                out.push((name.clone(), url, outcome));
+            }
+        }
+        out
+    }
+
     /// Resource types whose allocations get no members (no `members:`
     /// sources): `check` warns about them.
     pub fn types_without_members(&self) -> impl Iterator<Item = &str> {
