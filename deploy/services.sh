@@ -20,8 +20,9 @@
 #
 # `amqps` gives RabbitMQ a TLS listener on 127.0.0.1:5671 whose certificate
 # (for the name localhost only) comes from the project's PKI command, under
-# /etc/rabbitmq/waldur-tls (ca.pem is the CA clients trust). It restarts
-# RabbitMQ once, when the listener is not open yet.
+# /etc/rabbitmq/waldur-tls (ca.pem is the CA clients trust), and its settings
+# in /etc/rabbitmq/conf.d/90-waldur-amqps.conf. It restarts RabbitMQ (also one
+# it did not start) when the listener is new or its certificate was renewed.
 #
 # Runtime files (logs, pid files, state) go under $WALDUR_RUN
 # (default /var/tmp/waldur-services).
@@ -314,9 +315,13 @@ directory $dir/db
 index objectClass eq
 index uid,memberUid,voPersonID,eduPersonEntitlement eq
 EOF
+        # It holds the admin password.
         chown openldap:openldap "$dir/slapd.conf"
+        chmod 0640 "$dir/slapd.conf"
         say "starting slapd"
-        slapd -f "$dir/slapd.conf" -h "ldap://127.0.0.1:389/" -u openldap -g openldap
+        slaptest -Q -u -f "$dir/slapd.conf" || die "slapd's config $dir/slapd.conf does not load"
+        slapd -f "$dir/slapd.conf" -h "ldap://127.0.0.1:389/" -u openldap -g openldap \
+            || die "slapd did not start (its messages go to syslog; try slapd -d 1 -f $dir/slapd.conf)"
         mark_started slapd
         wait_until 30 port_open 389 || die "slapd did not start"
     fi
@@ -334,25 +339,30 @@ EOF
 }
 
 # amqps_up BINARY: a TLS listener for RabbitMQ, its certificate issued by
-# the project's PKI command (BINARY pki ...).
+# the project's PKI command (BINARY pki ...) and renewed a week before it
+# expires. The listener's settings go to a file of their own under
+# /etc/rabbitmq/conf.d (RabbitMQ 3.10 reads it beside rabbitmq.conf); the
+# broker is restarted when they or the certificate changed.
 amqps_up() {
-    local bin=$1 dir=/etc/rabbitmq/waldur-tls
+    local bin=$1 dir=/etc/rabbitmq/waldur-tls conf=/etc/rabbitmq/conf.d/90-waldur-amqps.conf
+    local restart=""
     [ -x "$bin" ] || die "amqps: $bin is not the waldur-coordinator binary (build it first)"
     port_open 5672 || die "amqps: RabbitMQ is not running (run services.sh up first)"
-    if [ ! -s "$dir/broker.pem" ] || [ ! -s "$dir/broker.key" ] || [ ! -s "$dir/ca.pem" ]; then
+    if [ ! -s "$dir/broker.pem" ] || [ ! -s "$dir/broker.key" ] || [ ! -s "$dir/ca.pem" ] \
+            || ! openssl x509 -checkend 604800 -noout -in "$dir/broker.pem" >/dev/null 2>&1; then
         say "issuing the broker's TLS certificate (for localhost only) from a new test CA"
         rm -rf "$dir"
-        install -d -m 0750 -o rabbitmq -g rabbitmq "$dir"
+        install -d -m 0755 -o rabbitmq -g rabbitmq "$dir"
         "$bin" pki init-ca --dir "$dir" --name "waldur test broker CA" >/dev/null
         "$bin" pki issue-server --dir "$dir" --name localhost --out broker >/dev/null
-        rm -f "$dir/ca.key"
+        rm -f "$dir/ca.key"   # nothing else is ever signed with it
         chown rabbitmq:rabbitmq "$dir"/*
         chmod 0644 "$dir/ca.pem"
-        chmod 0755 "$dir"
+        restart=1
     fi
-    grep -q '^listeners.ssl.default' /etc/rabbitmq/rabbitmq.conf 2>/dev/null \
-        || cat >> /etc/rabbitmq/rabbitmq.conf <<EOF
-# AMQPS, written by deploy/services.sh amqps
+    local want
+    want=$(cat <<EOF
+# AMQPS for the tests, written by deploy/services.sh amqps
 listeners.ssl.default = 127.0.0.1:5671
 ssl_options.cacertfile = $dir/ca.pem
 ssl_options.certfile = $dir/broker.pem
@@ -360,15 +370,21 @@ ssl_options.keyfile = $dir/broker.key
 ssl_options.verify = verify_none
 ssl_options.fail_if_no_peer_cert = false
 EOF
-    if ! port_open 5671; then
+)
+    if [ "$(cat "$conf" 2>/dev/null)" != "$want" ]; then
+        install -d -m 0755 /etc/rabbitmq/conf.d
+        printf '%s\n' "$want" > "$conf"
+        restart=1
+    fi
+    if [ -n "$restart" ] || ! port_open 5671; then
         say "restarting RabbitMQ with its AMQPS listener"
         rabbitmqctl stop >/dev/null 2>&1 || true
         wait_until 60 bash -c '! (exec 3<>/dev/tcp/127.0.0.1/5672)' || die "RabbitMQ did not stop"
         rabbitmq-server -detached
         wait_until 90 rabbitmq-diagnostics -q check_running || die "RabbitMQ did not start"
         wait_until 30 port_open 5671 || die "RabbitMQ's AMQPS listener did not open (see its log)"
-        # STOMP and the management API come up after the core.
-        wait_until 60 bash -c '(exec 3<>/dev/tcp/127.0.0.1/15672) && (exec 3<>/dev/tcp/127.0.0.1/61613)' \
+        # STOMP, Web-STOMP and the management API come up after the core.
+        wait_until 60 bash -c '(exec 3<>/dev/tcp/127.0.0.1/15672) && (exec 3<>/dev/tcp/127.0.0.1/61613) && (exec 3<>/dev/tcp/127.0.0.1/15674)' \
             || die "RabbitMQ's plugins did not come back"
     fi
 }

@@ -874,9 +874,144 @@ async fn check_asks_each_member_directory_and_names_a_missing_base() {
             && text.contains("ou=nowhere"),
         "{text}"
     );
+    assert!(
+        text.contains("binds with its password over plain ldap://"),
+        "{text}"
+    );
     // The chat type has no sources: said, as a warning.
     assert!(
         text.contains("WARN helmholtz test: ChatTeamSpecV1 has no members"),
         "{text}"
     );
+}
+
+/// Forwards 127.0.0.1:`port` to the test directory once started: a
+/// directory that is "down" until the test brings it up.
+async fn directory_proxy(port: u16) -> tokio::task::JoinHandle<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:389").await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_request_waits_while_the_directory_is_down_and_is_answered_once_it_is_back() {
+    let Some(url) = ldap_url() else {
+        eprintln!("skipped: WALDUR_LDAP_URL is not set");
+        return;
+    };
+    let tag = format!("{:x}", rand::random::<u32>() & 0xfffff);
+    let dee = format!("dee{tag}");
+    let mut dir = Directory::connect(&url).await;
+    dir.person(&dee, &format!("{dee}@helmholtz.de"), &[]).await;
+    let port = support::free_port();
+    let backend = example();
+    let s = Setup::with(
+        Arc::new(backend.clone()),
+        Extra {
+            compute_target: Some("any"),
+            compute: format!(
+                "          members:\n            - ldap: {{url: \"ldap://127.0.0.1:{port}\", base_dn: \"ou=people,dc=waldur,dc=test\", user_filter: \"(voPersonID={{id}})\", timeout_seconds: 2}}\n"
+            ),
+            ..Extra::default()
+        },
+    )
+    .await;
+    let (_c, run) = s.start().await;
+    let mut portal = s.portal().await;
+    let body = compute_for(&person(&format!("{dee}@helmholtz.de")), "dee-sim", 10);
+    portal
+        .send("ResourceAllocateV1", "dir-1", &body)
+        .await
+        .unwrap();
+    // Postponed, not refused, and nothing made meanwhile.
+    let ping = ask(&mut portal, "PingV1", "ping-while-dir-down", b"{}").await;
+    assert_eq!(ping.message_type, "PingV1");
+    assert!(
+        portal
+            .reply_to("dir-1", Duration::from_secs(3))
+            .await
+            .unwrap()
+            .is_none(),
+        "answered while the directory was down"
+    );
+    assert_eq!(backend.resource_count(), 0);
+    let proxy = directory_proxy(port).await;
+    let reply = portal
+        .reply_to("dir-1", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .expect("no answer after the directory came back");
+    assert_eq!(reply.message_type, "ResourceCreatedV1", "{:?}", reply.body);
+    let id = backend_id_of(&reply.body);
+    assert_eq!(backend.get_resource(&id).await.unwrap().users, [dee]);
+    run.abort();
+    proxy.abort();
+    dir.clean_up().await;
+}
+
+#[tokio::test]
+async fn a_posix_group_naming_the_urn_gives_its_member_uids() {
+    let Some(url) = ldap_url() else {
+        eprintln!("skipped: WALDUR_LDAP_URL is not set");
+        return;
+    };
+    use waldur_coordinator::upstream::hca::members::{MemberSourceConfig, Members, Requester};
+    let tag = format!("{:x}", rand::random::<u32>() & 0xfffff);
+    let urn = format!("urn:geant:helmholtz.de:group:posix{tag}#login.helmholtz.de");
+    let mut dir = Directory::connect(&url).await;
+    dir.posix_group(&format!("g{tag}"), &urn, &["eve", "fay", "not a name"])
+        .await;
+    let configs: Vec<MemberSourceConfig> = serde_norway::from_str(&format!(
+        "- ldap: {{url: \"{url}\", base_dn: \"ou=groups,dc=waldur,dc=test\", group_filter: \"(&(objectClass=posixGroup)(description={{id}}))\"}}\n"
+    ))
+    .unwrap();
+    let members = Members::load(
+        &configs,
+        std::path::Path::new("/"),
+        &waldur_coordinator::secret::MapEnv::default(),
+    )
+    .unwrap();
+    // memberUid is the default member attribute; a value no backend could
+    // take is skipped, not a reason to refuse the group.
+    assert_eq!(
+        members.resolve(&Requester::Group(urn)).await.unwrap(),
+        ["eve", "fay"]
+    );
+    dir.clean_up().await;
+}
+
+#[tokio::test]
+async fn an_allocation_whose_members_the_backend_all_refuses_is_removed_and_refused() {
+    let backend = example();
+    let s = Setup::with(
+        Arc::new(Gated::refusing_members(backend.clone())),
+        static_members(),
+    )
+    .await;
+    let (_c, run) = s.start().await;
+    let mut portal = s.portal().await;
+    let reply = ask(
+        &mut portal,
+        "ResourceAllocateV1",
+        "nm-1",
+        &compute("nomembers", 10),
+    )
+    .await;
+    assert_eq!(reply.message_type, "ErrorV1", "{:?}", reply.body);
+    assert_eq!(reply.body["type"], "MembersNotAdded");
+    assert_eq!(
+        backend.resource_count(),
+        0,
+        "an allocation nobody can use is not left behind"
+    );
+    s.stop_and_check_all_acknowledged(run).await;
 }

@@ -107,3 +107,26 @@ pub mod reason {
         STANDARD.contains(&reason)
     }
 }
+
+#[cfg(test)]
+mod spec_tests {
+    /// `reason::STANDARD` is the SPEC's error table: a reason added there
+    /// and not here would be shown to users as a provider's own.
+    #[test]
+    fn the_standard_reasons_are_the_spec_error_table() {
+        let spec = include_str!("../SPEC.md");
+        let table = &spec[spec.find("### 7.3 Error table").expect("SPEC has §7.3")..];
+        let mut in_spec: Vec<&str> = table
+            .lines()
+            .take_while(|l| !l.starts_with("## "))
+            .filter_map(|l| l.split('|').nth(3))
+            .map(str::trim)
+            .filter(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+            .collect();
+        in_spec.sort_unstable();
+        in_spec.dedup();
+        let mut ours = super::reason::STANDARD.to_vec();
+        ours.sort_unstable();
+        assert_eq!(in_spec, ours);
+    }
+}

@@ -192,6 +192,36 @@ struct Parsed {
     key: rustls::pki_types::PrivateKeyDer<'static>,
 }
 
+/// Trust roots for a client of a server outside the site PKI (a broker, a
+/// directory, Waldur's STOMP): the CAs in `ca_file` when given, else the
+/// system's. An empty result is an error, never a client that trusts
+/// nothing and fails every handshake with a puzzling message.
+pub fn client_roots(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let pem = read_pem(path, "ca", "CERTIFICATE")?;
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                let cert = cert.map_err(|e| TlsError::Parse(format!("{}: {e}", path.display())))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| TlsError::Parse(format!("{}: {e}", path.display())))?;
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(native.certs);
+            if roots.is_empty() {
+                return Err(TlsError::Parse(format!(
+                    "no trusted root certificates found in the system store ({} errors loading them)",
+                    native.errors.len()
+                )));
+            }
+        }
+    }
+    Ok(roots)
+}
+
 /// The identities of a TLS peer: those of the first certificate it
 /// presented (none when it presented none). The handshake must have
 /// verified the chain.

@@ -35,7 +35,7 @@ impl BackendCallError {
     }
 }
 
-pub(super) fn retryable(code: Code) -> bool {
+pub(crate) fn retryable(code: Code) -> bool {
     matches!(
         code,
         Code::Unavailable | Code::Aborted | Code::DeadlineExceeded | Code::ResourceExhausted

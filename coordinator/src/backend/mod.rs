@@ -41,8 +41,9 @@ mod error;
 mod session;
 pub mod tunnel;
 
+use error::not_the_backends_answer;
+pub(crate) use error::retryable;
 pub use error::{BackendCallError, ConnectError};
-use error::{not_the_backends_answer, retryable};
 pub use session::ResourceSession;
 pub use tunnel::{LinkStatus, TunnelHub};
 /// Retries of one backend call: three attempts, 200 ms then 400 ms apart

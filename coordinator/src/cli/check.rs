@@ -143,13 +143,21 @@ pub async fn run(config: &Config, coordinator: &Coordinator) -> bool {
         for (type_name, url, outcome) in service.probe_member_sources().await {
             let at = format!("helmholtz.services[{i}].resource_types.{type_name}.members");
             match outcome {
-                Ok(()) => line(
-                    true,
-                    format!(
-                        "helmholtz {}: {type_name} member directory {url} answers",
-                        service.config.name
-                    ),
-                ),
+                Ok(warning) => {
+                    line(
+                        true,
+                        format!(
+                            "helmholtz {}: {type_name} member directory {url} answers",
+                            service.config.name
+                        ),
+                    );
+                    if let Some(warning) = warning {
+                        println!(
+                            "WARN helmholtz {}: {at}: {url} {warning}",
+                            service.config.name
+                        );
+                    }
+                }
                 Err(why) => line(
                     false,
                     format!("helmholtz {}: {at}: {why}", service.config.name),

@@ -230,7 +230,7 @@ impl Setup {
             ("HCA_USERNAME", vhost.user.as_str()),
             ("HCA_PASSWORD", vhost.password.as_str()),
             // The test directory's admin password, for `password_env`.
-            ("TEST_LDAP_PASSWORD", "waldur-test"),
+            ("TEST_LDAP_PASSWORD", LDAP_PASSWORD),
         ]);
         let config = Config::parse(&text, &dir.path().join("coordinator.yaml"), &env).unwrap();
         Self {
@@ -361,12 +361,14 @@ pub struct Directory {
 }
 
 pub const LDAP_BASE: &str = "dc=waldur,dc=test";
+/// The test directory's admin password (`deploy/services.sh`).
+pub const LDAP_PASSWORD: &str = "waldur-test";
 
 impl Directory {
     pub async fn connect(url: &str) -> Self {
         let (conn, mut ldap) = ldap3::LdapConnAsync::new(url).await.unwrap();
         ldap3::drive!(conn);
-        ldap.simple_bind(&format!("cn=admin,{LDAP_BASE}"), "waldur-test")
+        ldap.simple_bind(&format!("cn=admin,{LDAP_BASE}"), LDAP_PASSWORD)
             .await
             .unwrap()
             .success()
@@ -398,6 +400,21 @@ impl Directory {
         if !groups.is_empty() {
             attrs.push(("eduPersonEntitlement", groups.iter().copied().collect()));
         }
+        self.ldap.add(&dn, attrs).await.unwrap().success().unwrap();
+        self.made.push(dn);
+    }
+
+    /// A posixGroup under ou=groups whose description is `urn`.
+    pub async fn posix_group(&mut self, cn: &str, urn: &str, member_uids: &[&str]) {
+        let dn = format!("cn={cn},ou=groups,{LDAP_BASE}");
+        let gid = (rand::random::<u32>() % 100_000 + 300_000).to_string();
+        let attrs: Vec<(&str, std::collections::HashSet<&str>)> = vec![
+            ("objectClass", ["posixGroup"].into()),
+            ("cn", [cn].into()),
+            ("gidNumber", [gid.as_str()].into()),
+            ("description", [urn].into()),
+            ("memberUid", member_uids.iter().copied().collect()),
+        ];
         self.ldap.add(&dn, attrs).await.unwrap().success().unwrap();
         self.made.push(dn);
     }
@@ -435,6 +452,7 @@ pub struct Gated {
     delay: Duration,
     stall_first: std::sync::atomic::AtomicBool,
     refusals: std::sync::Mutex<std::collections::VecDeque<waldur_backend_sdk::BackendError>>,
+    refuse_members: std::sync::atomic::AtomicBool,
 }
 
 impl Gated {
@@ -444,10 +462,20 @@ impl Gated {
             delay,
             stall_first: std::sync::atomic::AtomicBool::new(stall_first),
             refusals: Default::default(),
+            refuse_members: Default::default(),
         }
     }
 
     /// The next creates fail with these errors, in order.
+    /// Creates that add no member: each is refused, as a backend refuses a
+    /// name it cannot take.
+    pub fn refusing_members(inner: ExampleBackend) -> Self {
+        let g = Self::new(inner, Duration::ZERO, false);
+        g.refuse_members
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        g
+    }
+
     pub fn refusing(inner: ExampleBackend, errors: Vec<waldur_backend_sdk::BackendError>) -> Self {
         let g = Self::new(inner, Duration::ZERO, false);
         *g.refusals.lock().unwrap() = errors.into();
@@ -481,7 +509,25 @@ impl Backend for Gated {
             return Err(e);
         }
         tokio::time::sleep(self.delay).await;
-        let created = self.inner.create_resource(request).await?;
+        let mut request = request;
+        let users = if self
+            .refuse_members
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            std::mem::take(&mut request.users)
+        } else {
+            Vec::new()
+        };
+        let mut created = self.inner.create_resource(request).await?;
+        for u in users {
+            created.user_results.push(UserResult::failed(
+                u.username.clone(),
+                waldur_backend_sdk::BackendError::invalid_field(
+                    "username",
+                    "not an account name here",
+                ),
+            ));
+        }
         if self
             .stall_first
             .swap(false, std::sync::atomic::Ordering::SeqCst)

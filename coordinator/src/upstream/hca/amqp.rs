@@ -166,6 +166,8 @@ pub async fn connect(broker: &ResolvedBroker, name: &str) -> Result<Connection, 
 fn hint(error: &str) -> &'static str {
     if error.contains("ACCESS_REFUSED") || error.contains("ACCESS-REFUSED") {
         " (check the broker user and password: broker username_*/password_* settings, or HCA_USERNAME and HCA_PASSWORD)"
+    // rustls says "invalid peer certificate: certificate not valid for name":
+    // the name check must come first.
     } else if error.contains("not valid for name") || error.contains("NotValidForName") {
         " (the broker's certificate does not name this host: broker.host must be a name the certificate carries)"
     } else if error.contains("invalid peer certificate") {

@@ -308,10 +308,18 @@ impl ResourceType {
     }
 }
 
+/// Longest requester id accepted.
+const MAX_REQUESTER_LEN: usize = 1024;
+
 fn non_null_string(target: &Value, key: &str) -> Result<Option<String>, Refusal> {
     match target.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        // voPersonIDs and group URNs are short; a huge one is an attack on
+        // the logs or the directory, never a person.
+        Some(Value::String(s)) if s.len() > MAX_REQUESTER_LEN => Err(Refusal::invalid(format!(
+            "target_entity.{key} is longer than {MAX_REQUESTER_LEN} bytes"
+        ))),
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(Refusal::invalid(format!(
             "target_entity.{key} must be a string or null"
@@ -691,6 +699,17 @@ mod tests {
             .derive(&body(json!({"project": "p", "cpu_hours": 1})), "c", "svc/c")
             .unwrap();
         assert_eq!(d.context.name, "urn:geant:helmholtz.de:group:Team A");
+    }
+
+    #[test]
+    fn a_requester_id_longer_than_a_kilobyte_is_an_invalid_specification() {
+        let t = rt("");
+        let mut b = body(json!({"project": "p", "cpu_hours": 1}));
+        b["target_entity"]["group_urn_target"] = json!("u".repeat(1025));
+        let e = t.derive(&b, "c", "svc/c").unwrap_err();
+        assert_eq!(e.kind, "SpecificationInvalid");
+        assert!(e.message.contains("1024"), "{}", e.message);
+        assert!(e.message.len() < 200, "the id is not echoed");
     }
 
     #[test]

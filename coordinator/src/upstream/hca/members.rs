@@ -138,13 +138,21 @@ fn default_ldap_timeout() -> u64 {
 /// Why the members could not be told.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LookupError {
-    /// Nobody knows the requester, or they map to no one: refuse.
+    /// Nobody knows the requester, or they map to no usable account: refuse.
     Unknown(String),
-    /// A person matched more than one entry: refuse rather than guess.
+    /// A person matched more than one entry, or one entry with several
+    /// usernames: refuse rather than guess.
     Ambiguous(String),
+    /// The directory will not tell (a group larger than it lets us read):
+    /// refuse, as asking again gets the same answer.
+    Unreadable(String),
     /// A source could not be asked: try again later.
     Unavailable(String),
 }
+
+/// Members of one allocation at most: the contract's limit on a repeated
+/// field.
+const MAX_MEMBERS: usize = 10_000;
 
 /// A resource type's member sources, resolved at start-up.
 #[derive(Debug, Clone, Default)]
@@ -162,9 +170,9 @@ enum Source {
 }
 
 impl Members {
-    /// Loads every source: static files are read, filters and the bind
-    /// password checked, so a mistake stops start-up instead of refusing
-    /// requests.
+    /// Loads every source: static files are read and their usernames
+    /// checked, filters and the bind password checked, so a mistake stops
+    /// start-up instead of refusing requests.
     pub fn load(
         configs: &[MemberSourceConfig],
         base_dir: &Path,
@@ -195,8 +203,9 @@ impl Members {
     }
 
     /// Asks every directory source for its `base_dn` (connect, bind,
-    /// search): `(url, outcome)` per source, for `check`.
-    pub async fn probe(&self) -> Vec<(String, Result<(), String>)> {
+    /// search): `(url, outcome)` per source, for `check`; `Ok(Some(_))` is
+    /// a warning.
+    pub async fn probe(&self) -> Vec<(String, Result<Option<String>, String>)> {
         let mut out = Vec::new();
         for source in &self.sources {
             if let Source::Ldap(l) = source {
@@ -204,7 +213,7 @@ impl Members {
                 let deadline = Duration::from_secs(c.timeout_seconds);
                 let found = tokio::time::timeout(
                     deadline,
-                    l.search_scope(&c.base_dn, ldap3::Scope::Base, "(objectClass=*)", "dn"),
+                    l.search(&c.base_dn, ldap3::Scope::Base, "(objectClass=*)", "dn"),
                 )
                 .await;
                 let outcome = match found {
@@ -212,20 +221,32 @@ impl Members {
                     Ok(Err(
                         LookupError::Unavailable(why)
                         | LookupError::Unknown(why)
-                        | LookupError::Ambiguous(why),
+                        | LookupError::Ambiguous(why)
+                        | LookupError::Unreadable(why),
                     )) => Err(why),
                     Ok(Ok(entries)) if entries.is_empty() => {
                         Err(format!("base_dn {:?} does not exist", c.base_dn))
                     }
                     Ok(Ok(_)) => Ok(()),
                 };
-                out.push((c.url.clone(), outcome));
+                let plain_bind = l.password.is_some() && l.tls.is_none();
+                out.push((
+                    c.url.clone(),
+                    outcome.map(|()| {
+                        plain_bind.then(|| {
+                            "binds with its password over plain ldap:// (use ldaps:// or start_tls: true)".to_owned()
+                        })
+                    }),
+                ));
             }
         }
         out
     }
 
-    /// The local usernames of `who`, sorted and without duplicates.
+    /// The local usernames of `who`, sorted and without duplicates. Sources
+    /// are asked in order and the first that knows the requester decides; a
+    /// source that cannot be asked stops the search (a later source must
+    /// not decide what an earlier one might have said otherwise).
     pub async fn resolve(&self, who: &Requester) -> Result<Vec<String>, LookupError> {
         for source in &self.sources {
             let found = match source {
@@ -235,29 +256,34 @@ impl Members {
                 },
                 Source::Ldap(l) => l.lookup(who).await?,
             };
-            if let Some(names) = found {
-                let names: BTreeSet<String> = names
-                    .into_iter()
-                    .map(|n| n.trim().to_owned())
-                    .filter(|n| !n.is_empty())
-                    .collect();
-                if names.is_empty() {
-                    return Err(LookupError::Unknown(format!(
-                        "{} {:?} has no members with an account at this service",
-                        who.kind(),
-                        clip(who.id())
-                    )));
+            let Some(names) = found else { continue };
+            let mut usable = BTreeSet::new();
+            for name in names {
+                let name = name.trim();
+                if valid_username(name) {
+                    usable.insert(name.to_owned());
+                } else {
+                    // One odd entry must not block a whole group; the
+                    // directory's operators learn of it here.
+                    tracing::warn!(requester = %clip(who.id()), username = %clip(name), "member source gave a username no backend could take; skipped");
                 }
-                if let Some(bad) = names.iter().find(|n| !valid_username(n)) {
-                    return Err(LookupError::Unavailable(format!(
-                        "the member source gave the unusable username {:?} for {} {:?}",
-                        clip(bad),
-                        who.kind(),
-                        clip(who.id())
-                    )));
-                }
-                return Ok(names.into_iter().collect());
             }
+            if usable.is_empty() {
+                return Err(LookupError::Unknown(format!(
+                    "{} {:?} has no members with a usable account at this service",
+                    who.kind(),
+                    clip(who.id())
+                )));
+            }
+            if usable.len() > MAX_MEMBERS {
+                return Err(LookupError::Unreadable(format!(
+                    "{} {:?} has {} members, more than the {MAX_MEMBERS} an allocation can hold",
+                    who.kind(),
+                    clip(who.id()),
+                    usable.len()
+                )));
+            }
+            return Ok(usable.into_iter().collect());
         }
         Err(LookupError::Unknown(format!(
             "no account at this service is known for {} {:?}; ask the service's operators to register it",
@@ -267,11 +293,16 @@ impl Members {
     }
 }
 
-/// What a backend can take as a username: 1..255 bytes, no control
-/// characters or spaces (the contract's identifier rule, plus no spaces, which
-/// no account system accepts).
+/// A POSIX-style account name, as every backend takes it: letters, digits,
+/// `_`, then also `.`, `-` and `@`; at most 255 bytes. Keeps DNs
+/// (`uid=a,ou=b`), paths and spaces away from the backend.
 fn valid_username(n: &str) -> bool {
-    !n.is_empty() && n.len() <= 255 && !n.chars().any(|c| c.is_control() || c.is_whitespace())
+    let mut chars = n.chars();
+    n.len() <= 255
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '@'))
 }
 
 fn load_static(s: &StaticConfig, base_dir: &Path) -> Result<Source, SettingError> {
@@ -297,6 +328,24 @@ fn load_static(s: &StaticConfig, base_dir: &Path) -> Result<Source, SettingError
             table
         }
     };
+    let named = table
+        .users
+        .iter()
+        .map(|(id, u)| (format!("users.{id}"), u))
+        .chain(
+            table
+                .groups
+                .iter()
+                .flat_map(|(id, us)| us.iter().map(move |u| (format!("groups.{id}"), u))),
+        );
+    for (at, username) in named {
+        if !valid_username(username) {
+            return Err(SettingError::new(
+                format!("static.{at}"),
+                format!("{username:?} is not an account name a backend could take"),
+            ));
+        }
+    }
     Ok(Source::Static {
         users: table.users,
         groups: table.groups,
@@ -328,10 +377,24 @@ impl Ldap {
                 format!("{:?} is not an ldap:// or ldaps:// url", c.url),
             ));
         }
+        if url::Url::parse(&c.url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .is_none_or(|h| h.is_empty())
+        {
+            return Err(err("url", format!("{:?} names no host", c.url)));
+        }
         if tls_url && c.start_tls {
             return Err(err(
                 "start_tls",
                 "an ldaps:// url is TLS already; StartTLS is for ldap://".into(),
+            ));
+        }
+        let tls = tls_url || c.start_tls;
+        if c.ca_file.is_some() && !tls {
+            return Err(err(
+                "ca_file",
+                "is only used with TLS: use an ldaps:// url or start_tls: true".into(),
             ));
         }
         if c.user_filter.is_none() && c.group_filter.is_none() {
@@ -352,8 +415,8 @@ impl Ldap {
                         format!("{f:?} must contain {{id}}, the requester's id"),
                     ));
                 }
-                if let Err(e) = ldap3::parse_filter(f.replace("{id}", "x")) {
-                    return Err(err(key, format!("{f:?} is not an LDAP filter: {e:?}")));
+                if ldap3::parse_filter(f.replace("{id}", "x")).is_err() {
+                    return Err(err(key, format!("{f:?} is not an LDAP filter")));
                 }
             }
         }
@@ -378,8 +441,17 @@ impl Ldap {
                 )?)
             }
         };
-        let tls = if tls_url || c.start_tls {
-            Some(Arc::new(tls_config(c, base_dir)?))
+        let tls = if tls {
+            let ca = c.ca_file.as_ref().map(|f| base_dir.join(f));
+            let roots = waldur_runtime::tls::client_roots(ca.as_deref())
+                .map_err(|e| err("ca_file", e.to_string()))?;
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| err("url", format!("tls: {e}")))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            Some(Arc::new(config))
         } else {
             None
         };
@@ -410,14 +482,31 @@ impl Ldap {
         };
         let filter = filter.replace("{id}", &ldap3::ldap_escape(who.id()));
         let deadline = Duration::from_secs(c.timeout_seconds);
-        let entries = tokio::time::timeout(deadline, self.search(base, &filter, attribute))
-            .await
-            .map_err(|_| {
-                LookupError::Unavailable(format!(
-                    "ldap {}: no answer within {} s",
-                    c.url, c.timeout_seconds
-                ))
-            })??;
+        let entries = tokio::time::timeout(
+            deadline,
+            self.search(base, ldap3::Scope::Subtree, &filter, attribute),
+        )
+        .await
+        .map_err(|_| {
+            LookupError::Unavailable(format!(
+                "ldap {}: no answer within {} s",
+                c.url, c.timeout_seconds
+            ))
+        })??;
+        // An entry that is a person gives one account name: several values
+        // (aliases) would make one person several members.
+        let one_each = matches!(who, Requester::User(_))
+            || c.member_attribute
+                .eq_ignore_ascii_case(&c.username_attribute);
+        if one_each && let Some(e) = entries.iter().find(|v| v.len() > 1) {
+            return Err(LookupError::Ambiguous(format!(
+                "{} {:?}: a directory entry holds {} account names ({}); the service's operators must keep one",
+                who.kind(),
+                clip(who.id()),
+                e.len(),
+                clip(&e.join(", "))
+            )));
+        }
         match who {
             Requester::User(id) => match entries.as_slice() {
                 [] => Ok(None),
@@ -433,19 +522,10 @@ impl Ldap {
         }
     }
 
-    /// One connection per lookup (requests are rare): bind, search the
-    /// subtree, unbind. Answers the values of `attribute` per matching entry.
+    /// One connection per lookup (requests are rare): bind, search in pages
+    /// (so a large group is read whole, not cut at the server's size limit),
+    /// unbind. Answers the values of `attribute` per matching entry.
     async fn search(
-        &self,
-        base: &str,
-        filter: &str,
-        attribute: &str,
-    ) -> Result<Vec<Vec<String>>, LookupError> {
-        self.search_scope(base, ldap3::Scope::Subtree, filter, attribute)
-            .await
-    }
-
-    async fn search_scope(
         &self,
         base: &str,
         scope: ldap3::Scope,
@@ -477,30 +557,52 @@ impl Ldap {
                     .and_then(ldap3::LdapResult::success)
                     .map_err(|e| down("bind", e))?;
             }
-            let (entries, _) = ldap
-                .search(base, scope, filter, vec![attribute])
+            let adapters: Vec<Box<dyn ldap3::adapters::Adapter<_, _>>> = vec![
+                Box::new(ldap3::adapters::EntriesOnly::new()),
+                Box::new(ldap3::adapters::PagedResults::new(500)),
+            ];
+            let mut stream = ldap
+                .streaming_search_with(adapters, base, scope, filter, vec![attribute])
                 .await
-                .and_then(ldap3::SearchResult::success)
-                .map_err(|e| match e {
-                    ldap3::LdapError::LdapResult { result } if result.rc == 32 => {
-                        LookupError::Unavailable(format!(
-                            "ldap {}: {base:?} does not exist (check base_dn and group_base_dn)",
-                            c.url
-                        ))
-                    }
-                    e => down("search", e),
-                })?;
-            entries
-                .iter()
-                .map(|e| {
-                    attribute_values(&e.0, attribute).ok_or_else(|| {
-                        LookupError::Unavailable(format!(
+                .map_err(|e| down("search", e))?;
+            let mut entries = Vec::new();
+            let mut unreadable = false;
+            while let Some(entry) = stream.next().await.map_err(|e| down("search", e))? {
+                if entries.len() > MAX_MEMBERS {
+                    unreadable = true;
+                    break;
+                }
+                match attribute_values(&entry.0, attribute) {
+                    Some(values) => entries.push(values),
+                    None => {
+                        return Err(LookupError::Unavailable(format!(
                             "ldap {} answered an entry that could not be read",
                             c.url
-                        ))
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()
+                        )));
+                    }
+                }
+            }
+            if unreadable {
+                return Err(LookupError::Unreadable(format!(
+                    "more than {MAX_MEMBERS} directory entries match"
+                )));
+            }
+            let done = stream.finish().await;
+            match done.rc {
+                0 => Ok(entries),
+                // noSuchObject: the base is wrong, an operator's fix.
+                32 => Err(LookupError::Unavailable(format!(
+                    "ldap {}: {base:?} does not exist (check base_dn and group_base_dn)",
+                    c.url
+                ))),
+                // sizeLimitExceeded, referral, adminLimitExceeded: asking
+                // again gets the same answer.
+                4 | 10 | 11 => Err(LookupError::Unreadable(format!(
+                    "the directory does not let this service read all matching entries (result code {})",
+                    done.rc
+                ))),
+                _ => Err(down("search", ldap3::LdapError::LdapResult { result: done })),
+            }
         }
         .await;
         let _ = ldap.unbind().await;
@@ -509,55 +611,16 @@ impl Ldap {
     }
 }
 
-fn tls_config(c: &LdapConfig, base_dir: &Path) -> Result<rustls::ClientConfig, SettingError> {
-    let mut roots = rustls::RootCertStore::empty();
-    match &c.ca_file {
-        Some(f) => {
-            let path = base_dir.join(f);
-            let at = |why: String| {
-                SettingError::new("ldap.ca_file", format!("{}: {why}", path.display()))
-            };
-            let pem = std::fs::read(&path).map_err(|e| at(e.to_string()))?;
-            let certs = rustls_pemfile_certs(&pem).map_err(at)?;
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| at(format!("not a usable CA certificate: {e}")))?;
-            }
-        }
-        None => {
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| SettingError::new("ldap.url", format!("tls: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
-}
-
-fn rustls_pemfile_certs(
-    pem: &[u8],
-) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
-    use rustls::pki_types::pem::PemObject;
-    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("not PEM: {e}"))?;
-    if certs.is_empty() {
-        return Err("holds no certificate".into());
-    }
-    Ok(certs)
-}
-
 /// The values of `attribute` (case-insensitive, as LDAP names are) in a
 /// search result entry, read without trusting its shape: ldap3's own
 /// reader panics on a malformed entry, and the answer comes from outside.
 /// `None` when the entry is malformed; values that are not UTF-8 are skipped.
 fn attribute_values(entry: &ldap3::asn1::StructureTag, attribute: &str) -> Option<Vec<String>> {
     use ldap3::asn1::PL;
+    // SearchResultEntry ::= [APPLICATION 4] SEQUENCE { objectName, attributes }
+    if entry.id != 4 {
+        return None;
+    }
     let constructed = |t: &ldap3::asn1::StructureTag| match &t.payload {
         PL::C(items) => Some(items.clone()),
         PL::P(_) => None,
@@ -566,7 +629,6 @@ fn attribute_values(entry: &ldap3::asn1::StructureTag, attribute: &str) -> Optio
         PL::P(bytes) => Some(bytes.clone()),
         PL::C(_) => None,
     };
-    // SearchResultEntry ::= [APPLICATION 4] SEQUENCE { objectName, attributes }
     let parts = constructed(entry)?;
     let attrs = constructed(parts.get(1)?)?;
     let mut values = Vec::new();
@@ -631,13 +693,15 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_username_no_backend_could_take_is_not_passed_on() {
-        let m = members("- static: {users: {a@x: 'al ice'}}\n").unwrap();
-        assert!(matches!(
-            m.resolve(&user("a@x")).await,
-            Err(LookupError::Unavailable(_))
-        ));
+    #[test]
+    fn a_static_username_no_backend_could_take_stops_start_up() {
+        for bad in ["'al ice'", "'uid=al,ou=people'", "'../x'", "''"] {
+            let e = members(&format!("- static: {{groups: {{g: [ok, {bad}]}}}}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("static.groups.g"), "{bad}: {e}");
+        }
+        assert!(valid_username("alice.b-c_d@x") && valid_username("_svc"));
     }
 
     #[test]
@@ -670,6 +734,14 @@ mod tests {
             ),
             ("- static: {users: {a: b}, file: m.yaml}", "not both"),
             ("- static: {file: m.yaml}", "m.yaml"),
+            (
+                "- ldap: {url: 'ldap://x', ca_file: ca.pem, base_dn: 'dc=x', user_filter: '(uid={id})'}",
+                "ca_file",
+            ),
+            (
+                "- ldap: {url: 'ldap://', base_dn: 'dc=x', user_filter: '(uid={id})'}",
+                "no host",
+            ),
             ("- {}", "one source"),
         ] {
             let e = members(yaml).unwrap_err().to_string();
@@ -707,16 +779,23 @@ mod tests {
             id: 16,
             payload: PL::C(items),
         };
-        let good = cons(vec![
+        let entry = |items: Vec<StructureTag>| StructureTag {
+            class: TagClass::Application,
+            id: 4,
+            payload: PL::C(items),
+        };
+        let good = entry(vec![
             prim(b"uid=alice,dc=x"),
             cons(vec![cons(vec![prim(b"UID"), cons(vec![prim(b"alice")])])]),
         ]);
         assert_eq!(attribute_values(&good, "uid").unwrap(), ["alice"]);
         for bad in [
             prim(b"x"),
-            cons(vec![prim(b"dn")]),
-            cons(vec![prim(b"dn"), cons(vec![prim(b"uid")])]),
-            cons(vec![prim(b"dn"), cons(vec![cons(vec![prim(b"uid")])])]),
+            entry(vec![prim(b"dn")]),
+            entry(vec![prim(b"dn"), cons(vec![prim(b"uid")])]),
+            entry(vec![prim(b"dn"), cons(vec![cons(vec![prim(b"uid")])])]),
+            // a search reference (tag 19) is not an entry
+            cons(vec![prim(b"dn"), cons(vec![])]),
         ] {
             assert_eq!(attribute_values(&bad, "uid"), None);
         }

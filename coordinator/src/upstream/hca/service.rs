@@ -12,7 +12,7 @@ use tonic::Code;
 use waldur_backend_api::reason;
 use waldur_backend_api::types::{CreateResource, Outcome as UserOutcome, User};
 
-use super::config::{ResolvedBroker, ServiceConfig};
+use super::config::{ErrorTypeConfig, ResolvedBroker, ServiceConfig};
 use super::mapping::{Refusal, ResourceType};
 use super::members::{LookupError, Members, Requester};
 use crate::backend::{BackendCallError, BackendHandle};
@@ -116,24 +116,7 @@ impl HcaService {
                 },
             );
         }
-        for (reason, e) in &config.errors {
-            let at = format!("errors.{reason}");
-            if !is_type_name(&e.error_type) {
-                return Err(SettingError::new(
-                    format!("{at}.type"),
-                    format!(
-                        "{:?} is not a type name (letters and digits, starting with a letter, like QuotaExceeded)",
-                        e.error_type
-                    ),
-                ));
-            }
-            if e.message.as_deref().is_some_and(|m| m.trim().is_empty()) {
-                return Err(SettingError::new(
-                    format!("{at}.message"),
-                    "is empty; leave it out to show the backend's own message",
-                ));
-            }
-        }
+        check_errors(&config.errors)?;
         Ok(Self {
             config: config.clone(),
             service_id,
@@ -152,7 +135,9 @@ impl HcaService {
 
     /// Every resource type's directory sources asked for their base:
     /// `(type, url, outcome)`, for `check`.
-    pub async fn probe_member_sources(&self) -> Vec<(String, String, Result<(), String>)> {
+    pub async fn probe_member_sources(
+        &self,
+    ) -> Vec<(String, String, Result<Option<String>, String>)> {
         let mut out = Vec::new();
         for (name, t) in &self.types {
             for (url, outcome) in t.members.probe().await {
@@ -256,13 +241,30 @@ impl HcaService {
         };
         let key = format!("{}/{correlation_id}", self.service_id);
         let derived = rt.derive(&body, correlation_id, &key)?;
-        // Members first: a requester nobody can map is refused before
-        // anything exists on the backend.
-        let users = self.members_of(members, &derived.requester).await?;
+        // GenerateBackendId is a pure function: a redelivered request names
+        // the resource it made before.
         let backend_id = backend
             .generate_backend_id(&derived.base, &derived.context)
             .await
             .map_err(|e| self.backend_failure(&e, &derived.base))?;
+        let users = match self.members_of(members, &derived.requester).await {
+            Ok(users) => users,
+            // A requester nobody can map is refused before anything exists
+            // on the backend. A redelivered request whose resource exists
+            // (its answer was lost, or it was still provisioning) is
+            // answered as before, whatever the sources say now: the portal
+            // must never hear "created" and then an error for one request.
+            Err(Failure::Refused(r)) => match backend.get_resource(&backend_id).await {
+                Ok(Some(_)) => {
+                    tracing::warn!(service = %self.config.name, backend_id, reason = %r.message, "members not resolvable now; the allocation exists and keeps the members it has");
+                    Vec::new()
+                }
+                Ok(None) => return Err(r.into()),
+                Err(e) => return Err(self.backend_failure(&e, &derived.base)),
+            },
+            Err(later) => return Err(later),
+        };
+        let wanted = users.len();
         // A redelivered request carries the same correlation id, hence the
         // same resource UUID and backend id: CreateResource finds the
         // resource it made before and answers OK (contract §5.2).
@@ -284,22 +286,35 @@ impl HcaService {
         }
         // A member the backend could not add for now: answer later, when
         // the redelivered request adds them (CreateResource brings an
-        // existing resource to the requested state). Other failures are the
-        // operators' to fix; the allocation itself stands.
+        // existing resource to the requested state). A member it refuses is
+        // the operators' to fix; but an allocation nobody can use is no
+        // allocation: it is removed and the requester told.
+        let mut refused = 0;
         for r in &resp.user_results {
             if let UserOutcome::Failed(e) = &r.outcome {
-                if matches!(
-                    e.code,
-                    Code::Unavailable | Code::Aborted | Code::DeadlineExceeded
-                ) {
-                    tracing::warn!(service = %self.config.name, backend_id, username = %r.username, error = %e.message, "member not added yet; the request will be retried");
+                if crate::backend::retryable(e.code) {
+                    tracing::warn!(service = %self.config.name, backend_id, user = %r.username, error = %e.message, "member not added yet; the request will be retried");
                     return Err(Failure::Later(format!(
                         "{backend_id}: member {} not added yet",
                         r.username
                     )));
                 }
-                tracing::error!(service = %self.config.name, backend_id, username = %r.username, error = %e.message, "member could not be added to the allocation");
+                tracing::error!(service = %self.config.name, backend_id, user = %r.username, error = %e.message, "member could not be added to the allocation");
+                refused += 1;
             }
+        }
+        if wanted > 0 && refused == wanted {
+            backend
+                .lock(&backend_id)
+                .await
+                .delete_resource(None)
+                .await
+                .map_err(|e| self.backend_failure(&e, &derived.base))?;
+            return Err(Refusal::new(
+                "MembersNotAdded",
+                "the service could not give any of the requester's accounts access; its operators have been notified",
+            )
+            .into());
         }
         let id = format!("{}:{backend_id}", backend.name());
         tracing::info!(service = %self.config.name, correlation_id, id, "resource allocated");
@@ -364,25 +379,28 @@ impl HcaService {
             return Ok(Vec::new());
         }
         match members.resolve(who).await {
-            Ok(names) => Ok(names
-                .into_iter()
-                .map(|n| {
-                    let mut u = User::named(n);
-                    u.attributes
-                        .insert("hca_requester".into(), who.id().to_owned());
-                    u
-                })
-                .collect()),
+            Ok(names) => Ok(names.into_iter().map(User::named).collect()),
             Err(LookupError::Unknown(why)) => {
-                tracing::warn!(service = %self.config.name, requester = who.id(), reason = %why, "requester has no local account");
+                tracing::warn!(service = %self.config.name, requester = %clip_name(who.id()), reason = %why, "requester has no local account");
                 Err(Refusal::new("RequesterUnknown", why).into())
             }
             Err(LookupError::Ambiguous(why)) => {
-                tracing::error!(service = %self.config.name, requester = who.id(), reason = %why, "requester is ambiguous");
+                tracing::error!(service = %self.config.name, requester = %clip_name(who.id()), reason = %why, "requester is ambiguous");
                 Err(Refusal::new("RequesterAmbiguous", why).into())
             }
+            Err(LookupError::Unreadable(why)) => {
+                tracing::error!(service = %self.config.name, requester = %clip_name(who.id()), reason = %why, "requester's members cannot be read");
+                Err(Refusal::new(
+                    "RequesterUnreadable",
+                    format!(
+                        "the members of {:?} cannot be read at this service; its operators have been notified",
+                        clip_name(who.id())
+                    ),
+                )
+                .into())
+            }
             Err(LookupError::Unavailable(why)) => {
-                tracing::warn!(service = %self.config.name, requester = who.id(), error = %why, "member source unavailable; the request will be retried");
+                tracing::warn!(service = %self.config.name, requester = %clip_name(who.id()), error = %why, "member source unavailable; the request will be retried");
                 Err(Failure::Later(why))
             }
         }
@@ -395,21 +413,30 @@ impl HcaService {
     /// the original library's exception classes, with the backend's message
     /// cleaned of host names and paths.
     fn backend_failure(&self, e: &BackendCallError, name: &str) -> Failure {
+        // Internal failures name hosts and commands: never shown, whatever
+        // their reason.
+        let showable = matches!(
+            e.code,
+            Code::InvalidArgument
+                | Code::FailedPrecondition
+                | Code::OutOfRange
+                | Code::AlreadyExists
+        );
+        let provider = showable && !reason::is_standard(&e.reason);
+        if provider && let Some(t) = self.config.errors.get(&e.reason) {
+            tracing::warn!(service = %self.config.name, error = %e, "backend refused the request");
+            let message = t.message.clone().unwrap_or_else(|| user_text(&e.message));
+            return Refusal::provider(t.error_type.clone(), message).into();
+        }
+        if provider && let Some(kind) = camel_case(&e.reason) {
+            tracing::warn!(service = %self.config.name, error = %e, "backend refused the request");
+            return Refusal::provider(kind, user_text(&e.message)).into();
+        }
         if e.is_retryable() {
             tracing::warn!(service = %self.config.name, error = %e, "backend unavailable; the request will be retried");
             return Failure::Later(e.to_string());
         }
         tracing::warn!(service = %self.config.name, error = %e, "backend refused the request");
-        if let Some(t) = self.config.errors.get(&e.reason) {
-            let message = t.message.clone().unwrap_or_else(|| user_text(&e.message));
-            return Refusal::provider(t.error_type.clone(), message).into();
-        }
-        if !reason::is_standard(&e.reason)
-            && e.code != Code::Internal
-            && let Some(kind) = camel_case(&e.reason)
-        {
-            return Refusal::provider(kind, user_text(&e.message)).into();
-        }
         match e.code {
             Code::AlreadyExists => Refusal::new(
                 "ResourceAlreadyExists",
@@ -476,6 +503,36 @@ fn user_text(message: &str) -> String {
     }
 }
 
+/// The `errors:` table: keys a backend could give of its own, values
+/// a type name and, if set, a message.
+fn check_errors(errors: &BTreeMap<String, ErrorTypeConfig>) -> Result<(), SettingError> {
+    for (reason, e) in errors {
+        let at = format!("errors.{reason}");
+        if camel_case(reason).is_none() || reason::is_standard(reason) {
+            return Err(SettingError::new(
+                at,
+                "is not a reason a backend could give of its own (upper snake case, like QUOTA_EXCEEDED, and not one of the contract's)",
+            ));
+        }
+        if !is_type_name(&e.error_type) {
+            return Err(SettingError::new(
+                format!("{at}.type"),
+                format!(
+                    "{:?} is not a type name (letters and digits, starting with a letter, like QuotaExceeded)",
+                    e.error_type
+                ),
+            ));
+        }
+        if e.message.as_deref().is_some_and(|m| m.trim().is_empty()) {
+            return Err(SettingError::new(
+                format!("{at}.message"),
+                "is empty; leave it out to show the backend's own message",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `QUOTA_EXCEEDED` → `QuotaExceeded`; `None` for anything that is not an
 /// upper-snake reason.
 fn camel_case(reason: &str) -> Option<String> {
@@ -522,6 +579,29 @@ mod tests {
         assert_eq!(camel_case("quota exceeded"), None);
         assert_eq!(camel_case(""), None);
         assert!(is_type_name("QuotaExceeded") && !is_type_name("Quota Exceeded"));
+    }
+
+    #[test]
+    fn the_errors_table_takes_only_provider_reasons_and_class_like_types() {
+        let table = |yaml: &str| -> BTreeMap<String, ErrorTypeConfig> {
+            serde_norway::from_str(yaml).unwrap()
+        };
+        assert!(check_errors(&table("QUOTA_EXCEEDED: {type: QuotaExceeded}")).is_ok());
+        for (yaml, at) in [
+            (
+                "quota_exceeded: {type: QuotaExceeded}",
+                "errors.quota_exceeded",
+            ),
+            (
+                "RESOURCE_NOT_FOUND: {type: Gone}",
+                "errors.RESOURCE_NOT_FOUND",
+            ),
+            ("QUOTA: {type: 'Quota Exceeded'}", "errors.QUOTA.type"),
+            ("QUOTA: {type: Q, message: ' '}", "errors.QUOTA.message"),
+        ] {
+            let e = check_errors(&table(yaml)).unwrap_err().to_string();
+            assert!(e.contains(at), "{yaml}: {e}");
+        }
     }
 
     #[test]

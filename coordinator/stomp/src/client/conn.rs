@@ -312,15 +312,8 @@ pub(super) fn negotiate(ms: u64, server: Option<&str>) -> (Option<Duration>, Opt
 }
 
 pub(super) fn tls_config() -> Result<Arc<rustls::ClientConfig>, ConnError> {
-    let native = rustls_native_certs::load_native_certs();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add_parsable_certificates(native.certs);
-    if roots.is_empty() {
-        return Err(ConnError::Tls(format!(
-            "no trusted root certificates found ({} errors loading them)",
-            native.errors.len()
-        )));
-    }
+    let roots =
+        waldur_runtime::tls::client_roots(None).map_err(|e| ConnError::Tls(e.to_string()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
