@@ -413,38 +413,11 @@ pub fn encode() -> String {
     waldur_runtime::exposition::encode(&m.registry)
 }
 
-/// A Waldur path with ids replaced, so each endpoint is one label value:
-/// `marketplace-orders/8f.../approve/` → `marketplace-orders/{id}/approve/`.
-pub fn endpoint_template(path: &str) -> String {
-    let path = path.split('?').next().unwrap_or_default();
-    path.split('/')
-        .map(|seg| {
-            let hexish = seg.len() >= 8 && seg.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
-            let numeric = !seg.is_empty() && seg.chars().all(|c| c.is_ascii_digit());
-            if hexish || numeric { "{id}" } else { seg }
-        })
-        .collect::<Vec<_>>()
-        .join("/")
-}
+pub use waldur_client::endpoint_template;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn endpoints_lose_their_ids() {
-        assert_eq!(
-            endpoint_template(
-                "/api/marketplace-orders/0f0e0d0c0b0a09080706050403020100/approve/?x=1"
-            ),
-            "/api/marketplace-orders/{id}/approve/"
-        );
-        assert_eq!(endpoint_template("/api/users/42/"), "/api/users/{id}/");
-        assert_eq!(
-            endpoint_template("/api/marketplace-resources/"),
-            "/api/marketplace-resources/"
-        );
-    }
 
     #[test]
     fn every_exported_name_is_listed() {

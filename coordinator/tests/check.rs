@@ -8,6 +8,7 @@ mod support;
 use std::process::Command;
 
 use support::{Options, TOKEN, World};
+use waldur_backend_sdk::Backend;
 
 fn config(w: &World, api: &str, server_name: &str) -> String {
     format!(
@@ -87,4 +88,60 @@ async fn check_names_the_setting_behind_each_usual_mistake() {
         !ok && out.contains("backends.hpc.endpoint, server_name and tls files"),
         "{out}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn against_waldur_7_orders_and_members_work_and_what_it_lacks_is_said_not_erred() {
+    let w = World::start(Options::default()).await;
+    w.sim.emulate_waldur_7();
+    // An order completes; its members (offering users without a state, as
+    // 7.0.7 sends them) join.
+    let (resource, backend_id) = w.provisioned("legacy").await;
+    let mut users = w.backend.get_resource(&backend_id).await.unwrap().users;
+    users.sort();
+    assert_eq!(users, ["alice", "bob"]);
+    // Limits that differ cannot be written back (no set_limits): skipped,
+    // the resource is not marked erred, and nothing is tried again and again.
+    w.sim.world().resources.values_mut().for_each(|r| {
+        if r.uuid == resource {
+            r.limits = std::collections::BTreeMap::from([("cpu".into(), 999)]);
+        }
+    });
+    let registry = || {
+        w.sim
+            .calls()
+            .iter()
+            .filter(|c| c.route.starts_with("marketplace-site-agent-"))
+            .count()
+    };
+    let mut asked = None;
+    for _ in 0..3 {
+        let s = w.membership().await;
+        assert_eq!(s.limits_pushed, 0, "{s:?}");
+        assert!(s.erred.is_empty(), "{s:?}");
+        w.cycle().await;
+        // Each task asks for the registry once (one 404 page), then never again.
+        assert_eq!(*asked.get_or_insert(registry()), registry());
+    }
+    assert_ne!(w.sim.resource(&resource).unwrap().state, "Erred");
+    let calls = w.sim.calls();
+    let set_limits = calls
+        .iter()
+        .filter(|c| c.route.ends_with("set_limits/"))
+        .count();
+    assert!(set_limits >= 1, "set_limits was tried");
+
+    let api = format!("http://{}/api/", w.sim_addr);
+    let (ok, out) =
+        tokio::task::block_in_place(|| check(&w, &config(&w, &api, "localhost"), TOKEN));
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("Waldur Mastermind 7.0.7 (this agent is tested with 7.0.7 to 8.0.5)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("WARN offering HPC: Waldur 7.0.7 lacks set_limits"),
+        "{out}"
+    );
+    assert!(out.contains("lacks agent registration"), "{out}");
 }

@@ -41,13 +41,16 @@ pub async fn run(config: &Config, coordinator: &Coordinator) -> bool {
             .provider_offering(&o.config.offering_uuid, &["uuid", "name"])
             .await
         {
-            Ok(off) => line(
-                true,
-                format!(
-                    "offering {name}: waldur reachable, offering {:?} readable",
-                    off.name
-                ),
-            ),
+            Ok(off) => {
+                line(
+                    true,
+                    format!(
+                        "offering {name}: waldur reachable, offering {:?} readable",
+                        off.name
+                    ),
+                );
+                version_lines(name, &o.waldur).await;
+            }
             Err(e) => {
                 let hint = match e.status() {
                     Some(401) => " (check the token: waldur.token_file / token_env)",
@@ -267,4 +270,27 @@ pub async fn run(config: &Config, coordinator: &Coordinator) -> bool {
         }
     }
     ok
+}
+
+/// The Waldur release, the range this agent was tried with, and what an
+/// older server lacks (a WARN each: the agent does without them).
+async fn version_lines(name: &str, waldur: &waldur_client::WaldurClient) {
+    use waldur_client::compat;
+    let (oldest, newest) = compat::TESTED;
+    match waldur.version().await {
+        Ok(v) => {
+            println!(
+                "INFO offering {name}: Waldur Mastermind {v} (this agent is tested with {oldest} to {newest})"
+            );
+            if compat::older_than_tested(&v) {
+                println!(
+                    "WARN offering {name}: Waldur {v} is older than {oldest}, the oldest release this agent was tried with"
+                );
+            }
+            for feature in compat::lacking(&v) {
+                println!("WARN offering {name}: Waldur {v} lacks {feature}");
+            }
+        }
+        Err(e) => println!("WARN offering {name}: Waldur's version unknown: {e}"),
+    }
 }

@@ -14,12 +14,13 @@ pub type Usable = HashMap<String, OfferingUser>;
 
 /// Offering users that have an account: state OK with a username, by
 /// normalised Waldur user UUID. Built once per cycle: it indexes the whole
-/// offering.
+/// offering. A Waldur before 8.0 sends no state at all: there a username is
+/// what makes an account.
 pub fn usable_offering_users(users: &[OfferingUser]) -> Usable {
     users
         .iter()
         .filter(|u| {
-            u.state == offering_user_state::OK
+            (u.state == offering_user_state::OK || u.state.is_empty())
                 && !u.is_restricted
                 && u.username.as_deref().is_some_and(|n| !n.is_empty())
         })

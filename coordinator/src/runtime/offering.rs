@@ -328,6 +328,11 @@ impl<P> Task<P> {
     /// Registers the agent identity, service and processor (once per start,
     /// again after Waldur forgot them).
     pub async fn register(&self) {
+        // A Waldur before 8.0 has no agent registry: said once by the
+        // client, then not tried every cycle.
+        if self.waldur.lacks("marketplace-site-agent-") {
+            return;
+        }
         let (kind, version) = match self.backend.info().await {
             Ok(i) => (i.name.clone(), i.version.clone()),
             Err(_) => ("unknown".to_owned(), "unknown".to_owned()),
@@ -337,6 +342,9 @@ impl<P> Task<P> {
             .ensure(&self.waldur, &kind, &version)
             .await
         {
+            if e.is_missing_endpoint() {
+                return; // the client said so, once
+            }
             if e.status() == Some(404) {
                 self.registration.invalidate().await;
             }

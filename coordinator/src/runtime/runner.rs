@@ -167,6 +167,12 @@ impl Coordinator {
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
         let this = self;
         let mut tasks = tokio::task::JoinSet::new();
+        for o in &this.offerings {
+            // Logged beside the work, never in its way: a Waldur that is down
+            // now is met by the cycles' own retries.
+            let (name, waldur) = (o.config.name.clone(), o.waldur.clone());
+            tokio::spawn(async move { log_waldur_version(&name, &waldur).await });
+        }
         for index in 0..this.offerings.len() {
             let o = &this.offerings[index];
             if o.orders.is_some() {
@@ -283,5 +289,20 @@ async fn looped<P: Cycle>(offering: &OfferingConfig, task: &str, every: u64, t: 
             Err(e) => tracing::warn!(offering = %offering.name, task, error = %e, "cycle failed"),
         }
         tokio::time::sleep(interval).await;
+    }
+}
+
+/// The Waldur release an offering talks to, and what it lacks if older.
+async fn log_waldur_version(offering: &str, waldur: &waldur_client::WaldurClient) {
+    use waldur_client::compat;
+    match waldur.version().await {
+        Ok(v) => {
+            let (oldest, newest) = compat::TESTED;
+            tracing::info!(offering, version = %v, tested = %format!("{oldest} to {newest}"), "waldur version");
+            for feature in compat::lacking(&v) {
+                tracing::warn!(offering, version = %v, feature, "this waldur lacks a feature; the agent does without it");
+            }
+        }
+        Err(e) => tracing::warn!(offering, error = %e, "waldur version unknown"),
     }
 }

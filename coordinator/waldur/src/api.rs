@@ -12,6 +12,18 @@ use super::{Query, WaldurClient, WaldurResult};
 type Ignored = serde::de::IgnoredAny;
 
 impl WaldurClient {
+    // -------------------------------------------------------------- version
+
+    /// The Mastermind release (`GET version/`), for start-up and `check`.
+    pub async fn version(&self) -> WaldurResult<String> {
+        #[derive(serde::Deserialize)]
+        struct Version {
+            version: String,
+        }
+        let v: Version = self.get("version/", vec![]).await?;
+        Ok(v.version)
+    }
+
     // ------------------------------------------------------------- identity
 
     /// Agent identities named `name` (single page).

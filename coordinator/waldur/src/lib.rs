@@ -15,6 +15,7 @@
 //! and at most 300 bytes of the response body.
 
 mod api;
+pub mod compat;
 pub mod ids;
 mod settings;
 pub mod types;
@@ -80,6 +81,12 @@ pub enum ErrorKind {
     /// The OIDC token could not be obtained.
     #[error("oidc: {0}")]
     Auth(String),
+    /// A 404 page rather than DRF's JSON "not found": the route itself does
+    /// not exist, so this Waldur is older than the call (or a proxy sends
+    /// the path elsewhere). Never retried, and never a verdict on the
+    /// object the call named.
+    #[error("this Waldur has no such endpoint (HTTP 404 page): it predates the feature")]
+    NoSuchEndpoint,
 }
 
 impl WaldurError {
@@ -90,8 +97,14 @@ impl WaldurError {
             // about the order or resource at hand.
             ErrorKind::Status { status, .. } => *status >= 500 || *status == 429 || *status == 401,
             ErrorKind::Network(_) | ErrorKind::Auth(_) | ErrorKind::Garbled(_) => true,
-            ErrorKind::Request(_) | ErrorKind::Unexpected(_) => false,
+            ErrorKind::Request(_) | ErrorKind::Unexpected(_) | ErrorKind::NoSuchEndpoint => false,
         }
+    }
+
+    /// Waldur has no such endpoint (an older release): a feature to do
+    /// without, not a failure of the order or resource at hand.
+    pub fn is_missing_endpoint(&self) -> bool {
+        matches!(self.kind, ErrorKind::NoSuchEndpoint)
     }
 
     /// Waldur's answer on `path` holds something it should not (an id that
@@ -113,6 +126,20 @@ impl WaldurError {
     }
 }
 
+/// A Waldur path with ids replaced, so each endpoint is one label value:
+/// `marketplace-orders/8f.../approve/` → `marketplace-orders/{id}/approve/`.
+pub fn endpoint_template(path: &str) -> String {
+    let path = path.split('?').next().unwrap_or_default();
+    path.split('/')
+        .map(|seg| {
+            let hexish = seg.len() >= 8 && seg.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+            let numeric = !seg.is_empty() && seg.chars().all(|c| c.is_ascii_digit());
+            if hexish || numeric { "{id}" } else { seg }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// Result of a Waldur call.
 pub type WaldurResult<T> = Result<T, WaldurError>;
 
@@ -130,6 +157,9 @@ struct Inner {
     bearer: Mutex<Option<(String, Instant)>>,
     calls: AtomicU64,
     observer: Option<RequestObserver>,
+    /// Endpoint templates this Waldur answered with a 404 page: each is
+    /// logged once, and callers may skip what depends on them.
+    missing: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for WaldurClient {
@@ -177,6 +207,7 @@ impl WaldurClient {
                 bearer: Mutex::new(None),
                 calls: AtomicU64::new(0),
                 observer: None,
+                missing: Default::default(),
             }),
         })
     }
@@ -345,6 +376,12 @@ impl WaldurClient {
             .text()
             .await
             .map_err(|e| err(ErrorKind::Network(without_url(&e))))?;
+        if status == StatusCode::NOT_FOUND
+            && serde_json::from_str::<serde_json::Value>(&text).is_err()
+        {
+            self.note_missing(path);
+            return Err(err(ErrorKind::NoSuchEndpoint));
+        }
         if !status.is_success() {
             return Err(err(ErrorKind::Status {
                 status: status.as_u16(),
@@ -352,6 +389,32 @@ impl WaldurClient {
             }));
         }
         Ok((status, headers, text))
+    }
+
+    /// Remembers an endpoint this Waldur lacks; says so once.
+    fn note_missing(&self, path: &str) {
+        let template = endpoint_template(path);
+        let new = self
+            .inner
+            .missing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(template.clone());
+        if new {
+            tracing::warn!(endpoint = %template, "this Waldur lacks the endpoint (it is older than this agent); what needs it is skipped from now on");
+        }
+    }
+
+    /// Whether this Waldur answered a path starting with `prefix` (below
+    /// the API root, e.g. `marketplace-site-agent-identities/`) with a 404
+    /// page: the feature behind it is missing.
+    pub fn lacks(&self, prefix: &str) -> bool {
+        self.inner
+            .missing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|t| t.trim_start_matches('/').starts_with(prefix))
     }
 
     /// GET and decode.
@@ -565,6 +628,24 @@ fn without_url(e: &reqwest::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn endpoints_lose_their_ids() {
+        assert_eq!(
+            super::endpoint_template(
+                "/api/marketplace-orders/0f0e0d0c0b0a09080706050403020100/approve/?x=1"
+            ),
+            "/api/marketplace-orders/{id}/approve/"
+        );
+        assert_eq!(
+            super::endpoint_template("/api/users/42/"),
+            "/api/users/{id}/"
+        );
+        assert_eq!(
+            super::endpoint_template("/api/marketplace-resources/"),
+            "/api/marketplace-resources/"
+        );
+    }
+
     use super::*;
 
     #[test]

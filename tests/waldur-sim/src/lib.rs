@@ -74,6 +74,8 @@ pub struct Call {
 }
 
 pub(crate) struct Shared {
+    /// Answer as Waldur 7.0.7 does (see [`Sim::emulate_waldur_7`]).
+    pub(crate) legacy: std::sync::atomic::AtomicBool,
     pub(crate) token: String,
     pub(crate) world: Mutex<World>,
     pub(crate) faults: Mutex<Vec<Fault>>,
@@ -124,8 +126,20 @@ impl Sim {
                 traceparents: Mutex::new(Vec::new()),
                 broker: Mutex::new(None),
                 published: std::sync::atomic::AtomicU64::new(0),
+                legacy: std::sync::atomic::AtomicBool::new(false),
             }),
         }
+    }
+
+    /// Answers as Waldur 7.0.7 does where it differs from 8.0.5 in what the
+    /// agent uses: `version/` says 7.0.7; `set_limits` and the agent
+    /// registry (`marketplace-site-agent-*`) do not exist (Django's HTML 404
+    /// page, as for any unknown route); offering users and team members
+    /// carry no state.
+    pub fn emulate_waldur_7(&self) {
+        self.shared
+            .legacy
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Serves on `addr` (port 0 picks one); returns the bound address.

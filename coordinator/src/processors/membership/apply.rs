@@ -133,8 +133,13 @@ impl MembershipProcessor {
             }
         }
         if let Some(limits) = &plan.limits_to_waldur {
-            self.waldur.set_resource_limits(id, limits).await?;
-            out.limits_pushed = true;
+            match self.waldur.set_resource_limits(id, limits).await {
+                Ok(()) => out.limits_pushed = true,
+                // An older Waldur cannot take them: done without (the
+                // client said so once), the resource is not at fault.
+                Err(e) if e.is_missing_endpoint() => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         for change in &plan.user_limits {
             if failures.contains_key(&change.username) {

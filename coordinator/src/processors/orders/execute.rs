@@ -164,7 +164,11 @@ impl OrderProcessor {
     ) -> Result<(), StepError> {
         self.waldur.set_resource_backend_id(id, backend_id).await?;
         if !info.limits.is_empty() && info.limits != resource.limits {
-            self.waldur.set_resource_limits(id, &info.limits).await?;
+            match self.waldur.set_resource_limits(id, &info.limits).await {
+                // An older Waldur cannot take them; the order is not at fault.
+                Err(e) if e.is_missing_endpoint() => {}
+                other => other?,
+            }
         }
         let mut metadata = info.metadata;
         // The order's trace, so an operator can go from the resource in

@@ -131,13 +131,29 @@ async fn handle(
             v == format!("Token {}", sim.shared.token)
                 || v == format!("Bearer {}", sim.shared.token)
         });
-    let (status, value, extra_headers) = if !authorised {
+    let legacy = sim.shared.legacy.load(std::sync::atomic::Ordering::SeqCst);
+    if authorised && legacy && !waldur_7_has(method.as_str(), &segments) {
+        record(&sim, &method, &route, 404, body_json, None);
+        let mut resp = Response::new(Body::from(DJANGO_404));
+        *resp.status_mut() = StatusCode::NOT_FOUND;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        return resp;
+    }
+    let (status, mut value, extra_headers) = if !authorised {
         let (s, v) = detail(StatusCode::UNAUTHORIZED, "Invalid token.");
         (s, v, Vec::new())
+    } else if legacy && segments.as_slice() == ["version"] {
+        (StatusCode::OK, json!({"version": "7.0.7"}), Vec::new())
     } else {
         let mut world = sim.world_untouched();
         api(&mut world, &method, &segments, &params, body_json.as_ref())
     };
+    if legacy {
+        without_states(&mut value);
+    }
     // A new queue must exist on the broker before the agent subscribes.
     let (status, value, extra_headers) = match (method.as_str(), segments.as_slice()) {
         ("POST", ["event-subscriptions", sub, "create_queue"]) if status.is_success() => {
@@ -189,6 +205,37 @@ async fn handle(
         }
     }
     resp
+}
+
+/// Django's page for a route it does not know (DEBUG off).
+const DJANGO_404: &str = "<!doctype html>\n<html lang=\"en\">\n<head>\n  <title>Not Found</title>\n</head>\n<body>\n  <h1>Not Found</h1><p>The requested resource was not found on this server.</p>\n</body>\n</html>\n";
+
+/// Whether Waldur 7.0.7 has the route: not the agent registry, not
+/// `set_limits`.
+fn waldur_7_has(method: &str, segments: &[&str]) -> bool {
+    let registry = segments
+        .first()
+        .is_some_and(|s| s.starts_with("marketplace-site-agent-"));
+    let set_limits = matches!(
+        (method, segments),
+        ("POST", ["marketplace-provider-resources", _, "set_limits"])
+    );
+    !registry && !set_limits
+}
+
+/// Drops the offering-user states 7.0.7 does not have, from an object, a
+/// list or a page of either.
+fn without_states(value: &mut Value) {
+    match value {
+        Value::Array(items) => items.iter_mut().for_each(without_states),
+        Value::Object(o) => {
+            if o.contains_key("offering_uuid") && o.contains_key("username") {
+                o.remove("state");
+            }
+            o.remove("offering_user_state");
+        }
+        _ => {}
+    }
 }
 
 /// The answer a fault gives instead of Waldur's.
