@@ -98,3 +98,35 @@ fn every_subcommand_has_help_with_an_example() {
         );
     }
 }
+
+#[test]
+fn version_names_the_commit_and_docs_print_a_man_page_and_completions() {
+    let out = |args: &[&str]| {
+        let o = Command::new(BIN).args(args).output().unwrap();
+        assert!(o.status.success(), "{args:?}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let version = out(&["--version"]);
+    assert!(
+        version.starts_with(&format!(
+            "waldur-coordinator {} (commit ",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{version}"
+    );
+    let man = out(&["docs", "man"]);
+    assert!(man.contains(".TH waldur-coordinator 1"), "{man}");
+    // Every subcommand has its section in the one page.
+    for sub in ["RUN", "CHECK", "PLAN", "IMPORT-CONFIG", "PKI", "DOCS"] {
+        assert!(
+            man.contains(&format!(".SH \"WALDUR-COORDINATOR {sub}\"")),
+            "{sub}"
+        );
+    }
+    let bash = out(&["docs", "completions", "bash"]);
+    assert!(
+        bash.contains("complete -F") && bash.contains("import-config"),
+        "{bash}"
+    );
+    assert!(out(&["docs", "completions", "zsh"]).contains("#compdef waldur-coordinator"));
+}

@@ -11,7 +11,7 @@ mod backends;
 /// Backend server for the Waldur site agent: performs account, limit,
 /// membership and usage operations on this cluster for the coordinator.
 #[derive(Debug, Parser)]
-#[command(version, propagate_version = true)]
+#[command(version = waldur_runtime::version!(), propagate_version = true)]
 struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
@@ -64,6 +64,9 @@ enum Command {
     /// Site PKI: create a CA, issue server and client certificates.
     #[command(subcommand)]
     Pki(waldur_runtime::cli::PkiCommand),
+    /// Print the man page or shell completions, generated from this CLI.
+    #[command(subcommand)]
+    Docs(waldur_runtime::cli::DocsCommand),
 }
 
 /// sysexits EX_USAGE: the config or the command line is wrong.
@@ -83,6 +86,9 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> ExitCode {
     match command {
         Command::Pki(cmd) => waldur_runtime::cli::main(cmd),
+        Command::Docs(cmd) => {
+            waldur_runtime::cli::docs(cmd, <Cli as clap::CommandFactory>::command())
+        }
         Command::Adopt {
             config,
             instance,

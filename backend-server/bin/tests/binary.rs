@@ -286,3 +286,22 @@ fn check_warns_about_an_example_instance_that_is_not_marked_as_a_demo() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&out.stdout).contains("WARN"));
 }
+
+#[test]
+fn version_names_the_commit_and_docs_print_a_man_page_and_completions() {
+    let out = |args: &[&str]| {
+        let o = Command::new(BIN).args(args).output().unwrap();
+        assert!(o.status.success(), "{args:?}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert!(out(&["--version"]).contains(" (commit "));
+    let man = out(&["docs", "man"]);
+    for section in [
+        ".TH waldur-backend-server 1",
+        ".SH \"WALDUR-BACKEND-SERVER SERVE\"",
+        ".SH \"WALDUR-BACKEND-SERVER ADOPT\"",
+    ] {
+        assert!(man.contains(section), "{section}");
+    }
+    assert!(out(&["docs", "completions", "bash"]).contains("serve"));
+}

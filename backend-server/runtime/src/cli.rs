@@ -168,3 +168,73 @@ pub fn main(cmd: PkiCommand) -> std::process::ExitCode {
         }
     }
 }
+
+/// What both binaries say to `--version`: the release and the commit it
+/// was built from.
+#[macro_export]
+macro_rules! version {
+    () => {
+        concat!(
+            env!("CARGO_PKG_VERSION"),
+            " (commit ",
+            env!("WALDUR_COMMIT"),
+            ")"
+        )
+    };
+}
+
+/// Printing documentation generated from a binary's CLI definition, for
+/// packages and for operators who install by hand.
+#[derive(Debug, clap::Subcommand)]
+pub enum DocsCommand {
+    /// Print the shell completion script for SHELL.
+    ///
+    /// Example: waldur-coordinator docs completions bash > /usr/share/bash-completion/completions/waldur-coordinator
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), one section per subcommand.
+    ///
+    /// Example: waldur-coordinator docs man > /usr/share/man/man1/waldur-coordinator.1
+    Man,
+}
+
+/// Writes what `cmd` asks for about the binary whose CLI is `command` to
+/// stdout.
+pub fn docs(cmd: DocsCommand, mut command: clap::Command) -> std::process::ExitCode {
+    let name = command.get_name().to_owned();
+    let mut out = std::io::stdout().lock();
+    let written = match cmd {
+        DocsCommand::Completions { shell } => {
+            clap_complete::generate(shell, &mut command, name, &mut out);
+            Ok(())
+        }
+        DocsCommand::Man => man_page(command, &mut out),
+    };
+    match written {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: writing the man page: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The top-level page, then one section per subcommand (clap_mangen writes
+/// one page per command; a single file is what `man NAME` finds).
+fn man_page(command: clap::Command, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let command = command.disable_help_subcommand(true);
+    clap_mangen::Man::new(command.clone()).render(out)?;
+    for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let title = format!("{} {}", command.get_name(), sub.get_name()).to_uppercase();
+        writeln!(out, ".SH \"{title}\"")?;
+        let page = clap_mangen::Man::new(sub.clone());
+        page.render_description_section(out)?;
+        page.render_options_section(out)?;
+        if sub.has_subcommands() {
+            page.render_subcommands_section(out)?;
+        }
+    }
+    Ok(())
+}

@@ -32,7 +32,7 @@ pub const EX_USAGE: u8 = 2;
 /// Coordinator of the Waldur site agent: processes marketplace orders
 /// through backend servers over mutual TLS.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(version = waldur_runtime::version!())]
 pub struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
@@ -142,6 +142,9 @@ pub enum Command {
     /// Site PKI: create a CA, issue server and client certificates.
     #[command(subcommand)]
     Pki(waldur_runtime::cli::PkiCommand),
+    /// Print the man page or shell completions, generated from this CLI.
+    #[command(subcommand)]
+    Docs(waldur_runtime::cli::DocsCommand),
 }
 
 /// Arguments of `import-config`.
@@ -208,6 +211,9 @@ pub struct Ops {
 pub async fn dispatch(command: Command) -> ExitCode {
     match command {
         Command::Pki(cmd) => waldur_runtime::cli::main(cmd),
+        Command::Docs(cmd) => {
+            waldur_runtime::cli::docs(cmd, <Cli as clap::CommandFactory>::command())
+        }
         Command::MockPortal(args) => portal::mock_portal(args).await,
         Command::ImportConfig(args) => migrate::import_config(args),
         Command::Check { config } => {
