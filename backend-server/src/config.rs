@@ -207,10 +207,35 @@ impl ServerConfig {
 
     /// Parses and checks config text; `path` is only used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let config: Self = serde_norway::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut config: Self = serde_norway::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
+        // Relative paths are relative to the config file's folder: the TLS
+        // files, and the `*_file` settings of instances (secrets).
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        for p in [
+            &mut config.tls.ca,
+            &mut config.tls.cert,
+            &mut config.tls.key,
+        ] {
+            waldur_runtime::rebase(p, base);
+        }
+        for inst in &mut config.instances {
+            if let serde_json::Value::Object(settings) = &mut inst.settings {
+                for (key, value) in settings.iter_mut() {
+                    if let (true, serde_json::Value::String(p)) = (key.ends_with("_file"), &*value)
+                    {
+                        let mut file = std::path::PathBuf::from(p);
+                        waldur_runtime::rebase(&mut file, base);
+                        *value = serde_json::Value::String(file.to_string_lossy().into_owned());
+                    }
+                }
+            }
+        }
         let invalid = |message: String| ConfigError::Invalid {
             path: path.to_owned(),
             message,

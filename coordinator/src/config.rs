@@ -514,6 +514,43 @@ impl Config {
         Self::parse(&text, path, env)
     }
 
+    /// Relative file paths (secrets, certificates, schemas, CA bundles)
+    /// become relative to the config file's folder.
+    fn rebase_paths(&mut self) {
+        use waldur_runtime::rebase;
+        let base = self.base_dir.clone();
+        for b in self.backends.values_mut() {
+            if let Some(tls) = &mut b.tls {
+                tls.rebase(&base);
+            }
+        }
+        if let Some(t) = &mut self.tunnel {
+            t.tls.rebase(&base);
+        }
+        for o in &mut self.offerings {
+            if let Some(f) = &mut o.waldur.token_file {
+                rebase(f, &base);
+            }
+            if let Some(oidc) = &mut o.waldur.oidc
+                && let Some(f) = &mut oidc.client_secret_file
+            {
+                rebase(f, &base);
+            }
+        }
+        for svc in &mut self.helmholtz.services {
+            let b = &mut svc.broker;
+            for f in [&mut b.ca_file, &mut b.username_file, &mut b.password_file]
+                .into_iter()
+                .flatten()
+            {
+                rebase(f, &base);
+            }
+            for t in svc.resource_types.values_mut() {
+                rebase(&mut t.schema, &base);
+            }
+        }
+    }
+
     /// Parses and checks config text.
     pub fn parse(text: &str, path: &Path, env: &dyn Env) -> Result<Self, ConfigError> {
         let err = |message: String| ConfigError {
@@ -532,6 +569,7 @@ impl Config {
                 config.version
             )));
         }
+        config.rebase_paths();
         if jiff::tz::TimeZone::get(&config.timezone).is_err() {
             return Err(err(format!(
                 "timezone: {:?} is not an IANA time zone",

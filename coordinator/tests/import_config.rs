@@ -46,16 +46,42 @@ fn every_fixture_that_migrates_gives_configs_the_binaries_accept() {
             continue;
         }
         migrated += 1;
-        let config = out.path().join("coordinator.yaml");
+        // The folder moves as a whole (as to /etc/waldur): secrets are named
+        // relative to the configs, so they still load.
+        let moved = tempfile::tempdir().unwrap();
+        let out = {
+            let to = moved.path().join("waldur");
+            std::fs::rename(out.path(), &to).unwrap();
+            to
+        };
+        let config = out.join("coordinator.yaml");
         let c = waldur_coordinator::config::Config::load(
             &config,
             &waldur_coordinator::secret::MapEnv::default(),
         )
         .unwrap_or_else(|e| panic!("{}: {e}", from.display()));
         assert!(!c.offerings.is_empty());
+        for o in &c.offerings {
+            o.waldur
+                .token(&waldur_coordinator::secret::MapEnv::default())
+                .unwrap_or_else(|e| panic!("{}: {}: {e}", from.display(), o.name));
+        }
+        // The admin and metrics ports of the reference configs.
+        assert_eq!(
+            c.admin.as_ref().map(|a| a.listen.to_string()).as_deref(),
+            Some("127.0.0.1:9180")
+        );
         let server =
-            waldur_backend_sdk::config::ServerConfig::load(&out.path().join("backend-server.yaml"))
+            waldur_backend_sdk::config::ServerConfig::load(&out.join("backend-server.yaml"))
                 .unwrap_or_else(|e| panic!("{}: {e}", from.display()));
+        assert_eq!(
+            server
+                .metrics
+                .as_ref()
+                .map(|m| m.listen.to_string())
+                .as_deref(),
+            Some("0.0.0.0:9181")
+        );
         for inst in &server.instances {
             let built = match inst.kind.as_str() {
                 "slurm" => waldur_backend_slurm::SlurmBackend::from_settings(inst.settings.clone())
@@ -72,7 +98,7 @@ fn every_fixture_that_migrates_gives_configs_the_binaries_accept() {
             built.unwrap_or_else(|e| panic!("{}: {}: {e}", from.display(), inst.name));
             assert!(c.backends.values().any(|b| b.instance == inst.name));
         }
-        for secret in std::fs::read_dir(out.path().join("secrets")).unwrap() {
+        for secret in std::fs::read_dir(out.join("secrets")).unwrap() {
             let mode = secret.unwrap().metadata().unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600);
         }

@@ -34,3 +34,12 @@ pub use keyed_lock::{KeyedGuard, KeyedLock};
 pub use retry::RetryPolicy;
 pub use setting::SettingError;
 pub use tls::{TlsError, TlsFiles, TlsMaterial, leaf_identities, peer_identities};
+
+/// Makes a relative `path` relative to `base`, the folder of the config file
+/// that names it: a config and its secrets can move together, and a
+/// service's working directory never decides which file is read.
+pub fn rebase(path: &mut std::path::PathBuf, base: &std::path::Path) {
+    if path.is_relative() && !path.as_os_str().is_empty() {
+        *path = base.join(&*path);
+    }
+}

@@ -59,6 +59,13 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
+    /// Makes relative paths relative to `base` (the config file's folder).
+    pub fn rebase(&mut self, base: &Path) {
+        for p in [&mut self.ca, &mut self.cert, &mut self.key] {
+            crate::rebase(p, base);
+        }
+    }
+
     /// Reads and checks the three files.
     pub fn load(&self) -> Result<TlsMaterial, TlsError> {
         let ca = read_pem(&self.ca, "ca", "CERTIFICATE")?;

@@ -17,8 +17,9 @@
 //! * The coordinator file is [`COORDINATOR_FILE_NAME`] and the backend-server
 //!   file [`BACKEND_SERVER_FILE_NAME`], both in `out_dir`; secrets are
 //!   `secrets/<slug>.token` (and `secrets/<slug>.oidc-client-secret`)
-//!   relative to `out_dir`, and the YAML names them by absolute path
-//!   `out_dir/secrets/...`. A relative `out_dir` gets a note.
+//!   in `out_dir`, and the YAML names them by that relative path: the
+//!   loaders resolve relative paths from the config file's folder, so the
+//!   folder can move as a whole.
 //! * `<slug>` is the offering name in lowercase letters, digits and `-`
 //!   (at most 40 characters, `offering` when nothing is left), made unique
 //!   with `-2`, `-3` ... . It is also the backend instance name and the
@@ -267,13 +268,6 @@ pub fn migrate(original_yaml: &str, options: &Options) -> Result<Migration, Impo
     let paths = Paths::new(options)?;
     let root = parse_root(original_yaml)?;
     let mut notes = Vec::new();
-    if options.out_dir.is_relative() {
-        notes.push(format!(
-            "out_dir {:?} is relative, so token_file paths are relative to the coordinator's \
-             working directory; an absolute out_dir is safer.",
-            paths.out_dir
-        ));
-    }
     let globals = Globals::read(&root, &mut notes)?;
     let Some(list) = root.get("offerings").map(untag) else {
         return Err(invalid(
@@ -306,6 +300,9 @@ pub fn migrate(original_yaml: &str, options: &Options) -> Result<Migration, Impo
         version: 1,
         timezone: globals.timezone.clone(),
         expose_backend_error_details: globals.expose_backend_error_details,
+        admin: out::Listen {
+            listen: "127.0.0.1:9180".into(),
+        },
         backends: BTreeMap::new(),
         offerings: Vec::new(),
     };
@@ -336,7 +333,7 @@ pub fn migrate(original_yaml: &str, options: &Options) -> Result<Migration, Impo
             uuids.push((uuid, o.label.clone()));
         }
         let slug = unique_slug(&o.name, &mut slugs);
-        let migrated = o.migrate(&slug, &globals, &paths)?;
+        let migrated = o.migrate(&slug, &globals)?;
         coordinator.backends.insert(
             slug.clone(),
             out::Backend {
@@ -374,6 +371,9 @@ pub fn migrate(original_yaml: &str, options: &Options) -> Result<Migration, Impo
             cert: paths.pki("backend.pem"),
             key: paths.pki("backend.key"),
             allowed_clients: vec![options.coordinator_identity.clone()],
+        },
+        metrics: out::Listen {
+            listen: "0.0.0.0:9181".into(),
         },
         instances,
     };

@@ -3,7 +3,6 @@
 
 use serde_norway::{Mapping, Value};
 
-use crate::paths::Paths;
 use crate::value::{boolean, get, integer, key_text, kind, one_line, strict_text, text, untag};
 use crate::{ImportError, SecretToWrite, invalid, moab, mup, out, slurm, value};
 
@@ -442,7 +441,6 @@ impl Original {
         mut self,
         slug: &str,
         globals: &Globals,
-        paths: &Paths,
     ) -> Result<Migrated, ImportError> {
         let mut notes = std::mem::take(&mut self.notes);
         let label = self.label.clone();
@@ -466,8 +464,9 @@ impl Original {
         };
         let (token_file, oidc) = match self.credential {
             Credential::Token(t) => {
+                // Relative to the config file, which lives in out_dir too.
                 let file = format!("secrets/{slug}.token");
-                let path = paths.out(&file);
+                let path = file.clone();
                 secrets.push(SecretToWrite {
                     file_name: file,
                     value: t,
@@ -480,7 +479,7 @@ impl Original {
                 client_secret,
             } => {
                 let file = format!("secrets/{slug}.oidc-client-secret");
-                let path = paths.out(&file);
+                let path = file.clone();
                 secrets.push(SecretToWrite {
                     file_name: file,
                     value: client_secret,
@@ -561,7 +560,7 @@ impl Original {
             mup::TYPE => {
                 let file = format!("secrets/{slug}.mup-password");
                 let (mut settings, password) =
-                    mup::settings(&self.settings, &paths.out(&file), &mut slurm_notes);
+                    mup::settings(&self.settings, &file, &mut slurm_notes);
                 if let Some(value) = password {
                     secrets.push(SecretToWrite {
                         file_name: file,

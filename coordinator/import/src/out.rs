@@ -13,8 +13,16 @@ pub(crate) struct Coordinator {
     pub version: u32,
     pub timezone: String,
     pub expose_backend_error_details: bool,
+    /// Metrics, health and readiness, as the reference config has them.
+    pub admin: Listen,
     pub backends: BTreeMap<String, Backend>,
     pub offerings: Vec<Offering>,
+}
+
+/// `admin:` of the coordinator, `metrics:` of the backend server.
+#[derive(Debug, Serialize)]
+pub(crate) struct Listen {
+    pub listen: String,
 }
 
 /// `backends.<name>`.
@@ -144,6 +152,7 @@ pub(crate) struct Server {
     pub version: u32,
     pub listen: String,
     pub tls: ServerTls,
+    pub metrics: Listen,
     pub instances: Vec<Instance>,
 }
 

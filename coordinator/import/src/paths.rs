@@ -8,7 +8,6 @@ use crate::value::one_line;
 
 /// Generated paths, as text.
 pub(crate) struct Paths {
-    pub(crate) out_dir: String,
     pub(crate) pki_dir: PathBuf,
     pub(crate) out_path: PathBuf,
     pub(crate) listen_port: u16,
@@ -25,7 +24,7 @@ impl Paths {
                 }),
             }
         };
-        let out_dir = utf8(&options.out_dir, "out_dir")?;
+        utf8(&options.out_dir, "out_dir")?;
         utf8(&options.pki_dir, "pki_dir")?;
         let e = &options.backend_endpoint;
         if !e.starts_with("https://") || value::url_host(e).is_none() {
@@ -45,7 +44,6 @@ impl Paths {
             });
         }
         Ok(Self {
-            out_dir,
             pki_dir: options.pki_dir.clone(),
             out_path: options.out_dir.clone(),
             listen_port: value::url_port(e).unwrap_or(443),

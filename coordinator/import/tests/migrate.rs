@@ -21,10 +21,7 @@ fn a_slurm_offering_with_all_roles_components_and_stomp_migrates() {
     let o = offering(&c, "Tartu HPC");
     assert_eq!(o["offering_uuid"], "5a1b2c3d4e5f40718293a4b5c6d7e8f9");
     assert_eq!(o["waldur"]["api_url"], "https://waldur.example.test/api/");
-    assert_eq!(
-        o["waldur"]["token_file"],
-        "/etc/waldur/new/secrets/tartu-hpc.token"
-    );
+    assert_eq!(o["waldur"]["token_file"], "secrets/tartu-hpc.token");
     assert_eq!(o["waldur"]["verify_tls"], true);
     assert_eq!(
         o["tasks"],
@@ -360,7 +357,7 @@ fn an_oidc_offering_gets_a_client_secret_file_and_no_events() {
         json!({
             "token_url": "https://idp.example.test/realms/w/protocol/openid-connect/token",
             "client_id": "site-agent",
-            "client_secret_file": "/etc/waldur/new/secrets/oidc-cluster.oidc-client-secret"
+            "client_secret_file": "secrets/oidc-cluster.oidc-client-secret"
         })
     );
     assert_eq!(o["tasks"]["events"], false);
