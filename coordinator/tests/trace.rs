@@ -323,6 +323,33 @@ timeouts: {{backend_read_seconds: 10, backend_mutate_seconds: 60, backend_connec
         );
     }
 
+    // Every Waldur request the order made is a client span below it, with
+    // method, endpoint (ids replaced), attempt and status; the traceparent
+    // Waldur received names that span.
+    let rest: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.name == span::WALDUR_CALL && s.trace == order.trace)
+        .collect();
+    let set_backend_id = rest
+        .iter()
+        .find(|s| {
+            s.attributes.get("url.path").map(String::as_str)
+                == Some("marketplace-provider-resources/{id}/set_backend_id/")
+        })
+        .unwrap_or_else(|| {
+            panic!("no set_backend_id request span in the order's trace: {rest:#?}")
+        });
+    assert!(descends(&spans, set_backend_id, &order));
+    assert_eq!(set_backend_id.attributes["http.method"], "POST");
+    assert_eq!(set_backend_id.attributes["http.status_code"], "200");
+    assert_eq!(set_backend_id.attributes["attempt"], "1");
+    assert!(
+        sim.traceparents()
+            .iter()
+            .any(|t| t.contains(&set_backend_id.id)),
+        "Waldur's traceparent does not name the request span"
+    );
+
     // The trace id reached Waldur twice: in the resource's metadata and in
     // the traceparent of the calls made for the order.
     let resource = sim.resource(&created.resource_uuid).unwrap();

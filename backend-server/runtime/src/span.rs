@@ -12,6 +12,8 @@ pub const HCA_REQUEST: &str = "hca_request";
 pub const MEMBERSHIP_CYCLE: &str = "membership_cycle";
 /// One usage report cycle of an offering (coordinator).
 pub const USAGE_CYCLE: &str = "usage_cycle";
+/// One Waldur REST request as the coordinator makes it (one per attempt).
+pub const WALDUR_CALL: &str = "waldur_request";
 /// One backend call as the client makes it (coordinator).
 pub const BACKEND_CALL: &str = "backend_rpc";
 /// One backend call as the server answers it (backend server).
@@ -23,6 +25,8 @@ pub const COMMAND: &str = "command";
 pub mod field {
     /// How an order or request ended (`done`, `erred`, `retry`, ...).
     pub const OUTCOME: &str = "outcome";
+    /// The HTTP status of a Waldur request (0: no answer).
+    pub const HTTP_STATUS: &str = "http.status_code";
     /// The gRPC code of a call (`OK`, `Unavailable`, ...).
     pub const RPC_CODE: &str = "rpc.code";
     /// A command's exit code (-1: killed by a signal).

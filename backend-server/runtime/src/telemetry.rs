@@ -85,8 +85,11 @@ fn trace_filter() -> tracing_subscriber::filter::Targets {
     let mut t = tracing_subscriber::filter::Targets::new().with_default(Level::WARN);
     for ours in [
         "waldur_coordinator",
+        "waldur_client",
         "waldur_backend_sdk",
         "waldur_backend_slurm",
+        "waldur_backend_moab",
+        "waldur_backend_mup",
         "waldur_backend_example",
     ] {
         t = t.with_target(ours, Level::INFO);

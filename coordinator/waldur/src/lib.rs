@@ -31,6 +31,7 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
+use tracing::Instrument;
 
 /// Told of every HTTP request: the path, the method and the status (or
 /// `error` when no answer came), for metrics.
@@ -312,7 +313,7 @@ impl WaldurClient {
         loop {
             attempt += 1;
             let result = self
-                .send_once(method.clone(), &url, path, query, body)
+                .send_once(method.clone(), &url, path, query, body, attempt)
                 .await
                 .and_then(|(status, headers, text)| {
                     read(status, &text)
@@ -341,6 +342,7 @@ impl WaldurClient {
         path: &str,
         query: &[(&'static str, String)],
         body: Option<&serde_json::Value>,
+        attempt: u32,
     ) -> WaldurResult<(StatusCode, reqwest::header::HeaderMap, String)> {
         let err = |kind| WaldurError {
             method: method.to_string(),
@@ -358,18 +360,32 @@ impl WaldurClient {
         if let Some(b) = body {
             req = req.json(b);
         }
+        // One client span per attempt, in the trace of the order or cycle
+        // that makes it; the traceparent Waldur receives names this span.
+        let span = tracing::info_span!(
+            waldur_runtime::span::WALDUR_CALL,
+            otel.kind = "client",
+            http.method = %method,
+            url.path = %endpoint_template(path),
+            attempt,
+            http.status_code = tracing::field::Empty,
+        );
+        let _entered = span.enter();
         let mut trace = reqwest::header::HeaderMap::new();
         waldur_runtime::telemetry::inject_http(&mut trace);
+        drop(_entered);
         req = req.headers(trace);
         self.inner.calls.fetch_add(1, Ordering::Relaxed);
-        let resp = match req.send().await {
+        let resp = match req.send().instrument(span.clone()).await {
             Ok(r) => r,
             Err(e) => {
+                span.record(waldur_runtime::span::field::HTTP_STATUS, 0);
                 self.observe(path, method.as_str(), "error");
                 return Err(err(ErrorKind::Network(without_url(&e))));
             }
         };
         let status = resp.status();
+        span.record(waldur_runtime::span::field::HTTP_STATUS, status.as_u16());
         self.observe(path, method.as_str(), status.as_str());
         let headers = resp.headers().clone();
         let text = resp
