@@ -14,6 +14,8 @@ ensure_rust
 ensure_apt protobuf-compiler protoc
 ensure_apt_force libprotobuf-dev   # google/protobuf/*.proto for the drift test
 ensure_apt python3 python3
+ensure_apt chromium chromium   # the status page's browser test
+export WALDUR_BROWSER_TESTS=1
 ensure_python_venv
 
 say "bringing up SLURM (with accounting), RabbitMQ and OpenLDAP"

@@ -75,6 +75,28 @@ pub enum Command {
         #[arg(long, requires = "once")]
         allow_destructive: bool,
     },
+    /// Print the status of a running coordinator: per offering and task the
+    /// last cycle (when, how long, what it did or why it failed), the
+    /// membership breaker, backend and broker links. Reads the admin port
+    /// (`admin.listen` of the config, or --url).
+    ///
+    /// Example: waldur-coordinator status --config /etc/waldur/coordinator.yaml
+    Status {
+        /// Config file: its admin.listen is asked.
+        #[arg(
+            long,
+            short,
+            env = "WALDUR_COORDINATOR_CONFIG",
+            required_unless_present = "url"
+        )]
+        config: Option<PathBuf>,
+        /// The admin port's URL instead, for example http://127.0.0.1:9180.
+        #[arg(long)]
+        url: Option<String>,
+        /// text or json.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Show what every enabled task would change, changing nothing: open
     /// orders and what each would do, members to add and remove per
     /// resource, access levels, limits, usage records to write, and whether
@@ -232,6 +254,11 @@ pub async fn dispatch(command: Command) -> ExitCode {
         Command::CreateHomedirs(ops) => operate(ops, Op::CreateHomedirs).await,
         Command::SyncOfferingUsers(ops) => operate(ops, Op::SyncOfferingUsers).await,
         Command::SyncResourceLimits(ops) => operate(ops, Op::SyncResourceLimits).await,
+        Command::Status {
+            config,
+            url,
+            output,
+        } => status(config, url, output).await,
         Command::Plan {
             config,
             offering,
@@ -401,6 +428,84 @@ pub(crate) fn load_with(path: &std::path::Path, port: TunnelPort) -> Option<(Con
         Err(e) => {
             eprintln!("error: invalid config {}: {e}", path.display());
             None
+        }
+    }
+}
+
+/// `status`: the admin port's /status.json, printed.
+async fn status(config: Option<PathBuf>, url: Option<String>, output: Output) -> ExitCode {
+    let base = match (url, config) {
+        (Some(u), _) => u.trim_end_matches('/').to_owned(),
+        (None, Some(path)) => {
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: {}: {e}", path.display());
+                    return ExitCode::from(EX_CONFIG);
+                }
+            };
+            // Only admin.listen is needed: no secrets are read.
+            #[derive(serde::Deserialize)]
+            struct Admin {
+                admin: Option<crate::config::AdminConfig>,
+            }
+            let listen = match serde_norway::from_str::<Admin>(&text) {
+                Ok(Admin { admin: Some(a) }) => a.listen,
+                Ok(_) => {
+                    eprintln!(
+                        "error: {}: admin.listen is not set, so there is no status to read",
+                        path.display()
+                    );
+                    return ExitCode::from(EX_CONFIG);
+                }
+                Err(e) => {
+                    eprintln!("error: {}: {e}", path.display());
+                    return ExitCode::from(EX_CONFIG);
+                }
+            };
+            let host = if listen.ip().is_unspecified() {
+                std::net::IpAddr::from([127, 0, 0, 1])
+            } else {
+                listen.ip()
+            };
+            format!("http://{}", std::net::SocketAddr::new(host, listen.port()))
+        }
+        (None, None) => {
+            eprintln!("error: give --config or --url");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let fetched = async {
+        reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(5))
+            .build()?
+            .get(format!("{base}/status.json"))
+            .send()
+            .await?
+            .error_for_status()?
+            .json::<crate::runtime::status::Status>()
+            .await
+    }
+    .await;
+    match fetched {
+        Ok(s) => {
+            match output {
+                Output::Text => print!("{}", crate::runtime::status::text(&s)),
+                Output::Json => match serde_json::to_string_pretty(&s) {
+                    Ok(j) => println!("{j}"),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "error: no status from {base}: {e} (is the coordinator running, with admin.listen set?)"
+            );
+            ExitCode::FAILURE
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The admin HTTP port (`admin.listen`): `/metrics` (Prometheus),
+//! The admin HTTP port (`admin.listen`): `/` and `/status.json` (the status
+//! view of [`crate::runtime::status`]), `/metrics` (Prometheus),
 //! `/healthz` (the process is alive: always 200, so a restart never fixes a
 //! Waldur outage) and `/readyz` (Waldur answers for every offering, every
 //! backend is ready, every enabled broker link is connected; 503 listing
@@ -17,7 +18,26 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     coordinator: Arc<Coordinator>,
 ) -> std::io::Result<()> {
+    let (page, json) = (coordinator.clone(), coordinator.clone());
     let app = axum::Router::new()
+        .route(
+            "/",
+            get(move || {
+                let c = page.clone();
+                async move {
+                    axum::response::Html(crate::runtime::status::html(
+                        &crate::runtime::status::status(&c),
+                    ))
+                }
+            }),
+        )
+        .route(
+            "/status.json",
+            get(move || {
+                let c = json.clone();
+                async move { axum::Json(crate::runtime::status::status(&c)) }
+            }),
+        )
         .route(
             "/metrics",
             get(|| async {

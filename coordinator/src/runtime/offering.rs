@@ -28,6 +28,8 @@ pub struct Task<P> {
     /// Its Waldur client.
     pub waldur: WaldurClient,
     registration: Registration,
+    /// What its last cycle did, for the status view.
+    pub last: crate::runtime::status::LastCycle,
 }
 
 /// Everything one offering runs.
@@ -235,6 +237,7 @@ impl Coordinator {
                         "order_process",
                         "OfferingOrderProcessor",
                     ),
+                    last: Default::default(),
                 }),
                 _ => None,
             };
@@ -256,6 +259,7 @@ impl Coordinator {
                             "report",
                             "OfferingReportProcessor",
                         ),
+                        last: Default::default(),
                     })
                 }
                 _ => None,
@@ -280,6 +284,7 @@ impl Coordinator {
                             "membership_sync",
                             "OfferingMembershipProcessor",
                         ),
+                        last: Default::default(),
                     })
                 }
                 _ => None,

@@ -281,13 +281,17 @@ async fn looped<P: Cycle>(offering: &OfferingConfig, task: &str, every: u64, t: 
     let interval = Duration::from_secs(every.max(1));
     loop {
         t.register().await;
-        match t.processor.cycle().await {
+        let started = std::time::Instant::now();
+        let result = t.processor.cycle().await;
+        match &result {
             Ok(Some(what)) => {
                 tracing::info!(offering = %offering.name, task, result = %what, "cycle finished")
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(offering = %offering.name, task, error = %e, "cycle failed"),
         }
+        t.last
+            .record(started.elapsed(), result.map_err(|e| e.to_string()));
         tokio::time::sleep(interval).await;
     }
 }
