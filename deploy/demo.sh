@@ -4,9 +4,10 @@
 # waldur-backend-server with the example backend and the coordinator over
 # mutual TLS; shows the orders reach `done` with the resources' backend ids
 # and limits, usage reported to Waldur per component and user, and a
-# resource paused in Waldur paused on the backend by membership sync, the
-# readiness and metrics of the coordinator's admin port; then stops
-# everything it started.
+# resource paused in Waldur paused on the backend by membership sync, one
+# order's trace across both programs as a waterfall (from a trace receiver
+# the demo runs), the status, readiness and metrics of the coordinator's
+# admin port; then stops everything it started.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -55,6 +56,15 @@ for spec in "Weather Run:5:100" "Protein Folding:20:500" "Ocean Currents:8:50"; 
     sim POST "$SIM/_sim/orders" "{\"type\":\"Create\",\"state\":\"pending-provider\",\"offering_uuid\":\"$OFFERING\",\"project_uuid\":\"$PROJECT\",\"name\":\"$name\",\"limits\":{\"cpu\":$cpu,\"storage\":$storage}}" > /dev/null
 done
 say "three Create orders are waiting for the provider"
+
+say "starting a trace receiver (waldur-coordinator traces); both programs export their spans to it"
+OTLP_PORT=$(free_port)
+"$BIN_DIR/waldur-coordinator" traces --listen "127.0.0.1:$OTLP_PORT" --root order --quiet-ms 3000 \
+    > "$WORK/traces.txt" 2> "$WORK/traces.log" &
+PIDS+=($!)
+wait_for_port "$OTLP_PORT" 30 || die "the trace receiver did not start"
+export OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT"
+export OTEL_BSP_SCHEDULE_DELAY=500   # export every half second, so the demo need not wait
 
 BACKEND_PORT=$(free_port)
 { server_config_head "$BACKEND_PORT" "$WORK/pki"; cat <<YAML; } > "$WORK/backend-server.yaml"
@@ -160,6 +170,24 @@ for r in s["resources"].values():
         print(f"{r['name']:<17} {access:<22} {u['billing_period']:<11} {u['type']:<10} {u['usage']:>7}  {users}")
 print()
 PY
+say "one order's trace, as the receiver printed it: Waldur requests, backend calls, the backend server's RPCs"
+deadline=$((SECONDS + 60))
+until python3 - "$WORK/traces.txt" <<'PY'
+import sys
+blocks = open(sys.argv[1]).read().split("\n\n")
+full = [b for b in blocks if "rpc [waldur-backend-server]" in b and "waldur_request" in b]
+if not full:
+    sys.exit(1)
+print(full[0].rstrip())
+PY
+do
+    [ $SECONDS -lt $deadline ] || { cat "$WORK/traces.log"; die "no complete order trace arrived"; }
+    sleep 0.5
+done
+echo
+say "the coordinator's status (waldur-coordinator status; the same page is at http://127.0.0.1:$ADMIN_PORT/)"
+"$BIN_DIR/waldur-coordinator" status --url "http://127.0.0.1:$ADMIN_PORT"
+echo
 say "the coordinator's admin port: readiness and a few metrics (http://127.0.0.1:$ADMIN_PORT)"
 python3 - "http://127.0.0.1:$ADMIN_PORT" <<'PY'
 import sys, urllib.request, urllib.error

@@ -135,3 +135,109 @@ fn status_without_a_running_coordinator_says_where_it_looked() {
     assert!(!out.status.success());
     assert!(err.contains("no status from http://127.0.0.1:9"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trace_receiver_prints_a_finished_order_trace_as_a_waterfall() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use std::io::BufRead;
+
+    let port = support::free_port();
+    let mut child = Command::new(BIN)
+        .args([
+            "traces",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--root",
+            "order",
+            "--quiet-ms",
+            "200",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut client = loop {
+        match TraceServiceClient::connect(format!("http://127.0.0.1:{port}")).await {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "receiver did not start: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let span = |name: &str, id: u8, parent: Option<u8>, start: u64, end: u64| Span {
+        trace_id: vec![7; 16],
+        span_id: vec![id; 8],
+        parent_span_id: parent.map(|p| vec![p; 8]).unwrap_or_default(),
+        name: name.into(),
+        start_time_unix_nano: start,
+        end_time_unix_nano: end,
+        ..Default::default()
+    };
+    let service = |name: &str| Resource {
+        attributes: vec![KeyValue {
+            key: "service.name".into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(name.into())),
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    client
+        .export(ExportTraceServiceRequest {
+            resource_spans: vec![
+                ResourceSpans {
+                    resource: Some(service("waldur-coordinator")),
+                    scope_spans: vec![ScopeSpans {
+                        spans: vec![span("order", 1, None, 1_000_000, 9_000_000)],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+                ResourceSpans {
+                    resource: Some(service("waldur-backend-server")),
+                    scope_spans: vec![ScopeSpans {
+                        spans: vec![span("rpc", 2, Some(1), 3_000_000, 5_000_000)],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+            ],
+        })
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("rpc [waldur-backend-server]"))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("no waterfall printed: {seen:?}"),
+        }
+    }
+    let _ = child.kill();
+    let text = seen.join("\n");
+    assert!(
+        text.contains("trace 07070707070707070707070707070707: 2 spans, 8.0 ms"),
+        "{text}"
+    );
+    assert!(text.contains("order [waldur-coordinator]"), "{text}");
+    // The child sits under its parent, a quarter of the way in.
+    assert!(text.contains("      2.0 ms |"), "{text}");
+}

@@ -6,13 +6,15 @@
 //! * [`ops`]: load-components, diagnostics, home directories, usernames,
 //!   resource limits;
 //! * [`migrate`]: from the original agent's configuration;
-//! * [`portal`]: a mock Helmholtz portal for trying the Helmholtz Cloud path.
+//! * [`portal`]: a mock Helmholtz portal for trying the Helmholtz Cloud path;
+//! * [`traces`]: a trace receiver that prints waterfalls in the terminal.
 
 pub mod check;
 pub mod migrate;
 pub mod ops;
 pub mod plan;
 pub mod portal;
+pub mod traces;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -74,6 +76,24 @@ pub enum Command {
         /// (check them first with `plan`).
         #[arg(long, requires = "once")]
         allow_destructive: bool,
+    },
+    /// Receive traces (OTLP/gRPC) and print each finished one as a waterfall:
+    /// the order, its Waldur requests and backend calls, the backend
+    /// server's RPCs and the commands they ran, with offsets and durations.
+    /// Point OTEL_EXPORTER_OTLP_ENDPOINT of both programs at it.
+    ///
+    /// Example: waldur-coordinator traces --listen 127.0.0.1:4317 --root order
+    Traces {
+        /// Address to receive on.
+        #[arg(long, default_value = "127.0.0.1:4317")]
+        listen: std::net::SocketAddr,
+        /// Print only traces whose root span has this name (order,
+        /// membership_cycle, usage_cycle, event, hca_request).
+        #[arg(long)]
+        root: Option<String>,
+        /// A trace is printed once no span of it arrived for this long.
+        #[arg(long, default_value_t = 2000)]
+        quiet_ms: u64,
     },
     /// Print the status of a running coordinator: per offering and task the
     /// last cycle (when, how long, what it did or why it failed), the
@@ -259,6 +279,11 @@ pub async fn dispatch(command: Command) -> ExitCode {
             url,
             output,
         } => status(config, url, output).await,
+        Command::Traces {
+            listen,
+            root,
+            quiet_ms,
+        } => traces::run(listen, root, std::time::Duration::from_millis(quiet_ms)).await,
         Command::Plan {
             config,
             offering,
