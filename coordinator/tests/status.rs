@@ -232,6 +232,7 @@ async fn the_trace_receiver_prints_a_finished_order_trace_as_a_waterfall() {
         }
     }
     let _ = child.kill();
+    let _ = child.wait();
     let text = seen.join("\n");
     assert!(
         text.contains("trace 07070707070707070707070707070707: 2 spans, 8.0 ms"),
