@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// The whole file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Format version; only 1 exists.
@@ -39,7 +39,7 @@ pub struct ServerConfig {
 }
 
 /// Mutual TLS settings of the server.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// Site CA that signs client certificates.
@@ -65,7 +65,7 @@ impl TlsConfig {
 }
 
 /// Dial-out to the coordinator's tunnel listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectConfig {
     /// The tunnel listener, `https://host:port`.
@@ -117,7 +117,7 @@ impl ConnectConfig {
 }
 
 /// The metrics endpoint.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Address of the HTTP listener, for example `0.0.0.0:9181`.
@@ -125,7 +125,7 @@ pub struct MetricsConfig {
 }
 
 /// How the gRPC health service is kept current.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthConfig {
     /// Seconds between probes of every instance.
@@ -153,7 +153,7 @@ impl HealthConfig {
 }
 
 /// One hosted instance.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceConfig {
     /// Name requests use in their `instance` field.

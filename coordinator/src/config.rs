@@ -16,7 +16,7 @@ use waldur_runtime::SettingError;
 use waldur_runtime::secret::{Env, Secret};
 
 /// The whole file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Format version; only 1 exists.
@@ -56,7 +56,7 @@ pub struct Config {
 /// The tunnel listener: backend servers at sites without inbound ports
 /// dial it, and it carries the calls to the backends whose `endpoint` is
 /// `tunnel`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TunnelConfig {
     /// Address, for example `0.0.0.0:50052`.
@@ -78,7 +78,7 @@ pub struct TunnelConfig {
 pub const TUNNEL_ENDPOINT: &str = "tunnel";
 
 /// The admin HTTP port.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Address, for example `0.0.0.0:9180`.
@@ -94,7 +94,7 @@ fn yes() -> bool {
 }
 
 /// Deadlines, in seconds.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TimeoutConfig {
     /// One Waldur HTTP request.
@@ -126,7 +126,7 @@ impl TimeoutConfig {
 }
 
 /// How to reach one backend server.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     /// `https://host:port`, or `tunnel` for a server that dials the
@@ -151,7 +151,7 @@ fn default_backend_concurrency() -> usize {
 }
 
 /// One offering.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OfferingConfig {
     /// Display name, for logs.
@@ -198,7 +198,7 @@ pub struct OfferingConfig {
 /// changes of one kind (members removed, accesses reduced, per-user limits
 /// lowered, resources marked erred) than this allows makes none of them;
 /// constructive work goes on. Explicit orders (Terminate) are not counted.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SafetyConfig {
     /// A cycle may always make this many destructive changes of one kind.
@@ -227,7 +227,7 @@ impl SafetyConfig {
 }
 
 /// Resource import (Waldur's "importable resources" requests).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ImportConfig {
     /// Subscribe to import requests (needs a backend with LIST_RESOURCES).
@@ -238,7 +238,7 @@ pub struct ImportConfig {
 }
 
 /// Event processing settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct EventsConfig {
     /// STOMP-over-WebSocket URL; default `wss://<Waldur host>/rmqws-stomp`.
@@ -293,7 +293,7 @@ impl EventsConfig {
 }
 
 /// Usage reporting settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReportingConfig {
     /// Months reported each cycle: the current one and `periods - 1` before
@@ -313,7 +313,7 @@ impl Default for ReportingConfig {
 }
 
 /// Membership sync settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct MembershipConfig {
     /// Resources synced at once.
@@ -335,7 +335,7 @@ impl Default for MembershipConfig {
 }
 
 /// Who chooses the local username of a new offering user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UsernameSource {
     /// The membership backend (GetUsername, then GenerateUsername); needs
@@ -350,7 +350,7 @@ pub enum UsernameSource {
 }
 
 /// Username generation for offering users (core spec §6).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct UsernameConfig {
     /// The generator.
@@ -376,7 +376,7 @@ fn default_order_concurrency() -> usize {
 }
 
 /// Waldur connection of an offering.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WaldurConfig {
     /// API URL, for example `https://waldur.example.com/api/`.
@@ -396,7 +396,7 @@ pub struct WaldurConfig {
 }
 
 /// OIDC client credentials.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OidcConfig {
     /// Token endpoint.
@@ -412,7 +412,7 @@ pub struct OidcConfig {
 }
 
 /// Which tasks run for an offering.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TaskConfig {
     /// Order processing.
@@ -437,7 +437,7 @@ impl Default for TaskConfig {
 }
 
 /// Cycle intervals, in seconds.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct IntervalConfig {
     /// Order processing.
@@ -459,7 +459,7 @@ impl Default for IntervalConfig {
 }
 
 /// Backend per role.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoleBackends {
     /// Order processing.
@@ -473,7 +473,7 @@ pub struct RoleBackends {
 }
 
 /// Backend id generation (the original agent's backend settings).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackendIdConfig {
     /// Ask Waldur whether an id is unique before creating.

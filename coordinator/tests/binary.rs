@@ -130,3 +130,63 @@ fn version_names_the_commit_and_docs_print_a_man_page_and_completions() {
     );
     assert!(out(&["docs", "completions", "zsh"]).contains("#compdef waldur-coordinator"));
 }
+
+#[test]
+fn check_offline_passes_a_config_whose_files_load_with_paths_relative_to_it_and_no_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    for args in [
+        vec!["pki", "init-ca", "--dir"],
+        vec![
+            "pki",
+            "issue-client",
+            "--name",
+            "coordinator.test",
+            "--out",
+            "client",
+            "--dir",
+        ],
+    ] {
+        let out = Command::new(BIN).args(&args).arg(&pki).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+    }
+    std::fs::create_dir(dir.path().join("secrets")).unwrap();
+    std::fs::write(dir.path().join("secrets/token"), "t").unwrap();
+    std::fs::set_permissions(
+        dir.path().join("secrets/token"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    // Relative paths, and a Waldur and backend nobody answers for.
+    let text = GOOD
+        .replace(
+            "tls: {ca: /x/ca.pem, cert: /x/c.pem, key: /x/c.key}",
+            "tls: {ca: pki/ca.pem, cert: pki/client.pem, key: pki/client.key}",
+        )
+        .replace(
+            "token_env: WALDUR_TOKEN_FOR_TEST_UNSET",
+            "token_file: secrets/token",
+        );
+    std::fs::write(dir.path().join("c.yaml"), text).unwrap();
+    let out = Command::new(BIN)
+        .current_dir("/")
+        .args(["check", "--offline", "--config"])
+        .arg(dir.path().join("c.yaml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("PASS config parses (1 offerings, 1 backends"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("PASS backend hpc: tls files load"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("SKIP network checks"), "{stdout}");
+}

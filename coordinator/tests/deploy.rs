@@ -108,3 +108,46 @@ fn the_container_docs_let_uid_65532_read_the_files_operator_md_lays_out() {
         assert!(run.contains("--group-add"), "{run}");
     }
 }
+
+/// The config schemas shipped next to the examples are the ones the
+/// binaries generate from their config types, and the reference configs
+/// validate against them (editors use them; see the first line of each
+/// example).
+#[test]
+fn the_shipped_config_schemas_are_current_and_the_examples_follow_them() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config");
+    for (name, generated) in [
+        (
+            "coordinator",
+            schemars::schema_for!(waldur_coordinator::config::Config),
+        ),
+        (
+            "backend-server",
+            schemars::schema_for!(waldur_backend_sdk::config::ServerConfig),
+        ),
+    ] {
+        let shipped: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(root.join(format!("{name}.schema.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            shipped,
+            generated.to_value(),
+            "deploy/config/{name}.schema.json is stale: regenerate with `waldur-{name} docs schema`"
+        );
+        let example = std::fs::read_to_string(root.join(format!("{name}.example.yaml"))).unwrap();
+        assert!(
+            example.starts_with(&format!(
+                "# yaml-language-server: $schema={name}.schema.json\n"
+            )),
+            "{name}.example.yaml does not point editors at its schema"
+        );
+        let example: serde_json::Value = serde_norway::from_str(&example).unwrap();
+        let validator = jsonschema::draft202012::new(&shipped).unwrap();
+        let problems: Vec<String> = validator
+            .iter_errors(&example)
+            .map(|e| format!("{}: {e}", e.instance_path()))
+            .collect();
+        assert!(problems.is_empty(), "{name}.example.yaml: {problems:#?}");
+    }
+}

@@ -58,7 +58,8 @@ package() {
     "$bin" docs completions zsh > "$stage/usr/share/zsh/vendor-completions/_$name"
     "$bin" docs completions fish > "$stage/usr/share/fish/vendor_completions.d/$name.fish"
     local short=${name#waldur-}
-    install -m 0644 "$ROOT/deploy/config/$short.example.yaml" "$stage/usr/share/doc/$name/examples/"
+    install -m 0644 "$ROOT/deploy/config/$short.example.yaml" "$ROOT/deploy/config/$short.schema.json" \
+        "$stage/usr/share/doc/$name/examples/"
     install -m 0644 "$ROOT/deploy/systemd/$short.env.example" "$stage/usr/share/doc/$name/examples/"
     {
         echo "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/"

@@ -198,11 +198,19 @@ pub enum DocsCommand {
     ///
     /// Example: waldur-coordinator docs man > /usr/share/man/man1/waldur-coordinator.1
     Man,
+    /// Print the JSON Schema of the config file, for editors and validators.
+    ///
+    /// Example: waldur-coordinator docs schema > coordinator.schema.json
+    Schema,
 }
 
-/// Writes what `cmd` asks for about the binary whose CLI is `command` to
-/// stdout.
-pub fn docs(cmd: DocsCommand, mut command: clap::Command) -> std::process::ExitCode {
+/// Writes what `cmd` asks for about the binary whose CLI is `command` and
+/// whose config file `config_schema` describes, to stdout.
+pub fn docs(
+    cmd: DocsCommand,
+    mut command: clap::Command,
+    config_schema: schemars::Schema,
+) -> std::process::ExitCode {
     let name = command.get_name().to_owned();
     let mut out = std::io::stdout().lock();
     let written = match cmd {
@@ -211,11 +219,14 @@ pub fn docs(cmd: DocsCommand, mut command: clap::Command) -> std::process::ExitC
             Ok(())
         }
         DocsCommand::Man => man_page(command, &mut out),
+        DocsCommand::Schema => serde_json::to_string_pretty(&config_schema)
+            .map_err(std::io::Error::other)
+            .and_then(|text| std::io::Write::write_all(&mut out, format!("{text}\n").as_bytes())),
     };
     match written {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: writing the man page: {e}");
+            eprintln!("error: writing the output: {e}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -47,7 +47,7 @@ pub enum TlsError {
 }
 
 /// The three PEM files one side of a mutual TLS connection needs.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsFiles {
     /// The site CA certificate that signs the peer's certificate.

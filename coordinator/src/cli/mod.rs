@@ -163,6 +163,10 @@ pub enum Command {
         /// Config file (YAML, version 1).
         #[arg(long, short, env = "WALDUR_COORDINATOR_CONFIG")]
         config: PathBuf,
+        /// Check only what needs no network: the file, its secrets,
+        /// certificates, schemas and member tables.
+        #[arg(long)]
+        offline: bool,
     },
     /// Play Helmholtz Cloud: publish a request to the service's inbound queue
     /// (`to_hca`) with the right properties and print the reply from
@@ -253,15 +257,20 @@ pub struct Ops {
 pub async fn dispatch(command: Command) -> ExitCode {
     match command {
         Command::Pki(cmd) => waldur_runtime::cli::main(cmd),
-        Command::Docs(cmd) => {
-            waldur_runtime::cli::docs(cmd, <Cli as clap::CommandFactory>::command())
-        }
+        Command::Docs(cmd) => waldur_runtime::cli::docs(
+            cmd,
+            <Cli as clap::CommandFactory>::command(),
+            schemars::schema_for!(crate::config::Config),
+        ),
         Command::MockPortal(args) => portal::mock_portal(args).await,
         Command::ImportConfig(args) => migrate::import_config(args),
-        Command::Check { config } => {
+        Command::Check { config, offline } => {
             let Some((config, coordinator)) = load(&config) else {
                 return ExitCode::from(EX_CONFIG);
             };
+            if offline {
+                return crate::cli::check::offline(&config);
+            }
             let ok = crate::cli::check::run(&config, &coordinator).await;
             if ok {
                 ExitCode::SUCCESS

@@ -21,7 +21,7 @@ pub enum Credentials {
 
 /// Retries of transient failures (5xx, 429, network) with exponential backoff
 /// and jitter.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
     /// Attempts per request, the first included.

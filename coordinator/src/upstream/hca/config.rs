@@ -18,7 +18,7 @@ use waldur_runtime::SettingError;
 use waldur_runtime::secret::{Env, Secret};
 
 /// The `helmholtz:` section.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HelmholtzConfig {
     /// One entry per Helmholtz Cloud service this site answers for.
@@ -27,7 +27,7 @@ pub struct HelmholtzConfig {
 }
 
 /// One Helmholtz Cloud service: its broker account and resource types.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
     /// Display name, for logs and metrics.
@@ -65,7 +65,7 @@ pub struct ServiceConfig {
 }
 
 /// The `ErrorV1` a backend refusal becomes.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ErrorTypeConfig {
     /// `ErrorV1.type`.
@@ -87,7 +87,7 @@ fn default_max_backoff() -> u64 {
 
 /// How to reach the broker; every unset value comes from the `HCA_*`
 /// environment, then from the default named.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BrokerConfig {
     /// Host; `$HCA_RABBITMQ_HOSTNAME`, else `localhost`.
@@ -111,7 +111,7 @@ pub struct BrokerConfig {
 }
 
 /// Queue names (spec: `to_hca` inbound, `to_portal` outbound).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueNames {
     /// Portal → agent.
@@ -130,7 +130,7 @@ impl Default for QueueNames {
 }
 
 /// Message type names.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct MessageTypes {
     /// Liveness check, answered in kind.
@@ -161,7 +161,7 @@ impl Default for MessageTypes {
 }
 
 /// Who a resource type may be requested for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TargetPolicy {
     /// A user (`user_id_target`) or a group (`group_urn_target`), not both.
@@ -181,7 +181,7 @@ pub enum TargetPolicy {
 /// group URN, else the user id), `{correlation_id}` and `{request_hash}`
 /// (twelve hex digits of the service and correlation id: the part
 /// that makes every request's name its own, required in `backend_id`). A template without placeholders is a constant.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceTypeConfig {
     /// JSON Schema (Draft 2020-12) of `specification`; relative paths are
@@ -213,7 +213,7 @@ pub struct ResourceTypeConfig {
 }
 
 /// Where one limit comes from.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum LimitSource {
     /// A constant.

@@ -51,7 +51,7 @@ impl Requester {
 
 /// One entry of a resource type's `members:` list: `{static: ...}` or
 /// `{ldap: ...}`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemberSourceConfig {
     /// A fixed table.
@@ -64,7 +64,7 @@ pub struct MemberSourceConfig {
 
 /// `static:` — requester ids to usernames, inline or in a YAML file with
 /// the same two keys (relative paths are relative to the config file).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StaticConfig {
     /// voPersonID → username.
@@ -79,7 +79,7 @@ pub struct StaticConfig {
 }
 
 /// `ldap:` — where and how to search.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LdapConfig {
     /// `ldap://host[:port]` or `ldaps://host[:port]`.
