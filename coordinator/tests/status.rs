@@ -54,6 +54,7 @@ async fn the_page_the_json_and_the_status_command_show_every_tasks_last_cycle() 
     for t in &status.offerings[0].tasks {
         assert!(t.finished_at.is_some() && t.duration_ms.is_some(), "{t:?}");
         assert!(t.error.is_none(), "{t:?}");
+        assert_eq!(t.backlog, Some(0), "nothing is left over: {t:?}");
     }
     assert_eq!(status.backends[0].link, "direct");
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::offering::{Coordinator, OfferingRuntime, Task};
 use crate::config::OfferingConfig;
 use crate::processors::membership::{MembershipProcessor, MembershipSummary};
-use crate::processors::orders::{CycleReport, OrderProcessor};
+use crate::processors::orders::{CycleReport, OrderOutcome, OrderProcessor};
 use crate::processors::report::{ReportProcessor, ReportSummary};
 use crate::processors::step::StepError;
 use waldur_client::WaldurError;
@@ -236,43 +236,68 @@ impl Coordinator {
 }
 
 /// A processor the task loop can drive: one cycle, summarised for the log
-/// (`None` when there is nothing worth a line).
+/// (`None` when there is nothing worth a line) and for the status view.
 pub trait Cycle: Send + Sync {
     /// Runs one cycle.
-    fn cycle(&self) -> impl Future<Output = Result<Option<String>, String>> + Send;
+    fn cycle(&self) -> impl Future<Output = Result<Cycled, String>> + Send;
+}
+
+/// What one cycle did.
+#[derive(Debug, Clone, Default)]
+pub struct Cycled {
+    /// One line for the log and the status view.
+    pub summary: Option<String>,
+    /// What is left for a later cycle: orders still open, resources
+    /// deferred or not reported.
+    pub backlog: usize,
 }
 
 impl Cycle for OrderProcessor {
-    async fn cycle(&self) -> Result<Option<String>, String> {
+    async fn cycle(&self) -> Result<Cycled, String> {
         let r = self.run_cycle().await.map_err(|e| e.to_string())?;
-        Ok((!r.outcomes.is_empty()).then(|| format!("{} orders", r.outcomes.len())))
+        let open = r.count(|o| {
+            matches!(
+                o,
+                OrderOutcome::KeptPending | OrderOutcome::InProgress | OrderOutcome::Deferred(_)
+            )
+        });
+        Ok(Cycled {
+            summary: (!r.outcomes.is_empty()).then(|| format!("{} orders", r.outcomes.len())),
+            backlog: open,
+        })
     }
 }
 
 impl Cycle for MembershipProcessor {
-    async fn cycle(&self) -> Result<Option<String>, String> {
+    async fn cycle(&self) -> Result<Cycled, String> {
         let s = self.run_cycle().await.map_err(|e| e.to_string())?;
-        Ok(Some(format!(
-            "{} resources, {} backend changes, {} erred, {} missing on the backend",
-            s.resources,
-            s.backend_changes(),
-            s.erred.len(),
-            s.missing_on_backend.len()
-        )))
+        Ok(Cycled {
+            summary: Some(format!(
+                "{} resources, {} backend changes, {} erred, {} missing on the backend",
+                s.resources,
+                s.backend_changes(),
+                s.erred.len(),
+                s.missing_on_backend.len()
+            )),
+            backlog: s.deferred.len(),
+        })
     }
 }
 
 impl Cycle for ReportProcessor {
-    async fn cycle(&self) -> Result<Option<String>, String> {
+    async fn cycle(&self) -> Result<Cycled, String> {
         let s = self.run_cycle().await.map_err(|e| e.to_string())?;
-        Ok(Some(format!(
-            "{} resources, {} totals written, {} unchanged, {} decreases refused, {} errors",
-            s.resources,
-            s.totals_written,
-            s.totals_unchanged,
-            s.decreases_refused.len(),
-            s.errors.len()
-        )))
+        Ok(Cycled {
+            summary: Some(format!(
+                "{} resources, {} totals written, {} unchanged, {} decreases refused, {} errors",
+                s.resources,
+                s.totals_written,
+                s.totals_unchanged,
+                s.decreases_refused.len(),
+                s.errors.len()
+            )),
+            backlog: s.errors.len(),
+        })
     }
 }
 
@@ -284,10 +309,13 @@ async fn looped<P: Cycle>(offering: &OfferingConfig, task: &str, every: u64, t: 
         let started = std::time::Instant::now();
         let result = t.processor.cycle().await;
         match &result {
-            Ok(Some(what)) => {
+            Ok(Cycled {
+                summary: Some(what),
+                ..
+            }) => {
                 tracing::info!(offering = %offering.name, task, result = %what, "cycle finished")
             }
-            Ok(None) => {}
+            Ok(_) => {}
             Err(e) => tracing::warn!(offering = %offering.name, task, error = %e, "cycle failed"),
         }
         t.last

@@ -16,15 +16,16 @@ use crate::runtime::Coordinator;
 pub struct LastCycle(Mutex<TaskStatus>);
 
 impl LastCycle {
-    /// Records a finished cycle: `Ok(summary)` or the error.
-    pub fn record(&self, took: Duration, outcome: Result<Option<String>, String>) {
+    /// Records a finished cycle: what it did, or the error.
+    pub fn record(&self, took: Duration, outcome: Result<crate::runtime::runner::Cycled, String>) {
         let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
         s.cycles += 1;
         s.finished_at = Some(jiff::Timestamp::now().to_string());
         s.duration_ms = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
         match outcome {
-            Ok(summary) => {
-                s.result = summary.or_else(|| Some("nothing to do".into()));
+            Ok(done) => {
+                s.result = done.summary.or_else(|| Some("nothing to do".into()));
+                s.backlog = Some(done.backlog as u64);
                 s.error = None;
             }
             Err(e) => {
@@ -55,6 +56,9 @@ pub struct TaskStatus {
     pub result: Option<String>,
     /// Why it failed.
     pub error: Option<String>,
+    /// Left for a later cycle after the last good one: orders still open
+    /// (pending, in progress, deferred), resources deferred or not reported.
+    pub backlog: Option<u64>,
     /// Cycles since start.
     pub cycles: u64,
     /// Of which failed.
@@ -173,8 +177,13 @@ pub fn text(s: &Status) -> String {
                 (None, Some(r)) => r.clone(),
                 (None, None) => String::new(),
             };
+            let backlog = t
+                .backlog
+                .filter(|b| *b > 0)
+                .map(|b| format!("; backlog {b}"))
+                .unwrap_or_default();
             out.push_str(&format!(
-                "  {:<10} {when}; {what} ({} cycles, {} failed)\n",
+                "  {:<10} {when}; {what}{backlog} ({} cycles, {} failed)\n",
                 t.task, t.cycles, t.failures
             ));
         }
@@ -206,7 +215,7 @@ pub fn html(s: &Status) -> String {
         if let Some(b) = &o.breaker {
             body.push_str(&format!("<p class=\"bad\">Breaker tripped: {}</p>\n", e(b)));
         }
-        body.push_str("<table><tr><th>Task</th><th>Last cycle</th><th>Took</th><th>Result</th><th>Cycles</th><th>Failed</th></tr>\n");
+        body.push_str("<table><tr><th>Task</th><th>Last cycle</th><th>Took</th><th>Result</th><th>Backlog</th><th>Cycles</th><th>Failed</th></tr>\n");
         for t in &o.tasks {
             let (class, what) = match (&t.error, &t.result) {
                 (Some(err), _) => ("bad", err.clone()),
@@ -214,11 +223,12 @@ pub fn html(s: &Status) -> String {
                 (None, None) => ("", "no cycle yet".into()),
             };
             body.push_str(&format!(
-                "<tr class=\"{class}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                "<tr class=\"{class}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
                 e(&t.task),
                 e(t.finished_at.as_deref().unwrap_or("-")),
                 t.duration_ms.map(|ms| format!("{ms} ms")).unwrap_or_else(|| "-".into()),
                 e(&what),
+                t.backlog.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
                 t.cycles,
                 t.failures
             ));
@@ -278,7 +288,13 @@ mod tests {
 
     fn sample() -> Status {
         let last = LastCycle::default();
-        last.record(Duration::from_millis(12), Ok(Some("2 orders".into())));
+        last.record(
+            Duration::from_millis(12),
+            Ok(crate::runtime::runner::Cycled {
+                summary: Some("2 orders".into()),
+                backlog: 1,
+            }),
+        );
         let failed = LastCycle::default();
         failed.record(Duration::from_millis(5), Err("waldur <down>".into()));
         Status {
@@ -311,9 +327,10 @@ mod tests {
         );
         let t = text(&s);
         assert!(
-            t.contains("orders") && t.contains("2 orders (1 cycles, 0 failed)"),
+            t.contains("2 orders; backlog 1 (1 cycles, 0 failed)"),
             "{t}"
         );
+        assert!(page.contains("<td>2 orders</td><td>1</td>"), "{page}");
         assert!(
             t.contains("FAILED: waldur <down>") && t.contains("breaker TRIPPED"),
             "{t}"
