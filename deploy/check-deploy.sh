@@ -458,10 +458,18 @@ check_debs() {
         echo "skip: installing packages needs root"
         return 0
     fi
+    # A host that runs the real packages keeps them: this check installs
+    # debug builds and purges them afterwards.
+    if dpkg-query -W -f='${Status}' waldur-coordinator waldur-backend-server 2>/dev/null | grep -q 'install ok installed'; then
+        echo "skip: the packages are installed on this host; not replacing them"
+        return 0
+    fi
     local debs=$WORK/debs dir=$WORK/pkg server=""
-    "$DEPLOY/package/build-deb.sh" --profile dev --out "$debs" >/dev/null
-    dpkg -i "$debs"/waldur-coordinator_*.deb "$debs"/waldur-backend-server_*.deb >/dev/null
-    trap 'kill $server 2>/dev/null; dpkg --purge waldur-coordinator waldur-backend-server >/dev/null 2>&1' RETURN
+    "$DEPLOY/package/build-deb.sh" --profile dev --out "$debs" >/dev/null \
+        || { echo "build-deb.sh failed"; return 1; }
+    trap 'kill $server 2>/dev/null; dpkg --purge waldur-coordinator waldur-backend-server >/dev/null 2>&1; trap - RETURN' RETURN
+    dpkg -i "$debs"/waldur-coordinator_*.deb "$debs"/waldur-backend-server_*.deb >/dev/null \
+        || { echo "dpkg -i failed"; return 1; }
     /usr/bin/waldur-coordinator --version | grep -q '(commit ' || { echo "coordinator --version names no commit"; return 1; }
     /usr/bin/waldur-backend-server --version | grep -q '(commit ' || { echo "backend server --version names no commit"; return 1; }
     [ -f /lib/systemd/system/waldur-coordinator.service ] && [ -f '/lib/systemd/system/waldur-backend-server@.service' ] \
@@ -472,9 +480,10 @@ check_debs() {
     zcat /usr/share/man/man1/waldur-coordinator.1.gz | grep -q '^.TH waldur-coordinator 1' || { echo "no man page"; return 1; }
     [ -s /usr/share/bash-completion/completions/waldur-backend-server ] || { echo "no completions"; return 1; }
     mkdir -p "$dir"
-    /usr/bin/waldur-backend-server pki init-ca --dir "$dir" >/dev/null
-    /usr/bin/waldur-backend-server pki issue-server --dir "$dir" --name localhost --out server >/dev/null
-    /usr/bin/waldur-coordinator pki issue-client --dir "$dir" --name coordinator.pkg --out client >/dev/null
+    { /usr/bin/waldur-backend-server pki init-ca --dir "$dir" \
+        && /usr/bin/waldur-backend-server pki issue-server --dir "$dir" --name localhost --out server \
+        && /usr/bin/waldur-coordinator pki issue-client --dir "$dir" --name coordinator.pkg --out client; } >/dev/null \
+        || { echo "the packaged pki command failed"; return 1; }
     local port
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     cat > "$dir/server.yaml" <<YAML

@@ -1,2 +1,2 @@
-// The same commit stamp as the coordinator's (see coordinator/build.rs).
-include!("../../coordinator/build.rs");
+// The commit stamp for `--version`, shared with the coordinator.
+include!("../runtime/build/commit.rs");

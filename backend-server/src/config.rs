@@ -213,10 +213,7 @@ impl ServerConfig {
         })?;
         // Relative paths are relative to the config file's folder: the TLS
         // files, and the `*_file` settings of instances (secrets).
-        let base = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let base = &waldur_runtime::config_dir(path);
         for p in [
             &mut config.tls.ca,
             &mut config.tls.cert,

@@ -558,11 +558,7 @@ impl Config {
             message,
         };
         let mut config: Self = serde_norway::from_str(text).map_err(|e| err(e.to_string()))?;
-        config.base_dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
+        config.base_dir = waldur_runtime::config_dir(path);
         if config.version != 1 {
             return Err(err(format!(
                 "version: {} is not supported, use 1",

@@ -94,9 +94,16 @@ if [ "\$1" = configure ]; then
     getent group waldur >/dev/null || addgroup --system --quiet waldur
     getent passwd waldur >/dev/null || adduser --system --quiet --ingroup waldur \\
         --no-create-home --home /nonexistent --shell /usr/sbin/nologin waldur
-    # Configs and keys: readable by the service user, by nobody else.
-    install -d -m 0750 -o root -g waldur /etc/waldur /etc/waldur/pki
-    if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
+    # Configs and keys: readable by the service user, by nobody else. An
+    # existing folder keeps the modes its site gave it.
+    for d in /etc/waldur /etc/waldur/pki; do
+        [ -d "\$d" ] || install -d -m 0750 -o root -g waldur "\$d"
+    done
+    if [ -d /run/systemd/system ]; then
+        systemctl daemon-reload || true
+        # An upgrade restarts what runs, so the new binary serves.
+        [ -z "\$2" ] || systemctl try-restart '${unit%@.service}*' >/dev/null 2>&1 || true
+    fi
     echo "$name: put the config in /etc/waldur (examples in /usr/share/doc/$name/examples), run '$name check', then enable the unit $unit"
 fi
 POSTINST

@@ -68,7 +68,8 @@ enum Command {
     /// Site PKI: create a CA, issue server and client certificates.
     #[command(subcommand)]
     Pki(waldur_runtime::cli::PkiCommand),
-    /// Print the man page or shell completions, generated from this CLI.
+    /// Print the man page, shell completions or the config's JSON Schema,
+    /// generated from this program's definitions.
     #[command(subcommand)]
     Docs(waldur_runtime::cli::DocsCommand),
 }
@@ -112,6 +113,11 @@ async fn run(command: Command) -> ExitCode {
                     ok = false;
                 }
             }
+            for inst in &config.instances {
+                if let Some(why) = backends::not_for_production(&inst.kind, &inst.settings) {
+                    println!("WARN instance {}: {why}", inst.name);
+                }
+            }
             if offline {
                 println!("PASS instances' settings load ({})", config.instances.len());
                 println!(
@@ -130,11 +136,6 @@ async fn run(command: Command) -> ExitCode {
                         println!("FAIL tunnel: {e} (check connect: and tls)");
                         ok = false;
                     }
-                }
-            }
-            for inst in &config.instances {
-                if let Some(why) = backends::not_for_production(&inst.kind, &inst.settings) {
-                    println!("WARN instance {}: {why}", inst.name);
                 }
             }
             for (name, probe) in registry.probe_all().await {

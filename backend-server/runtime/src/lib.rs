@@ -43,3 +43,14 @@ pub fn rebase(path: &mut std::path::PathBuf, base: &std::path::Path) {
         *path = base.join(&*path);
     }
 }
+
+/// The folder of the config file at `path`, absolute (so paths made from it
+/// do not change meaning when joined again or read from another working
+/// directory).
+pub fn config_dir(path: &std::path::Path) -> std::path::PathBuf {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf())
+}

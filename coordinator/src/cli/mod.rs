@@ -188,7 +188,8 @@ pub enum Command {
     /// Site PKI: create a CA, issue server and client certificates.
     #[command(subcommand)]
     Pki(waldur_runtime::cli::PkiCommand),
-    /// Print the man page or shell completions, generated from this CLI.
+    /// Print the man page, shell completions or the config's JSON Schema,
+    /// generated from this program's definitions.
     #[command(subcommand)]
     Docs(waldur_runtime::cli::DocsCommand),
 }

@@ -38,6 +38,9 @@ pub struct Span {
     pub attributes: BTreeMap<String, String>,
 }
 
+/// Spans held at once; more are dropped until traces are printed.
+const MAX_SPANS: usize = 100_000;
+
 #[derive(Default)]
 struct Received {
     spans: Vec<Span>,
@@ -85,7 +88,12 @@ impl TraceService for Receiver {
                     name: s.name.clone(),
                     trace: hex(&s.trace_id),
                     id: hex(&s.span_id),
-                    parent: hex(&s.parent_span_id),
+                    // Some SDKs send a root's parent as zeros.
+                    parent: if s.parent_span_id.iter().all(|b| *b == 0) {
+                        String::new()
+                    } else {
+                        hex(&s.parent_span_id)
+                    },
                     start_ns: s.start_time_unix_nano,
                     end_ns: s.end_time_unix_nano.max(s.start_time_unix_nano),
                     attributes: s
@@ -94,6 +102,11 @@ impl TraceService for Receiver {
                         .map(|a| (a.key.clone(), text(&a.value)))
                         .collect(),
                 };
+                // Bounded: a flood of spans (or a trace that never goes
+                // quiet) cannot grow the receiver without end.
+                if r.spans.len() >= MAX_SPANS {
+                    continue;
+                }
                 r.touched.insert(span.trace.clone(), now);
                 r.spans.push(span);
             }
@@ -182,16 +195,21 @@ fn label(s: &Span) -> String {
         ),
         "backend_rpc" | "rpc" => format!("{} {}", a("rpc.method"), a("rpc.code")),
         "command" => format!("{} exit {}", a("command.binary"), a("command.exit_code")),
-        "order" => format!("{} {}", a("order_type"), a("outcome")),
+        "order" => format!("{} {}", a("type"), a("outcome")),
         _ => a("outcome").to_owned(),
     };
-    format!("{} [{}] {}", s.name, s.service, detail.trim())
+    let line = format!("{} [{}] {}", s.name, s.service, detail.trim());
+    // Names and attributes come from outside: no terminal escapes.
+    line.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// One trace as text: a header, then a line per span in start order,
 /// indented by depth, with its offset from the trace's start, a bar of
 /// `width` columns placing it in time, and its duration.
 pub fn waterfall(spans: &[Span], width: usize) -> String {
+    let width = width.max(1);
     let Some(start) = spans.iter().map(|s| s.start_ns).min() else {
         return String::new();
     };
@@ -221,8 +239,9 @@ pub fn waterfall(spans: &[Span], width: usize) -> String {
         ms(total)
     );
     for s in ordered {
-        let from = ((s.start_ns - start) as f64 / total as f64 * width as f64) as usize;
-        let len = (((s.end_ns - s.start_ns) as f64 / total as f64) * width as f64).ceil() as usize;
+        let took = s.end_ns.saturating_sub(s.start_ns);
+        let from = (s.start_ns.saturating_sub(start) as f64 / total as f64 * width as f64) as usize;
+        let len = ((took as f64 / total as f64) * width as f64).ceil() as usize;
         let from = from.min(width.saturating_sub(1));
         let len = len.clamp(1, width - from);
         let bar = format!(
@@ -233,8 +252,8 @@ pub fn waterfall(spans: &[Span], width: usize) -> String {
         );
         out.push_str(&format!(
             "{:>9.1} ms |{bar}| {:>9.1} ms  {}{}\n",
-            ms(s.start_ns - start),
-            ms(s.end_ns - s.start_ns),
+            ms(s.start_ns.saturating_sub(start)),
+            ms(took),
             "  ".repeat(depth(s)),
             label(s)
         ));
@@ -292,5 +311,10 @@ mod tests {
             "{text}"
         );
         assert_eq!(waterfall(&[], 10), "");
+        // Hostile input: an end before the start, no width, escapes.
+        let mut odd = span("x\u{1b}[2J", "z", "", 50, 10);
+        odd.trace = "t2".into();
+        let text = waterfall(&[odd], 0);
+        assert!(text.contains("x?[2J") && !text.contains('\u{1b}'), "{text}");
     }
 }

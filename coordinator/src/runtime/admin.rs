@@ -69,23 +69,7 @@ pub async fn serve(
     axum::serve(listener, app).await
 }
 
-/// How a dial-in backend is connected: since when, from which certificate,
-/// how often it reconnected.
-pub fn describe_link(l: &crate::backend::LinkStatus) -> String {
-    if !l.listening {
-        return "tunnel, its port is held by another process (the running coordinator: see its /readyz)".into();
-    }
-    match (l.connected_since, &l.peer) {
-        (Some(since), Some(peer)) => format!(
-            "tunnel, connected since {} from {peer}, {} reconnects",
-            jiff::Timestamp::try_from(since)
-                .map(|t| t.to_string())
-                .unwrap_or_default(),
-            l.reconnects
-        ),
-        _ => format!("tunnel, not connected, {} reconnects", l.reconnects),
-    }
-}
+pub use crate::runtime::status::describe_link;
 
 /// Every readiness check, one line each (`ok ...` or `fail ...`).
 pub async fn readiness(c: &Coordinator) -> (bool, String) {

@@ -335,7 +335,7 @@ impl<P> Task<P> {
     pub async fn register(&self) {
         // A Waldur before 8.0 has no agent registry: said once by the
         // client, then not tried every cycle.
-        if self.waldur.lacks("marketplace-site-agent-") {
+        if self.waldur.lacks_agent_registry() {
             return;
         }
         let (kind, version) = match self.backend.info().await {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::offering::{Coordinator, OfferingRuntime, Task};
+pub use super::status::Cycled;
 use crate::config::OfferingConfig;
 use crate::processors::membership::{MembershipProcessor, MembershipSummary};
 use crate::processors::orders::{CycleReport, OrderOutcome, OrderProcessor};
@@ -240,16 +241,6 @@ impl Coordinator {
 pub trait Cycle: Send + Sync {
     /// Runs one cycle.
     fn cycle(&self) -> impl Future<Output = Result<Cycled, String>> + Send;
-}
-
-/// What one cycle did.
-#[derive(Debug, Clone, Default)]
-pub struct Cycled {
-    /// One line for the log and the status view.
-    pub summary: Option<String>,
-    /// What is left for a later cycle: orders still open, resources
-    /// deferred or not reported.
-    pub backlog: usize,
 }
 
 impl Cycle for OrderProcessor {

@@ -11,13 +11,41 @@ use serde::{Deserialize, Serialize};
 
 use crate::runtime::Coordinator;
 
+/// What one cycle did.
+#[derive(Debug, Clone, Default)]
+pub struct Cycled {
+    /// One line for the log and the status view.
+    pub summary: Option<String>,
+    /// What is left for a later cycle: orders still open, resources
+    /// deferred or not reported.
+    pub backlog: usize,
+}
+
+/// How a dial-in backend is connected: since when, from which certificate,
+/// how often it reconnected.
+pub fn describe_link(l: &crate::backend::LinkStatus) -> String {
+    if !l.listening {
+        return "tunnel, its port is held by another process (the running coordinator: see its /readyz)".into();
+    }
+    match (l.connected_since, &l.peer) {
+        (Some(since), Some(peer)) => format!(
+            "tunnel, connected since {} from {peer}, {} reconnects",
+            jiff::Timestamp::try_from(since)
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
+            l.reconnects
+        ),
+        _ => format!("tunnel, not connected, {} reconnects", l.reconnects),
+    }
+}
+
 /// What a task's last cycle did; updated by the task loop.
 #[derive(Debug, Default)]
 pub struct LastCycle(Mutex<TaskStatus>);
 
 impl LastCycle {
     /// Records a finished cycle: what it did, or the error.
-    pub fn record(&self, took: Duration, outcome: Result<crate::runtime::runner::Cycled, String>) {
+    pub fn record(&self, took: Duration, outcome: Result<Cycled, String>) {
         let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
         s.cycles += 1;
         s.finished_at = Some(jiff::Timestamp::now().to_string());
@@ -142,7 +170,7 @@ pub fn status(c: &Coordinator) -> Status {
             name: name.clone(),
             link: match b.link_status() {
                 None => "direct".into(),
-                Some(l) => crate::runtime::admin::describe_link(&l),
+                Some(l) => describe_link(&l),
             },
         })
         .collect();
@@ -290,7 +318,7 @@ mod tests {
         let last = LastCycle::default();
         last.record(
             Duration::from_millis(12),
-            Ok(crate::runtime::runner::Cycled {
+            Ok(Cycled {
                 summary: Some("2 orders".into()),
                 backlog: 1,
             }),

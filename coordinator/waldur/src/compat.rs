@@ -5,6 +5,21 @@
 //! ([`crate::ErrorKind::NoSuchEndpoint`]), which callers treat as "do
 //! without", never as a failure of the order or resource at hand.
 
+/// Endpoints an older Waldur may lack (templates as
+/// [`crate::endpoint_template`] makes them, or prefixes ending in `-`): only
+/// for these is a 404 page read as "this Waldur predates the feature"; on
+/// any other endpoint a 404 stays an error.
+const OPTIONAL: &[&str] = &[
+    "marketplace-provider-resources/{id}/set_limits/",
+    "marketplace-site-agent-",
+];
+
+/// Whether `template` names an endpoint an older Waldur may lack.
+pub fn optional(template: &str) -> bool {
+    let t = template.trim_start_matches('/');
+    OPTIONAL.iter().any(|o| t.starts_with(o))
+}
+
 /// The oldest release tried, and the one the API schema comes from.
 pub const TESTED: (&str, &str) = ("7.0.7", "8.0.5");
 
@@ -58,5 +73,9 @@ mod tests {
         assert_eq!(lacking("7.0.7").len(), 3);
         assert!(lacking("8.0.5").is_empty() && lacking("master").is_empty());
         assert!(older_than_tested("6.9.1") && !older_than_tested("7.0.7"));
+        assert!(optional("marketplace-provider-resources/{id}/set_limits/"));
+        assert!(optional("marketplace-site-agent-identities/"));
+        assert!(!optional("marketplace-provider-resources/{id}/"));
+        assert!(!optional("marketplace-orders/{id}/set_state_done/"));
     }
 }

@@ -86,7 +86,9 @@ pub enum ErrorKind {
     /// not exist, so this Waldur is older than the call (or a proxy sends
     /// the path elsewhere). Never retried, and never a verdict on the
     /// object the call named.
-    #[error("this Waldur has no such endpoint (HTTP 404 page): it predates the feature")]
+    #[error(
+        "no such endpoint (HTTP 404 page): a Waldur older than this feature, or an api_url that is not Waldur's API"
+    )]
     NoSuchEndpoint,
 }
 
@@ -144,6 +146,9 @@ pub fn endpoint_template(path: &str) -> String {
 /// Result of a Waldur call.
 pub type WaldurResult<T> = Result<T, WaldurError>;
 
+/// How long an endpoint answered with a 404 page counts as missing.
+const MISSING_FOR: Duration = Duration::from_secs(3600);
+
 /// A Waldur API client for one offering's credentials.
 #[derive(Clone)]
 pub struct WaldurClient {
@@ -160,7 +165,7 @@ struct Inner {
     observer: Option<RequestObserver>,
     /// Endpoint templates this Waldur answered with a 404 page: each is
     /// logged once, and callers may skip what depends on them.
-    missing: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    missing: std::sync::Mutex<std::collections::BTreeMap<String, Instant>>,
 }
 
 impl std::fmt::Debug for WaldurClient {
@@ -392,7 +397,10 @@ impl WaldurClient {
             .text()
             .await
             .map_err(|e| err(ErrorKind::Network(without_url(&e))))?;
+        // A 404 page (not DRF's JSON) on an endpoint older releases lack:
+        // the feature is missing. Anywhere else a 404 stays an error.
         if status == StatusCode::NOT_FOUND
+            && compat::optional(&endpoint_template(path))
             && serde_json::from_str::<serde_json::Value>(&text).is_err()
         {
             self.note_missing(path);
@@ -415,22 +423,34 @@ impl WaldurClient {
             .missing
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(template.clone());
+            .insert(template.clone(), Instant::now())
+            .is_none();
         if new {
-            tracing::warn!(endpoint = %template, "this Waldur lacks the endpoint (it is older than this agent); what needs it is skipped from now on");
+            tracing::warn!(endpoint = %template, "waldur lacks the endpoint (older than this agent); what needs it is skipped for an hour at a time");
         }
     }
 
     /// Whether this Waldur answered a path starting with `prefix` (below
-    /// the API root, e.g. `marketplace-site-agent-identities/`) with a 404
-    /// page: the feature behind it is missing.
+    /// the API root, e.g. `marketplace-site-agent-`) with a 404 page within
+    /// the last hour: the feature behind it is missing. An hour later it is
+    /// tried again, so a Waldur upgraded meanwhile (or a proxy that served
+    /// a 404 page during a redeploy) costs at most an hour.
     pub fn lacks(&self, prefix: &str) -> bool {
-        self.inner
-            .missing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
+        let mut missing = self.inner.missing.lock().unwrap_or_else(|p| p.into_inner());
+        missing.retain(|_, at| at.elapsed() < MISSING_FOR);
+        missing
+            .keys()
             .any(|t| t.trim_start_matches('/').starts_with(prefix))
+    }
+
+    /// An older Waldur without `set_limits` (seen within the hour).
+    pub fn lacks_set_limits(&self) -> bool {
+        self.lacks("marketplace-provider-resources/{id}/set_limits/")
+    }
+
+    /// An older Waldur without the agent registry (seen within the hour).
+    pub fn lacks_agent_registry(&self) -> bool {
+        self.lacks("marketplace-site-agent-")
     }
 
     /// GET and decode.

@@ -132,7 +132,11 @@ impl MembershipProcessor {
                 out.metadata_pushed = true;
             }
         }
-        if let Some(limits) = &plan.limits_to_waldur {
+        if let Some(limits) = plan
+            .limits_to_waldur
+            .as_ref()
+            .filter(|_| !self.waldur.lacks_set_limits())
+        {
             match self.waldur.set_resource_limits(id, limits).await {
                 Ok(()) => out.limits_pushed = true,
                 // An older Waldur cannot take them: done without (the

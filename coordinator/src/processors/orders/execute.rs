@@ -163,7 +163,10 @@ impl OrderProcessor {
         backend_id: &str,
     ) -> Result<(), StepError> {
         self.waldur.set_resource_backend_id(id, backend_id).await?;
-        if !info.limits.is_empty() && info.limits != resource.limits {
+        if !info.limits.is_empty()
+            && info.limits != resource.limits
+            && !self.waldur.lacks_set_limits()
+        {
             match self.waldur.set_resource_limits(id, &info.limits).await {
                 // An older Waldur cannot take them; the order is not at fault.
                 Err(e) if e.is_missing_endpoint() => {}
