@@ -14,85 +14,17 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use waldur_runtime::span;
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
 use serde_json::json;
 use waldur_coordinator::config::Config;
 use waldur_coordinator::secret::MapEnv;
 use waldur_sim::{NewOrder, Sim};
 
-/// A received span: its service, name, ids and attributes.
-#[derive(Debug, Clone)]
-struct Span {
-    service: String,
-    name: String,
-    trace: String,
-    id: String,
-    parent: String,
-    attributes: BTreeMap<String, String>,
-}
-
-#[derive(Clone, Default)]
-struct Receiver(Arc<Mutex<Vec<Span>>>);
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn text(v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
-    use opentelemetry_proto::tonic::common::v1::any_value::Value;
-    match v.as_ref().and_then(|v| v.value.as_ref()) {
-        Some(Value::StringValue(s)) => s.clone(),
-        Some(Value::IntValue(i)) => i.to_string(),
-        Some(Value::BoolValue(b)) => b.to_string(),
-        Some(Value::DoubleValue(d)) => d.to_string(),
-        _ => String::new(),
-    }
-}
-
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut spans = self.0.lock().unwrap();
-        for rs in request.into_inner().resource_spans {
-            let service = rs
-                .resource
-                .iter()
-                .flat_map(|r| &r.attributes)
-                .find(|a| a.key == "service.name")
-                .map(|a| text(&a.value))
-                .unwrap_or_default();
-            for ss in rs.scope_spans {
-                for s in ss.spans {
-                    spans.push(Span {
-                        service: service.clone(),
-                        name: s.name.clone(),
-                        trace: hex(&s.trace_id),
-                        id: hex(&s.span_id),
-                        parent: hex(&s.parent_span_id),
-                        attributes: s
-                            .attributes
-                            .iter()
-                            .map(|a| (a.key.clone(), text(&a.value)))
-                            .collect(),
-                    });
-                }
-            }
-        }
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
+use waldur_coordinator::cli::traces::{Receiver, Span};
 
 /// Is `span` below `ancestor` in `spans`?
 fn descends(spans: &[Span], span: &Span, ancestor: &Span) -> bool {
@@ -258,7 +190,7 @@ timeouts: {{backend_read_seconds: 10, backend_mutate_seconds: 60, backend_connec
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let (order, rpc, spans) = loop {
-        let spans = receiver.0.lock().unwrap().clone();
+        let spans = receiver.spans();
         let order = spans.iter().find(|s| {
             s.name == span::ORDER
                 && s.service == "waldur-coordinator"

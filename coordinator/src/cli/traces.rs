@@ -48,8 +48,20 @@ struct Received {
     touched: BTreeMap<String, Instant>,
 }
 
+/// Holds what exporters send; a `TraceService` (tests host it too).
 #[derive(Clone, Default)]
-struct Receiver(Arc<Mutex<Received>>);
+pub struct Receiver(Arc<Mutex<Received>>);
+
+impl Receiver {
+    /// Every span held now.
+    pub fn spans(&self) -> Vec<Span> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .spans
+            .clone()
+    }
+}
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
