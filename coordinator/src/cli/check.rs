@@ -282,13 +282,8 @@ async fn version_lines(name: &str, waldur: &waldur_client::WaldurClient) {
             println!(
                 "INFO offering {name}: Waldur Mastermind {v} (this agent is tested with {oldest} to {newest})"
             );
-            if compat::older_than_tested(&v) {
-                println!(
-                    "WARN offering {name}: Waldur {v} is older than {oldest}, the oldest release this agent was tried with"
-                );
-            }
-            for feature in compat::lacking(&v) {
-                println!("WARN offering {name}: Waldur {v} lacks {feature}");
+            for warning in compat::warnings(&v) {
+                println!("WARN offering {name}: {warning}");
             }
         }
         Err(e) => println!("WARN offering {name}: Waldur's version unknown: {e}"),

@@ -309,21 +309,19 @@ async fn looped<P: Cycle>(offering: &OfferingConfig, task: &str, every: u64, t: 
             Ok(_) => {}
             Err(e) => tracing::warn!(offering = %offering.name, task, error = %e, "cycle failed"),
         }
-        t.last
-            .record(started.elapsed(), result.map_err(|e| e.to_string()));
+        t.last.record(started.elapsed(), result);
         tokio::time::sleep(interval).await;
     }
 }
 
 /// The Waldur release an offering talks to, and what it lacks if older.
 async fn log_waldur_version(offering: &str, waldur: &waldur_client::WaldurClient) {
-    use waldur_client::compat;
     match waldur.version().await {
         Ok(v) => {
-            let (oldest, newest) = compat::TESTED;
+            let (oldest, newest) = waldur_client::compat::TESTED;
             tracing::info!(offering, version = %v, tested = %format!("{oldest} to {newest}"), "waldur version");
-            for feature in compat::lacking(&v) {
-                tracing::warn!(offering, version = %v, feature, "this waldur lacks a feature; the agent does without it");
+            for warning in waldur_client::compat::warnings(&v) {
+                tracing::warn!(offering, version = %v, warning, "this waldur lacks a feature; the agent does without it");
             }
         }
         Err(e) => tracing::warn!(offering, error = %e, "waldur version unknown"),

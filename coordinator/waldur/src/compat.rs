@@ -60,6 +60,26 @@ pub fn older_than_tested(version: &str) -> bool {
     }
 }
 
+/// What an operator should know about a server of `version`, one line
+/// each: older than the oldest release tried, and every feature it lacks.
+/// Start-up logs them and `check` prints them.
+pub fn warnings(version: &str) -> Vec<String> {
+    let (oldest, _) = TESTED;
+    let too_old = older_than_tested(version).then(|| {
+        format!(
+            "Waldur {version} is older than {oldest}, the oldest release this agent was tried with"
+        )
+    });
+    too_old
+        .into_iter()
+        .chain(
+            lacking(version)
+                .iter()
+                .map(|f| format!("Waldur {version} lacks {f}")),
+        )
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +93,8 @@ mod tests {
         assert_eq!(lacking("7.0.7").len(), 3);
         assert!(lacking("8.0.5").is_empty() && lacking("master").is_empty());
         assert!(older_than_tested("6.9.1") && !older_than_tested("7.0.7"));
+        assert_eq!(warnings("6.9.1").len(), 4);
+        assert!(warnings("8.0.5").is_empty());
         assert!(optional("marketplace-provider-resources/{id}/set_limits/"));
         assert!(optional("marketplace-site-agent-identities/"));
         assert!(!optional("marketplace-provider-resources/{id}/"));
