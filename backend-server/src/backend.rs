@@ -149,6 +149,14 @@ pub trait Backend: Send + Sync + 'static {
         Err(BackendError::unimplemented("ListResourceUsers"))
     }
 
+    /// As [`Backend::list_resource_users`], plus `details` for the resources
+    /// the backend can read in bulk (ListResourceUsers with the full view).
+    /// The default reads members only, which is always correct: the caller
+    /// then reads each resource on its own.
+    async fn list_resource_details(&self, backend_ids: &[String]) -> BackendResult<ResourceUsers> {
+        self.list_resource_users(backend_ids).await
+    }
+
     /// Creates home directories (HOME_DIRECTORIES).
     async fn create_home_directories(
         &self,

@@ -286,13 +286,7 @@ impl BackendService for Registry {
             let backend_id = required_id("backend_id", r.backend_id)?;
             let users = inst.backend.get_user_limits(&backend_id).await?;
             Ok(wire::GetUserLimitsResponse {
-                users: users
-                    .into_iter()
-                    .map(|(username, limits)| wire::UserLimits {
-                        username,
-                        limits: limits.into_iter().collect(),
-                    })
-                    .collect(),
+                users: convert::user_limits(users),
             })
         })
         .await
@@ -384,16 +378,29 @@ impl BackendService for Registry {
         request: Request<wire::ListResourceUsersRequest>,
     ) -> RpcResult<wire::ListResourceUsersResponse> {
         rpc("ListResourceUsers", request, async |r| {
+            let full = r.view() == wire::ResourceView::Full;
             let inst = self.instance(r.instance, &[Capability::Membership])?;
             let ids = required_ids("backend_ids", r.backend_ids)?;
-            let listing = inst.backend.list_resource_users(&ids).await?;
+            let mut listing = if full {
+                inst.backend.list_resource_details(&ids).await?
+            } else {
+                inst.backend.list_resource_users(&ids).await?
+            };
+            let user_limits = inst.capabilities.contains(&Capability::UserLimits);
             Ok(wire::ListResourceUsersResponse {
                 resources: listing
                     .found
                     .into_iter()
                     .map(|(backend_id, mut usernames)| {
                         usernames.sort();
+                        let details = listing.details.remove(&backend_id);
                         wire::ResourceUsers {
+                            user_limits: details
+                                .as_ref()
+                                .filter(|_| user_limits)
+                                .map(|d| convert::user_limits(d.user_limits.clone()))
+                                .unwrap_or_default(),
+                            resource: details.map(|d| convert::resource_info(d.resource)),
                             backend_id,
                             usernames,
                         }

@@ -318,6 +318,10 @@ impl Default for ReportingConfig {
 pub struct MembershipConfig {
     /// Resources synced at once.
     pub concurrency: usize,
+    /// Resources read from the backend in one call (ListResourceUsers with
+    /// the full view): a cycle over N resources makes N / page_size reads,
+    /// one after another, where the backend supports bulk reads.
+    pub page_size: usize,
     /// Octal umask for home directories the backend creates for new members.
     pub homedir_umask: String,
     /// `create-homedirs` creates directories for this offering's users.
@@ -328,6 +332,7 @@ impl Default for MembershipConfig {
     fn default() -> Self {
         Self {
             concurrency: 16,
+            page_size: 500,
             homedir_umask: "0077".into(),
             create_homedirs: true,
         }

@@ -365,6 +365,22 @@ impl Backend for ExampleBackend {
         Ok(out)
     }
 
+    async fn list_resource_details(&self, backend_ids: &[String]) -> BackendResult<ResourceUsers> {
+        let mut out = self.list_resource_users(backend_ids).await?;
+        let st = self.lock();
+        for id in out.found.keys() {
+            // Unmanaged resources are left to GetResource, which says why.
+            if let Ok(r) = resource(&st, id) {
+                let details = ResourceDetails {
+                    resource: self.info_of(id, r),
+                    user_limits: r.user_limits.clone(),
+                };
+                out.details.insert(id.clone(), details);
+            }
+        }
+        Ok(out)
+    }
+
     async fn create_home_directories(
         &self,
         usernames: Vec<String>,

@@ -662,7 +662,11 @@ impl Backend for MoabBackend {
                 _ => missing.push(id.clone()),
             }
         }
-        Ok(ResourceUsers { found, missing })
+        Ok(ResourceUsers {
+            found,
+            missing,
+            ..ResourceUsers::default()
+        })
     }
 
     async fn usage_report(&self, query: UsageQuery) -> BackendResult<Vec<ResourceUsage>> {

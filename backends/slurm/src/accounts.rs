@@ -38,6 +38,8 @@ pub(crate) struct Assoc {
     /// `GrpSubmitJobs`: empty for no limit.
     pub grp_submit: String,
     pub qos: String,
+    /// `MaxTRESMins` (a user row's per-user limits): empty for none.
+    pub max_tres_mins: String,
 }
 
 /// The listing of some accounts: their own rows and their users' rows.
@@ -50,6 +52,13 @@ impl Rows {
         self.0
             .iter()
             .find(|a| a.account == name && a.user.is_empty())
+    }
+
+    /// The account's user rows.
+    pub fn users<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Assoc> + 'a {
+        self.0
+            .iter()
+            .filter(move |a| a.account == name && !a.user.is_empty())
     }
 
     /// The account's members.
@@ -87,7 +96,8 @@ pub(crate) fn marked(description: &str, resource: Option<&str>) -> String {
 
 /// The association listing's columns. The description is last: it is free
 /// text, so whatever it holds cannot shift the other columns.
-const ASSOC_FORMAT: &str = "format=account,org,parentname,user,grptresmins,grpsubmit,qos,descr";
+const ASSOC_FORMAT: &str =
+    "format=account,org,parentname,user,grptresmins,grpsubmit,qos,maxtresmins,descr";
 
 /// One row of [`ASSOC_FORMAT`]. A row with too few columns is an error, never
 /// "no such account": an account misread as absent would be reported gone.
@@ -100,11 +110,12 @@ fn assoc(r: &[&str]) -> BackendResult<Assoc> {
         grp_tres_mins,
         grp_submit,
         qos,
+        max_tres_mins,
         descr @ ..,
     ] = r
     else {
         return Err(BackendError::not_ready(format!(
-            "sacctmgr printed an association row with {} columns where 8 were asked for",
+            "sacctmgr printed an association row with {} columns where 9 were asked for",
             r.len()
         )));
     };
@@ -121,6 +132,7 @@ fn assoc(r: &[&str]) -> BackendResult<Assoc> {
         grp_tres_mins: (*grp_tres_mins).to_owned(),
         grp_submit: (*grp_submit).to_owned(),
         qos: (*qos).to_owned(),
+        max_tres_mins: (*max_tres_mins).to_owned(),
         description: descr.join("|"),
     })
 }

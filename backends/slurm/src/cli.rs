@@ -17,6 +17,11 @@ pub struct Slurm {
     spawned: AtomicU64,
     /// Microseconds spent waiting for SLURM commands (benchmarks).
     busy_micros: AtomicU64,
+    /// Bounds the `sacctmgr` reads running at once, whatever the number of
+    /// requests the server is answering: slurmdbd serves association
+    /// queries one connection each, and 22.05 was seen to fall over under
+    /// sixteen of them plus writes.
+    reads: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Slurm {
@@ -32,6 +37,9 @@ impl std::fmt::Debug for Slurm {
 /// error" (seen on 22.05 with parallel `add`s), so every writing `sacctmgr`
 /// of this process waits its turn; reads stay concurrent.
 static WRITES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// `sacctmgr` reads at once unless configured (`max_concurrent_reads`).
+pub const DEFAULT_READS: usize = 2;
 
 /// Whether a `sacctmgr` call changes anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +67,14 @@ impl Slurm {
             cluster,
             spawned: AtomicU64::new(0),
             busy_micros: AtomicU64::new(0),
+            reads: tokio::sync::Semaphore::new(DEFAULT_READS),
         }
+    }
+
+    /// At most `n` (at least one) `sacctmgr` reads at once.
+    pub fn with_read_limit(mut self, n: usize) -> Self {
+        self.reads = tokio::sync::Semaphore::new(n.max(1));
+        self
     }
 
     /// SLURM processes spawned so far.
@@ -153,10 +168,17 @@ impl Slurm {
         }
         let verb = args.first().cloned().unwrap_or_default();
         full.extend(args);
-        let _turn = if immediate {
+        let _write = if immediate {
             Some(WRITES.lock().await)
         } else {
             None
+        };
+        // The semaphore is never closed, so acquiring only fails if it were;
+        // a read then runs unbounded rather than not at all.
+        let _read = if immediate {
+            None
+        } else {
+            self.reads.acquire().await.ok()
         };
         match self.exec(&self.program("sacctmgr"), full).await {
             Ok(out) => Ok(out.stdout),

@@ -77,7 +77,8 @@ impl SlurmBackend {
             runner,
             &settings.slurm_bin_path,
             settings.cluster_name.clone(),
-        );
+        )
+        .with_read_limit(settings.max_concurrent_reads);
         let components = settings
             .components
             .iter()
@@ -360,6 +361,10 @@ impl Backend for SlurmBackend {
 
     async fn list_resource_users(&self, backend_ids: &[String]) -> BackendResult<ResourceUsers> {
         self.members_of(backend_ids).await
+    }
+
+    async fn list_resource_details(&self, backend_ids: &[String]) -> BackendResult<ResourceUsers> {
+        self.details_of(backend_ids).await
     }
 
     async fn create_home_directories(

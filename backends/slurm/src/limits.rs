@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use waldur_backend_sdk::types::*;
 use waldur_backend_sdk::{BackendError, BackendResult};
 
+use crate::accounts::Rows;
 use crate::parse::{limit_value, tres};
 use crate::settings::Accounting;
 use crate::{SlurmBackend, args, names};
@@ -301,23 +302,17 @@ impl SlurmBackend {
         backend_id: &str,
     ) -> BackendResult<BTreeMap<String, Limits>> {
         let id = crate::account_id(backend_id)?;
-        self.readable(&id).await?;
-        let out = self
-            .slurm
-            .sacctmgr_read(args![
-                "show",
-                "association",
-                "where",
-                format!("accounts={id}"),
-                "format=Account,User,MaxTRESMins"
-            ])
-            .await?;
-        Ok(crate::parse::rows(&out)
-            .into_iter()
-            .filter(|r| r.len() >= 3 && !r[1].is_empty())
-            .map(|r| (r[1].to_owned(), self.waldur_limits(r[2])))
+        let rows = self.readable(&id).await?;
+        Ok(self.user_limits_in(&rows, &id))
+    }
+
+    /// Per-user limits (`MaxTRESMins` of the user rows) of `id` in a
+    /// listing.
+    pub(crate) fn user_limits_in(&self, rows: &Rows, id: &str) -> BTreeMap<String, Limits> {
+        rows.users(id)
+            .map(|r| (r.user.clone(), self.waldur_limits(&r.max_tres_mins)))
             .filter(|(_, l)| !l.is_empty())
-            .collect())
+            .collect()
     }
 }
 

@@ -194,4 +194,38 @@ impl SlurmBackend {
         }
         Ok(out)
     }
+
+    /// ListResourceUsers with the full view: the same single listing gives
+    /// each allocation's row, its members and their `MaxTRESMins`. Accounts
+    /// the backend does not manage get no details (GetResource says why).
+    pub(crate) async fn details_of(&self, backend_ids: &[String]) -> BackendResult<ResourceUsers> {
+        let valid: Vec<String> = backend_ids
+            .iter()
+            .filter(|i| names::valid_account(i))
+            .cloned()
+            .collect();
+        let rows = if valid.is_empty() {
+            crate::accounts::Rows::default()
+        } else {
+            self.rows(&valid).await?
+        };
+        let mut out = ResourceUsers::default();
+        for id in backend_ids {
+            match rows.account(id) {
+                Some(row)
+                    if !matches!(self.ownership(row), crate::accounts::Ownership::Foreign(_)) =>
+                {
+                    out.found
+                        .insert(id.clone(), rows.members(id).into_iter().collect());
+                    let details = ResourceDetails {
+                        resource: self.info(&rows, id, row),
+                        user_limits: self.user_limits_in(&rows, id),
+                    };
+                    out.details.insert(id.clone(), details);
+                }
+                _ => out.missing.push(id.clone()),
+            }
+        }
+        Ok(out)
+    }
 }

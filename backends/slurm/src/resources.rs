@@ -9,7 +9,7 @@ use waldur_backend_sdk::{BackendError, BackendResult};
 use crate::limits::join_tres;
 use crate::{SlurmBackend, args, checked_account, names};
 
-use crate::accounts::{Assoc, Ownership, marked, marker, not_managed, uuid_hex};
+use crate::accounts::{Assoc, Ownership, Rows, marked, marker, not_managed, uuid_hex};
 
 impl SlurmBackend {
     /// CreateResource: the tree, the account with its limits and marker,
@@ -138,18 +138,24 @@ impl SlurmBackend {
         let row = rows
             .account(&id)
             .ok_or_else(|| BackendError::resource_not_found(backend_id))?;
+        Ok(self.info(&rows, &id, row))
+    }
+
+    /// What GetResource answers, from an association listing holding the
+    /// account row `row` of `id`.
+    pub(crate) fn info(&self, rows: &Rows, id: &str, row: &Assoc) -> ResourceInfo {
         let mut metadata = JsonObject::new();
         metadata.insert("qos".into(), row.qos.clone().into());
-        Ok(ResourceInfo {
-            backend_id: id.clone(),
+        ResourceInfo {
+            backend_id: id.to_owned(),
             parent_id: row.parent.clone(),
             description: row.description.clone(),
             limits: self.waldur_limits(&row.grp_tres_mins),
             metadata,
             access: self.access_of(row),
-            users: rows.members(&id).into_iter().collect(),
+            users: rows.members(id).into_iter().collect(),
             ..ResourceInfo::default()
-        })
+        }
     }
 
     /// ListResources: the allocations this backend manages (or would adopt).

@@ -231,6 +231,10 @@ pub struct SlurmSettings {
     /// Which accounts the backend acts on.
     #[serde(default)]
     pub ownership: Ownership,
+    /// `sacctmgr` reads running at once (slurmdbd's load), however many
+    /// requests arrive together. Writes are always one at a time.
+    #[serde(default = "reads")]
+    pub max_concurrent_reads: usize,
 }
 
 /// Periodic settings (`periodic_limits`).
@@ -362,6 +366,10 @@ fn valid_value(v: &str) -> bool {
         && v.chars().all(|c| {
             c.is_ascii_alphanumeric() || matches!(c, '=' | ',' | '/' | ':' | '-' | '_' | '.')
         })
+}
+
+fn reads() -> usize {
+    crate::cli::DEFAULT_READS
 }
 
 fn root() -> String {

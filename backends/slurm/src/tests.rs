@@ -58,7 +58,7 @@ fn base(extra: serde_json::Value) -> serde_json::Value {
 
 /// `show account withassoc` of an allocation this backend created.
 const OWNED_RUN: &str =
-    "a_run|p_proj|p_proj||||normal|run [waldur:00000000000000000000000000000abc]\n";
+    "a_run|p_proj|p_proj||||normal||run [waldur:00000000000000000000000000000abc]\n";
 
 fn ctx() -> ResourceContext {
     ResourceContext {
@@ -314,16 +314,16 @@ fn seen(runner: &Scripted) -> Vec<String> {
 async fn customer_project_and_hand_made_accounts_are_never_changed() {
     for (row, why) in [
         (
-            "p_proj|p_proj|c_cust||||normal|climate\n",
+            "p_proj|p_proj|c_cust||||normal||climate\n",
             "project account",
         ),
-        ("c_cust|c_cust|root||||normal|uni\n", "customer account"),
+        ("c_cust|c_cust|root||||normal||uni\n", "customer account"),
         (
-            "a_mine|physics|root||||normal|by hand\n",
+            "a_mine|physics|root||||normal||by hand\n",
             "hand-made account",
         ),
         (
-            "other_run|p_proj|p_proj||||normal|x [waldur]\n",
+            "other_run|p_proj|p_proj||||normal||x [waldur]\n",
             "outside the prefix",
         ),
     ] {
@@ -369,7 +369,7 @@ async fn an_unmarked_account_of_the_original_agent_is_adopted_before_its_first_c
         answers: vec![(
             "show account withassoc",
             0,
-            "a_run|p_proj|p_proj||||normal|weather run\n",
+            "a_run|p_proj|p_proj||||normal||weather run\n",
         )],
         ..Default::default()
     });
@@ -398,7 +398,7 @@ async fn an_unmarked_account_of_the_original_agent_is_adopted_before_its_first_c
         answers: vec![(
             "show account withassoc",
             0,
-            "a_run|p_proj|p_proj||||normal|weather run\n",
+            "a_run|p_proj|p_proj||||normal||weather run\n",
         )],
         ..Default::default()
     });
@@ -423,7 +423,7 @@ async fn an_allocation_of_another_waldur_resource_is_already_taken() {
         answers: vec![(
             "show account withassoc",
             0,
-            "a_run|p_proj|p_proj||||normal|run [waldur:0f0f0000000000000000000000000001]\n",
+            "a_run|p_proj|p_proj||||normal||run [waldur:0f0f0000000000000000000000000001]\n",
         )],
         ..Default::default()
     });
@@ -503,7 +503,7 @@ async fn a_bar_in_a_description_cannot_shift_columns_and_a_short_row_is_not_abse
         answers: vec![(
             "show account withassoc",
             0,
-            "a_run|p_proj|p_proj||||normal|lab | gpu [waldur:00000000000000000000000000000abc]\na_run|p_proj||alice||||\n",
+            "a_run|p_proj|p_proj||||normal||lab | gpu [waldur:00000000000000000000000000000abc]\na_run|p_proj||alice|||||\n",
         )],
         ..Default::default()
     });
@@ -532,8 +532,8 @@ async fn a_bar_in_a_description_cannot_shift_columns_and_a_short_row_is_not_abse
 #[tokio::test]
 async fn an_account_bound_to_no_resource_is_not_taken_by_a_create() {
     for row in [
-        "a_run|p_proj|p_proj||||normal|weather [waldur]\n",
-        "a_run|p_proj|p_proj||||normal|weather run\n",
+        "a_run|p_proj|p_proj||||normal||weather [waldur]\n",
+        "a_run|p_proj|p_proj||||normal||weather run\n",
     ] {
         let runner = Arc::new(Scripted {
             answers: vec![("show account withassoc", 0, row)],
@@ -583,12 +583,12 @@ async fn a_hard_delete_leaves_a_project_account_it_did_not_make() {
             (
                 "names=a_run",
                 0,
-                "a_run|p_dept|p_dept||||normal|run [waldur:00000000000000000000000000000abc]\n",
+                "a_run|p_dept|p_dept||||normal||run [waldur:00000000000000000000000000000abc]\n",
             ),
             (
                 "names=p_dept",
                 0,
-                "p_dept|physics|root||||normal|department\n",
+                "p_dept|physics|root||||normal||department\n",
             ),
         ],
         ..Default::default()
@@ -617,7 +617,7 @@ async fn a_hard_delete_leaves_a_project_account_it_did_not_make() {
             (
                 "names=p_proj",
                 0,
-                "p_proj|p_proj|c_cust||||normal|climate\n",
+                "p_proj|p_proj|c_cust||||normal||climate\n",
             ),
         ],
         ..Default::default()
@@ -645,7 +645,7 @@ async fn without_an_allocation_prefix_nothing_is_adopted_unasked() {
         answers: vec![(
             "show account withassoc",
             0,
-            "run|p_proj|p_proj||||normal|weather run\n",
+            "run|p_proj|p_proj||||normal||weather run\n",
         )],
         ..Default::default()
     });
@@ -667,7 +667,7 @@ async fn under_enforcement_the_access_level_is_read_from_grp_submit_jobs() {
     for (submit, want) in [("", AccessLevel::Full), ("0", AccessLevel::Paused)] {
         let row: &'static str = Box::leak(
             format!(
-                "a_run|p_proj|p_proj|||{submit}|normal|run [waldur:00000000000000000000000000000abc]\n"
+                "a_run|p_proj|p_proj|||{submit}|normal||run [waldur:00000000000000000000000000000abc]\n"
             )
             .into_boxed_str(),
         );
@@ -686,8 +686,8 @@ async fn under_enforcement_the_access_level_is_read_from_grp_submit_jobs() {
 #[tokio::test]
 async fn adopt_refuses_customer_and_project_accounts_and_names_outside_the_prefix() {
     for row in [
-        "p_proj|p_proj|c_cust||||normal|climate\n",
-        "other|p_proj|p_proj||||normal|x\n",
+        "p_proj|p_proj|c_cust||||normal||climate\n",
+        "other|p_proj|p_proj||||normal||x\n",
     ] {
         let runner = Arc::new(Scripted {
             answers: vec![("show account withassoc", 0, row)],

@@ -460,6 +460,46 @@ impl BackendHandle {
         }
     }
 
+    /// Members of many resources with, where the backend reads them in bulk,
+    /// each resource and its per-user limits (ListResourceUsers, full view).
+    pub async fn list_resource_details(
+        &self,
+        backend_ids: &[String],
+    ) -> Result<ResourceUsers, BackendCallError> {
+        self.require(Capability::Membership, "ListResourceUsers")
+            .await?;
+        let r = self
+            .call(
+                "ListResourceUsers",
+                CallClass::Read,
+                wire::ListResourceUsersRequest {
+                    instance: self.instance_name(),
+                    backend_ids: backend_ids.to_vec(),
+                    view: wire::ResourceView::Full as i32,
+                },
+                |mut c, r| async move { c.list_resource_users(r).await },
+            )
+            .await?;
+        let mut out = ResourceUsers {
+            missing: r.missing_backend_ids,
+            ..ResourceUsers::default()
+        };
+        for entry in r.resources {
+            if let Some(info) = entry.resource {
+                let mut resource = from_wire::resource_info(info);
+                // The entry's id names it, whatever the nested copy says.
+                resource.backend_id = entry.backend_id.clone();
+                let details = ResourceDetails {
+                    resource,
+                    user_limits: from_wire::user_limits(entry.user_limits),
+                };
+                out.details.insert(entry.backend_id.clone(), details);
+            }
+            out.found.insert(entry.backend_id, entry.usernames);
+        }
+        Ok(out)
+    }
+
     /// Decides a pending order; accept when the backend does not evaluate
     /// orders.
     pub async fn evaluate_order(&self, order: Order) -> Result<Decision, BackendCallError> {

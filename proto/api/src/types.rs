@@ -342,12 +342,25 @@ impl UserResult {
 }
 
 /// Members of many resources.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ResourceUsers {
     /// Members per existing resource.
     pub found: BTreeMap<String, Vec<String>>,
     /// Requested resources that do not exist.
     pub missing: Vec<String>,
+    /// With the full view: what the backend read in bulk, per resource.
+    /// A resource found but absent here is read one by one.
+    pub details: BTreeMap<String, ResourceDetails>,
+}
+
+/// One resource as a bulk read saw it: what GetResource and GetUserLimits
+/// would answer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResourceDetails {
+    /// The resource, with its users.
+    pub resource: ResourceInfo,
+    /// Per-user limits by username (empty without USER_LIMITS).
+    pub user_limits: BTreeMap<String, Limits>,
 }
 
 /// A calendar month.

@@ -735,6 +735,10 @@ pub struct ListResourceUsersRequest {
     /// The resources. This field is REQUIRED (at least one).
     #[prost(string, repeated, tag = "2")]
     pub backend_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// How much to return per resource. This field is OPTIONAL; UNSPECIFIED
+    /// means RESOURCE_VIEW_MEMBERS.
+    #[prost(enumeration = "ResourceView", tag = "3")]
+    pub view: i32,
 }
 /// Response of ListResourceUsers.
 #[allow(clippy::all)]
@@ -749,7 +753,7 @@ pub struct ListResourceUsersResponse {
 }
 /// The members of one resource.
 #[allow(clippy::all)]
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ResourceUsers {
     /// The backend id. This field is REQUIRED.
     #[prost(string, tag = "1")]
@@ -757,6 +761,16 @@ pub struct ResourceUsers {
     /// Members, sorted. This field is OPTIONAL; empty means no members.
     #[prost(string, repeated, tag = "2")]
     pub usernames: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// With RESOURCE_VIEW_FULL: the resource, with the same users, as
+    /// GetResource answers it. This field is OPTIONAL; absent means the backend
+    /// answered usernames only.
+    #[prost(message, optional, tag = "3")]
+    pub resource: ::core::option::Option<ResourceInfo>,
+    /// With RESOURCE_VIEW_FULL, when `resource` is set and the instance has
+    /// USER_LIMITS: the members with per-user limits, as GetUserLimits answers
+    /// them. This field is OPTIONAL; empty means none.
+    #[prost(message, repeated, tag = "4")]
+    pub user_limits: ::prost::alloc::vec::Vec<UserLimits>,
 }
 /// Request of CreateHomeDirectories.
 #[allow(clippy::all)]
@@ -1388,6 +1402,43 @@ impl UserOutcome {
             "USER_OUTCOME_APPLIED" => Some(Self::Applied),
             "USER_OUTCOME_UNCHANGED" => Some(Self::Unchanged),
             "USER_OUTCOME_FAILED" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+}
+/// How much ListResourceUsers returns per resource.
+#[allow(clippy::all)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum ResourceView {
+    /// The same as RESOURCE_VIEW_MEMBERS.
+    Unspecified = 0,
+    /// Usernames only.
+    Members = 1,
+    /// Usernames, the resource as GetResource answers it, and, with
+    /// USER_LIMITS, the per-user limits as GetUserLimits answers them. A backend
+    /// that cannot read these in bulk MAY answer as for RESOURCE_VIEW_MEMBERS;
+    /// the caller then reads each resource with GetResource.
+    Full = 2,
+}
+impl ResourceView {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "RESOURCE_VIEW_UNSPECIFIED",
+            Self::Members => "RESOURCE_VIEW_MEMBERS",
+            Self::Full => "RESOURCE_VIEW_FULL",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "RESOURCE_VIEW_UNSPECIFIED" => Some(Self::Unspecified),
+            "RESOURCE_VIEW_MEMBERS" => Some(Self::Members),
+            "RESOURCE_VIEW_FULL" => Some(Self::Full),
             _ => None,
         }
     }
@@ -2185,7 +2236,9 @@ pub mod backend_service_client {
                 );
             self.inner.unary(req, path, codec).await
         }
-        /// Lists the members of many resources in one call.
+        /// Lists the members of many resources in one call; with
+        /// RESOURCE_VIEW_FULL, also what GetResource and GetUserLimits would answer
+        /// for each, so a membership cycle reads a page of resources in one call.
         /// Capability: MEMBERSHIP.
         /// This operation is read-only and therefore idempotent.
         pub async fn list_resource_users(
@@ -2689,7 +2742,9 @@ pub mod backend_service_server {
             tonic::Response<super::RemoveUsersResponse>,
             tonic::Status,
         >;
-        /// Lists the members of many resources in one call.
+        /// Lists the members of many resources in one call; with
+        /// RESOURCE_VIEW_FULL, also what GetResource and GetUserLimits would answer
+        /// for each, so a membership cycle reads a page of resources in one call.
         /// Capability: MEMBERSHIP.
         /// This operation is read-only and therefore idempotent.
         async fn list_resource_users(

@@ -8,10 +8,13 @@
 //! 1. **Plan** ([`plan`], reads only). Once per offering: the resources,
 //!    the offering users (after moving open ones through username
 //!    generation, see [`crate::processors::usernames`]), the exposed attributes, service
-//!    and course accounts and per-user limits; once per project: the team.
-//!    Then per resource, concurrently and bounded: `GetResource` (members,
-//!    limits, metadata, access level), `GetUserLimits` where needed, and
-//!    the difference: members to add, remove and reconcile, the access
+//!    and course accounts and per-user limits; once per project: the team;
+//!    once per page of `membership.page_size` resources, one page at a
+//!    time: the backend's bulk read (`ListResourceUsers` with the full
+//!    view: members, limits, metadata, access level, per-user limits).
+//!    Then per resource, concurrently and bounded: `GetResource` and
+//!    `GetUserLimits` only for what the bulk read did not answer, and the
+//!    difference: members to add, remove and reconcile, the access
 //!    level, the limits and metadata Waldur lacks, per-user limits to set.
 //! 2. **Check** ([`breaker`]). No team member with an account for a
 //!    resource that has members removes nobody. The blast-radius breaker
@@ -31,9 +34,11 @@
 //!
 //! The plan is also what `waldur-coordinator plan` prints.
 //!
-//! A steady state costs per resource one backend read (two with per-user
-//! limits) and one Waldur call (refresh_last_sync), plus one team read per
-//! project, and changes nothing. A failure marks the
+//! A steady state costs one backend read per page (per resource, one or
+//! two, from a backend without bulk reads) and per resource one Waldur
+//! call (refresh_last_sync), plus one team read per project, and changes
+//! nothing. A resource missing from the bulk read is confirmed with its own
+//! `GetResource` before anything is done about it. A failure marks the
 //! resource Erred with the error (as the original), except temporary ones
 //! (Waldur 5xx, an unavailable backend), which are retried next cycle.
 
@@ -51,7 +56,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{Mutex, OnceCell};
 use tracing::Instrument;
-use waldur_backend_api::types::Capability;
+use waldur_backend_api::types::{Capability, ResourceDetails};
 
 pub use breaker::{Destructive, Trip};
 pub use plan::{ResourcePlan, UserLimitChange};
@@ -188,6 +193,19 @@ struct Cycle {
     user_limits: Option<UserLimitMap>,
     teams: Mutex<HashMap<String, Arc<OnceCell<Vec<TeamMember>>>>>,
     usernames_pending: usize,
+    /// What the backend's bulk read gave, by backend id; taken out as each
+    /// resource is planned. A resource absent here is read on its own.
+    listed: std::sync::Mutex<HashMap<String, ResourceDetails>>,
+}
+
+impl Cycle {
+    /// The bulk read's answer for one resource, if it had one.
+    fn take_listed(&self, backend_id: &str) -> Option<ResourceDetails> {
+        self.listed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(backend_id)
+    }
 }
 
 /// Whether a sync changes anything.
@@ -310,6 +328,7 @@ impl MembershipProcessor {
     pub async fn plan(&self) -> Result<MembershipPlan, WaldurError> {
         let resources = with_backend_id(self.offering_resources().await?);
         let cycle = self.load_cycle(Mode::DryRun).await?.0;
+        self.read_listing(&resources, &cycle).await;
         let (plans, trip) = self.plan_resources(&resources, &cycle, Scope::Full).await;
         Ok(MembershipPlan {
             resources: resources.len(),
@@ -411,6 +430,7 @@ impl MembershipProcessor {
             }
             return Ok(summary);
         }
+        self.read_listing(&resources, &cycle).await;
         let (plans, trip) = self.plan_resources(&resources, &cycle, scope).await;
         if let Some(t) = &trip {
             self.log_trip(t);
@@ -522,6 +542,35 @@ impl MembershipProcessor {
         (plans, trip)
     }
 
+    /// Reads the resources from the backend in pages of
+    /// `membership.page_size`, one page at a time, so the backend's load
+    /// does not grow with the number of resources or the concurrency. A
+    /// page that fails, or a backend without bulk reads, leaves its
+    /// resources to be read one by one.
+    async fn read_listing(&self, resources: &[Resource], cycle: &Cycle) {
+        if !self
+            .backend
+            .has(Capability::Membership)
+            .await
+            .unwrap_or(false)
+        {
+            return;
+        }
+        let ids: Vec<String> = resources.iter().map(|r| r.backend_id.clone()).collect();
+        for page in ids.chunks(self.offering.membership.page_size.max(1)) {
+            match self.backend.list_resource_details(page).await {
+                Ok(listing) => cycle
+                    .listed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(listing.details),
+                Err(e) => {
+                    tracing::warn!(offering = %self.offering.name, resources = page.len(), error = %e, "bulk read failed; reading these resources one by one");
+                }
+            }
+        }
+    }
+
     async fn load_cycle(&self, mode: Mode) -> Result<(Cycle, UsernameSummary), WaldurError> {
         let offering_uuid = &self.offering.offering_uuid;
         let offering = self
@@ -592,6 +641,7 @@ impl MembershipProcessor {
                 user_limits,
                 teams: Mutex::new(HashMap::new()),
                 usernames_pending,
+                listed: std::sync::Mutex::new(HashMap::new()),
             },
             usernames,
         ))

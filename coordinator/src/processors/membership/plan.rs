@@ -124,11 +124,16 @@ impl MembershipProcessor {
     ) -> Result<(), StepError> {
         let id = r.id()?;
         plan.id = Some(id.clone());
-        let info = self
-            .backend
-            .get_resource(&r.backend_id)
-            .await?
-            .ok_or(StepError::Missing)?;
+        let (info, listed_user_limits) = match cycle.take_listed(&r.backend_id) {
+            Some(d) => (d.resource, Some(d.user_limits)),
+            None => (
+                self.backend
+                    .get_resource(&r.backend_id)
+                    .await?
+                    .ok_or(StepError::Missing)?,
+                None,
+            ),
+        };
         plan.members = info.users.len();
         if self.backend.has(Capability::Membership).await? {
             self.plan_users(r, &id, &info, cycle, plan).await?;
@@ -158,7 +163,10 @@ impl MembershipProcessor {
             if !keep.is_empty() {
                 let empty = HashMap::new();
                 let wanted = all.get(&uuid_key(&r.uuid)).unwrap_or(&empty);
-                let current = self.backend.get_user_limits(&r.backend_id).await?;
+                let current = match listed_user_limits {
+                    Some(l) => l,
+                    None => self.backend.get_user_limits(&r.backend_id).await?,
+                };
                 plan.user_limits = user_limit_changes(&keep, &plan.add, wanted, &current);
             }
         }

@@ -334,35 +334,39 @@ impl OrderProcessor {
         plan: &str,
         cache: &CycleCache,
     ) -> Result<BTreeMap<String, i64>, StepError> {
-        if let Some(q) = cache.plans.lock().await.get(plan) {
-            return Ok(q.clone());
-        }
-        let plan_id = match Uuid::parse("plan_uuid", plan) {
-            Ok(id) => id,
-            Err(e) => {
-                tracing::warn!(error = %e, "plan quotas unavailable");
-                return Ok(BTreeMap::new());
-            }
-        };
-        let quotas: BTreeMap<String, i64> = match self.waldur.plan(&plan_id).await {
-            Ok(p) => p
-                .quotas
-                .into_iter()
-                .filter(|(_, v)| *v != 0.0)
-                .map(|(k, v)| (k, v.round() as i64))
-                .collect(),
-            Err(e) if e.is_transient() => return Err(e.into()),
-            Err(e) => {
-                tracing::warn!(plan, error = %e, "plan quotas unavailable");
-                BTreeMap::new()
-            }
-        };
-        cache
+        let cell = cache
             .plans
             .lock()
             .await
-            .insert(plan.to_owned(), quotas.clone());
-        Ok(quotas)
+            .entry(plan.to_owned())
+            .or_default()
+            .clone();
+        let quotas = cell
+            .get_or_try_init(|| async {
+                let plan_id = match Uuid::parse("plan_uuid", plan) {
+                    Ok(id) => id,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "plan quotas unavailable");
+                        return Ok(BTreeMap::new());
+                    }
+                };
+                match self.waldur.plan(&plan_id).await {
+                    Ok(p) => Ok(p
+                        .quotas
+                        .into_iter()
+                        .filter(|(_, v)| *v != 0.0)
+                        .map(|(k, v)| (k, v.round() as i64))
+                        .collect()),
+                    // Not cached: the next order of this plan tries again.
+                    Err(e) if e.is_transient() => Err(StepError::from(e)),
+                    Err(e) => {
+                        tracing::warn!(plan, error = %e, "plan quotas unavailable");
+                        Ok(BTreeMap::new())
+                    }
+                }
+            })
+            .await?;
+        Ok(quotas.clone())
     }
 
     /// Service provider SSH keys; failures give no keys (as the original).

@@ -136,8 +136,13 @@ struct CycleCache {
     offering: OnceCell<types::ProviderOffering>,
     ssh_keys: OnceCell<BTreeMap<String, String>>,
     offering_users: OnceCell<crate::processors::team::Usable>,
-    plans: Mutex<HashMap<String, BTreeMap<String, i64>>>,
+    /// Plan quotas by plan UUID. A cell per plan, so orders of the same
+    /// plan running at once wait for one read instead of each making it.
+    plans: Mutex<HashMap<String, Arc<OnceCell<Quotas>>>>,
 }
+
+/// A plan's quotas by component.
+type Quotas = BTreeMap<String, i64>;
 
 impl OrderProcessor {
     /// A processor for one offering.

@@ -326,6 +326,17 @@ pub fn resource_info(r: ResourceInfo) -> wire::ResourceInfo {
     }
 }
 
+/// Wire form of per-user limits.
+pub fn user_limits(users: BTreeMap<String, Limits>) -> Vec<wire::UserLimits> {
+    users
+        .into_iter()
+        .map(|(username, limits)| wire::UserLimits {
+            username,
+            limits: limits.into_iter().collect(),
+        })
+        .collect()
+}
+
 /// Wire form of per-user results.
 pub fn user_results(results: Vec<UserResult>) -> Vec<wire::UserResult> {
     results

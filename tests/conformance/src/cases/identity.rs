@@ -256,7 +256,8 @@ pub(super) async fn unadvertised_rpcs_answer_unimplemented(ctx: &mut Ctx) -> R {
         ctx.client
             .list_resource_users(wire::ListResourceUsersRequest {
                 instance: inst.clone(),
-                backend_ids: vec![id.clone()]
+                backend_ids: vec![id.clone()],
+                ..Default::default()
             })
     );
     check!(

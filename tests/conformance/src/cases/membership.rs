@@ -1,6 +1,6 @@
 //! Members, home directories and role reconciliation.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use tonic::Code;
 use waldur_backend_proto::reason;
@@ -8,6 +8,7 @@ use waldur_backend_proto::v1::{self as wire};
 
 use super::{R, ok};
 use crate::{Ctx, ensure, expect_code};
+use waldur_backend_proto::v1::Capability;
 
 pub(super) fn outcomes(results: &[wire::UserResult]) -> Vec<(String, i32)> {
     results
@@ -24,6 +25,7 @@ async fn members_of(ctx: &mut Ctx, id: &str) -> Result<Vec<String>, String> {
             .list_resource_users(wire::ListResourceUsersRequest {
                 instance: ctx.instance(),
                 backend_ids: vec![id.to_owned()],
+                ..Default::default()
             })
             .await,
     )?;
@@ -84,6 +86,7 @@ pub(super) async fn add_users_is_idempotent_per_user(ctx: &mut Ctx) -> R {
             .list_resource_users(wire::ListResourceUsersRequest {
                 instance: ctx.instance(),
                 backend_ids: vec![id.clone()],
+                ..Default::default()
             })
             .await,
     )?;
@@ -130,6 +133,7 @@ pub(super) async fn remove_users_is_idempotent_per_user(ctx: &mut Ctx) -> R {
             .list_resource_users(wire::ListResourceUsersRequest {
                 instance: ctx.instance(),
                 backend_ids: vec![id.clone()],
+                ..Default::default()
             })
             .await,
     )?;
@@ -155,6 +159,7 @@ pub(super) async fn list_resource_users_reports_missing_resources(ctx: &mut Ctx)
             .list_resource_users(wire::ListResourceUsersRequest {
                 instance: ctx.instance(),
                 backend_ids: vec![id.clone(), "conf-absent-zz".into()],
+                ..Default::default()
             })
             .await,
     )?;
@@ -166,6 +171,104 @@ pub(super) async fn list_resource_users_reports_missing_resources(ctx: &mut Ctx)
         listing.missing_backend_ids == vec!["conf-absent-zz".to_owned()],
         format!("missing: {:?}", listing.missing_backend_ids),
     )
+}
+
+pub(super) async fn the_full_listing_agrees_with_get_resource(ctx: &mut Ctx) -> R {
+    let resource = ctx.new_resource();
+    let users = ctx.users(2);
+    let limits = if ctx.has(Capability::ResourceLimits) {
+        ctx.some_limits(3)
+    } else {
+        HashMap::new()
+    };
+    let (id, _) = ctx.create(resource, limits, users.clone()).await?;
+    if ctx.has(Capability::UserLimits) {
+        let want = ctx.some_limits(2);
+        ok(
+            "SetUserLimits",
+            ctx.client
+                .set_user_limits(wire::SetUserLimitsRequest {
+                    instance: ctx.instance(),
+                    backend_id: id.clone(),
+                    username: users[0].username.clone(),
+                    limits: want,
+                })
+                .await,
+        )?;
+    }
+    let listing = ok(
+        "ListResourceUsers",
+        ctx.client
+            .list_resource_users(wire::ListResourceUsersRequest {
+                instance: ctx.instance(),
+                backend_ids: vec![id.clone(), "conf-absent-zz".into()],
+                view: wire::ResourceView::Full as i32,
+            })
+            .await,
+    )?;
+    ensure(
+        listing.missing_backend_ids == vec!["conf-absent-zz".to_owned()],
+        format!("missing: {:?}", listing.missing_backend_ids),
+    )?;
+    let entry = listing
+        .resources
+        .into_iter()
+        .find(|r| r.backend_id == id)
+        .ok_or("resource missing from ListResourceUsers")?;
+    // A backend without a bulk read answers usernames only: correct too.
+    let Some(mut listed) = entry.resource else {
+        return ensure(entry.user_limits.is_empty(), "user_limits without resource");
+    };
+    let mut got = ok(
+        "GetResource",
+        ctx.client
+            .get_resource(wire::GetResourceRequest {
+                instance: ctx.instance(),
+                backend_id: id.clone(),
+            })
+            .await,
+    )?
+    .resource
+    .ok_or("GetResource without a resource")?;
+    listed.users.sort();
+    got.users.sort();
+    ensure(
+        listed.users == entry.usernames,
+        format!(
+            "resource.users {:?} != usernames {:?}",
+            listed.users, entry.usernames
+        ),
+    )?;
+    // Credentials are delivered once, at creation; the rest must match.
+    listed.credentials.clear();
+    got.credentials.clear();
+    ensure(
+        listed == got,
+        format!("full listing {listed:?} != GetResource {got:?}"),
+    )?;
+    if ctx.has(Capability::UserLimits) {
+        let read = ok(
+            "GetUserLimits",
+            ctx.client
+                .get_user_limits(wire::GetUserLimitsRequest {
+                    instance: ctx.instance(),
+                    backend_id: id.clone(),
+                })
+                .await,
+        )?;
+        let as_map = |l: Vec<wire::UserLimits>| -> BTreeMap<String, BTreeMap<String, i64>> {
+            l.into_iter()
+                .map(|u| (u.username, u.limits.into_iter().collect()))
+                .collect()
+        };
+        let listed = as_map(entry.user_limits);
+        let read = as_map(read.users);
+        ensure(
+            listed == read,
+            format!("listed user limits {listed:?} != GetUserLimits {read:?}"),
+        )?;
+    }
+    Ok(())
 }
 
 pub(super) async fn membership_calls_validate_their_input(ctx: &mut Ctx) -> R {
@@ -224,6 +327,7 @@ pub(super) async fn membership_calls_validate_their_input(ctx: &mut Ctx) -> R {
         .list_resource_users(wire::ListResourceUsersRequest {
             instance: ctx.instance(),
             backend_ids: vec![],
+            ..Default::default()
         })
         .await;
     expect_code(

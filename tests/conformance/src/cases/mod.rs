@@ -87,6 +87,7 @@ cases! {
     membership::add_users_is_idempotent_per_user, "SPEC 5.11", [Resources, Membership];
     membership::remove_users_is_idempotent_per_user, "SPEC 5.11", [Resources, Membership];
     membership::list_resource_users_reports_missing_resources, "SPEC 5.11", [Resources, Membership];
+    membership::the_full_listing_agrees_with_get_resource, "SPEC 5.11", [Resources, Membership];
     membership::membership_calls_validate_their_input, "SPEC 7.1", [Resources, Membership];
     membership::home_directories_are_created_once, "SPEC 5.12", [HomeDirectories];
     membership::role_reconciliation_is_idempotent, "SPEC 5.13", [Resources, Membership, RoleReconciliation];
