@@ -150,10 +150,12 @@ impl Slurm {
     async fn sacctmgr(&self, mut args: Vec<String>, access: Access) -> BackendResult<String> {
         let immediate = access == Access::Write;
         if let Some(cluster) = &self.cluster {
-            let unscoped = args
-                .iter()
-                .take(3)
-                .any(|a| matches!(a.as_str(), "qos" | "tres" | "cluster"));
+            // A flat file names its cluster itself.
+            let unscoped = args.first().is_some_and(|a| a == "load")
+                || args
+                    .iter()
+                    .take(3)
+                    .any(|a| matches!(a.as_str(), "qos" | "tres" | "cluster"));
             if !unscoped {
                 let token = format!("cluster={cluster}");
                 match args.iter().position(|a| a == "set") {

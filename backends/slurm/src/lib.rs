@@ -2,10 +2,13 @@
 //! `sacctmgr`/`sacct`/`scancel` command line (backends spec §2).
 //!
 //! Batched across resources: a usage report for many allocations is one
-//! `sacct`, a membership listing one `sacctmgr show account withassoc`, and
+//! `sacct`, a membership listing one `sacctmgr show account withassoc`
+//! (members, limits and per-user limits of a page of allocations), and
 //! an allocation with limits and users is created with at most five
 //! commands (one association read, the missing accounts with limits on the
-//! `add` line, all users in one `add user`).
+//! `add` line, all users in one `add user`). Creates arriving together are
+//! made together: one read, one `sacctmgr load` of every new account and
+//! one `add user` per distinct team ([`batch`](crate::batch)).
 //!
 //! The crate is split by what it manages:
 //! * [`accounts`](crate::accounts) — the account tree, the listing every
@@ -21,6 +24,7 @@
 
 mod access;
 mod accounts;
+mod batch;
 pub mod cli;
 mod filesystem;
 mod limits;
@@ -60,6 +64,11 @@ pub struct SlurmBackend {
     /// creation is serialised so two new allocations of one project do not
     /// race each other in slurmdbd.
     hierarchy: tokio::sync::Mutex<()>,
+    /// Creates waiting for `hierarchy`, made together by its next holder.
+    creates: batch::CreateQueue,
+    /// The cluster flat files name (`cluster_name`, else slurmdbd's only
+    /// cluster).
+    flat_cluster: OnceCell<String>,
 }
 
 impl std::fmt::Debug for SlurmBackend {
@@ -106,6 +115,8 @@ impl SlurmBackend {
             components,
             cluster_tres: OnceCell::new(),
             hierarchy: tokio::sync::Mutex::new(()),
+            creates: batch::CreateQueue::default(),
+            flat_cluster: OnceCell::new(),
         }
     }
 

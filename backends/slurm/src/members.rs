@@ -9,6 +9,33 @@ use waldur_backend_sdk::{BackendError, BackendResult};
 use crate::settings::DefaultAccountPolicy;
 use crate::{SlurmBackend, args, names};
 
+/// One result per requested user (invalid names failed, members and
+/// repeats unchanged, the rest applied) and the names to add.
+pub(crate) fn sort_users(
+    users: &[User],
+    existing: &BTreeSet<String>,
+) -> (Vec<UserResult>, Vec<String>) {
+    let mut results = Vec::with_capacity(users.len());
+    let mut to_add: Vec<String> = Vec::new();
+    for u in users {
+        if !names::valid_user(&u.username) {
+            results.push(UserResult::failed(
+                &u.username,
+                BackendError::invalid_field(
+                    "username",
+                    format!("{:?} is not a valid local username", u.username),
+                ),
+            ));
+        } else if existing.contains(&u.username) || to_add.contains(&u.username) {
+            results.push(UserResult::unchanged(&u.username));
+        } else {
+            to_add.push(u.username.clone());
+            results.push(UserResult::applied(&u.username));
+        }
+    }
+    (results, to_add)
+}
+
 impl SlurmBackend {
     /// Adds the users that are not members yet with one `add user`; under
     /// QoS enforcement `attributes` (the resource's order form) may select
@@ -21,38 +48,74 @@ impl SlurmBackend {
         umask: Option<&str>,
         attributes: Option<&JsonObject>,
     ) -> BackendResult<Vec<UserResult>> {
-        let mut results = Vec::with_capacity(users.len());
-        let mut to_add = Vec::new();
-        for u in users {
-            if !names::valid_user(&u.username) {
-                results.push(UserResult::failed(
-                    &u.username,
-                    BackendError::invalid_field(
-                        "username",
-                        format!("{:?} is not a valid local username", u.username),
-                    ),
-                ));
-            } else if existing.contains(&u.username) || to_add.contains(&u.username) {
-                results.push(UserResult::unchanged(&u.username));
-            } else {
-                to_add.push(u.username.clone());
-                results.push(UserResult::applied(&u.username));
-            }
-        }
+        let (mut results, to_add) = sort_users(users, existing);
         if to_add.is_empty() {
             return Ok(results);
         }
+        let a = self.add_user_args(&[account.to_owned()], &to_add, attributes);
+        if let Err(e) = self.slurm.sacctmgr_write(a).await {
+            // One command for all: its failure fails each user it carried.
+            for r in results.iter_mut().filter(|r| to_add.contains(&r.username)) {
+                r.outcome = Outcome::Failed(e.clone());
+            }
+            return Ok(results);
+        }
+        self.new_homedirs(to_add, umask).await;
+        Ok(results)
+    }
+
+    /// Home directories of users just added, when the backend makes them;
+    /// a failure is logged (membership sync tries again).
+    pub(crate) async fn new_homedirs(&self, users: Vec<String>, umask: Option<&str>) {
+        if !self.settings.enable_user_homedir_account_creation || users.is_empty() {
+            return;
+        }
+        let umask = umask
+            .unwrap_or(&self.settings.default_homedir_umask)
+            .to_owned();
+        for r in self.homedirs(users, &umask).await {
+            if let Outcome::Failed(e) = &r.outcome {
+                tracing::warn!(user = %r.username, error = %e.message, "home directory not created");
+            }
+        }
+    }
+
+    /// `add user <users> account=<accounts> ...`: every user gets an
+    /// association under every account, with the DefaultAccount policy and
+    /// the partitions or QoS of the settings (or, under QoS enforcement, of
+    /// the order form). Users and accounts are valid names already.
+    pub(crate) fn add_user_args(
+        &self,
+        accounts: &[String],
+        users: &[String],
+        attributes: Option<&JsonObject>,
+    ) -> Vec<String> {
         let mut a = args![
             "add",
             "user",
-            to_add.join(","),
-            format!("account={account}")
+            users.join(","),
+            format!("account={}", accounts.join(","))
         ];
+        a.extend(self.user_settings(accounts, attributes));
+        a
+    }
+
+    /// The settings of new user associations (everything after `account=`).
+    /// Allocations whose users get the same settings can share one `add
+    /// user`.
+    pub(crate) fn user_settings(
+        &self,
+        accounts: &[String],
+        attributes: Option<&JsonObject>,
+    ) -> Vec<String> {
+        let mut a = Vec::new();
         match self.settings.default_account_policy {
             DefaultAccountPolicy::Common => {
                 a.push(format!("DefaultAccount={}", self.settings.default_account))
             }
-            DefaultAccountPolicy::Individual => a.push(format!("DefaultAccount={account}")),
+            DefaultAccountPolicy::Individual => {
+                a.push(format!("DefaultAccount={}", accounts.join(",")))
+            }
             DefaultAccountPolicy::None => {}
         }
         let selected = |key: &str| {
@@ -88,24 +151,7 @@ impl SlurmBackend {
                 }
             }
         }
-        if let Err(e) = self.slurm.sacctmgr_write(a).await {
-            // One command for all: its failure fails each user it carried.
-            for r in results.iter_mut().filter(|r| to_add.contains(&r.username)) {
-                r.outcome = Outcome::Failed(e.clone());
-            }
-            return Ok(results);
-        }
-        if self.settings.enable_user_homedir_account_creation {
-            let umask = umask
-                .unwrap_or(&self.settings.default_homedir_umask)
-                .to_owned();
-            for r in self.homedirs(to_add, &umask).await {
-                if let Outcome::Failed(e) = &r.outcome {
-                    tracing::warn!(user = %r.username, error = %e.message, "home directory not created");
-                }
-            }
-        }
-        Ok(results)
+        a
     }
 
     /// AddUsers.

@@ -10,25 +10,56 @@ use crate::limits::join_tres;
 use crate::{SlurmBackend, args, checked_account, names};
 
 use crate::accounts::{Assoc, Ownership, Rows, marked, marker, not_managed, uuid_hex};
+use crate::batch::NewAllocation;
 
 impl SlurmBackend {
     /// CreateResource: the tree, the account with its limits and marker,
-    /// QoS, directory, members.
+    /// QoS, directory, members. Creates arriving together are made together
+    /// (see [`crate::batch`]).
     pub(crate) async fn create(&self, req: CreateResource) -> BackendResult<Created> {
+        let job = self.prepare(req).await?;
+        self.create_queued(job).await
+    }
+
+    /// Everything a create needs that can be checked before touching SLURM.
+    pub(crate) async fn prepare(&self, req: CreateResource) -> BackendResult<NewAllocation> {
         let alloc = checked_account("backend_id", req.backend_id.clone())?;
         let limits = self
             .backend_limits(&req.limits, true, Some(&req.resource))
             .await?;
-        // Customer and project accounts are shared: a create and a delete of
-        // the same project must not interleave (see `hierarchy`).
-        let _hierarchy = self.hierarchy.lock().await;
         let customer = self.customer_account(&req.resource)?;
         let project = self.project_account(&req.resource)?;
-        let mut wanted: Vec<String> = customer.iter().cloned().collect();
-        wanted.push(project.clone());
-        wanted.push(alloc.clone());
-        let existing = self.rows(&wanted).await?;
         let uuid = uuid_hex(&req.resource.resource_uuid);
+        Ok(NewAllocation {
+            alloc,
+            limits,
+            customer,
+            project,
+            uuid,
+            req,
+        })
+    }
+
+    /// The accounts a create reads first: customer, project, allocation.
+    pub(crate) fn wanted(job: &NewAllocation) -> Vec<String> {
+        let mut wanted: Vec<String> = job.customer.iter().cloned().collect();
+        wanted.push(job.project.clone());
+        wanted.push(job.alloc.clone());
+        wanted
+    }
+
+    /// One create on its own, under the hierarchy lock the caller holds.
+    pub(crate) async fn create_one(&self, job: NewAllocation) -> BackendResult<Created> {
+        let wanted = Self::wanted(&job);
+        let existing = self.rows(&wanted).await?;
+        let NewAllocation {
+            alloc,
+            limits,
+            customer,
+            project,
+            uuid,
+            req,
+        } = job;
 
         match existing.account(&alloc) {
             Some(row) => {
@@ -94,12 +125,7 @@ impl SlurmBackend {
             }
         }
         let members = existing.members(&alloc);
-        if self.settings.qos_management.enabled {
-            self.ensure_allocation_qos(&alloc).await?;
-        }
-        if self.settings.project_directory.enabled {
-            self.project_directory(&alloc).await;
-        }
+        self.allocation_extras(&alloc).await?;
         let user_results = self
             .add_members_with(
                 &alloc,
@@ -109,6 +135,30 @@ impl SlurmBackend {
                 Some(&req.resource.attributes),
             )
             .await?;
+        Ok(self.created(alloc, project, &req, members, user_results))
+    }
+
+    /// The per-allocation QoS and project directory, where configured.
+    pub(crate) async fn allocation_extras(&self, alloc: &str) -> BackendResult<()> {
+        if self.settings.qos_management.enabled {
+            self.ensure_allocation_qos(alloc).await?;
+        }
+        if self.settings.project_directory.enabled {
+            self.project_directory(alloc).await;
+        }
+        Ok(())
+    }
+
+    /// The answer to a create: the allocation with the members it had and
+    /// those just added.
+    pub(crate) fn created(
+        &self,
+        alloc: String,
+        project: String,
+        req: &CreateResource,
+        members: BTreeSet<String>,
+        user_results: Vec<UserResult>,
+    ) -> Created {
         let mut users: BTreeSet<String> = members;
         users.extend(
             user_results
@@ -116,7 +166,7 @@ impl SlurmBackend {
                 .filter(|r| r.outcome == Outcome::Applied)
                 .map(|r| r.username.clone()),
         );
-        Ok(Created {
+        Created {
             resource: ResourceInfo {
                 backend_id: alloc,
                 parent_id: project,
@@ -128,7 +178,7 @@ impl SlurmBackend {
             ready: true,
             operation_id: None,
             user_results,
-        })
+        }
     }
 
     /// GetResource: members, limits, QoS, access level.

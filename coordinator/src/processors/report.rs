@@ -30,6 +30,30 @@ use serde_json::{Value, json};
 use tracing::Instrument;
 use waldur_backend_api::types::{Capability, ResourceUsage};
 
+/// A resource's usage as the report keeps it: pairs instead of the
+/// backend answer's nested maps, which cost a tree node per user (tens of
+/// megabytes over a large offering).
+#[derive(Debug, Clone, Default)]
+struct Usage {
+    /// Per component.
+    total: Vec<(String, f64)>,
+    /// Per user, per component.
+    users: Vec<(String, Vec<(String, f64)>)>,
+}
+
+impl From<ResourceUsage> for Usage {
+    fn from(r: ResourceUsage) -> Self {
+        Self {
+            total: r.total.into_iter().collect(),
+            users: r
+                .users
+                .into_iter()
+                .map(|(user, per)| (user, per.into_iter().collect()))
+                .collect(),
+        }
+    }
+}
+
 use crate::backend::BackendHandle;
 use crate::clock::{Clock, Month};
 use crate::config::OfferingConfig;
@@ -219,16 +243,20 @@ impl ReportProcessor {
 
     /// Offering username → offering user URL, for `set_user_usages`.
     async fn user_urls(&self) -> HashMap<String, String> {
+        // A page at a time: the whole offering's users are not held.
+        let mut urls = HashMap::new();
         match self
             .waldur
-            .offering_users(&self.offering.offering_uuid)
+            .offering_user_pages(&self.offering.offering_uuid, |page| {
+                urls.extend(
+                    page.into_iter()
+                        .filter_map(|u| Some((u.username.filter(|n| !n.is_empty())?, u.url)))
+                        .filter(|(_, url)| !url.is_empty()),
+                )
+            })
             .await
         {
-            Ok(users) => users
-                .into_iter()
-                .filter_map(|u| Some((u.username.filter(|n| !n.is_empty())?, u.url)))
-                .filter(|(_, url)| !url.is_empty())
-                .collect(),
+            Ok(()) => urls,
             Err(e) => {
                 tracing::warn!(error = %e, "offering users unavailable; per-user usage is sent without user links");
                 HashMap::new()
@@ -240,7 +268,7 @@ impl ReportProcessor {
         &self,
         ids: &[String],
         period: Option<Month>,
-    ) -> Result<HashMap<String, ResourceUsage>, StepError> {
+    ) -> Result<HashMap<String, Usage>, StepError> {
         let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(CHUNK) {
             for r in self
@@ -248,7 +276,7 @@ impl ReportProcessor {
                 .usage_report(chunk.to_vec(), period.map(Into::into), &self.tz_name)
                 .await?
             {
-                out.insert(r.backend_id.clone(), r);
+                out.insert(r.backend_id.clone(), Usage::from(r));
             }
         }
         Ok(out)
@@ -297,7 +325,7 @@ impl ReportProcessor {
         &self,
         ctx: &PeriodContext<'_>,
         resources: &[Resource],
-        mut usage: HashMap<String, ResourceUsage>,
+        mut usage: HashMap<String, Usage>,
         summary: &mut ReportSummary,
     ) -> Result<(), WaldurError> {
         let period = ctx.month.billing_period();
@@ -305,17 +333,16 @@ impl ReportProcessor {
         let limit = self.offering.reporting.concurrency.max(1);
 
         // Totals.
-        let mut work: Vec<(&Resource, ResourceUsage)> = Vec::with_capacity(resources.len());
+        let mut work: Vec<(&Resource, Usage)> = Vec::with_capacity(resources.len());
         for r in resources {
             match usage.remove(&r.backend_id) {
                 Some(u) => work.push((r, u)),
                 // The backend has no such resource: the current month is
                 // reported as zero (as the original), a past one is skipped.
                 None if !ctx.past => {
-                    let zero = ResourceUsage {
-                        backend_id: r.backend_id.clone(),
+                    let zero = Usage {
                         total: ctx.components.iter().map(|c| (c.clone(), 0.0)).collect(),
-                        users: BTreeMap::new(),
+                        users: Vec::new(),
                     };
                     work.push((r, zero));
                 }
@@ -325,7 +352,8 @@ impl ReportProcessor {
         for (_, u) in &work {
             summary.unknown_components.extend(
                 u.total
-                    .keys()
+                    .iter()
+                    .map(|(k, _)| k)
                     .filter(|k| !ctx.components.contains(*k))
                     .cloned(),
             );
@@ -383,17 +411,19 @@ impl ReportProcessor {
             existing = self.existing(&period).await?.0;
         }
 
-        // Per-user amounts.
-        let user_work: Vec<(Uuid, Vec<Value>)> = work
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !refused.contains(i))
-            .flat_map(|(_, (r, u))| {
-                let ex = existing.get(&uuid_key(&r.uuid));
-                user_batches(ctx, u, ex, &existing_users)
-            })
-            .collect();
-        let results: Vec<(Uuid, Result<(), WaldurError>)> = futures::stream::iter(user_work)
+        // Per-user amounts, built as they are sent (the iterator is lazy):
+        // the JSON of a whole offering's users would be tens of megabytes.
+        // Indices, not references: a closure over `&(Resource, usage)`
+        // trips the compiler's higher-ranked lifetime check on spawned
+        // futures.
+        let keep: Vec<usize> = (0..work.len()).filter(|i| !refused.contains(i)).collect();
+        let (work, existing, existing_users) = (&work, &existing, &existing_users);
+        let user_work = futures::stream::iter(keep).flat_map(move |i| {
+            let (r, u) = &work[i];
+            let ex = existing.get(&uuid_key(&r.uuid));
+            futures::stream::iter(user_batches(ctx, u, ex, existing_users))
+        });
+        let results: Vec<(Uuid, Result<(), WaldurError>)> = user_work
             .map(|(record, items)| async move {
                 let r = self.waldur.set_user_usages(&record, &items).await;
                 (record, r)
@@ -416,13 +446,13 @@ impl ReportProcessor {
         &self,
         ctx: &PeriodContext<'_>,
         r: &Resource,
-        u: &ResourceUsage,
+        u: &Usage,
         ex: &Existing,
     ) -> Result<TotalOutcome, WaldurError> {
         let totals: BTreeMap<&String, f64> = u
             .total
             .iter()
-            .filter(|(k, _)| ctx.components.contains(*k))
+            .filter(|(k, _)| ctx.components.contains(k))
             .filter_map(|(k, v)| {
                 if v.is_finite() && *v >= 0.0 {
                     Some((k, round2(*v)))
@@ -525,7 +555,7 @@ pub fn round2(v: f64) -> f64 {
 /// every user's amount, sent only when one differs from Waldur's.
 fn user_batches(
     ctx: &PeriodContext<'_>,
-    u: &ResourceUsage,
+    u: &Usage,
     ex: Option<&Existing>,
     existing_users: &ExistingUsers,
 ) -> Vec<(Uuid, Vec<Value>)> {
@@ -544,7 +574,7 @@ fn user_batches(
             .users
             .iter()
             .filter_map(|(username, usage)| {
-                let v = *usage.get(component)?;
+                let v = usage.iter().find(|(c, _)| c == component)?.1;
                 if !v.is_finite() || v < 0.0 {
                     return None;
                 }

@@ -2,7 +2,7 @@
 //! offering's users, as backend `User`s. Shared by order post-processing and
 //! membership sync so both add exactly the same people.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use waldur_backend_api::types::User;
 
@@ -10,22 +10,71 @@ use waldur_client::ids::uuid_key;
 use waldur_client::types::{OfferingUser, TeamMember, offering_user_state};
 
 /// Offering users that have an account, by normalised Waldur user UUID.
-pub type Usable = HashMap<String, OfferingUser>;
+pub type Usable = HashMap<String, Account>;
+
+/// What a team member's offering user contributes to a backend `User`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Account {
+    /// The offering username.
+    pub username: String,
+    /// The exposed attributes ([`user_attributes`]), as pairs: a map per
+    /// offering user costs a tree node each, tens of megabytes over a large
+    /// offering.
+    pub attributes: Vec<(String, String)>,
+}
 
 /// Offering users that have an account: state OK with a username, by
-/// normalised Waldur user UUID. Built once per cycle: it indexes the whole
-/// offering. A Waldur before 8.0 sends no state at all: there a username is
-/// what makes an account.
-pub fn usable_offering_users(users: &[OfferingUser]) -> Usable {
+/// normalised Waldur user UUID, with their `exposed` attributes. Built once
+/// per cycle: it indexes the whole offering, so it keeps of each offering
+/// user only what a backend `User` takes. A Waldur before 8.0 sends no state
+/// at all: there a username is what makes an account.
+pub fn usable_offering_users(users: Vec<OfferingUser>, exposed: &[String]) -> Usable {
     users
-        .iter()
+        .into_iter()
         .filter(|u| {
             (u.state == offering_user_state::OK || u.state.is_empty())
                 && !u.is_restricted
                 && u.username.as_deref().is_some_and(|n| !n.is_empty())
         })
-        .map(|u| (uuid_key(&u.user_uuid), u.clone()))
+        .map(|u| {
+            let account = Account {
+                attributes: user_attributes(&u, exposed).into_iter().collect(),
+                username: u.username.unwrap_or_default(),
+            };
+            (uuid_key(&u.user_uuid), account)
+        })
         .collect()
+}
+
+/// What a cycle keeps of an offering's users, built a page at a time: the
+/// accounts by Waldur user, the users still waiting for a username (whole,
+/// for username generation), and every username taken.
+#[derive(Debug, Default)]
+pub struct OfferingUserIndex {
+    /// Offering users with an account ([`usable_offering_users`]).
+    pub usable: Usable,
+    /// Unrestricted offering users in an open state.
+    pub open: Vec<OfferingUser>,
+    /// Every username the offering's users have.
+    pub taken: HashSet<String>,
+}
+
+impl OfferingUserIndex {
+    /// Takes in one page of offering users.
+    pub fn add_page(&mut self, page: Vec<OfferingUser>, exposed: &[String]) {
+        let mut rest = Vec::with_capacity(page.len());
+        for u in page {
+            if let Some(name) = u.username.as_deref().filter(|n| !n.is_empty()) {
+                self.taken.insert(name.to_owned());
+            }
+            if !u.is_restricted && crate::processors::usernames::is_open(&u.state) {
+                self.open.push(u);
+            } else {
+                rest.push(u);
+            }
+        }
+        self.usable.extend(usable_offering_users(rest, exposed));
+    }
 }
 
 /// The exposed attributes of an offering user, as the backend receives them
@@ -71,19 +120,19 @@ pub fn user_attributes(ou: &OfferingUser, exposed: &[String]) -> BTreeMap<String
 
 /// Team members that have a usable offering user, as backend users, sorted
 /// and unique by username.
-pub fn team_users(team: &[TeamMember], offering_users: &Usable, exposed: &[String]) -> Vec<User> {
+pub fn team_users(team: &[TeamMember], offering_users: &Usable) -> Vec<User> {
     let mut users: Vec<User> = team
         .iter()
         .filter_map(|m| {
             let ou = offering_users.get(&uuid_key(&m.uuid))?;
             Some(User {
-                username: ou.username.clone().unwrap_or_default(),
+                username: ou.username.clone(),
                 user_uuid: m.uuid.clone(),
                 waldur_username: m.username.clone(),
                 email: m.email.clone().unwrap_or_default(),
                 full_name: m.full_name.clone(),
                 role: m.role.clone(),
-                attributes: user_attributes(ou, exposed),
+                attributes: ou.attributes.iter().cloned().collect(),
             })
         })
         .collect();
@@ -116,7 +165,7 @@ mod tests {
             ou("b", None, "OK"),
             ou("c", Some("cy"), "Creating"),
         ];
-        let usable = usable_offering_users(&list);
+        let usable = usable_offering_users(list, &[]);
         assert_eq!(usable.len(), 1);
         assert!(usable.contains_key("a"));
     }
@@ -124,7 +173,7 @@ mod tests {
     #[test]
     fn team_members_without_an_account_are_left_out_and_names_are_unique() {
         let list = vec![ou("A-1", Some("ada"), "OK")];
-        let usable = usable_offering_users(&list);
+        let usable = usable_offering_users(list, &["email".into()]);
         let member = |uuid: &str, role: &str| TeamMember {
             uuid: uuid.into(),
             username: "ada@uni".into(),
@@ -138,7 +187,6 @@ mod tests {
                 member("b", "PROJECT.MEMBER"),
             ],
             &usable,
-            &["email".into()],
         );
         assert_eq!(users.len(), 1);
         assert_eq!(users[0].username, "ada");

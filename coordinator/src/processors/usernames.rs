@@ -170,6 +170,23 @@ impl Usernames {
             .filter(|u| !u.is_restricted && OPEN_STATES.contains(&u.state.as_str()))
             .cloned()
             .collect();
+        let taken = users
+            .iter()
+            .filter_map(|u| u.username.clone())
+            .filter(|n| !n.is_empty())
+            .collect();
+        self.process_open(open, taken, plugin_options).await
+    }
+
+    /// As [`Self::process`], given the open offering users and every
+    /// username already taken in the offering (what an index built a page
+    /// at a time keeps).
+    pub async fn process_open(
+        &self,
+        open: Vec<OfferingUser>,
+        taken: HashSet<String>,
+        plugin_options: &Value,
+    ) -> UsernameSummary {
         if open.is_empty() {
             return UsernameSummary::default();
         }
@@ -187,13 +204,7 @@ impl Usernames {
                 ..Default::default()
             };
         }
-        let taken: Mutex<HashSet<String>> = Mutex::new(
-            users
-                .iter()
-                .filter_map(|u| u.username.clone())
-                .filter(|n| !n.is_empty())
-                .collect(),
-        );
+        let taken: Mutex<HashSet<String>> = Mutex::new(taken);
         let outcomes: Vec<Result<Step, WaldurError>> = futures::stream::iter(open)
             .map(|u| {
                 let taken = &taken;

@@ -270,12 +270,25 @@ impl WaldurClient {
 
     /// Offering users of an offering that are not restricted (list-all).
     pub async fn offering_users(&self, offering: &Uuid) -> WaldurResult<Vec<OfferingUser>> {
-        self.list_all(
+        let mut out = Vec::new();
+        self.offering_user_pages(offering, |page| out.extend(page))
+            .await?;
+        Ok(out)
+    }
+
+    /// The offering's unrestricted offering users, a page at a time.
+    pub async fn offering_user_pages(
+        &self,
+        offering: &Uuid,
+        page_fn: impl FnMut(Vec<OfferingUser>),
+    ) -> WaldurResult<()> {
+        self.for_each_page(
             "marketplace-offering-users/",
             vec![
                 ("offering_uuid", offering.to_string()),
                 ("is_restricted", "false".into()),
             ],
+            page_fn,
         )
         .await
     }

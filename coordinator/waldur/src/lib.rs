@@ -559,6 +559,20 @@ impl WaldurClient {
         query: Query,
     ) -> WaldurResult<Vec<T>> {
         let mut out = Vec::new();
+        self.for_each_page(path, query, |items| out.extend(items))
+            .await?;
+        Ok(out)
+    }
+
+    /// GET every page of a list, handing each page to `page_fn` as it
+    /// arrives: a caller that keeps a digest of each item holds one page of
+    /// full items at a time, not the whole list.
+    pub async fn for_each_page<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: Query,
+        mut page_fn: impl FnMut(Vec<T>),
+    ) -> WaldurResult<()> {
         let mut page: Option<String> = None;
         loop {
             let mut q = query.clone();
@@ -569,10 +583,10 @@ impl WaldurClient {
             let (items, headers): (Vec<T>, _) = self
                 .exchange(Method::GET, path, &q, None, false, decode)
                 .await?;
-            out.extend(items);
+            page_fn(items);
             match next_page(&headers) {
                 Some(p) if Some(&p) != page.as_ref() => page = Some(p),
-                _ => return Ok(out),
+                _ => return Ok(()),
             }
         }
     }

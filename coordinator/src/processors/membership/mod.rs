@@ -66,7 +66,7 @@ use self::breaker::{Scope, Tally};
 use crate::backend::BackendHandle;
 use crate::config::OfferingConfig;
 use crate::processors::step::StepError;
-use crate::processors::team::usable_offering_users;
+use crate::processors::team::OfferingUserIndex;
 use crate::processors::usernames::{UsernameSummary, Usernames};
 use waldur_client::ids::uuid_key;
 use waldur_client::ids::{Uuid, same_uuid};
@@ -186,12 +186,15 @@ type UserLimitMap = HashMap<String, HashMap<String, BTreeMap<String, i64>>>;
 /// What a sync reads once and shares between resources.
 struct Cycle {
     usable: crate::processors::team::Usable,
-    exposed: Vec<String>,
     plugin_options: Value,
     accounts: Vec<Account>,
     /// resource uuid → username → limits; None when unavailable.
     user_limits: Option<UserLimitMap>,
     teams: Mutex<HashMap<String, Arc<OnceCell<Vec<TeamMember>>>>>,
+    /// Resources per team key not planned yet: a project's team is dropped
+    /// once its last resource is planned, so a cycle holds the teams of the
+    /// resources in flight, not of the whole offering.
+    team_users_left: std::sync::Mutex<HashMap<String, usize>>,
     usernames_pending: usize,
     /// What the backend's bulk read gave, by backend id; taken out as each
     /// resource is planned. A resource absent here is read on its own.
@@ -328,7 +331,6 @@ impl MembershipProcessor {
     pub async fn plan(&self) -> Result<MembershipPlan, WaldurError> {
         let resources = with_backend_id(self.offering_resources().await?);
         let cycle = self.load_cycle(Mode::DryRun).await?.0;
-        self.read_listing(&resources, &cycle).await;
         let (plans, trip) = self.plan_resources(&resources, &cycle, Scope::Full).await;
         Ok(MembershipPlan {
             resources: resources.len(),
@@ -430,8 +432,11 @@ impl MembershipProcessor {
             }
             return Ok(summary);
         }
-        self.read_listing(&resources, &cycle).await;
         let (plans, trip) = self.plan_resources(&resources, &cycle, scope).await;
+        // The plans hold what applying needs; the offering's resources and
+        // the cycle's indexes are not kept through the writes.
+        drop(resources);
+        drop(cycle);
         if let Some(t) = &trip {
             self.log_trip(t);
         }
@@ -518,11 +523,25 @@ impl MembershipProcessor {
         let limit = self.offering.membership.concurrency.max(1);
         // Indices, not references: a closure over `&Resource` trips the
         // compiler's higher-ranked lifetime check on spawned futures.
-        let mut plans: Vec<ResourcePlan> = futures::stream::iter(0..resources.len())
-            .map(|i| self.plan_for(&resources[i], cycle))
-            .buffered(limit)
-            .collect()
-            .await;
+        cycle.expect_teams(resources);
+        // A page of resources at a time: its bulk read, then its plans, so
+        // the cycle holds one page of backend answers, not the offering's.
+        let mut plans: Vec<ResourcePlan> = Vec::with_capacity(resources.len());
+        let page = self.offering.membership.page_size.max(1);
+        for start in (0..resources.len()).step_by(page) {
+            let end = (start + page).min(resources.len());
+            self.read_listing(&resources[start..end], cycle).await;
+            let planned: Vec<ResourcePlan> = futures::stream::iter(start..end)
+                .map(|i| async move {
+                    let plan = self.plan_for(&resources[i], cycle).await;
+                    cycle.planned(&resources[i]).await;
+                    plan
+                })
+                .buffered(limit)
+                .collect()
+                .await;
+            plans.extend(planned);
+        }
         let allow = self.allowing();
         // Judging remembers nothing: only `record` after applying does, so
         // a dry run leaves no trace in the breaker's memory.
@@ -542,11 +561,10 @@ impl MembershipProcessor {
         (plans, trip)
     }
 
-    /// Reads the resources from the backend in pages of
-    /// `membership.page_size`, one page at a time, so the backend's load
-    /// does not grow with the number of resources or the concurrency. A
-    /// page that fails, or a backend without bulk reads, leaves its
-    /// resources to be read one by one.
+    /// Reads one page of resources from the backend in one call, so the
+    /// backend's load does not grow with the number of resources or the
+    /// concurrency. A page that fails, or a backend without bulk reads,
+    /// leaves its resources to be read one by one.
     async fn read_listing(&self, resources: &[Resource], cycle: &Cycle) {
         if !self
             .backend
@@ -557,18 +575,30 @@ impl MembershipProcessor {
             return;
         }
         let ids: Vec<String> = resources.iter().map(|r| r.backend_id.clone()).collect();
-        for page in ids.chunks(self.offering.membership.page_size.max(1)) {
-            match self.backend.list_resource_details(page).await {
-                Ok(listing) => cycle
-                    .listed
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .extend(listing.details),
-                Err(e) => {
-                    tracing::warn!(offering = %self.offering.name, resources = page.len(), error = %e, "bulk read failed; reading these resources one by one");
-                }
+        match self.backend.list_resource_details(&ids).await {
+            Ok(listing) => cycle
+                .listed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(listing.details),
+            Err(e) => {
+                tracing::warn!(offering = %self.offering.name, resources = ids.len(), error = %e, "bulk read failed; reading these resources one by one");
             }
         }
+    }
+
+    /// The offering's users, read a page at a time into an index.
+    async fn offering_user_index(
+        &self,
+        exposed: &[String],
+    ) -> Result<OfferingUserIndex, WaldurError> {
+        let mut index = OfferingUserIndex::default();
+        self.waldur
+            .offering_user_pages(&self.offering.offering_uuid, |page| {
+                index.add_page(page, exposed)
+            })
+            .await?;
+        Ok(index)
     }
 
     async fn load_cycle(&self, mode: Mode) -> Result<(Cycle, UsernameSummary), WaldurError> {
@@ -577,22 +607,6 @@ impl MembershipProcessor {
             .waldur
             .provider_offering(offering_uuid, &["plugin_options"])
             .await?;
-        let mut offering_users = self.waldur.offering_users(offering_uuid).await?;
-        let usernames = match mode {
-            Mode::Apply => {
-                self.usernames
-                    .process(&offering_users, &offering.plugin_options)
-                    .await
-            }
-            Mode::DryRun => UsernameSummary::default(),
-        };
-        if usernames.changed() {
-            offering_users = self.waldur.offering_users(offering_uuid).await?;
-        }
-        let usernames_pending = offering_users
-            .iter()
-            .filter(|u| !u.is_restricted && crate::processors::usernames::is_open(&u.state))
-            .count();
         let exposed = match self.waldur.attribute_config(offering_uuid).await {
             Ok(c) => c.exposed_fields,
             Err(e) => {
@@ -600,6 +614,22 @@ impl MembershipProcessor {
                 AttributeConfig::default().exposed_fields
             }
         };
+        let mut index = self.offering_user_index(&exposed).await?;
+        let mut usernames_pending = index.open.len();
+        let usernames = match mode {
+            Mode::Apply => {
+                let open = std::mem::take(&mut index.open);
+                let taken = std::mem::take(&mut index.taken);
+                self.usernames
+                    .process_open(open, taken, &offering.plugin_options)
+                    .await
+            }
+            Mode::DryRun => UsernameSummary::default(),
+        };
+        if usernames.changed() {
+            index = self.offering_user_index(&exposed).await?;
+            usernames_pending = index.open.len();
+        }
         let mut accounts = Vec::new();
         for (kind, result) in [
             (
@@ -634,12 +664,12 @@ impl MembershipProcessor {
         };
         Ok((
             Cycle {
-                usable: usable_offering_users(&offering_users),
-                exposed,
+                usable: index.usable,
                 plugin_options: offering.plugin_options,
                 accounts,
                 user_limits,
                 teams: Mutex::new(HashMap::new()),
+                team_users_left: std::sync::Mutex::new(HashMap::new()),
                 usernames_pending,
                 listed: std::sync::Mutex::new(HashMap::new()),
             },
@@ -653,16 +683,59 @@ impl MembershipProcessor {
         id: &Uuid,
         cycle: &Cycle,
     ) -> Result<Vec<TeamMember>, WaldurError> {
-        // One read per project; a resource without a project UUID gets its
-        // own read rather than another project's team.
-        let key = match uuid_key(&r.project_uuid) {
-            p if p.is_empty() => format!("resource {id}"),
-            p => p,
-        };
+        let key = team_key(r, &r.uuid);
         let cell = cycle.teams.lock().await.entry(key).or_default().clone();
         cell.get_or_try_init(|| self.waldur.resource_team(id))
             .await
             .cloned()
+    }
+}
+
+/// The key a resource's team is read and cached under: its project (one
+/// read per project); a resource without a project UUID gets its own read
+/// rather than another project's team.
+fn team_key(r: &Resource, id: &impl std::fmt::Display) -> String {
+    match uuid_key(&r.project_uuid) {
+        p if p.is_empty() => format!("resource {id}"),
+        p => p,
+    }
+}
+
+impl Cycle {
+    /// Counts the resources each team is read for.
+    fn expect_teams(&self, resources: &[Resource]) {
+        let mut left = self
+            .team_users_left
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for r in resources {
+            *left.entry(team_key(r, &r.uuid)).or_insert(0) += 1;
+        }
+    }
+
+    /// One resource was planned: its team goes once no other needs it.
+    async fn planned(&self, r: &Resource) {
+        let key = team_key(r, &r.uuid);
+        let done = {
+            let mut left = self
+                .team_users_left
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match left.get_mut(&key) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                Some(_) => {
+                    left.remove(&key);
+                    true
+                }
+                None => false,
+            }
+        };
+        if done {
+            self.teams.lock().await.remove(&key);
+        }
     }
 }
 

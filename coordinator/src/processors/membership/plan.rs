@@ -146,7 +146,11 @@ impl MembershipProcessor {
                 _ => Map::new(),
             };
             plan.metadata_to_waldur = differs(&current, &reported);
-            plan.metadata = Some((current, reported));
+            // Kept for applying only when it may be written: it differs,
+            // or a new access level changes what the backend reports.
+            if plan.metadata_to_waldur || plan.access_level.is_some() {
+                plan.metadata = Some((current, reported));
+            }
         }
         if !info.limits.is_empty() && info.limits != r.limits {
             plan.limits_to_waldur = Some(info.limits.clone());
@@ -170,6 +174,11 @@ impl MembershipProcessor {
                 plan.user_limits = user_limit_changes(&keep, &plan.add, wanted, &current);
             }
         }
+        // Only the membership statuses read the whole team after planning;
+        // a cycle over many resources does not keep a copy of every team.
+        if !plan.report_statuses {
+            plan.wanted = Vec::new();
+        }
         Ok(())
     }
 
@@ -188,7 +197,7 @@ impl MembershipProcessor {
             return Ok(());
         }
         let team = self.team(r, id, cycle).await?;
-        let mut wanted = team_users(&team, &cycle.usable, &cycle.exposed);
+        let mut wanted = team_users(&team, &cycle.usable);
         let from_team = wanted.len();
         let project = uuid_key(&r.project_uuid);
         for a in cycle
@@ -213,10 +222,14 @@ impl MembershipProcessor {
             .filter(|u| !wanted_names.contains(*u))
             .map(|u| (*u).to_owned())
             .collect();
+        // Role reconciliation needs who and which role, not the attributes.
         plan.existing_users = wanted
             .iter()
             .filter(|u| current.contains(u.username.as_str()) && !u.role.is_empty())
-            .cloned()
+            .map(|u| User {
+                attributes: Default::default(),
+                ..u.clone()
+            })
             .collect();
         if !plan.existing_users.is_empty()
             && self.backend.has(Capability::RoleReconciliation).await?

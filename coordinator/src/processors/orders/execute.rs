@@ -306,11 +306,13 @@ impl OrderProcessor {
                     .waldur
                     .offering_users(&self.offering.offering_uuid)
                     .await?;
-                Ok::<_, WaldurError>(crate::processors::team::usable_offering_users(&list))
+                let exposed = types::AttributeConfig::default().exposed_fields;
+                Ok::<_, WaldurError>(crate::processors::team::usable_offering_users(
+                    list, &exposed,
+                ))
             })
             .await?;
-        let exposed = types::AttributeConfig::default().exposed_fields;
-        let users = crate::processors::team::team_users(team, usable, &exposed);
+        let users = crate::processors::team::team_users(team, usable);
         Ok(users)
     }
 

@@ -1,0 +1,129 @@
+//! Peak memory of the real `waldur-coordinator` binary over one report and
+//! one membership cycle (`run --once`), for growing numbers of resources:
+//! waldur-sim and the example backend behind a mutual-TLS backend server in
+//! the bench process, the coordinator in its own. Prints figures; asserts
+//! nothing (see BENCHMARKS.md).
+//!
+//! cargo bench -p waldur-coordinator --bench memory [-- 1000 10000]
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark's input is its own
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::Bench;
+use waldur_backend_example::{ExampleBackend, ExampleSettings};
+use waldur_backend_sdk::Backend;
+use waldur_backend_sdk::types::{CreateResource, ResourceContext, User};
+
+const USERS: usize = 5;
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+async fn run(resources: usize) {
+    let backend = ExampleBackend::new(ExampleSettings {
+        synthetic_usage: true,
+        ..ExampleSettings::default()
+    });
+    let bench = Bench::start(Arc::new(backend.clone()), &[]).await;
+    let uuids = bench
+        .sim
+        .seed_bulk(&bench.scenario.offering_uuid, resources, USERS);
+    for (i, uuid) in uuids.iter().enumerate() {
+        backend
+            .create_resource(CreateResource {
+                backend_id: format!("bulk_{i}"),
+                resource: ResourceContext {
+                    resource_uuid: uuid.clone(),
+                    name: format!("bulk-{i}"),
+                    ..Default::default()
+                },
+                users: (0..USERS)
+                    .map(|j| User {
+                        role: "PROJECT.MEMBER".into(),
+                        ..User::named(format!("u{i}x{j}"))
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let only = std::env::var("ONLY").unwrap_or_default();
+    let config = bench.config(
+        "    tasks: {orders: false, report: REPORT, membership: MEMBERSHIP}\n    backends: {report: hpc, membership: hpc}\n    reporting: {periods: 1, concurrency: 32}\n    membership: {concurrency: 32}",
+    )
+    .replace("REPORT", if only == "membership" { "false" } else { "true" })
+    .replace("MEMBERSHIP", if only == "report" { "false" } else { "true" });
+    let path = bench.dir.path().join("coordinator.yaml");
+    std::fs::write(&path, config).unwrap();
+    let started = Instant::now();
+    let binary = env!("CARGO_BIN_EXE_waldur-coordinator");
+    // PROFILE=heaptrack (or another wrapper) runs the coordinator under it.
+    let mut command = match std::env::var("PROFILE") {
+        Ok(wrapper) => {
+            let mut c = Command::new(wrapper);
+            c.arg(binary);
+            c
+        }
+        Err(_) => Command::new(binary),
+    };
+    let mut child = command
+        .args(["run", "--once", "--config"])
+        .arg(&path)
+        .env("T", "bench-token")
+        .env("RUST_LOG", "warn")
+        .envs(
+            std::env::var("ARENAS")
+                .ok()
+                .map(|a| ("MALLOC_ARENA_MAX", a)),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    // VmHWM only grows: the last reading before the exit is the peak.
+    let mut peak = 0;
+    let status = loop {
+        if let Some(kib) = peak_rss_kib(child.id()) {
+            peak = peak.max(kib);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    let reported = bench.sim.world().usages.len();
+    println!(
+        "{resources} resources × {USERS} users: report + membership (run --once) {elapsed:.2} s, exit {status}, coordinator peak RSS {:.1} MiB, {reported} usage records",
+        peak as f64 / 1024.0
+    );
+    bench.server.shutdown().await.unwrap();
+}
+
+#[tokio::main]
+async fn main() {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![100, 1_000, 10_000]
+    } else {
+        sizes
+    };
+    for n in sizes {
+        run(n).await;
+    }
+}
