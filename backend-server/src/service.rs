@@ -393,14 +393,25 @@ impl BackendService for Registry {
                     .into_iter()
                     .map(|(backend_id, mut usernames)| {
                         usernames.sort();
-                        let details = listing.details.remove(&backend_id);
+                        let (resource, limits) = match listing.details.remove(&backend_id) {
+                            Some(ResourceDetails {
+                                mut resource,
+                                user_limits: limits,
+                            }) => {
+                                // Secrets are GetResource's to give, never
+                                // a bulk read's.
+                                resource.credentials = Secrets::default();
+                                (Some(convert::resource_info(resource)), limits)
+                            }
+                            None => (None, Default::default()),
+                        };
                         wire::ResourceUsers {
-                            user_limits: details
-                                .as_ref()
-                                .filter(|_| user_limits)
-                                .map(|d| convert::user_limits(d.user_limits.clone()))
-                                .unwrap_or_default(),
-                            resource: details.map(|d| convert::resource_info(d.resource)),
+                            user_limits: if user_limits && resource.is_some() {
+                                convert::user_limits(limits)
+                            } else {
+                                Vec::new()
+                            },
+                            resource,
                             backend_id,
                             usernames,
                         }

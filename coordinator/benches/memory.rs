@@ -5,6 +5,8 @@
 //! nothing (see BENCHMARKS.md).
 //!
 //! cargo bench -p waldur-coordinator --bench memory [-- 1000 10000]
+//!
+//! `ONLY=report` or `ONLY=membership` runs that task alone.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark's input is its own
 
@@ -68,26 +70,11 @@ async fn run(resources: usize) {
     let path = bench.dir.path().join("coordinator.yaml");
     std::fs::write(&path, config).unwrap();
     let started = Instant::now();
-    let binary = env!("CARGO_BIN_EXE_waldur-coordinator");
-    // PROFILE=heaptrack (or another wrapper) runs the coordinator under it.
-    let mut command = match std::env::var("PROFILE") {
-        Ok(wrapper) => {
-            let mut c = Command::new(wrapper);
-            c.arg(binary);
-            c
-        }
-        Err(_) => Command::new(binary),
-    };
-    let mut child = command
+    let mut child = Command::new(env!("CARGO_BIN_EXE_waldur-coordinator"))
         .args(["run", "--once", "--config"])
         .arg(&path)
         .env("T", "bench-token")
         .env("RUST_LOG", "warn")
-        .envs(
-            std::env::var("ARENAS")
-                .ok()
-                .map(|a| ("MALLOC_ARENA_MAX", a)),
-        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -105,8 +92,12 @@ async fn run(resources: usize) {
     };
     let elapsed = started.elapsed().as_secs_f64();
     let reported = bench.sim.world().usages.len();
+    let tasks = match only.as_str() {
+        "report" | "membership" => only.as_str(),
+        _ => "report + membership",
+    };
     println!(
-        "{resources} resources × {USERS} users: report + membership (run --once) {elapsed:.2} s, exit {status}, coordinator peak RSS {:.1} MiB, {reported} usage records",
+        "{resources} resources × {USERS} users: {tasks} (run --once) {elapsed:.2} s, {status}, coordinator peak RSS {:.1} MiB, {reported} usage records",
         peak as f64 / 1024.0
     );
     bench.server.shutdown().await.unwrap();

@@ -369,8 +369,7 @@ impl Backend for ExampleBackend {
         let mut out = self.list_resource_users(backend_ids).await?;
         let st = self.lock();
         for id in out.found.keys() {
-            // Unmanaged resources are left to GetResource, which says why.
-            if let Ok(r) = resource(&st, id) {
+            if let Some(r) = st.resources.get(id) {
                 let details = ResourceDetails {
                     resource: self.info_of(id, r),
                     user_limits: r.user_limits.clone(),

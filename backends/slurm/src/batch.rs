@@ -1,30 +1,38 @@
 //! Creates made together. slurmdbd commits every `sacctmgr` change on its
 //! own, at about half a second each on the reference cluster, whatever it
-//! holds: forty `add` commands take twenty seconds, one `load` of forty
-//! accounts half a second. So creates that arrive while another is running
-//! wait for it, and then the first of them makes all of them:
+//! holds: forty `add` commands take twenty seconds, one `load` of twenty
+//! accounts with three members each about one. So creates that arrive
+//! while another is running wait for it (a lone create waits a moment for
+//! others), and then the first of them makes all of them:
 //!
 //! 1. one association listing of every customer, project and allocation
-//!    the creates need;
+//!    the creates need, and one `show user` of their members;
 //! 2. one `sacctmgr load` of a flat file holding only the accounts that do
 //!    not exist yet (customers, projects, allocations with their limits and
-//!    ownership markers), parents before children;
-//! 3. one `add user` per distinct set of users and association settings
-//!    (a project's allocations share their team, so usually one per
-//!    project), naming all the allocations at once;
-//! 4. each caller's answer, its own.
+//!    ownership markers), parents before children, and the members of each
+//!    new allocation when their associations take the plain settings
+//!    (`Share=parent` and the common default account; a user SLURM does
+//!    not know yet gets the default-account association `add user` would
+//!    make);
+//! 3. a second listing: every allocation must be under its project, marked
+//!    for its resource, with its limits and members;
+//! 4. the per-allocation QoS or project directory where configured, then
+//!    one `add user` per distinct set of users and settings for members
+//!    the file did not carry (partitions, QoS per association);
+//! 5. each caller's answer, its own.
 //!
 //! `load` is only ever given accounts the listing just showed absent:
-//! given an existing one, it would rewrite its description and limits. It
-//! stops at the first line it cannot take and keeps what came before, so a
-//! failed load is followed by a second listing, and every create whose
-//! account is not there as asked, or whose `add user` failed, is made
-//! again on its own: its answer then carries its own error, and no other
-//! create pays for it. A create that finds its allocation already there
-//! (a re-issue, an interrupted batch) always goes on its own: that path
-//! checks ownership and brings limits and members to the requested state,
-//! so an interrupted batch is completed by the next attempt without
-//! duplicates.
+//! given an existing one, it would rewrite its description and limits; a
+//! known user's line carries no default account, so it is left as it is.
+//! `load` stops at the first line it cannot take and keeps what came
+//! before, so the second listing decides: every create whose allocation is
+//! not there as asked, whose allocation name is a customer or project
+//! account of the batch, or whose `add user` failed is made again on its
+//! own, with its own error in its answer; no other create pays for it. A
+//! create that finds its allocation already there (a re-issue, an
+//! interrupted batch) always goes on its own: that path checks ownership
+//! and brings limits and members to the requested state, so an interrupted
+//! batch is completed by the next attempt without duplicates.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -37,8 +45,12 @@ use crate::limits::join_tres;
 use crate::settings::DefaultAccountPolicy;
 use crate::{SlurmBackend, args, names};
 
+/// How long a lone create waits for others to join its batch: nothing next
+/// to the half second each slurmdbd commit takes.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// A validated create waiting for its turn.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct NewAllocation {
     pub alloc: String,
     /// Backend limits (`GrpTRESMins`).
@@ -75,30 +87,51 @@ type UserGroup = (Vec<String>, Vec<String>);
 
 impl SlurmBackend {
     /// Queues a create; whoever holds the hierarchy lock next makes every
-    /// queued create, this one included.
+    /// queued create, this one included. A caller returns as soon as its
+    /// answer is there, not when it gets the lock; if the holder that took
+    /// its create is cancelled before answering (its own caller went away),
+    /// the create is queued again: creates are idempotent.
     pub(crate) async fn create_queued(&self, job: NewAllocation) -> BackendResult<Created> {
-        let (answer, mine) = tokio::sync::oneshot::channel();
-        self.creates.push(Queued { job, answer });
-        {
-            let _hierarchy = self.hierarchy.lock().await;
-            let batch = self.creates.take();
-            // Empty when the previous holder took this create along.
-            if !batch.is_empty() {
-                self.run_batch(batch).await;
+        loop {
+            let (answer, mut mine) = tokio::sync::oneshot::channel();
+            self.creates.push(Queued {
+                job: job.clone(),
+                answer,
+            });
+            loop {
+                tokio::select! {
+                    biased;
+                    answered = &mut mine => match answered {
+                        Ok(result) => return result,
+                        // Taken by a holder that was cancelled: again.
+                        Err(_) => break,
+                    },
+                    hierarchy = self.hierarchy.lock() => {
+                        let mut batch = self.creates.take();
+                        // A create alone may be the first of a wave (an
+                        // orders cycle sends many at once): a moment's wait
+                        // lets the rest join it instead of each waiting for
+                        // the one before.
+                        if batch.len() == 1 {
+                            tokio::time::sleep(LINGER).await;
+                            batch.extend(self.creates.take());
+                        }
+                        // Callers that went away are not made for nobody.
+                        batch.retain(|q| !q.answer.is_closed());
+                        if !batch.is_empty() {
+                            self.run_batch(batch).await;
+                        }
+                        drop(hierarchy);
+                    }
+                }
             }
         }
-        mine.await.unwrap_or_else(|_| {
-            // The holder was cancelled mid-batch (its caller went away).
-            Err(BackendError::not_ready(
-                "the create was interrupted; try again",
-            ))
-        })
     }
 
     /// Makes a batch of creates; every queued caller gets its answer.
-    async fn run_batch(&self, batch: Vec<Queued>) {
+    async fn run_batch(&self, mut batch: Vec<Queued>) {
         if batch.len() == 1 {
-            for q in batch {
+            if let Some(q) = batch.pop() {
                 let result = self.create_one(q.job).await;
                 let _ = q.answer.send(result);
             }
@@ -144,9 +177,20 @@ impl SlurmBackend {
         let mut alone = Vec::new();
         let mut fresh = Vec::new();
         let mut names_seen = BTreeSet::new();
+        // An allocation named like a customer or project account of this
+        // batch would be skipped by `load` (a name it already made): on its
+        // own, the per-create path refuses it.
+        let tiers: BTreeSet<&str> = batch
+            .iter()
+            .flat_map(|q| q.job.customer.iter().chain([&q.job.project]))
+            .map(String::as_str)
+            .collect();
         for (i, q) in batch.iter().enumerate() {
             let j = &q.job;
-            if existing.account(&j.alloc).is_some() || !names_seen.insert(j.alloc.clone()) {
+            if existing.account(&j.alloc).is_some()
+                || tiers.contains(j.alloc.as_str())
+                || !names_seen.insert(j.alloc.clone())
+            {
                 alone.push(i);
             } else {
                 fresh.push(i);
@@ -158,8 +202,8 @@ impl SlurmBackend {
             return Ok((Vec::new(), alone));
         }
 
-        // Members SLURM knows already go in the file when their
-        // associations take the plain settings; the rest get `add user`.
+        // Members go in the file when their associations take the plain
+        // settings; the others get `add user`.
         let mut results: BTreeMap<usize, Vec<UserResult>> = BTreeMap::new();
         let mut to_add: BTreeMap<usize, Vec<String>> = BTreeMap::new();
         for &i in &fresh {
@@ -187,29 +231,49 @@ impl SlurmBackend {
                 if Some(&settings) != plain.as_ref() {
                     continue;
                 }
-                let names = to_add.entry(i).or_default();
-                let (known_now, unknown): (Vec<String>, Vec<String>) =
-                    names.drain(..).partition(|u| known.contains(u));
-                *names = unknown;
-                in_file.insert(i, known_now);
+                in_file.insert(i, to_add.remove(&i).unwrap_or_default());
             }
         }
+        // Users SLURM does not know yet are made as `add user` makes them:
+        // under the common policy, with an association under the default
+        // account that is also their default.
+        let new_users: BTreeSet<&str> = in_file
+            .values()
+            .flatten()
+            .map(String::as_str)
+            .filter(|u| !known.contains(*u))
+            .collect();
 
-        let file = self.flat_file(&cluster, batch, &fresh, &existing, &in_file);
-        let loaded = self.load(&file).await;
-        let mut made: Vec<usize> = fresh.clone();
-        if let Err(e) = loaded {
+        let file = self.flat_file(&cluster, batch, &fresh, &existing, &in_file, &new_users);
+        if let Err(e) = self.load(&file).await {
             tracing::warn!(accounts = fresh.len(), error = %e.message, "batched account load failed; checking what it made");
-            let after = self.rows(&wanted).await?;
-            made.retain(|&i| {
-                let members = after.members(&batch[i].job.alloc);
-                self.made_as_asked(&after, &batch[i].job)
-                    && in_file
-                        .get(&i)
-                        .is_none_or(|users| users.iter().all(|u| members.contains(u)))
-            });
-            alone.extend(fresh.iter().filter(|i| !made.contains(i)));
         }
+        // Whatever load said, what counts is what is there: each allocation
+        // under its project, marked for its resource, with its limits and
+        // the members written for it. The rest is made again on its own.
+        let after = self.rows(&wanted).await?;
+        let mut made: Vec<usize> = fresh.clone();
+        made.retain(|&i| {
+            let members = after.members(&batch[i].job.alloc);
+            self.made_as_asked(&after, &batch[i].job)
+                && in_file
+                    .get(&i)
+                    .is_none_or(|users| users.iter().all(|u| members.contains(u)))
+        });
+        alone.extend(fresh.iter().filter(|i| !made.contains(i)));
+
+        // The per-allocation QoS comes before any member can submit.
+        let mut ready = Vec::with_capacity(made.len());
+        for i in made {
+            match self.allocation_extras(&batch[i].job.alloc).await {
+                Ok(()) => ready.push(i),
+                Err(e) => {
+                    tracing::warn!(account = %batch[i].job.alloc, error = %e.message, "qos or project directory of a batched allocation failed; retrying it on its own");
+                    alone.push(i);
+                }
+            }
+        }
+        let mut made = ready;
         let homedirs: Vec<String> = made
             .iter()
             .filter_map(|i| in_file.get(i))
@@ -267,11 +331,6 @@ impl SlurmBackend {
         let mut together = Vec::new();
         for i in made {
             let j = &batch[i].job;
-            if let Err(e) = self.allocation_extras(&j.alloc).await {
-                tracing::warn!(account = %j.alloc, error = %e.message, "allocation extras failed; retrying on its own");
-                alone.push(i);
-                continue;
-            }
             let user_results = results.remove(&i).unwrap_or_default();
             together.push((
                 i,
@@ -291,10 +350,24 @@ impl SlurmBackend {
     /// Whether a loaded allocation is there as the create asked: under its
     /// project, marked for its resource.
     fn made_as_asked(&self, rows: &Rows, job: &NewAllocation) -> bool {
-        rows.account(&job.alloc).is_some_and(|row| {
-            row.parent == job.project
-                && matches!(self.ownership(row), Ownership::Owned { resource } if resource == job.uuid)
-        })
+        let limits: BTreeMap<String, i64> = rows
+            .account(&job.alloc)
+            .map(|row| {
+                crate::parse::tres(&row.grp_tres_mins)
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), crate::parse::limit_value(&k, &v) as i64))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let project_placed = rows
+            .account(&job.project)
+            .is_some_and(|p| job.customer.as_ref().is_none_or(|c| &p.parent == c));
+        project_placed
+            && limits == job.limits
+            && rows.account(&job.alloc).is_some_and(|row| {
+                row.parent == job.project
+                    && matches!(self.ownership(row), Ownership::Owned { resource } if resource == job.uuid)
+            })
     }
 
     /// The flat file of the accounts to make, parents first, then the
@@ -307,6 +380,7 @@ impl SlurmBackend {
         fresh: &[usize],
         existing: &Rows,
         users: &BTreeMap<usize, Vec<String>>,
+        new_users: &BTreeSet<&str>,
     ) -> String {
         let mut customers: BTreeMap<&str, &str> = BTreeMap::new();
         let mut projects: BTreeMap<(String, &str), &str> = BTreeMap::new();
@@ -350,6 +424,17 @@ impl SlurmBackend {
                 out.push_str(&account_line(&j.alloc, &description, project, &j.limits));
             }
         }
+        if self.settings.default_account_policy == DefaultAccountPolicy::Common
+            && !new_users.is_empty()
+        {
+            let default = &self.settings.default_account;
+            out.push_str(&format!("Parent - '{default}'\n"));
+            for u in new_users {
+                out.push_str(&format!(
+                    "User - '{u}':DefaultAccount='{default}':Fairshare=parent\n"
+                ));
+            }
+        }
         for (i, j) in allocations.values().flatten() {
             let Some(names) = users.get(i).filter(|n| !n.is_empty()) else {
                 continue;
@@ -357,7 +442,8 @@ impl SlurmBackend {
             out.push_str(&format!("Parent - '{}'\n", j.alloc));
             for u in names {
                 // Fairshare=parent is `add user`'s Share=parent; nothing else
-                // is written, so the user's default account stays as it is.
+                // is written, so a known user's default account stays as it
+                // is.
                 out.push_str(&format!("User - '{u}':Fairshare=parent\n"));
             }
         }
@@ -370,7 +456,11 @@ impl SlurmBackend {
     /// no QoS, no per-allocation default account.
     fn plain_user_settings(&self) -> Option<Vec<String>> {
         let s = &self.settings;
-        if !s.partitions.is_empty() || s.default_partition.is_some() || s.qos_enforced() {
+        if !s.partitions.is_empty()
+            || s.default_partition.is_some()
+            || s.qos_enforced()
+            || s.qos_management.enabled
+        {
             return None;
         }
         match s.default_account_policy {
@@ -425,9 +515,6 @@ impl SlurmBackend {
     /// The cluster a flat file names: the configured one, else the only
     /// cluster slurmdbd knows (read once).
     async fn load_cluster(&self) -> BackendResult<String> {
-        if let Some(c) = &self.settings.cluster_name {
-            return Ok(c.clone());
-        }
         self.flat_cluster
             .get_or_try_init(|| async {
                 let out = self
@@ -439,9 +526,15 @@ impl SlurmBackend {
                     .map(str::trim)
                     .filter(|l| !l.is_empty())
                     .collect();
-                match clusters.as_slice() {
-                    [one] if names::valid_account(one) => Ok((*one).to_owned()),
-                    _ => Err(BackendError::not_ready(format!(
+                // A `Cluster -` line naming a cluster slurmdbd does not know
+                // would register it: the configured name must be listed.
+                match (&self.settings.cluster_name, clusters.as_slice()) {
+                    (Some(c), all) if all.contains(&c.as_str()) => Ok(c.clone()),
+                    (Some(c), _) => Err(BackendError::not_ready(format!(
+                        "slurmdbd does not know cluster {c:?}; creating accounts one by one"
+                    ))),
+                    (None, [one]) if names::valid_account(one) => Ok((*one).to_owned()),
+                    (None, _) => Err(BackendError::not_ready(format!(
                         "slurmdbd knows {} clusters; set cluster_name to create accounts in batches",
                         clusters.len()
                     ))),
@@ -452,6 +545,9 @@ impl SlurmBackend {
     }
 }
 
+/// The longest description a flat file carries, in bytes.
+const MAX_FLAT_DESCRIPTION: usize = 1000;
+
 /// One `Account -` line. Names are valid account names already; the
 /// description loses the quote that would end it (and what `description=`
 /// loses on the command line).
@@ -461,9 +557,15 @@ fn account_line(
     organization: &str,
     limits: &BTreeMap<String, i64>,
 ) -> String {
+    // sacctmgr reads the file in 4 KB lines, ends a line's text at `#` and
+    // eats backslashes: none of them reaches it, and the text is capped.
     let description: String = names::description(description)
         .chars()
-        .filter(|c| *c != '\'')
+        .filter(|c| !matches!(c, '\'' | '#' | '\\'))
+        .scan(0usize, |len, c| {
+            *len += c.len_utf8();
+            (*len <= MAX_FLAT_DESCRIPTION).then_some(c)
+        })
         .collect();
     let description = if description.is_empty() {
         name.to_owned()
@@ -495,6 +597,14 @@ mod tests {
             line,
             "Account - 'a_run':Description='its a run x:y [waldur:ab]':Organization='p_proj':GrpTRESMins=cpu=60\n"
         );
+        let long = account_line(
+            "a_l",
+            &format!("#1 \\ {}", "é".repeat(2000)),
+            "p",
+            &BTreeMap::new(),
+        );
+        assert!(long.len() < MAX_FLAT_DESCRIPTION + 100, "{}", long.len());
+        assert!(!long.contains('#') && !long.contains('\\'));
         assert_eq!(
             account_line("a_x", "''", "p", &BTreeMap::new()),
             "Account - 'a_x':Description='a_x':Organization='p'\n"

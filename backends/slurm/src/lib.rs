@@ -7,13 +7,15 @@
 //! an allocation with limits and users is created with at most five
 //! commands (one association read, the missing accounts with limits on the
 //! `add` line, all users in one `add user`). Creates arriving together are
-//! made together: one read, one `sacctmgr load` of every new account and
-//! one `add user` per distinct team ([`batch`](crate::batch)).
+//! made together ([`batch`](crate::batch)): an association read, a `show
+//! user`, one `sacctmgr load` of every new account and its members, and a
+//! second read that checks the result, whatever their number.
 //!
 //! The crate is split by what it manages:
 //! * [`accounts`](crate::accounts) — the account tree, the listing every
-//!   operation starts from, ownership (which accounts it may change),
-//!   create, delete, project moves, access levels;
+//!   operation starts from, ownership (which accounts it may change);
+//! * `resources` — create, read, list, delete, project moves; `batch` —
+//!   creates made together; `access` — access levels;
 //! * `limits` — unit conversion, resource and per-user limits;
 //! * `members` — user associations;
 //! * `filesystem` — project and home directories, quotas;
@@ -371,11 +373,11 @@ impl Backend for SlurmBackend {
     }
 
     async fn list_resource_users(&self, backend_ids: &[String]) -> BackendResult<ResourceUsers> {
-        self.members_of(backend_ids).await
+        self.members_of(backend_ids, false).await
     }
 
     async fn list_resource_details(&self, backend_ids: &[String]) -> BackendResult<ResourceUsers> {
-        self.details_of(backend_ids).await
+        self.members_of(backend_ids, true).await
     }
 
     async fn create_home_directories(

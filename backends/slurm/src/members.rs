@@ -113,8 +113,12 @@ impl SlurmBackend {
             DefaultAccountPolicy::Common => {
                 a.push(format!("DefaultAccount={}", self.settings.default_account))
             }
+            // Callers group allocations only when their settings agree,
+            // and this one names each allocation: one account here.
             DefaultAccountPolicy::Individual => {
-                a.push(format!("DefaultAccount={}", accounts.join(",")))
+                if let Some(own) = accounts.first() {
+                    a.push(format!("DefaultAccount={own}"))
+                }
             }
             DefaultAccountPolicy::None => {}
         }
@@ -214,8 +218,13 @@ impl SlurmBackend {
     }
 
     /// ListResourceUsers: one listing for all; accounts the backend does not
-    /// manage count as missing.
-    pub(crate) async fn members_of(&self, backend_ids: &[String]) -> BackendResult<ResourceUsers> {
+    /// manage count as missing. With `full`, the same listing also gives
+    /// each allocation's row and its members' `MaxTRESMins` (the full view).
+    pub(crate) async fn members_of(
+        &self,
+        backend_ids: &[String],
+        full: bool,
+    ) -> BackendResult<ResourceUsers> {
         let valid: Vec<String> = backend_ids
             .iter()
             .filter(|i| names::valid_account(i))
@@ -234,40 +243,13 @@ impl SlurmBackend {
                 {
                     out.found
                         .insert(id.clone(), rows.members(id).into_iter().collect());
-                }
-                _ => out.missing.push(id.clone()),
-            }
-        }
-        Ok(out)
-    }
-
-    /// ListResourceUsers with the full view: the same single listing gives
-    /// each allocation's row, its members and their `MaxTRESMins`. Accounts
-    /// the backend does not manage get no details (GetResource says why).
-    pub(crate) async fn details_of(&self, backend_ids: &[String]) -> BackendResult<ResourceUsers> {
-        let valid: Vec<String> = backend_ids
-            .iter()
-            .filter(|i| names::valid_account(i))
-            .cloned()
-            .collect();
-        let rows = if valid.is_empty() {
-            crate::accounts::Rows::default()
-        } else {
-            self.rows(&valid).await?
-        };
-        let mut out = ResourceUsers::default();
-        for id in backend_ids {
-            match rows.account(id) {
-                Some(row)
-                    if !matches!(self.ownership(row), crate::accounts::Ownership::Foreign(_)) =>
-                {
-                    out.found
-                        .insert(id.clone(), rows.members(id).into_iter().collect());
-                    let details = ResourceDetails {
-                        resource: self.info(&rows, id, row),
-                        user_limits: self.user_limits_in(&rows, id),
-                    };
-                    out.details.insert(id.clone(), details);
+                    if full {
+                        let details = ResourceDetails {
+                            resource: self.info(&rows, id, row),
+                            user_limits: self.user_limits_in(&rows, id),
+                        };
+                        out.details.insert(id.clone(), details);
+                    }
                 }
                 _ => out.missing.push(id.clone()),
             }

@@ -29,6 +29,23 @@ impl SlurmBackend {
             .await?;
         let customer = self.customer_account(&req.resource)?;
         let project = self.project_account(&req.resource)?;
+        // An allocation named like its own project or customer account (or
+        // the root) would find that account there and put its members on
+        // it: the caller moves on to the next name.
+        let s = &self.settings;
+        let tier = [
+            customer.as_deref(),
+            Some(project.as_str()),
+            Some(s.default_account.as_str()),
+            Some(s.root_account()),
+            s.parent_account.as_deref(),
+        ];
+        if tier.contains(&Some(alloc.as_str())) {
+            return Err(BackendError::already_exists(
+                &alloc,
+                "it is the name of a customer, project or root account",
+            ));
+        }
         let uuid = uuid_hex(&req.resource.resource_uuid);
         Ok(NewAllocation {
             alloc,

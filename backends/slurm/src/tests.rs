@@ -701,3 +701,38 @@ async fn adopt_refuses_customer_and_project_accounts_and_names_outside_the_prefi
         assert!(seen(&runner).iter().all(|l| !l.contains("--immediate")));
     }
 }
+
+#[tokio::test]
+async fn the_full_listing_reads_limits_and_per_user_limits_from_one_association_listing() {
+    let runner = Arc::new(Scripted {
+        answers: vec![
+            ("list tres", 0, "cpu||1\n"),
+            (
+                "show account withassoc",
+                0,
+                "a_run|p_proj|p_proj||cpu=120000|||normal||run [waldur:00000000000000000000000000000abc]\n\
+                 a_run|p_proj||alice|||normal|cpu=60000|run [waldur:00000000000000000000000000000abc]\n\
+                 a_run|p_proj||bob|||normal||run [waldur:00000000000000000000000000000abc]\n",
+            ),
+        ],
+        ..Default::default()
+    });
+    let b = backend(base(serde_json::json!({})), runner.clone());
+    let listing = b
+        .list_resource_details(&["a_run".into(), "a_gone".into()])
+        .await
+        .unwrap();
+    let d = &listing.details["a_run"];
+    assert_eq!(d.resource.users, vec!["alice", "bob"]);
+    assert_eq!(d.resource.limits["cpu"], 2);
+    assert_eq!(d.user_limits["alice"]["cpu"], 1);
+    assert!(!d.user_limits.contains_key("bob"));
+    assert_eq!(listing.missing, vec!["a_gone".to_owned()]);
+    // GetUserLimits reads the same listing.
+    assert_eq!(b.get_user_limits("a_run").await.unwrap(), d.user_limits);
+    let listings = seen(&runner)
+        .iter()
+        .filter(|l| l.contains("show account withassoc"))
+        .count();
+    assert_eq!(listings, 2, "one listing per call");
+}

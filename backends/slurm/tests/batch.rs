@@ -1,6 +1,6 @@
 //! Creates that arrive together, on the real cluster from
-//! `deploy/services.sh` (WALDUR_SLURM_CLUSTER=1): made with one account
-//! load and one `add user` per team, each ending as its own create asked.
+//! `deploy/services.sh` (WALDUR_SLURM_CLUSTER=1): made together in fewer
+//! SLURM processes than one at a time, each ending as its own create asked.
 
 #![allow(clippy::unwrap_used)] // a test's input is its own
 
@@ -22,7 +22,6 @@ fn backend() -> SlurmBackend {
         "project_prefix": "bp_",
         "allocation_prefix": "bt_",
         "enable_user_homedir_account_creation": false,
-        "slurm_bin_path": std::env::var("SHIM").unwrap_or("/usr/bin".into()),
         "components": {
             "cpu": {"label": "CPU", "measured_unit": "k-Hours", "unit_factor": 60000, "accounting_type": "limit"},
             "mem": {"label": "Memory", "measured_unit": "gb-Hours", "unit_factor": 61440, "accounting_type": "limit"}

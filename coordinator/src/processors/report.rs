@@ -30,6 +30,15 @@ use serde_json::{Value, json};
 use tracing::Instrument;
 use waldur_backend_api::types::{Capability, ResourceUsage};
 
+use crate::backend::BackendHandle;
+use crate::clock::{Clock, Month};
+use crate::config::OfferingConfig;
+use crate::processors::step::StepError;
+use waldur_client::ids::Uuid;
+use waldur_client::ids::uuid_key;
+use waldur_client::types::{Resource, amount};
+use waldur_client::{WaldurClient, WaldurError};
+
 /// A resource's usage as the report keeps it: pairs instead of the
 /// backend answer's nested maps, which cost a tree node per user (tens of
 /// megabytes over a large offering).
@@ -53,15 +62,6 @@ impl From<ResourceUsage> for Usage {
         }
     }
 }
-
-use crate::backend::BackendHandle;
-use crate::clock::{Clock, Month};
-use crate::config::OfferingConfig;
-use crate::processors::step::StepError;
-use waldur_client::ids::Uuid;
-use waldur_client::ids::uuid_key;
-use waldur_client::types::{Resource, amount};
-use waldur_client::{WaldurClient, WaldurError};
 
 /// Resources per GetUsageReport call.
 const CHUNK: usize = 500;

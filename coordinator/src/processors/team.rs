@@ -10,11 +10,11 @@ use waldur_client::ids::uuid_key;
 use waldur_client::types::{OfferingUser, TeamMember, offering_user_state};
 
 /// Offering users that have an account, by normalised Waldur user UUID.
-pub type Usable = HashMap<String, Account>;
+pub type Usable = HashMap<String, UsableUser>;
 
 /// What a team member's offering user contributes to a backend `User`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Account {
+pub struct UsableUser {
     /// The offering username.
     pub username: String,
     /// The exposed attributes ([`user_attributes`]), as pairs: a map per
@@ -37,7 +37,7 @@ pub fn usable_offering_users(users: Vec<OfferingUser>, exposed: &[String]) -> Us
                 && u.username.as_deref().is_some_and(|n| !n.is_empty())
         })
         .map(|u| {
-            let account = Account {
+            let account = UsableUser {
                 attributes: user_attributes(&u, exposed).into_iter().collect(),
                 username: u.username.unwrap_or_default(),
             };

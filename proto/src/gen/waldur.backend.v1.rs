@@ -761,14 +761,14 @@ pub struct ResourceUsers {
     /// Members, sorted. This field is OPTIONAL; empty means no members.
     #[prost(string, repeated, tag = "2")]
     pub usernames: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
-    /// With RESOURCE_VIEW_FULL: the resource, with the same users, as
-    /// GetResource answers it. This field is OPTIONAL; absent means the backend
-    /// answered usernames only.
+    /// With RESOURCE_VIEW_FULL: the resource as GetResource answers it, with
+    /// `users` equal to `usernames` and no credentials. This field is OPTIONAL;
+    /// absent means the backend answered usernames only.
     #[prost(message, optional, tag = "3")]
     pub resource: ::core::option::Option<ResourceInfo>,
-    /// With RESOURCE_VIEW_FULL, when `resource` is set and the instance has
-    /// USER_LIMITS: the members with per-user limits, as GetUserLimits answers
-    /// them. This field is OPTIONAL; empty means none.
+    /// When `resource` is set and the instance has USER_LIMITS: the complete
+    /// GetUserLimits answer (empty: no member has per-user limits). Empty
+    /// without `resource`. This field is OPTIONAL.
     #[prost(message, repeated, tag = "4")]
     pub user_limits: ::prost::alloc::vec::Vec<UserLimits>,
 }

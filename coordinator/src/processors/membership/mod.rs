@@ -194,11 +194,11 @@ struct Cycle {
     /// Resources per team key not planned yet: a project's team is dropped
     /// once its last resource is planned, so a cycle holds the teams of the
     /// resources in flight, not of the whole offering.
-    team_users_left: std::sync::Mutex<HashMap<String, usize>>,
+    team_resources_left: std::sync::Mutex<HashMap<String, usize>>,
     usernames_pending: usize,
     /// What the backend's bulk read gave, by backend id; taken out as each
     /// resource is planned. A resource absent here is read on its own.
-    listed: std::sync::Mutex<HashMap<String, ResourceDetails>>,
+    listed: std::sync::Mutex<BTreeMap<String, ResourceDetails>>,
 }
 
 impl Cycle {
@@ -530,10 +530,19 @@ impl MembershipProcessor {
         let page = self.offering.membership.page_size.max(1);
         for start in (0..resources.len()).step_by(page) {
             let end = (start + page).min(resources.len());
+            // Generations before the read: a sync that changes a resource
+            // after it makes this page's answers stale, and its plan waits.
+            let generations: Vec<u64> = resources[start..end]
+                .iter()
+                .map(|r| self.generation(&r.backend_id))
+                .collect();
             self.read_listing(&resources[start..end], cycle).await;
+            let generations = &generations;
             let planned: Vec<ResourcePlan> = futures::stream::iter(start..end)
                 .map(|i| async move {
-                    let plan = self.plan_for(&resources[i], cycle).await;
+                    let plan = self
+                        .plan_for(&resources[i], cycle, generations[i - start])
+                        .await;
                     cycle.planned(&resources[i]).await;
                     plan
                 })
@@ -576,13 +585,18 @@ impl MembershipProcessor {
         }
         let ids: Vec<String> = resources.iter().map(|r| r.backend_id.clone()).collect();
         match self.backend.list_resource_details(&ids).await {
-            Ok(listing) => cycle
-                .listed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend(listing.details),
+            // This page's answers replace the last page's: one a resource
+            // never took (it failed before) is not kept all cycle.
+            Ok(listing) => {
+                *cycle.listed.lock().unwrap_or_else(|p| p.into_inner()) = listing.details;
+            }
             Err(e) => {
-                tracing::warn!(offering = %self.offering.name, resources = ids.len(), error = %e, "bulk read failed; reading these resources one by one");
+                cycle
+                    .listed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clear();
+                tracing::warn!(resources = ids.len(), error = %e, "ListResourceUsers failed; reading these resources one by one");
             }
         }
     }
@@ -669,9 +683,9 @@ impl MembershipProcessor {
                 accounts,
                 user_limits,
                 teams: Mutex::new(HashMap::new()),
-                team_users_left: std::sync::Mutex::new(HashMap::new()),
+                team_resources_left: std::sync::Mutex::new(HashMap::new()),
                 usernames_pending,
-                listed: std::sync::Mutex::new(HashMap::new()),
+                listed: std::sync::Mutex::new(BTreeMap::new()),
             },
             usernames,
         ))
@@ -683,7 +697,7 @@ impl MembershipProcessor {
         id: &Uuid,
         cycle: &Cycle,
     ) -> Result<Vec<TeamMember>, WaldurError> {
-        let key = team_key(r, &r.uuid);
+        let key = team_key(r);
         let cell = cycle.teams.lock().await.entry(key).or_default().clone();
         cell.get_or_try_init(|| self.waldur.resource_team(id))
             .await
@@ -694,9 +708,9 @@ impl MembershipProcessor {
 /// The key a resource's team is read and cached under: its project (one
 /// read per project); a resource without a project UUID gets its own read
 /// rather than another project's team.
-fn team_key(r: &Resource, id: &impl std::fmt::Display) -> String {
+fn team_key(r: &Resource) -> String {
     match uuid_key(&r.project_uuid) {
-        p if p.is_empty() => format!("resource {id}"),
+        p if p.is_empty() => format!("resource {}", r.uuid),
         p => p,
     }
 }
@@ -705,20 +719,20 @@ impl Cycle {
     /// Counts the resources each team is read for.
     fn expect_teams(&self, resources: &[Resource]) {
         let mut left = self
-            .team_users_left
+            .team_resources_left
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         for r in resources {
-            *left.entry(team_key(r, &r.uuid)).or_insert(0) += 1;
+            *left.entry(team_key(r)).or_insert(0) += 1;
         }
     }
 
     /// One resource was planned: its team goes once no other needs it.
     async fn planned(&self, r: &Resource) {
-        let key = team_key(r, &r.uuid);
+        let key = team_key(r);
         let done = {
             let mut left = self
-                .team_users_left
+                .team_resources_left
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             match left.get_mut(&key) {

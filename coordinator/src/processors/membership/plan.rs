@@ -70,10 +70,13 @@ pub struct ResourcePlan {
     pub(super) new_users: Vec<User>,
     #[serde(skip)]
     pub(super) existing_users: Vec<User>,
+    /// The team as backend users; kept only for membership statuses.
     #[serde(skip)]
     pub(super) wanted: Vec<User>,
     #[serde(skip)]
     pub(super) access_level: Option<AccessLevel>,
+    /// Waldur's and the backend's metadata; kept only when applying may
+    /// write it (it differs, or the access level changes).
     #[serde(skip)]
     pub(super) metadata: Option<(Map<String, Value>, Map<String, Value>)>,
     #[serde(skip)]
@@ -98,12 +101,19 @@ impl ResourcePlan {
 
 impl MembershipProcessor {
     /// The plan of one resource; a failure is part of the plan.
-    pub(super) async fn plan_for(&self, r: &Resource, cycle: &Cycle) -> ResourcePlan {
+    /// `generation` is the resource's sync generation when its backend
+    /// state was read.
+    pub(super) async fn plan_for(
+        &self,
+        r: &Resource,
+        cycle: &Cycle,
+        generation: u64,
+    ) -> ResourcePlan {
         let mut plan = ResourcePlan {
             resource: r.uuid.clone(),
             backend_id: r.backend_id.clone(),
             erred_in_waldur: r.state == "Erred",
-            generation: self.generation(&r.backend_id),
+            generation,
             ..Default::default()
         };
         match self.plan_one(r, cycle, &mut plan).await {

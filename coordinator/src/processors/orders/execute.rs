@@ -335,7 +335,7 @@ impl OrderProcessor {
         &self,
         plan: &str,
         cache: &CycleCache,
-    ) -> Result<BTreeMap<String, i64>, StepError> {
+    ) -> Result<super::Quotas, StepError> {
         let cell = cache
             .plans
             .lock()

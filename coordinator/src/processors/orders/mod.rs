@@ -142,7 +142,7 @@ struct CycleCache {
 }
 
 /// A plan's quotas by component.
-type Quotas = BTreeMap<String, i64>;
+pub(super) type Quotas = BTreeMap<String, i64>;
 
 impl OrderProcessor {
     /// A processor for one offering.

@@ -239,8 +239,11 @@ pub(super) async fn the_full_listing_agrees_with_get_resource(ctx: &mut Ctx) -> 
             listed.users, entry.usernames
         ),
     )?;
-    // Credentials are delivered once, at creation; the rest must match.
-    listed.credentials.clear();
+    // Secrets are never sent in bulk; the rest must match GetResource.
+    ensure(
+        listed.credentials.is_empty(),
+        "the full listing carries credentials",
+    )?;
     got.credentials.clear();
     ensure(
         listed == got,
