@@ -233,3 +233,70 @@ async fn membership_statuses_are_reported_when_the_offering_asks_and_only_on_cha
             .any(|c| c.route.ends_with("set_membership_sync_statuses/"))
     );
 }
+
+/// The final members of each resource and the sync's counts, for random
+/// teams and backend members, with or without the backend's bulk read.
+async fn sync_outcome(
+    bulk_reads: bool,
+    team: &[bool],
+    on_backend: &[Vec<bool>],
+) -> (Vec<Vec<String>>, usize, usize) {
+    const POOL: [&str; 6] = ["ann", "ben", "cat", "dan", "eve", "zed"];
+    let w = World::start(Options {
+        settings: waldur_backend_example::ExampleSettings {
+            bulk_reads,
+            ..Default::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let mut ids = Vec::new();
+    for r in 0..on_backend.len() {
+        ids.push(w.provisioned(&format!("prop{r}")).await.1);
+    }
+    // "zed" (the last) never has an account in Waldur.
+    for (name, _) in POOL.iter().zip(team).filter(|(_, on)| **on) {
+        join(&w, name);
+    }
+    for (id, chosen) in ids.iter().zip(on_backend) {
+        let current = w.backend.get_resource(id).await.unwrap().users;
+        w.backend.remove_users(id, current).await.unwrap();
+        let users: Vec<waldur_backend_sdk::types::User> = POOL
+            .iter()
+            .zip(chosen)
+            .filter(|(_, on)| **on)
+            .map(|(n, _)| waldur_backend_sdk::types::User::named(*n))
+            .collect();
+        if !users.is_empty() {
+            w.backend.add_users(id, users, None).await.unwrap();
+        }
+    }
+    let s = w.membership().await;
+    let mut after = Vec::new();
+    for id in &ids {
+        after.push(members(&w, id).await);
+    }
+    (after, s.users_added, s.users_removed)
+}
+
+#[test]
+fn membership_from_the_bulk_read_makes_the_same_changes_as_reading_each_resource() {
+    use proptest::prelude::*;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 8,
+        ..ProptestConfig::default()
+    });
+    let strategy = (
+        proptest::collection::vec(any::<bool>(), 5),
+        proptest::collection::vec(proptest::collection::vec(any::<bool>(), 6), 1..4),
+    );
+    runner
+        .run(&strategy, |(team, members)| {
+            let bulk = rt.block_on(sync_outcome(true, &team, &members));
+            let each = rt.block_on(sync_outcome(false, &team, &members));
+            prop_assert_eq!(bulk, each);
+            Ok(())
+        })
+        .unwrap();
+}

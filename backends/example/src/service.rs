@@ -367,6 +367,9 @@ impl Backend for ExampleBackend {
 
     async fn list_resource_details(&self, backend_ids: &[String]) -> BackendResult<ResourceUsers> {
         let mut out = self.list_resource_users(backend_ids).await?;
+        if !self.settings.bulk_reads {
+            return Ok(out);
+        }
         let st = self.lock();
         for id in out.found.keys() {
             if let Some(r) = st.resources.get(id) {

@@ -28,6 +28,10 @@ pub struct ExampleSettings {
     /// A demo or test setup: the backend server does not warn that nothing
     /// this backend does reaches a cluster.
     pub demo: bool,
+    /// Answer ListResourceUsers' full view from the same read (false:
+    /// members only, as a backend without bulk reads; the coordinator then
+    /// reads each resource on its own).
+    pub bulk_reads: bool,
 }
 
 impl Default for ExampleSettings {
@@ -42,6 +46,7 @@ impl Default for ExampleSettings {
             components: None,
             unmanaged: Vec::new(),
             demo: false,
+            bulk_reads: true,
         }
     }
 }
