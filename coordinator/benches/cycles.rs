@@ -16,8 +16,6 @@ use std::time::Instant;
 
 use common::Bench;
 use waldur_backend_example::{ExampleBackend, ExampleSettings};
-use waldur_backend_sdk::Backend;
-use waldur_backend_sdk::types::{CreateResource, ResourceContext, User};
 use waldur_coordinator::config::Config;
 use waldur_coordinator::runtime::Coordinator;
 use waldur_coordinator::secret::MapEnv;
@@ -43,27 +41,7 @@ async fn run(resources: usize) {
     });
     let bench = Bench::start(Arc::new(backend.clone()), &[]).await;
     let sim = &bench.sim;
-    let uuids = sim.seed_bulk(&bench.scenario.offering_uuid, resources, USERS);
-    for (i, uuid) in uuids.iter().enumerate() {
-        backend
-            .create_resource(CreateResource {
-                backend_id: format!("bulk_{i}"),
-                resource: ResourceContext {
-                    resource_uuid: uuid.clone(),
-                    name: format!("bulk-{i}"),
-                    ..Default::default()
-                },
-                users: (0..USERS)
-                    .map(|j| User {
-                        role: "PROJECT.MEMBER".into(),
-                        ..User::named(format!("u{i}x{j}"))
-                    })
-                    .collect(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-    }
+    bench.seed_allocations(&backend, resources, USERS).await;
     let config = bench.config(
         "    tasks: {orders: false, report: true, membership: true}\n    backends: {report: hpc, membership: hpc}\n    reporting: {periods: 1, concurrency: 32}\n    membership: {concurrency: 32}",
     );

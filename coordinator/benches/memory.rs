@@ -18,8 +18,6 @@ use std::time::{Duration, Instant};
 
 use common::Bench;
 use waldur_backend_example::{ExampleBackend, ExampleSettings};
-use waldur_backend_sdk::Backend;
-use waldur_backend_sdk::types::{CreateResource, ResourceContext, User};
 
 const USERS: usize = 5;
 
@@ -38,29 +36,7 @@ async fn run(resources: usize) {
         ..ExampleSettings::default()
     });
     let bench = Bench::start(Arc::new(backend.clone()), &[]).await;
-    let uuids = bench
-        .sim
-        .seed_bulk(&bench.scenario.offering_uuid, resources, USERS);
-    for (i, uuid) in uuids.iter().enumerate() {
-        backend
-            .create_resource(CreateResource {
-                backend_id: format!("bulk_{i}"),
-                resource: ResourceContext {
-                    resource_uuid: uuid.clone(),
-                    name: format!("bulk-{i}"),
-                    ..Default::default()
-                },
-                users: (0..USERS)
-                    .map(|j| User {
-                        role: "PROJECT.MEMBER".into(),
-                        ..User::named(format!("u{i}x{j}"))
-                    })
-                    .collect(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-    }
+    bench.seed_allocations(&backend, resources, USERS).await;
     let only = std::env::var("ONLY").unwrap_or_default();
     let config = bench.config(
         "    tasks: {orders: false, report: REPORT, membership: MEMBERSHIP}\n    backends: {report: hpc, membership: hpc}\n    reporting: {periods: 1, concurrency: 32}\n    membership: {concurrency: 32}",

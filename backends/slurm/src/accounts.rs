@@ -46,6 +46,16 @@ pub(crate) struct Assoc {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Rows(pub Vec<Assoc>);
 
+impl Assoc {
+    /// `GrpTRESMins` as whole backend values by TRES.
+    pub fn grp_limits(&self) -> BTreeMap<String, i64> {
+        crate::parse::tres(&self.grp_tres_mins)
+            .into_iter()
+            .map(|(k, v)| (k.clone(), crate::parse::limit_value(&k, &v) as i64))
+            .collect()
+    }
+}
+
 impl Rows {
     /// The account's own row.
     pub fn account(&self, name: &str) -> Option<&Assoc> {

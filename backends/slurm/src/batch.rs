@@ -40,7 +40,7 @@ use std::io::Write;
 use waldur_backend_sdk::types::*;
 use waldur_backend_sdk::{BackendError, BackendResult};
 
-use crate::accounts::{Ownership, Rows, marked};
+use crate::accounts::{Assoc, Ownership, Rows, marked};
 use crate::limits::join_tres;
 use crate::settings::DefaultAccountPolicy;
 use crate::{SlurmBackend, args, names};
@@ -352,12 +352,7 @@ impl SlurmBackend {
     fn made_as_asked(&self, rows: &Rows, job: &NewAllocation) -> bool {
         let limits: BTreeMap<String, i64> = rows
             .account(&job.alloc)
-            .map(|row| {
-                crate::parse::tres(&row.grp_tres_mins)
-                    .into_iter()
-                    .map(|(k, v)| (k.clone(), crate::parse::limit_value(&k, &v) as i64))
-                    .collect()
-            })
+            .map(Assoc::grp_limits)
             .unwrap_or_default();
         let project_placed = rows
             .account(&job.project)

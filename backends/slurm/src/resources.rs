@@ -104,10 +104,7 @@ impl SlurmBackend {
                     }
                 }
                 // Same resource: bring the limits to the requested state.
-                let current: BTreeMap<String, i64> = crate::parse::tres(&row.grp_tres_mins)
-                    .into_iter()
-                    .map(|(k, v)| (k.clone(), crate::parse::limit_value(&k, &v) as i64))
-                    .collect();
+                let current = row.grp_limits();
                 if !limits.is_empty() && limits.iter().any(|(k, v)| current.get(k) != Some(v)) {
                     self.slurm
                         .sacctmgr_write(args![

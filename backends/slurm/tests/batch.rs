@@ -30,13 +30,16 @@ fn backend() -> SlurmBackend {
     .unwrap()
 }
 
-/// Unique per run, so accounts of earlier runs never meet this one's.
+/// Unique per test and run, so accounts of earlier runs, or of the tests
+/// running beside this one, never meet this one's.
 fn run() -> String {
-    let nanos = std::time::SystemTime::now()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let test = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_nanos();
-    format!("{:x}", (nanos / 1_000) % 0xffffff)
+        .as_secs();
+    format!("{:x}{test}", secs % 0xfffff)
 }
 
 struct Want {
@@ -68,6 +71,12 @@ fn request(w: &Want, uuid: usize) -> CreateResource {
 
 async fn all_at_once(b: &SlurmBackend, reqs: Vec<CreateResource>) -> Vec<BackendResult<Created>> {
     futures::future::join_all(reqs.into_iter().map(|r| b.create_resource(r))).await
+}
+
+/// Every planned create at once, resource UUIDs 1, 2, ...
+async fn create_all(b: &SlurmBackend, wants: &[Want]) -> Vec<BackendResult<Created>> {
+    let reqs = wants.iter().enumerate().map(|(i, w)| request(w, i + 1));
+    all_at_once(b, reqs.collect()).await
 }
 
 async fn cleanup(b: &SlurmBackend, ids: &[String]) {
@@ -114,15 +123,7 @@ async fn creates_arriving_together_each_end_with_their_own_parent_limits_and_mem
     let run = run();
     let wants = plan(&run);
     let before = b.spawned();
-    let results = all_at_once(
-        &b,
-        wants
-            .iter()
-            .enumerate()
-            .map(|(i, w)| request(w, i + 1))
-            .collect(),
-    )
-    .await;
+    let results = create_all(&b, &wants).await;
     let spawned = b.spawned() - before;
     let ids: Vec<String> = wants.iter().map(|w| w.id.clone()).collect();
     for (w, r) in wants.iter().zip(&results) {
@@ -164,15 +165,7 @@ async fn an_account_another_resource_owns_fails_only_its_own_create_in_a_batch()
     // The third id already belongs to another Waldur resource.
     let taken = request(&wants[2], 0xdead);
     b.create_resource(taken).await.unwrap();
-    let results = all_at_once(
-        &b,
-        wants
-            .iter()
-            .enumerate()
-            .map(|(i, w)| request(w, i + 1))
-            .collect(),
-    )
-    .await;
+    let results = create_all(&b, &wants).await;
     for (i, (w, r)) in wants.iter().zip(&results).enumerate() {
         if i == 2 {
             let e = r.as_ref().unwrap_err();
@@ -215,15 +208,7 @@ async fn a_batch_interrupted_after_its_accounts_were_loaded_is_completed_by_the_
         r.unwrap();
     }
     // The coordinator re-issues every create.
-    let results = all_at_once(
-        &b,
-        wants
-            .iter()
-            .enumerate()
-            .map(|(i, w)| request(w, i + 1))
-            .collect(),
-    )
-    .await;
+    let results = create_all(&b, &wants).await;
     let listing = b
         .list_resource_users(&wants.iter().map(|w| w.id.clone()).collect::<Vec<_>>())
         .await
@@ -239,15 +224,7 @@ async fn a_batch_interrupted_after_its_accounts_were_loaded_is_completed_by_the_
         assert_eq!(info.limits.get("cpu"), Some(&w.cpu));
     }
     // Re-issued once more, nothing changes.
-    let again = all_at_once(
-        &b,
-        wants
-            .iter()
-            .enumerate()
-            .map(|(i, w)| request(w, i + 1))
-            .collect(),
-    )
-    .await;
+    let again = create_all(&b, &wants).await;
     for r in again {
         let created = r.unwrap();
         assert!(

@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use waldur_backend_sdk::types::{CreateResource, ResourceContext, User};
 use waldur_backend_sdk::{Backend, Bound, Registry};
 use waldur_runtime::pki::{self, Usage, Validity};
 use waldur_sim::{Scenario, Sim};
@@ -64,6 +65,35 @@ impl Bench {
             scenario,
             port,
             server,
+        }
+    }
+
+    /// Seeds `resources` OK resources in waldur-sim (`seed_bulk`: each in its
+    /// own project with `users` members) and the same allocations, with
+    /// the same members, on `backend`.
+    pub async fn seed_allocations(&self, backend: &dyn Backend, resources: usize, users: usize) {
+        let uuids = self
+            .sim
+            .seed_bulk(&self.scenario.offering_uuid, resources, users);
+        for (i, uuid) in uuids.iter().enumerate() {
+            backend
+                .create_resource(CreateResource {
+                    backend_id: format!("bulk_{i}"),
+                    resource: ResourceContext {
+                        resource_uuid: uuid.clone(),
+                        name: format!("bulk-{i}"),
+                        ..Default::default()
+                    },
+                    users: (0..users)
+                        .map(|j| User {
+                            role: "PROJECT.MEMBER".into(),
+                            ..User::named(format!("u{i}x{j}"))
+                        })
+                        .collect(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
         }
     }
 
