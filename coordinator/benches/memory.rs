@@ -7,6 +7,8 @@
 //! cargo bench -p waldur-coordinator --bench memory [-- 1000 10000]
 //!
 //! `ONLY=report` or `ONLY=membership` runs that task alone.
+//! `WRAP="heaptrack -o /tmp/coordinator"` runs the coordinator under that
+//! command, to see where the memory goes (the figure is then the wrapper's).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark's input is its own
 
@@ -46,7 +48,18 @@ async fn run(resources: usize) {
     let path = bench.dir.path().join("coordinator.yaml");
     std::fs::write(&path, config).unwrap();
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_waldur-coordinator"))
+    let binary = env!("CARGO_BIN_EXE_waldur-coordinator");
+    let wrap = std::env::var("WRAP").unwrap_or_default();
+    let mut words = wrap.split_whitespace();
+    let mut command = match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(binary);
+            c
+        }
+        None => Command::new(binary),
+    };
+    let mut child = command
         .args(["run", "--once", "--config"])
         .arg(&path)
         .env("T", "bench-token")

@@ -6,6 +6,8 @@
 //! processes per step; asserts nothing (see BENCHMARKS.md).
 //!
 //! cargo bench -p waldur-coordinator --bench slurm_scale [-- 1000]
+//!
+//! `ORDER_CONCURRENCY=256` puts that many orders in flight (default 64).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark's input is its own
 
@@ -111,10 +113,16 @@ async fn main() {
     }
     // Creates wait for their batch: the channel must carry more calls
     // than the orders in flight, or the cheap calls queue behind them.
+    // ORDER_CONCURRENCY sets how many orders are in flight (64 unless set).
+    let in_flight: usize = std::env::var("ORDER_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
     let config = bench.config(
-        "    tasks: {orders: true, report: true, membership: true}\n    backends: {orders: hpc, report: hpc, membership: hpc}\n    order_concurrency: 64\n    reporting: {periods: 1, concurrency: 32}\n    membership: {concurrency: 32}",
+        "    tasks: {orders: true, report: true, membership: true}\n    backends: {orders: hpc, report: hpc, membership: hpc}\n    order_concurrency: IN_FLIGHT\n    reporting: {periods: 1, concurrency: 32}\n    membership: {concurrency: 32}",
     )
-    .replace("    instance: hpc\n", "    instance: hpc\n    max_concurrency: 256\n");
+    .replace("IN_FLIGHT", &in_flight.to_string())
+    .replace("    instance: hpc\n", &format!("    instance: hpc\n    max_concurrency: {}\n", 4 * in_flight.max(64)));
     let env = MapEnv::from([("T", "bench-token")]);
     let config = Config::parse(&config, Path::new("bench.yaml"), &env).unwrap();
     let coordinator = Coordinator::build(&config, &env).unwrap();

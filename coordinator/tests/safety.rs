@@ -125,6 +125,56 @@ async fn a_shrunken_offering_user_list_trips_the_breaker_and_nothing_is_removed(
 }
 
 #[tokio::test]
+async fn when_the_breaker_trips_resources_with_only_additions_are_synced_and_the_rest_keep_their_members()
+ {
+    // Pages of one resource: each page's plans are applied as it is made,
+    // before the breaker has seen the whole cycle.
+    let w = World::start(Options {
+        extra_offering_config: "    safety: {max_destructive: 2, max_destructive_percent: 10}\n    membership: {page_size: 1}\n",
+        ..Options::default()
+    })
+    .await;
+    let mut ids = Vec::new();
+    for name in ["one", "two", "three"] {
+        ids.push(w.provisioned(name).await.1);
+    }
+    // Two allocations gain members Waldur does not know (four removals,
+    // over both limits); the third has none.
+    for id in &ids[..2] {
+        w.backend
+            .add_users(
+                id,
+                vec![
+                    waldur_backend_api::types::User::named("mallory"),
+                    waldur_backend_api::types::User::named("trudy"),
+                ],
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    let dave = w.sim.add_user("dave", "dave@example.org");
+    w.sim
+        .grant_role(&w.scenario.project_uuid, &dave, "PROJECT.MEMBER");
+    w.sim
+        .add_offering_user(&w.scenario.offering_uuid, &dave, "OK", Some("dave"));
+
+    let s = w.membership().await;
+    let trip = s.breaker.clone().expect("the breaker trips");
+    assert_eq!(trip.count, 4, "{trip:?}");
+    assert_eq!(s.users_removed, 0, "{s:?}");
+    assert_eq!(s.users_added, 3, "{s:?}");
+    assert_eq!(s.withheld.len(), 2, "{s:?}");
+    for id in &ids[..2] {
+        assert_eq!(
+            members(&w, id).await,
+            vec!["alice", "bob", "dave", "mallory", "trudy"]
+        );
+    }
+    assert_eq!(members(&w, &ids[2]).await, vec!["alice", "bob", "dave"]);
+}
+
+#[tokio::test]
 async fn the_plan_changes_nothing() {
     let w = World::start(Options {
         settings: waldur_backend_example::ExampleSettings {

@@ -36,7 +36,7 @@ use crate::config::OfferingConfig;
 use crate::processors::step::StepError;
 use waldur_client::ids::Uuid;
 use waldur_client::ids::uuid_key;
-use waldur_client::types::{Resource, amount};
+use waldur_client::types::amount;
 use waldur_client::{WaldurClient, WaldurError};
 
 /// A resource's usage as the report keeps it: pairs instead of the
@@ -67,7 +67,53 @@ impl From<ResourceUsage> for Usage {
 const CHUNK: usize = 500;
 
 /// Fields of the resource listing the report needs.
-const RESOURCE_FIELDS: [&str; 5] = ["uuid", "name", "backend_id", "state", "project_uuid"];
+const RESOURCE_FIELDS: [&str; 2] = ["uuid", "backend_id"];
+
+/// What the report keeps of a resource for the whole cycle.
+#[derive(Debug)]
+struct Reported {
+    uuid: Box<str>,
+    backend_id: Box<str>,
+}
+
+impl Reported {
+    fn id(&self) -> Result<Uuid, waldur_client::ids::InvalidUuid> {
+        Uuid::parse("resource.uuid", &self.uuid)
+    }
+}
+
+/// Offering username → offering user URL, for `set_user_usages`. The URLs
+/// of one Waldur share everything up to the offering user's UUID, so that
+/// part is kept once: tens of thousands of full URLs would be megabytes.
+#[derive(Debug, Default)]
+struct UserUrls {
+    prefix: String,
+    by_name: HashMap<Box<str>, Box<str>>,
+}
+
+impl UserUrls {
+    fn insert(&mut self, username: &str, url: &str) {
+        if self.prefix.is_empty()
+            && let Some(at) = url.rfind("marketplace-offering-users/")
+        {
+            self.prefix = url[..at + "marketplace-offering-users/".len()].to_owned();
+        }
+        // A URL of another shape is kept whole, behind a NUL no URL has.
+        let tail = match url.strip_prefix(self.prefix.as_str()) {
+            Some(t) if !self.prefix.is_empty() => t.to_owned(),
+            _ => format!("\0{url}"),
+        };
+        self.by_name.insert(username.into(), tail.into_boxed_str());
+    }
+
+    fn get(&self, username: &str) -> Option<String> {
+        let tail = self.by_name.get(username)?;
+        Some(match tail.strip_prefix('\0') {
+            Some(whole) => whole.to_owned(),
+            None => format!("{}{tail}", self.prefix),
+        })
+    }
+}
 
 /// What one cycle did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -125,7 +171,7 @@ struct PeriodContext<'a> {
     date: String,
     components: &'a BTreeSet<String>,
     decreasing_ok: bool,
-    user_urls: &'a HashMap<String, String>,
+    user_urls: &'a UserUrls,
     /// Decide, but write nothing (`waldur-coordinator plan`).
     dry_run: bool,
 }
@@ -189,13 +235,20 @@ impl ReportProcessor {
             .iter()
             .map(|c| c.component_type.clone())
             .collect();
-        let resources: Vec<Resource> = self
-            .waldur
-            .resources(offering_uuid, &["OK", "Erred"], &RESOURCE_FIELDS)
-            .await?
-            .into_iter()
-            .filter(|r| !r.backend_id.is_empty())
-            .collect();
+        let mut resources: Vec<Reported> = Vec::new();
+        self.waldur
+            .resource_pages(offering_uuid, &["OK", "Erred"], &RESOURCE_FIELDS, |page| {
+                resources.extend(
+                    page.into_iter()
+                        .filter(|r| !r.backend_id.is_empty())
+                        .map(|r| Reported {
+                            uuid: r.uuid.into_boxed_str(),
+                            backend_id: r.backend_id.into_boxed_str(),
+                        }),
+                )
+            })
+            .await?;
+        resources.shrink_to_fit();
         let mut summary = ReportSummary {
             resources: resources.len(),
             ..Default::default()
@@ -205,7 +258,7 @@ impl ReportProcessor {
         }
         let decreasing_ok = self.backend.has(Capability::DecreasingUsage).await?;
         let historical = self.backend.has(Capability::HistoricalUsage).await?;
-        let ids: Vec<String> = resources.iter().map(|r| r.backend_id.clone()).collect();
+        let ids: Vec<String> = resources.iter().map(|r| r.backend_id.to_string()).collect();
         let user_urls = self.user_urls().await;
 
         let start = Month::of(self.clock.now(), &self.tz);
@@ -242,24 +295,26 @@ impl ReportProcessor {
     }
 
     /// Offering username → offering user URL, for `set_user_usages`.
-    async fn user_urls(&self) -> HashMap<String, String> {
+    async fn user_urls(&self) -> UserUrls {
         // A page at a time: the whole offering's users are not held.
-        let mut urls = HashMap::new();
+        let mut urls = UserUrls::default();
         match self
             .waldur
             .offering_user_pages(&self.offering.offering_uuid, |page| {
-                urls.extend(
-                    page.into_iter()
-                        .filter_map(|u| Some((u.username.filter(|n| !n.is_empty())?, u.url)))
-                        .filter(|(_, url)| !url.is_empty()),
-                )
+                for u in page {
+                    if let Some(name) = u.username.as_deref().filter(|n| !n.is_empty())
+                        && !u.url.is_empty()
+                    {
+                        urls.insert(name, &u.url);
+                    }
+                }
             })
             .await
         {
             Ok(()) => urls,
             Err(e) => {
                 tracing::warn!(error = %e, "offering users unavailable; per-user usage is sent without user links");
-                HashMap::new()
+                UserUrls::default()
             }
         }
     }
@@ -324,7 +379,7 @@ impl ReportProcessor {
     async fn report_period(
         &self,
         ctx: &PeriodContext<'_>,
-        resources: &[Resource],
+        resources: &[Reported],
         mut usage: HashMap<String, Usage>,
         summary: &mut ReportSummary,
     ) -> Result<(), WaldurError> {
@@ -333,9 +388,9 @@ impl ReportProcessor {
         let limit = self.offering.reporting.concurrency.max(1);
 
         // Totals.
-        let mut work: Vec<(&Resource, Usage)> = Vec::with_capacity(resources.len());
+        let mut work: Vec<(&Reported, Usage)> = Vec::with_capacity(resources.len());
         for r in resources {
-            match usage.remove(&r.backend_id) {
+            match usage.remove(&*r.backend_id) {
                 Some(u) => work.push((r, u)),
                 // The backend has no such resource: the current month is
                 // reported as zero (as the original), a past one is skipped.
@@ -380,7 +435,7 @@ impl ReportProcessor {
                 }
                 Ok(TotalOutcome::Unchanged) => summary.totals_unchanged += 1,
                 Ok(TotalOutcome::Planned(usages)) => summary.planned.push((
-                    r.uuid.clone(),
+                    r.uuid.to_string(),
                     ctx.month.to_string(),
                     usages.into_iter().collect(),
                 )),
@@ -390,7 +445,7 @@ impl ReportProcessor {
                         tracing::error!(resource = %r.uuid, backend_id = %r.backend_id, component = %k, old, new, period = %period, "usage went down; refusing to overwrite billing data (advertise DECREASING_USAGE if this component may shrink)");
                         summary
                             .decreases_refused
-                            .push((r.uuid.clone(), k, old, new));
+                            .push((r.uuid.to_string(), k, old, new));
                     }
                 }
                 Ok(TotalOutcome::Skipped) => {}
@@ -445,7 +500,7 @@ impl ReportProcessor {
     async fn write_total(
         &self,
         ctx: &PeriodContext<'_>,
-        r: &Resource,
+        r: &Reported,
         u: &Usage,
         ex: &Existing,
     ) -> Result<TotalOutcome, WaldurError> {
@@ -587,7 +642,7 @@ fn user_batches(
                 let mut item =
                     json!({"username": username, "usage": format!("{v:.2}"), "date": ctx.date});
                 if let Some(url) = ctx.user_urls.get(username) {
-                    item["user"] = Value::String(url.clone());
+                    item["user"] = Value::String(url);
                 }
                 Some(item)
             })
@@ -602,6 +657,26 @@ fn user_batches(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_urls_come_back_whole_whatever_their_shape() {
+        let mut urls = UserUrls::default();
+        let a = "https://waldur.example/api/marketplace-offering-users/0a1b/";
+        let b = "https://waldur.example/api/marketplace-offering-users/0c2d/";
+        let other = "https://elsewhere.example/users/7/";
+        urls.insert("ada", a);
+        urls.insert("bob", b);
+        urls.insert("cy", other);
+        assert_eq!(urls.get("ada").as_deref(), Some(a));
+        assert_eq!(urls.get("bob").as_deref(), Some(b));
+        assert_eq!(urls.get("cy").as_deref(), Some(other));
+        assert_eq!(urls.get("dee"), None);
+        let mut first_odd = UserUrls::default();
+        first_odd.insert("cy", other);
+        first_odd.insert("ada", a);
+        assert_eq!(first_odd.get("cy").as_deref(), Some(other));
+        assert_eq!(first_odd.get("ada").as_deref(), Some(a));
+    }
 
     fn existing(entries: &[(&str, &[f64])]) -> Existing {
         let mut ex = Existing::default();

@@ -9,41 +9,126 @@ use waldur_backend_api::types::User;
 use waldur_client::ids::uuid_key;
 use waldur_client::types::{OfferingUser, TeamMember, offering_user_state};
 
-/// Offering users that have an account, by normalised Waldur user UUID.
-pub type Usable = HashMap<String, UsableUser>;
+/// Offering users that have an account, by Waldur user UUID: what each
+/// contributes to a backend `User`. An index over a large offering holds
+/// tens of thousands of them, so an entry is its UUID as a number and one
+/// string packing the username and the attributes ([`pack`]): about a
+/// tenth of a map of strings per user.
+#[derive(Debug, Clone, Default)]
+pub struct Usable {
+    by_user: HashMap<u128, Box<str>>,
+}
 
 /// What a team member's offering user contributes to a backend `User`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UsableUser {
     /// The offering username.
     pub username: String,
-    /// The exposed attributes ([`user_attributes`]), as pairs: a map per
-    /// offering user costs a tree node each, tens of megabytes over a large
-    /// offering.
-    pub attributes: Vec<(String, String)>,
+    /// The exposed attributes ([`user_attributes`]).
+    pub attributes: BTreeMap<String, String>,
 }
 
-/// Offering users that have an account: state OK with a username, by
-/// normalised Waldur user UUID, with their `exposed` attributes. Built once
-/// per cycle: it indexes the whole offering, so it keeps of each offering
-/// user only what a backend `User` takes. A Waldur before 8.0 sends no state
-/// at all: there a username is what makes an account.
+impl Usable {
+    /// Adds (or replaces) the account of a Waldur user. A user UUID that is
+    /// not a UUID matches no team member and is not kept.
+    pub fn insert(
+        &mut self,
+        user_uuid: &str,
+        username: &str,
+        attributes: &BTreeMap<String, String>,
+    ) {
+        if let Some(key) = user_key(user_uuid) {
+            let fields = std::iter::once(username).chain(
+                attributes
+                    .iter()
+                    .flat_map(|(k, v)| [k.as_str(), v.as_str()]),
+            );
+            self.by_user.insert(key, pack(fields));
+        }
+    }
+
+    /// The account of a Waldur user, by UUID in any spelling.
+    pub fn get(&self, user_uuid: &str) -> Option<UsableUser> {
+        let packed = self.by_user.get(&user_key(user_uuid)?)?;
+        let mut fields = unpack(packed);
+        let username = fields.next()?.to_owned();
+        let mut attributes = BTreeMap::new();
+        while let (Some(k), Some(v)) = (fields.next(), fields.next()) {
+            attributes.insert(k.to_owned(), v.to_owned());
+        }
+        Some(UsableUser {
+            username,
+            attributes,
+        })
+    }
+
+    /// Accounts indexed.
+    pub fn len(&self) -> usize {
+        self.by_user.len()
+    }
+
+    /// No account indexed.
+    pub fn is_empty(&self) -> bool {
+        self.by_user.is_empty()
+    }
+
+    /// Takes in another index's accounts.
+    pub fn extend(&mut self, other: Usable) {
+        self.by_user.extend(other.by_user);
+    }
+}
+
+/// A user UUID as a number: 32 hex digits, with or without dashes.
+fn user_key(uuid: &str) -> Option<u128> {
+    let key = uuid_key(uuid);
+    if key.len() != 32 {
+        return None;
+    }
+    u128::from_str_radix(&key, 16).ok()
+}
+
+/// Fields in one string, each as its length in bytes, `:`, then itself, so
+/// any content survives (a separator character could occur in a name).
+fn pack<'a>(fields: impl Iterator<Item = &'a str>) -> Box<str> {
+    let mut out = String::new();
+    for f in fields {
+        out.push_str(&f.len().to_string());
+        out.push(':');
+        out.push_str(f);
+    }
+    out.into_boxed_str()
+}
+
+/// The fields [`pack`] joined; stops at anything it did not write.
+fn unpack(packed: &str) -> impl Iterator<Item = &str> {
+    let mut rest = packed;
+    std::iter::from_fn(move || {
+        let (len, tail) = rest.split_once(':')?;
+        let field = tail.get(..len.parse::<usize>().ok()?)?;
+        rest = &tail[field.len()..];
+        Some(field)
+    })
+}
+
+/// The offering users with an account (state OK with a username, not
+/// restricted), indexed. Built once per cycle: it indexes the whole
+/// offering, so it keeps of each offering user only what a backend `User`
+/// takes. A Waldur before 8.0 sends no state at all: there a username is
+/// what makes an account.
 pub fn usable_offering_users(users: Vec<OfferingUser>, exposed: &[String]) -> Usable {
-    users
-        .into_iter()
-        .filter(|u| {
-            (u.state == offering_user_state::OK || u.state.is_empty())
-                && !u.is_restricted
-                && u.username.as_deref().is_some_and(|n| !n.is_empty())
-        })
-        .map(|u| {
-            let account = UsableUser {
-                attributes: user_attributes(&u, exposed).into_iter().collect(),
-                username: u.username.unwrap_or_default(),
-            };
-            (uuid_key(&u.user_uuid), account)
-        })
-        .collect()
+    let mut usable = Usable::default();
+    for u in users.iter().filter(|u| {
+        (u.state == offering_user_state::OK || u.state.is_empty())
+            && !u.is_restricted
+            && u.username.as_deref().is_some_and(|n| !n.is_empty())
+    }) {
+        usable.insert(
+            &u.user_uuid,
+            u.username.as_deref().unwrap_or_default(),
+            &user_attributes(u, exposed),
+        );
+    }
+    usable
 }
 
 /// What a cycle keeps of an offering's users, built a page at a time: the
@@ -124,15 +209,15 @@ pub fn team_users(team: &[TeamMember], offering_users: &Usable) -> Vec<User> {
     let mut users: Vec<User> = team
         .iter()
         .filter_map(|m| {
-            let ou = offering_users.get(&uuid_key(&m.uuid))?;
+            let ou = offering_users.get(&m.uuid)?;
             Some(User {
-                username: ou.username.clone(),
+                username: ou.username,
                 user_uuid: m.uuid.clone(),
                 waldur_username: m.username.clone(),
                 email: m.email.clone().unwrap_or_default(),
                 full_name: m.full_name.clone(),
                 role: m.role.clone(),
-                attributes: ou.attributes.iter().cloned().collect(),
+                attributes: ou.attributes.into_iter().collect(),
             })
         })
         .collect();
@@ -144,6 +229,10 @@ pub fn team_users(team: &[TeamMember], offering_users: &Usable) -> Vec<User> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const A: &str = "0a1b2c3d-0000-4000-8000-00000000000a";
+    const B: &str = "0a1b2c3d-0000-4000-8000-00000000000b";
+    const C: &str = "0a1b2c3d-0000-4000-8000-00000000000c";
 
     fn ou(user: &str, username: Option<&str>, state: &str) -> OfferingUser {
         OfferingUser {
@@ -161,18 +250,19 @@ mod tests {
     #[test]
     fn only_ok_offering_users_with_a_username_are_usable() {
         let list = vec![
-            ou("a", Some("ada"), "OK"),
-            ou("b", None, "OK"),
-            ou("c", Some("cy"), "Creating"),
+            ou(A, Some("ada"), "OK"),
+            ou(B, None, "OK"),
+            ou(C, Some("cy"), "Creating"),
+            ou("not-a-uuid", Some("nemo"), "OK"),
         ];
         let usable = usable_offering_users(list, &[]);
         assert_eq!(usable.len(), 1);
-        assert!(usable.contains_key("a"));
+        assert_eq!(usable.get(A).map(|u| u.username).as_deref(), Some("ada"));
     }
 
     #[test]
     fn team_members_without_an_account_are_left_out_and_names_are_unique() {
-        let list = vec![ou("A-1", Some("ada"), "OK")];
+        let list = vec![ou(A, Some("ada"), "OK")];
         let usable = usable_offering_users(list, &["email".into()]);
         let member = |uuid: &str, role: &str| TeamMember {
             uuid: uuid.into(),
@@ -182,15 +272,31 @@ mod tests {
         };
         let users = team_users(
             &[
-                member("a1", "PROJECT.MEMBER"),
-                member("A-1", "PROJECT.MANAGER"),
-                member("b", "PROJECT.MEMBER"),
+                member(&A.replace('-', ""), "PROJECT.MEMBER"),
+                member(&A.to_uppercase(), "PROJECT.MANAGER"),
+                member(B, "PROJECT.MEMBER"),
             ],
             &usable,
         );
         assert_eq!(users.len(), 1);
         assert_eq!(users[0].username, "ada");
         assert_eq!(users[0].attributes["email"], "ada@example.org");
+    }
+
+    #[test]
+    fn packed_accounts_keep_any_characters() {
+        let mut usable = Usable::default();
+        let attributes = BTreeMap::from([
+            ("email".to_owned(), "a:1@x".to_owned()),
+            ("full_name".to_owned(), "Zoë 12:34 \u{1f}".to_owned()),
+            ("empty".to_owned(), String::new()),
+        ]);
+        usable.insert(A, "a:b", &attributes);
+        let got = usable.get(&A.replace('-', "").to_uppercase()).unwrap();
+        assert_eq!(got.username, "a:b");
+        assert_eq!(got.attributes, attributes);
+        assert!(usable.get(B).is_none());
+        assert!(usable.get("").is_none());
     }
 
     #[test]

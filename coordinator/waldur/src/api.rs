@@ -386,10 +386,25 @@ impl WaldurClient {
         states: &[&str],
         fields: &[&str],
     ) -> WaldurResult<Vec<Resource>> {
+        let mut out = Vec::new();
+        self.resource_pages(offering, states, fields, |page| out.extend(page))
+            .await?;
+        out.shrink_to_fit();
+        Ok(out)
+    }
+
+    /// The same list a page at a time, for a caller that keeps a digest.
+    pub async fn resource_pages(
+        &self,
+        offering: &Uuid,
+        states: &[&str],
+        fields: &[&str],
+        page_fn: impl FnMut(Vec<Resource>),
+    ) -> WaldurResult<()> {
         let mut query: Query = vec![("offering_uuid", offering.to_string())];
         query.extend(states.iter().map(|s| ("state", (*s).to_owned())));
         query.extend(fields.iter().map(|f| ("field", (*f).to_owned())));
-        self.list_all("marketplace-provider-resources/", query)
+        self.for_each_page("marketplace-provider-resources/", query, page_fn)
             .await
     }
 

@@ -561,6 +561,8 @@ impl WaldurClient {
         let mut out = Vec::new();
         self.for_each_page(path, query, |items| out.extend(items))
             .await?;
+        // A long list is kept for a whole cycle: not with a third spare.
+        out.shrink_to_fit();
         Ok(out)
     }
 

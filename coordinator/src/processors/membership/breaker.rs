@@ -99,20 +99,14 @@ pub(crate) struct Tally {
 }
 
 impl Tally {
-    /// What the plans would do.
-    pub fn of(plans: &[ResourcePlan]) -> Self {
-        let mut t = Self {
-            members: plans.iter().map(|p| p.members).sum(),
-            resources: plans.len(),
-            ..Self::default()
-        };
-        for p in plans {
-            t.changes[0] += p.remove.len();
-            t.changes[1] += usize::from(p.access_reduced);
-            t.changes[2] += p.user_limits.iter().filter(|c| c.lowered).count();
-            t.changes[3] += usize::from(p.error.is_some());
-        }
-        t
+    /// Counts one more plan.
+    pub fn add(&mut self, p: &ResourcePlan) {
+        self.members += p.members;
+        self.resources += 1;
+        self.changes[0] += p.remove.len();
+        self.changes[1] += usize::from(p.access_reduced);
+        self.changes[2] += p.user_limits.iter().filter(|c| c.lowered).count();
+        self.changes[3] += usize::from(p.error.is_some());
     }
 
     fn existing(&self, kind: Destructive) -> usize {
@@ -240,6 +234,15 @@ pub(crate) fn message(
 
 /// The prefix of every reason the breaker withholds a change for.
 pub(crate) const WITHHELD: &str = "withheld by the blast-radius breaker";
+
+/// Whether a plan holds anything the breaker counts (what [`withhold`]
+/// takes out). A plan that does not is applied whatever the verdict.
+pub(crate) fn weighs(plan: &ResourcePlan) -> bool {
+    !plan.remove.is_empty()
+        || plan.access_reduced
+        || plan.user_limits.iter().any(|c| c.lowered)
+        || plan.error.is_some()
+}
 
 /// Takes the destructive changes out of a plan, noting why.
 pub(crate) fn withhold(plan: &mut ResourcePlan, why: &str) {

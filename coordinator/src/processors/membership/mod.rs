@@ -28,6 +28,10 @@
 //!    as orders: add, remove, reconcile roles, set the access level, push
 //!    metadata and limits to Waldur, set per-user limits; then
 //!    `refresh_last_sync`, and `set_as_ok` for a resource that was Erred.
+//!    A plan with nothing the breaker counts is applied as soon as its page
+//!    is planned (the verdict could not change it); the others wait for the
+//!    verdict on the whole cycle. A cycle so holds one page of plans and
+//!    the destructive ones, not a plan per resource.
 //!    A resource another sync changed since the plan was made waits for
 //!    the next cycle. Erred marks are counted again once known, and held
 //!    when there are too many.
@@ -178,6 +182,15 @@ struct ResourceOutcome {
     metadata_pushed: bool,
     user_limits_set: usize,
     user_limits_lowered: usize,
+}
+
+/// What applying plans while planning gathers (see `plan_resources`).
+struct Early<'a> {
+    summary: &'a mut MembershipSummary,
+    /// Removed, access reduced, limits lowered, marked erred.
+    made: [usize; 4],
+    /// Failed applies, finished once the verdict is known.
+    failed: Vec<(ResourcePlan, Finished)>,
 }
 
 /// Per-user limits: resource uuid → username → component → limit.
@@ -331,7 +344,9 @@ impl MembershipProcessor {
     pub async fn plan(&self) -> Result<MembershipPlan, WaldurError> {
         let resources = with_backend_id(self.offering_resources().await?);
         let cycle = self.load_cycle(Mode::DryRun).await?.0;
-        let (plans, trip) = self.plan_resources(&resources, &cycle, Scope::Full).await;
+        let (plans, _, trip) = self
+            .plan_resources(&resources, &cycle, Scope::Full, None)
+            .await;
         Ok(MembershipPlan {
             resources: resources.len(),
             changes: plans.into_iter().filter(|p| !p.is_empty()).collect(),
@@ -432,21 +447,33 @@ impl MembershipProcessor {
             }
             return Ok(summary);
         }
-        let (plans, trip) = self.plan_resources(&resources, &cycle, scope).await;
-        // The plans hold what applying needs; the offering's resources and
-        // the cycle's indexes are not kept through the writes.
+        let mut early = Early {
+            summary: &mut summary,
+            made: [0; 4],
+            failed: Vec::new(),
+        };
+        let (plans, planned, trip) = self
+            .plan_resources(&resources, &cycle, scope, Some(&mut early))
+            .await;
+        let Early {
+            mut made,
+            failed: mut early_failed,
+            ..
+        } = early;
+        // What is left to apply holds what applying needs; the offering's
+        // resources and the cycle's indexes are not kept through the writes.
         drop(resources);
         drop(cycle);
         if let Some(t) = &trip {
             self.log_trip(t);
         }
-        let planned = Tally::of(&plans);
         let limit = self.offering.membership.concurrency.max(1);
-        let results: Vec<(ResourcePlan, Finished)> = futures::stream::iter(plans)
+        let mut results: Vec<(ResourcePlan, Finished)> = futures::stream::iter(plans)
             .map(|plan| self.apply_owned(plan))
             .buffer_unordered(limit)
             .collect()
             .await;
+        results.append(&mut early_failed);
         // Failures known only now count as erred marks too.
         let erring = results
             .iter()
@@ -470,22 +497,9 @@ impl MembershipProcessor {
                 summary.breaker.get_or_insert(t);
             }
         }
-        let mut made = [0usize; 4];
         for (plan, finished) in results {
-            for why in &plan.withheld {
-                summary
-                    .withheld
-                    .push((plan.backend_id.clone(), why.clone()));
-            }
-            if let Finished::Synced(o) = &finished {
-                made[0] += o.removed;
-                made[1] += usize::from(o.access_reduced);
-                made[2] += o.user_limits_lowered;
-            }
-            if matches!(finished, Finished::Failed(_)) && !hold_errors {
-                made[3] += 1;
-            }
-            self.finish(plan, finished, hold_errors, &mut summary).await;
+            self.settle(plan, finished, hold_errors, &mut summary, &mut made)
+                .await;
         }
         if summary.breaker.is_none() {
             summary.breaker = trip;
@@ -494,6 +508,53 @@ impl MembershipProcessor {
             .record(scope, planned, made, summary.breaker.clone());
         self.breaker_gauge();
         Ok(summary)
+    }
+
+    /// Finishes one applied plan: its withheld changes into the summary,
+    /// what it made into `made` (removed, access reduced, limits lowered,
+    /// marked erred), then [`Self::finish`].
+    async fn settle(
+        &self,
+        plan: ResourcePlan,
+        finished: Finished,
+        hold_errors: bool,
+        summary: &mut MembershipSummary,
+        made: &mut [usize; 4],
+    ) {
+        for why in &plan.withheld {
+            summary
+                .withheld
+                .push((plan.backend_id.clone(), why.clone()));
+        }
+        if let Finished::Synced(o) = &finished {
+            made[0] += o.removed;
+            made[1] += usize::from(o.access_reduced);
+            made[2] += o.user_limits_lowered;
+        }
+        if matches!(finished, Finished::Failed(_)) && !hold_errors {
+            made[3] += 1;
+        }
+        self.finish(plan, finished, hold_errors, summary).await;
+    }
+
+    /// Applies the plans the breaker does not weigh and finishes them,
+    /// keeping failures back until the verdict says whether they may mark
+    /// their resources erred.
+    async fn apply_early(&self, plans: Vec<ResourcePlan>, early: &mut Early<'_>) {
+        let limit = self.offering.membership.concurrency.max(1);
+        let results: Vec<(ResourcePlan, Finished)> = futures::stream::iter(plans)
+            .map(|plan| self.apply_owned(plan))
+            .buffer_unordered(limit)
+            .collect()
+            .await;
+        for (plan, finished) in results {
+            if matches!(finished, Finished::Failed(_)) {
+                early.failed.push((plan, finished));
+            } else {
+                self.settle(plan, finished, false, early.summary, &mut early.made)
+                    .await;
+            }
+        }
     }
 
     fn log_trip(&self, t: &Trip) {
@@ -513,20 +574,28 @@ impl MembershipProcessor {
         crate::metrics::breaker(&self.offering.name, trip.as_ref().map(|t| t.kind.as_str()));
     }
 
-    /// Plans every resource, then runs the breaker over the plans.
+    /// Plans every resource a page at a time, then runs the breaker over
+    /// the whole tally. With `early` (a sync, not a dry run), a plan the
+    /// breaker does not weigh ([`breaker::weighs`]) is applied as soon as
+    /// its page is planned: the verdict could not change it, and a cycle
+    /// then holds the plans of one page and the few the breaker judges, not
+    /// one per resource. Returns the plans left to apply (every plan, for a
+    /// dry run), the tally of all and the trip.
     async fn plan_resources(
         &self,
         resources: &[Resource],
         cycle: &Cycle,
         scope: Scope,
-    ) -> (Vec<ResourcePlan>, Option<Trip>) {
+        mut early: Option<&mut Early<'_>>,
+    ) -> (Vec<ResourcePlan>, Tally, Option<Trip>) {
         let limit = self.offering.membership.concurrency.max(1);
         // Indices, not references: a closure over `&Resource` trips the
         // compiler's higher-ranked lifetime check on spawned futures.
         cycle.expect_teams(resources);
         // A page of resources at a time: its bulk read, then its plans, so
         // the cycle holds one page of backend answers, not the offering's.
-        let mut plans: Vec<ResourcePlan> = Vec::with_capacity(resources.len());
+        let mut plans: Vec<ResourcePlan> = Vec::new();
+        let mut tally = Tally::default();
         let page = self.offering.membership.page_size.max(1);
         for start in (0..resources.len()).step_by(page) {
             let end = (start + page).min(resources.len());
@@ -549,14 +618,25 @@ impl MembershipProcessor {
                 .buffered(limit)
                 .collect()
                 .await;
-            plans.extend(planned);
+            for p in &planned {
+                tally.add(p);
+            }
+            match early.as_deref_mut() {
+                Some(early) => {
+                    let (weighed, now): (Vec<_>, Vec<_>) =
+                        planned.into_iter().partition(breaker::weighs);
+                    plans.extend(weighed);
+                    self.apply_early(now, early).await;
+                }
+                None => plans.extend(planned),
+            }
         }
         let allow = self.allowing();
         // Judging remembers nothing: only `record` after applying does, so
         // a dry run leaves no trace in the breaker's memory.
         let verdict = self
             .breaker_state()
-            .judge(&self.offering.safety, scope, Tally::of(&plans));
+            .judge(&self.offering.safety, scope, tally);
         let trip =
             verdict.map(|v| breaker::message(&self.offering.name, &self.offering.safety, v, allow));
         if !allow && let Some(t) = &trip {
@@ -567,7 +647,7 @@ impl MembershipProcessor {
                 );
             }
         }
-        (plans, trip)
+        (plans, tally, trip)
     }
 
     /// Reads one page of resources from the backend in one call, so the
