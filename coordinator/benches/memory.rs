@@ -6,6 +6,8 @@
 //!
 //! cargo bench -p waldur-coordinator --bench memory [-- 1000 10000]
 //!
+//! Each size runs two cycles: the first writes every usage record, the
+//! second finds them (the steady state).
 //! `ONLY=report` or `ONLY=membership` runs that task alone.
 //! `WRAP="heaptrack -o /tmp/coordinator"` runs the coordinator under that
 //! command, to see where the memory goes (the figure is then the wrapper's).
@@ -47,48 +49,52 @@ async fn run(resources: usize) {
     .replace("MEMBERSHIP", if only == "report" { "false" } else { "true" });
     let path = bench.dir.path().join("coordinator.yaml");
     std::fs::write(&path, config).unwrap();
-    let started = Instant::now();
-    let binary = env!("CARGO_BIN_EXE_waldur-coordinator");
-    let wrap = std::env::var("WRAP").unwrap_or_default();
-    let mut words = wrap.split_whitespace();
-    let mut command = match words.next() {
-        Some(program) => {
-            let mut c = Command::new(program);
-            c.args(words).arg(binary);
-            c
-        }
-        None => Command::new(binary),
-    };
-    let mut child = command
-        .args(["run", "--once", "--config"])
-        .arg(&path)
-        .env("T", "bench-token")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    // VmHWM only grows: the last reading before the exit is the peak.
-    let mut peak = 0;
-    let status = loop {
-        if let Some(kib) = peak_rss_kib(child.id()) {
-            peak = peak.max(kib);
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let elapsed = started.elapsed().as_secs_f64();
-    let reported = bench.sim.world().usages.len();
-    let tasks = match only.as_str() {
-        "report" | "membership" => only.as_str(),
-        _ => "report + membership",
-    };
-    println!(
-        "{resources} resources × {USERS} users: {tasks} (run --once) {elapsed:.2} s, {status}, coordinator peak RSS {:.1} MiB, {reported} usage records",
-        peak as f64 / 1024.0
-    );
+    // The first cycle writes every record; the second finds them all and
+    // holds Waldur's per-user amounts as well: the steady state.
+    for cycle in ["first", "second"] {
+        let started = Instant::now();
+        let binary = env!("CARGO_BIN_EXE_waldur-coordinator");
+        let wrap = std::env::var("WRAP").unwrap_or_default();
+        let mut words = wrap.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut c = Command::new(program);
+                c.args(words).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
+        let mut child = command
+            .args(["run", "--once", "--config"])
+            .arg(&path)
+            .env("T", "bench-token")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        // VmHWM only grows: the last reading before the exit is the peak.
+        let mut peak = 0;
+        let status = loop {
+            if let Some(kib) = peak_rss_kib(child.id()) {
+                peak = peak.max(kib);
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let elapsed = started.elapsed().as_secs_f64();
+        let reported = bench.sim.world().usages.len();
+        let tasks = match only.as_str() {
+            "report" | "membership" => only.as_str(),
+            _ => "report + membership",
+        };
+        println!(
+            "{resources} resources × {USERS} users: {tasks} (run --once, {cycle} cycle) {elapsed:.2} s, {status}, coordinator peak RSS {:.1} MiB, {reported} usage records",
+            peak as f64 / 1024.0
+        );
+    }
     bench.server.shutdown().await.unwrap();
 }
 

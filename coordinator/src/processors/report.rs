@@ -40,24 +40,47 @@ use waldur_client::types::amount;
 use waldur_client::{WaldurClient, WaldurError};
 
 /// A resource's usage as the report keeps it: pairs instead of the
-/// backend answer's nested maps, which cost a tree node per user (tens of
+/// backend answer's nested maps, which cost a tree node per user, and each
+/// component's name shared ([`Names`]) instead of a copy per user (tens of
 /// megabytes over a large offering).
 #[derive(Debug, Clone, Default)]
 struct Usage {
     /// Per component.
-    total: Vec<(String, f64)>,
+    total: Vec<(Arc<str>, f64)>,
     /// Per user, per component.
-    users: Vec<(String, Vec<(String, f64)>)>,
+    users: Vec<(Box<str>, Vec<(Arc<str>, f64)>)>,
 }
 
-impl From<ResourceUsage> for Usage {
-    fn from(r: ResourceUsage) -> Self {
+/// Component names, one copy each for a whole cycle.
+#[derive(Debug, Default)]
+struct Names(HashSet<Arc<str>>);
+
+impl Names {
+    fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(n) = self.0.get(name) {
+            return n.clone();
+        }
+        let n: Arc<str> = name.into();
+        self.0.insert(n.clone());
+        n
+    }
+}
+
+impl Usage {
+    fn new(r: ResourceUsage, names: &mut Names) -> Self {
         Self {
-            total: r.total.into_iter().collect(),
+            total: r
+                .total
+                .into_iter()
+                .map(|(k, v)| (names.get(&k), v))
+                .collect(),
             users: r
                 .users
                 .into_iter()
-                .map(|(user, per)| (user, per.into_iter().collect()))
+                .map(|(user, per)| {
+                    let per = per.into_iter().map(|(k, v)| (names.get(&k), v)).collect();
+                    (user.into_boxed_str(), per)
+                })
                 .collect(),
         }
     }
@@ -151,19 +174,54 @@ pub struct ReportProcessor {
     tz_name: String,
 }
 
-/// Existing Waldur records of one resource in one period.
+/// Existing Waldur records of one resource in one period. A flat list,
+/// not a map of lists: the report holds one per resource of the offering.
 #[derive(Default)]
 struct Existing {
-    /// component type → (record uuid, amount); a type seen twice is marked.
-    totals: HashMap<String, Vec<(Uuid, Option<f64>)>>,
+    /// (component type, record uuid, amount) as Waldur listed them; a type
+    /// listed twice is two entries, and is never written over.
+    records: Vec<(Arc<str>, Uuid, Option<f64>)>,
     /// Why Waldur's records of this resource cannot be trusted this cycle
     /// (a record id that is no UUID, an amount that is no number): nothing
     /// is written over what cannot be read.
     doubtful: Option<String>,
 }
 
-/// Per-user amounts already in Waldur: usage record uuid → username → amount.
-type ExistingUsers = HashMap<String, HashMap<String, Option<f64>>>;
+impl Existing {
+    /// The records of one component type.
+    fn of<'a, 'c>(
+        &'a self,
+        component: &'c str,
+    ) -> impl Iterator<Item = (&'a Uuid, Option<f64>)> + use<'a, 'c> {
+        self.records
+            .iter()
+            .filter(move |(c, _, _)| &**c == component)
+            .map(|(_, id, amount)| (id, *amount))
+    }
+
+    /// The record of a component type, when there is exactly one.
+    fn single(&self, component: &str) -> Option<(&Uuid, Option<f64>)> {
+        let mut records = self.of(component);
+        let first = records.next()?;
+        records.next().is_none().then_some(first)
+    }
+
+    /// The component types recorded.
+    fn types(&self) -> BTreeSet<&str> {
+        self.records.iter().map(|(c, _, _)| &**c).collect()
+    }
+}
+
+/// Per-user amounts already in Waldur: usage record uuid → (username,
+/// amount), sorted by username.
+type ExistingUsers = HashMap<Box<str>, Vec<(Box<str>, Option<f64>)>>;
+
+/// A user's amount on a record, if Waldur has one.
+fn known_amount(users: &ExistingUsers, record: &str, username: &str) -> Option<f64> {
+    let list = users.get(record)?;
+    let at = list.binary_search_by(|(u, _)| (**u).cmp(username)).ok()?;
+    list[at].1
+}
 
 struct PeriodContext<'a> {
     month: Month,
@@ -325,13 +383,14 @@ impl ReportProcessor {
         period: Option<Month>,
     ) -> Result<HashMap<String, Usage>, StepError> {
         let mut out = HashMap::with_capacity(ids.len());
+        let mut names = Names::default();
         for chunk in ids.chunks(CHUNK) {
             for r in self
                 .backend
                 .usage_report(chunk.to_vec(), period.map(Into::into), &self.tz_name)
                 .await?
             {
-                out.insert(r.backend_id.clone(), Usage::from(r));
+                out.insert(r.backend_id.clone(), Usage::new(r, &mut names));
             }
         }
         Ok(out)
@@ -342,36 +401,50 @@ impl ReportProcessor {
         period: &str,
     ) -> Result<(HashMap<String, Existing>, ExistingUsers), WaldurError> {
         let offering = &self.offering.offering_uuid;
-        let records = self.waldur.component_usages(offering, period).await?;
+        // A page at a time: a whole offering's records, full, are tens of
+        // megabytes; what is kept of each is a few words.
         let mut by_resource: HashMap<String, Existing> = HashMap::new();
-        for r in records {
-            let entry = by_resource.entry(uuid_key(&r.resource_uuid)).or_default();
-            let id = match Uuid::parse("component_usage.uuid", &r.uuid) {
-                Ok(id) => id,
-                Err(e) => {
-                    entry.doubtful = Some(e.to_string());
-                    continue;
+        let mut names = Names::default();
+        self.waldur
+            .component_usage_pages(offering, period, |page| {
+                for r in page {
+                    let entry = by_resource.entry(uuid_key(&r.resource_uuid)).or_default();
+                    let id = match Uuid::parse("component_usage.uuid", &r.uuid) {
+                        Ok(id) => id,
+                        Err(e) => {
+                            entry.doubtful = Some(e.to_string());
+                            continue;
+                        }
+                    };
+                    let value = amount(&r.usage);
+                    if value.is_none() {
+                        entry.doubtful = Some(format!(
+                            "the {} record's amount {} is not a number",
+                            r.component_type, r.usage
+                        ));
+                    }
+                    entry
+                        .records
+                        .push((names.get(&r.component_type), id, value));
                 }
-            };
-            let value = amount(&r.usage);
-            if value.is_none() {
-                entry.doubtful = Some(format!(
-                    "the {} record's amount {} is not a number",
-                    r.component_type, r.usage
-                ));
-            }
-            entry
-                .totals
-                .entry(r.component_type)
-                .or_default()
-                .push((id, value));
-        }
+            })
+            .await?;
         let mut users: ExistingUsers = HashMap::new();
-        for u in self.waldur.component_user_usages(offering, period).await? {
-            users
-                .entry(u.parent_uuid())
-                .or_default()
-                .insert(u.username.clone(), amount(&u.usage));
+        self.waldur
+            .component_user_usage_pages(offering, period, |page| {
+                for u in page {
+                    users
+                        .entry(u.parent_uuid().into_boxed_str())
+                        .or_default()
+                        .push((u.username.as_str().into(), amount(&u.usage)));
+                }
+            })
+            .await?;
+        for list in users.values_mut() {
+            // The last listed wins, as a map would have it.
+            list.reverse();
+            list.sort_by(|a, b| a.0.cmp(&b.0));
+            list.dedup_by(|a, b| a.0 == b.0);
         }
         Ok((by_resource, users))
     }
@@ -396,7 +469,11 @@ impl ReportProcessor {
                 // reported as zero (as the original), a past one is skipped.
                 None if !ctx.past => {
                     let zero = Usage {
-                        total: ctx.components.iter().map(|c| (c.clone(), 0.0)).collect(),
+                        total: ctx
+                            .components
+                            .iter()
+                            .map(|c| (c.as_str().into(), 0.0))
+                            .collect(),
                         users: Vec::new(),
                     };
                     work.push((r, zero));
@@ -409,8 +486,8 @@ impl ReportProcessor {
                 u.total
                     .iter()
                     .map(|(k, _)| k)
-                    .filter(|k| !ctx.components.contains(*k))
-                    .cloned(),
+                    .filter(|k| !ctx.components.contains(&***k))
+                    .map(|k| k.to_string()),
             );
         }
         let empty = Existing::default();
@@ -478,15 +555,14 @@ impl ReportProcessor {
             let ex = existing.get(&uuid_key(&r.uuid));
             futures::stream::iter(user_batches(ctx, u, ex, existing_users))
         });
-        let results: Vec<(Uuid, Result<(), WaldurError>)> = user_work
+        // Tallied as they come: a whole offering's answers are not kept.
+        let mut results = user_work
             .map(|(record, items)| async move {
                 let r = self.waldur.set_user_usages(&record, &items).await;
                 (record, r)
             })
-            .buffer_unordered(limit)
-            .collect()
-            .await;
-        for (record, r) in results {
+            .buffer_unordered(limit);
+        while let Some((record, r)) = results.next().await {
             match r {
                 Ok(()) => summary.user_usages_written += 1,
                 Err(e) => summary
@@ -504,13 +580,13 @@ impl ReportProcessor {
         u: &Usage,
         ex: &Existing,
     ) -> Result<TotalOutcome, WaldurError> {
-        let totals: BTreeMap<&String, f64> = u
+        let totals: BTreeMap<&str, f64> = u
             .total
             .iter()
-            .filter(|(k, _)| ctx.components.contains(k))
+            .filter(|(k, _)| ctx.components.contains(&**k))
             .filter_map(|(k, v)| {
                 if v.is_finite() && *v >= 0.0 {
-                    Some((k, round2(*v)))
+                    Some((&**k, round2(*v)))
                 } else {
                     tracing::warn!(resource = %r.uuid, component = %k, value = v, "ignoring an invalid usage amount");
                     None
@@ -530,7 +606,7 @@ impl ReportProcessor {
         // Nothing used and nothing recorded: writing zeros would only make
         // empty records (and, for a closed month, a refused write per
         // resource every cycle).
-        if ex.totals.is_empty() && totals.values().all(|v| *v == 0.0) {
+        if ex.records.is_empty() && totals.values().all(|v| *v == 0.0) {
             return Ok(TotalOutcome::Skipped);
         }
         if unchanged(&totals, ex) {
@@ -539,12 +615,13 @@ impl ReportProcessor {
         if !ctx.decreasing_ok {
             let mut refused = Vec::new();
             for (k, new) in &totals {
-                let Some(records) = ex.totals.get(*k) else {
+                let amounts: Vec<Option<f64>> = ex.of(k).map(|(_, a)| a).collect();
+                if amounts.is_empty() {
                     continue;
-                };
-                let old = records.iter().filter_map(|(_, a)| *a).fold(0.0, f64::max);
-                if records.len() > 1 || *new < old - 1e-9 {
-                    refused.push(((*k).clone(), old, *new));
+                }
+                let old = amounts.iter().flatten().fold(0.0, |m, a| a.max(m));
+                if amounts.len() > 1 || *new < old - 1e-9 {
+                    refused.push(((*k).to_owned(), old, *new));
                 }
             }
             if !refused.is_empty() {
@@ -553,7 +630,7 @@ impl ReportProcessor {
         }
         let usages: Vec<(String, String)> = totals
             .iter()
-            .map(|(k, v)| ((*k).clone(), format!("{v:.2}")))
+            .map(|(k, v)| ((*k).to_owned(), format!("{v:.2}")))
             .collect();
         if ctx.dry_run {
             return Ok(TotalOutcome::Planned(usages));
@@ -570,7 +647,7 @@ impl ReportProcessor {
         };
         match self.waldur.set_usage(&id, &usages, &ctx.date).await {
             Ok(()) => Ok(TotalOutcome::Written {
-                new_types: totals.keys().any(|k| !ex.totals.contains_key(*k)),
+                new_types: totals.keys().any(|k| ex.of(k).next().is_none()),
             }),
             Err(e) if ctx.past && e.status() == Some(400) => {
                 if e.to_string().contains("backfilling past billing periods") {
@@ -587,13 +664,13 @@ impl ReportProcessor {
 
 /// Whether Waldur already holds exactly these totals: same component set,
 /// one record each, equal amounts.
-fn unchanged(totals: &BTreeMap<&String, f64>, ex: &Existing) -> bool {
-    if totals.len() != ex.totals.len() {
+fn unchanged(totals: &BTreeMap<&str, f64>, ex: &Existing) -> bool {
+    if totals.len() != ex.types().len() {
         return false;
     }
-    totals.iter().all(|(k, new)| match ex.totals.get(*k) {
-        Some(records) if records.len() == 1 => records[0].1.is_some_and(|old| close(old, *new)),
-        _ => false,
+    totals.iter().all(|(k, new)| {
+        ex.single(k)
+            .is_some_and(|(_, old)| old.is_some_and(|old| close(old, *new)))
     })
 }
 
@@ -618,25 +695,24 @@ fn user_batches(
         return Vec::new();
     };
     let mut out = Vec::new();
-    for (component, records) in &ex.totals {
-        if !ctx.components.contains(component) || records.len() != 1 {
+    for component in ex.types() {
+        if !ctx.components.contains(component) {
             continue;
         }
-        let record = &records[0].0;
-        let known = existing_users.get(record.as_str());
+        let Some((record, _)) = ex.single(component) else {
+            continue;
+        };
         let mut changed = false;
         let items: Vec<Value> = u
             .users
             .iter()
             .filter_map(|(username, usage)| {
-                let v = usage.iter().find(|(c, _)| c == component)?.1;
+                let v = usage.iter().find(|(c, _)| &**c == component)?.1;
                 if !v.is_finite() || v < 0.0 {
                     return None;
                 }
                 let v = round2(v);
-                let same = known
-                    .and_then(|k| k.get(username))
-                    .and_then(|a| *a)
+                let same = known_amount(existing_users, record.as_str(), username)
                     .is_some_and(|old| close(old, v));
                 changed |= !same;
                 let mut item =
@@ -681,27 +757,20 @@ mod tests {
     fn existing(entries: &[(&str, &[f64])]) -> Existing {
         let mut ex = Existing::default();
         for (k, amounts) in entries {
-            ex.totals.insert(
-                (*k).to_owned(),
-                amounts
-                    .iter()
-                    .map(|a| {
-                        (
-                            Uuid::parse("t", "0f0f0000000000000000000000000001").unwrap(),
-                            Some(*a),
-                        )
-                    })
-                    .collect(),
-            );
+            for a in *amounts {
+                ex.records.push((
+                    (*k).into(),
+                    Uuid::parse("t", "0f0f0000000000000000000000000001").unwrap(),
+                    Some(*a),
+                ));
+            }
         }
         ex
     }
 
     #[test]
     fn equal_totals_are_unchanged_and_any_difference_is_not() {
-        let cpu = "cpu".to_owned();
-        let mem = "mem".to_owned();
-        let totals = BTreeMap::from([(&cpu, 1.5), (&mem, 2.0)]);
+        let totals = BTreeMap::from([("cpu", 1.5), ("mem", 2.0)]);
         assert!(unchanged(
             &totals,
             &existing(&[("cpu", &[1.5]), ("mem", &[2.0])])

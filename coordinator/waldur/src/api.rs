@@ -470,14 +470,16 @@ impl WaldurClient {
 
     // ----------------------------------------------------------------- usage
 
-    /// Every component usage of an offering in a billing period (list-all):
-    /// one read per offering and period instead of one per resource.
-    pub async fn component_usages(
+    /// Every component usage of an offering in a billing period, a page at
+    /// a time: one read per offering and period instead of one per
+    /// resource, and the caller keeps what it needs of each record.
+    pub async fn component_usage_pages(
         &self,
         offering: &Uuid,
         billing_period: &str,
-    ) -> WaldurResult<Vec<ComponentUsage>> {
-        self.list_all(
+        page_fn: impl FnMut(Vec<ComponentUsage>),
+    ) -> WaldurResult<()> {
+        self.for_each_page(
             "marketplace-component-usages/",
             vec![
                 ("offering_uuid", offering.to_string()),
@@ -488,17 +490,20 @@ impl WaldurClient {
                 ("field", "resource_uuid".into()),
                 ("field", "billing_period".into()),
             ],
+            page_fn,
         )
         .await
     }
 
-    /// Every per-user usage of an offering in a billing period (list-all).
-    pub async fn component_user_usages(
+    /// Every per-user usage of an offering in a billing period, a page at a
+    /// time.
+    pub async fn component_user_usage_pages(
         &self,
         offering: &Uuid,
         billing_period: &str,
-    ) -> WaldurResult<Vec<ComponentUserUsage>> {
-        self.list_all(
+        page_fn: impl FnMut(Vec<ComponentUserUsage>),
+    ) -> WaldurResult<()> {
+        self.for_each_page(
             "marketplace-component-user-usages/",
             vec![
                 ("offering_uuid", offering.to_string()),
@@ -508,6 +513,7 @@ impl WaldurClient {
                 ("field", "username".into()),
                 ("field", "usage".into()),
             ],
+            page_fn,
         )
         .await
     }

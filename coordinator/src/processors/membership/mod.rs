@@ -81,16 +81,11 @@ use waldur_client::{WaldurClient, WaldurError};
 
 /// Resource fields membership sync reads (the original's set, trimmed to
 /// what is used).
-pub const RESOURCE_FIELDS: [&str; 14] = [
+pub const RESOURCE_FIELDS: [&str; 9] = [
     "uuid",
-    "name",
-    "slug",
     "state",
     "backend_id",
     "project_uuid",
-    "project_slug",
-    "customer_uuid",
-    "customer_slug",
     "restrict_member_access",
     "backend_metadata",
     "limits",
