@@ -46,10 +46,13 @@ use waldur_client::{WaldurClient, WaldurError};
 #[derive(Debug, Clone, Default)]
 struct Usage {
     /// Per component.
-    total: Vec<(Arc<str>, f64)>,
+    total: Amounts,
     /// Per user, per component.
-    users: Vec<(Box<str>, Vec<(Arc<str>, f64)>)>,
+    users: Vec<(Box<str>, Amounts)>,
 }
+
+/// Amounts by component.
+type Amounts = Vec<(Arc<str>, f64)>;
 
 /// Component names, one copy each for a whole cycle.
 #[derive(Debug, Default)]
