@@ -68,6 +68,9 @@ async fn start(pki: &TestPki, port: u16) -> (Server, BackendServiceClient<Channe
             .args(["serve", "--config"])
             .arg(&config)
             .env_remove("RUST_LOG")
+            // The flat files of a killed server are left behind: in the
+            // test's own directory, removed with it.
+            .env("TMPDIR", pki.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -89,25 +92,77 @@ async fn start(pki: &TestPki, port: u16) -> (Server, BackendServiceClient<Channe
     }
 }
 
-/// Pids of running `sacctmgr load` processes.
-fn loads() -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| {
-        let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        let is_load = args.first()?.ends_with(b"sacctmgr")
-            && args.iter().any(|a| *a == b"load")
-            && args.iter().any(|a| a.windows(5).any(|w| w == b"file="));
-        is_load.then_some(pid)
-    })
-    .collect()
+/// A process's state letter and parent, from `/proc/<pid>/stat`.
+fn stat(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold anything: the fields follow its last ')'.
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.next()?.parse().ok()?))
 }
 
-fn alive(pid: i32) -> bool {
-    std::fs::metadata(format!("/proc/{pid}")).is_ok()
+/// Whether a process is a `sacctmgr load file=…`.
+fn is_load(pid: u32) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    args.first().is_some_and(|a| a.ends_with(b"sacctmgr"))
+        && args.iter().any(|a| *a == b"load")
+        && args.iter().any(|a| a.windows(5).any(|w| w == b"file="))
+}
+
+/// The running `sacctmgr load` started by `parent`, if any: only this
+/// test's server's, never another run's on the same cluster.
+fn load_of(parent: u32) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.find_map(|e| {
+        let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let (state, ppid) = stat(pid)?;
+        (ppid == parent && state != 'Z' && is_load(pid)).then_some(pid)
+    })
+}
+
+/// Running: not gone, not a zombie waiting to be reaped.
+fn running(pid: u32) -> bool {
+    stat(pid).is_some_and(|(state, _)| state != 'Z')
+}
+
+/// Creates issued until the server answers something other than
+/// UNAVAILABLE (slurmdbd may be briefly busy after a killed client).
+async fn create_all_until_answered(
+    client: &BackendServiceClient<Channel>,
+    reqs: &[wire::CreateResourceRequest],
+) -> Vec<Result<wire::CreateResourceResponse, tonic::Status>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answers = create_all(client, reqs).await;
+        let busy = answers
+            .iter()
+            .any(|a| matches!(a, Err(e) if e.code() == tonic::Code::Unavailable));
+        if !busy || Instant::now() > deadline {
+            return answers;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Removes the test's allocations however the test ends.
+struct Cleanup(Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let accounts = self.0.join(",");
+        for what in ["user", "account"] {
+            let mut c = Command::new("sacctmgr");
+            c.args(["-i", "remove", what]);
+            if what == "user" {
+                c.args(["where", &format!("account={accounts}")]);
+            } else {
+                c.arg(&accounts);
+            }
+            let _ = c.stdout(Stdio::null()).stderr(Stdio::null()).status();
+        }
+    }
 }
 
 struct Want {
@@ -184,12 +239,7 @@ async fn a_server_killed_right_after_its_batch_load_leaves_what_the_re_issued_cr
     }
 }
 
-/// One kill at a time: a test finds its load among the machine's
-/// processes, and must not take the other test's for its own.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 async fn killed_then_issued_again(kill: Kill, tag: &str) {
-    let _turn = ONE_AT_A_TIME.lock().await;
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -215,20 +265,22 @@ async fn killed_then_issued_again(kill: Kill, tag: &str) {
         .enumerate()
         .map(|(i, w)| request(&run, w, i + 1))
         .collect();
+    let ids: Vec<String> = wants.iter().map(|w| w.id.clone()).collect();
+    let _cleanup = Cleanup(ids.clone());
     let pki = TestPki::new();
     let port = free_port();
     let (mut server, client) = start(&pki, port).await;
+    let server_pid = server.0.id();
 
     // The creates go out; as soon as the batch's load runs, the server and
     // the load are killed, as a host losing power would.
-    let before: Vec<i32> = loads();
     let calls = tokio::spawn({
         let (client, reqs) = (client.clone(), reqs.clone());
         async move { create_all(&client, &reqs).await }
     });
     let deadline = Instant::now() + Duration::from_secs(60);
     let load = loop {
-        if let Some(pid) = loads().into_iter().find(|p| !before.contains(p)) {
+        if let Some(pid) = load_of(server_pid) {
             break pid;
         }
         assert!(
@@ -239,12 +291,17 @@ async fn killed_then_issued_again(kill: Kill, tag: &str) {
     };
     if kill == Kill::DuringLoad {
         server.kill();
-        let _ = Command::new("kill")
-            .args(["-9", &load.to_string()])
-            .status();
+        // Still the load found (a pid is reused only once reaped).
+        if running(load) && is_load(load) {
+            let killed = Command::new("kill")
+                .args(["-9", &load.to_string()])
+                .status()
+                .unwrap();
+            assert!(killed.success() || !running(load), "kill -9 {load} failed");
+        }
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    while alive(load) {
+    while running(load) {
         assert!(
             Instant::now() < deadline,
             "sacctmgr load {load} never ended"
@@ -256,7 +313,6 @@ async fn killed_then_issued_again(kill: Kill, tag: &str) {
     // issues the orders again.
     let _ = calls.await;
     let slurm = SlurmBackend::from_settings(serde_json::from_str(SETTINGS).unwrap()).unwrap();
-    let ids: Vec<String> = wants.iter().map(|w| w.id.clone()).collect();
     let left = slurm.list_resource_users(&ids).await.unwrap();
     println!(
         "the kill left {} of {} allocations, {} members",
@@ -267,7 +323,10 @@ async fn killed_then_issued_again(kill: Kill, tag: &str) {
 
     // A new server, the same creates again.
     let (_server, client) = start(&pki, port).await;
-    for (w, answer) in wants.iter().zip(create_all(&client, &reqs).await) {
+    for (w, answer) in wants
+        .iter()
+        .zip(create_all_until_answered(&client, &reqs).await)
+    {
         let answer = answer.unwrap_or_else(|e| panic!("{}: {e:?}", w.id));
         assert!(answer.ready, "{}: {answer:?}", w.id);
     }
@@ -281,7 +340,7 @@ async fn killed_then_issued_again(kill: Kill, tag: &str) {
         assert_eq!(info.parent_id, format!("kp_{}{run}", w.project));
     }
     // Once more: nothing left to do.
-    for answer in create_all(&client, &reqs).await {
+    for answer in create_all_until_answered(&client, &reqs).await {
         let answer = answer.unwrap();
         assert!(
             answer

@@ -57,11 +57,16 @@ impl Assoc {
 }
 
 impl Rows {
-    /// The account's own row.
+    /// The account's own row. An account listed without a parent has no
+    /// association (only SLURM's `root` has none above it): a removal on
+    /// one cluster (`cluster=` on every write) leaves the account itself
+    /// behind. It is absent here, so it is added again (an `add account`
+    /// of an existing account gives it its association back) instead of
+    /// being taken for a parent that `sacctmgr` would refuse.
     pub fn account(&self, name: &str) -> Option<&Assoc> {
-        self.0
-            .iter()
-            .find(|a| a.account == name && a.user.is_empty())
+        self.0.iter().find(|a| {
+            a.account == name && a.user.is_empty() && (!a.parent.is_empty() || a.account == "root")
+        })
     }
 
     /// The account's user rows.
@@ -467,6 +472,23 @@ impl SlurmBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_account_without_an_association_on_the_cluster_is_absent() {
+        let row = |account: &str, parent: &str| Assoc {
+            account: account.into(),
+            parent: parent.into(),
+            ..Assoc::default()
+        };
+        let rows = Rows(vec![
+            row("root", ""),
+            row("c_cust", "root"),
+            row("p_left", ""),
+        ]);
+        assert!(rows.account("root").is_some());
+        assert!(rows.account("c_cust").is_some());
+        assert!(rows.account("p_left").is_none());
+    }
 
     #[test]
     fn the_marker_names_the_resource_or_nobody() {

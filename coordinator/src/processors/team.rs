@@ -12,8 +12,8 @@ use waldur_client::types::{OfferingUser, TeamMember, offering_user_state};
 /// Offering users that have an account, by Waldur user UUID: what each
 /// contributes to a backend `User`. An index over a large offering holds
 /// tens of thousands of them, so an entry is its UUID as a number and one
-/// string packing the username and the attributes ([`pack`]): about a
-/// tenth of a map of strings per user.
+/// string packing the username and the attributes ([`pack`]): about half
+/// of a map of strings per user.
 #[derive(Debug, Clone, Default)]
 pub struct Usable {
     by_user: HashMap<u128, Box<str>>,
@@ -30,21 +30,28 @@ pub struct UsableUser {
 
 impl Usable {
     /// Adds (or replaces) the account of a Waldur user. A user UUID that is
-    /// not a UUID matches no team member and is not kept.
+    /// not a UUID matches no team member ([`waldur_client::ids::same_uuid`])
+    /// and is not kept.
     pub fn insert(
         &mut self,
         user_uuid: &str,
         username: &str,
         attributes: &BTreeMap<String, String>,
     ) {
-        if let Some(key) = user_key(user_uuid) {
-            let fields = std::iter::once(username).chain(
-                attributes
-                    .iter()
-                    .flat_map(|(k, v)| [k.as_str(), v.as_str()]),
+        let Some(key) = user_key(user_uuid) else {
+            tracing::warn!(
+                user_uuid,
+                username,
+                "offering user whose user UUID is no UUID; left out"
             );
-            self.by_user.insert(key, pack(fields));
-        }
+            return;
+        };
+        let fields = std::iter::once(username).chain(
+            attributes
+                .iter()
+                .flat_map(|(k, v)| [k.as_str(), v.as_str()]),
+        );
+        self.by_user.insert(key, pack(fields));
     }
 
     /// The account of a Waldur user, by UUID in any spelling.
@@ -81,7 +88,7 @@ impl Usable {
 /// A user UUID as a number: 32 hex digits, with or without dashes.
 fn user_key(uuid: &str) -> Option<u128> {
     let key = uuid_key(uuid);
-    if key.len() != 32 {
+    if key.len() != 32 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     u128::from_str_radix(&key, 16).ok()

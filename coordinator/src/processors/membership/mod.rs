@@ -3,7 +3,8 @@
 //! and the backend as the source of truth for limits and metadata.
 //!
 //! A sync plans, checks, then acts, so nothing destructive happens on the
-//! strength of an answer that might be wrong:
+//! strength of an answer that might be wrong (changes that only add are
+//! made page by page as they are planned, see step 3):
 //!
 //! 1. **Plan** ([`plan`], reads only). Once per offering: the resources,
 //!    the offering users (after moving open ones through username
@@ -30,8 +31,9 @@
 //!    `refresh_last_sync`, and `set_as_ok` for a resource that was Erred.
 //!    A plan with nothing the breaker counts is applied as soon as its page
 //!    is planned (the verdict could not change it); the others wait for the
-//!    verdict on the whole cycle. A cycle so holds one page of plans and
-//!    the destructive ones, not a plan per resource.
+//!    verdict on the whole cycle, and so do the failures of the others (the
+//!    verdict says whether they may mark their resources erred). A cycle so
+//!    holds one page of plans and those, not a plan per resource.
 //!    A resource another sync changed since the plan was made waits for
 //!    the next cycle. Erred marks are counted again once known, and held
 //!    when there are too many.
