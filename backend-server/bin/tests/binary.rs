@@ -8,18 +8,9 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{TestPki, client_files};
-use tonic::transport::Endpoint;
+use support::{Server, TestPki, connect, free_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_waldur-backend-server");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[test]
 fn a_config_with_an_unknown_key_exits_64_naming_the_key() {
@@ -143,15 +134,6 @@ fn pki_subcommands_issue_a_usable_ca_and_certificates() {
     assert_eq!(mode & 0o777, 0o600);
 }
 
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_passes_the_conformance_suite_over_mutual_tls_and_stops_on_sigterm() {
     let pki = TestPki::new();
@@ -161,7 +143,7 @@ async fn the_binary_passes_the_conformance_suite_over_mutual_tls_and_stops_on_si
         "{provisioning_delay_ms: 100, unmanaged: [conf-by-hand]}",
     );
     let log = pki.dir.path().join("server.log");
-    let mut child = Child(
+    let mut child = Server(
         Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&config)
@@ -171,23 +153,7 @@ async fn the_binary_passes_the_conformance_suite_over_mutual_tls_and_stops_on_si
             .spawn()
             .unwrap(),
     );
-    let endpoint = Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
-        .unwrap()
-        .tls_config(client_files(&pki).client_config("localhost").unwrap())
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let channel = loop {
-        match endpoint.connect().await {
-            Ok(c) => break c,
-            Err(e) => {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "server never came up: {e:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
+    let channel = connect(&pki, port).await;
     let fixtures = waldur_backend_conformance::Fixtures {
         instance: "hpc".into(),
         users: vec!["alice".into(), "bob".into()],

@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{TestPki, client_files};
-use tonic::transport::{Channel, Endpoint};
+use support::{Server, TestPki, connect, free_port};
+use tonic::transport::Channel;
 use waldur_backend_proto::v1::backend_service_client::BackendServiceClient;
 use waldur_backend_proto::v1::{self as wire, UserOutcome};
 use waldur_backend_sdk::Backend;
@@ -30,31 +30,6 @@ fn enabled() -> bool {
     }
     eprintln!("WALDUR_SLURM_CLUSTER is not set: run deploy/test.sh, which brings the cluster up");
     false
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A server process, killed when dropped.
-struct Server(std::process::Child);
-
-impl Server {
-    /// SIGKILL, then reap; again is harmless.
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 async fn start(pki: &TestPki, port: u16) -> (Server, BackendServiceClient<Channel>) {
@@ -76,20 +51,7 @@ async fn start(pki: &TestPki, port: u16) -> (Server, BackendServiceClient<Channe
             .spawn()
             .unwrap(),
     );
-    let endpoint = Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
-        .unwrap()
-        .tls_config(client_files(pki).client_config("localhost").unwrap())
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match endpoint.connect().await {
-            Ok(channel) => return (server, BackendServiceClient::new(channel)),
-            Err(e) => {
-                assert!(Instant::now() < deadline, "server never came up: {e:?}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    (server, BackendServiceClient::new(connect(pki, port).await))
 }
 
 /// A process's state letter and parent, from `/proc/<pid>/stat`.

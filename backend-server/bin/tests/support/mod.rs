@@ -81,3 +81,51 @@ pub fn client_files(pki: &TestPki) -> waldur_runtime::TlsFiles {
 pub fn exists(p: &Path) -> bool {
     p.try_exists().unwrap_or(false)
 }
+
+/// A free local TCP port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A server process, killed when dropped.
+pub struct Server(pub std::process::Child);
+
+impl Server {
+    /// SIGKILL, then reap; again is harmless.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A mutual-TLS channel to the server on 127.0.0.1:port, retried until it
+/// is up (30 s at most).
+pub async fn connect(pki: &TestPki, port: u16) -> tonic::transport::Channel {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
+        .unwrap()
+        .tls_config(client_files(pki).client_config("localhost").unwrap())
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match endpoint.connect().await {
+            Ok(channel) => return channel,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "server never came up: {e:?}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
