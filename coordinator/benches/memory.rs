@@ -25,15 +25,6 @@ use waldur_backend_example::{ExampleBackend, ExampleSettings};
 
 const USERS: usize = 5;
 
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-}
-
 async fn run(resources: usize) {
     let backend = ExampleBackend::new(ExampleSettings {
         synthetic_usage: true,
@@ -76,7 +67,7 @@ async fn run(resources: usize) {
         // VmHWM only grows: the last reading before the exit is the peak.
         let mut peak = 0;
         let status = loop {
-            if let Some(kib) = peak_rss_kib(child.id()) {
+            if let Some(kib) = common::peak_rss_kib(child.id()) {
                 peak = peak.max(kib);
             }
             if let Some(status) = child.try_wait().unwrap() {

@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark's input is its own
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -18,16 +20,6 @@ use waldur_runtime::pki::{self, Usage, Validity};
 use waldur_sim::{NewOrder, Sim};
 
 const ORDERS: usize = 1_000;
-
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 #[tokio::main]
 async fn main() {
@@ -129,12 +121,7 @@ async fn main() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let done = sim
-            .world()
-            .orders
-            .values()
-            .filter(|o| o.state == "done")
-            .count();
+        let done = sim.orders_in_state("done");
         if done == ORDERS {
             break;
         }
@@ -145,7 +132,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let rss = peak_rss_kib(child.id());
+    let rss = common::peak_rss_kib(child.id()).unwrap_or(0);
     let _ = child.kill();
     let _ = child.wait();
     server.shutdown().await.unwrap();

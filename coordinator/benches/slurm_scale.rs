@@ -135,12 +135,7 @@ async fn main() {
     let deadline = started + Duration::from_secs(3600);
     loop {
         coordinator.process_orders_once().await;
-        let done = sim
-            .world()
-            .orders
-            .values()
-            .filter(|o| o.state == "done")
-            .count();
+        let done = sim.orders_in_state("done");
         if done == orders {
             break;
         }

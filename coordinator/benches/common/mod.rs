@@ -109,3 +109,13 @@ impl Bench {
         )
     }
 }
+
+/// A process's peak resident memory (`VmHWM`) in KiB, while it runs.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}

@@ -377,6 +377,15 @@ impl Sim {
             .map(|o| o.state.clone())
     }
 
+    /// How many orders are in `state`.
+    pub fn orders_in_state(&self, state: &str) -> usize {
+        self.world_untouched()
+            .orders
+            .values()
+            .filter(|o| o.state == state)
+            .count()
+    }
+
     /// A snapshot of a resource.
     pub fn resource(&self, uuid: &str) -> Option<world::Resource> {
         self.world().resources.get(&norm(uuid)).cloned()
