@@ -19,6 +19,7 @@
 mod accept;
 mod backend;
 pub mod command;
+pub mod component;
 pub mod config;
 mod dial;
 pub mod metrics;

@@ -121,6 +121,30 @@ impl Registry {
         out
     }
 
+    /// Runs the self checks of every instance that advertises DIAGNOSTICS;
+    /// returns (name, checks) pairs. A run that fails is one failed check.
+    pub async fn diagnose_all(&self) -> Vec<(String, Diagnostics)> {
+        let mut out = Vec::new();
+        for (name, inst) in self.instances.iter() {
+            if !inst.capabilities.contains(&Capability::Diagnostics) {
+                continue;
+            }
+            let d = match inst.backend.diagnostics().await {
+                Ok(d) => d,
+                Err(e) => Diagnostics {
+                    checks: vec![DiagnosticCheck {
+                        name: "diagnostics".into(),
+                        status: CheckStatus::Failed,
+                        message: e.message,
+                    }],
+                    info: Default::default(),
+                },
+            };
+            out.push((name.clone(), d));
+        }
+        out
+    }
+
     pub(crate) fn instance(&self, name: String, needs: &[Capability]) -> BackendResult<&Instance> {
         let name = required_id("instance", name)?;
         let inst = self

@@ -31,13 +31,17 @@ retry: {{max_attempts: 1}}
 }
 
 fn check(w: &World, text: &str, token: &str) -> (bool, String) {
+    command(w, "check", text, token)
+}
+
+fn command(w: &World, sub: &str, text: &str, token: &str) -> (bool, String) {
     let path = w
         .dir
         .path()
         .join(format!("c{}.yaml", rand::random::<u32>()));
     std::fs::write(&path, text).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_waldur-coordinator"))
-        .args(["check", "--config"])
+        .args([sub, "--config"])
         .arg(&path)
         .env("WALDUR_TOKEN", token)
         .output()
@@ -65,6 +69,36 @@ async fn check_names_the_setting_behind_each_usual_mistake() {
         out.contains("WARN backend hpc: instance hpc is the in-memory example backend"),
         "{out}"
     );
+
+    // The backend's own self checks are lines of their own, in check and
+    // in diagnostics.
+    assert!(out.contains("PASS backend hpc: state:"), "{out}");
+    let text = config(&w, &api, "localhost");
+    let (ok, out) = tokio::task::block_in_place(|| command(&w, "diagnostics", &text, TOKEN));
+    assert!(ok && out.contains("orders backend hpc: state:"), "{out}");
+    assert!(!out.contains("STOMP"), "events are off: {out}");
+
+    // With events on, the STOMP endpoint must answer: RabbitMQ's Web-STOMP
+    // does, a closed port does not.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let with_events = |url: &str| {
+        config(&w, &api, "localhost").replace(
+            "    backends: {orders: hpc}\n",
+            &format!(
+                "    backends: {{orders: hpc}}\n    tasks: {{orders: true, events: true}}\n    events: {{stomp_url: '{url}'}}\n"
+            ),
+        )
+    };
+    let (ok, out) = run(with_events("ws://127.0.0.1:15674/ws"), TOKEN);
+    assert!(
+        ok && out.contains("PASS offering HPC: STOMP endpoint ws://127.0.0.1:15674/ws answers"),
+        "{out}"
+    );
+    let (ok, out) = run(with_events(&format!("ws://{closed}/ws")), TOKEN);
+    assert!(!ok && out.contains("(check events.stomp_url)"), "{out}");
 
     let (ok, out) = run(config(&w, &api, "localhost"), "wrong-token");
     assert!(

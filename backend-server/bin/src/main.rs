@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use waldur_backend_sdk::types::CheckStatus;
 
 mod backends;
 
@@ -144,6 +145,22 @@ async fn run(command: Command) -> ExitCode {
                 } else {
                     println!("FAIL instance {name} not ready: {}", probe.message);
                     ok = false;
+                }
+            }
+            for (name, d) in registry.diagnose_all().await {
+                for c in &d.checks {
+                    let word = match c.status {
+                        CheckStatus::Ok => "PASS",
+                        CheckStatus::Warning => "WARN",
+                        _ => {
+                            ok = false;
+                            "FAIL"
+                        }
+                    };
+                    println!("{word} instance {name}: {}: {}", c.name, c.message);
+                }
+                for (k, v) in &d.info {
+                    println!("INFO instance {name}: {k} = {v}");
                 }
             }
             if ok {

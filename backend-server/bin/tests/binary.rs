@@ -254,6 +254,21 @@ fn check_warns_about_an_example_instance_that_is_not_marked_as_a_demo() {
 }
 
 #[test]
+fn check_prints_each_instances_self_checks() {
+    let pki = TestPki::new();
+    let config = pki.write_config(free_port(), "{allocation_prefix: hpc_, demo: true}");
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("PASS instance hpc: state:"), "{text}");
+    assert!(text.contains("PASS instance hpc: ready:"), "{text}");
+}
+
+#[test]
 fn version_names_the_commit_and_docs_print_a_man_page_and_completions() {
     let out = |args: &[&str]| {
         let o = Command::new(BIN).args(args).output().unwrap();

@@ -46,6 +46,14 @@ pub const DEFAULT_READS: usize = 2;
 enum Access {
     Read,
     Write,
+    /// A write by the holder of a [`WriteTurn`].
+    WriteInTurn,
+}
+
+/// This process's turn to write (see `WRITES`), held until dropped, so a
+/// read and the write it decides are not separated by another write.
+pub struct WriteTurn {
+    _held: tokio::sync::MutexGuard<'static, ()>,
 }
 
 /// Messages that mean "SLURM is down or busy", not "the request is wrong".
@@ -88,7 +96,7 @@ impl Slurm {
         std::time::Duration::from_micros(self.busy_micros.load(Ordering::Relaxed))
     }
 
-    fn program(&self, name: &str) -> String {
+    pub(crate) fn program(&self, name: &str) -> String {
         if self.bin.is_empty() {
             name.to_owned()
         } else {
@@ -147,8 +155,24 @@ impl Slurm {
         self.sacctmgr(args, Access::Write).await
     }
 
+    /// Waits for this process's turn to write and keeps it.
+    pub async fn write_turn(&self) -> WriteTurn {
+        WriteTurn {
+            _held: WRITES.lock().await,
+        }
+    }
+
+    /// A `sacctmgr` write made while holding `turn`.
+    pub async fn sacctmgr_write_in(
+        &self,
+        _turn: &WriteTurn,
+        args: Vec<String>,
+    ) -> BackendResult<String> {
+        self.sacctmgr(args, Access::WriteInTurn).await
+    }
+
     async fn sacctmgr(&self, mut args: Vec<String>, access: Access) -> BackendResult<String> {
-        let immediate = access == Access::Write;
+        let immediate = access != Access::Read;
         if let Some(cluster) = &self.cluster {
             // A flat file names its cluster itself.
             let unscoped = args.first().is_some_and(|a| a == "load")
@@ -170,7 +194,7 @@ impl Slurm {
         }
         let verb = args.first().cloned().unwrap_or_default();
         full.extend(args);
-        let _write = if immediate {
+        let _write = if access == Access::Write {
             Some(WRITES.lock().await)
         } else {
             None

@@ -28,6 +28,7 @@ mod access;
 mod accounts;
 mod batch;
 pub mod cli;
+mod diagnostics;
 mod filesystem;
 mod limits;
 mod members;
@@ -99,7 +100,7 @@ impl SlurmBackend {
                     Accounting::One => AccountingType::OneTime,
                     Accounting::Usage => AccountingType::Usage,
                 };
-                Component {
+                let mut component = Component {
                     key: key.clone(),
                     label: c.label.clone(),
                     measured_unit: c.measured_unit.clone(),
@@ -108,7 +109,9 @@ impl SlurmBackend {
                     limit: c.limit.map(|l| l as i64),
                     is_prepaid: kind == AccountingType::OneTime,
                     ..Component::default()
-                }
+                };
+                c.waldur.apply(&mut component);
+                component
             })
             .collect();
         Self {
@@ -237,60 +240,7 @@ impl Backend for SlurmBackend {
     }
 
     async fn diagnostics(&self) -> BackendResult<Diagnostics> {
-        let mut d = Diagnostics::default();
-        let mut check = |name: &str, ok: bool, message: String| {
-            d.checks.push(DiagnosticCheck {
-                name: name.into(),
-                status: if ok {
-                    CheckStatus::Ok
-                } else {
-                    CheckStatus::Failed
-                },
-                message,
-            });
-        };
-        match self.slurm.version().await {
-            Ok(v) => check("slurm_version", true, v),
-            Err(e) => check("slurm_version", false, e.message),
-        }
-        let wanted = [
-            self.settings.default_account.clone(),
-            self.settings.root_account().to_owned(),
-        ];
-        match self.rows(&wanted).await {
-            Ok(rows) => {
-                for a in &wanted {
-                    let ok = rows.account(a).is_some();
-                    check(
-                        &format!("account_{a}"),
-                        ok,
-                        if ok {
-                            "exists".into()
-                        } else {
-                            format!("account {a} is missing: create it or fix the settings")
-                        },
-                    );
-                }
-            }
-            Err(e) => check("accounting", false, e.message),
-        }
-        let tres = self.cluster_tres().await;
-        for key in self.settings.components.keys() {
-            check(
-                &format!("tres_{key}"),
-                tres.is_empty() || tres.contains(key),
-                format!("component {key} against the cluster's TRES"),
-            );
-        }
-        d.info.insert(
-            "cluster".into(),
-            self.settings.cluster_name.clone().unwrap_or_default(),
-        );
-        d.info.insert(
-            "tres".into(),
-            tres.iter().cloned().collect::<Vec<_>>().join(","),
-        );
-        Ok(d)
+        Ok(self.diagnose().await)
     }
 
     async fn create_resource(&self, req: CreateResource) -> BackendResult<Created> {

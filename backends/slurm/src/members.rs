@@ -1,7 +1,7 @@
 //! Members: user associations of an allocation, added in one `add user`
 //! and removed in one `remove user`, their jobs cancelled first.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use waldur_backend_sdk::types::*;
 use waldur_backend_sdk::{BackendError, BackendResult};
@@ -207,6 +207,9 @@ impl SlurmBackend {
                 failure = Some(e);
             }
         }
+        if failure.is_none() {
+            self.release_default_associations(&present).await;
+        }
         Ok(usernames
             .into_iter()
             .map(|u| match (&failure, present.contains(&u)) {
@@ -215,6 +218,86 @@ impl SlurmBackend {
                 _ => UserResult::unchanged(u),
             })
             .collect())
+    }
+
+    /// Removes the association under `default_account` of each user whose
+    /// only association left is that one. `add user ... DefaultAccount=`
+    /// made it beside the first allocation's (policy `common`); once the
+    /// user has no allocation it would keep them on the cluster for ever.
+    /// Acts only on what one listing positively shows (a failed or empty
+    /// listing removes nothing) and holds the write turn from the listing
+    /// to the removal, so an addition of this process cannot slip between
+    /// them. Best effort: a failure is logged, the removal it follows stands.
+    pub(crate) async fn release_default_associations(&self, users: &[String]) {
+        let s = &self.settings;
+        if users.is_empty()
+            || s.keep_default_association
+            || s.default_account_policy != DefaultAccountPolicy::Common
+        {
+            return;
+        }
+        let default = s.default_account.as_str();
+        let turn = self.slurm.write_turn().await;
+        let listing = match self
+            .slurm
+            .sacctmgr_read(args![
+                "show",
+                "assoc",
+                "where",
+                format!("users={}", users.join(",")),
+                "format=User,Account"
+            ])
+            .await
+        {
+            Ok(out) => out,
+            Err(e) => {
+                tracing::warn!(error = %e.message, "default account associations not checked");
+                return;
+            }
+        };
+        let mut accounts: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for row in crate::parse::rows(&listing) {
+            if let (Some(user), Some(account)) = (row.first(), row.get(1))
+                && !user.is_empty()
+            {
+                accounts.entry(user).or_default().push(account);
+            }
+        }
+        let idle: Vec<&str> = users
+            .iter()
+            .map(String::as_str)
+            // SLURM's own administrator keeps what it has.
+            .filter(|u| *u != "root")
+            .filter(|u| {
+                accounts
+                    .get(u)
+                    .is_some_and(|a| a.iter().all(|a| *a == default))
+            })
+            .collect();
+        if idle.is_empty() {
+            return;
+        }
+        match self
+            .slurm
+            .sacctmgr_write_in(
+                &turn,
+                args![
+                    "remove",
+                    "user",
+                    "where",
+                    format!("name={}", idle.join(",")),
+                    format!("account={default}")
+                ],
+            )
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(users = ?idle, account = default, "default account associations of users without allocations removed")
+            }
+            Err(e) => {
+                tracing::warn!(users = ?idle, error = %e.message, "default account associations not removed")
+            }
+        }
     }
 
     /// ListResourceUsers: one listing for all; accounts the backend does not

@@ -293,13 +293,15 @@ impl SlurmBackend {
             DeletionMode::Unspecified => self.settings.soft_delete,
         };
         // Both modes stop the work first: cancel jobs, drop the members.
-        if !rows.members(&id).is_empty() {
+        let members: Vec<String> = rows.members(&id).into_iter().collect();
+        if !members.is_empty() {
             if let Err(e) = self.slurm.scancel(args!["-A", id, "-f"]).await {
                 tracing::warn!(account = %id, error = %e.message, "cancelling jobs before deletion failed");
             }
             self.slurm
                 .sacctmgr_write(args!["remove", "user", "where", format!("account={id}")])
                 .await?;
+            self.release_default_associations(&members).await;
         }
         if soft {
             let known = self.cluster_tres().await;

@@ -8,12 +8,18 @@
 
 use std::collections::BTreeMap;
 use waldur_backend_sdk::SettingError;
+use waldur_backend_sdk::component::ComponentFields;
 
 use serde::Deserialize;
 
 /// One component: a SLURM TRES (`cpu`, `mem`, `gres/gpu` ...) sold in Waldur.
+///
+/// Besides its own keys it takes Waldur's optional component fields
+/// (bounds, article code, prepaid durations ...), which `load-components`
+/// publishes unchanged. Unknown keys are refused at parse time (serde's
+/// `deny_unknown_fields` cannot be combined with a flattened struct, so
+/// they are gathered in `unknown` and checked in [`SlurmSettings::parse`]).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ComponentSettings {
     /// Display name in Waldur.
     pub label: String,
@@ -31,6 +37,12 @@ pub struct ComponentSettings {
     /// original's ComponentMapper); the factor includes the unit scaling.
     #[serde(default)]
     pub target_components: BTreeMap<String, TargetComponent>,
+    /// Waldur's optional component fields, passed through.
+    #[serde(flatten)]
+    pub waldur: ComponentFields,
+    /// Keys that are neither; refused by [`SlurmSettings::parse`].
+    #[serde(flatten)]
+    unknown: BTreeMap<String, serde_json::Value>,
 }
 
 /// One target TRES of a mapped component.
@@ -190,6 +202,13 @@ pub struct SlurmSettings {
     /// Terminate keeps the account with zero limits.
     #[serde(default)]
     pub soft_delete: bool,
+    /// Keep the association under `default_account` that `DefaultAccount=`
+    /// made (policy `common`) when a user leaves their last allocation.
+    /// By default it is removed with the last allocation's association, so
+    /// a user Waldur no longer grants anything keeps nothing on the
+    /// cluster; sites that want such users to stay set this to true.
+    #[serde(default)]
+    pub keep_default_association: bool,
     /// Create home directories for added users.
     #[serde(default = "yes")]
     pub enable_user_homedir_account_creation: bool,
@@ -400,6 +419,16 @@ impl SlurmSettings {
             ));
         }
         for (name, c) in &s.components {
+            if let Some(key) = c.unknown.keys().next() {
+                return Err(SettingError::new(
+                    format!("components.{name}.{key}"),
+                    "unknown field: a component takes label, measured_unit, unit_factor, \
+                     accounting_type, limit, target_components and Waldur's component fields",
+                ));
+            }
+            if let Err(why) = c.waldur.check() {
+                return Err(SettingError::new(format!("components.{name}"), why));
+            }
             if c.unit_factor <= 0.0 || !c.unit_factor.is_finite() {
                 return Err(SettingError::new(
                     format!("components.{name}.unit_factor"),

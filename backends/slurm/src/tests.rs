@@ -306,6 +306,34 @@ fn unsafe_or_unsupported_settings_are_refused() {
     );
 }
 
+#[tokio::test]
+async fn waldur_component_fields_are_described_and_unknown_component_keys_refused() {
+    let settings = base(serde_json::json!({"components": {"cpu": {
+        "label": "CPU", "measured_unit": "k-Hours", "accounting_type": "limit",
+        "description": "CPU time", "min_value": 1, "max_value": 500, "default_limit": 10,
+        "limit_period": "total", "article_code": "HPC-CPU", "max_renewal_duration": 12
+    }}}));
+    let b = backend(settings, Arc::new(Scripted::default()));
+    let c = &b.components().await.unwrap()[0];
+    assert_eq!(c.description, "CPU time");
+    assert_eq!((c.min_value, c.max_value), (Some(1.0), Some(500.0)));
+    assert_eq!(c.default_limit, Some(10.0));
+    assert_eq!(c.limit_period(), LimitPeriod::Total);
+    assert_eq!(c.article_code, "HPC-CPU");
+    assert_eq!(c.max_renewal_duration, Some(12));
+
+    let typo = base(serde_json::json!({"components": {"cpu": {
+        "label": "CPU", "measured_unit": "h", "accounting_type": "limit", "max_vaule": 5
+    }}}));
+    let err = SlurmSettings::parse(typo).unwrap_err().to_string();
+    assert!(err.contains("components.cpu.max_vaule"), "{err}");
+    let upside_down = base(serde_json::json!({"components": {"cpu": {
+        "label": "CPU", "measured_unit": "h", "accounting_type": "limit",
+        "min_value": 9, "max_value": 1
+    }}}));
+    assert!(SlurmSettings::parse(upside_down).is_err());
+}
+
 fn seen(runner: &Scripted) -> Vec<String> {
     runner.seen.lock().unwrap().clone()
 }

@@ -1,6 +1,7 @@
 //! The SLURM backend with real jobs on the cluster from deploy/services.sh:
 //! accounts and limits as sacctmgr shows them, usage of a real job in the
-//! report, enforcement of limits and of pause/restore.
+//! report, enforcement of limits and of pause/restore, the associations a
+//! user keeps after their last allocation, and the self checks.
 
 #![allow(clippy::unwrap_used)] // a test's input is its own
 
@@ -557,4 +558,154 @@ async fn project_and_hand_made_accounts_are_never_changed_and_adopt_takes_one_ov
         &["-i", "remove", "account", "where", &format!("name={hand}")],
     );
     cleanup(&b, &id).await;
+}
+
+/// The accounts a user has associations under, as sacctmgr lists them.
+fn user_accounts(user: &str) -> Vec<String> {
+    let (_, out) = sh(
+        "sacctmgr",
+        &[
+            "-nP",
+            "show",
+            "assoc",
+            "format=account",
+            &format!("users={user}"),
+        ],
+    );
+    let mut accounts: Vec<String> = out.lines().map(str::to_owned).collect();
+    accounts.sort();
+    accounts
+}
+
+async fn create_with(b: &SlurmBackend, tag: &str, user: &str) -> String {
+    let id = b.generate_backend_id(tag, None).unwrap();
+    b.create_resource(CreateResource {
+        backend_id: id.clone(),
+        resource: context(tag),
+        users: vec![User::named(user)],
+        ..CreateResource::default()
+    })
+    .await
+    .unwrap();
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_leaving_their_last_allocation_loses_the_default_account_association_unless_kept() {
+    if !enabled() {
+        return;
+    }
+    let b = backend();
+    let user = run_tag("dflu");
+    let first = create_with(&b, &run_tag("jd1"), &user).await;
+    let second = create_with(&b, &run_tag("jd2"), &user).await;
+    let mut both = vec![first.clone(), second.clone(), "root".to_owned()];
+    both.sort();
+    assert_eq!(user_accounts(&user), both, "DefaultAccount=root adds root");
+
+    b.remove_users(&first, vec![user.clone()]).await.unwrap();
+    let mut left = vec![second.clone(), "root".to_owned()];
+    left.sort();
+    assert_eq!(
+        user_accounts(&user),
+        left,
+        "one allocation left: root stays"
+    );
+    b.remove_users(&second, vec![user.clone()]).await.unwrap();
+    assert!(
+        user_accounts(&user).is_empty(),
+        "{:?}",
+        user_accounts(&user)
+    );
+
+    // Terminating the last allocation releases it too.
+    b.add_users(&first, vec![User::named(&user)], None)
+        .await
+        .unwrap();
+    cleanup(&b, &first).await;
+    assert!(
+        user_accounts(&user).is_empty(),
+        "{:?}",
+        user_accounts(&user)
+    );
+
+    // A site that keeps it.
+    let settings = serde_json::json!({
+        "customer_prefix": "jc_", "project_prefix": "jp_", "allocation_prefix": "ja_",
+        "keep_default_association": true,
+        "components": {"cpu": {"label": "CPU", "measured_unit": "m", "accounting_type": "usage"}}
+    });
+    let keeping = SlurmBackend::from_settings(settings).unwrap();
+    keeping
+        .add_users(&second, vec![User::named(&user)], None)
+        .await
+        .unwrap();
+    keeping
+        .remove_users(&second, vec![user.clone()])
+        .await
+        .unwrap();
+    assert_eq!(user_accounts(&user), ["root"]);
+    sh(
+        "sacctmgr",
+        &["-i", "remove", "user", "where", &format!("name={user}")],
+    );
+    cleanup(&b, &second).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_checks_name_every_missing_qos_partition_and_cluster_and_pass_when_all_exist() {
+    if !enabled() {
+        return;
+    }
+    let good = SlurmBackend::from_settings(serde_json::json!({
+        "cluster_name": "test",
+        "qos_paused": "waldur_paused",
+        "qos_downscaled": "waldur_downscaled",
+        "default_partition": "debug",
+        "components": {"cpu": {"label": "CPU", "measured_unit": "m", "accounting_type": "usage"}}
+    }))
+    .unwrap();
+    let d = good.diagnostics().await.unwrap();
+    let failed: Vec<_> = d
+        .checks
+        .iter()
+        .filter(|c| c.status != CheckStatus::Ok)
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    for name in [
+        "cluster",
+        "qos_normal",
+        "qos_waldur_paused",
+        "partition_debug",
+        "account_root",
+    ] {
+        assert!(d.checks.iter().any(|c| c.name == name), "no {name}: {d:#?}");
+    }
+
+    let bad = SlurmBackend::from_settings(serde_json::json!({
+        "cluster_name": "nosuchcluster",
+        "qos_paused": "nosuchqos",
+        "default_partition": "nosuchpart",
+        "default_account": "nosuchaccount",
+        "root_account": "root",
+        "components": {"cpu": {"label": "CPU", "measured_unit": "m", "accounting_type": "usage"}}
+    }))
+    .unwrap();
+    let d = bad.diagnostics().await.unwrap();
+    let failed: BTreeMap<&str, &str> = d
+        .checks
+        .iter()
+        .filter(|c| c.status == CheckStatus::Failed)
+        .map(|c| (c.name.as_str(), c.message.as_str()))
+        .collect();
+    assert!(failed["cluster"].contains("nosuchcluster"), "{failed:#?}");
+    assert!(
+        failed["qos_nosuchqos"].contains("qos_paused"),
+        "{failed:#?}"
+    );
+    assert!(
+        failed["partition_nosuchpart"].contains("debug"),
+        "{failed:#?}"
+    );
+    assert!(failed.contains_key("account_nosuchaccount"), "{failed:#?}");
 }

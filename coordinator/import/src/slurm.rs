@@ -311,7 +311,7 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// Waldur component fields the original passed through to Waldur; the SLURM
-/// backend does not describe them.
+/// backend describes them too, so they are carried over unchanged.
 const WALDUR_FIELDS: &[&str] = &[
     "description",
     "min_value",
@@ -429,6 +429,7 @@ pub(crate) fn components(
                 targets.insert(Value::String(tres), Value::Mapping(tm));
             }
         }
+        let mut passed = Mapping::new();
         for key in c.keys().filter_map(key_text) {
             let known = [
                 "label",
@@ -442,10 +443,9 @@ pub(crate) fn components(
                 continue;
             }
             if WALDUR_FIELDS.contains(&key.as_str()) {
-                notes.push(format!(
-                    "{noted}.{key} is a Waldur component field the SLURM backend server does not \
-                     describe; not carried over, keep it set in Waldur"
-                ));
+                if let Some(v) = get(c, &key) {
+                    passed.insert(Value::String(key.clone()), untag(v).clone());
+                }
             } else if key == "unit_factor_reporting" {
                 notes.push(format!(
                     "{noted}.{key} dropped: no code path of the original read it"
@@ -467,6 +467,7 @@ pub(crate) fn components(
         if !targets.is_empty() {
             comp.insert("target_components".into(), Value::Mapping(targets));
         }
+        comp.extend(passed);
         out.insert(Value::String(name), Value::Mapping(comp));
     }
     Ok(out)

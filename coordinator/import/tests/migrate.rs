@@ -99,7 +99,7 @@ fn a_slurm_offering_with_all_roles_components_and_stomp_migrates() {
         st["components"]["cpu"],
         json!({
             "label": "CPU", "measured_unit": "k-Hours", "unit_factor": 60000,
-            "accounting_type": "usage", "limit": 10
+            "accounting_type": "usage", "limit": 10, "description": "CPU time"
         })
     );
     assert_eq!(st["components"]["mem"]["unit_factor"], 61440);
@@ -163,13 +163,13 @@ fn unknown_slurm_settings_are_dropped_with_a_note_each() {
 }
 
 #[test]
-fn waldur_only_component_fields_are_dropped_with_a_note() {
+fn waldur_component_fields_are_carried_over_and_unread_ones_dropped_with_a_note() {
     let m = run("slurm-full.yaml");
     let s = server(&m);
     let cpu = &instance(&s, "tartu-hpc")["settings"]["components"]["cpu"];
-    assert!(cpu.get("description").is_none());
+    assert_eq!(cpu["description"], "CPU time");
+    assert!(!note_about(&m, &["backend_components.cpu.description"]));
     assert!(cpu.get("unit_factor_reporting").is_none());
-    assert!(note_about(&m, &["backend_components.cpu.description"]));
     assert!(note_about(
         &m,
         &["backend_components.cpu.unit_factor_reporting"]
@@ -220,8 +220,8 @@ fn the_documented_example_configuration_migrates_its_slurm_offerings() {
 
     let prepaid = &instance(&s, "prepaid-hpc-allocation")["settings"]["components"]["cpu"];
     assert_eq!(prepaid["accounting_type"], "one");
-    assert!(prepaid.get("min_prepaid_duration").is_none());
-    assert!(note_about(
+    assert_eq!(prepaid["min_prepaid_duration"], 1);
+    assert!(!note_about(
         &m,
         &["backend_components.cpu.min_prepaid_duration"]
     ));
@@ -598,7 +598,8 @@ fn every_generated_key_is_a_field_of_the_target_config_structs() {
     let coordinator_src =
         read("coordinator/src/config.rs") + &read("backend-server/runtime/src/tls.rs");
     let server_src = read("backend-server/src/config.rs");
-    let slurm_src = read("backends/slurm/src/settings.rs");
+    let slurm_src =
+        read("backends/slurm/src/settings.rs") + &read("backend-server/src/component.rs");
     let known = |src: &str, key: &str| {
         src.contains(&format!("pub {key}:")) || src.contains(&format!("rename = \"{key}\""))
     };

@@ -400,6 +400,24 @@ impl BackendHandle {
         Ok(from_wire::probe(r))
     }
 
+    /// The backend's self checks, or `None` when it has none.
+    pub async fn diagnostics(&self) -> Result<Option<Diagnostics>, BackendCallError> {
+        if !self.has(Capability::Diagnostics).await? {
+            return Ok(None);
+        }
+        let r = self
+            .call(
+                "GetDiagnostics",
+                CallClass::Read,
+                wire::GetDiagnosticsRequest {
+                    instance: self.instance_name(),
+                },
+                |mut c, r| async move { c.get_diagnostics(r).await },
+            )
+            .await?;
+        Ok(Some(from_wire::diagnostics(r)))
+    }
+
     /// Component definitions.
     pub async fn components(&self) -> Result<Vec<Component>, BackendCallError> {
         let r = self

@@ -3,6 +3,8 @@
 //! supported, for every resource; nothing changed) that FAILs when the
 //! blast-radius breaker would trip.
 
+use waldur_backend_api::types::CheckStatus;
+
 use crate::config::Config;
 use crate::runtime::Coordinator;
 
@@ -59,6 +61,21 @@ pub async fn run(config: &Config, coordinator: &Coordinator) -> bool {
                     _ => "",
                 };
                 line(false, format!("offering {name}: {e}{hint}"));
+            }
+        }
+        if o.config.tasks.events {
+            // The handshake only: logging in needs the subscription the
+            // running coordinator registers, which check must not create.
+            let url = o.config.events.url(&o.config.waldur.api_url);
+            match waldur_stomp::client::reachable(&url).await {
+                Ok(()) => line(
+                    true,
+                    format!("offering {name}: STOMP endpoint {url} answers"),
+                ),
+                Err(e) => line(
+                    false,
+                    format!("offering {name}: STOMP endpoint {url}: {e} (check events.stomp_url)"),
+                ),
             }
         }
     }
@@ -267,6 +284,13 @@ pub async fn run(config: &Config, coordinator: &Coordinator) -> bool {
                 );
             }
             Err(e) => line(false, format!("backend {name}: capabilities: {e}")),
+        }
+        let who = format!("backend {name}");
+        for (status, text) in crate::cli::ops::self_checks(backend, &who).await {
+            match status {
+                CheckStatus::Warning => println!("WARN {text}"),
+                s => line(s != CheckStatus::Failed, text),
+            }
         }
     }
     ok

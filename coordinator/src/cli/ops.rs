@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
-use waldur_backend_api::types::{AccountingType, Capability, Component, LimitPeriod, Outcome};
+use waldur_backend_api::types::{
+    AccountingType, Capability, CheckStatus, Component, LimitPeriod, Outcome,
+};
 
 use crate::backend::BackendHandle;
 use crate::processors::usernames::Usernames;
@@ -17,6 +19,25 @@ use waldur_client::types::offering_user_state;
 fn line(ok: &mut bool, pass: bool, text: String) {
     println!("{} {text}", if pass { "ok  " } else { "FAIL" });
     *ok &= pass;
+}
+
+/// The backend's own self checks (GetDiagnostics), one line each, with the
+/// facts it reports; a backend without them gives no lines.
+pub async fn self_checks(b: &BackendHandle, who: &str) -> Vec<(CheckStatus, String)> {
+    match b.diagnostics().await {
+        Ok(Some(d)) => d
+            .checks
+            .into_iter()
+            .map(|c| (c.status, format!("{who}: {}: {}", c.name, c.message)))
+            .chain(
+                d.info
+                    .into_iter()
+                    .map(|(k, v)| (CheckStatus::Ok, format!("{who}: {k} = {v}"))),
+            )
+            .collect(),
+        Ok(None) => Vec::new(),
+        Err(e) => vec![(CheckStatus::Failed, format!("{who}: diagnostics: {e}"))],
+    }
 }
 
 /// The offerings selected by `--offering` (all when empty); an unknown name
@@ -332,6 +353,12 @@ pub async fn diagnostics(coordinator: &Coordinator, offerings: &[&OfferingRuntim
                 true,
                 format!("{role} backend {backend_name}: {info} ready over mutual TLS"),
             );
+            for (status, text) in self_checks(b, &format!("{role} backend {backend_name}")).await {
+                match status {
+                    CheckStatus::Warning => println!("WARN {text}"),
+                    s => line(&mut ok, s != CheckStatus::Failed, text),
+                }
+            }
             if let (Some(off), Ok(components)) = (&offering, b.components().await) {
                 let missing: Vec<&str> = components
                     .iter()

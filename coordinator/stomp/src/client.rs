@@ -378,5 +378,17 @@ where
     Ok(())
 }
 
+/// Whether the STOMP endpoint at `url` (`ws://` or `wss://`) answers: the
+/// WebSocket handshake with the STOMP subprotocol succeeds within 10 s.
+/// Nothing is logged in to or subscribed, so it needs no credentials and
+/// has no effect on the broker; `waldur-coordinator check` uses it.
+pub async fn reachable(url: &str) -> Result<(), String> {
+    match timeout(Duration::from_secs(10), conn::handshake(url)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer within 10 s".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests;

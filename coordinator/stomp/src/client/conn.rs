@@ -323,6 +323,24 @@ pub(super) fn tls_config() -> Result<Arc<rustls::ClientConfig>, ConnError> {
     Ok(Arc::new(config))
 }
 
+/// Opens the WebSocket with the STOMP subprotocol and drops it: the
+/// endpoint answers. No STOMP frame is sent, so no credentials are needed.
+pub(super) async fn handshake(url: &str) -> Result<(), ConnError> {
+    let tls = if url.starts_with("wss://") {
+        Some(tls_config()?)
+    } else {
+        None
+    };
+    let limits = Limits {
+        max_frame_bytes: 1 << 16,
+        max_message_bytes: 1 << 16,
+    };
+    WsConn::connect(url, SUBPROTOCOL, tls, limits)
+        .await
+        .map(drop)
+        .map_err(ConnError::Connect)
+}
+
 /// Opens a connection and subscribes; returns it with any MESSAGE frames
 /// that arrived before the subscription's receipt.
 pub(super) async fn open(
