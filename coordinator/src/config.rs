@@ -326,6 +326,12 @@ pub struct MembershipConfig {
     pub homedir_umask: String,
     /// `create-homedirs` creates directories for this offering's users.
     pub create_homedirs: bool,
+    /// Hours between passes that ask the backend to place every resource
+    /// under its current project and customer (backends with PROJECT_SYNC);
+    /// the first membership cycle after a start makes one. Between passes,
+    /// resources seen to move and `resource` events are synced at once.
+    /// 0: no passes.
+    pub project_sync_hours: u64,
 }
 
 impl Default for MembershipConfig {
@@ -335,6 +341,7 @@ impl Default for MembershipConfig {
             page_size: 500,
             homedir_umask: "0077".into(),
             create_homedirs: true,
+            project_sync_hours: 24,
         }
     }
 }

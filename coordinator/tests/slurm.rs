@@ -2,7 +2,8 @@
 //! mutual TLS, on the cluster `deploy/services.sh` brings up (run when
 //! `WALDUR_SLURM_CLUSTER` is set, as `deploy/test.sh` does): team changes in
 //! Waldur become associations, a pause blocks job submission, usage of a
-//! real job reaches Waldur.
+//! real job reaches Waldur, a project moved to another customer moves its
+//! accounts.
 
 #![allow(clippy::unwrap_used)]
 
@@ -101,6 +102,25 @@ fn users_of(account: &str) -> Vec<String> {
     users
 }
 
+/// The parent of an account, as its account-level association names it.
+fn parent_of(account: &str) -> String {
+    let (_, out) = sh(
+        "sacctmgr",
+        &[
+            "-nP",
+            "show",
+            "assoc",
+            "format=account,user,parentname",
+            &format!("accounts={account}"),
+        ],
+    );
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{account}||")))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
 fn qos_of(account: &str) -> String {
     let (_, out) = sh(
         "sacctmgr",
@@ -185,6 +205,32 @@ async fn a_team_member_added_in_waldur_becomes_an_association_and_a_removed_one_
         0,
         "a second sync changes nothing: {s:?}"
     );
+    terminate(&w, &resource).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_moved_to_another_customer_moves_its_slurm_accounts_in_the_next_cycle() {
+    if !enabled() {
+        return;
+    }
+    let w = world().await;
+    let (resource, account) = w.provisioned_with("moving", budget()).await;
+    let project = parent_of(&account);
+    let prefix = project.split("p_").next().unwrap().to_owned();
+    // The first cycle after a start asks about every resource: in place.
+    let s = w.membership().await;
+    assert_eq!((s.projects.checked, s.projects.moved), (1, 0), "{s:?}");
+
+    w.sim.move_project(&w.scenario.project_uuid, "newowner");
+    let s = w.membership().await;
+    assert_eq!((s.projects.moved, s.projects.failed), (1, 0), "{s:?}");
+    assert_eq!(parent_of(&project), format!("{prefix}c_newowner"));
+    assert_eq!(parent_of(&account), project);
+    assert_eq!(users_of(&account), vec!["alice", "bob"]);
+
+    // Nothing moved since: nothing is asked.
+    let s = w.membership().await;
+    assert_eq!((s.projects.checked, s.projects.moved), (0, 0), "{s:?}");
     terminate(&w, &resource).await;
 }
 
@@ -327,6 +373,15 @@ async fn events_from_waldur_change_slurm_associations_and_qos_without_polling() 
     wait_for("the default QoS", Duration::from_secs(60), || {
         qos_of(&account) != "waldur_paused"
     })
+    .await;
+    // A project moved to another customer: the resource event moves it.
+    let project = parent_of(&account);
+    w.sim.move_project(&w.scenario.project_uuid, "eventowner");
+    wait_for(
+        "the project under its new customer",
+        Duration::from_secs(60),
+        || parent_of(&project).ends_with("c_eventowner"),
+    )
     .await;
     run.abort();
     terminate(&w, &resource).await;

@@ -111,12 +111,12 @@ pub(crate) fn marked(description: &str, resource: Option<&str>) -> String {
 
 /// The association listing's columns. The description is last: it is free
 /// text, so whatever it holds cannot shift the other columns.
-const ASSOC_FORMAT: &str =
+pub(crate) const ASSOC_FORMAT: &str =
     "format=account,org,parentname,user,grptresmins,grpsubmit,qos,maxtresmins,descr";
 
 /// One row of [`ASSOC_FORMAT`]. A row with too few columns is an error, never
 /// "no such account": an account misread as absent would be reported gone.
-fn assoc(r: &[&str]) -> BackendResult<Assoc> {
+pub(crate) fn assoc(r: &[&str]) -> BackendResult<Assoc> {
     let [
         account,
         org,

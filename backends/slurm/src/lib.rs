@@ -35,6 +35,7 @@ mod members;
 pub mod names;
 pub mod parse;
 mod periodic;
+mod placement;
 mod resources;
 mod settings;
 mod usage;
@@ -72,6 +73,8 @@ pub struct SlurmBackend {
     /// The cluster flat files name (`cluster_name`, else slurmdbd's only
     /// cluster).
     flat_cluster: OnceCell<String>,
+    /// A recent listing of the account tree, for placement checks.
+    tree: placement::TreeCache,
 }
 
 impl std::fmt::Debug for SlurmBackend {
@@ -122,6 +125,7 @@ impl SlurmBackend {
             hierarchy: tokio::sync::Mutex::new(()),
             creates: batch::CreateQueue::default(),
             flat_cluster: OnceCell::new(),
+            tree: Default::default(),
         }
     }
 

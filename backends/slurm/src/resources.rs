@@ -400,14 +400,37 @@ impl SlurmBackend {
         let id = checked_account("backend_id", backend_id.to_owned())?;
         let customer = self.customer_account(&resource)?;
         let project = self.project_account(&resource)?;
-        self.owned(&id).await?;
+        if let Some(tree) = self.recent_tree().await
+            && tree.in_place(&id, &project, customer.as_deref())
+        {
+            return Ok(false);
+        }
+        let moved = self
+            .move_into_place(&id, &project, customer, &resource)
+            .await;
+        if !matches!(moved, Ok(false)) {
+            self.forget_tree().await;
+        }
+        moved
+    }
+
+    /// The precise path of [`Self::sync_project`]: fresh reads, then the
+    /// missing accounts and the moves.
+    async fn move_into_place(
+        &self,
+        id: &str,
+        project: &str,
+        customer: Option<String>,
+        resource: &ResourceContext,
+    ) -> BackendResult<bool> {
+        self.owned(id).await?;
         let mut wanted: Vec<String> = customer.iter().cloned().collect();
-        wanted.push(project.clone());
-        wanted.push(id.clone());
+        wanted.push(project.to_owned());
+        wanted.push(id.to_owned());
         let rows = self.rows(&wanted).await?;
         let row = rows
-            .account(&id)
-            .ok_or_else(|| BackendError::resource_not_found(backend_id))?
+            .account(id)
+            .ok_or_else(|| BackendError::resource_not_found(id))?
             .clone();
         let mut changed = false;
         if let Some(c) = &customer
@@ -422,16 +445,16 @@ impl SlurmBackend {
             )
             .await?;
         }
-        match rows.account(&project) {
+        match rows.account(project) {
             None => {
                 let parent = customer
                     .clone()
                     .or_else(|| self.settings.parent_account.clone())
                     .unwrap_or_default();
                 self.add_account(
-                    &project,
+                    project,
                     &resource.project_name,
-                    &project,
+                    project,
                     &parent,
                     &BTreeMap::new(),
                 )

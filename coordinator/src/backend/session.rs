@@ -197,6 +197,30 @@ impl ResourceSession {
         Ok(r.changed)
     }
 
+    /// Moves the resource under its current project and customer; true
+    /// when anything moved (PROJECT_SYNC).
+    pub async fn sync_resource_project(
+        &self,
+        resource: ResourceContext,
+    ) -> Result<bool, BackendCallError> {
+        let h = &self.handle;
+        h.require(Capability::ProjectSync, "SyncResourceProject")
+            .await?;
+        let r = h
+            .call(
+                "SyncResourceProject",
+                CallClass::Mutate,
+                wire::SyncResourceProjectRequest {
+                    instance: h.instance_name(),
+                    backend_id: self.id(),
+                    resource: Some(to_wire::resource(resource)),
+                },
+                |mut c, r| async move { c.sync_resource_project(r).await },
+            )
+            .await?;
+        Ok(r.changed)
+    }
+
     /// Sets (or, with empty limits, removes) one user's limits.
     pub async fn set_user_limits(
         &self,

@@ -6,6 +6,8 @@
 //! * [`orders`]: order processing;
 //! * [`membership`]: membership sync, planned, checked by the blast-radius
 //!   breaker, applied;
+//! * [`placement`]: allocations follow their project and customer in the
+//!   backend's tree;
 //! * [`report`]: usage reporting;
 //! * [`usernames`]: offering users and their usernames;
 //! * [`team`]: who should be on a resource (shared by orders and
@@ -17,6 +19,7 @@
 pub mod identity;
 pub mod membership;
 pub mod orders;
+pub mod placement;
 pub mod report;
 pub mod step;
 pub mod team;

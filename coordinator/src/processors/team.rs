@@ -38,7 +38,7 @@ impl Usable {
         username: &str,
         attributes: &BTreeMap<String, String>,
     ) {
-        let Some(key) = user_key(user_uuid) else {
+        let Some(key) = uuid_number(user_uuid) else {
             tracing::warn!(
                 user_uuid,
                 username,
@@ -56,7 +56,7 @@ impl Usable {
 
     /// The account of a Waldur user, by UUID in any spelling.
     pub fn get(&self, user_uuid: &str) -> Option<UsableUser> {
-        let packed = self.by_user.get(&user_key(user_uuid)?)?;
+        let packed = self.by_user.get(&uuid_number(user_uuid)?)?;
         let mut fields = unpack(packed);
         let username = fields.next()?.to_owned();
         let mut attributes = BTreeMap::new();
@@ -85,8 +85,8 @@ impl Usable {
     }
 }
 
-/// A user UUID as a number: 32 hex digits, with or without dashes.
-fn user_key(uuid: &str) -> Option<u128> {
+/// A UUID as a number: 32 hex digits, with or without dashes.
+pub(crate) fn uuid_number(uuid: &str) -> Option<u128> {
     let key = uuid_key(uuid);
     if key.len() != 32 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;

@@ -116,14 +116,16 @@ impl Coordinator {
             match r {
                 Ok(s) => {
                     println!(
-                        "{name}: membership: {} resources, {} users added, {} removed, {} access changes, {} erred, {} missing on the backend, {} changes withheld",
+                        "{name}: membership: {} resources, {} users added, {} removed, {} access changes, {} erred, {} missing on the backend, {} changes withheld, {} moved under their project ({} project syncs failed)",
                         s.resources,
                         s.users_added,
                         s.users_removed,
                         s.access_changed,
                         s.erred.len(),
                         s.missing_on_backend.len(),
-                        s.withheld.len()
+                        s.withheld.len(),
+                        s.projects.moved,
+                        s.projects.failed
                     );
                     if let Some(t) = &s.breaker {
                         println!("{name}: membership: breaker: {}", t.message);

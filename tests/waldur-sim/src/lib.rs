@@ -522,6 +522,42 @@ impl Sim {
         self.world().emit_resource(resource_uuid);
     }
 
+    /// Moves a project to a customer named `slug` (made if new), as
+    /// Waldur's staff can; emits a `resource` event for each resource of
+    /// the project, as Waldur does when a resource's customer changes.
+    /// Returns the customer's UUID.
+    pub fn move_project(&self, project_uuid: &str, slug: &str) -> String {
+        let mut w = self.world();
+        let customer = match w.customers.values().find(|c| c.slug == slug) {
+            Some(c) => c.uuid.clone(),
+            None => {
+                let uuid = world::new_uuid();
+                w.customers.insert(
+                    world::norm(&uuid),
+                    world::Customer {
+                        uuid: uuid.clone(),
+                        name: format!("Customer {slug}"),
+                        slug: slug.to_owned(),
+                    },
+                );
+                uuid
+            }
+        };
+        if let Some(p) = w.projects.get_mut(&world::norm(project_uuid)) {
+            p.customer_uuid = customer.clone();
+        }
+        let resources: Vec<String> = w
+            .resources
+            .values()
+            .filter(|r| world::uuid_eq(&r.project_uuid, project_uuid))
+            .map(|r| r.uuid.clone())
+            .collect();
+        for r in resources {
+            w.emit_resource(&r);
+        }
+        customer
+    }
+
     /// Sets a resource's `restrict_member_access`.
     pub fn set_restrict_member_access(&self, resource_uuid: &str, restrict: bool) {
         self.with_resource(resource_uuid, "set_restrict_member_access", |r| {

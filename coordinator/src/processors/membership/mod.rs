@@ -71,6 +71,7 @@ use self::apply::Finished;
 use self::breaker::{Scope, Tally};
 use crate::backend::BackendHandle;
 use crate::config::OfferingConfig;
+use crate::processors::placement::{Followed, Placements};
 use crate::processors::step::StepError;
 use crate::processors::team::OfferingUserIndex;
 use crate::processors::usernames::{UsernameSummary, Usernames};
@@ -83,11 +84,12 @@ use waldur_client::{WaldurClient, WaldurError};
 
 /// Resource fields membership sync reads (the original's set, trimmed to
 /// what is used).
-pub const RESOURCE_FIELDS: [&str; 9] = [
+pub const RESOURCE_FIELDS: [&str; 10] = [
     "uuid",
     "state",
     "backend_id",
     "project_uuid",
+    "customer_uuid",
     "restrict_member_access",
     "backend_metadata",
     "limits",
@@ -143,6 +145,8 @@ pub struct MembershipSummary {
     pub breaker: Option<Trip>,
     /// Username generation.
     pub usernames: UsernameSummary,
+    /// Resources placed under their project and customer.
+    pub projects: Followed,
 }
 
 impl MembershipSummary {
@@ -246,6 +250,8 @@ pub struct MembershipProcessor {
     generations: std::sync::Mutex<HashMap<String, u64>>,
     /// Last membership statuses reported per resource (sent only on change).
     statuses: std::sync::Mutex<HashMap<String, Vec<Value>>>,
+    /// Where each resource was last seen (project sync).
+    placements: Placements,
 }
 
 impl MembershipProcessor {
@@ -262,7 +268,14 @@ impl MembershipProcessor {
             Some(backend.clone()),
             offering.usernames.clone(),
         );
+        let placements = Placements::new(
+            &offering.offering_uuid,
+            waldur.clone(),
+            backend.clone(),
+            offering.membership.project_sync_hours,
+        );
         Self {
+            placements,
             offering,
             waldur,
             backend,
@@ -386,7 +399,12 @@ impl MembershipProcessor {
         if !same_offering || !(r.state == "OK" || r.state == "Erred") {
             return Ok(MembershipSummary::default());
         }
-        self.sync(vec![r], Scope::Partial).await
+        // A resource event may be a move: the whole record is at hand.
+        let mut projects = Followed::default();
+        projects.add(self.placements.sync(&r).await);
+        let mut summary = self.sync(vec![r], Scope::Partial).await?;
+        summary.projects = projects;
+        Ok(summary)
     }
 
     /// Syncs the offering's resources with these backend ids (events: a
@@ -436,6 +454,9 @@ impl MembershipProcessor {
         // account must not wait for the first allocation.
         let (cycle, usernames) = self.load_cycle(Mode::Apply).await?;
         summary.usernames = usernames;
+        if scope == Scope::Full {
+            summary.projects = self.placements.follow(&resources).await;
+        }
         if resources.is_empty() {
             if scope == Scope::Full {
                 self.breaker_state()

@@ -79,9 +79,10 @@ async fn dispatch(o: &OfferingRuntime, event: Event) -> Result<Handled, Handled>
             };
             let s = m.sync_resource(&resource).await.map_err(|e| failed(&e))?;
             Ok(Handled::Done(format!(
-                "resource {resource}: {} access changes, {} member changes",
+                "resource {resource}: {} access changes, {} member changes, {} moved under its project",
                 s.access_changed,
-                s.users_added + s.users_removed
+                s.users_added + s.users_removed,
+                s.projects.moved
             )))
         }
         Event::Account {
