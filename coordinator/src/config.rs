@@ -324,7 +324,10 @@ pub struct MembershipConfig {
     pub page_size: usize,
     /// Octal umask for home directories the backend creates for new members.
     pub homedir_umask: String,
-    /// `create-homedirs` creates directories for this offering's users.
+    /// Home directories of this offering's users: `create-homedirs`
+    /// creates them, and each membership cycle re-ensures those of members
+    /// who stay (one CreateHomeDirectories per page), so a directory whose
+    /// creation failed is made again.
     pub create_homedirs: bool,
     /// Hours between passes that ask the backend to place every resource
     /// under its current project and customer (backends with PROJECT_SYNC);

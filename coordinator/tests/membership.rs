@@ -49,6 +49,23 @@ async fn a_member_added_in_waldur_joins_the_resource_and_a_removed_one_leaves() 
 }
 
 #[tokio::test]
+async fn a_members_missing_home_directory_is_made_again_by_the_next_cycle() {
+    let w = World::start(Options::default()).await;
+    w.provisioned("homes").await;
+    assert!(w.backend.has_home_directory("alice") && w.backend.has_home_directory("bob"));
+    let s = w.membership().await;
+    assert_eq!(s.homedirs_created, 0, "{s:?}");
+
+    // Gone (removed by hand, or its creation failed when bob was added).
+    assert!(w.backend.forget_home_directory("bob"));
+    let s = w.membership().await;
+    assert_eq!(s.homedirs_created, 1, "{s:?}");
+    assert!(w.backend.has_home_directory("bob"));
+    let s = w.membership().await;
+    assert_eq!(s.homedirs_created, 0, "{s:?}");
+}
+
+#[tokio::test]
 async fn a_steady_state_cycle_changes_nothing_and_costs_two_waldur_calls_per_resource() {
     let w = World::start(Options::default()).await;
     let (_, id) = w.provisioned("steady").await;

@@ -127,6 +127,17 @@ impl ExampleBackend {
             .or_insert(0.0) += amount;
     }
 
+    /// Removes a user's home directory, as an operator or a failed
+    /// creation would leave it (tests); true when there was one.
+    pub fn forget_home_directory(&self, user: &str) -> bool {
+        self.lock().homedirs.remove(user)
+    }
+
+    /// Whether a user has a home directory (tests).
+    pub fn has_home_directory(&self, user: &str) -> bool {
+        self.lock().homedirs.contains(user)
+    }
+
     /// Number of resources held (tests).
     pub fn resource_count(&self) -> usize {
         self.lock().resources.len()

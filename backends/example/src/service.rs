@@ -163,7 +163,9 @@ impl Backend for ExampleBackend {
                 r.limits = limits;
             }
             let results = self.add_members(r, &req.users);
-            (self.info_of(&req.backend_id, r), results)
+            let info = self.info_of(&req.backend_id, r);
+            made_homes(&mut st, &results);
+            (info, results)
         };
         let ready = self.operation_ready(OpKind::Create, &req.backend_id);
         Ok(Created {
@@ -328,7 +330,9 @@ impl Backend for ExampleBackend {
     ) -> BackendResult<Vec<UserResult>> {
         let mut st = self.lock();
         let r = resource_mut(&mut st, backend_id)?;
-        Ok(self.add_members(r, &users))
+        let results = self.add_members(r, &users);
+        made_homes(&mut st, &results);
+        Ok(results)
     }
 
     async fn remove_users(
@@ -580,4 +584,13 @@ fn tokio_stream_from(
             }
         }
     })
+}
+
+/// Members added get their home directory, as on a cluster.
+fn made_homes(st: &mut crate::State, results: &[UserResult]) {
+    for r in results {
+        if r.outcome == Outcome::Applied {
+            st.homedirs.insert(r.username.clone());
+        }
+    }
 }

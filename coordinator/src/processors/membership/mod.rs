@@ -62,7 +62,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{Mutex, OnceCell};
 use tracing::Instrument;
-use waldur_backend_api::types::{Capability, ResourceDetails};
+use waldur_backend_api::types::{Capability, Outcome, ResourceDetails};
 
 pub use breaker::{Destructive, Trip};
 pub use plan::{ResourcePlan, UserLimitChange};
@@ -147,6 +147,9 @@ pub struct MembershipSummary {
     pub usernames: UsernameSummary,
     /// Resources placed under their project and customer.
     pub projects: Followed,
+    /// Home directories of existing members made again (they were gone,
+    /// or their creation had failed).
+    pub homedirs_created: usize,
 }
 
 impl MembershipSummary {
@@ -188,6 +191,8 @@ struct ResourceOutcome {
 /// What applying plans while planning gathers (see `plan_resources`).
 struct Early<'a> {
     summary: &'a mut MembershipSummary,
+    /// Users whose home directories were ensured this cycle.
+    homedirs_ensured: std::collections::HashSet<String>,
     /// Removed, access reduced, limits lowered, marked erred.
     made: [usize; 4],
     /// Failed applies, finished once the verdict is known.
@@ -467,6 +472,7 @@ impl MembershipProcessor {
         }
         let mut early = Early {
             summary: &mut summary,
+            homedirs_ensured: Default::default(),
             made: [0; 4],
             failed: Vec::new(),
         };
@@ -641,6 +647,13 @@ impl MembershipProcessor {
             }
             match early.as_deref_mut() {
                 Some(early) => {
+                    let staying: Vec<String> = planned
+                        .iter()
+                        .flat_map(|p| p.staying.iter().cloned())
+                        .collect();
+                    early.summary.homedirs_created += self
+                        .ensure_homedirs(staying, &mut early.homedirs_ensured)
+                        .await;
                     let (weighed, now): (Vec<_>, Vec<_>) =
                         planned.into_iter().partition(breaker::weighs);
                     plans.extend(weighed);
@@ -666,6 +679,61 @@ impl MembershipProcessor {
             }
         }
         (plans, tally, trip)
+    }
+
+    /// Re-ensures the home directories of members who stay, once per user
+    /// per cycle and in one call per page: a directory whose creation
+    /// failed when the user was added (or that was removed since) is made
+    /// again. Returns how many were made. Only with
+    /// `membership.create_homedirs` and a backend with HOME_DIRECTORIES;
+    /// failures are logged and tried again next cycle.
+    async fn ensure_homedirs(
+        &self,
+        users: Vec<String>,
+        done: &mut std::collections::HashSet<String>,
+    ) -> usize {
+        if users.is_empty()
+            || !self.offering.membership.create_homedirs
+            || !self
+                .backend
+                .has(Capability::HomeDirectories)
+                .await
+                .unwrap_or(false)
+        {
+            return 0;
+        }
+        let fresh: Vec<String> = users
+            .into_iter()
+            .filter(|u| done.insert(u.clone()))
+            .collect();
+        if fresh.is_empty() {
+            return 0;
+        }
+        let umask = Some(self.offering.membership.homedir_umask.as_str()).filter(|u| !u.is_empty());
+        match self.backend.create_home_directories(fresh, umask).await {
+            Ok(results) => {
+                let mut made = 0;
+                for r in results {
+                    match r.outcome {
+                        Outcome::Applied => {
+                            tracing::info!(user = %r.username, "missing home directory made");
+                            made += 1;
+                        }
+                        Outcome::Failed(e) => tracing::warn!(
+                            user = %r.username,
+                            error = %e.message,
+                            "home directory not made; tried again next cycle"
+                        ),
+                        Outcome::Unchanged => {}
+                    }
+                }
+                made
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "home directories not ensured; tried again next cycle");
+                0
+            }
+        }
     }
 
     /// Reads one page of resources from the backend in one call, so the

@@ -81,6 +81,10 @@ pub struct ResourcePlan {
     pub(super) metadata: Option<(Map<String, Value>, Map<String, Value>)>,
     #[serde(skip)]
     pub(super) report_statuses: bool,
+    /// Members the backend has and keeps: their home directories are
+    /// re-ensured (taken once the page is planned).
+    #[serde(skip)]
+    pub(super) staying: Vec<String>,
 }
 
 impl ResourcePlan {
@@ -227,6 +231,11 @@ impl MembershipProcessor {
             .cloned()
             .collect();
         plan.add = plan.new_users.iter().map(|u| u.username.clone()).collect();
+        plan.staying = wanted
+            .iter()
+            .filter(|u| current.contains(u.username.as_str()))
+            .map(|u| u.username.clone())
+            .collect();
         plan.remove = current
             .iter()
             .filter(|u| !wanted_names.contains(*u))
