@@ -234,6 +234,96 @@ async fn a_project_moved_to_another_customer_moves_its_slurm_accounts_in_the_nex
     terminate(&w, &resource).await;
 }
 
+/// `GrpTRESMins` of an account as sacctmgr shows it.
+fn grp_tres_mins(account: &str) -> String {
+    let (_, out) = sh(
+        "sacctmgr",
+        &[
+            "-nP",
+            "show",
+            "assoc",
+            "format=account,user,grptresmins",
+            &format!("accounts={account}"),
+        ],
+    );
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{account}||")))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// The date `months` after an RFC 3339 timestamp's, same day.
+fn months_after(created: &str, months: i32) -> String {
+    let date: jiff::civil::Date = created[..10].parse().unwrap();
+    date.checked_add(jiff::Span::new().months(months))
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepaid_renewal_that_only_moves_the_end_date_sets_the_limits_for_the_new_months() {
+    if !enabled() {
+        return;
+    }
+    let prefix = run_prefix();
+    let slurm = SlurmBackend::from_settings(serde_json::json!({
+        "customer_prefix": format!("{prefix}c_"),
+        "project_prefix": format!("{prefix}p_"),
+        "allocation_prefix": prefix,
+        "components": {
+            "cpu": {"label": "CPU", "measured_unit": "CPU-minutes", "accounting_type": "one"}
+        }
+    }))
+    .unwrap();
+    let w = World::start_with(
+        Options {
+            waldur_timeout_seconds: 30,
+            ..Options::default()
+        },
+        ExampleBackend::default(),
+        Arc::new(slurm),
+    )
+    .await;
+    let limits = std::collections::BTreeMap::from([("cpu".to_owned(), 100)]);
+    let (resource, account) = w.provisioned_with("prepaid", limits.clone()).await;
+    // No end date: one month's worth.
+    assert_eq!(grp_tres_mins(&account), "cpu=100");
+    let created = w.sim.resource(&resource).unwrap().created;
+
+    // A renewal order with the same limits, the resource now ending in 3
+    // months.
+    w.sim
+        .set_resource_end_date(&resource, Some(&months_after(&created, 3)));
+    let order = w
+        .sim
+        .create_order(waldur_sim::NewOrder {
+            order_type: "Update".into(),
+            state: "executing".into(),
+            offering_uuid: w.scenario.offering_uuid.clone(),
+            project_uuid: w.scenario.project_uuid.clone(),
+            resource_uuid: resource.clone(),
+            limits: limits.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+    w.until_state(&order.order_uuid, "done").await;
+    assert_eq!(grp_tres_mins(&account), "cpu=300");
+
+    // The end date moved again with no order (Waldur applied it after the
+    // order): the next membership cycle follows.
+    let s = w.membership().await;
+    assert_eq!(s.projects.renewed, 0, "first sight is remembered: {s:?}");
+    w.sim
+        .set_resource_end_date(&resource, Some(&months_after(&created, 6)));
+    let s = w.membership().await;
+    assert_eq!((s.projects.renewed, s.projects.failed), (1, 0), "{s:?}");
+    assert_eq!(grp_tres_mins(&account), "cpu=600");
+    let s = w.membership().await;
+    assert_eq!(s.projects.renewed, 0, "{s:?}");
+    terminate(&w, &resource).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_resource_cannot_start_jobs_and_restored_it_can() {
     if !enabled() {

@@ -87,6 +87,8 @@ struct Inner {
     read_timeout: Duration,
     mutate_timeout: Duration,
     capabilities: OnceCell<HashSet<Capability>>,
+    /// Keys of prepaid components, known once components were read.
+    prepaid: OnceCell<std::collections::BTreeSet<String>>,
     info: OnceCell<BackendInfo>,
     locks: KeyedLock<String>,
 }
@@ -187,6 +189,7 @@ impl BackendHandle {
                 read_timeout: Duration::from_secs(timeouts.backend_read_seconds.max(1)),
                 mutate_timeout: Duration::from_secs(timeouts.backend_mutate_seconds.max(1)),
                 capabilities: OnceCell::new(),
+                prepaid: OnceCell::new(),
                 info: OnceCell::new(),
                 locks: KeyedLock::default(),
             }),
@@ -332,6 +335,31 @@ impl BackendHandle {
                     )
                     .await?;
                 Ok(from_wire::capabilities(r.capabilities))
+            })
+            .await
+    }
+
+    /// Whether any component is prepaid (billed in advance for the months
+    /// a resource runs), so its limits depend on the end date. Read once.
+    pub async fn prepaid(&self) -> Result<bool, BackendCallError> {
+        Ok(!self.prepaid_components().await?.is_empty())
+    }
+
+    /// Keys of the prepaid components. Their backend values cover the
+    /// months a resource runs, so they are not Waldur's limits.
+    pub async fn prepaid_components(
+        &self,
+    ) -> Result<&std::collections::BTreeSet<String>, BackendCallError> {
+        self.inner
+            .prepaid
+            .get_or_try_init(|| async {
+                Ok(self
+                    .components()
+                    .await?
+                    .into_iter()
+                    .filter(|c| c.is_prepaid || c.accounting_type() == AccountingType::OneTime)
+                    .map(|c| c.key)
+                    .collect())
             })
             .await
     }

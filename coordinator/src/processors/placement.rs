@@ -1,15 +1,22 @@
-//! Where a resource sits: its project, and the project's customer. A
-//! project moved to another customer, or a resource moved to another
-//! project, must move in the backend's tree too (`SyncResourceProject`,
-//! for backends that advertise PROJECT_SYNC), or the allocation's usage
-//! and limits stay under the old owner.
+//! Changes Waldur makes to a resource outside orders that the backend must
+//! follow:
 //!
-//! The original asked the backend on every cycle for every resource. Here
-//! the membership cycle remembers each resource's placement and asks only
-//! for resources it sees move; a full pass asks for every resource once per
+//! * **placement**: a project moved to another customer, or a resource to
+//!   another project, must move in the backend's tree too
+//!   (`SyncResourceProject`, for backends that advertise PROJECT_SYNC), or
+//!   the allocation's usage and limits stay under the old owner;
+//! * **end date** of a resource with prepaid components: the backend grants
+//!   the prepaid amount for every month the resource runs, so a renewal
+//!   that moves the end date recomputes its limits (`SetResourceLimits`
+//!   with the same limits and the new end date).
+//!
+//! The original asked the backend about both on every cycle for every
+//! resource. Here the membership cycle remembers each resource's placement
+//! and end date and asks only about resources it sees change; a full pass
+//! asks about every resource's placement once per
 //! `membership.project_sync_hours` (the first cycle after a start included,
 //! so moves made while the coordinator was down are caught), and a
-//! `resource` event asks for its resource. A failed call is logged and
+//! `resource` event asks about its resource. A failed call is logged and
 //! asked again next cycle; it never marks the resource erred, as in the
 //! original.
 
@@ -28,7 +35,7 @@ use waldur_client::ids::Uuid;
 use waldur_client::types::{Order, Resource};
 
 /// Resource fields a full pass reads: what `SyncResourceProject` needs.
-const CONTEXT_FIELDS: [&str; 12] = [
+const CONTEXT_FIELDS: [&str; 14] = [
     "uuid",
     "name",
     "slug",
@@ -41,49 +48,71 @@ const CONTEXT_FIELDS: [&str; 12] = [
     "customer_slug",
     "customer_name",
     "state",
+    "created",
+    "end_date",
 ];
 
 /// Calls at once in a full pass (the backend's reads are bounded on its
 /// side; this only keeps a pass from crowding out other work).
 const PASS_CONCURRENCY: usize = 4;
 
-/// A resource's placement: project and customer UUIDs as numbers.
-type Placement = (u128, u128);
+/// What is remembered of a resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    /// Project and customer UUIDs as numbers.
+    placement: (u128, u128),
+    /// End date, seconds since the epoch (`None`: no end).
+    end: Option<i64>,
+}
 
-/// What one offering's cycles remember of placements.
+/// What one offering's cycles remember of its resources.
 pub struct Placements {
     offering_uuid: Uuid,
     waldur: WaldurClient,
     backend: BackendHandle,
     /// Hours between full passes; 0: none.
     pass_every: Option<Duration>,
-    seen: Mutex<HashMap<u128, Placement>>,
+    seen: Mutex<HashMap<u128, Seen>>,
     last_pass: Mutex<Option<Instant>>,
 }
 
-/// What following placements did in one cycle.
+/// What following Waldur's changes did in one cycle.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Followed {
-    /// Resources asked about.
+    /// Resources asked about their placement.
     pub checked: usize,
     /// Resources the backend moved.
     pub moved: usize,
+    /// Prepaid resources whose limits were set again for a new end date.
+    pub renewed: usize,
     /// Calls that failed (asked again next cycle).
     pub failed: usize,
 }
 
-fn placement(r: &Resource) -> Option<(u128, Placement)> {
+fn seen_of(r: &Resource) -> Option<(u128, Seen)> {
+    let end = match r.end_date.as_deref().filter(|d| !d.is_empty()) {
+        None => None,
+        Some(d) => Some(
+            crate::processors::orders::timestamp(Some(d))?
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()?
+                .as_secs() as i64,
+        ),
+    };
     Some((
         uuid_number(&r.uuid)?,
-        (
-            uuid_number(&r.project_uuid)?,
-            uuid_number(&r.customer_uuid)?,
-        ),
+        Seen {
+            placement: (
+                uuid_number(&r.project_uuid)?,
+                uuid_number(&r.customer_uuid)?,
+            ),
+            end,
+        },
     ))
 }
 
 impl Placements {
-    /// Placements of one offering; `pass_hours` 0 turns full passes off.
+    /// What one offering remembers; `pass_hours` 0 turns full passes off.
     pub fn new(
         offering_uuid: &Uuid,
         waldur: WaldurClient,
@@ -100,11 +129,23 @@ impl Placements {
         }
     }
 
-    async fn supported(&self) -> bool {
+    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<u128, Seen>> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn placing(&self) -> bool {
         self.backend
             .has(Capability::ProjectSync)
             .await
             .unwrap_or(false)
+    }
+
+    async fn renewing(&self) -> bool {
+        self.backend
+            .has(Capability::ResourceLimits)
+            .await
+            .unwrap_or(false)
+            && self.backend.prepaid().await.unwrap_or(false)
     }
 
     fn pass_due(&self) -> bool {
@@ -117,52 +158,119 @@ impl Placements {
             .is_none_or(|at| at.elapsed() >= every)
     }
 
-    /// Follows the placements of a membership cycle's resources (read with
-    /// `customer_uuid` and `project_uuid`): a full pass when one is due,
-    /// else a call for each resource seen in another place than last time.
+    /// Follows a membership cycle's resources (read with `customer_uuid`,
+    /// `project_uuid` and `end_date`): a full placement pass when one is
+    /// due, else a call for each resource seen in another place than last
+    /// time; and new limits for each prepaid resource whose end date moved.
     /// A resource seen for the first time is remembered; the full pass is
-    /// what checks it.
+    /// what checks its placement.
     pub async fn follow(&self, resources: &[Resource]) -> Followed {
-        if !self.supported().await {
+        let (placing, renewing) = (self.placing().await, self.renewing().await);
+        if !placing && !renewing {
             return Followed::default();
         }
-        if self.pass_due() {
-            return self.full_pass().await;
-        }
-        let moved: Vec<&Resource> = {
-            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-            resources
-                .iter()
-                .filter(|r| {
-                    let Some((id, now)) = placement(r) else {
-                        return false;
-                    };
-                    match seen.get(&id) {
-                        Some(before) => *before != now,
-                        None => {
-                            seen.insert(id, now);
-                            false
-                        }
-                    }
-                })
-                .collect()
-        };
         let mut followed = Followed::default();
-        for r in moved {
-            // The cycle's listing lacks the slugs and names: read them.
-            let full = match r.id() {
-                Ok(uuid) => self.waldur.resource(&uuid).await,
-                Err(_) => continue,
-            };
-            match full {
-                Ok(full) => followed.add(self.sync(&full).await),
-                Err(e) => {
-                    tracing::warn!(resource = %r.uuid, error = %e, "moved resource not read; its project is synced next cycle");
-                    followed.failed += 1;
+        if placing && self.pass_due() {
+            followed = self.full_pass().await;
+        }
+        let mut moved = Vec::new();
+        let mut renewed = Vec::new();
+        {
+            let mut seen = self.seen();
+            for r in resources {
+                let Some((id, now)) = seen_of(r) else {
+                    continue;
+                };
+                let before = *seen.entry(id).or_insert(now);
+                if placing && before.placement != now.placement {
+                    moved.push(r);
+                }
+                if renewing && before.end != now.end {
+                    renewed.push(r);
                 }
             }
         }
+        for r in moved {
+            if let Some(full) = self.whole(r).await {
+                followed.add(self.sync(&full).await);
+            } else {
+                followed.failed += 1;
+            }
+        }
+        for r in renewed {
+            match self.whole(r).await {
+                Some(full) if self.renew(&full).await => followed.renewed += 1,
+                _ => followed.failed += 1,
+            }
+        }
         followed
+    }
+
+    /// Follows one resource read whole (a `resource` event): its placement
+    /// is asked about whatever was seen before, its limits set again when
+    /// it is prepaid and its end date moved.
+    pub async fn follow_one(&self, r: &Resource) -> Followed {
+        let mut followed = Followed::default();
+        if self.placing().await {
+            followed.add(self.sync(r).await);
+        }
+        let ended = seen_of(r).is_some_and(|(id, now)| {
+            let mut seen = self.seen();
+            seen.entry(id).or_insert(now).end != now.end
+        });
+        if ended && self.renewing().await {
+            if self.renew(r).await {
+                followed.renewed += 1;
+            } else {
+                followed.failed += 1;
+            }
+        }
+        followed
+    }
+
+    /// The whole record of a resource the cycle read with few fields.
+    async fn whole(&self, r: &Resource) -> Option<Resource> {
+        let uuid = r.id().ok()?;
+        match self.waldur.resource(&uuid).await {
+            Ok(full) => Some(full),
+            Err(e) => {
+                tracing::warn!(resource = %r.uuid, error = %e, "changed resource not read; followed next cycle");
+                None
+            }
+        }
+    }
+
+    /// Sets a prepaid resource's limits again for its end date; true when
+    /// done (and remembered).
+    async fn renew(&self, r: &Resource) -> bool {
+        let context = resource_context(r, &Order::default());
+        let session = self.backend.lock(&r.backend_id).await;
+        match session
+            .set_resource_limits(r.limits.clone(), Some(context))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(resource = %r.uuid, backend_id = %r.backend_id, end_date = ?r.end_date, "prepaid limits set for the new end date");
+                self.remember(r, |old, now| Seen {
+                    end: now.end,
+                    ..old
+                });
+                true
+            }
+            Err(e) => {
+                tracing::warn!(resource = %r.uuid, backend_id = %r.backend_id, error = %e, "prepaid limits not set for the new end date; tried again next cycle");
+                false
+            }
+        }
+    }
+
+    /// Updates what is remembered of `r` with `pick(old, now)`.
+    fn remember(&self, r: &Resource, pick: impl FnOnce(Seen, Seen) -> Seen) {
+        if let Some((id, now)) = seen_of(r) {
+            let mut seen = self.seen();
+            let old = *seen.entry(id).or_insert(now);
+            seen.insert(id, pick(old, now));
+        }
     }
 
     /// Asks the backend to place every resource of the offering.
@@ -183,10 +291,7 @@ impl Placements {
             .iter()
             .filter_map(|r| uuid_number(&r.uuid))
             .collect();
-        self.seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|id, _| listed.contains(id));
+        self.seen().retain(|id, _| listed.contains(id));
         // Indices, not references: a closure over `&Resource` trips the
         // compiler's higher-ranked lifetime check on spawned futures.
         let placed: Vec<usize> = (0..resources.len())
@@ -216,7 +321,7 @@ impl Placements {
     /// fields); `None` when the call failed. Remembers the placement on
     /// success.
     pub async fn sync(&self, r: &Resource) -> Option<bool> {
-        if r.backend_id.is_empty() || !self.supported().await {
+        if r.backend_id.is_empty() || !self.placing().await {
             return Some(false);
         }
         let context = resource_context(r, &Order::default());
@@ -226,12 +331,10 @@ impl Placements {
                 if moved {
                     tracing::info!(resource = %r.uuid, backend_id = %r.backend_id, project = %r.project_slug, customer = %r.customer_slug, "allocation moved under its project and customer");
                 }
-                if let Some((id, now)) = placement(r) {
-                    self.seen
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(id, now);
-                }
+                self.remember(r, |old, now| Seen {
+                    placement: now.placement,
+                    ..old
+                });
                 Some(moved)
             }
             Err(e) => {
@@ -243,7 +346,8 @@ impl Placements {
 }
 
 impl Followed {
-    /// Counts one call's outcome: moved, in place, or failed (`None`).
+    /// Counts one placement call's outcome: moved, in place, or failed
+    /// (`None`).
     pub fn add(&mut self, result: Option<bool>) {
         self.checked += 1;
         match result {

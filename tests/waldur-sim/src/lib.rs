@@ -558,6 +558,15 @@ impl Sim {
         customer
     }
 
+    /// Sets a resource's end date (`YYYY-MM-DD`, or none), as a renewal
+    /// does once its order is done; emits a `resource` event.
+    pub fn set_resource_end_date(&self, resource_uuid: &str, end_date: Option<&str>) {
+        self.with_resource(resource_uuid, "set_resource_end_date", |r| {
+            r.end_date = end_date.map(str::to_owned);
+        });
+        self.world().emit_resource(resource_uuid);
+    }
+
     /// Sets a resource's `restrict_member_access`.
     pub fn set_restrict_member_access(&self, resource_uuid: &str, restrict: bool) {
         self.with_resource(resource_uuid, "set_restrict_member_access", |r| {

@@ -84,12 +84,13 @@ use waldur_client::{WaldurClient, WaldurError};
 
 /// Resource fields membership sync reads (the original's set, trimmed to
 /// what is used).
-pub const RESOURCE_FIELDS: [&str; 10] = [
+pub const RESOURCE_FIELDS: [&str; 11] = [
     "uuid",
     "state",
     "backend_id",
     "project_uuid",
     "customer_uuid",
+    "end_date",
     "restrict_member_access",
     "backend_metadata",
     "limits",
@@ -145,7 +146,8 @@ pub struct MembershipSummary {
     pub breaker: Option<Trip>,
     /// Username generation.
     pub usernames: UsernameSummary,
-    /// Resources placed under their project and customer.
+    /// Resources placed under their project and customer, prepaid ones
+    /// given limits for a new end date.
     pub projects: Followed,
     /// Home directories of existing members made again (they were gone,
     /// or their creation had failed).
@@ -404,9 +406,9 @@ impl MembershipProcessor {
         if !same_offering || !(r.state == "OK" || r.state == "Erred") {
             return Ok(MembershipSummary::default());
         }
-        // A resource event may be a move: the whole record is at hand.
-        let mut projects = Followed::default();
-        projects.add(self.placements.sync(&r).await);
+        // A resource event may be a move or a renewal: the whole record is
+        // at hand.
+        let projects = self.placements.follow_one(&r).await;
         let mut summary = self.sync(vec![r], Scope::Partial).await?;
         summary.projects = projects;
         Ok(summary)

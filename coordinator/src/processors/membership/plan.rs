@@ -166,8 +166,25 @@ impl MembershipProcessor {
                 plan.metadata = Some((current, reported));
             }
         }
-        if !info.limits.is_empty() && info.limits != r.limits {
-            plan.limits_to_waldur = Some(info.limits.clone());
+        // The backend's limits are the truth, except for prepaid components:
+        // their backend values cover every month the resource runs, Waldur's
+        // are per month, and the orders keep them in step.
+        let prepaid = if info.limits.is_empty() {
+            None
+        } else {
+            Some(self.backend.prepaid_components().await?)
+        };
+        if let Some(prepaid) = prepaid {
+            let mut merged = r.limits.clone();
+            merged.extend(
+                info.limits
+                    .iter()
+                    .filter(|(k, _)| !prepaid.contains(*k))
+                    .map(|(k, v)| (k.clone(), *v)),
+            );
+            if merged != r.limits {
+                plan.limits_to_waldur = Some(merged);
+            }
         }
         if !r.restrict_member_access
             && let Some(all) = &cycle.user_limits

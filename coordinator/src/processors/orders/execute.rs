@@ -229,10 +229,17 @@ impl OrderProcessor {
             tracing::warn!(order = %order.uuid, "update order without limits or plan quotas");
             return Ok(Executed::Done { post: None });
         }
+        let mut ctx = resource_context(&resource, order);
         if new == resource.limits {
-            return Ok(Executed::Done { post: None });
+            // A renewal of a prepaid resource changes no limit but the end
+            // date, and with it what the backend grants for the months.
+            if !self.backend.prepaid().await? {
+                return Ok(Executed::Done { post: None });
+            }
+            if let Some(end) = timestamp(order.attributes.get("end_date").and_then(Value::as_str)) {
+                ctx.end_date = Some(end);
+            }
         }
-        let ctx = resource_context(&resource, order);
         let resp = self
             .backend
             .lock(&resource.backend_id)
@@ -415,7 +422,7 @@ impl OrderProcessor {
     }
 }
 
-pub(super) fn timestamp(s: Option<&str>) -> Option<std::time::SystemTime> {
+pub(crate) fn timestamp(s: Option<&str>) -> Option<std::time::SystemTime> {
     let s = s?;
     let ts: jiff::Timestamp = s.parse().ok().or_else(|| {
         s.parse::<jiff::civil::Date>()

@@ -39,6 +39,7 @@ use waldur_client::{WaldurClient, WaldurError};
 mod execute;
 
 pub use execute::resource_context;
+pub(crate) use execute::timestamp;
 use execute::{age, api_order};
 
 /// The message shown in Waldur when details are hidden.
