@@ -234,6 +234,61 @@ async fn a_project_moved_to_another_customer_moves_its_slurm_accounts_in_the_nex
     terminate(&w, &resource).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_resources_makes_an_allocation_lost_on_slurm_again_with_its_limits_and_team() {
+    if !enabled() {
+        return;
+    }
+    let w = world().await;
+    let (resource, account) = w.provisioned_with("lost", budget()).await;
+    assert_eq!(users_of(&account), vec!["alice", "bob"]);
+    // SLURM loses the allocation (a restored dump, an operator's mistake).
+    sh(
+        "sacctmgr",
+        &[
+            "-i",
+            "remove",
+            "user",
+            "where",
+            &format!("account={account}"),
+        ],
+    );
+    sh(
+        "sacctmgr",
+        &[
+            "-i",
+            "remove",
+            "account",
+            "where",
+            &format!("name={account}"),
+        ],
+    );
+    assert!(users_of(&account).is_empty());
+
+    // A plain cycle reports it and changes nothing.
+    let s = w.membership().await;
+    assert_eq!(s.missing_on_backend, vec![account.clone()], "{s:?}");
+    assert!(parent_of(&account).is_empty());
+
+    // The provider's "sync resources": made again, with limits and team.
+    let m = &w.coordinator.offerings[0]
+        .membership
+        .as_ref()
+        .unwrap()
+        .processor;
+    let s = m.run_cycle_recreating().await.unwrap();
+    assert_eq!(s.recreated, vec![account.clone()], "{s:?}");
+    assert!(s.missing_on_backend.is_empty(), "{s:?}");
+    assert_eq!(users_of(&account), vec!["alice", "bob"]);
+    assert_eq!(grp_tres_mins(&account), "cpu=600");
+    let s = w.membership().await;
+    assert!(
+        s.missing_on_backend.is_empty() && s.backend_changes() == 0,
+        "{s:?}"
+    );
+    terminate(&w, &resource).await;
+}
+
 /// `GrpTRESMins` of an account as sacctmgr shows it.
 fn grp_tres_mins(account: &str) -> String {
     let (_, out) = sh(

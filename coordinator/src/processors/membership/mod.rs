@@ -118,6 +118,8 @@ pub struct MembershipSummary {
     pub resources: usize,
     /// Backend ids Waldur has but the backend does not.
     pub missing_on_backend: Vec<String>,
+    /// Backend ids made again by a forced sync.
+    pub recreated: Vec<String>,
     /// Users added.
     pub users_added: usize,
     /// Users removed.
@@ -354,6 +356,85 @@ impl MembershipProcessor {
             );
         }
         result
+    }
+
+    /// The provider's "sync resources" request (`offering_resources_sync`):
+    /// a full cycle, then every resource it found missing on the backend is
+    /// made again with its Waldur limits (CreateResource, idempotent) and
+    /// synced, which adds its team. A resource is only taken for missing
+    /// once the backend's own GetResource said so, so a bulk read that
+    /// left it out recreates nothing. A failed recreation marks the resource
+    /// erred with the error, as the original does.
+    pub async fn run_cycle_recreating(&self) -> Result<MembershipSummary, WaldurError> {
+        let mut summary = self.run_cycle().await?;
+        let missing = std::mem::take(&mut summary.missing_on_backend);
+        if missing.is_empty()
+            || !self
+                .backend
+                .has(Capability::Resources)
+                .await
+                .unwrap_or(false)
+        {
+            summary.missing_on_backend = missing;
+            return Ok(summary);
+        }
+        let resources = self.offering_resources().await?;
+        let mut recreated = Vec::new();
+        for id in missing {
+            let Some(r) = resources.iter().find(|r| r.backend_id == id) else {
+                continue;
+            };
+            let Ok(uuid) = r.id() else { continue };
+            match self.recreate(&uuid).await {
+                Ok(()) => {
+                    tracing::info!(resource = %uuid, backend_id = %id, "resource missing on the backend made again");
+                    recreated.push(id);
+                }
+                Err(e) if e.is_temporary() => {
+                    tracing::warn!(resource = %uuid, backend_id = %id, error = %e, "resource missing on the backend not made again now; the next sync tries again");
+                    summary.missing_on_backend.push(id);
+                }
+                Err(e) => {
+                    tracing::warn!(resource = %uuid, backend_id = %id, error = %e, "resource missing on the backend not made again");
+                    let message = if self.expose_errors {
+                        e.to_string()
+                    } else {
+                        "the resource is missing on the backend and could not be made again".into()
+                    };
+                    if let Err(w) = self.waldur.set_resource_erred(&uuid, &message, "").await {
+                        tracing::warn!(resource = %uuid, error = %w, "set_as_erred failed");
+                    }
+                    summary.erred.push((uuid.to_string(), message));
+                    summary.missing_on_backend.push(id);
+                }
+            }
+        }
+        if !recreated.is_empty() {
+            let members = self.sync_backend_ids(&recreated).await?;
+            summary.users_added += members.users_added;
+            summary.recreated = recreated;
+        }
+        Ok(summary)
+    }
+
+    /// Makes one resource again on the backend with its Waldur limits.
+    async fn recreate(&self, uuid: &Uuid) -> Result<(), StepError> {
+        let r = self.waldur.resource(uuid).await?;
+        let context = crate::processors::orders::resource_context(&r, &Default::default());
+        let session = self.backend.lock(&r.backend_id).await;
+        let created = session
+            .create_resource(waldur_backend_api::types::CreateResource {
+                resource: context,
+                limits: r.limits.clone(),
+                ..Default::default()
+            })
+            .await?;
+        if !created.ready {
+            return Err(StepError::Deferred(
+                "the backend is still making it; the next sync finishes".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// What a full cycle would change, changing nothing (usernames are not

@@ -129,8 +129,12 @@ async fn dispatch(o: &OfferingRuntime, event: Event) -> Result<Handled, Handled>
         Event::OfferingSync => {
             let mut done = Vec::new();
             if let Some(m) = membership {
-                let s = m.run_cycle().await.map_err(|e| failed(&e))?;
-                done.push(format!("{} resources synced", s.resources));
+                let s = m.run_cycle_recreating().await.map_err(|e| failed(&e))?;
+                done.push(format!(
+                    "{} resources synced, {} made again on the backend",
+                    s.resources,
+                    s.recreated.len()
+                ));
             }
             if let Some(t) = &o.orders {
                 let r = t.processor.run_cycle().await.map_err(|e| failed(&e))?;
