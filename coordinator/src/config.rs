@@ -485,6 +485,12 @@ pub struct RoleBackends {
     /// Membership sync.
     #[serde(default)]
     pub membership: Option<String>,
+    /// Usernames of new offering users (`usernames.source: backend`), when
+    /// another backend than the membership one makes them: for example an
+    /// LDAP directory's, while SLURM holds the accounts. Default: the
+    /// membership backend.
+    #[serde(default)]
+    pub usernames: Option<String>,
 }
 
 /// Backend id generation (the original agent's backend settings).
@@ -721,6 +727,7 @@ impl Config {
                 ("orders", &o.backends.orders, o.tasks.orders),
                 ("report", &o.backends.report, o.tasks.report),
                 ("membership", &o.backends.membership, o.tasks.membership),
+                ("usernames", &o.backends.usernames, false),
             ] {
                 match name {
                     Some(n) if !config.backends.contains_key(n) => {

@@ -150,6 +150,53 @@ async fn without_the_plugin_option_users_wait_in_requested() {
 }
 
 #[tokio::test]
+async fn a_backend_source_whose_backend_makes_no_usernames_is_a_config_error_said_by_check_and_cycles()
+ {
+    let w = World::start(Options {
+        settings: waldur_backend_example::ExampleSettings {
+            allocation_prefix: "hpc_".into(),
+            usernames: false,
+            ..Default::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    allow(&w);
+    let ou = requested(&w, "judy", "judy@example.org");
+    let m = &w.coordinator.offerings[0]
+        .membership
+        .as_ref()
+        .unwrap()
+        .processor;
+    let why = m.usernames().misconfigured().await.expect("a config error");
+    assert!(
+        why.contains("usernames.source") && why.contains("does not make usernames"),
+        "{why}"
+    );
+    let s = w.membership().await;
+    assert_eq!(s.usernames.skipped.as_deref(), Some(why.as_str()));
+    assert_eq!(w.sim.offering_user(&ou).unwrap().state, "Requested");
+
+    // The built-in generator needs nothing from the backend.
+    let w = World::start(Options {
+        settings: waldur_backend_example::ExampleSettings {
+            allocation_prefix: "hpc_".into(),
+            usernames: false,
+            ..Default::default()
+        },
+        extra_offering_config: "    usernames: {source: waldur_username}",
+        ..Options::default()
+    })
+    .await;
+    let m = &w.coordinator.offerings[0]
+        .membership
+        .as_ref()
+        .unwrap()
+        .processor;
+    assert_eq!(m.usernames().misconfigured().await, None);
+}
+
+#[tokio::test]
 async fn the_builtin_generator_names_users_from_their_waldur_username() {
     let w = World::start(Options {
         extra_offering_config: "    usernames: {source: waldur_username, prefix: hpc_}",

@@ -38,7 +38,6 @@ impl Backend for ExampleBackend {
             RoleReconciliation,
             UsageReport,
             HistoricalUsage,
-            Usernames,
             OrderEvaluation,
             Watch,
             Diagnostics,
@@ -50,6 +49,9 @@ impl Backend for ExampleBackend {
         }
         if self.settings.usage_may_decrease {
             caps.push(DecreasingUsage);
+        }
+        if self.settings.usernames {
+            caps.push(Usernames);
         }
         caps
     }

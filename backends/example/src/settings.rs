@@ -32,6 +32,9 @@ pub struct ExampleSettings {
     /// members only, as a backend without bulk reads; the coordinator then
     /// reads each resource on its own).
     pub bulk_reads: bool,
+    /// Advertise USERNAMES (false: a backend that does not make usernames,
+    /// as SLURM).
+    pub usernames: bool,
 }
 
 impl Default for ExampleSettings {
@@ -47,6 +50,7 @@ impl Default for ExampleSettings {
             unmanaged: Vec::new(),
             demo: false,
             bulk_reads: true,
+            usernames: true,
         }
     }
 }

@@ -84,6 +84,16 @@ pub async fn run(config: &Config, coordinator: &Coordinator) -> bool {
     for o in &coordinator.offerings {
         let Some(t) = &o.membership else { continue };
         let name = &o.config.name;
+        match t.processor.usernames().misconfigured().await {
+            Some(why) => line(false, format!("offering {name}: {why}")),
+            None => line(
+                true,
+                format!(
+                    "offering {name}: usernames can be made ({:?})",
+                    o.config.usernames.source
+                ),
+            ),
+        }
         match t.processor.plan().await {
             Ok(p) => match &p.breaker {
                 None => line(

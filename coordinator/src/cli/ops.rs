@@ -80,6 +80,7 @@ fn backend_for<'c>(
         let name = match *role {
             "orders" => o.config.backends.orders.as_ref(),
             "report" => o.config.backends.report.as_ref(),
+            "usernames" => o.config.backends.usernames.as_ref(),
             _ => o.config.backends.membership.as_ref(),
         }?;
         coordinator.backends.get(name)
@@ -458,7 +459,7 @@ pub async fn sync_offering_users(
     let mut ok = true;
     for o in offerings {
         let name = &o.config.name;
-        let backend = backend_for(coordinator, o, &["membership", "orders"]).cloned();
+        let backend = backend_for(coordinator, o, &["usernames", "membership", "orders"]).cloned();
         let usernames = Usernames::new(
             &o.config.offering_uuid,
             o.waldur.clone(),

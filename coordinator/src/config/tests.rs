@@ -61,6 +61,17 @@ fn a_role_naming_an_unknown_backend_is_refused() {
         e.to_string().contains("\"nope\" is not a key of backends"),
         "{e}"
     );
+    // The username role too, though no task of its own turns it on.
+    let text = base().replace("{orders: hpc}", "{orders: hpc, usernames: nope}");
+    let e = Config::parse(&text, Path::new("c.yaml"), &env()).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("backends.usernames: \"nope\" is not a key"),
+        "{e}"
+    );
+    let text = base().replace("{orders: hpc}", "{orders: hpc, usernames: hpc}");
+    let c = Config::parse(&text, Path::new("c.yaml"), &env()).unwrap();
+    assert_eq!(c.offerings[0].backends.usernames.as_deref(), Some("hpc"));
 }
 
 #[test]
@@ -82,7 +93,10 @@ fn the_reference_config_parses() {
     // environment variable the reference does not name.
     let c = Config::parse(&text, Path::new("coordinator.example.yaml"), &env()).unwrap();
     assert!(c.offerings[0].tasks.report && c.offerings[0].tasks.membership);
-    assert_eq!(c.offerings[0].usernames.source, UsernameSource::Backend);
+    assert_eq!(
+        c.offerings[0].usernames.source,
+        UsernameSource::WaldurUsername
+    );
     let hca = &c.helmholtz.services[0];
     assert_eq!(hca.queues.inbound, "to_hca");
     // The member sources load (filters, TLS, password) as written.

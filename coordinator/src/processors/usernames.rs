@@ -84,6 +84,8 @@ pub struct Usernames {
     waldur: WaldurClient,
     backend: Option<BackendHandle>,
     config: UsernameConfig,
+    /// A configuration that can never name anyone was reported.
+    misconfigured_said: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Why the offering does not let the provider name its users (the two
@@ -140,6 +142,29 @@ impl Usernames {
             waldur,
             backend,
             config,
+            misconfigured_said: Default::default(),
+        }
+    }
+
+    /// Why the configuration can never name anyone, if so: the source is
+    /// the backend (the default) and the backend does not make usernames.
+    /// A configuration error, said by `check` and once in the log, not a
+    /// state every cycle waits in.
+    pub async fn misconfigured(&self) -> Option<String> {
+        if self.config.source != UsernameSource::Backend {
+            return None;
+        }
+        match &self.backend {
+            None => Some(
+                "usernames.source is backend (the default) but the offering names no backend for usernames: set backends.usernames or backends.membership, or usernames.source".into(),
+            ),
+            Some(b) => match b.has(Capability::Usernames).await {
+                Ok(false) => Some(format!(
+                    "usernames.source is backend (the default) but backend {} does not make usernames (no USERNAMES capability): set usernames.source to waldur_username (the built-in generator) or none (Waldur names users), or name a backend that does in backends.usernames",
+                    b.name()
+                )),
+                _ => None,
+            },
         }
     }
 
@@ -194,6 +219,18 @@ impl Usernames {
             tracing::debug!(offering = %self.offering_uuid, reason = %why, "usernames are not generated");
             return UsernameSummary {
                 skipped: Some(why.to_string()),
+                ..Default::default()
+            };
+        }
+        if let Some(why) = self.misconfigured().await {
+            if !self
+                .misconfigured_said
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::error!(offering = %self.offering_uuid, users = open.len(), "config error: {why}");
+            }
+            return UsernameSummary {
+                skipped: Some(why),
                 ..Default::default()
             };
         }

@@ -270,11 +270,13 @@ impl Coordinator {
             ) {
                 (Some(b), true) => {
                     let w = client("membership_sync")?;
+                    let names = backend("usernames", &o.backends.usernames)?;
                     Some(Task {
                         processor: MembershipProcessor::new(
                             shared.clone(),
                             w.clone(),
                             b.clone(),
+                            names,
                             config.expose_backend_error_details,
                         ),
                         backend: b,

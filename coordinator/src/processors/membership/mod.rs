@@ -264,17 +264,19 @@ pub struct MembershipProcessor {
 }
 
 impl MembershipProcessor {
-    /// A processor for one offering.
+    /// A processor for one offering; `usernames_backend` makes usernames
+    /// when it is not the membership backend.
     pub fn new(
         offering: Arc<OfferingConfig>,
         waldur: WaldurClient,
         backend: BackendHandle,
+        usernames_backend: Option<BackendHandle>,
         expose_errors: bool,
     ) -> Self {
         let usernames = Usernames::new(
             &offering.offering_uuid,
             waldur.clone(),
-            Some(backend.clone()),
+            Some(usernames_backend.unwrap_or_else(|| backend.clone())),
             offering.usernames.clone(),
         );
         let placements = Placements::new(
