@@ -144,6 +144,41 @@ async fn pending_orders_are_rejected_or_kept_pending_as_the_backend_decides() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evaluation_sees_the_team_with_roles_and_a_waiting_order_tells_the_consumer_why_once() {
+    let world = World::start(Options::default()).await;
+    let alice = world.scenario.users["alice"].clone();
+    // No manager yet: alice (the manager) leaves the project.
+    world.sim.revoke_role(&world.scenario.project_uuid, &alice);
+    let (order, _) = world.order(
+        "Create",
+        "pending-provider",
+        "",
+        json!({"example_decision": "needs_manager"}),
+    );
+    world.sim.reset_calls();
+    let report = world.cycle().await;
+    assert_eq!(report.outcomes[&order], OrderOutcome::KeptPending);
+    let message = world.sim.order(&order).unwrap().provider_message;
+    assert!(message.contains("manager"), "{message:?}");
+    let set_info = |w: &World| {
+        w.sim
+            .calls()
+            .into_iter()
+            .filter(|c| c.route.ends_with("set_provider_info/"))
+            .count()
+    };
+    assert_eq!(set_info(&world), 1);
+    world.cycle().await;
+    assert_eq!(set_info(&world), 1, "the same message is not written again");
+
+    // A manager joins: the order goes through.
+    world
+        .sim
+        .grant_role(&world.scenario.project_uuid, &alice, "PROJECT.MANAGER");
+    world.until_state(&order, "done").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_backend_create_and_set_backend_id_creates_no_second_account() {
     let world = World::start(Options::default()).await;
     let (order, resource) = world.order("Create", "executing", "", json!({}));

@@ -522,6 +522,13 @@ impl Backend for ExampleBackend {
                 decision: OrderDecision::Pending,
                 message: "waiting for the example policy".into(),
             },
+            // A policy on the team: no project manager, no allocation.
+            Some("needs_manager") if !order.team.iter().any(|u| u.role == "PROJECT.MANAGER") => {
+                Decision {
+                    decision: OrderDecision::Pending,
+                    message: "waiting for the project to have a manager with an account".into(),
+                }
+            }
             _ => Decision {
                 decision: OrderDecision::Accept,
                 message: String::new(),

@@ -161,6 +161,15 @@ impl WaldurClient {
         .await
     }
 
+    /// Leaves a message for the consumer on a pending order (why it waits).
+    pub async fn set_order_provider_message(&self, uuid: &Uuid, message: &str) -> WaldurResult<()> {
+        self.post_ignored(
+            &format!("marketplace-orders/{uuid}/set_provider_info/"),
+            &json!({"provider_message": message}),
+        )
+        .await
+    }
+
     /// Rejects a pending-provider order.
     pub async fn reject_order(&self, uuid: &Uuid, comment: &str) -> WaldurResult<()> {
         let body = if comment.is_empty() {

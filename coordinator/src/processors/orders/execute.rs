@@ -323,6 +323,29 @@ impl OrderProcessor {
         Ok(users)
     }
 
+    /// Asks the backend about a pending order, with what the original's
+    /// evaluation saw: the order, its project and the project's team with
+    /// roles (members with an OK offering user), so a backend can keep an
+    /// order pending until, say, a PI exists. A backend that does not
+    /// evaluate orders accepts them, and the team is not read.
+    pub(super) async fn evaluate(
+        &self,
+        order: &Order,
+        ids: &OrderIds,
+        cache: &CycleCache,
+    ) -> Result<api::Decision, StepError> {
+        if !self.backend.has(Capability::OrderEvaluation).await? {
+            return Ok(api::Decision {
+                decision: api::OrderDecision::Accept,
+                message: String::new(),
+            });
+        }
+        let mut request = api_order(order);
+        let team = self.waldur.resource_team(&ids.resource).await?;
+        request.team = self.team_users(&team, cache).await?;
+        Ok(self.backend.evaluate_order(request).await?)
+    }
+
     pub(super) async fn offering<'c>(
         &self,
         cache: &'c CycleCache,

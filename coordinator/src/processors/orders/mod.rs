@@ -38,9 +38,9 @@ use waldur_client::{WaldurClient, WaldurError};
 
 mod execute;
 
+use execute::age;
 pub use execute::resource_context;
 pub(crate) use execute::timestamp;
-use execute::{age, api_order};
 
 /// The message shown in Waldur when details are hidden.
 pub const HIDDEN_ERROR: &str = "Internal backend error. Please contact the service provider.";
@@ -274,18 +274,16 @@ impl OrderProcessor {
             (Err(e), _) | (_, Err(e)) => return format!("nothing: invalid id ({e})"),
         };
         let execution = match order.state {
-            OrderState::PendingProvider => {
-                match self.backend.evaluate_order(api_order(order)).await {
-                    Ok(d) => match d.decision {
-                        OrderDecision::Accept => "approve, then ",
-                        OrderDecision::Reject => {
-                            return format!("reject: {}", d.message);
-                        }
-                        _ => return "keep pending (the backend says wait)".into(),
-                    },
-                    Err(e) => return format!("nothing yet: evaluation failed: {e}"),
-                }
-            }
+            OrderState::PendingProvider => match self.evaluate(order, &ids, cache).await {
+                Ok(d) => match d.decision {
+                    OrderDecision::Accept => "approve, then ",
+                    OrderDecision::Reject => {
+                        return format!("reject: {}", d.message);
+                    }
+                    _ => return "keep pending (the backend says wait)".into(),
+                },
+                Err(e) => return format!("nothing yet: evaluation failed: {e}"),
+            },
             _ => "",
         };
         let what = match self.describe_execution(order, &ids, cache).await {
@@ -419,7 +417,7 @@ impl OrderProcessor {
         };
         match &order.state {
             OrderState::PendingProvider => {
-                let decision = match self.backend.evaluate_order(api_order(&order)).await {
+                let decision = match self.evaluate(&order, &ids, cache).await {
                     Ok(d) => d,
                     Err(e) => return OrderOutcome::Deferred(format!("evaluation failed: {e}")),
                 };
@@ -439,7 +437,20 @@ impl OrderProcessor {
                             Err(e) => OrderOutcome::Deferred(format!("rejection failed: {e}")),
                         };
                     }
-                    _ => return OrderOutcome::KeptPending,
+                    _ => {
+                        // Why it waits, for the consumer: said once, not
+                        // rewritten every cycle.
+                        if !decision.message.is_empty()
+                            && decision.message != order.provider_message
+                            && let Err(e) = self
+                                .waldur
+                                .set_order_provider_message(&ids.order, &decision.message)
+                                .await
+                        {
+                            tracing::warn!(order = %order.uuid, error = %e, "provider message not left on the order");
+                        }
+                        return OrderOutcome::KeptPending;
+                    }
                 }
             }
             OrderState::Executing => {}

@@ -49,6 +49,17 @@ pub(super) fn route(
             )?;
             ok(Value::Null)
         }
+        ("POST", ["marketplace-orders", id, "set_provider_info"]) => {
+            let order = w.order_mut(id)?;
+            if order.state != "pending-provider" && order.state != "pending-consumer" {
+                return Err(Refusal::Invalid(format!(
+                    "provider info can only be set on a pending order, this one is {}",
+                    order.state
+                )));
+            }
+            order.provider_message = str_field(body, "provider_message").unwrap_or("").to_owned();
+            ok(json!({"detail": "Provider info has been updated."}))
+        }
         ("POST", ["marketplace-orders", id, "set_state_done"]) => {
             w.set_done(id)?;
             ok(Value::Null)

@@ -258,7 +258,7 @@ impl World {
             "customer_uuid": c.map(|c| c.uuid.clone()).unwrap_or_default(),
             "customer_slug": c.map(|c| c.slug.clone()).unwrap_or_default(),
             "customer_name": c.map(|c| c.name.clone()).unwrap_or_default(),
-            "provider_message": "",
+            "provider_message": o.provider_message,
         })
     }
 

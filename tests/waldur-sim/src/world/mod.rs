@@ -205,6 +205,7 @@ pub struct Order {
     pub created_by_username: String,
     pub created_by_full_name: String,
     pub provider_rejection_comment: String,
+    pub provider_message: String,
 }
 
 /// An agent identity with its services and processors.
