@@ -78,25 +78,6 @@ pub struct ComponentFields {
 }
 
 impl ComponentFields {
-    /// The names of the fields, for backends that list their own keys.
-    pub const NAMES: [&'static str; 15] = [
-        "description",
-        "min_value",
-        "max_value",
-        "max_available_limit",
-        "default_limit",
-        "limit_period",
-        "article_code",
-        "is_boolean",
-        "is_prepaid",
-        "min_prepaid_duration",
-        "max_prepaid_duration",
-        "prepaid_duration_step",
-        "min_renewal_duration",
-        "max_renewal_duration",
-        "renewal_duration_step",
-    ];
-
     /// Why the fields cannot describe a component, if they cannot: bounds
     /// the wrong way round, negative values or durations.
     pub fn check(&self) -> Result<(), String> {
@@ -116,6 +97,39 @@ impl ComponentFields {
             && lo > hi
         {
             return Err(format!("min_value {lo} is above max_value {hi}"));
+        }
+        if let Some(d) = self.default_limit
+            && (self.min_value.is_some_and(|lo| d < lo) || self.max_value.is_some_and(|hi| d > hi))
+        {
+            return Err(format!("default_limit {d} is outside min_value..max_value"));
+        }
+        for (lo_name, lo, hi_name, hi) in [
+            (
+                "min_prepaid_duration",
+                self.min_prepaid_duration,
+                "max_prepaid_duration",
+                self.max_prepaid_duration,
+            ),
+            (
+                "min_renewal_duration",
+                self.min_renewal_duration,
+                "max_renewal_duration",
+                self.max_renewal_duration,
+            ),
+        ] {
+            if let (Some(lo), Some(hi)) = (lo, hi)
+                && lo > hi
+            {
+                return Err(format!("{lo_name} {lo} is above {hi_name} {hi}"));
+            }
+        }
+        for (name, step) in [
+            ("prepaid_duration_step", self.prepaid_duration_step),
+            ("renewal_duration_step", self.renewal_duration_step),
+        ] {
+            if step == Some(0) {
+                return Err(format!("{name} must be at least 1"));
+            }
         }
         for (name, v) in [
             ("min_prepaid_duration", self.min_prepaid_duration),
@@ -158,7 +172,7 @@ impl ComponentFields {
             c.is_boolean = b;
         }
         if let Some(p) = self.is_prepaid {
-            c.is_prepaid |= p;
+            c.is_prepaid = p;
         }
         c.min_prepaid_duration = self.min_prepaid_duration.or(c.min_prepaid_duration);
         c.max_prepaid_duration = self.max_prepaid_duration.or(c.max_prepaid_duration);

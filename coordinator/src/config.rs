@@ -353,8 +353,9 @@ impl Default for MembershipConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UsernameSource {
-    /// The membership backend (GetUsername, then GenerateUsername); needs
-    /// the USERNAMES capability, else nothing is generated.
+    /// The backend of `backends.usernames`, else the membership backend
+    /// (GetUsername, then GenerateUsername); one without the USERNAMES
+    /// capability is a config error `check` reports.
     Backend,
     /// Built in: the Waldur username, cleaned to a portable POSIX name, with
     /// `prefix` and a numeric suffix on collision.
@@ -364,7 +365,18 @@ pub enum UsernameSource {
     None,
 }
 
-/// Username generation for offering users (core spec §6).
+impl UsernameSource {
+    /// The name as the config spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Backend => "backend",
+            Self::WaldurUsername => "waldur_username",
+            Self::None => "none",
+        }
+    }
+}
+
+/// Username generation for offering users.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct UsernameConfig {

@@ -75,7 +75,12 @@ async fn check_names_the_setting_behind_each_usual_mistake() {
     assert!(out.contains("PASS backend hpc: state:"), "{out}");
     let text = config(&w, &api, "localhost");
     let (ok, out) = tokio::task::block_in_place(|| command(&w, "diagnostics", &text, TOKEN));
-    assert!(ok && out.contains("orders backend hpc: state:"), "{out}");
+    assert!(ok && out.contains("ok   backend hpc: state:"), "{out}");
+    assert_eq!(
+        out.matches("backend hpc: state:").count(),
+        1,
+        "once per backend: {out}"
+    );
     assert!(!out.contains("STOMP"), "events are off: {out}");
 
     // With events on, the STOMP endpoint must answer: RabbitMQ's Web-STOMP

@@ -219,18 +219,18 @@ async fn a_project_moved_to_another_customer_moves_its_slurm_accounts_in_the_nex
     let prefix = project.split("p_").next().unwrap().to_owned();
     // The first cycle after a start asks about every resource: in place.
     let s = w.membership().await;
-    assert_eq!((s.projects.checked, s.projects.moved), (1, 0), "{s:?}");
+    assert_eq!((s.followed.checked, s.followed.moved), (1, 0), "{s:?}");
 
     w.sim.move_project(&w.scenario.project_uuid, "newowner");
     let s = w.membership().await;
-    assert_eq!((s.projects.moved, s.projects.failed), (1, 0), "{s:?}");
+    assert_eq!((s.followed.moved, s.followed.failed), (1, 0), "{s:?}");
     assert_eq!(parent_of(&project), format!("{prefix}c_newowner"));
     assert_eq!(parent_of(&account), project);
     assert_eq!(users_of(&account), vec!["alice", "bob"]);
 
     // Nothing moved since: nothing is asked.
     let s = w.membership().await;
-    assert_eq!((s.projects.checked, s.projects.moved), (0, 0), "{s:?}");
+    assert_eq!((s.followed.checked, s.followed.moved), (0, 0), "{s:?}");
     terminate(&w, &resource).await;
 }
 
@@ -368,14 +368,14 @@ async fn a_prepaid_renewal_that_only_moves_the_end_date_sets_the_limits_for_the_
     // The end date moved again with no order (Waldur applied it after the
     // order): the next membership cycle follows.
     let s = w.membership().await;
-    assert_eq!(s.projects.renewed, 0, "first sight is remembered: {s:?}");
+    assert_eq!(s.followed.renewed, 0, "first sight is remembered: {s:?}");
     w.sim
         .set_resource_end_date(&resource, Some(&months_after(&created, 6)));
     let s = w.membership().await;
-    assert_eq!((s.projects.renewed, s.projects.failed), (1, 0), "{s:?}");
+    assert_eq!((s.followed.renewed, s.followed.failed), (1, 0), "{s:?}");
     assert_eq!(grp_tres_mins(&account), "cpu=600");
     let s = w.membership().await;
-    assert_eq!(s.projects.renewed, 0, "{s:?}");
+    assert_eq!(s.followed.renewed, 0, "{s:?}");
     terminate(&w, &resource).await;
 }
 

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use waldur_backend_sdk::types::CheckStatus;
 
 mod backends;
 
@@ -149,15 +148,8 @@ async fn run(command: Command) -> ExitCode {
             }
             for (name, d) in registry.diagnose_all().await {
                 for c in &d.checks {
-                    let word = match c.status {
-                        CheckStatus::Ok => "PASS",
-                        CheckStatus::Warning => "WARN",
-                        _ => {
-                            ok = false;
-                            "FAIL"
-                        }
-                    };
-                    println!("{word} instance {name}: {}: {}", c.name, c.message);
+                    ok &= c.word() != "FAIL";
+                    println!("{} instance {name}: {}: {}", c.word(), c.name, c.message);
                 }
                 for (k, v) in &d.info {
                     println!("INFO instance {name}: {k} = {v}");

@@ -12,7 +12,7 @@ use crate::SlurmBackend;
 use crate::args;
 
 impl SlurmBackend {
-    /// Runs every check; at most five SLURM processes.
+    /// Runs every check; at most six SLURM processes.
     pub(crate) async fn diagnose(&self) -> Diagnostics {
         let mut d = Diagnostics::default();
         let mut check = |name: String, ok: bool, message: String| {
@@ -79,6 +79,7 @@ impl SlurmBackend {
         // Every QoS a setting names: the swap model writes them on pause,
         // downscale and restore, the per-allocation QoS adds the others.
         let mut qos: Vec<(&str, &str)> = vec![("qos_default", s.qos_default.as_str())];
+        let mut named = BTreeSet::new();
         qos.extend(s.qos_paused.as_deref().map(|q| ("qos_paused", q)));
         qos.extend(s.qos_downscaled.as_deref().map(|q| ("qos_downscaled", q)));
         if s.qos_management.enabled {
@@ -94,7 +95,8 @@ impl SlurmBackend {
             .await
         {
             Ok(known) => {
-                for (setting, q) in qos {
+                // One line per QoS, under the first setting that names it.
+                for (setting, q) in qos.into_iter().filter(|(_, q)| named.insert(*q)) {
                     let ok = known.contains(q);
                     check(
                         format!("qos_{q}"),
@@ -140,13 +142,46 @@ impl SlurmBackend {
                 Err(e) => check("partitions".into(), false, e.message),
             }
         }
+        // What limits are written to: a component's own TRES, or the TRES
+        // it is mapped onto.
         let tres = self.cluster_tres().await;
-        for key in s.components.keys() {
-            check(
-                format!("tres_{key}"),
-                tres.is_empty() || tres.contains(key),
-                format!("component {key} against the cluster's TRES"),
-            );
+        let targets: BTreeSet<&String> = s
+            .components
+            .iter()
+            .flat_map(|(key, c)| {
+                if c.target_components.is_empty() {
+                    vec![key]
+                } else {
+                    c.target_components.keys().collect()
+                }
+            })
+            .collect();
+        if tres.is_empty() {
+            d.checks.push(DiagnosticCheck {
+                name: "tres".into(),
+                status: CheckStatus::Warning,
+                message: "the cluster's TRES could not be listed; components not checked".into(),
+            });
+        } else {
+            for key in targets {
+                let ok = tres.contains(key);
+                d.checks.push(DiagnosticCheck {
+                    name: format!("tres_{key}"),
+                    status: if ok {
+                        CheckStatus::Ok
+                    } else {
+                        CheckStatus::Failed
+                    },
+                    message: if ok {
+                        format!("TRES {key} exists")
+                    } else {
+                        format!(
+                            "TRES {key} is not one of the cluster's ({}): fix components, or add it to AccountingStorageTRES",
+                            tres.iter().cloned().collect::<Vec<_>>().join(", ")
+                        )
+                    },
+                });
+            }
         }
         d.info
             .insert("cluster".into(), s.cluster_name.clone().unwrap_or_default());
@@ -171,16 +206,14 @@ impl SlurmBackend {
             .collect())
     }
 
-    /// The partitions slurmctld knows (`sinfo`, which asks the controller,
-    /// not slurmdbd).
+    /// The partitions slurmctld knows, hidden ones too (`sinfo --all`,
+    /// which asks the controller of `cluster_name`, not slurmdbd).
     async fn partitions(&self) -> waldur_backend_sdk::BackendResult<BTreeSet<String>> {
-        let out = self
-            .slurm
-            .exec(
-                &self.slurm.program("sinfo"),
-                args!["--noheader", "--format=%R"],
-            )
-            .await?;
+        let mut a = args!["--all", "--noheader", "--format=%R"];
+        if let Some(c) = &self.settings.cluster_name {
+            a.push(format!("--clusters={c}"));
+        }
+        let out = self.slurm.exec(&self.slurm.program("sinfo"), a).await?;
         Ok(out
             .stdout
             .lines()

@@ -127,9 +127,19 @@ impl SlurmBackend {
     }
 
     /// Creates missing home directories (`mkhomedir_helper`) and applies
-    /// their quota.
+    /// the quota of the ones it made; an existing directory is UNCHANGED and
+    /// its quota left as it is. Membership sync asks for every member each
+    /// cycle, so finding a home is cheap: `homedir_base_path`, else
+    /// /etc/passwd (read once per call), else `getent passwd` (directory
+    /// users), asked once per user while the server runs.
     pub(crate) async fn homedirs(&self, usernames: Vec<String>, umask: &str) -> Vec<UserResult> {
         let mut out = Vec::with_capacity(usernames.len());
+        let passwd = match &self.settings.homedir_base_path {
+            Some(_) => String::new(),
+            None => tokio::fs::read_to_string("/etc/passwd")
+                .await
+                .unwrap_or_default(),
+        };
         for user in usernames {
             if !names::valid_user(&user) {
                 out.push(UserResult::failed(
@@ -140,7 +150,10 @@ impl SlurmBackend {
             }
             let home = match &self.settings.homedir_base_path {
                 Some(base) => Some(format!("{}/{user}", base.trim_end_matches('/'))),
-                None => home_of(&user).await,
+                None => match home_in(&passwd, &user) {
+                    Some(h) => Some(h),
+                    None => self.directory_home(&user).await,
+                },
             };
             let existing = match &home {
                 Some(h) => is_dir(h).await,
@@ -158,7 +171,7 @@ impl SlurmBackend {
                 Ok(_) => {
                     let home = match home {
                         Some(h) => Some(h),
-                        None => home_of(&user).await,
+                        None => self.directory_home(&user).await,
                     };
                     if let Some(home) = home {
                         self.homedir_quota(&user, &home).await;
@@ -170,6 +183,30 @@ impl SlurmBackend {
         }
         out
     }
+
+    /// The home of a user /etc/passwd lacks, from the name service
+    /// (`getent passwd`), remembered once known.
+    async fn directory_home(&self, user: &str) -> Option<String> {
+        if let Some(h) = self
+            .homes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(user)
+        {
+            return Some(h.clone());
+        }
+        let out = self
+            .slurm
+            .exec("getent", args!["passwd", user])
+            .await
+            .ok()?;
+        let home = home_in(&out.stdout, user)?;
+        self.homes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(user.to_owned(), home.clone());
+        Some(home)
+    }
 }
 
 async fn is_dir(path: &str) -> bool {
@@ -178,11 +215,10 @@ async fn is_dir(path: &str) -> bool {
         .is_ok_and(|m| m.is_dir())
 }
 
-/// The home directory of a local user, from /etc/passwd.
-async fn home_of(user: &str) -> Option<String> {
-    let passwd = tokio::fs::read_to_string("/etc/passwd").await.ok()?;
+/// The home directory of `user` in passwd-format text.
+fn home_in(passwd: &str, user: &str) -> Option<String> {
     passwd.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
-        (f.first() == Some(&user) && f.len() > 5).then(|| f[5].to_owned())
+        (f.first() == Some(&user) && f.len() > 5 && !f[5].is_empty()).then(|| f[5].to_owned())
     })
 }

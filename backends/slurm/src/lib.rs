@@ -1,5 +1,5 @@
 //! The SLURM backend: accounts, limits, associations and usage through the
-//! `sacctmgr`/`sacct`/`scancel` command line (backends spec §2).
+//! `sacctmgr`/`sacct`/`scancel` command line.
 //!
 //! Batched across resources: a usage report for many allocations is one
 //! `sacct`, a membership listing one `sacctmgr show account withassoc`
@@ -75,6 +75,8 @@ pub struct SlurmBackend {
     flat_cluster: OnceCell<String>,
     /// A recent listing of the account tree, for placement checks.
     tree: placement::TreeCache,
+    /// Homes of directory users, by username, once `getent` told them.
+    homes: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl std::fmt::Debug for SlurmBackend {
@@ -126,6 +128,7 @@ impl SlurmBackend {
             creates: batch::CreateQueue::default(),
             flat_cluster: OnceCell::new(),
             tree: Default::default(),
+            homes: Default::default(),
         }
     }
 
@@ -199,7 +202,6 @@ impl Backend for SlurmBackend {
             UserLimits,
             Metadata,
             Membership,
-            HomeDirectories,
             UsageReport,
             HistoricalUsage,
             Diagnostics,
@@ -207,6 +209,11 @@ impl Backend for SlurmBackend {
         ];
         if self.settings.periodic_limits.enabled {
             caps.push(PeriodicSettings);
+        }
+        // A site that opted out of home directories gets none, from the
+        // create-homedirs command or membership sync either.
+        if self.settings.enable_user_homedir_account_creation {
+            caps.push(HomeDirectories);
         }
         if self.settings.qos_paused.is_some() || self.settings.qos_enforced() {
             caps.push(Pause);

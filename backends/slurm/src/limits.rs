@@ -31,7 +31,7 @@ pub fn join_tres(limits: &BTreeMap<String, i64>) -> String {
 
 /// Months a prepaid resource runs: whole calendar months from creation to
 /// end, one more when the end day is later in its month, at least 1; 1 when
-/// either date is unknown (backends spec §2.7).
+/// either date is unknown.
 pub fn prepaid_months(resource: Option<&ResourceContext>) -> i64 {
     let date = |t: std::time::SystemTime| {
         let ts = jiff::Timestamp::try_from(t).ok()?;

@@ -208,7 +208,14 @@ impl SlurmBackend {
             }
         }
         if failure.is_none() {
-            self.release_default_associations(&present).await;
+            // Every name asked about, not only the present ones: a release
+            // that failed last time is tried again (the listing decides).
+            let named: Vec<String> = usernames
+                .iter()
+                .filter(|u| names::valid_user(u))
+                .cloned()
+                .collect();
+            self.release_default_associations(&named).await;
         }
         Ok(usernames
             .into_iter()
@@ -224,6 +231,8 @@ impl SlurmBackend {
     /// only association left is that one. `add user ... DefaultAccount=`
     /// made it beside the first allocation's (policy `common`); once the
     /// user has no allocation it would keep them on the cluster for ever.
+    /// SLURM drops a user with their last association, so users with an
+    /// admin level (operators, coordinators) and `root` are never touched.
     /// Acts only on what one listing positively shows (a failed or empty
     /// listing removes nothing) and holds the write turn from the listing
     /// to the removal, so an addition of this process cannot slip between
@@ -242,10 +251,11 @@ impl SlurmBackend {
             .slurm
             .sacctmgr_read(args![
                 "show",
-                "assoc",
+                "user",
+                "withassoc",
                 "where",
-                format!("users={}", users.join(",")),
-                "format=User,Account"
+                format!("name={}", users.join(",")),
+                "format=User,AdminLevel,Account"
             ])
             .await
         {
@@ -255,47 +265,40 @@ impl SlurmBackend {
                 return;
             }
         };
-        let mut accounts: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for row in crate::parse::rows(&listing) {
-            if let (Some(user), Some(account)) = (row.first(), row.get(1))
-                && !user.is_empty()
-            {
-                accounts.entry(user).or_default().push(account);
-            }
-        }
-        let idle: Vec<&str> = users
-            .iter()
-            .map(String::as_str)
-            // SLURM's own administrator keeps what it has.
-            .filter(|u| *u != "root")
-            .filter(|u| {
-                accounts
-                    .get(u)
-                    .is_some_and(|a| a.iter().all(|a| *a == default))
-            })
-            .collect();
+        let idle = idle_users(&listing, users, default);
         if idle.is_empty() {
             return;
         }
-        match self
+        let remove = |names: &[&str]| {
+            args![
+                "remove",
+                "user",
+                "where",
+                format!("name={}", names.join(",")),
+                format!("account={default}")
+            ]
+        };
+        if self
             .slurm
-            .sacctmgr_write_in(
-                &turn,
-                args![
-                    "remove",
-                    "user",
-                    "where",
-                    format!("name={}", idle.join(",")),
-                    format!("account={default}")
-                ],
-            )
+            .sacctmgr_write_in(&turn, remove(&idle))
             .await
+            .is_ok()
         {
-            Ok(_) => {
-                tracing::info!(users = ?idle, account = default, "default account associations of users without allocations removed")
-            }
-            Err(e) => {
-                tracing::warn!(users = ?idle, error = %e.message, "default account associations not removed")
+            tracing::info!(users = ?idle, account = default, "default account associations of users without allocations removed");
+            return;
+        }
+        // One user SLURM refuses (a job still running under the default
+        // account) must not keep the others.
+        for user in idle {
+            match self.slurm.sacctmgr_write_in(&turn, remove(&[user])).await {
+                Ok(_) => tracing::info!(
+                    user,
+                    account = default,
+                    "default account association of a user without allocations removed"
+                ),
+                Err(e) => {
+                    tracing::warn!(user, error = %e.message, "default account association not removed")
+                }
             }
         }
     }
@@ -339,4 +342,30 @@ impl SlurmBackend {
         }
         Ok(out)
     }
+}
+
+/// Users of a `show user withassoc format=User,AdminLevel,Account` listing
+/// whose only association is under `default`, leaving out `root` and users
+/// with an admin level. A user the listing does not show is left alone.
+pub(crate) fn idle_users<'a>(listing: &str, users: &'a [String], default: &str) -> Vec<&'a str> {
+    let mut seen: BTreeMap<&str, (bool, Vec<&str>)> = BTreeMap::new();
+    for row in crate::parse::rows(listing) {
+        if let [user, admin, account, ..] = row.as_slice()
+            && !user.is_empty()
+        {
+            let entry = seen.entry(user).or_default();
+            entry.0 |= !matches!(*admin, "" | "None");
+            entry.1.push(account);
+        }
+    }
+    users
+        .iter()
+        .map(String::as_str)
+        .filter(|u| *u != "root")
+        .filter(|u| {
+            seen.get(u).is_some_and(|(admin, accounts)| {
+                !admin && !accounts.is_empty() && accounts.iter().all(|a| *a == default)
+            })
+        })
+        .collect()
 }

@@ -1,7 +1,7 @@
-//! Periodic settings from Waldur's SLURM usage policies (backends spec
-//! §2.11): fairshare, a TRES limit, a raw-usage reset. The payload is typed
-//! and checked before anything runs: a negative, non-finite or out-of-range
-//! number is INVALID_ARGUMENT naming the field (`GrpTRESMins=cpu=-1` would
+//! Periodic settings from Waldur's SLURM usage policies: fairshare, a TRES
+//! limit, a raw-usage reset. The payload is typed and checked before
+//! anything runs: a negative, non-finite or out-of-range number is
+//! INVALID_ARGUMENT naming the field (`GrpTRESMins=cpu=-1` would
 //! remove the limit in SLURM; `1e30` would have become `i64::MAX`).
 
 use std::collections::BTreeMap;

@@ -223,7 +223,7 @@ pub struct SlurmSettings {
     /// A QoS per allocation, created with it.
     #[serde(default)]
     pub qos_management: QosManagement,
-    /// Per-association QoS model (backends spec §2.10.2) instead of the
+    /// Per-association QoS model instead of the
     /// QoS swap: pause and downscale set `GrpSubmitJobs=0`, restore `-1`,
     /// and users added at creation get the QoS the order selected
     /// (resource attribute `qos`, optional `partition`).
@@ -275,7 +275,7 @@ impl Default for PeriodicLimits {
     }
 }
 
-/// A shared project directory per allocation (backends spec §2.12).
+/// A shared project directory per allocation.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProjectDirectory {
@@ -312,7 +312,7 @@ impl Default for ProjectDirectory {
     }
 }
 
-/// Quota on home directories (backends spec §2.12).
+/// Quota on home directories.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HomedirQuota {
@@ -428,6 +428,16 @@ impl SlurmSettings {
             }
             if let Err(why) = c.waldur.check() {
                 return Err(SettingError::new(format!("components.{name}"), why));
+            }
+            // Prepaid is what accounting_type one means here: the limits
+            // are multiplied by the months exactly for those components.
+            if let Some(p) = c.waldur.is_prepaid
+                && p != (c.accounting_type == Accounting::One)
+            {
+                return Err(SettingError::new(
+                    format!("components.{name}.is_prepaid"),
+                    "must match accounting_type (true exactly for one); leave it out",
+                ));
             }
             if c.unit_factor <= 0.0 || !c.unit_factor.is_finite() {
                 return Err(SettingError::new(

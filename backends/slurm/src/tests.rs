@@ -764,3 +764,58 @@ async fn the_full_listing_reads_limits_and_per_user_limits_from_one_association_
         .count();
     assert_eq!(listings, 2, "one listing per call");
 }
+
+#[test]
+fn only_users_left_with_the_default_account_alone_and_no_admin_level_are_released() {
+    let users: Vec<String> = ["ann", "bob", "cid", "dan", "root", "eve"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let listing = "ann|None|root\n\
+                   bob|None|root\nbob|None|a_other\n\
+                   cid|Operator|root\n\
+                   root|Administrator|root\n\
+                   eve|None|root\n";
+    // dan is not listed (gone, or the listing was cut): left alone.
+    assert_eq!(
+        crate::members::idle_users(listing, &users, "root"),
+        ["ann", "eve"]
+    );
+    assert!(crate::members::idle_users("", &users, "root").is_empty());
+    assert!(crate::members::idle_users("garbled output", &users, "root").is_empty());
+}
+
+#[tokio::test]
+async fn releasing_default_associations_lists_once_and_removes_only_the_idle_users() {
+    let runner = Arc::new(Scripted {
+        answers: vec![(
+            "withassoc where name=",
+            0,
+            "ann|None|root\nbob|None|root\nbob|None|a_x\n",
+        )],
+        ..Scripted::default()
+    });
+    let b = backend(base(serde_json::json!({})), runner.clone());
+    b.release_default_associations(&["ann".into(), "bob".into()])
+        .await;
+    let lines = seen(&runner);
+    let removes: Vec<&String> = lines.iter().filter(|l| l.contains(" remove ")).collect();
+    assert_eq!(removes.len(), 1, "{lines:?}");
+    assert!(removes[0].contains("name=ann account=root"), "{lines:?}");
+
+    // A failed listing removes nothing; a site that keeps them is left be.
+    let failing = Arc::new(Scripted {
+        answers: vec![("withassoc", 1, "slurmdbd down")],
+        ..Scripted::default()
+    });
+    let b = backend(base(serde_json::json!({})), failing.clone());
+    b.release_default_associations(&["ann".into()]).await;
+    assert!(!seen(&failing).iter().any(|l| l.contains(" remove ")));
+    let keeping = Arc::new(Scripted::default());
+    let b = backend(
+        base(serde_json::json!({"keep_default_association": true})),
+        keeping.clone(),
+    );
+    b.release_default_associations(&["ann".into()]).await;
+    assert!(seen(&keeping).is_empty());
+}

@@ -682,8 +682,20 @@ async fn self_checks_name_every_missing_qos_partition_and_cluster_and_pass_when_
         assert!(d.checks.iter().any(|c| c.name == name), "no {name}: {d:#?}");
     }
 
-    let bad = SlurmBackend::from_settings(serde_json::json!({
+    let elsewhere = SlurmBackend::from_settings(serde_json::json!({
         "cluster_name": "nosuchcluster",
+        "components": {"cpu": {"label": "CPU", "measured_unit": "m", "accounting_type": "usage"}}
+    }))
+    .unwrap();
+    let d = elsewhere.diagnostics().await.unwrap();
+    let cluster = d.checks.iter().find(|c| c.name == "cluster").unwrap();
+    assert!(
+        cluster.status == CheckStatus::Failed && cluster.message.contains("nosuchcluster"),
+        "{d:#?}"
+    );
+
+    let bad = SlurmBackend::from_settings(serde_json::json!({
+        "cluster_name": "test",
         "qos_paused": "nosuchqos",
         "default_partition": "nosuchpart",
         "default_account": "nosuchaccount",
@@ -698,7 +710,6 @@ async fn self_checks_name_every_missing_qos_partition_and_cluster_and_pass_when_
         .filter(|c| c.status == CheckStatus::Failed)
         .map(|c| (c.name.as_str(), c.message.as_str()))
         .collect();
-    assert!(failed["cluster"].contains("nosuchcluster"), "{failed:#?}");
     assert!(
         failed["qos_nosuchqos"].contains("qos_paused"),
         "{failed:#?}"

@@ -436,7 +436,8 @@ impl BackendHandle {
         let r = self
             .call(
                 "GetDiagnostics",
-                CallClass::Read,
+                // Self checks run several commands on a busy cluster.
+                CallClass::Mutate,
                 wire::GetDiagnosticsRequest {
                     instance: self.instance_name(),
                 },

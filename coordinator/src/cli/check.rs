@@ -1,9 +1,8 @@
-//! `check`: one PASS/FAIL line per Waldur endpoint and backend, then per
-//! offering a full membership plan (GetResource, and GetUserLimits where
-//! supported, for every resource; nothing changed) that FAILs when the
-//! blast-radius breaker would trip.
-
-use waldur_backend_api::types::CheckStatus;
+//! `check`: one PASS/FAIL line per Waldur endpoint, STOMP endpoint (with
+//! events on) and backend, with each backend's own self checks; then per
+//! offering whether usernames can be made and a full membership plan
+//! (GetResource, and GetUserLimits where supported, for every resource;
+//! nothing changed) that FAILs when the blast-radius breaker would trip.
 
 use crate::config::Config;
 use crate::runtime::Coordinator;
@@ -36,6 +35,7 @@ pub async fn run(config: &Config, coordinator: &Coordinator) -> bool {
             config.helmholtz.services.len()
         ),
     );
+    let mut stomp_checked = std::collections::HashSet::new();
     for o in &coordinator.offerings {
         let name = &o.config.name;
         match o
@@ -63,10 +63,10 @@ pub async fn run(config: &Config, coordinator: &Coordinator) -> bool {
                 line(false, format!("offering {name}: {e}{hint}"));
             }
         }
-        if o.config.tasks.events {
+        let url = o.config.events.url(&o.config.waldur.api_url);
+        if o.config.tasks.events && stomp_checked.insert(url.clone()) {
             // The handshake only: logging in needs the subscription the
             // running coordinator registers, which check must not create.
-            let url = o.config.events.url(&o.config.waldur.api_url);
             match waldur_stomp::client::reachable(&url).await {
                 Ok(()) => line(
                     true,
@@ -84,15 +84,25 @@ pub async fn run(config: &Config, coordinator: &Coordinator) -> bool {
     for o in &coordinator.offerings {
         let Some(t) = &o.membership else { continue };
         let name = &o.config.name;
-        match t.processor.usernames().misconfigured().await {
-            Some(why) => line(false, format!("offering {name}: {why}")),
-            None => line(
-                true,
-                format!(
-                    "offering {name}: usernames can be made ({:?})",
-                    o.config.usernames.source
+        // Only where the provider names users: elsewhere Waldur does, and no
+        // username source is asked.
+        let provider_names = match o
+            .waldur
+            .provider_offering(&o.config.offering_uuid, &["plugin_options"])
+            .await
+        {
+            Ok(off) => crate::processors::usernames::policy_allows(&off.plugin_options).is_ok(),
+            Err(_) => false, // the offering line above says why
+        };
+        if provider_names {
+            let source = o.config.usernames.source.as_str();
+            match t.processor.usernames().misconfigured().await {
+                Some(why) => line(false, format!("offering {name}: {why}")),
+                None => line(
+                    true,
+                    format!("offering {name}: usernames made by usernames.source {source}"),
                 ),
-            ),
+            }
         }
         match t.processor.plan().await {
             Ok(p) => match &p.breaker {
@@ -296,10 +306,11 @@ pub async fn run(config: &Config, coordinator: &Coordinator) -> bool {
             Err(e) => line(false, format!("backend {name}: capabilities: {e}")),
         }
         let who = format!("backend {name}");
-        for (status, text) in crate::cli::ops::self_checks(backend, &who).await {
-            match status {
-                CheckStatus::Warning => println!("WARN {text}"),
-                s => line(s != CheckStatus::Failed, text),
+        for (word, text) in crate::cli::ops::self_checks(backend, &who).await {
+            match word {
+                "PASS" => line(true, text),
+                "FAIL" => line(false, text),
+                _ => println!("{word} {text}"),
             }
         }
     }

@@ -1,13 +1,11 @@
-//! Operator commands, mirroring the original's CLIs (core spec §9): each
+//! Operator commands, mirroring the original's CLIs: each
 //! works offering by offering, prints one line per finding, isolates
 //! failures per offering and returns whether everything succeeded.
 
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
-use waldur_backend_api::types::{
-    AccountingType, Capability, CheckStatus, Component, LimitPeriod, Outcome,
-};
+use waldur_backend_api::types::{AccountingType, Capability, Component, LimitPeriod, Outcome};
 
 use crate::backend::BackendHandle;
 use crate::processors::usernames::Usernames;
@@ -21,22 +19,23 @@ fn line(ok: &mut bool, pass: bool, text: String) {
     *ok &= pass;
 }
 
-/// The backend's own self checks (GetDiagnostics), one line each, with the
-/// facts it reports; a backend without them gives no lines.
-pub async fn self_checks(b: &BackendHandle, who: &str) -> Vec<(CheckStatus, String)> {
+/// The backend's own self checks (GetDiagnostics) as (word, line): PASS,
+/// WARN or FAIL per check, INFO per fact it reports; a backend without
+/// them gives no lines.
+pub async fn self_checks(b: &BackendHandle, who: &str) -> Vec<(&'static str, String)> {
     match b.diagnostics().await {
         Ok(Some(d)) => d
             .checks
-            .into_iter()
-            .map(|c| (c.status, format!("{who}: {}: {}", c.name, c.message)))
+            .iter()
+            .map(|c| (c.word(), format!("{who}: {}: {}", c.name, c.message)))
             .chain(
                 d.info
-                    .into_iter()
-                    .map(|(k, v)| (CheckStatus::Ok, format!("{who}: {k} = {v}"))),
+                    .iter()
+                    .map(|(k, v)| ("INFO", format!("{who}: {k} = {v}"))),
             )
             .collect(),
         Ok(None) => Vec::new(),
-        Err(e) => vec![(CheckStatus::Failed, format!("{who}: diagnostics: {e}"))],
+        Err(e) => vec![("FAIL", format!("{who}: diagnostics: {e}"))],
     }
 }
 
@@ -106,7 +105,7 @@ fn limit_period(p: LimitPeriod) -> Option<&'static str> {
     }
 }
 
-/// The Waldur component payload of a backend component (core spec §10.6).
+/// The Waldur component payload of a backend component.
 pub fn component_payload(c: &Component) -> Value {
     let kind = accounting_type(c);
     let mut body = json!({
@@ -312,10 +311,12 @@ pub async fn diagnostics(coordinator: &Coordinator, offerings: &[&OfferingRuntim
             Ok(list) => line(&mut ok, true, format!("{} open orders", list.len())),
             Err(e) => line(&mut ok, false, format!("orders: {e}")),
         }
+        let mut checked = std::collections::HashSet::new();
         for (role, backend_name) in [
             ("orders", &o.config.backends.orders),
             ("report", &o.config.backends.report),
             ("membership", &o.config.backends.membership),
+            ("usernames", &o.config.backends.usernames),
         ] {
             let Some(backend_name) = backend_name else {
                 continue;
@@ -354,10 +355,14 @@ pub async fn diagnostics(coordinator: &Coordinator, offerings: &[&OfferingRuntim
                 true,
                 format!("{role} backend {backend_name}: {info} ready over mutual TLS"),
             );
-            for (status, text) in self_checks(b, &format!("{role} backend {backend_name}")).await {
-                match status {
-                    CheckStatus::Warning => println!("WARN {text}"),
-                    s => line(&mut ok, s != CheckStatus::Failed, text),
+            // A backend serving several roles checks itself once.
+            if checked.insert(backend_name.clone()) {
+                for (word, text) in self_checks(b, &format!("backend {backend_name}")).await {
+                    match word {
+                        "PASS" => line(&mut ok, true, text),
+                        "FAIL" => line(&mut ok, false, text),
+                        _ => println!("{word} {text}"),
+                    }
                 }
             }
             if let (Some(off), Ok(components)) = (&offering, b.components().await) {

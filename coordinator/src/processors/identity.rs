@@ -1,4 +1,4 @@
-//! Agent identity, service and processor registration (core spec §2.1).
+//! Agent identity, service and processor registration.
 //!
 //! The original agent re-registered every cycle; the coordinator registers
 //! once per start and again only when Waldur forgot the identity (404).

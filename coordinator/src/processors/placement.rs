@@ -61,7 +61,7 @@ const PASS_CONCURRENCY: usize = 4;
 struct Seen {
     /// Project and customer UUIDs as numbers.
     placement: (u128, u128),
-    /// End date, seconds since the epoch (`None`: no end).
+    /// End date, seconds since the epoch (`None`: unknown).
     end: Option<i64>,
 }
 
@@ -73,6 +73,8 @@ pub struct Placements {
     /// Hours between full passes; 0: none.
     pass_every: Option<Duration>,
     seen: Mutex<HashMap<u128, Seen>>,
+    /// Resources whose last placement call failed: asked again next cycle.
+    retry: Mutex<std::collections::HashSet<u128>>,
     last_pass: Mutex<Option<Instant>>,
 }
 
@@ -90,15 +92,11 @@ pub struct Followed {
 }
 
 fn seen_of(r: &Resource) -> Option<(u128, Seen)> {
-    let end = match r.end_date.as_deref().filter(|d| !d.is_empty()) {
-        None => None,
-        Some(d) => Some(
-            crate::processors::orders::timestamp(Some(d))?
-                .duration_since(std::time::UNIX_EPOCH)
-                .ok()?
-                .as_secs() as i64,
-        ),
-    };
+    // An end date that is absent or does not parse is unknown, never "no
+    // end": prepaid limits are not cut to a month on the strength of it.
+    let end = crate::processors::orders::timestamp(r.end_date.as_deref())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs() as i64);
     Some((
         uuid_number(&r.uuid)?,
         Seen {
@@ -123,8 +121,10 @@ impl Placements {
             offering_uuid: offering_uuid.clone(),
             waldur,
             backend,
-            pass_every: (pass_hours > 0).then(|| Duration::from_secs(pass_hours * 3600)),
+            pass_every: (pass_hours > 0)
+                .then(|| Duration::from_secs(pass_hours.saturating_mul(3600))),
             seen: Mutex::new(HashMap::new()),
+            retry: Mutex::new(Default::default()),
             last_pass: Mutex::new(None),
         }
     }
@@ -177,15 +177,16 @@ impl Placements {
         let mut renewed = Vec::new();
         {
             let mut seen = self.seen();
+            let retry = self.retry.lock().unwrap_or_else(|p| p.into_inner());
             for r in resources {
                 let Some((id, now)) = seen_of(r) else {
                     continue;
                 };
                 let before = *seen.entry(id).or_insert(now);
-                if placing && before.placement != now.placement {
+                if placing && (before.placement != now.placement || retry.contains(&id)) {
                     moved.push(r);
                 }
-                if renewing && before.end != now.end {
+                if renewing && now.end.is_some() && before.end != now.end {
                     renewed.push(r);
                 }
             }
@@ -216,7 +217,7 @@ impl Placements {
         }
         let ended = seen_of(r).is_some_and(|(id, now)| {
             let mut seen = self.seen();
-            seen.entry(id).or_insert(now).end != now.end
+            now.end.is_some() && seen.entry(id).or_insert(now).end != now.end
         });
         if ended && self.renewing().await {
             if self.renew(r).await {
@@ -252,7 +253,7 @@ impl Placements {
             Ok(_) => {
                 tracing::info!(resource = %r.uuid, backend_id = %r.backend_id, end_date = ?r.end_date, "prepaid limits set for the new end date");
                 self.remember(r, |old, now| Seen {
-                    end: now.end,
+                    end: now.end.or(old.end),
                     ..old
                 });
                 true
@@ -261,6 +262,18 @@ impl Placements {
                 tracing::warn!(resource = %r.uuid, backend_id = %r.backend_id, error = %e, "prepaid limits not set for the new end date; tried again next cycle");
                 false
             }
+        }
+    }
+
+    fn mark_retry(&self, r: &Resource, failed: bool) {
+        let Some(id) = uuid_number(&r.uuid) else {
+            return;
+        };
+        let mut retry = self.retry.lock().unwrap_or_else(|p| p.into_inner());
+        if failed {
+            retry.insert(id);
+        } else {
+            retry.remove(&id);
         }
     }
 
@@ -335,10 +348,12 @@ impl Placements {
                     placement: now.placement,
                     ..old
                 });
+                self.mark_retry(r, false);
                 Some(moved)
             }
             Err(e) => {
                 tracing::warn!(resource = %r.uuid, backend_id = %r.backend_id, error = %e, "project sync failed; asked again next cycle");
+                self.mark_retry(r, true);
                 None
             }
         }

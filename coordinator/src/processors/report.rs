@@ -1,4 +1,4 @@
-//! Usage reporting (core spec §8), batched.
+//! Usage reporting, batched.
 //!
 //! One cycle, per billing period (the current month and `periods - 1` before
 //! it, oldest first, so a month that just ended is closed before the new

@@ -170,7 +170,7 @@ impl OfferingUserIndex {
 }
 
 /// The exposed attributes of an offering user, as the backend receives them
-/// (core spec §6.2): `full_name` expands to full, first and last name;
+///: `full_name` expands to full, first and last name;
 /// `username` is the key itself and is left out; unset values are omitted.
 pub fn user_attributes(ou: &OfferingUser, exposed: &[String]) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();

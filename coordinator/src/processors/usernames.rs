@@ -1,4 +1,4 @@
-//! Offering users and their usernames (core spec §6).
+//! Offering users and their usernames.
 //!
 //! Waldur creates an offering user in `Requested` when someone joins a
 //! project that uses the offering; the provider's agent must give it a local

@@ -116,7 +116,7 @@ impl Coordinator {
             match r {
                 Ok(s) => {
                     println!(
-                        "{name}: membership: {} resources, {} users added, {} removed, {} access changes, {} erred, {} missing on the backend, {} changes withheld, {} moved under their project ({} project syncs failed)",
+                        "{name}: membership: {} resources, {} users added, {} removed, {} access changes, {} erred, {} missing on the backend, {} changes withheld, {} moved under their project, {} prepaid limits renewed ({} of these calls failed)",
                         s.resources,
                         s.users_added,
                         s.users_removed,
@@ -124,8 +124,9 @@ impl Coordinator {
                         s.erred.len(),
                         s.missing_on_backend.len(),
                         s.withheld.len(),
-                        s.projects.moved,
-                        s.projects.failed
+                        s.followed.moved,
+                        s.followed.renewed,
+                        s.followed.failed
                     );
                     if let Some(t) = &s.breaker {
                         println!("{name}: membership: breaker: {}", t.message);

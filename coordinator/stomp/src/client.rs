@@ -1,5 +1,5 @@
 //! A resilient STOMP 1.2 over WebSocket consumer of one RabbitMQ queue
-//! (core spec §7.4), for RabbitMQ's Web-STOMP plugin.
+//!, for RabbitMQ's Web-STOMP plugin.
 //!
 //! One session: WebSocket handshake offering the `v12.stomp` subprotocol,
 //! `CONNECT` (the `host` header is the RabbitMQ vhost), `CONNECTED`,

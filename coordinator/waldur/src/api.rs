@@ -1,4 +1,4 @@
-//! The Waldur endpoints the coordinator uses (core spec §2), one method each.
+//! The Waldur endpoints the coordinator uses, one method each.
 
 use std::collections::BTreeMap;
 

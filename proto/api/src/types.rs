@@ -83,6 +83,18 @@ pub struct DiagnosticCheck {
     pub message: String,
 }
 
+impl DiagnosticCheck {
+    /// How an operator's tool prints the outcome: PASS, WARN or FAIL (a
+    /// status it does not know fails).
+    pub fn word(&self) -> &'static str {
+        match self.status {
+            CheckStatus::Ok => "PASS",
+            CheckStatus::Warning => "WARN",
+            _ => "FAIL",
+        }
+    }
+}
+
 /// The Waldur resource a request is about.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ResourceContext {

@@ -163,8 +163,8 @@ impl Sim {
 
     /// Publishes events to RabbitMQ from now on: queues created through
     /// `create_queue` are declared on the broker, and state changes are
-    /// published to the queues of matching subscriptions (core spec §7.5
-    /// bodies). Needs a Tokio runtime.
+    /// published to the queues of matching subscriptions, with the bodies
+    /// Waldur sends. Needs a Tokio runtime.
     pub fn enable_events(&self, broker: events::Broker) {
         *self.shared.broker.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(events::Management::new(broker));

@@ -1,4 +1,4 @@
-//! Membership sync (core spec §5): make each resource on the backend match
+//! Membership sync: make each resource on the backend match
 //! Waldur, with Waldur as the source of truth for who and how much access,
 //! and the backend as the source of truth for limits and metadata.
 //!
@@ -82,6 +82,9 @@ use waldur_client::types::{
 };
 use waldur_client::{WaldurClient, WaldurError};
 
+/// Users per CreateHomeDirectories call of a cycle.
+const HOMEDIR_BATCH: usize = 200;
+
 /// Resource fields membership sync reads (the original's set, trimmed to
 /// what is used).
 pub const RESOURCE_FIELDS: [&str; 11] = [
@@ -148,9 +151,9 @@ pub struct MembershipSummary {
     pub breaker: Option<Trip>,
     /// Username generation.
     pub usernames: UsernameSummary,
-    /// Resources placed under their project and customer, prepaid ones
-    /// given limits for a new end date.
-    pub projects: Followed,
+    /// Waldur's changes followed: resources placed under their project and
+    /// customer, prepaid ones given limits for a new end date.
+    pub followed: Followed,
     /// Home directories of existing members made again (they were gone,
     /// or their creation had failed).
     pub homedirs_created: usize,
@@ -383,10 +386,15 @@ impl MembershipProcessor {
         let resources = self.offering_resources().await?;
         let mut recreated = Vec::new();
         for id in missing {
-            let Some(r) = resources.iter().find(|r| r.backend_id == id) else {
+            let Some(uuid) = resources
+                .iter()
+                .find(|r| r.backend_id == id)
+                .and_then(|r| r.id().ok())
+            else {
+                // Gone from Waldur since, or an id that is no UUID.
+                summary.missing_on_backend.push(id);
                 continue;
             };
-            let Ok(uuid) = r.id() else { continue };
             match self.recreate(&uuid).await {
                 Ok(()) => {
                     tracing::info!(resource = %uuid, backend_id = %id, "resource missing on the backend made again");
@@ -412,8 +420,14 @@ impl MembershipProcessor {
             }
         }
         if !recreated.is_empty() {
-            let members = self.sync_backend_ids(&recreated).await?;
-            summary.users_added += members.users_added;
+            // What was made stays reported even if adding the teams waits
+            // for the next cycle.
+            match self.sync_backend_ids(&recreated).await {
+                Ok(members) => summary.users_added += members.users_added,
+                Err(e) => {
+                    tracing::warn!(error = %e, "teams of the resources made again not added; the next cycle adds them")
+                }
+            }
             summary.recreated = recreated;
         }
         Ok(summary)
@@ -491,9 +505,9 @@ impl MembershipProcessor {
         }
         // A resource event may be a move or a renewal: the whole record is
         // at hand.
-        let projects = self.placements.follow_one(&r).await;
+        let followed = self.placements.follow_one(&r).await;
         let mut summary = self.sync(vec![r], Scope::Partial).await?;
-        summary.projects = projects;
+        summary.followed = followed;
         Ok(summary)
     }
 
@@ -545,7 +559,7 @@ impl MembershipProcessor {
         let (cycle, usernames) = self.load_cycle(Mode::Apply).await?;
         summary.usernames = usernames;
         if scope == Scope::Full {
-            summary.projects = self.placements.follow(&resources).await;
+            summary.followed = self.placements.follow(&resources).await;
         }
         if resources.is_empty() {
             if scope == Scope::Full {
@@ -795,7 +809,16 @@ impl MembershipProcessor {
             return 0;
         }
         let umask = Some(self.offering.membership.homedir_umask.as_str()).filter(|u| !u.is_empty());
-        match self.backend.create_home_directories(fresh, umask).await {
+        let mut made = 0;
+        // Bounded calls: a page can hold thousands of members.
+        for chunk in fresh.chunks(HOMEDIR_BATCH) {
+            made += self.homedir_batch(chunk.to_vec(), umask).await;
+        }
+        made
+    }
+
+    async fn homedir_batch(&self, users: Vec<String>, umask: Option<&str>) -> usize {
+        match self.backend.create_home_directories(users, umask).await {
             Ok(results) => {
                 let mut made = 0;
                 for r in results {

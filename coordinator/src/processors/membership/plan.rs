@@ -172,7 +172,14 @@ impl MembershipProcessor {
         let prepaid = if info.limits.is_empty() {
             None
         } else {
-            Some(self.backend.prepaid_components().await?)
+            match self.backend.prepaid_components().await {
+                Ok(p) => Some(p),
+                // Members matter more than limits: only the write-back waits.
+                Err(e) => {
+                    tracing::warn!(backend_id = %r.backend_id, error = %e, "components unknown; limits not written back this cycle");
+                    None
+                }
+            }
         };
         if let Some(prepaid) = prepaid {
             let mut merged = r.limits.clone();

@@ -225,20 +225,23 @@ impl OrderProcessor {
         {
             new = self.plan_quotas(plan, cache).await?;
         }
+        let prepaid = self.backend.prepaid().await?;
+        if new.is_empty() && prepaid {
+            // A renewal may carry no limits: the resource keeps its own.
+            new = resource.limits.clone();
+        }
         if new.is_empty() {
             tracing::warn!(order = %order.uuid, "update order without limits or plan quotas");
             return Ok(Executed::Done { post: None });
         }
         let mut ctx = resource_context(&resource, order);
-        if new == resource.limits {
-            // A renewal of a prepaid resource changes no limit but the end
-            // date, and with it what the backend grants for the months.
-            if !self.backend.prepaid().await? {
-                return Ok(Executed::Done { post: None });
-            }
-            if let Some(end) = timestamp(order.attributes.get("end_date").and_then(Value::as_str)) {
-                ctx.end_date = Some(end);
-            }
+        // A renewal moves the end date, and with it what a prepaid backend
+        // grants for the months; the order's own date is the newest.
+        if let Some(end) = timestamp(order.attributes.get("end_date").and_then(Value::as_str)) {
+            ctx.end_date = Some(end);
+        }
+        if new == resource.limits && !prepaid {
+            return Ok(Executed::Done { post: None });
         }
         let resp = self
             .backend

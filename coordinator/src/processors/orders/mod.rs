@@ -1,4 +1,4 @@
-//! Order processing (core spec §4) through the backend contract.
+//! Order processing through the backend contract.
 //!
 //! One cycle lists the offering's `pending-provider` and `executing` orders,
 //! groups them by resource and processes the groups concurrently (bounded):

@@ -1,4 +1,4 @@
-//! Event bodies decoded into meaning in one place (core spec §7.5): every id
+//! Event bodies decoded into meaning in one place: every id
 //! is checked here, so nothing downstream handles raw JSON or puts an
 //! unchecked string into a URL. Unknown keys are ignored, as Waldur adds
 //! fields between versions.

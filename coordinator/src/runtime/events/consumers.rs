@@ -1,4 +1,4 @@
-//! Event mode for one offering (core spec §7.1–7.4, §7.8): register the
+//! Event mode for one offering: register the
 //! subscriptions and queues, consume each queue over STOMP, and run the
 //! reconciliation sweep that catches whatever events missed.
 //!

@@ -1,4 +1,4 @@
-//! What each Waldur event means (core spec §7.5). Handlers call the same
+//! What each Waldur event means. Handlers call the same
 //! functions as the polling paths (process one order, sync a resource or a
 //! project, a username pass), so an event only decides *when* work happens;
 //! every handler is idempotent and a redelivered message is harmless.
@@ -82,7 +82,7 @@ async fn dispatch(o: &OfferingRuntime, event: Event) -> Result<Handled, Handled>
                 "resource {resource}: {} access changes, {} member changes, {} moved under its project",
                 s.access_changed,
                 s.users_added + s.users_removed,
-                s.projects.moved
+                s.followed.moved
             )))
         }
         Event::Account {
@@ -185,7 +185,7 @@ async fn periodic_limits(o: &OfferingRuntime, p: PeriodicLimits) -> Handled {
     }
 }
 
-/// A resource import request (core spec §7.5 IMPORTABLE_RESOURCES): offer
+/// A resource import request (IMPORTABLE_RESOURCES): offer
 /// every backend resource Waldur does not know, under the project its
 /// parent account names, then close the request.
 async fn import(o: &OfferingRuntime, request: &Uuid) -> Result<Handled, Handled> {
