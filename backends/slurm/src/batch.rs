@@ -106,7 +106,7 @@ impl SlurmBackend {
                         // Taken by a holder that was cancelled: again.
                         Err(_) => break,
                     },
-                    hierarchy = self.hierarchy.lock() => {
+                    hierarchy = crate::HIERARCHY.lock() => {
                         let mut batch = self.creates.take();
                         // A create alone may be the first of a wave (an
                         // orders cycle sends many at once): a moment's wait

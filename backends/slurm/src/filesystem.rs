@@ -40,6 +40,24 @@ impl SlurmBackend {
         {
             tracing::warn!(path, error = %e.message, "project directory owner not set");
         }
+        if let (Some(q), Some(dir)) = (&d.lustre_quota, &self.directory) {
+            match dir.gid(&group).await {
+                Ok(Some(gid)) => {
+                    for (program, a) in q.commands(gid, &path) {
+                        if let Err(e) = self.slurm.exec(program, a).await {
+                            tracing::warn!(path, gid, error = %e.message, "lustre project quota not set");
+                            break;
+                        }
+                    }
+                }
+                Ok(None) => {
+                    tracing::warn!(path, group, "no ldap group: lustre project quota not set")
+                }
+                Err(e) => {
+                    tracing::warn!(path, error = %e.message, "lustre project quota not set")
+                }
+            }
+        }
         if d.set_acl {
             let acl = format!("group:{group}:rwx,d:group:{group}:rwx");
             if let Err(e) = self

@@ -30,6 +30,7 @@ mod batch;
 pub mod cli;
 mod diagnostics;
 mod filesystem;
+mod ldap;
 mod limits;
 mod members;
 pub mod names;
@@ -44,6 +45,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use waldur_backend_sdk::SettingError;
 
+pub use ldap::LdapSettings;
 pub use limits::{MAX_TRES_VALUE, prepaid_months};
 pub use settings::{
     Accounting, Adopt, ComponentSettings, DefaultAccountPolicy, LimitType, QosManagement,
@@ -64,11 +66,7 @@ pub struct SlurmBackend {
     slurm: Arc<Slurm>,
     components: Vec<Component>,
     cluster_tres: OnceCell<BTreeSet<String>>,
-    /// Customer and project accounts are shared between allocations: their
-    /// creation is serialised so two new allocations of one project do not
-    /// race each other in slurmdbd.
-    hierarchy: tokio::sync::Mutex<()>,
-    /// Creates waiting for `hierarchy`, made together by its next holder.
+    /// Creates waiting for [`HIERARCHY`], made together by its next holder.
     creates: batch::CreateQueue,
     /// The cluster flat files name (`cluster_name`, else slurmdbd's only
     /// cluster).
@@ -77,7 +75,16 @@ pub struct SlurmBackend {
     tree: placement::TreeCache,
     /// Homes of directory users, by username, once `getent` told them.
     homes: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// The LDAP directory of allocation groups, when configured.
+    directory: Option<Arc<ldap::Directory>>,
 }
+
+/// Customer and project accounts are shared between allocations, and
+/// between the instances of one server (two offerings on one cluster share
+/// customers): making them, and removing an emptied project, are serialised
+/// so that a new allocation never races the removal of its parent (SLURM
+/// drops the associations under a removed account).
+pub(crate) static HIERARCHY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 impl std::fmt::Debug for SlurmBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -119,16 +126,20 @@ impl SlurmBackend {
                 component
             })
             .collect();
+        let directory = settings
+            .ldap
+            .clone()
+            .map(|l| Arc::new(ldap::Directory::new(l)));
         Self {
             settings: Arc::new(settings),
             slurm: Arc::new(slurm),
             components,
             cluster_tres: OnceCell::new(),
-            hierarchy: tokio::sync::Mutex::new(()),
             creates: batch::CreateQueue::default(),
             flat_cluster: OnceCell::new(),
             tree: Default::default(),
             homes: Default::default(),
+            directory,
         }
     }
 

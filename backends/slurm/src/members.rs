@@ -166,10 +166,25 @@ impl SlurmBackend {
         homedir_umask: Option<String>,
     ) -> BackendResult<Vec<UserResult>> {
         let id = crate::account_id(backend_id)?;
+        // A directory that is down stops the call before SLURM changes.
+        if let Some(d) = &self.directory {
+            d.check().await?;
+        }
         let rows = self.owned(&id).await?;
         let members = rows.members(&id);
-        self.add_members_with(&id, &users, &members, homedir_umask.as_deref(), None)
-            .await
+        let results = self
+            .add_members_with(&id, &users, &members, homedir_umask.as_deref(), None)
+            .await?;
+        if let Some(d) = &self.directory {
+            // Members already there too: their group entry may be missing.
+            let now: Vec<String> = results
+                .iter()
+                .filter(|r| !matches!(r.outcome, Outcome::Failed(_)))
+                .map(|r| r.username.clone())
+                .collect();
+            d.add_members(&id, &now).await?;
+        }
+        Ok(results)
     }
 
     /// RemoveUsers: their jobs cancelled, their associations removed.
@@ -179,6 +194,9 @@ impl SlurmBackend {
         usernames: Vec<String>,
     ) -> BackendResult<Vec<UserResult>> {
         let id = crate::account_id(backend_id)?;
+        if let Some(d) = &self.directory {
+            d.check().await?;
+        }
         let rows = self.owned(&id).await?;
         let members = rows.members(&id);
         let present: Vec<String> = usernames
@@ -209,12 +227,15 @@ impl SlurmBackend {
         }
         if failure.is_none() {
             // Every name asked about, not only the present ones: a release
-            // that failed last time is tried again (the listing decides).
+            // or a group removal that failed last time is tried again.
             let named: Vec<String> = usernames
                 .iter()
                 .filter(|u| names::valid_user(u))
                 .cloned()
                 .collect();
+            if let Some(d) = &self.directory {
+                d.remove_members(&id, &named).await?;
+            }
             self.release_default_associations(&named).await;
         }
         Ok(usernames
@@ -340,7 +361,29 @@ impl SlurmBackend {
                 _ => out.missing.push(id.clone()),
             }
         }
+        self.only_grouped(&mut out).await?;
         Ok(out)
+    }
+
+    /// With an LDAP directory, a member is a user with an association who
+    /// is also in the allocation's group: one the group lacks (its write
+    /// failed after the association's) is then added again by membership
+    /// sync, which makes both. One directory search per call.
+    async fn only_grouped(&self, out: &mut ResourceUsers) -> BackendResult<()> {
+        let Some(d) = &self.directory else {
+            return Ok(());
+        };
+        let ids: Vec<String> = out.found.keys().cloned().collect();
+        let groups = d.members(&ids).await?;
+        let empty = BTreeSet::new();
+        for (id, users) in out.found.iter_mut() {
+            let grouped = groups.get(id).unwrap_or(&empty);
+            users.retain(|u| grouped.contains(u));
+            if let Some(details) = out.details.get_mut(id) {
+                details.resource.users.retain(|u| grouped.contains(u));
+            }
+        }
+        Ok(())
     }
 }
 

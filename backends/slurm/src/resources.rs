@@ -18,7 +18,17 @@ impl SlurmBackend {
     /// (see [`crate::batch`]).
     pub(crate) async fn create(&self, req: CreateResource) -> BackendResult<Created> {
         let job = self.prepare(req).await?;
-        self.create_queued(job).await
+        // The group first: a directory that is down stops the create before
+        // SLURM changes, and the group's gid is there for the directory.
+        if let Some(d) = &self.directory {
+            d.ensure_group(&job.alloc).await?;
+        }
+        let created = self.create_queued(job).await?;
+        if let Some(d) = &self.directory {
+            d.add_members(&created.resource.backend_id, &created.resource.users)
+                .await?;
+        }
+        Ok(created)
     }
 
     /// Everything a create needs that can be checked before touching SLURM.
@@ -202,7 +212,15 @@ impl SlurmBackend {
         let row = rows
             .account(&id)
             .ok_or_else(|| BackendError::resource_not_found(backend_id))?;
-        Ok(self.info(&rows, &id, row))
+        let mut info = self.info(&rows, &id, row);
+        // Members as ListResourceUsers counts them (in the group too).
+        if let Some(d) = &self.directory {
+            let groups = d.members(std::slice::from_ref(&id)).await?;
+            let grouped = groups.get(&id);
+            info.users
+                .retain(|u| grouped.is_some_and(|g| g.contains(u)));
+        }
+        Ok(info)
     }
 
     /// What GetResource answers, from an association listing holding the
@@ -264,8 +282,15 @@ impl SlurmBackend {
             existed: false,
         };
         let id = checked_account("backend_id", req.backend_id.clone())?;
+        if let Some(d) = &self.directory {
+            d.check().await?;
+        }
         let rows = self.rows(std::slice::from_ref(&id)).await?;
         let Some(row) = rows.account(&id).cloned() else {
+            // A delete that failed at the directory is finished here.
+            if let Some(d) = &self.directory {
+                d.delete_group(&id).await?;
+            }
             return Ok(gone);
         };
         match self.ownership(&row) {
@@ -320,6 +345,10 @@ impl SlurmBackend {
                     format!("GrpTRESMins={}", join_tres(&zeros))
                 ])
                 .await?;
+            // The account stays for a restore; its group keeps nobody.
+            if let Some(d) = &self.directory {
+                d.remove_members(&id, &members).await?;
+            }
             return Ok(Deleted {
                 existed: true,
                 ..gone
@@ -328,6 +357,9 @@ impl SlurmBackend {
         self.slurm
             .sacctmgr_write(args!["remove", "account", "where", format!("name={id}")])
             .await?;
+        if let Some(d) = &self.directory {
+            d.delete_group(&id).await?;
+        }
         if self.settings.qos_management.enabled
             && let Err(e) = self
                 .slurm
@@ -336,7 +368,7 @@ impl SlurmBackend {
         {
             tracing::warn!(qos = %id, error = %e.message, "allocation QoS not removed");
         }
-        let _hierarchy = self.hierarchy.lock().await;
+        let _hierarchy = crate::HIERARCHY.lock().await;
         if let Err(e) = self.remove_emptied_project(&row.parent).await {
             tracing::warn!(account = %row.parent, error = %e.message, "emptied project account not removed");
         }

@@ -202,6 +202,9 @@ pub struct SlurmSettings {
     /// Terminate keeps the account with zero limits.
     #[serde(default)]
     pub soft_delete: bool,
+    /// A POSIX group per allocation in an LDAP directory.
+    #[serde(default)]
+    pub ldap: Option<crate::ldap::LdapSettings>,
     /// Keep the association under `default_account` that `DefaultAccount=`
     /// made (policy `common`) when a user leaves their last allocation.
     /// By default it is removed with the last allocation's association, so
@@ -295,6 +298,64 @@ pub struct ProjectDirectory {
     pub group_owner_source: GroupOwnerSource,
     /// Group when not taken from the allocation id.
     pub group_name: Option<String>,
+    /// A Lustre project quota on the directory, keyed by its LDAP group's
+    /// gidNumber (needs `ldap`).
+    pub lustre_quota: Option<LustreQuota>,
+}
+
+/// `lfs setquota -p <gid>` limits of a project directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LustreQuota {
+    /// The Lustre file system.
+    #[serde(default = "valhalla")]
+    pub mount_point: String,
+    /// `-b`: block soft limit (`10T`, `500G`).
+    #[serde(default)]
+    pub block_softlimit: Option<String>,
+    /// `-B`: block hard limit.
+    #[serde(default)]
+    pub block_hardlimit: Option<String>,
+    /// `-i`: inode soft limit.
+    #[serde(default)]
+    pub inode_softlimit: Option<String>,
+    /// `-I`: inode hard limit.
+    #[serde(default)]
+    pub inode_hardlimit: Option<String>,
+}
+
+fn valhalla() -> String {
+    "/valhalla".into()
+}
+
+impl LustreQuota {
+    /// The two commands that put a directory under project `gid` with
+    /// these limits: `lfs setquota -p` on the file system, then `lfs
+    /// project -p -r -s` on the directory.
+    pub fn commands(&self, gid: u32, path: &str) -> Vec<(&'static str, Vec<String>)> {
+        let mut set = vec!["setquota".to_owned(), "-p".to_owned(), gid.to_string()];
+        for (flag, v) in [
+            ("-b", &self.block_softlimit),
+            ("-B", &self.block_hardlimit),
+            ("-i", &self.inode_softlimit),
+            ("-I", &self.inode_hardlimit),
+        ] {
+            if let Some(v) = v {
+                set.push(flag.to_owned());
+                set.push(v.clone());
+            }
+        }
+        set.push(self.mount_point.clone());
+        let project = vec![
+            "project".to_owned(),
+            "-p".to_owned(),
+            gid.to_string(),
+            "-r".to_owned(),
+            "-s".to_owned(),
+            path.to_owned(),
+        ];
+        vec![("lfs", set), ("lfs", project)]
+    }
 }
 
 impl Default for ProjectDirectory {
@@ -308,6 +369,7 @@ impl Default for ProjectDirectory {
             set_acl: true,
             group_owner_source: GroupOwnerSource::ProjectId,
             group_name: None,
+            lustre_quota: None,
         }
     }
 }
@@ -454,6 +516,9 @@ impl SlurmSettings {
                 }
             }
         }
+        if let Some(l) = &s.ldap {
+            l.check()?;
+        }
         match u32::from_str_radix(&s.default_homedir_umask, 8) {
             Ok(v) if v <= 0o777 => {}
             _ => {
@@ -517,6 +582,35 @@ impl SlurmSettings {
                     return Err(SettingError::new(
                         format!("project_directory.{key}"),
                         format!("{v:?} is not a valid name"),
+                    ));
+                }
+            }
+        }
+        if let Some(q) = &d.lustre_quota {
+            if s.ldap.is_none() {
+                return Err(SettingError::new(
+                    "project_directory.lustre_quota",
+                    "needs ldap: the quota is set on the gidNumber of the allocation's LDAP group",
+                ));
+            }
+            for v in [
+                Some(&q.mount_point),
+                q.block_softlimit.as_ref(),
+                q.block_hardlimit.as_ref(),
+                q.inode_softlimit.as_ref(),
+                q.inode_hardlimit.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if v.is_empty()
+                    || !v
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '.'))
+                {
+                    return Err(SettingError::new(
+                        "project_directory.lustre_quota",
+                        format!("{v:?} has characters that are not allowed"),
                     ));
                 }
             }

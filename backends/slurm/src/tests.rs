@@ -296,14 +296,34 @@ fn unsafe_or_unsupported_settings_are_refused() {
         serde_json::json!({"homedir_quota": {"provider": "xfs", "mount_point": "/home; rm -rf /"}}),
     );
     assert!(SlurmSettings::parse(bad).is_err());
-    // LDAP (an optional plugin of the original) is not supported: refused, not ignored.
-    let bad = base(serde_json::json!({"ldap": {"uri": "ldap://x"}}));
-    assert!(
-        SlurmSettings::parse(bad)
-            .unwrap_err()
-            .to_string()
-            .contains("ldap")
-    );
+    // LDAP settings are strict: the username backend's keys of the
+    // original, an inline password or a plain URL are refused.
+    let ldap = |extra: serde_json::Value| {
+        let mut l = serde_json::json!({
+            "uri": "ldap://ldap.example", "bind_dn": "cn=admin,dc=x", "base_dn": "dc=x",
+            "bind_password_env": "LDAP_PASSWORD"
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            l[k] = v.clone();
+        }
+        base(serde_json::json!({ "ldap": l }))
+    };
+    assert!(SlurmSettings::parse(ldap(serde_json::json!({}))).is_ok());
+    for (extra, key) in [
+        (serde_json::json!({"people_ou": "ou=People"}), "people_ou"),
+        (
+            serde_json::json!({"bind_password": "secret"}),
+            "bind_password",
+        ),
+        (serde_json::json!({"uri": "http://x"}), "uri"),
+        (
+            serde_json::json!({"gid_range_start": 5, "gid_range_end": 1}),
+            "gid_range",
+        ),
+    ] {
+        let e = SlurmSettings::parse(ldap(extra)).unwrap_err().to_string();
+        assert!(e.contains(key), "{key}: {e}");
+    }
 }
 
 #[tokio::test]
@@ -818,4 +838,30 @@ async fn releasing_default_associations_lists_once_and_removes_only_the_idle_use
     );
     b.release_default_associations(&["ann".into()]).await;
     assert!(seen(&keeping).is_empty());
+}
+
+#[test]
+fn a_lustre_project_quota_is_set_on_the_group_gid_then_applied_to_the_directory() {
+    let q: crate::settings::LustreQuota = serde_json::from_value(serde_json::json!({
+        "mount_point": "/lustre", "block_softlimit": "9T", "block_hardlimit": "10T", "inode_hardlimit": "1000000"
+    }))
+    .unwrap();
+    let joined: Vec<String> = q
+        .commands(40123, "/lustre/projects/a_x")
+        .into_iter()
+        .map(|(p, a)| format!("{p} {}", a.join(" ")))
+        .collect();
+    assert_eq!(
+        joined,
+        [
+            "lfs setquota -p 40123 -b 9T -B 10T -I 1000000 /lustre",
+            "lfs project -p 40123 -r -s /lustre/projects/a_x"
+        ]
+    );
+    // Without LDAP there is no gid to key the quota on: refused.
+    let bad = base(serde_json::json!({"project_directory": {
+        "enabled": true, "lustre_quota": {"block_hardlimit": "1T"}
+    }}));
+    let e = SlurmSettings::parse(bad).unwrap_err().to_string();
+    assert!(e.contains("lustre_quota") && e.contains("ldap"), "{e}");
 }

@@ -573,10 +573,20 @@ impl Original {
                 }
                 (settings, components)
             }
-            _ => (
-                slurm::settings(&self.settings, &mut slurm_notes),
-                slurm::components(&self.components, &at, &mut slurm_notes)?,
-            ),
+            _ => {
+                let file = format!("secrets/{slug}.ldap-password");
+                let (settings, password) = slurm::settings(&self.settings, &file, &mut slurm_notes);
+                if let Some(value) = password {
+                    secrets.push(SecretToWrite {
+                        file_name: file,
+                        value,
+                    });
+                }
+                (
+                    settings,
+                    slurm::components(&self.components, &at, &mut slurm_notes)?,
+                )
+            }
         };
         settings.insert("components".into(), Value::Mapping(components));
 

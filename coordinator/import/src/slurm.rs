@@ -28,11 +28,52 @@ enum Kind {
     UInt,
     /// A list of names.
     NameList,
+    /// A list of text.
+    TextList,
     /// One of these words (compared ignoring case, written as listed).
     OneOf(&'static [&'static str]),
     /// A nested settings struct.
     Map(&'static [(&'static str, Kind)]),
 }
+
+const LUSTRE_QUOTA: &[(&str, Kind)] = &[
+    ("mount_point", Kind::Text),
+    ("block_softlimit", Kind::Text),
+    ("block_hardlimit", Kind::Text),
+    ("inode_softlimit", Kind::Text),
+    ("inode_hardlimit", Kind::Text),
+];
+
+/// The allocation-group keys of the original's `ldap` block; its bind
+/// password moves to a secret file (`bind_password_file`).
+const LDAP: &[(&str, Kind)] = &[
+    ("uri", Kind::Text),
+    ("bind_dn", Kind::Text),
+    ("base_dn", Kind::Text),
+    ("use_starttls", Kind::Bool),
+    ("groups_ou", Kind::Text),
+    ("gid_range_start", Kind::UInt),
+    ("gid_range_end", Kind::UInt),
+    ("project_group_object_classes", Kind::TextList),
+];
+
+/// Keys of the original's `ldap` block that configured its LDAP username
+/// backend, which the SLURM backend server does not run.
+const LDAP_USERNAME_KEYS: &[&str] = &[
+    "people_ou",
+    "uid_range_start",
+    "uid_range_end",
+    "default_login_shell",
+    "default_home_base",
+    "user_object_classes",
+    "user_group_object_classes",
+    "username_format",
+    "remove_user_on_deactivate",
+    "generate_vpn_password",
+    "access_groups",
+    "welcome_email",
+    "waldur_username_attribute",
+];
 
 const QOS_MANAGEMENT: &[(&str, Kind)] = &[
     ("enabled", Kind::Bool),
@@ -54,6 +95,7 @@ const PROJECT_DIRECTORY: &[(&str, Kind)] = &[
     ("set_acl", Kind::Bool),
     ("group_owner_source", Kind::Text),
     ("group_name", Kind::Text),
+    ("lustre_quota", Kind::Map(LUSTRE_QUOTA)),
 ];
 
 const HOMEDIR_QUOTA: &[(&str, Kind)] = &[
@@ -98,6 +140,7 @@ const SETTINGS: &[(&str, Kind)] = &[
     ("default_homedir_umask", Kind::Umask),
     ("homedir_base_path", Kind::Text),
     ("qos_management", Kind::Map(QOS_MANAGEMENT)),
+    ("ldap", Kind::Map(LDAP)),
     ("qos_enforcement_enabled", Kind::Bool),
     ("enforce_offering_qos", Kind::Bool),
     ("partitions", Kind::NameList),
@@ -125,10 +168,6 @@ const NOT_SUPPORTED: &[(&str, &str)] = &[
         "the slurmrestd (REST) mode is not supported by the SLURM backend server",
     ),
     (
-        "ldap",
-        "LDAP user management is not part of the SLURM backend server",
-    ),
-    (
         "enforce_offering_partitions",
         "the backend server does not see the offering's partitions, list them under partitions instead",
     ),
@@ -143,10 +182,6 @@ const NOT_SUPPORTED: &[(&str, &str)] = &[
     (
         "periodic_limits.emulator_base_url",
         "the SLURM emulator's control API is not supported",
-    ),
-    (
-        "project_directory.lustre_quota",
-        "Lustre project quotas are not supported by the SLURM backend server",
     ),
 ];
 
@@ -185,9 +220,59 @@ impl Notes<'_> {
     }
 }
 
-/// The instance's `settings` without `components`.
-pub(crate) fn settings(original: &Mapping, notes: &mut Notes<'_>) -> Mapping {
-    convert_map(original, SETTINGS, "backend_settings", "", notes)
+/// The instance's `settings` without `components`, and the LDAP bind
+/// password to write to `password_file` (named by the caller).
+pub(crate) fn settings(
+    original: &Mapping,
+    password_file: &str,
+    notes: &mut Notes<'_>,
+) -> (Mapping, Option<String>) {
+    let mut original = original.clone();
+    let mut password = None;
+    if let Some(Value::Mapping(ldap)) = original.get_mut("ldap").map(untag_mut) {
+        if let Some(v) = ldap.remove("bind_password") {
+            match text(&v) {
+                Ok(p) => password = Some(p),
+                Err(why) => notes.push(format!(
+                    "backend_settings.ldap.bind_password dropped: {why}"
+                )),
+            }
+        }
+        for key in LDAP_USERNAME_KEYS {
+            if ldap.remove(*key).is_some() {
+                notes.push(format!(
+                    "backend_settings.ldap.{key} dropped: it configured the original's LDAP \
+                     username backend, which the SLURM backend server does not run"
+                ));
+            }
+        }
+        for key in ["uri", "bind_dn", "base_dn"] {
+            if get(ldap, key).is_none() {
+                notes.push(format!(
+                    "backend_settings.ldap.{key} is missing (the original needed it too); set it \
+                     before starting the server"
+                ));
+            }
+        }
+    }
+    let mut out = convert_map(&original, SETTINGS, "backend_settings", "", notes);
+    if password.is_some()
+        && let Some(Value::Mapping(ldap)) = out.get_mut("ldap")
+    {
+        ldap.insert(
+            Value::String("bind_password_file".into()),
+            Value::String(password_file.into()),
+        );
+    }
+    (out, password)
+}
+
+/// The value under YAML tags, mutably.
+fn untag_mut(v: &mut Value) -> &mut Value {
+    match v {
+        Value::Tagged(t) => untag_mut(&mut t.value),
+        other => other,
+    }
 }
 
 fn convert_map(
@@ -278,6 +363,16 @@ fn convert(kind_: Kind, v: &Value, path: &str, notes: &mut Notes<'_>) -> Result<
                 out.push(Value::String(name));
             }
             Ok(Value::Sequence(out))
+        }
+        Kind::TextList => {
+            let Value::Sequence(items) = untag(v) else {
+                return Err(format!("expected a list, found {}", kind(v)));
+            };
+            items
+                .iter()
+                .map(|i| text(i).map(Value::String))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Value::Sequence)
         }
         Kind::OneOf(words) => {
             let word = text(v)?;

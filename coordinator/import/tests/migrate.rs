@@ -108,11 +108,26 @@ fn a_slurm_offering_with_all_roles_components_and_stomp_migrates() {
         json!({"cpu": {"factor": 128}, "mem": {"factor": 30720.5}})
     );
 
-    assert_eq!(m.secrets.len(), 1);
+    assert_eq!(m.secrets.len(), 2);
     assert_eq!(
         secret(&m, "secrets/tartu-hpc.token").value,
         "tok-full-1f2e3d4c5b6a"
     );
+    // The LDAP group settings come over; the bind password moves to a file.
+    assert_eq!(
+        st["ldap"],
+        json!({
+            "uri": "ldap://ldap.example.test",
+            "bind_dn": "cn=admin,dc=example,dc=test",
+            "base_dn": "dc=example,dc=test",
+            "bind_password_file": "secrets/tartu-hpc.ldap-password"
+        })
+    );
+    assert_eq!(
+        secret(&m, "secrets/tartu-hpc.ldap-password").value,
+        "ldap-bind-pass-9z8y7x"
+    );
+    assert!(!note_about(&m, &["backend_settings.ldap"]));
 }
 
 #[test]
@@ -136,7 +151,6 @@ fn unknown_slurm_settings_are_dropped_with_a_note_each() {
     let st = &instance(&s, "tartu-hpc")["settings"];
     for key in [
         "made_up_setting",
-        "ldap",
         "rest_api",
         "execution_mode",
         "enforce_offering_partitions",
@@ -150,8 +164,11 @@ fn unknown_slurm_settings_are_dropped_with_a_note_each() {
     }
     assert!(st["qos_management"].get("colour").is_none());
     assert!(note_about(&m, &["backend_settings.qos_management.colour"]));
-    assert!(st["project_directory"].get("lustre_quota").is_none());
-    assert!(note_about(
+    assert_eq!(
+        st["project_directory"]["lustre_quota"],
+        json!({"mount_point": "/gpfs"})
+    );
+    assert!(!note_about(
         &m,
         &["backend_settings.project_directory.lustre_quota"]
     ));
@@ -212,7 +229,12 @@ fn the_documented_example_configuration_migrates_its_slurm_offerings() {
     let flat = &instance(&s, "flat-cpu-cluster")["settings"];
     assert_eq!(flat["parent_account"], "flatroot");
     assert_eq!(flat["customer_prefix"], "");
-    assert!(flat.get("ldap").is_none());
+    assert_eq!(flat["ldap"]["uri"], "ldap://ldap.example.test");
+    assert_eq!(
+        flat["ldap"]["bind_password_file"],
+        "secrets/flat-cpu-cluster.ldap-password"
+    );
+    // Its username backend was LDAP's: not run by the server, said.
     assert!(note_about(
         &m,
         &["Flat CPU cluster", "username_management_backend", "ldap"]
@@ -231,7 +253,7 @@ fn the_documented_example_configuration_migrates_its_slurm_offerings() {
         &m,
         &["MOAB deposits", "order_processing_backend", "not migrated"]
     ));
-    assert_eq!(m.secrets.len(), 3);
+    assert_eq!(m.secrets.len(), 4); // three tokens and the flat cluster's LDAP password
     assert!(!m.secrets.iter().any(|s| s.value == "tok-moab-0004"));
     assert!(!m.coordinator_yaml.contains("MOAB deposits\n"));
     // Disabled extras are not worth a note.
@@ -598,8 +620,9 @@ fn every_generated_key_is_a_field_of_the_target_config_structs() {
     let coordinator_src =
         read("coordinator/src/config.rs") + &read("backend-server/runtime/src/tls.rs");
     let server_src = read("backend-server/src/config.rs");
-    let slurm_src =
-        read("backends/slurm/src/settings.rs") + &read("backend-server/src/component.rs");
+    let slurm_src = read("backends/slurm/src/settings.rs")
+        + &read("backend-server/src/component.rs")
+        + &read("backends/slurm/src/ldap.rs");
     let known = |src: &str, key: &str| {
         src.contains(&format!("pub {key}:")) || src.contains(&format!("rename = \"{key}\""))
     };
@@ -668,4 +691,50 @@ fn every_generated_key_is_a_field_of_the_target_config_structs() {
             }
         }
     }
+}
+
+#[test]
+fn ldap_username_backend_keys_are_dropped_with_a_note_and_the_group_keys_kept() {
+    let text = r#"
+offerings:
+  - name: Ldap
+    waldur_api_url: "https://waldur.example.test/api/"
+    waldur_api_token: "tok-ldap-1"
+    waldur_offering_uuid: "7a1b2c3d4e5f40718293a4b5c6d7e8f9"
+    order_processing_backend: slurm
+    backend_type: slurm
+    backend_settings:
+      ldap:
+        uri: ldap://ldap.test
+        bind_dn: cn=a,dc=t
+        bind_password: pw-77
+        use_starttls: true
+        groups_ou: ou=Groups
+        gid_range_start: 5000
+        people_ou: ou=People
+        username_format: first_initial_lastname
+        welcome_email: {smtp_host: mail}
+    backend_components:
+      cpu: {measured_unit: h, accounting_type: usage, label: CPU}
+"#;
+    let m = migrate(text, &options()).unwrap();
+    let s = server(&m);
+    let ldap = &s["instances"][0]["settings"]["ldap"];
+    assert_eq!(ldap["use_starttls"], true);
+    assert_eq!(ldap["gid_range_start"], 5000);
+    assert_eq!(ldap["groups_ou"], "ou=Groups");
+    for key in ["people_ou", "username_format", "welcome_email"] {
+        assert!(ldap.get(key).is_none(), "{key} kept");
+        assert!(note_about(
+            &m,
+            &[&format!("backend_settings.ldap.{key}"), "username backend"]
+        ));
+    }
+    assert!(!note_about(&m, &["backend_settings.ldap dropped"]));
+    // What the original needed too is said missing, not invented.
+    assert!(note_about(
+        &m,
+        &["backend_settings.ldap.base_dn is missing"]
+    ));
+    assert!(ldap.get("base_dn").is_none());
 }
