@@ -29,7 +29,7 @@ mod server;
 mod service;
 
 pub use waldur_backend_api::{convert, types};
-pub use waldur_runtime::{SettingError, secret, span, telemetry};
+pub use waldur_runtime::{SettingError, ldap_entry, secret, span, telemetry};
 
 pub use accept::{MAX_HANDSHAKES, MAX_HANDSHAKES_PER_PEER, PeerInfo};
 pub use backend::Backend;

@@ -19,6 +19,7 @@ pub mod cli;
 pub mod exposition;
 pub mod handshake;
 pub mod keyed_lock;
+pub mod ldap_entry;
 pub mod pki;
 pub mod retry;
 pub mod secret;

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use waldur_backend_sdk::ldap_entry::attribute_values;
 use waldur_backend_sdk::secret::{ProcessEnv, Secret};
 use waldur_backend_sdk::{BackendError, BackendResult, SettingError};
 
@@ -120,8 +121,6 @@ impl LdapSettings {
 #[derive(Debug)]
 pub(crate) struct Directory {
     settings: LdapSettings,
-    /// Choosing a free gidNumber and taking it are one step.
-    allocating: tokio::sync::Mutex<()>,
 }
 
 /// One bound connection; its driver stops when dropped.
@@ -150,10 +149,7 @@ fn down(uri: &str, what: &str, e: impl std::fmt::Display) -> BackendError {
 
 impl Directory {
     pub(crate) fn new(settings: LdapSettings) -> Self {
-        Self {
-            settings,
-            allocating: tokio::sync::Mutex::new(()),
-        }
+        Self { settings }
     }
 
     fn groups_base(&self) -> String {
@@ -200,89 +196,165 @@ impl Directory {
         Ok(session)
     }
 
-    /// Whether the directory answers and accepts the bind.
+    /// Whether the directory answers, accepts the bind and holds the
+    /// groups' branch (a wrong `groups_ou` is said here, not by every
+    /// create).
     pub(crate) async fn check(&self) -> BackendResult<()> {
-        self.session().await.map(drop)
+        let mut s = self.session().await?;
+        let found = self
+            .search(
+                &mut s,
+                &self.groups_base(),
+                ldap3::Scope::Base,
+                "(objectClass=*)",
+                &["dn"],
+            )
+            .await?;
+        if found.is_empty() {
+            return Err(self.failed(
+                "reading the groups branch",
+                format!(
+                    "{} does not exist: fix ldap.groups_ou or ldap.base_dn",
+                    self.groups_base()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn failed(&self, what: &str, e: impl std::fmt::Display) -> BackendError {
         BackendError::command_failed(format!("ldap {}: {what}: {e}", self.settings.uri))
     }
 
-    /// The gidNumber of a group, if it exists.
-    pub(crate) async fn gid(&self, name: &str) -> BackendResult<Option<u32>> {
-        let mut s = self.session().await?;
-        self.gid_in(&mut s, name).await
+    /// Entries of a paged search (a directory's size limit does not cut
+    /// it), each as the values of `attrs` in order; read without trusting
+    /// the entries' shape. A base that does not exist is no entries.
+    async fn search(
+        &self,
+        s: &mut Session,
+        base: &str,
+        scope: ldap3::Scope,
+        filter: &str,
+        attrs: &[&str],
+    ) -> BackendResult<Vec<Vec<Vec<String>>>> {
+        let adapters: Vec<Box<dyn ldap3::adapters::Adapter<_, _>>> = vec![
+            Box::new(ldap3::adapters::EntriesOnly::new()),
+            Box::new(ldap3::adapters::PagedResults::new(500)),
+        ];
+        let mut stream = s
+            .op()
+            .streaming_search_with(adapters, base, scope, filter, attrs.to_vec())
+            .await
+            .map_err(|e| self.failed("searching", e))?;
+        let mut out = Vec::new();
+        while let Some(entry) = stream
+            .next()
+            .await
+            .map_err(|e| self.failed("searching", e))?
+        {
+            let mut values = Vec::with_capacity(attrs.len());
+            for a in attrs {
+                values.push(attribute_values(&entry.0, a).ok_or_else(|| {
+                    self.failed(
+                        "searching",
+                        "the directory answered an entry that does not read",
+                    )
+                })?);
+            }
+            out.push(values);
+        }
+        let done = stream.finish().await;
+        match done.rc {
+            0 | NO_SUCH_OBJECT => Ok(out),
+            rc => Err(self.failed("searching", format!("result code {rc}: {}", done.text))),
+        }
     }
 
-    async fn gid_in(&self, s: &mut Session, name: &str) -> BackendResult<Option<u32>> {
+    /// (gidNumber, made by this backend) of a posixGroup, if it exists.
+    async fn group_in(&self, s: &mut Session, name: &str) -> BackendResult<Option<(u32, bool)>> {
         let filter = format!(
             "(&(objectClass=posixGroup)(cn={}))",
             ldap3::ldap_escape(name)
         );
-        let (entries, _) = s
-            .op()
+        let found = self
             .search(
+                s,
                 &self.groups_base(),
                 ldap3::Scope::Subtree,
                 &filter,
-                vec!["gidNumber"],
+                &["gidNumber", "description"],
             )
-            .await
-            .and_then(ldap3::SearchResult::success)
-            .map_err(|e| self.failed("reading a group", e))?;
-        Ok(entries.into_iter().next().and_then(|e| {
-            ldap3::SearchEntry::construct(e)
-                .attrs
-                .get("gidNumber")
-                .and_then(|v| v.first())
-                .and_then(|g| g.parse().ok())
-        }))
+            .await?;
+        let Some(entry) = found.into_iter().next() else {
+            return Ok(None);
+        };
+        let gid = entry
+            .first()
+            .and_then(|v| v.first())
+            .and_then(|g| g.trim().parse().ok())
+            .ok_or_else(|| {
+                self.failed(
+                    "reading a group",
+                    format!("{name} has no numeric gidNumber"),
+                )
+            })?;
+        let ours = entry
+            .get(1)
+            .is_some_and(|d| d.iter().any(|d| d == &marker(name)));
+        Ok(Some((gid, ours)))
     }
 
-    /// Makes the group of an allocation unless it exists; its gidNumber.
-    pub(crate) async fn ensure_group(&self, name: &str) -> BackendResult<u32> {
+    /// The gidNumber of an allocation's group, if it exists.
+    pub(crate) async fn gid(&self, name: &str) -> BackendResult<Option<u32>> {
         let mut s = self.session().await?;
-        let _held = self.allocating.lock().await;
-        if let Some(gid) = self.gid_in(&mut s, name).await? {
-            return Ok(gid);
+        Ok(self.group_in(&mut s, name).await?.map(|(gid, _)| gid))
+    }
+
+    /// Makes the group of an allocation unless this backend made it before;
+    /// (gidNumber, made now). A group of that name the backend did not make
+    /// (a site's own) is ALREADY_EXISTS: the caller takes the next name, and
+    /// nobody joins a site's group through an order. A new group takes the
+    /// gidNumber after the highest in the range that any entry of the
+    /// directory uses (groups and accounts alike), so a freed number is not
+    /// handed on to the next allocation while the range lasts.
+    pub(crate) async fn ensure_group(&self, name: &str) -> BackendResult<(u32, bool)> {
+        let mut s = self.session().await?;
+        let _held = ALLOCATING.lock().await;
+        match self.group_in(&mut s, name).await? {
+            Some((gid, true)) => return Ok((gid, false)),
+            Some((_, false)) => {
+                return Err(BackendError::already_exists(
+                    name,
+                    "a directory group of that name exists that this backend did not make",
+                ));
+            }
+            None => {}
         }
-        let (entries, _) = s
-            .op()
+        let used: BTreeSet<u32> = self
             .search(
-                &self.groups_base(),
+                &mut s,
+                &self.settings.base_dn,
                 ldap3::Scope::Subtree,
                 "(gidNumber=*)",
-                vec!["gidNumber"],
+                &["gidNumber"],
             )
-            .await
-            .and_then(ldap3::SearchResult::success)
-            .map_err(|e| self.failed("reading the gidNumbers in use", e))?;
-        let used: BTreeSet<u32> = entries
+            .await?
             .into_iter()
-            .filter_map(|e| {
-                ldap3::SearchEntry::construct(e)
-                    .attrs
-                    .get("gidNumber")
-                    .and_then(|v| v.first())
-                    .and_then(|g| g.parse().ok())
-            })
+            .filter_map(|e| e.first()?.first()?.trim().parse().ok())
             .collect();
         let st = &self.settings;
-        let gid = (st.gid_range_start..=st.gid_range_end)
-            .find(|g| !used.contains(g))
-            .ok_or_else(|| {
-                BackendError::command_failed(format!(
-                    "ldap: no free gidNumber in {}..={}",
-                    st.gid_range_start, st.gid_range_end
-                ))
-            })?;
+        let gid = next_gid(&used, st.gid_range_start, st.gid_range_end).ok_or_else(|| {
+            BackendError::command_failed(format!(
+                "ldap: no free gidNumber in {}..={}",
+                st.gid_range_start, st.gid_range_end
+            ))
+        })?;
         let classes: HashSet<String> = st.project_group_object_classes.iter().cloned().collect();
-        let gid_text = gid.to_string();
         let attrs: Vec<(String, HashSet<String>)> = vec![
             ("objectClass".into(), classes),
             ("cn".into(), HashSet::from([name.to_owned()])),
-            ("gidNumber".into(), HashSet::from([gid_text])),
+            ("gidNumber".into(), HashSet::from([gid.to_string()])),
+            ("description".into(), HashSet::from([marker(name)])),
         ];
         let added = s
             .op()
@@ -292,30 +364,27 @@ impl Directory {
         match added.rc {
             0 => {
                 tracing::info!(group = name, gid, "ldap group made");
-                Ok(gid)
+                Ok((gid, true))
             }
-            // Made meanwhile by someone else: theirs stands.
-            ENTRY_EXISTS => self
-                .gid_in(&mut s, name)
-                .await?
-                .ok_or_else(|| self.failed("adding a group", "it exists but is not a posixGroup")),
+            ENTRY_EXISTS => Err(BackendError::already_exists(
+                name,
+                "a directory entry of that name exists that this backend did not make",
+            )),
             _ => Err(self.failed("adding a group", added)),
         }
     }
 
-    /// Removes the group of an allocation; absent is success. A group of
-    /// that name whose gidNumber is outside the range was not made here
-    /// and is left alone.
+    /// Removes the group of an allocation; absent is success, and so is a
+    /// group this backend did not make, which is left alone.
     pub(crate) async fn delete_group(&self, name: &str) -> BackendResult<()> {
         let mut s = self.session().await?;
-        let st = &self.settings;
-        match self.gid_in(&mut s, name).await? {
+        match self.group_in(&mut s, name).await? {
             None => return Ok(()),
-            Some(gid) if !(st.gid_range_start..=st.gid_range_end).contains(&gid) => {
+            Some((gid, false)) => {
                 tracing::warn!(
                     group = name,
                     gid,
-                    "ldap group outside the gid range left alone"
+                    "ldap group this backend did not make left alone"
                 );
                 return Ok(());
             }
@@ -336,20 +405,32 @@ impl Directory {
         }
     }
 
-    /// Adds `users` to the group's memberUid; present ones are left alone.
+    /// Adds `users` to the memberUid of the allocation's group, making the
+    /// group when it is missing (an allocation from before `ldap:` was set,
+    /// or adopted); present ones are left alone.
     pub(crate) async fn add_members(&self, group: &str, users: &[String]) -> BackendResult<()> {
+        if users.is_empty() {
+            return Ok(());
+        }
+        self.ensure_group(group).await?;
         self.change_members(group, users, true).await
     }
 
-    /// Removes `users` from the group's memberUid; absent ones are fine.
+    /// Removes `users` from the memberUid of the allocation's group; absent
+    /// ones, an absent group and a group this backend did not make are fine.
     pub(crate) async fn remove_members(&self, group: &str, users: &[String]) -> BackendResult<()> {
+        if users.is_empty() {
+            return Ok(());
+        }
+        let mut s = self.session().await?;
+        if !matches!(self.group_in(&mut s, group).await?, Some((_, true))) {
+            return Ok(());
+        }
+        drop(s);
         self.change_members(group, users, false).await
     }
 
     async fn change_members(&self, group: &str, users: &[String], add: bool) -> BackendResult<()> {
-        if users.is_empty() {
-            return Ok(());
-        }
         let mut s = self.session().await?;
         let dn = self.group_dn(group);
         // One value per modify: a value already there (or already gone)
@@ -376,7 +457,8 @@ impl Directory {
         Ok(())
     }
 
-    /// memberUid of each of `groups` that exists, in one search.
+    /// memberUid of each of `groups` this backend made, in one search per
+    /// 200 groups.
     pub(crate) async fn members(
         &self,
         groups: &[String],
@@ -385,6 +467,7 @@ impl Directory {
         if groups.is_empty() {
             return Ok(out);
         }
+        let wanted: BTreeSet<&str> = groups.iter().map(String::as_str).collect();
         let mut s = self.session().await?;
         for chunk in groups.chunks(200) {
             let filter = format!(
@@ -394,26 +477,64 @@ impl Directory {
                     .map(|g| format!("(cn={})", ldap3::ldap_escape(g.as_str())))
                     .collect::<String>()
             );
-            let (entries, _) = s
-                .op()
+            let found = self
                 .search(
+                    &mut s,
                     &self.groups_base(),
                     ldap3::Scope::Subtree,
                     &filter,
-                    vec!["cn", "memberUid"],
+                    &["cn", "memberUid", "description"],
                 )
-                .await
-                .and_then(ldap3::SearchResult::success)
-                .map_err(|e| self.failed("reading group members", e))?;
-            for e in entries {
-                let mut attrs = ldap3::SearchEntry::construct(e).attrs;
-                let Some(cn) = attrs.remove("cn").and_then(|v| v.into_iter().next()) else {
+                .await?;
+            for entry in found {
+                let [cns, members, descriptions] = entry.as_slice() else {
                     continue;
                 };
-                let members = attrs.remove("memberUid").unwrap_or_default();
-                out.insert(cn, members.into_iter().collect());
+                // Any of its names (a group may carry several) that was
+                // asked for, and only a group this backend made.
+                for cn in cns.iter().filter(|c| wanted.contains(c.as_str())) {
+                    if descriptions.iter().any(|d| d == &marker(cn)) {
+                        out.insert(cn.clone(), members.iter().cloned().collect());
+                    }
+                }
             }
         }
         Ok(out)
+    }
+}
+
+/// What a group this backend made says in its description.
+fn marker(name: &str) -> String {
+    format!("waldur allocation {name}")
+}
+
+/// The gidNumber after the highest one in use within the range, else the
+/// lowest free one (the range's top reached); `None` when none is free.
+pub(crate) fn next_gid(used: &BTreeSet<u32>, start: u32, end: u32) -> Option<u32> {
+    let highest = used.range(start..=end).next_back().copied();
+    match highest {
+        None => Some(start),
+        Some(h) if h < end => Some(h + 1),
+        Some(_) => (start..=end).find(|g| !used.contains(g)),
+    }
+}
+
+/// Choosing a gidNumber and taking it are one step in this process, for
+/// every instance it hosts.
+static ALLOCATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_group_takes_the_number_after_the_highest_in_range_and_wraps_to_a_hole() {
+        let used = |v: &[u32]| v.iter().copied().collect::<BTreeSet<u32>>();
+        assert_eq!(next_gid(&used(&[]), 100, 105), Some(100));
+        // Numbers outside the range do not count; a hole below is not reused.
+        assert_eq!(next_gid(&used(&[7, 100, 102, 900]), 100, 105), Some(103));
+        // The top reached: the lowest hole.
+        assert_eq!(next_gid(&used(&[100, 102, 105]), 100, 105), Some(101));
+        assert_eq!(next_gid(&used(&[100, 101, 102]), 100, 102), None);
     }
 }

@@ -365,26 +365,34 @@ impl SlurmBackend {
         Ok(out)
     }
 
-    /// With an LDAP directory, a member is a user with an association who
-    /// is also in the allocation's group: one the group lacks (its write
-    /// failed after the association's) is then added again by membership
-    /// sync, which makes both. One directory search per call.
+    /// With an LDAP directory, a member is a user with an association or
+    /// in the allocation's group: a removal cut short between the two (the
+    /// directory failing after SLURM's write) still shows the user, so the
+    /// next cycle's RemoveUsers finishes it. One directory search per call.
     async fn only_grouped(&self, out: &mut ResourceUsers) -> BackendResult<()> {
         let Some(d) = &self.directory else {
             return Ok(());
         };
         let ids: Vec<String> = out.found.keys().cloned().collect();
         let groups = d.members(&ids).await?;
-        let empty = BTreeSet::new();
         for (id, users) in out.found.iter_mut() {
-            let grouped = groups.get(id).unwrap_or(&empty);
-            users.retain(|u| grouped.contains(u));
+            let Some(grouped) = groups.get(id) else {
+                continue;
+            };
+            union(users, grouped);
             if let Some(details) = out.details.get_mut(id) {
-                details.resource.users.retain(|u| grouped.contains(u));
+                union(&mut details.resource.users, grouped);
             }
         }
         Ok(())
     }
+}
+
+/// Adds the group's members to a sorted member list.
+pub(crate) fn union(users: &mut Vec<String>, grouped: &BTreeSet<String>) {
+    users.extend(grouped.iter().cloned());
+    users.sort();
+    users.dedup();
 }
 
 /// Users of a `show user withassoc format=User,AdminLevel,Account` listing

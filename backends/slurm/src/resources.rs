@@ -20,10 +20,24 @@ impl SlurmBackend {
         let job = self.prepare(req).await?;
         // The group first: a directory that is down stops the create before
         // SLURM changes, and the group's gid is there for the directory.
+        let mut made_group = None;
         if let Some(d) = &self.directory {
-            d.ensure_group(&job.alloc).await?;
+            let (_, made) = d.ensure_group(&job.alloc).await?;
+            made_group = made.then(|| job.alloc.clone());
         }
-        let created = self.create_queued(job).await?;
+        let created = match self.create_queued(job).await {
+            // The name is taken in SLURM: the caller tries the next one, and
+            // the group made for it now is not left behind.
+            Err(e) if e.reason == waldur_backend_sdk::proto::reason::RESOURCE_ALREADY_EXISTS => {
+                if let (Some(d), Some(name)) = (&self.directory, made_group)
+                    && let Err(de) = d.delete_group(&name).await
+                {
+                    tracing::warn!(group = %name, error = %de.message, "ldap group of a refused create not removed");
+                }
+                return Err(e);
+            }
+            other => other?,
+        };
         if let Some(d) = &self.directory {
             d.add_members(&created.resource.backend_id, &created.resource.users)
                 .await?;
@@ -213,12 +227,11 @@ impl SlurmBackend {
             .account(&id)
             .ok_or_else(|| BackendError::resource_not_found(backend_id))?;
         let mut info = self.info(&rows, &id, row);
-        // Members as ListResourceUsers counts them (in the group too).
-        if let Some(d) = &self.directory {
-            let groups = d.members(std::slice::from_ref(&id)).await?;
-            let grouped = groups.get(&id);
-            info.users
-                .retain(|u| grouped.is_some_and(|g| g.contains(u)));
+        // Members as ListResourceUsers counts them (the group's too).
+        if let Some(d) = &self.directory
+            && let Some(grouped) = d.members(std::slice::from_ref(&id)).await?.get(&id)
+        {
+            crate::members::union(&mut info.users, grouped);
         }
         Ok(info)
     }
@@ -345,9 +358,17 @@ impl SlurmBackend {
                     format!("GrpTRESMins={}", join_tres(&zeros))
                 ])
                 .await?;
-            // The account stays for a restore; its group keeps nobody.
+            // The account stays for a restore; its group keeps nobody (as
+            // the group lists them: a re-issue finds SLURM's list empty).
             if let Some(d) = &self.directory {
-                d.remove_members(&id, &members).await?;
+                let grouped: Vec<String> = d
+                    .members(std::slice::from_ref(&id))
+                    .await?
+                    .remove(&id)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect();
+                d.remove_members(&id, &grouped).await?;
             }
             return Ok(Deleted {
                 existed: true,

@@ -587,6 +587,12 @@ impl SlurmSettings {
             }
         }
         if let Some(q) = &d.lustre_quota {
+            if d.group_owner_source == GroupOwnerSource::GroupName {
+                return Err(SettingError::new(
+                    "project_directory.lustre_quota",
+                    "needs group_owner_source: project_id (with one shared group every allocation would share one quota)",
+                ));
+            }
             if s.ldap.is_none() {
                 return Err(SettingError::new(
                     "project_directory.lustre_quota",

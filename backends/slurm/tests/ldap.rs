@@ -161,25 +161,45 @@ async fn an_allocations_group_follows_it_and_its_members_and_goes_with_it() {
     b.remove_users(&id, vec!["bob".into()]).await.unwrap();
     assert_eq!(group(&id).unwrap().1, ["alice"]);
 
-    // A group entry lost on the way: the member does not count, and the
-    // next add makes it again without touching the association.
+    // A group entry lost on the way: the association still counts, and an
+    // add puts the entry back without touching the association.
     drop_member(&id, "alice");
     let listed = b
         .list_resource_users(std::slice::from_ref(&id))
         .await
         .unwrap();
-    assert!(listed.found[&id].is_empty(), "{listed:?}");
+    assert_eq!(listed.found[&id], ["alice"], "{listed:?}");
     let r = b
         .add_users(&id, vec![User::named("alice")], None)
         .await
         .unwrap();
     assert_eq!(r[0].outcome, Outcome::Unchanged, "{r:?}");
     assert_eq!(group(&id).unwrap().1, ["alice"]);
+
+    // A removal cut short after SLURM's write: the group still shows the
+    // user, so the next RemoveUsers finishes it.
+    assert!(
+        Command::new("sacctmgr")
+            .args([
+                "-i",
+                "remove",
+                "user",
+                "where",
+                "name=alice",
+                &format!("account={id}")
+            ])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
     let listed = b
         .list_resource_users(std::slice::from_ref(&id))
         .await
         .unwrap();
-    assert_eq!(listed.found[&id], ["alice"]);
+    assert_eq!(listed.found[&id], ["alice"], "{listed:?}");
+    b.remove_users(&id, vec!["alice".into()]).await.unwrap();
+    assert_eq!(group(&id).unwrap().1, Vec::<String>::new());
 
     b.delete_resource(DeleteResource {
         backend_id: id.clone(),
@@ -236,4 +256,64 @@ async fn a_directory_that_is_down_answers_unavailable_and_slurm_is_not_touched()
     .await
     .unwrap();
     assert!(!account_exists(&id) && group(&id).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_group_with_the_allocations_name_is_refused_and_left_alone() {
+    let Some(uri) = enabled() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&dir, &uri);
+    let t = tag();
+    let req = create_request(&b, &format!("s{t}"), &["alice"]);
+    let id = req.backend_id.clone();
+    let mut child = Command::new("ldapadd")
+        .args([
+            "-x",
+            "-H",
+            "ldap://127.0.0.1:389",
+            "-D",
+            ADMIN,
+            "-w",
+            PASSWORD,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        write!(
+            child.stdin.take().unwrap(),
+            "dn: cn={id},ou=groups,{BASE}\nobjectClass: posixGroup\ncn: {id}\ngidNumber: 45999\nmemberUid: siteadmin\n"
+        )
+        .unwrap();
+    }
+    assert!(child.wait().unwrap().success());
+    let e = b.create_resource(req).await.unwrap_err();
+    assert_eq!(e.code, tonic::Code::AlreadyExists, "{e:?}");
+    assert!(!account_exists(&id), "nothing made in SLURM");
+    // A delete of that name leaves the site's group alone.
+    b.delete_resource(DeleteResource {
+        backend_id: id.clone(),
+        mode: DeletionMode::Hard,
+        resource: None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(group(&id), Some((45999, vec!["siteadmin".to_owned()])));
+    Command::new("ldapdelete")
+        .args([
+            "-x",
+            "-H",
+            "ldap://127.0.0.1:389",
+            "-D",
+            ADMIN,
+            "-w",
+            PASSWORD,
+        ])
+        .arg(format!("cn={id},ou=groups,{BASE}"))
+        .output()
+        .unwrap();
 }

@@ -245,6 +245,12 @@ impl Placements {
     /// done (and remembered).
     async fn renew(&self, r: &Resource) -> bool {
         let context = resource_context(r, &Order::default());
+        // The months are counted from both dates, and the limits are the
+        // full state: a record without them would cut or open the grant.
+        if context.created.is_none() || context.end_date.is_none() || r.limits.is_empty() {
+            tracing::warn!(resource = %r.uuid, "prepaid limits not set again: the resource's dates or limits are missing");
+            return false;
+        }
         let session = self.backend.lock(&r.backend_id).await;
         match session
             .set_resource_limits(r.limits.clone(), Some(context))

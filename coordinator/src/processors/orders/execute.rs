@@ -240,7 +240,9 @@ impl OrderProcessor {
         if let Some(end) = timestamp(order.attributes.get("end_date").and_then(Value::as_str)) {
             ctx.end_date = Some(end);
         }
-        if new == resource.limits && !prepaid {
+        if new == resource.limits && (!prepaid || ctx.created.is_none() || ctx.end_date.is_none()) {
+            // Nothing changed, or a prepaid renewal whose months cannot be
+            // counted (a missing date would count one): nothing to set.
             return Ok(Executed::Done { post: None });
         }
         let resp = self
