@@ -41,7 +41,12 @@ async fn world() -> World {
 
 async fn world_with(options: Options) -> World {
     let prefix = run_prefix();
-    let slurm = slurm(&prefix, &prefix);
+    world_of(options, settings(&prefix, &prefix)).await
+}
+
+/// A world whose backend server hosts SLURM with these settings.
+async fn world_of(options: Options, settings: serde_json::Value) -> World {
+    let slurm = SlurmBackend::from_settings(settings).unwrap();
     World::start_with(options, ExampleBackend::default(), Arc::new(slurm)).await
 }
 
@@ -49,7 +54,12 @@ async fn world_with(options: Options) -> World {
 /// accounts with `allocation_prefix` (the same, unless a test misconfigures
 /// it).
 fn slurm(prefix: &str, allocation_prefix: &str) -> SlurmBackend {
-    SlurmBackend::from_settings(serde_json::json!({
+    SlurmBackend::from_settings(settings(prefix, allocation_prefix)).unwrap()
+}
+
+/// The settings of [`slurm`].
+fn settings(prefix: &str, allocation_prefix: &str) -> serde_json::Value {
+    serde_json::json!({
         "customer_prefix": format!("{prefix}c_"),
         "project_prefix": format!("{prefix}p_"),
         "allocation_prefix": allocation_prefix,
@@ -60,8 +70,7 @@ fn slurm(prefix: &str, allocation_prefix: &str) -> SlurmBackend {
             "cpu": {"label": "CPU", "measured_unit": "CPU-minutes", "unit_factor": 1, "accounting_type": "usage"},
             "mem": {"label": "Memory", "measured_unit": "GB-hours", "unit_factor": 61440, "accounting_type": "limit"}
         }
-    }))
-    .unwrap()
+    })
 }
 
 /// 600 CPU-minutes: plenty for the tests' few seconds of jobs.
@@ -102,33 +111,15 @@ fn users_of(account: &str) -> Vec<String> {
     users
 }
 
-/// The parent of an account, as its account-level association names it.
-fn parent_of(account: &str) -> String {
+/// One column of an account's own association (the row without a user).
+fn account_column(account: &str, column: &str) -> String {
     let (_, out) = sh(
         "sacctmgr",
         &[
             "-nP",
             "show",
             "assoc",
-            "format=account,user,parentname",
-            &format!("accounts={account}"),
-        ],
-    );
-    out.lines()
-        .find_map(|l| l.strip_prefix(&format!("{account}||")))
-        .unwrap_or_default()
-        .trim()
-        .to_owned()
-}
-
-fn qos_of(account: &str) -> String {
-    let (_, out) = sh(
-        "sacctmgr",
-        &[
-            "-nP",
-            "show",
-            "assoc",
-            "format=user,qos",
+            &format!("format=user,{column}"),
             &format!("accounts={account}"),
         ],
     );
@@ -137,6 +128,15 @@ fn qos_of(account: &str) -> String {
         .unwrap_or_default()
         .trim()
         .to_owned()
+}
+
+/// The parent of an account, as its account-level association names it.
+fn parent_of(account: &str) -> String {
+    account_column(account, "parentname")
+}
+
+fn qos_of(account: &str) -> String {
+    account_column(account, "qos")
 }
 
 fn submit(account: &str, seconds: u32) -> Result<String, String> {
@@ -291,21 +291,7 @@ async fn sync_resources_makes_an_allocation_lost_on_slurm_again_with_its_limits_
 
 /// `GrpTRESMins` of an account as sacctmgr shows it.
 fn grp_tres_mins(account: &str) -> String {
-    let (_, out) = sh(
-        "sacctmgr",
-        &[
-            "-nP",
-            "show",
-            "assoc",
-            "format=account,user,grptresmins",
-            &format!("accounts={account}"),
-        ],
-    );
-    out.lines()
-        .find_map(|l| l.strip_prefix(&format!("{account}||")))
-        .unwrap_or_default()
-        .trim()
-        .to_owned()
+    account_column(account, "grptresmins")
 }
 
 /// The date `months` after an RFC 3339 timestamp's, same day.
@@ -322,22 +308,16 @@ async fn a_prepaid_renewal_that_only_moves_the_end_date_sets_the_limits_for_the_
         return;
     }
     let prefix = run_prefix();
-    let slurm = SlurmBackend::from_settings(serde_json::json!({
-        "customer_prefix": format!("{prefix}c_"),
-        "project_prefix": format!("{prefix}p_"),
-        "allocation_prefix": prefix,
-        "components": {
-            "cpu": {"label": "CPU", "measured_unit": "CPU-minutes", "accounting_type": "one"}
-        }
-    }))
-    .unwrap();
-    let w = World::start_with(
+    let mut prepaid = settings(&prefix, &prefix);
+    prepaid["components"] = serde_json::json!({
+        "cpu": {"label": "CPU", "measured_unit": "CPU-minutes", "accounting_type": "one"}
+    });
+    let w = world_of(
         Options {
             waldur_timeout_seconds: 30,
             ..Options::default()
         },
-        ExampleBackend::default(),
-        Arc::new(slurm),
+        prepaid,
     )
     .await;
     let limits = std::collections::BTreeMap::from([("cpu".to_owned(), 100)]);

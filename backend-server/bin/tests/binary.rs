@@ -234,34 +234,30 @@ fn the_reference_config_is_valid_and_every_instance_builds() {
 fn check_warns_about_an_example_instance_that_is_not_marked_as_a_demo() {
     let pki = TestPki::new();
     let config = pki.write_config(free_port(), "{allocation_prefix: hpc_}");
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = check(&config);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("WARN instance hpc: type example is the in-memory reference backend"),
         "{text}"
     );
     let demo = pki.write_config(free_port(), "{allocation_prefix: hpc_, demo: true}");
-    let out = Command::new(BIN)
+    assert!(!String::from_utf8_lossy(&check(&demo).stdout).contains("WARN"));
+}
+
+/// `check --config <config>`, run to its end.
+fn check(config: &std::path::Path) -> std::process::Output {
+    Command::new(BIN)
         .args(["check", "--config"])
-        .arg(&demo)
+        .arg(config)
         .output()
-        .unwrap();
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("WARN"));
+        .unwrap()
 }
 
 #[test]
 fn check_prints_each_instances_self_checks() {
     let pki = TestPki::new();
     let config = pki.write_config(free_port(), "{allocation_prefix: hpc_, demo: true}");
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = check(&config);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("PASS instance hpc: state:"), "{text}");

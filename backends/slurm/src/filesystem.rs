@@ -122,17 +122,12 @@ impl SlurmBackend {
                     return;
                 };
                 let mut a = args!["setquota", "-u", user];
-                for (flag, v) in [
-                    ("-b", &q.block_softlimit),
-                    ("-B", &q.block_hardlimit),
-                    ("-i", &q.inode_softlimit),
-                    ("-I", &q.inode_hardlimit),
-                ] {
-                    if let Some(v) = v {
-                        a.push(flag.to_owned());
-                        a.push(v.clone());
-                    }
-                }
+                a.extend(crate::settings::lfs_limit_args([
+                    &q.block_softlimit,
+                    &q.block_hardlimit,
+                    &q.inode_softlimit,
+                    &q.inode_hardlimit,
+                ]));
                 a.push(mount.clone());
                 vec![("lfs", a)]
             }

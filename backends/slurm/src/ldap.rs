@@ -319,8 +319,12 @@ impl Directory {
     /// handed on to the next allocation while the range lasts.
     pub(crate) async fn ensure_group(&self, name: &str) -> BackendResult<(u32, bool)> {
         let mut s = self.session().await?;
+        self.ensure_group_in(&mut s, name).await
+    }
+
+    async fn ensure_group_in(&self, s: &mut Session, name: &str) -> BackendResult<(u32, bool)> {
         let _held = ALLOCATING.lock().await;
-        match self.group_in(&mut s, name).await? {
+        match self.group_in(s, name).await? {
             Some((gid, true)) => return Ok((gid, false)),
             Some((_, false)) => {
                 return Err(BackendError::already_exists(
@@ -332,7 +336,7 @@ impl Directory {
         }
         let used: BTreeSet<u32> = self
             .search(
-                &mut s,
+                s,
                 &self.settings.base_dn,
                 ldap3::Scope::Subtree,
                 "(gidNumber=*)",
@@ -412,8 +416,9 @@ impl Directory {
         if users.is_empty() {
             return Ok(());
         }
-        self.ensure_group(group).await?;
-        self.change_members(group, users, true).await
+        let mut s = self.session().await?;
+        self.ensure_group_in(&mut s, group).await?;
+        self.change_members(&mut s, group, users, true).await
     }
 
     /// Removes `users` from the memberUid of the allocation's group; absent
@@ -426,12 +431,16 @@ impl Directory {
         if !matches!(self.group_in(&mut s, group).await?, Some((_, true))) {
             return Ok(());
         }
-        drop(s);
-        self.change_members(group, users, false).await
+        self.change_members(&mut s, group, users, false).await
     }
 
-    async fn change_members(&self, group: &str, users: &[String], add: bool) -> BackendResult<()> {
-        let mut s = self.session().await?;
+    async fn change_members(
+        &self,
+        s: &mut Session,
+        group: &str,
+        users: &[String],
+        add: bool,
+    ) -> BackendResult<()> {
         let dn = self.group_dn(group);
         // One value per modify: a value already there (or already gone)
         // would fail a modify carrying several, and the others with it.

@@ -328,23 +328,52 @@ fn valhalla() -> String {
     "/valhalla".into()
 }
 
+/// `lfs setquota` limit flags (`-b -B -i -I`) of the limits that are set:
+/// block soft and hard, inode soft and hard, in that order.
+pub(crate) fn lfs_limit_args(limits: [&Option<String>; 4]) -> Vec<String> {
+    ["-b", "-B", "-i", "-I"]
+        .into_iter()
+        .zip(limits)
+        .filter_map(|(flag, v)| v.as_ref().map(|v| [flag.to_owned(), v.clone()]))
+        .flatten()
+        .collect()
+}
+
+/// Refuses quota texts that could be read as more than a value by the
+/// commands they reach (letters, digits, `/ _ - .` only; empty ones too
+/// unless `allow_empty`).
+fn check_quota_texts<'a>(
+    key: &str,
+    values: impl IntoIterator<Item = &'a String>,
+    allow_empty: bool,
+) -> Result<(), SettingError> {
+    for v in values {
+        if (v.is_empty() && !allow_empty)
+            || !v
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '.'))
+        {
+            return Err(SettingError::new(
+                key,
+                format!("{v:?} has characters that are not allowed"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl LustreQuota {
     /// The two commands that put a directory under project `gid` with
     /// these limits: `lfs setquota -p` on the file system, then `lfs
     /// project -p -r -s` on the directory.
     pub fn commands(&self, gid: u32, path: &str) -> Vec<(&'static str, Vec<String>)> {
         let mut set = vec!["setquota".to_owned(), "-p".to_owned(), gid.to_string()];
-        for (flag, v) in [
-            ("-b", &self.block_softlimit),
-            ("-B", &self.block_hardlimit),
-            ("-i", &self.inode_softlimit),
-            ("-I", &self.inode_hardlimit),
-        ] {
-            if let Some(v) = v {
-                set.push(flag.to_owned());
-                set.push(v.clone());
-            }
-        }
+        set.extend(lfs_limit_args([
+            &self.block_softlimit,
+            &self.block_hardlimit,
+            &self.inode_softlimit,
+            &self.inode_hardlimit,
+        ]));
         set.push(self.mount_point.clone());
         let project = vec![
             "project".to_owned(),
@@ -599,49 +628,34 @@ impl SlurmSettings {
                     "needs ldap: the quota is set on the gidNumber of the allocation's LDAP group",
                 ));
             }
-            for v in [
-                Some(&q.mount_point),
-                q.block_softlimit.as_ref(),
-                q.block_hardlimit.as_ref(),
-                q.inode_softlimit.as_ref(),
-                q.inode_hardlimit.as_ref(),
-            ]
-            .into_iter()
-            .flatten()
-            {
-                if v.is_empty()
-                    || !v
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '.'))
-                {
-                    return Err(SettingError::new(
-                        "project_directory.lustre_quota",
-                        format!("{v:?} has characters that are not allowed"),
-                    ));
-                }
-            }
+            check_quota_texts(
+                "project_directory.lustre_quota",
+                [
+                    Some(&q.mount_point),
+                    q.block_softlimit.as_ref(),
+                    q.block_hardlimit.as_ref(),
+                    q.inode_softlimit.as_ref(),
+                    q.inode_hardlimit.as_ref(),
+                ]
+                .into_iter()
+                .flatten(),
+                false,
+            )?;
         }
         if let Some(q) = &s.homedir_quota {
-            for v in [
-                &q.mount_point,
-                &q.block_softlimit,
-                &q.block_hardlimit,
-                &q.inode_softlimit,
-                &q.inode_hardlimit,
-            ]
-            .into_iter()
-            .flatten()
-            {
-                if !v
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '.'))
-                {
-                    return Err(SettingError::new(
-                        "homedir_quota",
-                        format!("{v:?} has characters that are not allowed"),
-                    ));
-                }
-            }
+            check_quota_texts(
+                "homedir_quota",
+                [
+                    &q.mount_point,
+                    &q.block_softlimit,
+                    &q.block_hardlimit,
+                    &q.inode_softlimit,
+                    &q.inode_hardlimit,
+                ]
+                .into_iter()
+                .flatten(),
+                true,
+            )?;
         }
         let q = &s.qos_management;
         for (key, v) in [

@@ -72,12 +72,17 @@ fn run_tag(tag: &str) -> String {
 }
 
 async fn create(b: &SlurmBackend, tag: &str, limits: Limits) -> String {
+    create_as(b, tag, limits, "alice").await
+}
+
+/// An allocation with `user` as its only member; its backend id.
+async fn create_as(b: &SlurmBackend, tag: &str, limits: Limits, user: &str) -> String {
     let id = b.generate_backend_id(tag, None).unwrap();
     b.create_resource(CreateResource {
         backend_id: id.clone(),
         resource: context(tag),
         limits,
-        users: vec![User::named("alice")],
+        users: vec![User::named(user)],
         ..CreateResource::default()
     })
     .await
@@ -577,19 +582,6 @@ fn user_accounts(user: &str) -> Vec<String> {
     accounts
 }
 
-async fn create_with(b: &SlurmBackend, tag: &str, user: &str) -> String {
-    let id = b.generate_backend_id(tag, None).unwrap();
-    b.create_resource(CreateResource {
-        backend_id: id.clone(),
-        resource: context(tag),
-        users: vec![User::named(user)],
-        ..CreateResource::default()
-    })
-    .await
-    .unwrap();
-    id
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_leaving_their_last_allocation_loses_the_default_account_association_unless_kept() {
     if !enabled() {
@@ -597,8 +589,8 @@ async fn a_user_leaving_their_last_allocation_loses_the_default_account_associat
     }
     let b = backend();
     let user = run_tag("dflu");
-    let first = create_with(&b, &run_tag("jd1"), &user).await;
-    let second = create_with(&b, &run_tag("jd2"), &user).await;
+    let first = create_as(&b, &run_tag("jd1"), Limits::new(), &user).await;
+    let second = create_as(&b, &run_tag("jd2"), Limits::new(), &user).await;
     let mut both = vec![first.clone(), second.clone(), "root".to_owned()];
     both.sort();
     assert_eq!(user_accounts(&user), both, "DefaultAccount=root adds root");

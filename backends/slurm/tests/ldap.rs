@@ -10,8 +10,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use waldur_backend_sdk::Backend;
 use waldur_backend_sdk::types::*;
+use waldur_backend_sdk::{Backend, BackendResult};
 use waldur_backend_slurm::SlurmBackend;
 
 const BASE: &str = "dc=waldur,dc=test";
@@ -108,8 +108,11 @@ fn group(cn: &str) -> Option<(u32, Vec<String>)> {
     Some((gid, members))
 }
 
-fn drop_member(cn: &str, user: &str) {
-    let mut child = Command::new("ldapmodify")
+/// Runs an ldap-utils tool as the directory's admin, with `ldif` on its
+/// standard input; true when it succeeded.
+fn ldap_tool(program: &str, ldif: &str) -> bool {
+    use std::io::Write;
+    let mut child = Command::new(program)
         .args([
             "-x",
             "-H",
@@ -123,13 +126,31 @@ fn drop_member(cn: &str, user: &str) {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    use std::io::Write;
-    write!(
-        child.stdin.take().unwrap(),
-        "dn: cn={cn},ou=groups,{BASE}\nchangetype: modify\ndelete: memberUid\nmemberUid: {user}\n"
-    )
-    .unwrap();
-    assert!(child.wait().unwrap().success());
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(ldif.as_bytes())
+        .unwrap();
+    child.wait().unwrap().success()
+}
+
+fn drop_member(cn: &str, user: &str) {
+    assert!(ldap_tool(
+        "ldapmodify",
+        &format!(
+            "dn: cn={cn},ou=groups,{BASE}\nchangetype: modify\ndelete: memberUid\nmemberUid: {user}\n"
+        )
+    ));
+}
+
+async fn hard_delete(b: &SlurmBackend, id: &str) -> BackendResult<Deleted> {
+    b.delete_resource(DeleteResource {
+        backend_id: id.to_owned(),
+        mode: DeletionMode::Hard,
+        resource: None,
+    })
+    .await
 }
 
 fn account_exists(account: &str) -> bool {
@@ -201,13 +222,7 @@ async fn an_allocations_group_follows_it_and_its_members_and_goes_with_it() {
     b.remove_users(&id, vec!["alice".into()]).await.unwrap();
     assert_eq!(group(&id).unwrap().1, Vec::<String>::new());
 
-    b.delete_resource(DeleteResource {
-        backend_id: id.clone(),
-        mode: DeletionMode::Hard,
-        resource: None,
-    })
-    .await
-    .unwrap();
+    hard_delete(&b, &id).await.unwrap();
     assert!(group(&id).is_none(), "the group goes with the allocation");
     assert!(!account_exists(&id));
 }
@@ -238,23 +253,10 @@ async fn a_directory_that_is_down_answers_unavailable_and_slurm_is_not_touched()
         .await
         .unwrap_err();
     assert_eq!(e.code, tonic::Code::Unavailable, "{e:?}");
-    let e = down
-        .delete_resource(DeleteResource {
-            backend_id: id.clone(),
-            mode: DeletionMode::Hard,
-            resource: None,
-        })
-        .await
-        .unwrap_err();
+    let e = hard_delete(&down, &id).await.unwrap_err();
     assert_eq!(e.code, tonic::Code::Unavailable, "{e:?}");
     assert!(account_exists(&id) && group(&id).is_some());
-    up.delete_resource(DeleteResource {
-        backend_id: id.clone(),
-        mode: DeletionMode::Hard,
-        resource: None,
-    })
-    .await
-    .unwrap();
+    hard_delete(&up, &id).await.unwrap();
     assert!(!account_exists(&id) && group(&id).is_none());
 }
 
@@ -268,52 +270,17 @@ async fn a_site_group_with_the_allocations_name_is_refused_and_left_alone() {
     let t = tag();
     let req = create_request(&b, &format!("s{t}"), &["alice"]);
     let id = req.backend_id.clone();
-    let mut child = Command::new("ldapadd")
-        .args([
-            "-x",
-            "-H",
-            "ldap://127.0.0.1:389",
-            "-D",
-            ADMIN,
-            "-w",
-            PASSWORD,
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        write!(
-            child.stdin.take().unwrap(),
+    assert!(ldap_tool(
+        "ldapadd",
+        &format!(
             "dn: cn={id},ou=groups,{BASE}\nobjectClass: posixGroup\ncn: {id}\ngidNumber: 45999\nmemberUid: siteadmin\n"
         )
-        .unwrap();
-    }
-    assert!(child.wait().unwrap().success());
+    ));
     let e = b.create_resource(req).await.unwrap_err();
     assert_eq!(e.code, tonic::Code::AlreadyExists, "{e:?}");
     assert!(!account_exists(&id), "nothing made in SLURM");
     // A delete of that name leaves the site's group alone.
-    b.delete_resource(DeleteResource {
-        backend_id: id.clone(),
-        mode: DeletionMode::Hard,
-        resource: None,
-    })
-    .await
-    .unwrap();
+    hard_delete(&b, &id).await.unwrap();
     assert_eq!(group(&id), Some((45999, vec!["siteadmin".to_owned()])));
-    Command::new("ldapdelete")
-        .args([
-            "-x",
-            "-H",
-            "ldap://127.0.0.1:389",
-            "-D",
-            ADMIN,
-            "-w",
-            PASSWORD,
-        ])
-        .arg(format!("cn={id},ou=groups,{BASE}"))
-        .output()
-        .unwrap();
+    ldap_tool("ldapdelete", &format!("cn={id},ou=groups,{BASE}\n"));
 }
